@@ -1,0 +1,190 @@
+//! Folding task outputs into a job's result as they arrive: a sum for primes
+//! and montecarlo-pi, a sorted list for hashsearch, an image for mandelbrot.
+//! The collator refuses to take a task twice, so a duplicate can never count.
+
+use serde::Serialize;
+
+use crate::output::{OutputError, TaskOutput};
+use crate::spec::{KernelSpec, TaskDomain};
+
+/// A job's result, whole or so far. Serialises to the documented JSON:
+/// `{"count"}`, `{"inside", "samples", "estimate"}`, `{"nonces"}` or
+/// `{"width", "height", "max_iter", "iterations"}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum JobResult {
+    Primes { count: u64 },
+    MontecarloPi { inside: u64, samples: u64, estimate: f64 },
+    Hashsearch { nonces: Vec<u64> },
+    Mandelbrot { width: u32, height: u32, max_iter: u32, iterations: Vec<u32> },
+}
+
+#[derive(Debug, Clone)]
+enum Accumulator {
+    Count(u64),
+    Samples { inside: u64, samples: u64 },
+    Nonces(Vec<u64>),
+    Image(Vec<u32>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Collator {
+    spec: KernelSpec,
+    tasks: u32,
+    collated: Vec<u64>,
+    collated_count: u32,
+    acc: Accumulator,
+}
+
+impl Collator {
+    /// A collator for a validated spec.
+    pub fn new(spec: KernelSpec, tasks: u32) -> Collator {
+        let acc = match &spec {
+            KernelSpec::Primes(_) => Accumulator::Count(0),
+            KernelSpec::MontecarloPi(_) => Accumulator::Samples { inside: 0, samples: 0 },
+            KernelSpec::Hashsearch(_) => Accumulator::Nonces(Vec::new()),
+            KernelSpec::Mandelbrot(p) => Accumulator::Image(vec![0; p.width as usize * p.height as usize]),
+        };
+        Collator {
+            spec,
+            tasks,
+            collated: vec![0; (tasks as usize).div_ceil(64)],
+            collated_count: 0,
+            acc,
+        }
+    }
+
+    pub fn spec(&self) -> &KernelSpec {
+        &self.spec
+    }
+
+    /// Tasks folded in so far.
+    pub fn collated(&self) -> u32 {
+        self.collated_count
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.collated_count == self.tasks
+    }
+
+    pub fn contains(&self, index: u32) -> bool {
+        index < self.tasks && self.collated[index as usize / 64] & (1 << (index % 64)) != 0
+    }
+
+    /// Folds in task `index`'s output after checking it fits the task.
+    pub fn add(&mut self, index: u32, output: &TaskOutput) -> Result<(), OutputError> {
+        output.check(&self.spec, self.tasks, index)?;
+        if self.contains(index) {
+            return Err(OutputError::AlreadyCollated(index));
+        }
+        match (&mut self.acc, output) {
+            (Accumulator::Count(sum), TaskOutput::Count(n)) => *sum += n,
+            (Accumulator::Samples { inside, samples }, TaskOutput::Samples { inside: i, samples: s }) => {
+                *inside += i;
+                *samples += s;
+            }
+            (Accumulator::Nonces(all), TaskOutput::Nonces(found)) => {
+                // Outputs arrive in any order; keep the list sorted as we go.
+                let at = all.partition_point(|&n| n < found.first().copied().unwrap_or(0));
+                all.splice(at..at, found.iter().copied());
+            }
+            (Accumulator::Image(image), TaskOutput::Iterations(counts)) => {
+                let (KernelSpec::Mandelbrot(p), TaskDomain::Rows { first, .. }) =
+                    (&self.spec, self.spec.task(self.tasks, index))
+                else {
+                    unreachable!("checked above: a mandelbrot output for a mandelbrot job")
+                };
+                let offset = first as usize * p.width as usize;
+                image[offset..offset + counts.len()].copy_from_slice(counts);
+            }
+            _ => unreachable!("check() rejects outputs of another kernel"),
+        }
+        self.collated[index as usize / 64] |= 1 << (index % 64);
+        self.collated_count += 1;
+        Ok(())
+    }
+
+    /// The result over the tasks collated so far; the job's result once
+    /// [`Collator::is_complete`].
+    pub fn result(&self) -> JobResult {
+        match (&self.acc, &self.spec) {
+            (Accumulator::Count(count), _) => JobResult::Primes { count: *count },
+            (Accumulator::Samples { inside, samples }, _) => JobResult::MontecarloPi {
+                inside: *inside,
+                samples: *samples,
+                estimate: if *samples == 0 { 0.0 } else { 4.0 * *inside as f64 / *samples as f64 },
+            },
+            (Accumulator::Nonces(nonces), _) => JobResult::Hashsearch { nonces: nonces.clone() },
+            (Accumulator::Image(image), KernelSpec::Mandelbrot(p)) => JobResult::Mandelbrot {
+                width: p.width,
+                height: p.height,
+                max_iter: p.max_iter,
+                iterations: image.clone(),
+            },
+            (Accumulator::Image(_), _) => unreachable!("only mandelbrot jobs have images"),
+        }
+    }
+
+    /// The same result without cloning a large image or nonce list: for
+    /// mandelbrot the image dimensions only, for hashsearch the first nonces.
+    pub fn summary(&self) -> serde_json::Value {
+        match (&self.acc, &self.spec) {
+            (Accumulator::Image(image), KernelSpec::Mandelbrot(p)) => serde_json::json!({
+                "width": p.width,
+                "height": p.height,
+                "max_iter": p.max_iter,
+                "pixels": image.len(),
+            }),
+            _ => serde_json::to_value(self.result()).expect("results are plain data"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{HashsearchParams, MandelbrotParams, PrimesParams};
+
+    #[test]
+    fn sums_arrive_in_any_order_and_duplicates_are_refused() {
+        let spec = KernelSpec::Primes(PrimesParams { start: 0, end: 100 });
+        let mut c = Collator::new(spec, 4);
+        for (i, n) in [(2, 4), (0, 10), (3, 4), (1, 7)] {
+            c.add(i, &TaskOutput::Count(n)).unwrap();
+        }
+        assert!(c.is_complete());
+        assert_eq!(c.add(2, &TaskOutput::Count(4)), Err(OutputError::AlreadyCollated(2)));
+        assert_eq!(c.result(), JobResult::Primes { count: 25 });
+    }
+
+    #[test]
+    fn nonce_lists_stay_sorted() {
+        let spec = KernelSpec::Hashsearch(HashsearchParams { prefix: String::new(), difficulty: 1, start: 0, end: 30 });
+        let mut c = Collator::new(spec, 3);
+        c.add(2, &TaskOutput::Nonces(vec![21, 25])).unwrap();
+        c.add(0, &TaskOutput::Nonces(vec![1, 9])).unwrap();
+        c.add(1, &TaskOutput::Nonces(vec![])).unwrap();
+        assert_eq!(c.result(), JobResult::Hashsearch { nonces: vec![1, 9, 21, 25] });
+    }
+
+    #[test]
+    fn image_bands_land_at_their_rows() {
+        let spec = KernelSpec::Mandelbrot(MandelbrotParams { width: 2, height: 3, x_min: 0.0, x_max: 1.0, y_min: 0.0, y_max: 1.0, max_iter: 9 });
+        let mut c = Collator::new(spec, 2);
+        c.add(1, &TaskOutput::Iterations(vec![3, 4, 5, 6])).unwrap();
+        assert!(!c.is_complete());
+        c.add(0, &TaskOutput::Iterations(vec![1, 2])).unwrap();
+        let JobResult::Mandelbrot { iterations, width, height, .. } = c.result() else { panic!() };
+        assert_eq!((width, height), (2, 3));
+        assert_eq!(iterations, vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(serde_json::to_value(c.result()).unwrap()["iterations"], serde_json::json!([1, 2, 3, 4, 5, 6]));
+    }
+
+    #[test]
+    fn the_wrong_kind_of_output_is_refused() {
+        let spec = KernelSpec::Primes(PrimesParams { start: 0, end: 100 });
+        let mut c = Collator::new(spec, 1);
+        assert!(c.add(0, &TaskOutput::Nonces(vec![])).is_err());
+        assert_eq!(c.collated(), 0);
+    }
+}

@@ -1,0 +1,238 @@
+//! The binary results frame: how task outputs travel from workers to the
+//! coordinator. One WebSocket binary frame, all integers little-endian:
+//!
+//! ```text
+//! offset  size  field
+//! 0       1     frame type, 0x01 = results
+//! 1       8     batch id (u64)
+//! 9       4     n, the number of task results that follow (u32)
+//! 13      ...   n times: task index (u32), output length L (u32), L bytes of output
+//! ```
+//!
+//! The output bytes are the kernel's canonical encoding
+//! ([`grid_kernels::output`]): a Mandelbrot band is 4 bytes a pixel rather
+//! than a JSON array of numbers, and the bytes replicas are compared by are
+//! exactly the bytes that were sent.
+
+use grid_kernels::TaskOutput;
+
+use crate::{CloseCode, MAX_RESULTS_FRAME_BYTES};
+
+/// The first byte of a results frame.
+pub const RESULTS_FRAME_TYPE: u8 = 0x01;
+const HEADER_BYTES: usize = 13;
+const ENTRY_HEADER_BYTES: usize = 8;
+
+/// One task's output in a results frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskResult {
+    pub task: u32,
+    pub output: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultsFrame {
+    pub batch: u64,
+    pub results: Vec<TaskResult>,
+}
+
+/// Why a binary frame is not a valid results frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("binary frame of {0} bytes exceeds the {MAX_RESULTS_FRAME_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("unknown binary frame type {0:#04x}")]
+    UnknownType(u8),
+    #[error("binary frame truncated: {0}")]
+    Truncated(&'static str),
+    #[error("binary frame has {0} bytes after its last result")]
+    TrailingBytes(usize),
+    #[error("results frame is empty")]
+    Empty,
+}
+
+impl FrameError {
+    pub fn close_code(&self) -> CloseCode {
+        match self {
+            FrameError::TooLarge(_) => CloseCode::FrameTooLarge,
+            _ => CloseCode::MalformedFrame,
+        }
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], FrameError> {
+        if self.bytes.len() < n {
+            return Err(FrameError::Truncated(what));
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32, FrameError> {
+        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().expect("4 bytes")))
+    }
+
+    fn u64(&mut self, what: &'static str) -> Result<u64, FrameError> {
+        Ok(u64::from_le_bytes(self.take(8, what)?.try_into().expect("8 bytes")))
+    }
+}
+
+impl ResultsFrame {
+    pub fn decode(bytes: &[u8]) -> Result<ResultsFrame, FrameError> {
+        if bytes.len() > MAX_RESULTS_FRAME_BYTES {
+            return Err(FrameError::TooLarge(bytes.len()));
+        }
+        let mut reader = Reader { bytes };
+        let kind = reader.take(1, "frame type")?[0];
+        if kind != RESULTS_FRAME_TYPE {
+            return Err(FrameError::UnknownType(kind));
+        }
+        let batch = reader.u64("batch id")?;
+        let count = reader.u32("result count")? as usize;
+        if count == 0 {
+            return Err(FrameError::Empty);
+        }
+        // Each entry takes at least its 8-byte header: a count that cannot fit
+        // is refused before anything is allocated for it.
+        if count > reader.bytes.len() / ENTRY_HEADER_BYTES {
+            return Err(FrameError::Truncated("fewer results than the count says"));
+        }
+        let mut results = Vec::with_capacity(count);
+        for _ in 0..count {
+            let task = reader.u32("task index")?;
+            let len = reader.u32("output length")? as usize;
+            let output = reader.take(len, "output bytes")?.to_vec();
+            results.push(TaskResult { task, output });
+        }
+        if !reader.bytes.is_empty() {
+            return Err(FrameError::TrailingBytes(reader.bytes.len()));
+        }
+        Ok(ResultsFrame { batch, results })
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut builder = ResultsFrameBuilder::new(self.batch);
+        for result in &self.results {
+            builder.push_bytes(result.task, &result.output);
+        }
+        builder.finish()
+    }
+}
+
+/// Builds a results frame output by output, without intermediate copies.
+#[derive(Debug)]
+pub struct ResultsFrameBuilder {
+    bytes: Vec<u8>,
+    count: u32,
+}
+
+impl ResultsFrameBuilder {
+    pub fn new(batch: u64) -> ResultsFrameBuilder {
+        let mut bytes = Vec::with_capacity(256);
+        bytes.push(RESULTS_FRAME_TYPE);
+        bytes.extend_from_slice(&batch.to_le_bytes());
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        ResultsFrameBuilder { bytes, count: 0 }
+    }
+
+    pub fn push(&mut self, task: u32, output: &TaskOutput) {
+        self.bytes.extend_from_slice(&task.to_le_bytes());
+        self.bytes.extend_from_slice(&(output.encoded_len() as u32).to_le_bytes());
+        output.encode_into(&mut self.bytes);
+        self.count += 1;
+    }
+
+    pub fn push_bytes(&mut self, task: u32, output: &[u8]) {
+        self.bytes.extend_from_slice(&task.to_le_bytes());
+        self.bytes.extend_from_slice(&(output.len() as u32).to_le_bytes());
+        self.bytes.extend_from_slice(output);
+        self.count += 1;
+    }
+
+    /// Bytes the frame would have if finished now.
+    pub fn len_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// The size a frame grows by when `output` is pushed.
+    pub fn entry_bytes(output: &TaskOutput) -> usize {
+        ENTRY_HEADER_BYTES + output.encoded_len()
+    }
+
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn finish(mut self) -> Vec<u8> {
+        self.bytes[9..HEADER_BYTES].copy_from_slice(&self.count.to_le_bytes());
+        self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn layout_is_as_documented() {
+        let mut builder = ResultsFrameBuilder::new(0x0102);
+        builder.push(7, &TaskOutput::Count(5));
+        let bytes = builder.finish();
+        assert_eq!(
+            bytes,
+            [
+                vec![0x01],
+                vec![0x02, 0x01, 0, 0, 0, 0, 0, 0],
+                vec![1, 0, 0, 0],
+                vec![7, 0, 0, 0],
+                vec![8, 0, 0, 0],
+                vec![5, 0, 0, 0, 0, 0, 0, 0],
+            ]
+            .concat()
+        );
+        let frame = ResultsFrame::decode(&bytes).unwrap();
+        assert_eq!(frame, ResultsFrame { batch: 0x0102, results: vec![TaskResult { task: 7, output: 5u64.to_le_bytes().to_vec() }] });
+    }
+
+    #[test]
+    fn malformed_frames_are_refused() {
+        let good = ResultsFrame { batch: 1, results: vec![TaskResult { task: 0, output: vec![1, 2, 3] }] }.encode();
+        assert_eq!(ResultsFrame::decode(&[]), Err(FrameError::Truncated("frame type")));
+        assert_eq!(ResultsFrame::decode(&[9]), Err(FrameError::UnknownType(9)));
+        assert!(matches!(ResultsFrame::decode(&good[..good.len() - 1]), Err(FrameError::Truncated(_))));
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert_eq!(ResultsFrame::decode(&trailing), Err(FrameError::TrailingBytes(1)));
+        let mut lying_count = good.clone();
+        lying_count[9..13].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(ResultsFrame::decode(&lying_count), Err(FrameError::Truncated(_))));
+        let empty = ResultsFrameBuilder::new(1).finish();
+        assert_eq!(ResultsFrame::decode(&empty), Err(FrameError::Empty));
+        let huge = vec![1u8; MAX_RESULTS_FRAME_BYTES + 1];
+        assert_eq!(ResultsFrame::decode(&huge).unwrap_err().close_code(), CloseCode::FrameTooLarge);
+    }
+
+    proptest! {
+        #[test]
+        fn frames_round_trip(batch: u64, results in proptest::collection::vec((any::<u32>(), proptest::collection::vec(any::<u8>(), 0..40)), 1..20)) {
+            let frame = ResultsFrame { batch, results: results.into_iter().map(|(task, output)| TaskResult { task, output }).collect() };
+            prop_assert_eq!(ResultsFrame::decode(&frame.encode()).unwrap(), frame);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = ResultsFrame::decode(&bytes);
+        }
+    }
+}

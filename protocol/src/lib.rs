@@ -1,0 +1,38 @@
+//! The browsergrid wire protocol between workers and the coordinator, as
+//! types. `PROTOCOL.md` at the top of the repository is the same contract in
+//! prose, for people writing workers in other languages; keep the two in step.
+//!
+//! - [`messages`]: the JSON control messages, one enum per direction, decoded
+//!   at the edge into types.
+//! - [`frame`]: the binary results frame that carries task outputs.
+//! - [`close`]: the WebSocket close codes and what each means.
+//! - [`tasks`]: compact sets of task indices (half-open ranges).
+//! - [`worker`]: the worker's side of the protocol without I/O, shared by the
+//!   native worker and the WebAssembly worker.
+//!
+//! No I/O and no async runtime: this crate compiles for the host and for
+//! `wasm32-unknown-unknown` alike.
+
+pub mod close;
+pub mod frame;
+pub mod messages;
+pub mod tasks;
+pub mod worker;
+
+pub use close::CloseCode;
+pub use frame::{FrameError, ResultsFrame, TaskResult};
+pub use messages::{Batch, CoordinatorMessage, DecodeError, Hello, WorkerKind, WorkerMessage};
+pub use tasks::TaskRanges;
+
+/// The protocol version this crate speaks. A hello with another version is
+/// refused with [`CloseCode::UnsupportedVersion`].
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The path workers connect to.
+pub const WORKER_PATH: &str = "/ws/worker";
+
+/// The largest text frame a peer may send: control messages are small.
+pub const MAX_TEXT_FRAME_BYTES: usize = 64 * 1024;
+
+/// The largest binary (results) frame a worker may send.
+pub const MAX_RESULTS_FRAME_BYTES: usize = 16 * 1024 * 1024;

@@ -1,0 +1,290 @@
+//! The JSON control messages. Each is one WebSocket text frame holding one
+//! object whose `type` field names the message. Internally tagged objects are
+//! what a worker author in any language expects to read and write; task
+//! outputs, the only bulky data, travel in the binary [`crate::frame`] instead.
+//!
+//! Decoding is strict: unknown message types and unknown or missing fields
+//! are errors, so a confused peer is told at once rather than half-understood.
+
+use grid_kernels::KernelSpec;
+use serde::{Deserialize, Serialize};
+
+use crate::tasks::TaskRanges;
+use crate::{CloseCode, MAX_TEXT_FRAME_BYTES, PROTOCOL_VERSION};
+
+/// The longest donor name and donor session id a hello may carry.
+pub const MAX_NAME_CHARS: usize = 64;
+/// The most threads one worker connection may claim.
+pub const MAX_THREADS: u32 = 1024;
+
+/// What kind of program a worker is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerKind {
+    Native,
+    Browser,
+}
+
+impl WorkerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkerKind::Native => "native",
+            WorkerKind::Browser => "browser",
+        }
+    }
+}
+
+/// The first message on every worker connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hello {
+    /// Must equal [`PROTOCOL_VERSION`].
+    pub protocol: u32,
+    pub kind: WorkerKind,
+    /// How many tasks this connection computes at once; batches are sized by it.
+    pub threads: u32,
+    /// A donor-chosen name shown on the dashboard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Groups connections that are one donor, such as the Web Workers of one
+    /// browser tab. Replicas of a task never go to two connections of one
+    /// session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+}
+
+impl Hello {
+    /// Checks the values of a decoded hello, naming the close code to use.
+    pub fn validate(&self) -> Result<(), (CloseCode, String)> {
+        if self.protocol != PROTOCOL_VERSION {
+            return Err((
+                CloseCode::UnsupportedVersion,
+                format!("protocol version {} is not supported; this coordinator speaks {PROTOCOL_VERSION}", self.protocol),
+            ));
+        }
+        if self.threads == 0 || self.threads > MAX_THREADS {
+            return Err((CloseCode::BadHello, format!("threads must be between 1 and {MAX_THREADS}, got {}", self.threads)));
+        }
+        for (field, value) in [("name", &self.name), ("session", &self.session)] {
+            if let Some(value) = value {
+                if value.chars().count() > MAX_NAME_CHARS || value.chars().any(char::is_control) {
+                    return Err((
+                        CloseCode::BadHello,
+                        format!("{field} must be at most {MAX_NAME_CHARS} printable characters"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Messages a worker sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum WorkerMessage {
+    /// The first message, exactly once.
+    Hello(Hello),
+    /// Sent every `heartbeat_ms` (from the welcome) when nothing else is.
+    Heartbeat {},
+    /// Hands back tasks of a batch the worker will not compute (the tab is
+    /// closing, the donor paused). They are re-issued at once.
+    Return { batch: u64, tasks: TaskRanges },
+    /// The worker could not compute a task (a panic, out of memory). The task
+    /// goes to another worker; a task that fails everywhere fails its job.
+    Failed { batch: u64, task: u32, error: String },
+    /// Stop sending batches until `resume`. Batches already sent stay leased.
+    Pause {},
+    /// Send batches again.
+    Resume {},
+}
+
+/// A lease on some tasks of one job, with everything needed to compute them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    /// Unique per coordinator; results name it.
+    pub batch: u64,
+    pub job: u64,
+    /// The kernel and its parameters, as in the HTTP API.
+    pub spec: KernelSpec,
+    /// How many tasks the whole job has; task `i` of `job_tasks` covers the
+    /// part of the domain the kernel's split rule gives it.
+    pub job_tasks: u32,
+    /// The tasks leased in this batch.
+    pub tasks: TaskRanges,
+    /// How long the lease lasts without progress. Results extend it.
+    pub lease_ms: u64,
+}
+
+/// Messages the coordinator sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CoordinatorMessage {
+    /// The answer to a good hello.
+    Welcome {
+        /// This connection's worker id.
+        worker: u64,
+        /// How often to send a heartbeat when idle.
+        heartbeat_ms: u64,
+        /// The connection is closed if nothing arrives for this long.
+        idle_timeout_ms: u64,
+        /// The largest results frame the coordinator accepts.
+        max_frame_bytes: u64,
+    },
+    Batch(Batch),
+    /// One per results frame, in the order the frames arrived, sent once the
+    /// accepted results are durable. `accepted + duplicate + rejected` is the
+    /// number of results in the frame.
+    Ack { batch: u64, accepted: u32, duplicate: u32, rejected: u32 },
+    /// Stop working on a batch and send nothing more for it (its job was
+    /// cancelled, or every task in it was finished by other workers).
+    Revoke { batch: u64 },
+    Heartbeat {},
+}
+
+/// Why a text frame is not a valid message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("message of {0} bytes exceeds the {MAX_TEXT_FRAME_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("invalid message: {0}")]
+    Invalid(String),
+    #[error("invalid task ranges in batch {0}")]
+    BadRanges(u64),
+}
+
+impl DecodeError {
+    pub fn close_code(&self) -> CloseCode {
+        match self {
+            DecodeError::TooLarge(_) => CloseCode::FrameTooLarge,
+            DecodeError::Invalid(_) | DecodeError::BadRanges(_) => CloseCode::MalformedFrame,
+        }
+    }
+}
+
+impl WorkerMessage {
+    pub fn decode(text: &str) -> Result<WorkerMessage, DecodeError> {
+        if text.len() > MAX_TEXT_FRAME_BYTES {
+            return Err(DecodeError::TooLarge(text.len()));
+        }
+        let message: WorkerMessage = serde_json::from_str(text).map_err(|e| DecodeError::Invalid(e.to_string()))?;
+        if let WorkerMessage::Return { batch, tasks } = &message {
+            tasks.validate().map_err(|_| DecodeError::BadRanges(*batch))?;
+        }
+        Ok(message)
+    }
+
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("messages are plain data")
+    }
+}
+
+impl CoordinatorMessage {
+    pub fn decode(text: &str) -> Result<CoordinatorMessage, DecodeError> {
+        let message: CoordinatorMessage =
+            serde_json::from_str(text).map_err(|e| DecodeError::Invalid(e.to_string()))?;
+        if let CoordinatorMessage::Batch(batch) = &message {
+            batch.tasks.validate().map_err(|_| DecodeError::BadRanges(batch.batch))?;
+            if batch.tasks.end() > batch.job_tasks {
+                return Err(DecodeError::BadRanges(batch.batch));
+            }
+        }
+        Ok(message)
+    }
+
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("messages are plain data")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use grid_kernels::spec::PrimesParams;
+    use serde_json::json;
+
+    fn hello() -> Hello {
+        Hello { protocol: PROTOCOL_VERSION, kind: WorkerKind::Native, threads: 2, name: Some("lab-3".into()), session: None }
+    }
+
+    #[test]
+    fn messages_have_the_documented_json_shape() {
+        let text = WorkerMessage::Hello(hello()).encode();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+            json!({"type": "hello", "protocol": 1, "kind": "native", "threads": 2, "name": "lab-3"})
+        );
+        assert_eq!(WorkerMessage::Heartbeat {}.encode(), r#"{"type":"heartbeat"}"#);
+        let batch = CoordinatorMessage::Batch(Batch {
+            batch: 9,
+            job: 3,
+            spec: KernelSpec::Primes(PrimesParams { start: 0, end: 1000 }),
+            job_tasks: 10,
+            tasks: TaskRanges::from_indices([0, 1, 2, 7]),
+            lease_ms: 30_000,
+        });
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&batch.encode()).unwrap(),
+            json!({"type": "batch", "batch": 9, "job": 3,
+                   "spec": {"kernel": "primes", "params": {"start": 0, "end": 1000}},
+                   "job_tasks": 10, "tasks": [[0, 3], [7, 8]], "lease_ms": 30000})
+        );
+        assert_eq!(CoordinatorMessage::decode(&batch.encode()).unwrap(), batch);
+    }
+
+    #[test]
+    fn every_worker_message_round_trips() {
+        let messages = [
+            WorkerMessage::Hello(hello()),
+            WorkerMessage::Heartbeat {},
+            WorkerMessage::Return { batch: 4, tasks: TaskRanges::from_indices([3, 4]) },
+            WorkerMessage::Failed { batch: 4, task: 3, error: "boom".into() },
+            WorkerMessage::Pause {},
+            WorkerMessage::Resume {},
+        ];
+        for message in messages {
+            assert_eq!(WorkerMessage::decode(&message.encode()).unwrap(), message);
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_decode_errors_not_panics() {
+        for text in [
+            "",
+            "null",
+            "[]",
+            "{}",
+            r#"{"type":"launch"}"#,
+            r#"{"type":"hello","protocol":1}"#,
+            r#"{"type":"hello","protocol":"1","kind":"native","threads":2}"#,
+            r#"{"type":"hello","protocol":1,"kind":"toaster","threads":2}"#,
+            r#"{"type":"heartbeat","extra":1}"#,
+            r#"{"type":"return","batch":1,"tasks":[[5,2]]}"#,
+            r#"{"type":"return","batch":1,"tasks":[[0,4294967296]]}"#,
+            "\u{0}\u{1}garbage",
+        ] {
+            let err = WorkerMessage::decode(text).unwrap_err();
+            assert_eq!(err.close_code(), CloseCode::MalformedFrame, "{text}: {err}");
+        }
+        let huge = format!(r#"{{"type":"failed","batch":1,"task":1,"error":"{}"}}"#, "x".repeat(MAX_TEXT_FRAME_BYTES));
+        assert_eq!(WorkerMessage::decode(&huge).unwrap_err().close_code(), CloseCode::FrameTooLarge);
+    }
+
+    #[test]
+    fn hello_values_are_checked() {
+        hello().validate().unwrap();
+        let mut h = hello();
+        h.protocol = 2;
+        assert_eq!(h.validate().unwrap_err().0, CloseCode::UnsupportedVersion);
+        let mut h = hello();
+        h.threads = 0;
+        assert_eq!(h.validate().unwrap_err().0, CloseCode::BadHello);
+        let mut h = hello();
+        h.name = Some("n".repeat(MAX_NAME_CHARS + 1));
+        assert_eq!(h.validate().unwrap_err().0, CloseCode::BadHello);
+        let mut h = hello();
+        h.session = Some("tab\n1".into());
+        assert_eq!(h.validate().unwrap_err().0, CloseCode::BadHello);
+    }
+}

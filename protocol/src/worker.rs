@@ -1,0 +1,294 @@
+//! The worker's side of the protocol without I/O: the batches it holds, which
+//! task to compute next, and the results frames waiting to go out. The native
+//! worker (threads and tokio) and the WebAssembly worker (a Web Worker and a
+//! browser WebSocket) both drive this one state machine, so they behave alike.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use grid_kernels::{KernelSpec, TaskOutput};
+
+use crate::frame::ResultsFrameBuilder;
+use crate::messages::{Batch, WorkerMessage};
+use crate::tasks::TaskRanges;
+
+/// A results frame is sent once it holds this many bytes, even if its batch is
+/// not finished, so that big outputs stream rather than pile up.
+pub const FLUSH_BYTES: usize = 1024 * 1024;
+
+/// One task to compute, with what computing it needs.
+#[derive(Debug, Clone)]
+pub struct TaskRef {
+    pub batch: u64,
+    pub job: u64,
+    pub spec: Arc<KernelSpec>,
+    pub job_tasks: u32,
+    pub index: u32,
+}
+
+#[derive(Debug)]
+struct HeldBatch {
+    id: u64,
+    job: u64,
+    spec: Arc<KernelSpec>,
+    job_tasks: u32,
+    /// Tasks not started yet, as ranges, front first.
+    todo: VecDeque<(u32, u32)>,
+    /// Tasks handed to a thread and not yet completed.
+    running: u32,
+    /// Finished outputs not yet sent.
+    pending: Option<ResultsFrameBuilder>,
+}
+
+impl HeldBatch {
+    fn is_finished(&self) -> bool {
+        self.todo.is_empty() && self.running == 0
+    }
+}
+
+/// The batches a worker connection holds. Create one per connection: nothing
+/// survives a reconnect, because the coordinator re-issues a dropped
+/// connection's tasks anyway.
+#[derive(Debug, Default)]
+pub struct WorkerCore {
+    batches: VecDeque<HeldBatch>,
+    ready: VecDeque<Vec<u8>>,
+    tasks_completed: u64,
+}
+
+impl WorkerCore {
+    pub fn new() -> WorkerCore {
+        WorkerCore::default()
+    }
+
+    pub fn on_batch(&mut self, batch: Batch) {
+        let todo: VecDeque<(u32, u32)> = batch.tasks.ranges().iter().copied().collect();
+        self.batches.push_back(HeldBatch {
+            id: batch.batch,
+            job: batch.job,
+            spec: Arc::new(batch.spec),
+            job_tasks: batch.job_tasks,
+            todo,
+            running: 0,
+            pending: None,
+        });
+    }
+
+    /// Drops a batch: its unstarted tasks are forgotten, and results of its
+    /// running tasks will be discarded when they complete.
+    pub fn on_revoke(&mut self, batch: u64) {
+        self.batches.retain(|b| b.id != batch);
+    }
+
+    /// The next task to compute, oldest batch first.
+    pub fn next_task(&mut self) -> Option<TaskRef> {
+        let held = self.batches.iter_mut().find(|b| !b.todo.is_empty())?;
+        let range = held.todo.front_mut().expect("checked non-empty");
+        let index = range.0;
+        range.0 += 1;
+        if range.0 == range.1 {
+            held.todo.pop_front();
+        }
+        held.running += 1;
+        Some(TaskRef { batch: held.id, job: held.job, spec: held.spec.clone(), job_tasks: held.job_tasks, index })
+    }
+
+    /// Records a computed output. Returns false if the batch was revoked in
+    /// the meantime (the output is dropped).
+    pub fn complete(&mut self, task: &TaskRef, output: &TaskOutput) -> bool {
+        let Some(position) = self.batches.iter().position(|b| b.id == task.batch) else {
+            return false;
+        };
+        let held = &mut self.batches[position];
+        held.running -= 1;
+        let builder = held.pending.get_or_insert_with(|| ResultsFrameBuilder::new(task.batch));
+        if !builder.is_empty() && builder.len_bytes() + ResultsFrameBuilder::entry_bytes(output) > FLUSH_BYTES {
+            let full = held.pending.replace(ResultsFrameBuilder::new(task.batch)).expect("present");
+            self.ready.push_back(full.finish());
+        }
+        let held = &mut self.batches[position];
+        held.pending.as_mut().expect("present").push(task.index, output);
+        self.tasks_completed += 1;
+        if held.is_finished() {
+            let held = self.batches.remove(position).expect("present");
+            if let Some(builder) = held.pending {
+                self.ready.push_back(builder.finish());
+            }
+        }
+        true
+    }
+
+    /// Gives a task back without a result (its computation failed) and
+    /// returns the message that tells the coordinator so.
+    pub fn fail(&mut self, task: &TaskRef, error: String) -> WorkerMessage {
+        if let Some(position) = self.batches.iter().position(|b| b.id == task.batch) {
+            let held = &mut self.batches[position];
+            held.running -= 1;
+            if held.is_finished() {
+                let held = self.batches.remove(position).expect("present");
+                if let Some(builder) = held.pending {
+                    self.ready.push_back(builder.finish());
+                }
+            }
+        }
+        WorkerMessage::Failed { batch: task.batch, task: task.index, error }
+    }
+
+    /// Results frames ready to send. With `flush` true, outputs of unfinished
+    /// batches are sent too (call it every few hundred milliseconds so leases
+    /// see progress and results are not held back).
+    pub fn take_frames(&mut self, flush: bool) -> Vec<Vec<u8>> {
+        if flush {
+            for held in &mut self.batches {
+                if let Some(builder) = held.pending.take() {
+                    if !builder.is_empty() {
+                        self.ready.push_back(builder.finish());
+                    }
+                }
+            }
+        }
+        self.ready.drain(..).collect()
+    }
+
+    /// Takes every unstarted task out of every batch and returns the messages
+    /// that hand them back. Running tasks stay; their results still go out.
+    pub fn hand_back_unstarted(&mut self) -> Vec<WorkerMessage> {
+        let mut messages = Vec::new();
+        for held in &mut self.batches {
+            if held.todo.is_empty() {
+                continue;
+            }
+            let ranges: Vec<(u32, u32)> = held.todo.drain(..).collect();
+            let tasks = TaskRanges::from_ranges(ranges).expect("a batch's ranges stay ordered and disjoint");
+            messages.push(WorkerMessage::Return { batch: held.id, tasks });
+        }
+        let mut finished = Vec::new();
+        self.batches.retain_mut(|held| {
+            if held.is_finished() {
+                finished.extend(held.pending.take());
+                false
+            } else {
+                true
+            }
+        });
+        self.ready.extend(finished.into_iter().filter(|b| !b.is_empty()).map(ResultsFrameBuilder::finish));
+        messages
+    }
+
+    /// Tasks received and not started.
+    pub fn queued_tasks(&self) -> u64 {
+        self.batches.iter().flat_map(|b| b.todo.iter()).map(|&(s, e)| u64::from(e - s)).sum()
+    }
+
+    /// Batches held (received and not finished).
+    pub fn held_batches(&self) -> usize {
+        self.batches.len()
+    }
+
+    /// The job of the oldest batch with work left, for display.
+    pub fn current_job(&self) -> Option<(u64, &KernelSpec)> {
+        self.batches.front().map(|b| (b.job, b.spec.as_ref()))
+    }
+
+    pub fn tasks_completed(&self) -> u64 {
+        self.tasks_completed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::ResultsFrame;
+    use grid_kernels::spec::PrimesParams;
+    use grid_kernels::TaskRunner;
+
+    fn batch(id: u64, indices: &[u32]) -> Batch {
+        Batch {
+            batch: id,
+            job: 1,
+            spec: KernelSpec::Primes(PrimesParams { start: 0, end: 1000 }),
+            job_tasks: 10,
+            tasks: TaskRanges::from_indices(indices.iter().copied()),
+            lease_ms: 1000,
+        }
+    }
+
+    fn run_all(core: &mut WorkerCore) -> Vec<u32> {
+        let mut runner = TaskRunner::new();
+        let mut done = Vec::new();
+        while let Some(task) = core.next_task() {
+            let output = runner.run(&task.spec, task.job_tasks, task.index);
+            assert!(core.complete(&task, &output));
+            done.push(task.index);
+        }
+        done
+    }
+
+    #[test]
+    fn tasks_come_out_in_order_and_a_finished_batch_yields_one_frame() {
+        let mut core = WorkerCore::new();
+        core.on_batch(batch(1, &[0, 1, 5]));
+        core.on_batch(batch(2, &[7]));
+        assert_eq!(core.queued_tasks(), 4);
+        assert_eq!(run_all(&mut core), vec![0, 1, 5, 7]);
+        let frames: Vec<ResultsFrame> = core.take_frames(false).iter().map(|f| ResultsFrame::decode(f).unwrap()).collect();
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0].batch, 1);
+        assert_eq!(frames[0].results.iter().map(|r| r.task).collect::<Vec<_>>(), vec![0, 1, 5]);
+        // Task 0 covers [0, 100): 25 primes.
+        assert_eq!(frames[0].results[0].output, 25u64.to_le_bytes());
+        assert_eq!(core.held_batches(), 0);
+        assert!(core.take_frames(true).is_empty());
+    }
+
+    #[test]
+    fn revoked_batches_drop_their_work_and_late_outputs() {
+        let mut core = WorkerCore::new();
+        core.on_batch(batch(1, &[0, 1, 2]));
+        let running = core.next_task().unwrap();
+        core.on_revoke(1);
+        assert!(core.next_task().is_none());
+        assert!(!core.complete(&running, &TaskOutput::Count(25)));
+        assert!(core.take_frames(true).is_empty());
+    }
+
+    #[test]
+    fn handing_back_returns_unstarted_tasks_and_keeps_finished_results() {
+        let mut core = WorkerCore::new();
+        core.on_batch(batch(1, &[0, 1, 2, 3]));
+        let first = core.next_task().unwrap();
+        let second = core.next_task().unwrap();
+        core.complete(&first, &TaskOutput::Count(25));
+        let messages = core.hand_back_unstarted();
+        assert_eq!(messages, vec![WorkerMessage::Return { batch: 1, tasks: TaskRanges::from_indices([2, 3]) }]);
+        assert!(core.next_task().is_none());
+        // The running task still reports, and then the batch is finished.
+        core.complete(&second, &TaskOutput::Count(21));
+        let frames = core.take_frames(false);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(ResultsFrame::decode(&frames[0]).unwrap().results.len(), 2);
+    }
+
+    #[test]
+    fn partial_results_flush_on_request() {
+        let mut core = WorkerCore::new();
+        core.on_batch(batch(1, &[0, 1]));
+        let first = core.next_task().unwrap();
+        core.complete(&first, &TaskOutput::Count(25));
+        assert!(core.take_frames(false).is_empty());
+        let frames = core.take_frames(true);
+        assert_eq!(frames.len(), 1);
+        let _second = core.next_task().unwrap();
+        assert_eq!(core.held_batches(), 1);
+    }
+
+    #[test]
+    fn failures_release_the_task_and_say_so() {
+        let mut core = WorkerCore::new();
+        core.on_batch(batch(3, &[4]));
+        let task = core.next_task().unwrap();
+        let message = core.fail(&task, "panicked".into());
+        assert_eq!(message, WorkerMessage::Failed { batch: 3, task: 4, error: "panicked".into() });
+        assert_eq!(core.held_batches(), 0);
+    }
+}
