@@ -1,1 +1,666 @@
-//! placeholder
+//! Who computes which task, as a pure state machine: no I/O, no clock, no
+//! async. The coordinator feeds it events (a worker joined, a batch is wanted,
+//! a result arrived, a connection dropped, time passed) and carries out the
+//! [`Effect`]s it asks for (revoke a batch, collate a decided task, fail a job).
+//!
+//! The rules it owns:
+//! - Jobs are served oldest first. A batch holds tasks of one job, sized so it
+//!   takes about [`SchedulerConfig::target_batch_ms`] at the worker's measured
+//!   speed, and shrinking near the end of a job so the tail spreads out.
+//! - Every batch is a lease with a deadline; results extend it. A lease that
+//!   expires, a worker that disconnects, returns tasks or fails one puts those
+//!   tasks back to be issued again. A late result for a task still open is
+//!   accepted.
+//! - A task is decided when `quorum` replicas agree byte for byte (by digest).
+//!   Replicas of one task never go to the same donor. Disagreement adds
+//!   replicas up to `max_replicas`, then fails the task (and its job).
+//! - A decided task is never decided again: later results are duplicates.
+//! - When there is nothing left to issue, idle workers get speculative copies
+//!   of tasks that other workers have held for a while; the first valid result
+//!   wins and the other copies are revoked.
+
+mod job;
+mod speed;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use grid_protocol::TaskRanges;
+
+use crate::job::{Holder, JobState};
+pub use crate::job::JobPlan;
+use crate::speed::Speed;
+
+pub type JobId = u64;
+pub type WorkerId = u64;
+pub type BatchId = u64;
+/// Identifies a donor: one browser tab's workers share one, a native worker
+/// has its own. Replicas of a task never go to the same donor twice.
+pub type DonorId = u64;
+/// SHA-256 of a task's output bytes.
+pub type Digest = [u8; 32];
+
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// How long a batch should take at the worker's measured speed.
+    pub target_batch_ms: u64,
+    /// The shortest lease; leases are three times the expected batch time
+    /// when that is longer.
+    pub min_lease_ms: u64,
+    /// Batches a worker holds at once, so it never waits between batches.
+    pub pipeline: usize,
+    /// The most tasks in one batch.
+    pub max_batch_tasks: u32,
+    /// A task that fails on this many workers fails its job.
+    pub max_task_failures: u32,
+    /// Copy tasks other workers have held at least this long to idle workers
+    /// when nothing else is left.
+    pub speculate_after_ms: Option<u64>,
+    /// Revoked batches remembered per worker, so that results racing a revoke
+    /// are recognised as stale rather than counted as unleased.
+    pub remembered_revokes: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> SchedulerConfig {
+        SchedulerConfig {
+            target_batch_ms: 2_000,
+            min_lease_ms: 60_000,
+            pipeline: 2,
+            max_batch_tasks: 200_000,
+            max_task_failures: 3,
+            speculate_after_ms: Some(1_000),
+            remembered_revokes: 64,
+        }
+    }
+}
+
+/// A batch the scheduler wants sent to a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub batch: BatchId,
+    pub job: JobId,
+    pub tasks: TaskRanges,
+    pub lease_ms: u64,
+    /// Whether these tasks are copies of tasks other workers still hold.
+    pub speculative: bool,
+}
+
+/// Something the coordinator must do as a consequence of an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Tell the worker to drop the batch; it is no longer leased.
+    Revoke { worker: WorkerId, batch: BatchId },
+    /// The task has its answer: the output whose digest this is.
+    Decided { job: JobId, task: u32, digest: Digest },
+    /// The task cannot be completed; its job should fail with this reason.
+    TaskFailed { job: JobId, task: u32, reason: String },
+}
+
+/// How a result was classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// Counted as a replica; `decided` when it completed the quorum.
+    Accepted { decided: bool },
+    /// The task already has its answer, or this donor already answered it.
+    Duplicate,
+    /// The batch was revoked or returned a moment ago; the result raced it.
+    Stale,
+    /// The worker was never leased this task.
+    Rejected(Rejection),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    UnknownBatch,
+    NotYourBatch,
+    TaskNotInBatch,
+}
+
+impl Rejection {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Rejection::UnknownBatch => "no such batch",
+            Rejection::NotYourBatch => "the batch is leased to another worker",
+            Rejection::TaskNotInBatch => "the task is not part of the batch",
+        }
+    }
+}
+
+/// Counters for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub batches_granted: u64,
+    pub tasks_issued: u64,
+    pub tasks_reissued: u64,
+    pub tasks_speculative: u64,
+    pub leases_expired: u64,
+    pub results_accepted: u64,
+    pub results_duplicate: u64,
+    pub results_stale: u64,
+    pub results_rejected: u64,
+    pub quorum_disagreements: u64,
+}
+
+#[derive(Debug)]
+struct WorkerState {
+    donor: DonorId,
+    threads: u32,
+    paused: bool,
+    /// Batches held, oldest first.
+    batches: Vec<BatchId>,
+    /// Measured speed per job.
+    speed: HashMap<JobId, Speed>,
+    /// When the worker last finished a batch: with pipelining, a batch's
+    /// service time starts there, not at its grant.
+    last_finish: u64,
+    recently_revoked: VecDeque<BatchId>,
+}
+
+#[derive(Debug)]
+struct BatchState {
+    worker: WorkerId,
+    job: JobId,
+    /// The tasks of the batch, ascending, and which still await a result.
+    tasks: Vec<u32>,
+    waiting: Vec<bool>,
+    outstanding: u32,
+    granted_at: u64,
+    deadline: u64,
+    lease_ms: u64,
+    expired: bool,
+}
+
+impl BatchState {
+    fn position(&self, task: u32) -> Option<usize> {
+        self.tasks.binary_search(&task).ok()
+    }
+}
+
+#[derive(Debug)]
+pub struct Scheduler {
+    config: SchedulerConfig,
+    /// Jobs with work left, by id: ids rise with submission, so this is FIFO.
+    jobs: BTreeMap<JobId, JobState>,
+    workers: BTreeMap<WorkerId, WorkerState>,
+    batches: BTreeMap<BatchId, BatchState>,
+    next_batch: BatchId,
+    effects: Vec<Effect>,
+    counters: Counters,
+}
+
+impl Scheduler {
+    pub fn new(config: SchedulerConfig) -> Scheduler {
+        Scheduler {
+            config,
+            jobs: BTreeMap::new(),
+            workers: BTreeMap::new(),
+            batches: BTreeMap::new(),
+            next_batch: 1,
+            effects: Vec::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Batch ids start above `floor`, so they never repeat ones a previous run
+    /// of the coordinator handed out.
+    pub fn set_batch_floor(&mut self, floor: BatchId) {
+        self.next_batch = self.next_batch.max(floor + 1);
+    }
+
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.config
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Effects produced since the last call.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    // ---- jobs ---------------------------------------------------------------
+
+    pub fn add_job(&mut self, plan: JobPlan) {
+        self.jobs.insert(plan.id, JobState::new(plan));
+    }
+
+    /// Marks a task decided while restoring state after a restart.
+    pub fn restore_decided(&mut self, job: JobId, task: u32) {
+        if let Some(state) = self.jobs.get_mut(&job) {
+            state.restore_decided(task);
+        }
+    }
+
+    /// Restores a durable replica vote after a restart.
+    pub fn restore_vote(&mut self, job: JobId, task: u32, donor: DonorId, digest: Digest) {
+        if let Some(state) = self.jobs.get_mut(&job) {
+            state.restore_vote(task, donor, digest);
+        }
+    }
+
+    pub fn has_job(&self, job: JobId) -> bool {
+        self.jobs.contains_key(&job)
+    }
+
+    /// Decided tasks and the job's task count.
+    pub fn progress(&self, job: JobId) -> Option<(u32, u32)> {
+        self.jobs.get(&job).map(|j| (j.decided_count(), j.plan.tasks))
+    }
+
+    pub fn set_job_paused(&mut self, job: JobId, paused: bool) {
+        if let Some(state) = self.jobs.get_mut(&job) {
+            state.paused = paused;
+        }
+    }
+
+    /// Forgets a job (finished, failed or cancelled) and revokes its batches.
+    pub fn remove_job(&mut self, job: JobId) {
+        if self.jobs.remove(&job).is_none() {
+            return;
+        }
+        let batches: Vec<BatchId> =
+            self.batches.iter().filter(|(_, b)| b.job == job).map(|(&id, _)| id).collect();
+        for batch in batches {
+            self.close_batch(batch, true);
+        }
+    }
+
+    // ---- workers ------------------------------------------------------------
+
+    pub fn add_worker(&mut self, worker: WorkerId, donor: DonorId, threads: u32, now: u64) {
+        self.workers.insert(
+            worker,
+            WorkerState {
+                donor,
+                threads: threads.max(1),
+                paused: false,
+                batches: Vec::new(),
+                speed: HashMap::new(),
+                last_finish: now,
+                recently_revoked: VecDeque::new(),
+            },
+        );
+    }
+
+    pub fn set_worker_paused(&mut self, worker: WorkerId, paused: bool) {
+        if let Some(state) = self.workers.get_mut(&worker) {
+            state.paused = paused;
+        }
+    }
+
+    /// A worker disconnected: every task it held goes back to be re-issued.
+    pub fn remove_worker(&mut self, worker: WorkerId) {
+        let Some(state) = self.workers.remove(&worker) else { return };
+        for batch in state.batches {
+            self.release_batch(batch);
+        }
+    }
+
+    /// Workers that could take another batch now.
+    pub fn idle_workers(&self) -> Vec<WorkerId> {
+        self.workers
+            .iter()
+            .filter(|(_, w)| !w.paused && w.batches.len() < self.config.pipeline)
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    /// Batches a worker holds.
+    pub fn batches_of(&self, worker: WorkerId) -> usize {
+        self.workers.get(&worker).map_or(0, |w| w.batches.len())
+    }
+
+    /// Tasks in flight to a worker, across its batches.
+    pub fn tasks_held_by(&self, worker: WorkerId) -> u32 {
+        self.workers.get(&worker).map_or(0, |w| {
+            w.batches.iter().filter_map(|b| self.batches.get(b)).map(|b| b.outstanding).sum()
+        })
+    }
+
+    // ---- granting -----------------------------------------------------------
+
+    /// The next batch for `worker`, if it has room and there is work it may take.
+    pub fn grant(&mut self, worker: WorkerId, now: u64) -> Option<Grant> {
+        let state = self.workers.get(&worker)?;
+        if state.paused || state.batches.len() >= self.config.pipeline {
+            return None;
+        }
+        let donor = state.donor;
+        let job_ids: Vec<JobId> = self.jobs.iter().filter(|(_, j)| !j.paused).map(|(&id, _)| id).collect();
+        let active_workers = self.workers.values().filter(|w| !w.paused).count().max(1) as u64;
+        for job in job_ids {
+            let size = self.batch_size(worker, job, active_workers);
+            let tasks = self.jobs.get_mut(&job).expect("listed").take_tasks(donor, size);
+            if !tasks.is_empty() {
+                return Some(self.lease(worker, job, tasks, false, now));
+            }
+        }
+        let after = self.config.speculate_after_ms?;
+        self.speculate(worker, donor, now, after)
+    }
+
+    fn batch_size(&self, worker: WorkerId, job: JobId, active_workers: u64) -> u32 {
+        let state = &self.workers[&worker];
+        let job_state = &self.jobs[&job];
+        let threads = u64::from(state.threads);
+        let ms_per_task = state
+            .speed
+            .get(&job)
+            .map(|s| s.ms_per_task())
+            .or_else(|| job_state.ms_per_task_per_thread().map(|ms| ms / threads as f64));
+        let mut size = match ms_per_task {
+            Some(ms) => (self.config.target_batch_ms as f64 / ms.max(1e-6)) as u64,
+            // Unknown speed: one task per thread, to measure.
+            None => threads,
+        };
+        // Near the end, spread what is left instead of handing it to one worker.
+        let left = job_state.issuable();
+        size = size.min(left.div_ceil(2 * active_workers).max(threads.min(left)));
+        size.clamp(1, u64::from(self.config.max_batch_tasks)) as u32
+    }
+
+    fn lease(&mut self, worker: WorkerId, job: JobId, tasks: Vec<u32>, speculative: bool, now: u64) -> Grant {
+        let batch = self.next_batch;
+        self.next_batch += 1;
+        let state = self.workers.get_mut(&worker).expect("caller checked");
+        let donor = state.donor;
+        let expected_ms = state.speed.get(&job).map(|s| s.ms_per_task() * tasks.len() as f64);
+        let lease_ms = match expected_ms {
+            Some(ms) => self.config.min_lease_ms.max((3.0 * ms) as u64),
+            None => self.config.min_lease_ms,
+        };
+        state.batches.push(batch);
+        let job_state = self.jobs.get_mut(&job).expect("caller checked");
+        let mut reissued = 0;
+        for &task in &tasks {
+            if job_state.add_holder(task, Holder { worker, donor, batch, active: true }) {
+                reissued += 1;
+            }
+        }
+        self.counters.batches_granted += 1;
+        self.counters.tasks_issued += tasks.len() as u64;
+        if speculative {
+            self.counters.tasks_speculative += tasks.len() as u64;
+        } else {
+            self.counters.tasks_reissued += reissued;
+        }
+        let ranges = TaskRanges::from_indices(tasks.iter().copied());
+        self.batches.insert(
+            batch,
+            BatchState {
+                worker,
+                job,
+                waiting: vec![true; tasks.len()],
+                outstanding: tasks.len() as u32,
+                tasks,
+                granted_at: now,
+                deadline: now + lease_ms,
+                lease_ms,
+                expired: false,
+            },
+        );
+        Grant { batch, job, tasks: ranges, lease_ms, speculative }
+    }
+
+    /// Copies of tasks that other donors have held for at least `after` ms,
+    /// oldest leases first, one extra copy per task at most.
+    fn speculate(&mut self, worker: WorkerId, donor: DonorId, now: u64, after: u64) -> Option<Grant> {
+        let threads = u64::from(self.workers[&worker].threads);
+        let mut picked: Option<(JobId, Vec<u32>)> = None;
+        for batch in self.batches.values() {
+            if batch.worker == worker || now.saturating_sub(batch.granted_at) < after {
+                continue;
+            }
+            if picked.as_ref().is_some_and(|(job, _)| *job != batch.job) {
+                continue;
+            }
+            let Some(job) = self.jobs.get(&batch.job) else { continue };
+            if job.paused {
+                continue;
+            }
+            let size = self.workers[&worker]
+                .speed
+                .get(&batch.job)
+                .map_or(threads, |s| (self.config.target_batch_ms as f64 / s.ms_per_task().max(1e-6)) as u64)
+                .clamp(1, u64::from(self.config.max_batch_tasks)) as usize;
+            let entry = picked.get_or_insert_with(|| (batch.job, Vec::new()));
+            for (i, &task) in batch.tasks.iter().enumerate() {
+                if entry.1.len() >= size {
+                    break;
+                }
+                if batch.waiting[i] && job.may_speculate(task, donor) && !entry.1.contains(&task) {
+                    entry.1.push(task);
+                }
+            }
+            if entry.1.len() >= size {
+                break;
+            }
+        }
+        let (job, mut tasks) = picked.filter(|(_, t)| !t.is_empty())?;
+        tasks.sort_unstable();
+        Some(self.lease(worker, job, tasks, true, now))
+    }
+
+    // ---- results ------------------------------------------------------------
+
+    /// Records one result. Call it in the order results arrive.
+    pub fn record(&mut self, worker: WorkerId, batch: BatchId, task: u32, digest: Digest, now: u64) -> Recorded {
+        let outcome = self.classify_and_record(worker, batch, task, digest, now);
+        match &outcome {
+            Recorded::Accepted { .. } => self.counters.results_accepted += 1,
+            Recorded::Duplicate => self.counters.results_duplicate += 1,
+            Recorded::Stale => self.counters.results_stale += 1,
+            Recorded::Rejected(_) => self.counters.results_rejected += 1,
+        }
+        outcome
+    }
+
+    fn classify_and_record(&mut self, worker: WorkerId, batch_id: BatchId, task: u32, digest: Digest, now: u64) -> Recorded {
+        let Some(batch) = self.batches.get(&batch_id) else {
+            let revoked = self.workers.get(&worker).is_some_and(|w| w.recently_revoked.contains(&batch_id));
+            return if revoked { Recorded::Stale } else { Recorded::Rejected(Rejection::UnknownBatch) };
+        };
+        if batch.worker != worker {
+            return Recorded::Rejected(Rejection::NotYourBatch);
+        }
+        let Some(position) = batch.position(task) else {
+            return Recorded::Rejected(Rejection::TaskNotInBatch);
+        };
+        if !batch.waiting[position] {
+            return Recorded::Duplicate;
+        }
+        let job_id = batch.job;
+        let donor = self.workers[&worker].donor;
+        // Progress renews the lease.
+        let batch = self.batches.get_mut(&batch_id).expect("present");
+        batch.deadline = now + batch.lease_ms;
+        batch.waiting[position] = false;
+        batch.outstanding -= 1;
+        let batch_done = batch.outstanding == 0;
+
+        let job = self.jobs.get_mut(&job_id).expect("a batch's job is live until its batches are closed");
+        let outcome = job.vote(task, batch_id, donor, digest);
+        let result = match outcome {
+            job::Vote::Duplicate => Recorded::Duplicate,
+            job::Vote::Counted => Recorded::Accepted { decided: false },
+            job::Vote::Disagreement => {
+                self.counters.quorum_disagreements += 1;
+                Recorded::Accepted { decided: false }
+            }
+            job::Vote::Decided { others } => {
+                self.effects.push(Effect::Decided { job: job_id, task, digest });
+                for other in others {
+                    self.drop_task_from_batch(other, task);
+                }
+                Recorded::Accepted { decided: true }
+            }
+            job::Vote::Failed(reason) => {
+                self.effects.push(Effect::TaskFailed { job: job_id, task, reason });
+                Recorded::Accepted { decided: false }
+            }
+        };
+        if batch_done && self.batches.contains_key(&batch_id) {
+            self.finish_batch(batch_id, now);
+        }
+        result
+    }
+
+    /// Another copy of `task` won: the batch need not wait for it any more.
+    fn drop_task_from_batch(&mut self, batch_id: BatchId, task: u32) {
+        let Some(batch) = self.batches.get_mut(&batch_id) else { return };
+        let Some(position) = batch.position(task) else { return };
+        if batch.waiting[position] {
+            batch.waiting[position] = false;
+            batch.outstanding -= 1;
+            if batch.outstanding == 0 {
+                // Everything it holds was answered elsewhere: stop the work.
+                self.close_batch(batch_id, true);
+            }
+        }
+    }
+
+    fn finish_batch(&mut self, batch_id: BatchId, now: u64) {
+        let batch = self.batches.remove(&batch_id).expect("present");
+        let Some(worker) = self.workers.get_mut(&batch.worker) else { return };
+        worker.batches.retain(|&b| b != batch_id);
+        let started = batch.granted_at.max(worker.last_finish);
+        let elapsed = now.saturating_sub(started).max(1);
+        worker.last_finish = now;
+        let per_task = elapsed as f64 / batch.tasks.len() as f64;
+        worker.speed.entry(batch.job).or_default().observe(per_task);
+        let threads = worker.threads;
+        if let Some(job) = self.jobs.get_mut(&batch.job) {
+            job.observe_speed(per_task * f64::from(threads));
+            for &task in &batch.tasks {
+                job.remove_holder(task, batch_id);
+            }
+        }
+    }
+
+    /// Ends a batch early. Its unanswered tasks go back to be issued again;
+    /// with `revoke` the worker is told to drop it.
+    fn close_batch(&mut self, batch_id: BatchId, revoke: bool) {
+        let Some(batch) = self.batches.remove(&batch_id) else { return };
+        if let Some(worker) = self.workers.get_mut(&batch.worker) {
+            worker.batches.retain(|&b| b != batch_id);
+            worker.recently_revoked.push_back(batch_id);
+            if worker.recently_revoked.len() > self.config.remembered_revokes {
+                worker.recently_revoked.pop_front();
+            }
+            if revoke {
+                self.effects.push(Effect::Revoke { worker: batch.worker, batch: batch_id });
+            }
+        }
+        if let Some(job) = self.jobs.get_mut(&batch.job) {
+            for &task in &batch.tasks {
+                job.remove_holder(task, batch_id);
+            }
+        }
+    }
+
+    /// The worker is gone: its batches' tasks are re-issued.
+    fn release_batch(&mut self, batch_id: BatchId) {
+        if let Some(batch) = self.batches.remove(&batch_id) {
+            if let Some(job) = self.jobs.get_mut(&batch.job) {
+                for &task in &batch.tasks {
+                    job.remove_holder(task, batch_id);
+                }
+            }
+        }
+    }
+
+    /// The worker hands back tasks it will not compute.
+    pub fn return_tasks(&mut self, worker: WorkerId, batch_id: BatchId, tasks: &TaskRanges) -> Result<u32, Rejection> {
+        let batch = self.batches.get_mut(&batch_id).ok_or(Rejection::UnknownBatch)?;
+        if batch.worker != worker {
+            return Err(Rejection::NotYourBatch);
+        }
+        let mut returned = 0;
+        let job = batch.job;
+        for task in tasks.iter() {
+            let Some(position) = batch.position(task) else { continue };
+            if batch.waiting[position] {
+                batch.waiting[position] = false;
+                batch.outstanding -= 1;
+                returned += 1;
+                if let Some(job) = self.jobs.get_mut(&job) {
+                    job.remove_holder(task, batch_id);
+                }
+            }
+        }
+        if self.batches[&batch_id].outstanding == 0 {
+            self.close_batch(batch_id, false);
+        }
+        Ok(returned)
+    }
+
+    /// The worker could not compute a task.
+    pub fn fail_task(&mut self, worker: WorkerId, batch_id: BatchId, task: u32, now: u64) -> Result<(), Rejection> {
+        let batch = self.batches.get_mut(&batch_id).ok_or(Rejection::UnknownBatch)?;
+        if batch.worker != worker {
+            return Err(Rejection::NotYourBatch);
+        }
+        let position = batch.position(task).ok_or(Rejection::TaskNotInBatch)?;
+        if !batch.waiting[position] {
+            return Ok(());
+        }
+        batch.waiting[position] = false;
+        batch.outstanding -= 1;
+        let done = batch.outstanding == 0;
+        let job_id = batch.job;
+        let max_failures = self.config.max_task_failures;
+        if let Some(job) = self.jobs.get_mut(&job_id) {
+            job.remove_holder(task, batch_id);
+            let failures = job.record_failure(task);
+            if failures >= max_failures {
+                self.effects.push(Effect::TaskFailed {
+                    job: job_id,
+                    task,
+                    reason: format!("task {task} failed on {failures} workers"),
+                });
+            }
+        }
+        if done {
+            self.finish_batch(batch_id, now);
+        }
+        Ok(())
+    }
+
+    // ---- time ---------------------------------------------------------------
+
+    /// Expires leases past their deadline. Their unanswered tasks can go to
+    /// other workers; the batch stays with its worker, whose late results for
+    /// still-open tasks are accepted. Returns the expired batches.
+    pub fn expire(&mut self, now: u64) -> Vec<BatchId> {
+        let expired: Vec<BatchId> = self
+            .batches
+            .iter()
+            .filter(|(_, b)| !b.expired && b.deadline <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for &batch_id in &expired {
+            let batch = self.batches.get_mut(&batch_id).expect("listed");
+            batch.expired = true;
+            let job_id = batch.job;
+            let waiting: Vec<u32> =
+                batch.tasks.iter().zip(&batch.waiting).filter(|(_, w)| **w).map(|(&t, _)| t).collect();
+            if let Some(job) = self.jobs.get_mut(&job_id) {
+                for task in waiting {
+                    job.deactivate_holder(task, batch_id);
+                }
+            }
+        }
+        self.counters.leases_expired += expired.len() as u64;
+        expired
+    }
+
+    /// The earliest lease deadline, for the coordinator's timer.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.batches.values().filter(|b| !b.expired).map(|b| b.deadline).min()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,285 @@
+//! One job's tasks as the scheduler sees them: which were never issued (a
+//! cursor), which are decided (a bitset), and for the tasks in between who
+//! holds them, which replica results came in, and which need another copy.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::speed::Speed;
+use crate::{BatchId, Digest, DonorId, JobId, WorkerId};
+
+/// What the scheduler needs to know about a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobPlan {
+    pub id: JobId,
+    pub tasks: u32,
+    /// Replicas each task runs on, on distinct donors.
+    pub redundancy: u32,
+    /// Matching replicas that decide a task.
+    pub quorum: u32,
+    /// The most replicas a task may get when replicas disagree.
+    pub max_replicas: u32,
+}
+
+impl JobPlan {
+    /// A plan with one replica per task.
+    pub fn single(id: JobId, tasks: u32) -> JobPlan {
+        JobPlan { id, tasks, redundancy: 1, quorum: 1, max_replicas: 1 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Holder {
+    pub worker: WorkerId,
+    pub donor: DonorId,
+    pub batch: BatchId,
+    /// False once the lease expired: the worker may still answer, but
+    /// another copy may be issued.
+    pub active: bool,
+}
+
+#[derive(Debug, Default)]
+struct LiveTask {
+    holders: Vec<Holder>,
+    votes: Vec<(DonorId, Digest)>,
+    /// Replicas wanted; grows when replicas disagree.
+    target: u32,
+    failures: u32,
+}
+
+impl LiveTask {
+    fn involves(&self, donor: DonorId) -> bool {
+        self.holders.iter().any(|h| h.donor == donor) || self.votes.iter().any(|v| v.0 == donor)
+    }
+
+    fn active_holders(&self) -> u32 {
+        self.holders.iter().filter(|h| h.active).count() as u32
+    }
+
+    fn wants_copy(&self) -> bool {
+        self.active_holders() + (self.votes.len() as u32) < self.target
+    }
+}
+
+pub(crate) enum Vote {
+    /// Already decided, or this donor already answered.
+    Duplicate,
+    Counted,
+    /// All wanted replicas answered and no quorum agrees: one more is wanted.
+    Disagreement,
+    /// Quorum reached; the other batches still holding the task.
+    Decided { others: Vec<BatchId> },
+    /// No quorum is reachable within the replica cap.
+    Failed(String),
+}
+
+#[derive(Debug)]
+pub(crate) struct JobState {
+    pub plan: JobPlan,
+    pub paused: bool,
+    decided: Vec<u64>,
+    decided_count: u32,
+    /// Tasks `fresh..plan.tasks` were never issued.
+    fresh: u32,
+    live: HashMap<u32, LiveTask>,
+    /// Issued, undecided tasks that need another copy now.
+    wanting: BTreeSet<u32>,
+    /// Milliseconds per task on one thread.
+    speed: Speed,
+}
+
+impl JobState {
+    pub fn new(plan: JobPlan) -> JobState {
+        JobState {
+            decided: vec![0; (plan.tasks as usize).div_ceil(64)],
+            decided_count: 0,
+            fresh: 0,
+            live: HashMap::new(),
+            wanting: BTreeSet::new(),
+            speed: Speed::default(),
+            paused: false,
+            plan,
+        }
+    }
+
+    pub fn is_decided(&self, task: u32) -> bool {
+        self.decided[task as usize / 64] & (1 << (task % 64)) != 0
+    }
+
+    fn mark_decided(&mut self, task: u32) {
+        if !self.is_decided(task) {
+            self.decided[task as usize / 64] |= 1 << (task % 64);
+            self.decided_count += 1;
+        }
+    }
+
+    pub fn decided_count(&self) -> u32 {
+        self.decided_count
+    }
+
+    /// Tasks that could be handed out now (never issued, or wanting a copy).
+    pub fn issuable(&self) -> u64 {
+        u64::from(self.plan.tasks - self.fresh) + self.wanting.len() as u64
+    }
+
+    pub fn ms_per_task_per_thread(&self) -> Option<f64> {
+        self.speed.known()
+    }
+
+    pub fn observe_speed(&mut self, ms_per_task_per_thread: f64) {
+        self.speed.observe(ms_per_task_per_thread);
+    }
+
+    pub fn restore_decided(&mut self, task: u32) {
+        if task < self.plan.tasks {
+            self.mark_decided(task);
+            self.live.remove(&task);
+            self.wanting.remove(&task);
+        }
+    }
+
+    pub fn restore_vote(&mut self, task: u32, donor: DonorId, digest: Digest) {
+        if task >= self.plan.tasks || self.is_decided(task) {
+            return;
+        }
+        // The task keeps its votes; the fresh cursor skips it when it gets there.
+        let live = self.live.entry(task).or_default();
+        live.target = live.target.max(self.plan.redundancy);
+        if !live.votes.iter().any(|v| v.0 == donor) {
+            live.votes.push((donor, digest));
+        }
+        if live.votes.len() as u32 >= live.target && live.target < self.plan.max_replicas {
+            live.target += 1;
+        }
+        self.refresh(task);
+    }
+
+    /// Keeps `wanting` in step with one task's state.
+    fn refresh(&mut self, task: u32) {
+        let wants = !self.is_decided(task) && self.live.get(&task).is_some_and(LiveTask::wants_copy);
+        if wants {
+            self.wanting.insert(task);
+        } else {
+            self.wanting.remove(&task);
+        }
+    }
+
+    /// Up to `size` tasks for `donor`: copies wanted first, then fresh tasks.
+    pub fn take_tasks(&mut self, donor: DonorId, size: u32) -> Vec<u32> {
+        let size = size as usize;
+        let mut tasks: Vec<u32> = self
+            .wanting
+            .iter()
+            .copied()
+            .filter(|task| !self.live.get(task).is_some_and(|l| l.involves(donor)))
+            .take(size)
+            .collect();
+        while tasks.len() < size && self.fresh < self.plan.tasks {
+            let task = self.fresh;
+            self.fresh += 1;
+            // Decided or restored tasks are not fresh; restored ones are in
+            // `wanting` and were considered above.
+            if self.is_decided(task) || self.live.contains_key(&task) {
+                continue;
+            }
+            self.live.insert(task, LiveTask { target: self.plan.redundancy, ..LiveTask::default() });
+            tasks.push(task);
+        }
+        tasks.sort_unstable();
+        tasks
+    }
+
+    /// Records that a batch holds a task; true if the task had been issued
+    /// before to a donor that lost it (a re-issue).
+    pub fn add_holder(&mut self, task: u32, holder: Holder) -> bool {
+        let target = self.plan.redundancy;
+        let live = self.live.entry(task).or_insert_with(|| LiveTask { target, ..LiveTask::default() });
+        let previously = live.holders.len() + live.votes.len();
+        live.holders.push(holder);
+        let reissue = previously >= live.target as usize || (previously == 0 && self.wanting.contains(&task));
+        self.refresh(task);
+        reissue
+    }
+
+    /// The batch no longer holds the task (finished, returned, lost).
+    pub fn remove_holder(&mut self, task: u32, batch: BatchId) {
+        if let Some(live) = self.live.get_mut(&task) {
+            live.holders.retain(|h| h.batch != batch);
+        }
+        self.refresh(task);
+    }
+
+    /// The batch's lease expired: it still holds the task, but a copy may go
+    /// elsewhere.
+    pub fn deactivate_holder(&mut self, task: u32, batch: BatchId) {
+        if let Some(live) = self.live.get_mut(&task) {
+            for holder in live.holders.iter_mut().filter(|h| h.batch == batch) {
+                holder.active = false;
+            }
+        }
+        self.refresh(task);
+    }
+
+    pub fn record_failure(&mut self, task: u32) -> u32 {
+        let failures = self.live.get_mut(&task).map_or(0, |l| {
+            l.failures += 1;
+            l.failures
+        });
+        self.refresh(task);
+        failures
+    }
+
+    /// Whether `donor` may take a speculative copy of `task`.
+    pub fn may_speculate(&self, task: u32, donor: DonorId) -> bool {
+        !self.is_decided(task)
+            && self.live.get(&task).is_some_and(|l| {
+                !l.involves(donor)
+                    && l.active_holders() >= 1
+                    && l.active_holders() + (l.votes.len() as u32) < l.target + 1
+            })
+    }
+
+    pub fn vote(&mut self, task: u32, batch: BatchId, donor: DonorId, digest: Digest) -> Vote {
+        if self.is_decided(task) {
+            self.remove_holder(task, batch);
+            return Vote::Duplicate;
+        }
+        let quorum = self.plan.quorum;
+        let max_replicas = self.plan.max_replicas;
+        let Some(live) = self.live.get_mut(&task) else {
+            return Vote::Duplicate;
+        };
+        live.holders.retain(|h| h.batch != batch);
+        if live.votes.iter().any(|v| v.0 == donor) {
+            self.refresh(task);
+            return Vote::Duplicate;
+        }
+        live.votes.push((donor, digest));
+        let agreeing = live.votes.iter().filter(|v| v.1 == digest).count() as u32;
+        if agreeing >= quorum {
+            let others = live.holders.iter().map(|h| h.batch).collect();
+            self.live.remove(&task);
+            self.wanting.remove(&task);
+            self.mark_decided(task);
+            return Vote::Decided { others };
+        }
+        let answered = live.votes.len() as u32;
+        let outcome = if answered >= live.target {
+            if live.target < max_replicas {
+                live.target += 1;
+                Vote::Disagreement
+            } else if live.active_holders() == 0 {
+                let distinct: BTreeSet<Digest> = live.votes.iter().map(|v| v.1).collect();
+                Vote::Failed(format!(
+                    "task {task} reached no quorum: {answered} replicas gave {} different results, {quorum} must agree",
+                    distinct.len()
+                ))
+            } else {
+                Vote::Counted
+            }
+        } else {
+            Vote::Counted
+        };
+        self.refresh(task);
+        outcome
+    }
+}

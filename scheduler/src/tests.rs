@@ -1,0 +1,518 @@
+//! Unit tests for the scheduling rules, and a property test that drives the
+//! state machine through arbitrary interleavings of grants, results, returns,
+//! failures, disconnects and lease expiries.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn digest_of(job: JobId, task: u32) -> Digest {
+    let mut d = [0u8; 32];
+    d[..8].copy_from_slice(&job.to_le_bytes());
+    d[8..12].copy_from_slice(&task.to_le_bytes());
+    d
+}
+
+fn wrong_digest(job: JobId, task: u32) -> Digest {
+    let mut d = digest_of(job, task);
+    d[31] = 0xff;
+    d
+}
+
+fn plan(id: JobId, tasks: u32, redundancy: u32) -> JobPlan {
+    JobPlan { id, tasks, redundancy, quorum: redundancy / 2 + 1, max_replicas: redundancy + 2 }
+}
+
+fn config() -> SchedulerConfig {
+    SchedulerConfig { speculate_after_ms: None, min_lease_ms: 1_000, ..SchedulerConfig::default() }
+}
+
+fn deliver_all(s: &mut Scheduler, worker: WorkerId, grant: &Grant, now: u64) -> Vec<Recorded> {
+    grant.tasks.iter().map(|t| s.record(worker, grant.batch, t, digest_of(grant.job, t), now)).collect()
+}
+
+fn decided(effects: &[Effect]) -> Vec<(JobId, u32)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Decided { job, task, .. } => Some((*job, *task)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_single_worker_completes_a_job_in_batches() {
+    let mut s = Scheduler::new(config());
+    s.add_job(JobPlan::single(1, 10));
+    s.add_worker(7, 7, 2, 0);
+    let mut now = 0;
+    let mut done = BTreeSet::new();
+    while let Some(grant) = s.grant(7, now) {
+        assert_eq!(grant.job, 1);
+        now += 10;
+        for r in deliver_all(&mut s, 7, &grant, now) {
+            assert_eq!(r, Recorded::Accepted { decided: true });
+        }
+        done.extend(decided(&s.take_effects()).into_iter().map(|(_, t)| t));
+    }
+    assert_eq!(done, (0..10).collect());
+    assert_eq!(s.progress(1), Some((10, 10)));
+}
+
+#[test]
+fn the_first_batch_probes_one_task_per_thread_and_later_ones_follow_speed() {
+    let mut s = Scheduler::new(config());
+    s.add_job(JobPlan::single(1, 100_000));
+    s.add_worker(1, 1, 4, 0);
+    let probe = s.grant(1, 0).unwrap();
+    assert_eq!(probe.tasks.len(), 4);
+    // Four tasks took 40 ms: 10 ms a task for the whole worker, so a 2 s batch is 200 tasks.
+    deliver_all(&mut s, 1, &probe, 40);
+    let second = s.grant(1, 40).unwrap();
+    assert_eq!(second.tasks.len(), 200);
+    assert!(second.lease_ms >= 3 * 2_000, "{}", second.lease_ms);
+}
+
+#[test]
+fn batches_pipeline_up_to_the_limit() {
+    let mut s = Scheduler::new(config());
+    s.add_job(JobPlan::single(1, 100));
+    s.add_worker(1, 1, 1, 0);
+    assert!(s.grant(1, 0).is_some());
+    assert!(s.grant(1, 0).is_some());
+    assert!(s.grant(1, 0).is_none(), "two batches in flight is the limit");
+    assert!(s.idle_workers().is_empty());
+}
+
+#[test]
+fn a_disconnected_workers_tasks_go_to_another_worker() {
+    let mut s = Scheduler::new(config());
+    s.add_job(JobPlan::single(1, 3));
+    s.add_worker(1, 1, 3, 0);
+    let lost = s.grant(1, 0).unwrap();
+    assert_eq!(lost.tasks.len(), 3);
+    s.remove_worker(1);
+    s.add_worker(2, 2, 3, 0);
+    let again = s.grant(2, 1).unwrap();
+    assert_eq!(again.tasks, lost.tasks);
+    assert_eq!(s.counters().tasks_reissued, 3);
+    // The old worker's results are not accepted from a new connection.
+    assert_eq!(s.record(1, lost.batch, 0, digest_of(1, 0), 2), Recorded::Rejected(Rejection::UnknownBatch));
+}
+
+#[test]
+fn an_expired_lease_is_reissued_and_the_late_result_still_counts_once() {
+    let mut s = Scheduler::new(config());
+    s.add_job(JobPlan::single(1, 1));
+    s.add_worker(1, 1, 1, 0);
+    s.add_worker(2, 2, 1, 0);
+    let slow = s.grant(1, 0).unwrap();
+    assert!(s.grant(2, 0).is_none(), "nothing else to give");
+    assert!(s.expire(slow.lease_ms - 1).is_empty());
+    assert_eq!(s.expire(slow.lease_ms), vec![slow.batch]);
+    let copy = s.grant(2, slow.lease_ms).unwrap();
+    assert_eq!(copy.tasks, slow.tasks);
+    // The slow worker answers late, while the task is still open: accepted.
+    assert_eq!(s.record(1, slow.batch, 0, digest_of(1, 0), slow.lease_ms + 5), Recorded::Accepted { decided: true });
+    let effects = s.take_effects();
+    assert_eq!(decided(&effects), vec![(1, 0)]);
+    // The copy is revoked; its result, if it races the revoke, is stale.
+    assert!(effects.contains(&Effect::Revoke { worker: 2, batch: copy.batch }));
+    assert_eq!(s.record(2, copy.batch, 0, digest_of(1, 0), slow.lease_ms + 6), Recorded::Stale);
+}
+
+#[test]
+fn duplicates_and_unleased_results_never_count() {
+    let mut s = Scheduler::new(config());
+    s.add_job(JobPlan::single(1, 4));
+    s.add_worker(1, 1, 2, 0);
+    s.add_worker(2, 2, 2, 0);
+    let a = s.grant(1, 0).unwrap();
+    let b = s.grant(2, 0).unwrap();
+    let task = a.tasks.iter().next().unwrap();
+    assert_eq!(s.record(1, a.batch, task, digest_of(1, task), 1), Recorded::Accepted { decided: true });
+    assert_eq!(s.record(1, a.batch, task, digest_of(1, task), 1), Recorded::Duplicate);
+    let foreign = b.tasks.iter().next().unwrap();
+    assert_eq!(s.record(1, a.batch, foreign, digest_of(1, foreign), 1), Recorded::Rejected(Rejection::TaskNotInBatch));
+    assert_eq!(s.record(1, b.batch, foreign, digest_of(1, foreign), 1), Recorded::Rejected(Rejection::NotYourBatch));
+    assert_eq!(s.record(1, 999, 0, digest_of(1, 0), 1), Recorded::Rejected(Rejection::UnknownBatch));
+    assert_eq!(decided(&s.take_effects()), vec![(1, task)]);
+    assert_eq!(s.counters().results_rejected, 3);
+}
+
+#[test]
+fn replicas_go_to_distinct_donors_and_agreement_decides() {
+    let mut s = Scheduler::new(config());
+    s.add_job(plan(1, 2, 2));
+    // Workers 1 and 2 are two threads of one browser tab (donor 10).
+    s.add_worker(1, 10, 2, 0);
+    s.add_worker(2, 10, 2, 0);
+    s.add_worker(3, 30, 2, 0);
+    let first = s.grant(1, 0).unwrap();
+    assert_eq!(first.tasks.len(), 2);
+    assert!(s.grant(2, 0).is_none(), "the same donor must not get a second replica");
+    let second = s.grant(3, 0).unwrap();
+    assert_eq!(second.tasks, first.tasks);
+    deliver_all(&mut s, 1, &first, 5);
+    assert!(decided(&s.take_effects()).is_empty(), "one replica is not a quorum of two");
+    deliver_all(&mut s, 3, &second, 6);
+    assert_eq!(decided(&s.take_effects()), vec![(1, 0), (1, 1)]);
+}
+
+#[test]
+fn disagreement_adds_a_replica_and_the_majority_wins() {
+    let mut s = Scheduler::new(config());
+    s.add_job(plan(1, 1, 2));
+    s.add_worker(1, 1, 1, 0);
+    s.add_worker(2, 2, 1, 0);
+    s.add_worker(3, 3, 1, 0);
+    let honest = s.grant(1, 0).unwrap();
+    let liar = s.grant(2, 0).unwrap();
+    assert!(s.grant(3, 0).is_none());
+    s.record(1, honest.batch, 0, digest_of(1, 0), 1);
+    assert_eq!(s.record(2, liar.batch, 0, wrong_digest(1, 0), 2), Recorded::Accepted { decided: false });
+    assert_eq!(s.counters().quorum_disagreements, 1);
+    let tie_break = s.grant(3, 3).unwrap();
+    assert_eq!(tie_break.tasks.iter().collect::<Vec<_>>(), vec![0]);
+    assert_eq!(s.record(3, tie_break.batch, 0, digest_of(1, 0), 4), Recorded::Accepted { decided: true });
+    assert_eq!(s.take_effects(), vec![Effect::Decided { job: 1, task: 0, digest: digest_of(1, 0) }]);
+}
+
+#[test]
+fn a_task_without_quorum_within_the_cap_fails_visibly() {
+    let mut s = Scheduler::new(config());
+    s.add_job(JobPlan { id: 1, tasks: 1, redundancy: 2, quorum: 2, max_replicas: 2 });
+    s.add_worker(1, 1, 1, 0);
+    s.add_worker(2, 2, 1, 0);
+    let a = s.grant(1, 0).unwrap();
+    let b = s.grant(2, 0).unwrap();
+    s.record(1, a.batch, 0, digest_of(1, 0), 1);
+    s.record(2, b.batch, 0, wrong_digest(1, 0), 1);
+    let effects = s.take_effects();
+    assert!(
+        matches!(&effects[..], [Effect::TaskFailed { job: 1, task: 0, reason }] if reason.contains("no quorum")),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn stragglers_are_copied_to_idle_workers_and_the_first_result_wins() {
+    let mut s = Scheduler::new(SchedulerConfig { speculate_after_ms: Some(500), ..config() });
+    s.add_job(JobPlan::single(1, 2));
+    s.add_worker(1, 1, 2, 0);
+    let straggler = s.grant(1, 0).unwrap();
+    s.add_worker(2, 2, 2, 0);
+    assert!(s.grant(2, 100).is_none(), "too early to speculate");
+    let copy = s.grant(2, 600).unwrap();
+    assert!(copy.speculative);
+    assert_eq!(copy.tasks, straggler.tasks);
+    assert!(s.grant(3, 600).is_none(), "unknown worker");
+    deliver_all(&mut s, 2, &copy, 700);
+    let effects = s.take_effects();
+    assert_eq!(decided(&effects).len(), 2);
+    assert!(effects.contains(&Effect::Revoke { worker: 1, batch: straggler.batch }));
+    assert_eq!(s.counters().tasks_speculative, 2);
+}
+
+#[test]
+fn returned_tasks_are_reissued_and_failures_fail_the_job_after_the_limit() {
+    let mut s = Scheduler::new(config());
+    s.add_job(JobPlan::single(1, 4));
+    s.add_worker(1, 1, 4, 0);
+    let batch = s.grant(1, 0).unwrap();
+    assert_eq!(s.return_tasks(1, batch.batch, &TaskRanges::from_indices([2, 3])), Ok(2));
+    assert_eq!(s.return_tasks(2, batch.batch, &TaskRanges::from_indices([0])), Err(Rejection::NotYourBatch));
+    let again = s.grant(1, 1).unwrap();
+    assert_eq!(again.tasks.iter().collect::<Vec<_>>(), vec![2, 3]);
+    // Task 0 fails three times, on three connections.
+    s.fail_task(1, batch.batch, 0, 2).unwrap();
+    for worker in [2, 3] {
+        s.add_worker(worker, worker, 1, 2);
+        let retry = s.grant(worker, 3).unwrap();
+        assert!(retry.tasks.contains(0));
+        s.fail_task(worker, retry.batch, 0, 4).unwrap();
+    }
+    assert!(s.take_effects().iter().any(|e| matches!(e, Effect::TaskFailed { job: 1, task: 0, .. })));
+}
+
+#[test]
+fn paused_jobs_and_workers_get_nothing_and_removed_jobs_revoke_their_batches() {
+    let mut s = Scheduler::new(config());
+    s.add_job(JobPlan::single(1, 10));
+    s.add_job(JobPlan::single(2, 10));
+    s.add_worker(1, 1, 1, 0);
+    s.set_job_paused(1, true);
+    let grant = s.grant(1, 0).unwrap();
+    assert_eq!(grant.job, 2, "job 1 is paused");
+    s.set_worker_paused(1, true);
+    assert!(s.grant(1, 0).is_none());
+    s.remove_job(2);
+    assert_eq!(s.take_effects(), vec![Effect::Revoke { worker: 1, batch: grant.batch }]);
+    assert_eq!(s.batches_of(1), 0);
+}
+
+#[test]
+fn restored_state_is_not_issued_again() {
+    let mut s = Scheduler::new(config());
+    s.add_job(plan(1, 4, 2));
+    for task in [0, 2] {
+        s.restore_decided(1, task);
+    }
+    // Before the restart donor 5 answered task 1; it still needs one more agreeing copy.
+    s.restore_vote(1, 1, 5, digest_of(1, 1));
+    s.add_worker(1, 5, 8, 0);
+    s.add_worker(2, 6, 8, 0);
+    let a = s.grant(1, 0).unwrap();
+    assert_eq!(a.tasks.iter().collect::<Vec<_>>(), vec![3], "donor 5 already answered task 1");
+    let b = s.grant(2, 0).unwrap();
+    assert_eq!(b.tasks.iter().collect::<Vec<_>>(), vec![1, 3]);
+    assert_eq!(s.record(2, b.batch, 1, digest_of(1, 1), 1), Recorded::Accepted { decided: true });
+}
+
+// ---- property test --------------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum Op {
+    Connect(u8),
+    Disconnect(u8),
+    Grant(u8),
+    /// Deliver up to n results of the worker's oldest batch.
+    Deliver(u8, u8),
+    /// Replay a result the worker already sent.
+    Replay(u8),
+    /// Send a result for a task the worker was never leased.
+    Forge(u8, u32),
+    Return(u8),
+    Fail(u8),
+    Tick(u16),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        1 => (0u8..5).prop_map(Op::Connect),
+        1 => (0u8..5).prop_map(Op::Disconnect),
+        3 => (0u8..5).prop_map(Op::Grant),
+        3 => (0u8..5, 1u8..20).prop_map(|(w, n)| Op::Deliver(w, n)),
+        1 => (0u8..5).prop_map(Op::Replay),
+        1 => (0u8..5, 0u32..40).prop_map(|(w, t)| Op::Forge(w, t)),
+        1 => (0u8..5).prop_map(Op::Return),
+        1 => (0u8..5).prop_map(Op::Fail),
+        1 => (0u16..3000).prop_map(Op::Tick),
+    ]
+}
+
+/// What the test remembers of each worker connection.
+#[derive(Default)]
+struct Conn {
+    id: WorkerId,
+    donor: DonorId,
+    batches: Vec<(Grant, Vec<u32>)>,
+    sent: Vec<(BatchId, u32, JobId)>,
+}
+
+struct Harness {
+    s: Scheduler,
+    now: u64,
+    conns: BTreeMap<u8, Conn>,
+    next_id: WorkerId,
+    liar_donor: Option<DonorId>,
+    decided: HashMap<(JobId, u32), Digest>,
+    accepted_donors: HashMap<(JobId, u32), Vec<DonorId>>,
+    failed_jobs: BTreeSet<JobId>,
+}
+
+impl Harness {
+    fn donor_for(slot: u8) -> DonorId {
+        // Slots 3 and 4 are two threads of one browser tab.
+        if slot == 4 { 3 } else { u64::from(slot) }
+    }
+
+    fn digest(&self, donor: DonorId, job: JobId, task: u32) -> Digest {
+        if Some(donor) == self.liar_donor { wrong_digest(job, task) } else { digest_of(job, task) }
+    }
+
+    fn apply_effects(&mut self) {
+        for effect in self.s.take_effects() {
+            match effect {
+                Effect::Decided { job, task, digest } => {
+                    assert!(self.decided.insert((job, task), digest).is_none(), "task {job}/{task} decided twice");
+                }
+                Effect::Revoke { worker, batch } => {
+                    for conn in self.conns.values_mut().filter(|c| c.id == worker) {
+                        conn.batches.retain(|(g, _)| g.batch != batch);
+                    }
+                }
+                Effect::TaskFailed { job, .. } => {
+                    self.failed_jobs.insert(job);
+                    self.s.remove_job(job);
+                }
+            }
+        }
+        let _ = self.s.take_effects();
+    }
+
+    fn check_grant(&self, conn: &Conn, grant: &Grant) {
+        // A donor never holds two copies of a task, nor gets one it answered.
+        for task in grant.tasks.iter() {
+            let key = (grant.job, task);
+            assert!(!self.decided.contains_key(&key), "decided task {key:?} granted again");
+            let held_elsewhere = self.conns.values().filter(|c| c.donor == conn.donor).any(|c| {
+                c.batches.iter().any(|(g, left)| g.job == grant.job && g.batch != grant.batch && left.contains(&task))
+            });
+            assert!(!held_elsewhere, "donor {} holds {key:?} twice", conn.donor);
+            assert!(
+                !self.accepted_donors.get(&key).is_some_and(|d| d.contains(&conn.donor)),
+                "donor {} already answered {key:?}",
+                conn.donor
+            );
+        }
+    }
+
+    fn step(&mut self, op: Op) {
+        match op {
+            Op::Connect(slot) => {
+                if !self.conns.contains_key(&slot) {
+                    self.next_id += 1;
+                    let donor = Self::donor_for(slot);
+                    self.s.add_worker(self.next_id, donor, 1 + u32::from(slot % 3), self.now);
+                    self.conns.insert(slot, Conn { id: self.next_id, donor, ..Conn::default() });
+                }
+            }
+            Op::Disconnect(slot) => {
+                if let Some(conn) = self.conns.remove(&slot) {
+                    self.s.remove_worker(conn.id);
+                }
+            }
+            Op::Grant(slot) => {
+                let Some(conn) = self.conns.get(&slot) else { return };
+                if let Some(grant) = self.s.grant(conn.id, self.now) {
+                    self.check_grant(conn, &grant);
+                    let tasks = grant.tasks.iter().collect();
+                    self.conns.get_mut(&slot).expect("present").batches.push((grant, tasks));
+                }
+            }
+            Op::Deliver(slot, n) => {
+                let Some(conn) = self.conns.get_mut(&slot) else { return };
+                let Some((grant, left)) = conn.batches.first_mut() else { return };
+                let (batch, job, id, donor) = (grant.batch, grant.job, conn.id, conn.donor);
+                let take: Vec<u32> = left.drain(..left.len().min(n as usize)).collect();
+                if left.is_empty() {
+                    conn.batches.remove(0);
+                }
+                for task in take {
+                    let digest = self.digest(donor, job, task);
+                    let recorded = self.s.record(id, batch, task, digest, self.now);
+                    if let Recorded::Accepted { .. } = recorded {
+                        let donors = self.accepted_donors.entry((job, task)).or_default();
+                        assert!(!donors.contains(&donor), "donor {donor} counted twice for {job}/{task}");
+                        donors.push(donor);
+                    }
+                    self.conns.get_mut(&slot).expect("present").sent.push((batch, task, job));
+                    self.apply_effects();
+                }
+            }
+            Op::Replay(slot) => {
+                let Some(conn) = self.conns.get(&slot) else { return };
+                let Some(&(batch, task, job)) = conn.sent.last() else { return };
+                let digest = self.digest(conn.donor, job, task);
+                let recorded = self.s.record(conn.id, batch, task, digest, self.now);
+                assert!(!matches!(recorded, Recorded::Accepted { .. }), "a replay was accepted: {recorded:?}");
+            }
+            Op::Forge(slot, task) => {
+                let Some(conn) = self.conns.get(&slot) else { return };
+                let leased = conn.batches.iter().any(|(g, _)| g.tasks.contains(task));
+                if let Some((grant, _)) = conn.batches.first() {
+                    if !leased {
+                        let recorded = self.s.record(conn.id, grant.batch, task, digest_of(grant.job, task), self.now);
+                        assert!(matches!(recorded, Recorded::Rejected(_)), "forged result: {recorded:?}");
+                    }
+                }
+            }
+            Op::Return(slot) => {
+                let Some(conn) = self.conns.get_mut(&slot) else { return };
+                let Some((grant, left)) = conn.batches.pop() else { return };
+                let tasks = TaskRanges::from_indices(left);
+                let _ = self.s.return_tasks(conn.id, grant.batch, &tasks);
+            }
+            Op::Fail(slot) => {
+                let Some(conn) = self.conns.get_mut(&slot) else { return };
+                let Some((grant, left)) = conn.batches.first_mut() else { return };
+                let Some(task) = left.pop() else { return };
+                let (batch, id) = (grant.batch, conn.id);
+                if left.is_empty() {
+                    conn.batches.remove(0);
+                }
+                let _ = self.s.fail_task(id, batch, task, self.now);
+                self.apply_effects();
+            }
+            Op::Tick(ms) => {
+                self.now += u64::from(ms);
+                self.s.expire(self.now);
+            }
+        }
+    }
+
+    /// Honest, reliable workers finish whatever is left.
+    fn drain(&mut self) {
+        for slot in [0u8, 1, 2] {
+            self.step(Op::Connect(slot));
+        }
+        for _ in 0..10_000 {
+            self.now += 5_000;
+            self.s.expire(self.now);
+            let slots: Vec<u8> = self.conns.keys().copied().collect();
+            for slot in slots {
+                self.step(Op::Grant(slot));
+                self.step(Op::Deliver(slot, u8::MAX));
+            }
+            if self.s.jobs.is_empty() || self.s.jobs.values().all(|j| j.decided_count() == j.plan.tasks) {
+                return;
+            }
+        }
+        panic!("the grid did not finish: {:?}", self.s.jobs.values().map(|j| j.decided_count()).collect::<Vec<_>>());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_task_is_decided_exactly_once_and_correctly(
+        jobs in proptest::collection::vec((1u32..30, 1u32..4), 1..3),
+        liar in proptest::option::of(0u64..4),
+        speculate in any::<bool>(),
+        ops in proptest::collection::vec(op(), 0..120),
+    ) {
+        let mut s = Scheduler::new(SchedulerConfig {
+            speculate_after_ms: speculate.then_some(200),
+            min_lease_ms: 1_000,
+            target_batch_ms: 50,
+            ..SchedulerConfig::default()
+        });
+        // A liar only makes sense where replicas can outvote it.
+        let liar = liar.filter(|_| jobs.iter().all(|&(_, r)| r >= 2));
+        for (i, &(tasks, redundancy)) in jobs.iter().enumerate() {
+            s.add_job(plan(i as u64 + 1, tasks, redundancy));
+        }
+        let mut h = Harness {
+            s, now: 0, conns: BTreeMap::new(), next_id: 0, liar_donor: liar,
+            decided: HashMap::new(), accepted_donors: HashMap::new(), failed_jobs: BTreeSet::new(),
+        };
+        for op in ops {
+            h.step(op);
+        }
+        h.drain();
+        for (i, &(tasks, _)) in jobs.iter().enumerate() {
+            let job = i as u64 + 1;
+            if h.failed_jobs.contains(&job) {
+                continue;
+            }
+            for task in 0..tasks {
+                prop_assert_eq!(h.decided.get(&(job, task)), Some(&digest_of(job, task)), "job {} task {}", job, task);
+            }
+        }
+    }
+}
