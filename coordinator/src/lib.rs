@@ -1,1 +1,121 @@
-//! placeholder
+//! The browsergrid coordinator and its companions, as a library so that tests
+//! start the real thing in-process:
+//!
+//! - [`run`] serves a grid on a bound listener until `shutdown` resolves.
+//! - [`grid`] owns the coordinator's state: jobs, workers, dispatch, results.
+//! - [`store`] keeps jobs and results durable in SQLite with group commits.
+//! - [`api`] and [`ws`] are the HTTP and WebSocket edges.
+//! - [`worker`] is the native worker (`grid worker`), [`client`] the HTTP
+//!   client the CLI uses, [`export`] the JSON/CSV/PNG renderings of results.
+
+pub mod api;
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod export;
+pub mod grid;
+pub mod jobs;
+pub mod store;
+pub mod worker;
+pub mod ws;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+
+pub use config::ServerConfig;
+pub use grid::Grid;
+
+/// How long shutdown waits for worker connections to close.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves a grid on `listener` until `shutdown` resolves, then stops
+/// accepting, tells every worker it is going away, waits for the connections
+/// to end and for the store to settle, and returns.
+pub async fn run(
+    listener: TcpListener,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let local = listener.local_addr()?;
+    let grid = Grid::open(config).await?;
+    let (stop_connections, stopping) = watch::channel(false);
+    let (done, mut all_done) = mpsc::channel::<()>(1);
+    let shared = api::Shared {
+        grid: grid.clone(),
+        shutdown: stopping.clone(),
+        connections: Arc::new(Semaphore::new(grid.config().max_connections)),
+        done,
+    };
+    let routes = api::routes(shared.clone());
+
+    let ticker = {
+        let grid = grid.clone();
+        let mut stopping = stopping.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(grid.config().tick);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = interval.tick() => grid.tick(),
+                    _ = stopping.changed() => break,
+                }
+            }
+        })
+    };
+
+    let (stop_accepting, accept_stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(
+        warp::serve(routes)
+            .incoming(listener)
+            .graceful(async move {
+                let _ = accept_stopped.await;
+            })
+            .run(),
+    );
+    tracing::info!(%local, "coordinator ready");
+
+    shutdown.await;
+    tracing::info!("shutting down: closing worker connections");
+    let _ = stop_connections.send(true);
+    grid.close_all_workers();
+    let _ = stop_accepting.send(());
+    drop(shared);
+    if tokio::time::timeout(DRAIN_TIMEOUT, all_done.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not close in time");
+    }
+    let _ = ticker.await;
+    if tokio::time::timeout(DRAIN_TIMEOUT, server).await.is_err() {
+        tracing::warn!("the HTTP server did not stop in time");
+    }
+    tracing::info!("coordinator stopped");
+    Ok(())
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -13,10 +13,23 @@ use crate::spec::{KernelSpec, TaskDomain};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum JobResult {
-    Primes { count: u64 },
-    MontecarloPi { inside: u64, samples: u64, estimate: f64 },
-    Hashsearch { nonces: Vec<u64> },
-    Mandelbrot { width: u32, height: u32, max_iter: u32, iterations: Vec<u32> },
+    Primes {
+        count: u64,
+    },
+    MontecarloPi {
+        inside: u64,
+        samples: u64,
+        estimate: f64,
+    },
+    Hashsearch {
+        nonces: Vec<u64>,
+    },
+    Mandelbrot {
+        width: u32,
+        height: u32,
+        max_iter: u32,
+        iterations: Vec<u32>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -41,9 +54,14 @@ impl Collator {
     pub fn new(spec: KernelSpec, tasks: u32) -> Collator {
         let acc = match &spec {
             KernelSpec::Primes(_) => Accumulator::Count(0),
-            KernelSpec::MontecarloPi(_) => Accumulator::Samples { inside: 0, samples: 0 },
+            KernelSpec::MontecarloPi(_) => Accumulator::Samples {
+                inside: 0,
+                samples: 0,
+            },
             KernelSpec::Hashsearch(_) => Accumulator::Nonces(Vec::new()),
-            KernelSpec::Mandelbrot(p) => Accumulator::Image(vec![0; p.width as usize * p.height as usize]),
+            KernelSpec::Mandelbrot(p) => {
+                Accumulator::Image(vec![0; p.width as usize * p.height as usize])
+            }
         };
         Collator {
             spec,
@@ -79,7 +97,13 @@ impl Collator {
         }
         match (&mut self.acc, output) {
             (Accumulator::Count(sum), TaskOutput::Count(n)) => *sum += n,
-            (Accumulator::Samples { inside, samples }, TaskOutput::Samples { inside: i, samples: s }) => {
+            (
+                Accumulator::Samples { inside, samples },
+                TaskOutput::Samples {
+                    inside: i,
+                    samples: s,
+                },
+            ) => {
                 *inside += i;
                 *samples += s;
             }
@@ -112,9 +136,15 @@ impl Collator {
             (Accumulator::Samples { inside, samples }, _) => JobResult::MontecarloPi {
                 inside: *inside,
                 samples: *samples,
-                estimate: if *samples == 0 { 0.0 } else { 4.0 * *inside as f64 / *samples as f64 },
+                estimate: if *samples == 0 {
+                    0.0
+                } else {
+                    4.0 * *inside as f64 / *samples as f64
+                },
             },
-            (Accumulator::Nonces(nonces), _) => JobResult::Hashsearch { nonces: nonces.clone() },
+            (Accumulator::Nonces(nonces), _) => JobResult::Hashsearch {
+                nonces: nonces.clone(),
+            },
             (Accumulator::Image(image), KernelSpec::Mandelbrot(p)) => JobResult::Mandelbrot {
                 width: p.width,
                 height: p.height,
@@ -153,31 +183,63 @@ mod tests {
             c.add(i, &TaskOutput::Count(n)).unwrap();
         }
         assert!(c.is_complete());
-        assert_eq!(c.add(2, &TaskOutput::Count(4)), Err(OutputError::AlreadyCollated(2)));
+        assert_eq!(
+            c.add(2, &TaskOutput::Count(4)),
+            Err(OutputError::AlreadyCollated(2))
+        );
         assert_eq!(c.result(), JobResult::Primes { count: 25 });
     }
 
     #[test]
     fn nonce_lists_stay_sorted() {
-        let spec = KernelSpec::Hashsearch(HashsearchParams { prefix: String::new(), difficulty: 1, start: 0, end: 30 });
+        let spec = KernelSpec::Hashsearch(HashsearchParams {
+            prefix: String::new(),
+            difficulty: 1,
+            start: 0,
+            end: 30,
+        });
         let mut c = Collator::new(spec, 3);
         c.add(2, &TaskOutput::Nonces(vec![21, 25])).unwrap();
         c.add(0, &TaskOutput::Nonces(vec![1, 9])).unwrap();
         c.add(1, &TaskOutput::Nonces(vec![])).unwrap();
-        assert_eq!(c.result(), JobResult::Hashsearch { nonces: vec![1, 9, 21, 25] });
+        assert_eq!(
+            c.result(),
+            JobResult::Hashsearch {
+                nonces: vec![1, 9, 21, 25]
+            }
+        );
     }
 
     #[test]
     fn image_bands_land_at_their_rows() {
-        let spec = KernelSpec::Mandelbrot(MandelbrotParams { width: 2, height: 3, x_min: 0.0, x_max: 1.0, y_min: 0.0, y_max: 1.0, max_iter: 9 });
+        let spec = KernelSpec::Mandelbrot(MandelbrotParams {
+            width: 2,
+            height: 3,
+            x_min: 0.0,
+            x_max: 1.0,
+            y_min: 0.0,
+            y_max: 1.0,
+            max_iter: 9,
+        });
         let mut c = Collator::new(spec, 2);
         c.add(1, &TaskOutput::Iterations(vec![3, 4, 5, 6])).unwrap();
         assert!(!c.is_complete());
         c.add(0, &TaskOutput::Iterations(vec![1, 2])).unwrap();
-        let JobResult::Mandelbrot { iterations, width, height, .. } = c.result() else { panic!() };
+        let JobResult::Mandelbrot {
+            iterations,
+            width,
+            height,
+            ..
+        } = c.result()
+        else {
+            panic!()
+        };
         assert_eq!((width, height), (2, 3));
         assert_eq!(iterations, vec![1, 2, 3, 4, 5, 6]);
-        assert_eq!(serde_json::to_value(c.result()).unwrap()["iterations"], serde_json::json!([1, 2, 3, 4, 5, 6]));
+        assert_eq!(
+            serde_json::to_value(c.result()).unwrap()["iterations"],
+            serde_json::json!([1, 2, 3, 4, 5, 6])
+        );
     }
 
     #[test]

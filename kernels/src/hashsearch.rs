@@ -79,8 +79,14 @@ mod tests {
         );
         assert_eq!(digest(b"abc", 1), <[u8; 32]>::from(Sha256::digest(b"abc1")));
         assert_eq!(digest(b"", 0), <[u8; 32]>::from(Sha256::digest(b"0")));
-        assert_eq!(digest(b"x", 1234567890), <[u8; 32]>::from(Sha256::digest(b"x1234567890")));
-        assert_eq!(digest(b"x", u64::MAX), <[u8; 32]>::from(Sha256::digest(b"x18446744073709551615")));
+        assert_eq!(
+            digest(b"x", 1234567890),
+            <[u8; 32]>::from(Sha256::digest(b"x1234567890"))
+        );
+        assert_eq!(
+            digest(b"x", u64::MAX),
+            <[u8; 32]>::from(Sha256::digest(b"x18446744073709551615"))
+        );
     }
 
     #[test]
@@ -95,7 +101,9 @@ mod tests {
     fn search_matches_a_brute_force_filter() {
         let prefix = b"browsergrid";
         let found = search(prefix, 8, 0, 5_000);
-        let expected: Vec<u64> = (0..5_000).filter(|&n| leading_zero_bits(&Sha256::digest(format!("browsergrid{n}"))) >= 8).collect();
+        let expected: Vec<u64> = (0..5_000)
+            .filter(|&n| leading_zero_bits(&Sha256::digest(format!("browsergrid{n}"))) >= 8)
+            .collect();
         assert_eq!(found, expected);
         // About 1 in 256 should qualify.
         assert!((5..=40).contains(&found.len()), "{}", found.len());

@@ -44,7 +44,15 @@ mod tests {
     use super::*;
 
     fn params(width: u32, height: u32, max_iter: u32) -> MandelbrotParams {
-        MandelbrotParams { width, height, x_min: -2.0, x_max: 1.0, y_min: -1.5, y_max: 1.5, max_iter }
+        MandelbrotParams {
+            width,
+            height,
+            x_min: -2.0,
+            x_max: 1.0,
+            y_min: -1.5,
+            y_max: 1.5,
+            max_iter,
+        }
     }
 
     #[test]
@@ -62,7 +70,15 @@ mod tests {
 
     #[test]
     fn a_one_pixel_image_samples_the_centre() {
-        let p = MandelbrotParams { width: 1, height: 1, x_min: -1.0, x_max: 1.0, y_min: -1.0, y_max: 1.0, max_iter: 50 };
+        let p = MandelbrotParams {
+            width: 1,
+            height: 1,
+            x_min: -1.0,
+            x_max: 1.0,
+            y_min: -1.0,
+            y_max: 1.0,
+            max_iter: 50,
+        };
         assert_eq!(pixel_x(&p, 0), 0.0);
         assert_eq!(pixel_y(&p, 0), 0.0);
         let mut out = Vec::new();
@@ -97,7 +113,15 @@ mod tests {
 
     #[test]
     fn pixel_centres_follow_the_specified_formula_bit_for_bit() {
-        let p = MandelbrotParams { width: 3, height: 7, x_min: -0.7453, x_max: -0.7443, y_min: 0.1125, y_max: 0.1135, max_iter: 10 };
+        let p = MandelbrotParams {
+            width: 3,
+            height: 7,
+            x_min: -0.7453,
+            x_max: -0.7443,
+            y_min: 0.1125,
+            y_max: 0.1135,
+            max_iter: 10,
+        };
         // Written out as the protocol states it, term by term.
         let cx = -0.7453 + (2.0 + 0.5) * (-0.7443 - -0.7453) / 3.0;
         let cy = 0.1135 - (4.0 + 0.5) * (0.1135 - 0.1125) / 7.0;

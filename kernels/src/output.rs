@@ -27,7 +27,11 @@ pub enum TaskOutput {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OutputError {
     #[error("a {kernel} output must be {expected}, got {got} bytes")]
-    Length { kernel: KernelKind, expected: String, got: usize },
+    Length {
+        kernel: KernelKind,
+        expected: String,
+        got: usize,
+    },
     #[error("implausible output for task {task}: {reason}")]
     Implausible { task: u32, reason: String },
     #[error("task {0} is already collated")]
@@ -54,8 +58,12 @@ impl TaskOutput {
                 out.extend_from_slice(&inside.to_le_bytes());
                 out.extend_from_slice(&samples.to_le_bytes());
             }
-            TaskOutput::Nonces(nonces) => nonces.iter().for_each(|n| out.extend_from_slice(&n.to_le_bytes())),
-            TaskOutput::Iterations(counts) => counts.iter().for_each(|n| out.extend_from_slice(&n.to_le_bytes())),
+            TaskOutput::Nonces(nonces) => nonces
+                .iter()
+                .for_each(|n| out.extend_from_slice(&n.to_le_bytes())),
+            TaskOutput::Iterations(counts) => counts
+                .iter()
+                .for_each(|n| out.extend_from_slice(&n.to_le_bytes())),
         }
     }
 
@@ -74,7 +82,10 @@ impl TaskOutput {
             got: bytes.len(),
         };
         let u64s = |bytes: &[u8]| -> Vec<u64> {
-            bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect()
+            bytes
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .collect()
         };
         match kind {
             KernelKind::Primes => {
@@ -86,7 +97,10 @@ impl TaskOutput {
                     return Err(length("16 bytes"));
                 }
                 let words = u64s(bytes);
-                Ok(TaskOutput::Samples { inside: words[0], samples: words[1] })
+                Ok(TaskOutput::Samples {
+                    inside: words[0],
+                    samples: words[1],
+                })
             }
             KernelKind::Hashsearch => {
                 if bytes.len() % 8 != 0 {
@@ -99,7 +113,10 @@ impl TaskOutput {
                     return Err(length("a multiple of 4 bytes"));
                 }
                 Ok(TaskOutput::Iterations(
-                    bytes.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes"))).collect(),
+                    bytes
+                        .chunks_exact(4)
+                        .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+                        .collect(),
                 ))
             }
         }
@@ -113,37 +130,66 @@ impl TaskOutput {
         if index >= tasks {
             return Err(OutputError::NoSuchTask { task: index, tasks });
         }
-        let implausible = |reason: String| OutputError::Implausible { task: index, reason };
+        let implausible = |reason: String| OutputError::Implausible {
+            task: index,
+            reason,
+        };
         let domain = spec.task(tasks, index);
         match (self, spec, domain) {
             (TaskOutput::Count(count), KernelSpec::Primes(_), TaskDomain::Range { start, end }) => {
                 if *count > end - start {
-                    return Err(implausible(format!("{count} primes in a range of {} values", end - start)));
+                    return Err(implausible(format!(
+                        "{count} primes in a range of {} values",
+                        end - start
+                    )));
                 }
             }
-            (TaskOutput::Samples { inside, samples }, KernelSpec::MontecarloPi(_), TaskDomain::Range { start, end }) => {
+            (
+                TaskOutput::Samples { inside, samples },
+                KernelSpec::MontecarloPi(_),
+                TaskDomain::Range { start, end },
+            ) => {
                 if *samples != end - start {
-                    return Err(implausible(format!("{samples} samples reported, the task has {}", end - start)));
+                    return Err(implausible(format!(
+                        "{samples} samples reported, the task has {}",
+                        end - start
+                    )));
                 }
                 if inside > samples {
                     return Err(implausible(format!("{inside} inside of {samples} samples")));
                 }
             }
-            (TaskOutput::Nonces(nonces), KernelSpec::Hashsearch(_), TaskDomain::Range { start, end }) => {
+            (
+                TaskOutput::Nonces(nonces),
+                KernelSpec::Hashsearch(_),
+                TaskDomain::Range { start, end },
+            ) => {
                 if nonces.windows(2).any(|w| w[0] >= w[1]) {
                     return Err(implausible("nonces are not strictly ascending".into()));
                 }
                 if let Some(n) = nonces.iter().find(|&&n| n < start || n >= end) {
-                    return Err(implausible(format!("nonce {n} is outside the task's range {start}..{end}")));
+                    return Err(implausible(format!(
+                        "nonce {n} is outside the task's range {start}..{end}"
+                    )));
                 }
             }
-            (TaskOutput::Iterations(counts), KernelSpec::Mandelbrot(p), TaskDomain::Rows { count, .. }) => {
+            (
+                TaskOutput::Iterations(counts),
+                KernelSpec::Mandelbrot(p),
+                TaskDomain::Rows { count, .. },
+            ) => {
                 let pixels = p.width as usize * count as usize;
                 if counts.len() != pixels {
-                    return Err(implausible(format!("{} counts for a band of {pixels} pixels", counts.len())));
+                    return Err(implausible(format!(
+                        "{} counts for a band of {pixels} pixels",
+                        counts.len()
+                    )));
                 }
                 if let Some(n) = counts.iter().find(|&&n| n > p.max_iter) {
-                    return Err(implausible(format!("count {n} exceeds max_iter {}", p.max_iter)));
+                    return Err(implausible(format!(
+                        "count {n} exceeds max_iter {}",
+                        p.max_iter
+                    )));
                 }
             }
             _ => return Err(implausible(format!("not a {} output", spec.kind()))),
@@ -161,17 +207,29 @@ mod tests {
     fn every_output_round_trips_through_its_bytes() {
         let cases = [
             (KernelKind::Primes, TaskOutput::Count(78_498)),
-            (KernelKind::MontecarloPi, TaskOutput::Samples { inside: 3, samples: 4 }),
-            (KernelKind::Hashsearch, TaskOutput::Nonces(vec![]),),
+            (
+                KernelKind::MontecarloPi,
+                TaskOutput::Samples {
+                    inside: 3,
+                    samples: 4,
+                },
+            ),
+            (KernelKind::Hashsearch, TaskOutput::Nonces(vec![])),
             (KernelKind::Hashsearch, TaskOutput::Nonces(vec![1, 1 << 40])),
-            (KernelKind::Mandelbrot, TaskOutput::Iterations(vec![0, 7, u32::MAX])),
+            (
+                KernelKind::Mandelbrot,
+                TaskOutput::Iterations(vec![0, 7, u32::MAX]),
+            ),
         ];
         for (kind, output) in cases {
             let bytes = output.to_bytes();
             assert_eq!(bytes.len(), output.encoded_len());
             assert_eq!(TaskOutput::decode(kind, &bytes).unwrap(), output);
         }
-        assert_eq!(TaskOutput::Count(1).to_bytes(), vec![1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            TaskOutput::Count(1).to_bytes(),
+            vec![1, 0, 0, 0, 0, 0, 0, 0]
+        );
     }
 
     #[test]
@@ -190,15 +248,36 @@ mod tests {
         assert!(TaskOutput::Count(1).check(&primes, 1, 1).is_err());
         assert!(TaskOutput::Nonces(vec![]).check(&primes, 1, 0).is_err());
 
-        let hs = KernelSpec::Hashsearch(HashsearchParams { prefix: "a".into(), difficulty: 4, start: 10, end: 20 });
+        let hs = KernelSpec::Hashsearch(HashsearchParams {
+            prefix: "a".into(),
+            difficulty: 4,
+            start: 10,
+            end: 20,
+        });
         TaskOutput::Nonces(vec![10, 19]).check(&hs, 1, 0).unwrap();
         assert!(TaskOutput::Nonces(vec![19, 10]).check(&hs, 1, 0).is_err());
         assert!(TaskOutput::Nonces(vec![12, 12]).check(&hs, 1, 0).is_err());
         assert!(TaskOutput::Nonces(vec![20]).check(&hs, 1, 0).is_err());
 
-        let mb = KernelSpec::Mandelbrot(MandelbrotParams { width: 2, height: 2, x_min: 0.0, x_max: 1.0, y_min: 0.0, y_max: 1.0, max_iter: 9 });
+        let mb = KernelSpec::Mandelbrot(MandelbrotParams {
+            width: 2,
+            height: 2,
+            x_min: 0.0,
+            x_max: 1.0,
+            y_min: 0.0,
+            y_max: 1.0,
+            max_iter: 9,
+        });
         TaskOutput::Iterations(vec![1, 9]).check(&mb, 2, 1).unwrap();
-        assert!(TaskOutput::Iterations(vec![1, 10]).check(&mb, 2, 1).is_err());
-        assert!(TaskOutput::Iterations(vec![1, 2, 3]).check(&mb, 2, 1).is_err());
+        assert!(
+            TaskOutput::Iterations(vec![1, 10])
+                .check(&mb, 2, 1)
+                .is_err()
+        );
+        assert!(
+            TaskOutput::Iterations(vec![1, 2, 3])
+                .check(&mb, 2, 1)
+                .is_err()
+        );
     }
 }

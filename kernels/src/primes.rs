@@ -26,7 +26,11 @@ impl BasePrimes {
         }
         // Grow geometrically so a sweep of rising ranges re-sieves rarely.
         let limit = limit
-            .max(self.limit.saturating_mul(2).min(crate::MAX_SAFE_INTEGER.isqrt()))
+            .max(
+                self.limit
+                    .saturating_mul(2)
+                    .min(crate::MAX_SAFE_INTEGER.isqrt()),
+            )
             .max(1 << 16);
         // composite[i] says whether 2i + 1 is composite, for 2i + 1 <= limit.
         let odds = (limit / 2 + 1) as usize;
@@ -95,7 +99,10 @@ pub fn count_primes(start: u64, end: u64, base: &mut BasePrimes) -> u64 {
             }
         }
         let full_words = (odds / 64) as usize;
-        let mut marked: u64 = segment[..full_words].iter().map(|w| u64::from(w.count_ones())).sum();
+        let mut marked: u64 = segment[..full_words]
+            .iter()
+            .map(|w| u64::from(w.count_ones()))
+            .sum();
         let tail = odds % 64;
         if tail > 0 {
             let mask = (1u64 << tail) - 1;
@@ -134,7 +141,10 @@ mod tests {
     fn ranges_far_from_zero() {
         // pi(10^12 + 10^6) - pi(10^12), cross-checked against the naive count
         // on a small window below.
-        assert_eq!(count(1_000_000_000_000, 1_000_000_000_100), naive_big(1_000_000_000_000, 1_000_000_000_100));
+        assert_eq!(
+            count(1_000_000_000_000, 1_000_000_000_100),
+            naive_big(1_000_000_000_000, 1_000_000_000_100)
+        );
         // The largest primes below 2^53: 2^53 - 111 is prime.
         let top = crate::MAX_SAFE_INTEGER + 1;
         assert_eq!(count(top - 111, top - 110), 1);
@@ -143,7 +153,14 @@ mod tests {
 
     fn naive_big(start: u64, end: u64) -> u64 {
         (start..end)
-            .filter(|&n| n >= 2 && n % 2 != 0 && (3..).step_by(2).take_while(|d| d * d <= n).all(|d| n % d != 0))
+            .filter(|&n| {
+                n >= 2
+                    && n % 2 != 0
+                    && (3..)
+                        .step_by(2)
+                        .take_while(|d| d * d <= n)
+                        .all(|d| n % d != 0)
+            })
             .count() as u64
     }
 
@@ -165,7 +182,12 @@ mod tests {
         let mut base = BasePrimes::new();
         for start in 0..300 {
             for len in [0, 1, 2, 3, 17, 64, 129] {
-                assert_eq!(count_primes(start, start + len, &mut base), naive(start, start + len), "[{start}, {})", start + len);
+                assert_eq!(
+                    count_primes(start, start + len, &mut base),
+                    naive(start, start + len),
+                    "[{start}, {})",
+                    start + len
+                );
             }
         }
     }
@@ -177,7 +199,10 @@ mod tests {
         let whole = count(start, end);
         let mut base = BasePrimes::new();
         let mid = start + 2 * SEGMENT_ODDS + 1;
-        assert_eq!(count_primes(start, mid, &mut base) + count_primes(mid, end, &mut base), whole);
+        assert_eq!(
+            count_primes(start, mid, &mut base) + count_primes(mid, end, &mut base),
+            whole
+        );
         assert_eq!(whole, count(0, end) - count(0, start));
     }
 }

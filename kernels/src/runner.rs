@@ -26,13 +26,15 @@ impl TaskRunner {
             (KernelSpec::Primes(_), TaskDomain::Range { start, end }) => {
                 TaskOutput::Count(primes::count_primes(start, end, &mut self.base_primes))
             }
-            (KernelSpec::MontecarloPi(p), TaskDomain::Range { start, end }) => TaskOutput::Samples {
-                inside: montecarlo::count_inside(p.seed, start, end - start),
-                samples: end - start,
-            },
-            (KernelSpec::Hashsearch(p), TaskDomain::Range { start, end }) => {
-                TaskOutput::Nonces(hashsearch::search(p.prefix.as_bytes(), p.difficulty, start, end))
+            (KernelSpec::MontecarloPi(p), TaskDomain::Range { start, end }) => {
+                TaskOutput::Samples {
+                    inside: montecarlo::count_inside(p.seed, start, end - start),
+                    samples: end - start,
+                }
             }
+            (KernelSpec::Hashsearch(p), TaskDomain::Range { start, end }) => TaskOutput::Nonces(
+                hashsearch::search(p.prefix.as_bytes(), p.difficulty, start, end),
+            ),
             (KernelSpec::Mandelbrot(p), TaskDomain::Rows { first, count }) => {
                 let mut counts = Vec::new();
                 mandelbrot::render_rows(p, first, count, &mut counts);
@@ -54,7 +56,9 @@ mod tests {
         let mut collator = Collator::new(spec.clone(), tasks);
         // Out of order, as a grid would deliver them.
         for index in (0..tasks).rev() {
-            collator.add(index, &runner.run(spec, tasks, index)).unwrap();
+            collator
+                .add(index, &runner.run(spec, tasks, index))
+                .unwrap();
         }
         assert!(collator.is_complete());
         collator.result()
@@ -62,7 +66,10 @@ mod tests {
 
     #[test]
     fn a_split_primes_job_counts_pi_of_a_million() {
-        let spec = KernelSpec::Primes(PrimesParams { start: 0, end: 1_000_000 });
+        let spec = KernelSpec::Primes(PrimesParams {
+            start: 0,
+            end: 1_000_000,
+        });
         for tasks in [1, 3, 64, 1000] {
             assert_eq!(run_job(&spec, tasks), JobResult::Primes { count: 78_498 });
         }
@@ -70,7 +77,10 @@ mod tests {
 
     #[test]
     fn montecarlo_gives_one_answer_whatever_the_task_count() {
-        let spec = KernelSpec::MontecarloPi(MonteCarloParams { samples: 200_003, seed: 99 });
+        let spec = KernelSpec::MontecarloPi(MonteCarloParams {
+            samples: 200_003,
+            seed: 99,
+        });
         let one = run_job(&spec, 1);
         for tasks in [2, 7, 1000] {
             assert_eq!(run_job(&spec, tasks), one, "{tasks} tasks");

@@ -245,7 +245,9 @@ impl KernelSpec {
                     return Err(invalid("samples must be at least 1"));
                 }
                 if p.samples > MAX_SAFE_INTEGER {
-                    return Err(invalid(format!("samples must be at most {MAX_SAFE_INTEGER}")));
+                    return Err(invalid(format!(
+                        "samples must be at most {MAX_SAFE_INTEGER}"
+                    )));
                 }
                 if p.seed > MAX_SAFE_INTEGER {
                     return Err(invalid(format!("seed must be at most {MAX_SAFE_INTEGER}")));
@@ -304,7 +306,9 @@ impl KernelSpec {
             return Err(invalid("tasks must be at least 1"));
         }
         if tasks > MAX_TASKS {
-            return Err(invalid(format!("tasks must be at most {MAX_TASKS}, got {tasks}")));
+            return Err(invalid(format!(
+                "tasks must be at most {MAX_TASKS}, got {tasks}"
+            )));
         }
         let units = self.domain_len();
         if u64::from(tasks) > units.max(1) {
@@ -382,7 +386,10 @@ mod tests {
     fn spec_round_trips_through_json_in_the_documented_shape() {
         let spec = primes(10, 20);
         let json = serde_json::to_value(&spec).unwrap();
-        assert_eq!(json, serde_json::json!({"kernel": "primes", "params": {"start": 10, "end": 20}}));
+        assert_eq!(
+            json,
+            serde_json::json!({"kernel": "primes", "params": {"start": 10, "end": 20}})
+        );
         let back: KernelSpec = serde_json::from_value(json).unwrap();
         assert_eq!(back, spec);
     }
@@ -390,14 +397,30 @@ mod tests {
     #[test]
     fn from_parts_names_unknown_kernels_and_bad_fields() {
         let err = KernelSpec::from_parts("fibonacci", serde_json::json!({})).unwrap_err();
-        assert!(err.to_string().contains("unknown kernel 'fibonacci'"), "{err}");
+        assert!(
+            err.to_string().contains("unknown kernel 'fibonacci'"),
+            "{err}"
+        );
         let err = KernelSpec::from_parts("primes", serde_json::json!({"start": 1})).unwrap_err();
         assert!(err.to_string().contains("missing field `end`"), "{err}");
-        let err = KernelSpec::from_parts("primes", serde_json::json!({"start": 1, "end": 2, "stop": 3}))
-            .unwrap_err();
+        let err = KernelSpec::from_parts(
+            "primes",
+            serde_json::json!({"start": 1, "end": 2, "stop": 3}),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("unknown field `stop`"), "{err}");
-        let err = KernelSpec::from_parts("primes", serde_json::json!({"start": -1, "end": 2})).unwrap_err();
-        assert!(matches!(err, SpecError::BadParams { kernel: KernelKind::Primes, .. }), "{err}");
+        let err = KernelSpec::from_parts("primes", serde_json::json!({"start": -1, "end": 2}))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SpecError::BadParams {
+                    kernel: KernelKind::Primes,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -422,7 +445,10 @@ mod tests {
         let spec = primes(0, 1_000);
         let sizes: Vec<u64> = (0..7).map(|i| spec.task(7, i).len()).collect();
         assert_eq!(sizes.iter().sum::<u64>(), 1_000);
-        assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1, "{sizes:?}");
+        assert!(
+            sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1,
+            "{sizes:?}"
+        );
     }
 
     #[test]
@@ -443,10 +469,22 @@ mod tests {
 
     #[test]
     fn validation_rejects_what_cannot_run() {
-        assert!(primes(5, 4).validate(1).unwrap_err().to_string().contains("must not be greater"));
+        assert!(
+            primes(5, 4)
+                .validate(1)
+                .unwrap_err()
+                .to_string()
+                .contains("must not be greater")
+        );
         assert!(primes(0, MAX_SAFE_INTEGER + 1).validate(1).is_err());
         assert!(primes(0, 10).validate(0).is_err());
-        assert!(primes(0, 10).validate(11).unwrap_err().to_string().contains("must not exceed"));
+        assert!(
+            primes(0, 10)
+                .validate(11)
+                .unwrap_err()
+                .to_string()
+                .contains("must not exceed")
+        );
         assert!(primes(0, 10_000_000).validate(MAX_TASKS + 1).is_err());
         primes(0, 10).validate(10).unwrap();
         // An empty range is a valid question with the answer zero.
@@ -487,7 +525,11 @@ mod tests {
         };
         assert!(hs(0, "x").validate(1).is_err());
         assert!(hs(257, "x").validate(1).is_err());
-        assert!(hs(8, &"x".repeat(MAX_PREFIX_BYTES + 1)).validate(1).is_err());
+        assert!(
+            hs(8, &"x".repeat(MAX_PREFIX_BYTES + 1))
+                .validate(1)
+                .is_err()
+        );
         hs(256, "").validate(1).unwrap();
     }
 
@@ -496,7 +538,10 @@ mod tests {
         let specs = [
             primes(0, 1_000_000_000),
             primes(3, 3),
-            KernelSpec::MontecarloPi(MonteCarloParams { samples: 1, seed: 0 }),
+            KernelSpec::MontecarloPi(MonteCarloParams {
+                samples: 1,
+                seed: 0,
+            }),
             KernelSpec::Mandelbrot(MandelbrotParams {
                 width: 1,
                 height: 1,
@@ -509,7 +554,8 @@ mod tests {
         ];
         for spec in specs {
             let tasks = spec.default_tasks();
-            spec.validate(tasks).unwrap_or_else(|e| panic!("{spec:?} with {tasks} tasks: {e}"));
+            spec.validate(tasks)
+                .unwrap_or_else(|e| panic!("{spec:?} with {tasks} tasks: {e}"));
         }
         assert_eq!(primes(0, 1_000_000_000).default_tasks(), 100);
     }

@@ -75,11 +75,15 @@ impl<'a> Reader<'a> {
     }
 
     fn u32(&mut self, what: &'static str) -> Result<u32, FrameError> {
-        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4, what)?.try_into().expect("4 bytes"),
+        ))
     }
 
     fn u64(&mut self, what: &'static str) -> Result<u64, FrameError> {
-        Ok(u64::from_le_bytes(self.take(8, what)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8, what)?.try_into().expect("8 bytes"),
+        ))
     }
 }
 
@@ -143,14 +147,16 @@ impl ResultsFrameBuilder {
 
     pub fn push(&mut self, task: u32, output: &TaskOutput) {
         self.bytes.extend_from_slice(&task.to_le_bytes());
-        self.bytes.extend_from_slice(&(output.encoded_len() as u32).to_le_bytes());
+        self.bytes
+            .extend_from_slice(&(output.encoded_len() as u32).to_le_bytes());
         output.encode_into(&mut self.bytes);
         self.count += 1;
     }
 
     pub fn push_bytes(&mut self, task: u32, output: &[u8]) {
         self.bytes.extend_from_slice(&task.to_le_bytes());
-        self.bytes.extend_from_slice(&(output.len() as u32).to_le_bytes());
+        self.bytes
+            .extend_from_slice(&(output.len() as u32).to_le_bytes());
         self.bytes.extend_from_slice(output);
         self.count += 1;
     }
@@ -202,25 +208,56 @@ mod tests {
             .concat()
         );
         let frame = ResultsFrame::decode(&bytes).unwrap();
-        assert_eq!(frame, ResultsFrame { batch: 0x0102, results: vec![TaskResult { task: 7, output: 5u64.to_le_bytes().to_vec() }] });
+        assert_eq!(
+            frame,
+            ResultsFrame {
+                batch: 0x0102,
+                results: vec![TaskResult {
+                    task: 7,
+                    output: 5u64.to_le_bytes().to_vec()
+                }]
+            }
+        );
     }
 
     #[test]
     fn malformed_frames_are_refused() {
-        let good = ResultsFrame { batch: 1, results: vec![TaskResult { task: 0, output: vec![1, 2, 3] }] }.encode();
-        assert_eq!(ResultsFrame::decode(&[]), Err(FrameError::Truncated("frame type")));
+        let good = ResultsFrame {
+            batch: 1,
+            results: vec![TaskResult {
+                task: 0,
+                output: vec![1, 2, 3],
+            }],
+        }
+        .encode();
+        assert_eq!(
+            ResultsFrame::decode(&[]),
+            Err(FrameError::Truncated("frame type"))
+        );
         assert_eq!(ResultsFrame::decode(&[9]), Err(FrameError::UnknownType(9)));
-        assert!(matches!(ResultsFrame::decode(&good[..good.len() - 1]), Err(FrameError::Truncated(_))));
+        assert!(matches!(
+            ResultsFrame::decode(&good[..good.len() - 1]),
+            Err(FrameError::Truncated(_))
+        ));
         let mut trailing = good.clone();
         trailing.push(0);
-        assert_eq!(ResultsFrame::decode(&trailing), Err(FrameError::TrailingBytes(1)));
+        assert_eq!(
+            ResultsFrame::decode(&trailing),
+            Err(FrameError::TrailingBytes(1))
+        );
         let mut lying_count = good.clone();
         lying_count[9..13].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(ResultsFrame::decode(&lying_count), Err(FrameError::Truncated(_))));
+        assert!(matches!(
+            ResultsFrame::decode(&lying_count),
+            Err(FrameError::Truncated(_))
+        ));
         let empty = ResultsFrameBuilder::new(1).finish();
         assert_eq!(ResultsFrame::decode(&empty), Err(FrameError::Empty));
         let huge = vec![1u8; MAX_RESULTS_FRAME_BYTES + 1];
-        assert_eq!(ResultsFrame::decode(&huge).unwrap_err().close_code(), CloseCode::FrameTooLarge);
+        assert_eq!(
+            ResultsFrame::decode(&huge).unwrap_err().close_code(),
+            CloseCode::FrameTooLarge
+        );
     }
 
     proptest! {

@@ -59,11 +59,20 @@ impl Hello {
         if self.protocol != PROTOCOL_VERSION {
             return Err((
                 CloseCode::UnsupportedVersion,
-                format!("protocol version {} is not supported; this coordinator speaks {PROTOCOL_VERSION}", self.protocol),
+                format!(
+                    "protocol version {} is not supported; this coordinator speaks {PROTOCOL_VERSION}",
+                    self.protocol
+                ),
             ));
         }
         if self.threads == 0 || self.threads > MAX_THREADS {
-            return Err((CloseCode::BadHello, format!("threads must be between 1 and {MAX_THREADS}, got {}", self.threads)));
+            return Err((
+                CloseCode::BadHello,
+                format!(
+                    "threads must be between 1 and {MAX_THREADS}, got {}",
+                    self.threads
+                ),
+            ));
         }
         for (field, value) in [("name", &self.name), ("session", &self.session)] {
             if let Some(value) = value {
@@ -92,7 +101,11 @@ pub enum WorkerMessage {
     Return { batch: u64, tasks: TaskRanges },
     /// The worker could not compute a task (a panic, out of memory). The task
     /// goes to another worker; a task that fails everywhere fails its job.
-    Failed { batch: u64, task: u32, error: String },
+    Failed {
+        batch: u64,
+        task: u32,
+        error: String,
+    },
     /// Stop sending batches until `resume`. Batches already sent stay leased.
     Pause {},
     /// Send batches again.
@@ -136,10 +149,17 @@ pub enum CoordinatorMessage {
     /// One per results frame, in the order the frames arrived, sent once the
     /// accepted results are durable. `accepted + duplicate + rejected` is the
     /// number of results in the frame.
-    Ack { batch: u64, accepted: u32, duplicate: u32, rejected: u32 },
+    Ack {
+        batch: u64,
+        accepted: u32,
+        duplicate: u32,
+        rejected: u32,
+    },
     /// Stop working on a batch and send nothing more for it (its job was
     /// cancelled, or every task in it was finished by other workers).
-    Revoke { batch: u64 },
+    Revoke {
+        batch: u64,
+    },
     Heartbeat {},
 }
 
@@ -168,9 +188,12 @@ impl WorkerMessage {
         if text.len() > MAX_TEXT_FRAME_BYTES {
             return Err(DecodeError::TooLarge(text.len()));
         }
-        let message: WorkerMessage = serde_json::from_str(text).map_err(|e| DecodeError::Invalid(e.to_string()))?;
+        let message: WorkerMessage =
+            serde_json::from_str(text).map_err(|e| DecodeError::Invalid(e.to_string()))?;
         if let WorkerMessage::Return { batch, tasks } = &message {
-            tasks.validate().map_err(|_| DecodeError::BadRanges(*batch))?;
+            tasks
+                .validate()
+                .map_err(|_| DecodeError::BadRanges(*batch))?;
         }
         Ok(message)
     }
@@ -185,7 +208,10 @@ impl CoordinatorMessage {
         let message: CoordinatorMessage =
             serde_json::from_str(text).map_err(|e| DecodeError::Invalid(e.to_string()))?;
         if let CoordinatorMessage::Batch(batch) = &message {
-            batch.tasks.validate().map_err(|_| DecodeError::BadRanges(batch.batch))?;
+            batch
+                .tasks
+                .validate()
+                .map_err(|_| DecodeError::BadRanges(batch.batch))?;
             if batch.tasks.end() > batch.job_tasks {
                 return Err(DecodeError::BadRanges(batch.batch));
             }
@@ -205,7 +231,13 @@ mod tests {
     use serde_json::json;
 
     fn hello() -> Hello {
-        Hello { protocol: PROTOCOL_VERSION, kind: WorkerKind::Native, threads: 2, name: Some("lab-3".into()), session: None }
+        Hello {
+            protocol: PROTOCOL_VERSION,
+            kind: WorkerKind::Native,
+            threads: 2,
+            name: Some("lab-3".into()),
+            session: None,
+        }
     }
 
     #[test]
@@ -215,11 +247,17 @@ mod tests {
             serde_json::from_str::<serde_json::Value>(&text).unwrap(),
             json!({"type": "hello", "protocol": 1, "kind": "native", "threads": 2, "name": "lab-3"})
         );
-        assert_eq!(WorkerMessage::Heartbeat {}.encode(), r#"{"type":"heartbeat"}"#);
+        assert_eq!(
+            WorkerMessage::Heartbeat {}.encode(),
+            r#"{"type":"heartbeat"}"#
+        );
         let batch = CoordinatorMessage::Batch(Batch {
             batch: 9,
             job: 3,
-            spec: KernelSpec::Primes(PrimesParams { start: 0, end: 1000 }),
+            spec: KernelSpec::Primes(PrimesParams {
+                start: 0,
+                end: 1000,
+            }),
             job_tasks: 10,
             tasks: TaskRanges::from_indices([0, 1, 2, 7]),
             lease_ms: 30_000,
@@ -238,8 +276,15 @@ mod tests {
         let messages = [
             WorkerMessage::Hello(hello()),
             WorkerMessage::Heartbeat {},
-            WorkerMessage::Return { batch: 4, tasks: TaskRanges::from_indices([3, 4]) },
-            WorkerMessage::Failed { batch: 4, task: 3, error: "boom".into() },
+            WorkerMessage::Return {
+                batch: 4,
+                tasks: TaskRanges::from_indices([3, 4]),
+            },
+            WorkerMessage::Failed {
+                batch: 4,
+                task: 3,
+                error: "boom".into(),
+            },
             WorkerMessage::Pause {},
             WorkerMessage::Resume {},
         ];
@@ -267,8 +312,14 @@ mod tests {
             let err = WorkerMessage::decode(text).unwrap_err();
             assert_eq!(err.close_code(), CloseCode::MalformedFrame, "{text}: {err}");
         }
-        let huge = format!(r#"{{"type":"failed","batch":1,"task":1,"error":"{}"}}"#, "x".repeat(MAX_TEXT_FRAME_BYTES));
-        assert_eq!(WorkerMessage::decode(&huge).unwrap_err().close_code(), CloseCode::FrameTooLarge);
+        let huge = format!(
+            r#"{{"type":"failed","batch":1,"task":1,"error":"{}"}}"#,
+            "x".repeat(MAX_TEXT_FRAME_BYTES)
+        );
+        assert_eq!(
+            WorkerMessage::decode(&huge).unwrap_err().close_code(),
+            CloseCode::FrameTooLarge
+        );
     }
 
     #[test]

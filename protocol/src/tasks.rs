@@ -103,8 +103,17 @@ mod tests {
 
     #[test]
     fn malformed_ranges_are_refused() {
-        for bad in [vec![(3, 3)], vec![(5, 2)], vec![(0, 4), (4, 6)], vec![(5, 9), (0, 2)]] {
-            assert_eq!(TaskRanges::from_ranges(bad.clone()), Err(BadRanges), "{bad:?}");
+        for bad in [
+            vec![(3, 3)],
+            vec![(5, 2)],
+            vec![(0, 4), (4, 6)],
+            vec![(5, 9), (0, 2)],
+        ] {
+            assert_eq!(
+                TaskRanges::from_ranges(bad.clone()),
+                Err(BadRanges),
+                "{bad:?}"
+            );
         }
         TaskRanges::from_ranges(vec![(0, 4), (5, 6)]).unwrap();
     }

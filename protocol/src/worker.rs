@@ -90,7 +90,13 @@ impl WorkerCore {
             held.todo.pop_front();
         }
         held.running += 1;
-        Some(TaskRef { batch: held.id, job: held.job, spec: held.spec.clone(), job_tasks: held.job_tasks, index })
+        Some(TaskRef {
+            batch: held.id,
+            job: held.job,
+            spec: held.spec.clone(),
+            job_tasks: held.job_tasks,
+            index,
+        })
     }
 
     /// Records a computed output. Returns false if the batch was revoked in
@@ -101,13 +107,23 @@ impl WorkerCore {
         };
         let held = &mut self.batches[position];
         held.running -= 1;
-        let builder = held.pending.get_or_insert_with(|| ResultsFrameBuilder::new(task.batch));
-        if !builder.is_empty() && builder.len_bytes() + ResultsFrameBuilder::entry_bytes(output) > FLUSH_BYTES {
-            let full = held.pending.replace(ResultsFrameBuilder::new(task.batch)).expect("present");
+        let builder = held
+            .pending
+            .get_or_insert_with(|| ResultsFrameBuilder::new(task.batch));
+        if !builder.is_empty()
+            && builder.len_bytes() + ResultsFrameBuilder::entry_bytes(output) > FLUSH_BYTES
+        {
+            let full = held
+                .pending
+                .replace(ResultsFrameBuilder::new(task.batch))
+                .expect("present");
             self.ready.push_back(full.finish());
         }
         let held = &mut self.batches[position];
-        held.pending.as_mut().expect("present").push(task.index, output);
+        held.pending
+            .as_mut()
+            .expect("present")
+            .push(task.index, output);
         self.tasks_completed += 1;
         if held.is_finished() {
             let held = self.batches.remove(position).expect("present");
@@ -131,7 +147,11 @@ impl WorkerCore {
                 }
             }
         }
-        WorkerMessage::Failed { batch: task.batch, task: task.index, error }
+        WorkerMessage::Failed {
+            batch: task.batch,
+            task: task.index,
+            error,
+        }
     }
 
     /// Results frames ready to send. With `flush` true, outputs of unfinished
@@ -159,8 +179,12 @@ impl WorkerCore {
                 continue;
             }
             let ranges: Vec<(u32, u32)> = held.todo.drain(..).collect();
-            let tasks = TaskRanges::from_ranges(ranges).expect("a batch's ranges stay ordered and disjoint");
-            messages.push(WorkerMessage::Return { batch: held.id, tasks });
+            let tasks = TaskRanges::from_ranges(ranges)
+                .expect("a batch's ranges stay ordered and disjoint");
+            messages.push(WorkerMessage::Return {
+                batch: held.id,
+                tasks,
+            });
         }
         let mut finished = Vec::new();
         self.batches.retain_mut(|held| {
@@ -171,13 +195,22 @@ impl WorkerCore {
                 true
             }
         });
-        self.ready.extend(finished.into_iter().filter(|b| !b.is_empty()).map(ResultsFrameBuilder::finish));
+        self.ready.extend(
+            finished
+                .into_iter()
+                .filter(|b| !b.is_empty())
+                .map(ResultsFrameBuilder::finish),
+        );
         messages
     }
 
     /// Tasks received and not started.
     pub fn queued_tasks(&self) -> u64 {
-        self.batches.iter().flat_map(|b| b.todo.iter()).map(|&(s, e)| u64::from(e - s)).sum()
+        self.batches
+            .iter()
+            .flat_map(|b| b.todo.iter())
+            .map(|&(s, e)| u64::from(e - s))
+            .sum()
     }
 
     /// Batches held (received and not finished).
@@ -199,14 +232,17 @@ impl WorkerCore {
 mod tests {
     use super::*;
     use crate::frame::ResultsFrame;
-    use grid_kernels::spec::PrimesParams;
     use grid_kernels::TaskRunner;
+    use grid_kernels::spec::PrimesParams;
 
     fn batch(id: u64, indices: &[u32]) -> Batch {
         Batch {
             batch: id,
             job: 1,
-            spec: KernelSpec::Primes(PrimesParams { start: 0, end: 1000 }),
+            spec: KernelSpec::Primes(PrimesParams {
+                start: 0,
+                end: 1000,
+            }),
             job_tasks: 10,
             tasks: TaskRanges::from_indices(indices.iter().copied()),
             lease_ms: 1000,
@@ -231,10 +267,17 @@ mod tests {
         core.on_batch(batch(2, &[7]));
         assert_eq!(core.queued_tasks(), 4);
         assert_eq!(run_all(&mut core), vec![0, 1, 5, 7]);
-        let frames: Vec<ResultsFrame> = core.take_frames(false).iter().map(|f| ResultsFrame::decode(f).unwrap()).collect();
+        let frames: Vec<ResultsFrame> = core
+            .take_frames(false)
+            .iter()
+            .map(|f| ResultsFrame::decode(f).unwrap())
+            .collect();
         assert_eq!(frames.len(), 2);
         assert_eq!(frames[0].batch, 1);
-        assert_eq!(frames[0].results.iter().map(|r| r.task).collect::<Vec<_>>(), vec![0, 1, 5]);
+        assert_eq!(
+            frames[0].results.iter().map(|r| r.task).collect::<Vec<_>>(),
+            vec![0, 1, 5]
+        );
         // Task 0 covers [0, 100): 25 primes.
         assert_eq!(frames[0].results[0].output, 25u64.to_le_bytes());
         assert_eq!(core.held_batches(), 0);
@@ -260,7 +303,13 @@ mod tests {
         let second = core.next_task().unwrap();
         core.complete(&first, &TaskOutput::Count(25));
         let messages = core.hand_back_unstarted();
-        assert_eq!(messages, vec![WorkerMessage::Return { batch: 1, tasks: TaskRanges::from_indices([2, 3]) }]);
+        assert_eq!(
+            messages,
+            vec![WorkerMessage::Return {
+                batch: 1,
+                tasks: TaskRanges::from_indices([2, 3])
+            }]
+        );
         assert!(core.next_task().is_none());
         // The running task still reports, and then the batch is finished.
         core.complete(&second, &TaskOutput::Count(21));
@@ -288,7 +337,14 @@ mod tests {
         core.on_batch(batch(3, &[4]));
         let task = core.next_task().unwrap();
         let message = core.fail(&task, "panicked".into());
-        assert_eq!(message, WorkerMessage::Failed { batch: 3, task: 4, error: "panicked".into() });
+        assert_eq!(
+            message,
+            WorkerMessage::Failed {
+                batch: 3,
+                task: 4,
+                error: "panicked".into()
+            }
+        );
         assert_eq!(core.held_batches(), 0);
     }
 }

@@ -23,7 +23,13 @@ pub struct JobPlan {
 impl JobPlan {
     /// A plan with one replica per task.
     pub fn single(id: JobId, tasks: u32) -> JobPlan {
-        JobPlan { id, tasks, redundancy: 1, quorum: 1, max_replicas: 1 }
+        JobPlan {
+            id,
+            tasks,
+            redundancy: 1,
+            quorum: 1,
+            max_replicas: 1,
+        }
     }
 }
 
@@ -67,7 +73,9 @@ pub(crate) enum Vote {
     /// All wanted replicas answered and no quorum agrees: one more is wanted.
     Disagreement,
     /// Quorum reached; the other batches still holding the task.
-    Decided { others: Vec<BatchId> },
+    Decided {
+        others: Vec<BatchId>,
+    },
     /// No quorum is reachable within the replica cap.
     Failed(String),
 }
@@ -155,7 +163,8 @@ impl JobState {
 
     /// Keeps `wanting` in step with one task's state.
     fn refresh(&mut self, task: u32) {
-        let wants = !self.is_decided(task) && self.live.get(&task).is_some_and(LiveTask::wants_copy);
+        let wants =
+            !self.is_decided(task) && self.live.get(&task).is_some_and(LiveTask::wants_copy);
         if wants {
             self.wanting.insert(task);
         } else {
@@ -181,7 +190,13 @@ impl JobState {
             if self.is_decided(task) || self.live.contains_key(&task) {
                 continue;
             }
-            self.live.insert(task, LiveTask { target: self.plan.redundancy, ..LiveTask::default() });
+            self.live.insert(
+                task,
+                LiveTask {
+                    target: self.plan.redundancy,
+                    ..LiveTask::default()
+                },
+            );
             tasks.push(task);
         }
         tasks.sort_unstable();
@@ -192,10 +207,14 @@ impl JobState {
     /// before to a donor that lost it (a re-issue).
     pub fn add_holder(&mut self, task: u32, holder: Holder) -> bool {
         let target = self.plan.redundancy;
-        let live = self.live.entry(task).or_insert_with(|| LiveTask { target, ..LiveTask::default() });
+        let live = self.live.entry(task).or_insert_with(|| LiveTask {
+            target,
+            ..LiveTask::default()
+        });
         let previously = live.holders.len() + live.votes.len();
         live.holders.push(holder);
-        let reissue = previously >= live.target as usize || (previously == 0 && self.wanting.contains(&task));
+        let reissue =
+            previously >= live.target as usize || (previously == 0 && self.wanting.contains(&task));
         self.refresh(task);
         reissue
     }

@@ -26,8 +26,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use grid_protocol::TaskRanges;
 
-use crate::job::{Holder, JobState};
 pub use crate::job::JobPlan;
+use crate::job::{Holder, JobState};
 use crate::speed::Speed;
 
 pub type JobId = u64;
@@ -91,9 +91,17 @@ pub enum Effect {
     /// Tell the worker to drop the batch; it is no longer leased.
     Revoke { worker: WorkerId, batch: BatchId },
     /// The task has its answer: the output whose digest this is.
-    Decided { job: JobId, task: u32, digest: Digest },
+    Decided {
+        job: JobId,
+        task: u32,
+        digest: Digest,
+    },
     /// The task cannot be completed; its job should fail with this reason.
-    TaskFailed { job: JobId, task: u32, reason: String },
+    TaskFailed {
+        job: JobId,
+        task: u32,
+        reason: String,
+    },
 }
 
 /// How a result was classified.
@@ -246,7 +254,9 @@ impl Scheduler {
 
     /// Decided tasks and the job's task count.
     pub fn progress(&self, job: JobId) -> Option<(u32, u32)> {
-        self.jobs.get(&job).map(|j| (j.decided_count(), j.plan.tasks))
+        self.jobs
+            .get(&job)
+            .map(|j| (j.decided_count(), j.plan.tasks))
     }
 
     pub fn set_job_paused(&mut self, job: JobId, paused: bool) {
@@ -260,8 +270,12 @@ impl Scheduler {
         if self.jobs.remove(&job).is_none() {
             return;
         }
-        let batches: Vec<BatchId> =
-            self.batches.iter().filter(|(_, b)| b.job == job).map(|(&id, _)| id).collect();
+        let batches: Vec<BatchId> = self
+            .batches
+            .iter()
+            .filter(|(_, b)| b.job == job)
+            .map(|(&id, _)| id)
+            .collect();
         for batch in batches {
             self.close_batch(batch, true);
         }
@@ -292,7 +306,9 @@ impl Scheduler {
 
     /// A worker disconnected: every task it held goes back to be re-issued.
     pub fn remove_worker(&mut self, worker: WorkerId) {
-        let Some(state) = self.workers.remove(&worker) else { return };
+        let Some(state) = self.workers.remove(&worker) else {
+            return;
+        };
         for batch in state.batches {
             self.release_batch(batch);
         }
@@ -307,6 +323,11 @@ impl Scheduler {
             .collect()
     }
 
+    /// The job a live batch belongs to.
+    pub fn batch_job(&self, batch: BatchId) -> Option<JobId> {
+        self.batches.get(&batch).map(|b| b.job)
+    }
+
     /// Batches a worker holds.
     pub fn batches_of(&self, worker: WorkerId) -> usize {
         self.workers.get(&worker).map_or(0, |w| w.batches.len())
@@ -315,7 +336,11 @@ impl Scheduler {
     /// Tasks in flight to a worker, across its batches.
     pub fn tasks_held_by(&self, worker: WorkerId) -> u32 {
         self.workers.get(&worker).map_or(0, |w| {
-            w.batches.iter().filter_map(|b| self.batches.get(b)).map(|b| b.outstanding).sum()
+            w.batches
+                .iter()
+                .filter_map(|b| self.batches.get(b))
+                .map(|b| b.outstanding)
+                .sum()
         })
     }
 
@@ -328,11 +353,20 @@ impl Scheduler {
             return None;
         }
         let donor = state.donor;
-        let job_ids: Vec<JobId> = self.jobs.iter().filter(|(_, j)| !j.paused).map(|(&id, _)| id).collect();
+        let job_ids: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| !j.paused)
+            .map(|(&id, _)| id)
+            .collect();
         let active_workers = self.workers.values().filter(|w| !w.paused).count().max(1) as u64;
         for job in job_ids {
             let size = self.batch_size(worker, job, active_workers);
-            let tasks = self.jobs.get_mut(&job).expect("listed").take_tasks(donor, size);
+            let tasks = self
+                .jobs
+                .get_mut(&job)
+                .expect("listed")
+                .take_tasks(donor, size);
             if !tasks.is_empty() {
                 return Some(self.lease(worker, job, tasks, false, now));
             }
@@ -345,11 +379,11 @@ impl Scheduler {
         let state = &self.workers[&worker];
         let job_state = &self.jobs[&job];
         let threads = u64::from(state.threads);
-        let ms_per_task = state
-            .speed
-            .get(&job)
-            .map(|s| s.ms_per_task())
-            .or_else(|| job_state.ms_per_task_per_thread().map(|ms| ms / threads as f64));
+        let ms_per_task = state.speed.get(&job).map(|s| s.ms_per_task()).or_else(|| {
+            job_state
+                .ms_per_task_per_thread()
+                .map(|ms| ms / threads as f64)
+        });
         let mut size = match ms_per_task {
             Some(ms) => (self.config.target_batch_ms as f64 / ms.max(1e-6)) as u64,
             // Unknown speed: one task per thread, to measure.
@@ -361,12 +395,22 @@ impl Scheduler {
         size.clamp(1, u64::from(self.config.max_batch_tasks)) as u32
     }
 
-    fn lease(&mut self, worker: WorkerId, job: JobId, tasks: Vec<u32>, speculative: bool, now: u64) -> Grant {
+    fn lease(
+        &mut self,
+        worker: WorkerId,
+        job: JobId,
+        tasks: Vec<u32>,
+        speculative: bool,
+        now: u64,
+    ) -> Grant {
         let batch = self.next_batch;
         self.next_batch += 1;
         let state = self.workers.get_mut(&worker).expect("caller checked");
         let donor = state.donor;
-        let expected_ms = state.speed.get(&job).map(|s| s.ms_per_task() * tasks.len() as f64);
+        let expected_ms = state
+            .speed
+            .get(&job)
+            .map(|s| s.ms_per_task() * tasks.len() as f64);
         let lease_ms = match expected_ms {
             Some(ms) => self.config.min_lease_ms.max((3.0 * ms) as u64),
             None => self.config.min_lease_ms,
@@ -375,7 +419,15 @@ impl Scheduler {
         let job_state = self.jobs.get_mut(&job).expect("caller checked");
         let mut reissued = 0;
         for &task in &tasks {
-            if job_state.add_holder(task, Holder { worker, donor, batch, active: true }) {
+            if job_state.add_holder(
+                task,
+                Holder {
+                    worker,
+                    donor,
+                    batch,
+                    active: true,
+                },
+            ) {
                 reissued += 1;
             }
         }
@@ -401,12 +453,24 @@ impl Scheduler {
                 expired: false,
             },
         );
-        Grant { batch, job, tasks: ranges, lease_ms, speculative }
+        Grant {
+            batch,
+            job,
+            tasks: ranges,
+            lease_ms,
+            speculative,
+        }
     }
 
     /// Copies of tasks that other donors have held for at least `after` ms,
     /// oldest leases first, one extra copy per task at most.
-    fn speculate(&mut self, worker: WorkerId, donor: DonorId, now: u64, after: u64) -> Option<Grant> {
+    fn speculate(
+        &mut self,
+        worker: WorkerId,
+        donor: DonorId,
+        now: u64,
+        after: u64,
+    ) -> Option<Grant> {
         let threads = u64::from(self.workers[&worker].threads);
         let mut picked: Option<(JobId, Vec<u32>)> = None;
         for batch in self.batches.values() {
@@ -416,14 +480,18 @@ impl Scheduler {
             if picked.as_ref().is_some_and(|(job, _)| *job != batch.job) {
                 continue;
             }
-            let Some(job) = self.jobs.get(&batch.job) else { continue };
+            let Some(job) = self.jobs.get(&batch.job) else {
+                continue;
+            };
             if job.paused {
                 continue;
             }
             let size = self.workers[&worker]
                 .speed
                 .get(&batch.job)
-                .map_or(threads, |s| (self.config.target_batch_ms as f64 / s.ms_per_task().max(1e-6)) as u64)
+                .map_or(threads, |s| {
+                    (self.config.target_batch_ms as f64 / s.ms_per_task().max(1e-6)) as u64
+                })
                 .clamp(1, u64::from(self.config.max_batch_tasks)) as usize;
             let entry = picked.get_or_insert_with(|| (batch.job, Vec::new()));
             for (i, &task) in batch.tasks.iter().enumerate() {
@@ -446,7 +514,14 @@ impl Scheduler {
     // ---- results ------------------------------------------------------------
 
     /// Records one result. Call it in the order results arrive.
-    pub fn record(&mut self, worker: WorkerId, batch: BatchId, task: u32, digest: Digest, now: u64) -> Recorded {
+    pub fn record(
+        &mut self,
+        worker: WorkerId,
+        batch: BatchId,
+        task: u32,
+        digest: Digest,
+        now: u64,
+    ) -> Recorded {
         let outcome = self.classify_and_record(worker, batch, task, digest, now);
         match &outcome {
             Recorded::Accepted { .. } => self.counters.results_accepted += 1,
@@ -457,10 +532,24 @@ impl Scheduler {
         outcome
     }
 
-    fn classify_and_record(&mut self, worker: WorkerId, batch_id: BatchId, task: u32, digest: Digest, now: u64) -> Recorded {
+    fn classify_and_record(
+        &mut self,
+        worker: WorkerId,
+        batch_id: BatchId,
+        task: u32,
+        digest: Digest,
+        now: u64,
+    ) -> Recorded {
         let Some(batch) = self.batches.get(&batch_id) else {
-            let revoked = self.workers.get(&worker).is_some_and(|w| w.recently_revoked.contains(&batch_id));
-            return if revoked { Recorded::Stale } else { Recorded::Rejected(Rejection::UnknownBatch) };
+            let revoked = self
+                .workers
+                .get(&worker)
+                .is_some_and(|w| w.recently_revoked.contains(&batch_id));
+            return if revoked {
+                Recorded::Stale
+            } else {
+                Recorded::Rejected(Rejection::UnknownBatch)
+            };
         };
         if batch.worker != worker {
             return Recorded::Rejected(Rejection::NotYourBatch);
@@ -480,7 +569,10 @@ impl Scheduler {
         batch.outstanding -= 1;
         let batch_done = batch.outstanding == 0;
 
-        let job = self.jobs.get_mut(&job_id).expect("a batch's job is live until its batches are closed");
+        let job = self
+            .jobs
+            .get_mut(&job_id)
+            .expect("a batch's job is live until its batches are closed");
         let outcome = job.vote(task, batch_id, donor, digest);
         let result = match outcome {
             job::Vote::Duplicate => Recorded::Duplicate,
@@ -490,14 +582,22 @@ impl Scheduler {
                 Recorded::Accepted { decided: false }
             }
             job::Vote::Decided { others } => {
-                self.effects.push(Effect::Decided { job: job_id, task, digest });
+                self.effects.push(Effect::Decided {
+                    job: job_id,
+                    task,
+                    digest,
+                });
                 for other in others {
                     self.drop_task_from_batch(other, task);
                 }
                 Recorded::Accepted { decided: true }
             }
             job::Vote::Failed(reason) => {
-                self.effects.push(Effect::TaskFailed { job: job_id, task, reason });
+                self.effects.push(Effect::TaskFailed {
+                    job: job_id,
+                    task,
+                    reason,
+                });
                 Recorded::Accepted { decided: false }
             }
         };
@@ -509,8 +609,12 @@ impl Scheduler {
 
     /// Another copy of `task` won: the batch need not wait for it any more.
     fn drop_task_from_batch(&mut self, batch_id: BatchId, task: u32) {
-        let Some(batch) = self.batches.get_mut(&batch_id) else { return };
-        let Some(position) = batch.position(task) else { return };
+        let Some(batch) = self.batches.get_mut(&batch_id) else {
+            return;
+        };
+        let Some(position) = batch.position(task) else {
+            return;
+        };
         if batch.waiting[position] {
             batch.waiting[position] = false;
             batch.outstanding -= 1;
@@ -523,7 +627,9 @@ impl Scheduler {
 
     fn finish_batch(&mut self, batch_id: BatchId, now: u64) {
         let batch = self.batches.remove(&batch_id).expect("present");
-        let Some(worker) = self.workers.get_mut(&batch.worker) else { return };
+        let Some(worker) = self.workers.get_mut(&batch.worker) else {
+            return;
+        };
         worker.batches.retain(|&b| b != batch_id);
         let started = batch.granted_at.max(worker.last_finish);
         let elapsed = now.saturating_sub(started).max(1);
@@ -542,7 +648,9 @@ impl Scheduler {
     /// Ends a batch early. Its unanswered tasks go back to be issued again;
     /// with `revoke` the worker is told to drop it.
     fn close_batch(&mut self, batch_id: BatchId, revoke: bool) {
-        let Some(batch) = self.batches.remove(&batch_id) else { return };
+        let Some(batch) = self.batches.remove(&batch_id) else {
+            return;
+        };
         if let Some(worker) = self.workers.get_mut(&batch.worker) {
             worker.batches.retain(|&b| b != batch_id);
             worker.recently_revoked.push_back(batch_id);
@@ -550,7 +658,10 @@ impl Scheduler {
                 worker.recently_revoked.pop_front();
             }
             if revoke {
-                self.effects.push(Effect::Revoke { worker: batch.worker, batch: batch_id });
+                self.effects.push(Effect::Revoke {
+                    worker: batch.worker,
+                    batch: batch_id,
+                });
             }
         }
         if let Some(job) = self.jobs.get_mut(&batch.job) {
@@ -572,15 +683,25 @@ impl Scheduler {
     }
 
     /// The worker hands back tasks it will not compute.
-    pub fn return_tasks(&mut self, worker: WorkerId, batch_id: BatchId, tasks: &TaskRanges) -> Result<u32, Rejection> {
-        let batch = self.batches.get_mut(&batch_id).ok_or(Rejection::UnknownBatch)?;
+    pub fn return_tasks(
+        &mut self,
+        worker: WorkerId,
+        batch_id: BatchId,
+        tasks: &TaskRanges,
+    ) -> Result<u32, Rejection> {
+        let batch = self
+            .batches
+            .get_mut(&batch_id)
+            .ok_or(Rejection::UnknownBatch)?;
         if batch.worker != worker {
             return Err(Rejection::NotYourBatch);
         }
         let mut returned = 0;
         let job = batch.job;
         for task in tasks.iter() {
-            let Some(position) = batch.position(task) else { continue };
+            let Some(position) = batch.position(task) else {
+                continue;
+            };
             if batch.waiting[position] {
                 batch.waiting[position] = false;
                 batch.outstanding -= 1;
@@ -597,8 +718,17 @@ impl Scheduler {
     }
 
     /// The worker could not compute a task.
-    pub fn fail_task(&mut self, worker: WorkerId, batch_id: BatchId, task: u32, now: u64) -> Result<(), Rejection> {
-        let batch = self.batches.get_mut(&batch_id).ok_or(Rejection::UnknownBatch)?;
+    pub fn fail_task(
+        &mut self,
+        worker: WorkerId,
+        batch_id: BatchId,
+        task: u32,
+        now: u64,
+    ) -> Result<(), Rejection> {
+        let batch = self
+            .batches
+            .get_mut(&batch_id)
+            .ok_or(Rejection::UnknownBatch)?;
         if batch.worker != worker {
             return Err(Rejection::NotYourBatch);
         }
@@ -644,8 +774,13 @@ impl Scheduler {
             let batch = self.batches.get_mut(&batch_id).expect("listed");
             batch.expired = true;
             let job_id = batch.job;
-            let waiting: Vec<u32> =
-                batch.tasks.iter().zip(&batch.waiting).filter(|(_, w)| **w).map(|(&t, _)| t).collect();
+            let waiting: Vec<u32> = batch
+                .tasks
+                .iter()
+                .zip(&batch.waiting)
+                .filter(|(_, w)| **w)
+                .map(|(&t, _)| t)
+                .collect();
             if let Some(job) = self.jobs.get_mut(&job_id) {
                 for task in waiting {
                     job.deactivate_holder(task, batch_id);
@@ -658,7 +793,11 @@ impl Scheduler {
 
     /// The earliest lease deadline, for the coordinator's timer.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.batches.values().filter(|b| !b.expired).map(|b| b.deadline).min()
+        self.batches
+            .values()
+            .filter(|b| !b.expired)
+            .map(|b| b.deadline)
+            .min()
     }
 }
 

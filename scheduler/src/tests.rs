@@ -22,15 +22,29 @@ fn wrong_digest(job: JobId, task: u32) -> Digest {
 }
 
 fn plan(id: JobId, tasks: u32, redundancy: u32) -> JobPlan {
-    JobPlan { id, tasks, redundancy, quorum: redundancy / 2 + 1, max_replicas: redundancy + 2 }
+    JobPlan {
+        id,
+        tasks,
+        redundancy,
+        quorum: redundancy / 2 + 1,
+        max_replicas: redundancy + 2,
+    }
 }
 
 fn config() -> SchedulerConfig {
-    SchedulerConfig { speculate_after_ms: None, min_lease_ms: 1_000, ..SchedulerConfig::default() }
+    SchedulerConfig {
+        speculate_after_ms: None,
+        min_lease_ms: 1_000,
+        ..SchedulerConfig::default()
+    }
 }
 
 fn deliver_all(s: &mut Scheduler, worker: WorkerId, grant: &Grant, now: u64) -> Vec<Recorded> {
-    grant.tasks.iter().map(|t| s.record(worker, grant.batch, t, digest_of(grant.job, t), now)).collect()
+    grant
+        .tasks
+        .iter()
+        .map(|t| s.record(worker, grant.batch, t, digest_of(grant.job, t), now))
+        .collect()
 }
 
 fn decided(effects: &[Effect]) -> Vec<(JobId, u32)> {
@@ -83,7 +97,10 @@ fn batches_pipeline_up_to_the_limit() {
     s.add_worker(1, 1, 1, 0);
     assert!(s.grant(1, 0).is_some());
     assert!(s.grant(1, 0).is_some());
-    assert!(s.grant(1, 0).is_none(), "two batches in flight is the limit");
+    assert!(
+        s.grant(1, 0).is_none(),
+        "two batches in flight is the limit"
+    );
     assert!(s.idle_workers().is_empty());
 }
 
@@ -100,7 +117,10 @@ fn a_disconnected_workers_tasks_go_to_another_worker() {
     assert_eq!(again.tasks, lost.tasks);
     assert_eq!(s.counters().tasks_reissued, 3);
     // The old worker's results are not accepted from a new connection.
-    assert_eq!(s.record(1, lost.batch, 0, digest_of(1, 0), 2), Recorded::Rejected(Rejection::UnknownBatch));
+    assert_eq!(
+        s.record(1, lost.batch, 0, digest_of(1, 0), 2),
+        Recorded::Rejected(Rejection::UnknownBatch)
+    );
 }
 
 #[test]
@@ -116,12 +136,21 @@ fn an_expired_lease_is_reissued_and_the_late_result_still_counts_once() {
     let copy = s.grant(2, slow.lease_ms).unwrap();
     assert_eq!(copy.tasks, slow.tasks);
     // The slow worker answers late, while the task is still open: accepted.
-    assert_eq!(s.record(1, slow.batch, 0, digest_of(1, 0), slow.lease_ms + 5), Recorded::Accepted { decided: true });
+    assert_eq!(
+        s.record(1, slow.batch, 0, digest_of(1, 0), slow.lease_ms + 5),
+        Recorded::Accepted { decided: true }
+    );
     let effects = s.take_effects();
     assert_eq!(decided(&effects), vec![(1, 0)]);
     // The copy is revoked; its result, if it races the revoke, is stale.
-    assert!(effects.contains(&Effect::Revoke { worker: 2, batch: copy.batch }));
-    assert_eq!(s.record(2, copy.batch, 0, digest_of(1, 0), slow.lease_ms + 6), Recorded::Stale);
+    assert!(effects.contains(&Effect::Revoke {
+        worker: 2,
+        batch: copy.batch
+    }));
+    assert_eq!(
+        s.record(2, copy.batch, 0, digest_of(1, 0), slow.lease_ms + 6),
+        Recorded::Stale
+    );
 }
 
 #[test]
@@ -133,12 +162,27 @@ fn duplicates_and_unleased_results_never_count() {
     let a = s.grant(1, 0).unwrap();
     let b = s.grant(2, 0).unwrap();
     let task = a.tasks.iter().next().unwrap();
-    assert_eq!(s.record(1, a.batch, task, digest_of(1, task), 1), Recorded::Accepted { decided: true });
-    assert_eq!(s.record(1, a.batch, task, digest_of(1, task), 1), Recorded::Duplicate);
+    assert_eq!(
+        s.record(1, a.batch, task, digest_of(1, task), 1),
+        Recorded::Accepted { decided: true }
+    );
+    assert_eq!(
+        s.record(1, a.batch, task, digest_of(1, task), 1),
+        Recorded::Duplicate
+    );
     let foreign = b.tasks.iter().next().unwrap();
-    assert_eq!(s.record(1, a.batch, foreign, digest_of(1, foreign), 1), Recorded::Rejected(Rejection::TaskNotInBatch));
-    assert_eq!(s.record(1, b.batch, foreign, digest_of(1, foreign), 1), Recorded::Rejected(Rejection::NotYourBatch));
-    assert_eq!(s.record(1, 999, 0, digest_of(1, 0), 1), Recorded::Rejected(Rejection::UnknownBatch));
+    assert_eq!(
+        s.record(1, a.batch, foreign, digest_of(1, foreign), 1),
+        Recorded::Rejected(Rejection::TaskNotInBatch)
+    );
+    assert_eq!(
+        s.record(1, b.batch, foreign, digest_of(1, foreign), 1),
+        Recorded::Rejected(Rejection::NotYourBatch)
+    );
+    assert_eq!(
+        s.record(1, 999, 0, digest_of(1, 0), 1),
+        Recorded::Rejected(Rejection::UnknownBatch)
+    );
     assert_eq!(decided(&s.take_effects()), vec![(1, task)]);
     assert_eq!(s.counters().results_rejected, 3);
 }
@@ -153,11 +197,17 @@ fn replicas_go_to_distinct_donors_and_agreement_decides() {
     s.add_worker(3, 30, 2, 0);
     let first = s.grant(1, 0).unwrap();
     assert_eq!(first.tasks.len(), 2);
-    assert!(s.grant(2, 0).is_none(), "the same donor must not get a second replica");
+    assert!(
+        s.grant(2, 0).is_none(),
+        "the same donor must not get a second replica"
+    );
     let second = s.grant(3, 0).unwrap();
     assert_eq!(second.tasks, first.tasks);
     deliver_all(&mut s, 1, &first, 5);
-    assert!(decided(&s.take_effects()).is_empty(), "one replica is not a quorum of two");
+    assert!(
+        decided(&s.take_effects()).is_empty(),
+        "one replica is not a quorum of two"
+    );
     deliver_all(&mut s, 3, &second, 6);
     assert_eq!(decided(&s.take_effects()), vec![(1, 0), (1, 1)]);
 }
@@ -173,18 +223,37 @@ fn disagreement_adds_a_replica_and_the_majority_wins() {
     let liar = s.grant(2, 0).unwrap();
     assert!(s.grant(3, 0).is_none());
     s.record(1, honest.batch, 0, digest_of(1, 0), 1);
-    assert_eq!(s.record(2, liar.batch, 0, wrong_digest(1, 0), 2), Recorded::Accepted { decided: false });
+    assert_eq!(
+        s.record(2, liar.batch, 0, wrong_digest(1, 0), 2),
+        Recorded::Accepted { decided: false }
+    );
     assert_eq!(s.counters().quorum_disagreements, 1);
     let tie_break = s.grant(3, 3).unwrap();
     assert_eq!(tie_break.tasks.iter().collect::<Vec<_>>(), vec![0]);
-    assert_eq!(s.record(3, tie_break.batch, 0, digest_of(1, 0), 4), Recorded::Accepted { decided: true });
-    assert_eq!(s.take_effects(), vec![Effect::Decided { job: 1, task: 0, digest: digest_of(1, 0) }]);
+    assert_eq!(
+        s.record(3, tie_break.batch, 0, digest_of(1, 0), 4),
+        Recorded::Accepted { decided: true }
+    );
+    assert_eq!(
+        s.take_effects(),
+        vec![Effect::Decided {
+            job: 1,
+            task: 0,
+            digest: digest_of(1, 0)
+        }]
+    );
 }
 
 #[test]
 fn a_task_without_quorum_within_the_cap_fails_visibly() {
     let mut s = Scheduler::new(config());
-    s.add_job(JobPlan { id: 1, tasks: 1, redundancy: 2, quorum: 2, max_replicas: 2 });
+    s.add_job(JobPlan {
+        id: 1,
+        tasks: 1,
+        redundancy: 2,
+        quorum: 2,
+        max_replicas: 2,
+    });
     s.add_worker(1, 1, 1, 0);
     s.add_worker(2, 2, 1, 0);
     let a = s.grant(1, 0).unwrap();
@@ -200,7 +269,10 @@ fn a_task_without_quorum_within_the_cap_fails_visibly() {
 
 #[test]
 fn stragglers_are_copied_to_idle_workers_and_the_first_result_wins() {
-    let mut s = Scheduler::new(SchedulerConfig { speculate_after_ms: Some(500), ..config() });
+    let mut s = Scheduler::new(SchedulerConfig {
+        speculate_after_ms: Some(500),
+        ..config()
+    });
     s.add_job(JobPlan::single(1, 2));
     s.add_worker(1, 1, 2, 0);
     let straggler = s.grant(1, 0).unwrap();
@@ -213,7 +285,10 @@ fn stragglers_are_copied_to_idle_workers_and_the_first_result_wins() {
     deliver_all(&mut s, 2, &copy, 700);
     let effects = s.take_effects();
     assert_eq!(decided(&effects).len(), 2);
-    assert!(effects.contains(&Effect::Revoke { worker: 1, batch: straggler.batch }));
+    assert!(effects.contains(&Effect::Revoke {
+        worker: 1,
+        batch: straggler.batch
+    }));
     assert_eq!(s.counters().tasks_speculative, 2);
 }
 
@@ -223,8 +298,14 @@ fn returned_tasks_are_reissued_and_failures_fail_the_job_after_the_limit() {
     s.add_job(JobPlan::single(1, 4));
     s.add_worker(1, 1, 4, 0);
     let batch = s.grant(1, 0).unwrap();
-    assert_eq!(s.return_tasks(1, batch.batch, &TaskRanges::from_indices([2, 3])), Ok(2));
-    assert_eq!(s.return_tasks(2, batch.batch, &TaskRanges::from_indices([0])), Err(Rejection::NotYourBatch));
+    assert_eq!(
+        s.return_tasks(1, batch.batch, &TaskRanges::from_indices([2, 3])),
+        Ok(2)
+    );
+    assert_eq!(
+        s.return_tasks(2, batch.batch, &TaskRanges::from_indices([0])),
+        Err(Rejection::NotYourBatch)
+    );
     let again = s.grant(1, 1).unwrap();
     assert_eq!(again.tasks.iter().collect::<Vec<_>>(), vec![2, 3]);
     // Task 0 fails three times, on three connections.
@@ -235,7 +316,14 @@ fn returned_tasks_are_reissued_and_failures_fail_the_job_after_the_limit() {
         assert!(retry.tasks.contains(0));
         s.fail_task(worker, retry.batch, 0, 4).unwrap();
     }
-    assert!(s.take_effects().iter().any(|e| matches!(e, Effect::TaskFailed { job: 1, task: 0, .. })));
+    assert!(s.take_effects().iter().any(|e| matches!(
+        e,
+        Effect::TaskFailed {
+            job: 1,
+            task: 0,
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -250,7 +338,13 @@ fn paused_jobs_and_workers_get_nothing_and_removed_jobs_revoke_their_batches() {
     s.set_worker_paused(1, true);
     assert!(s.grant(1, 0).is_none());
     s.remove_job(2);
-    assert_eq!(s.take_effects(), vec![Effect::Revoke { worker: 1, batch: grant.batch }]);
+    assert_eq!(
+        s.take_effects(),
+        vec![Effect::Revoke {
+            worker: 1,
+            batch: grant.batch
+        }]
+    );
     assert_eq!(s.batches_of(1), 0);
 }
 
@@ -266,10 +360,17 @@ fn restored_state_is_not_issued_again() {
     s.add_worker(1, 5, 8, 0);
     s.add_worker(2, 6, 8, 0);
     let a = s.grant(1, 0).unwrap();
-    assert_eq!(a.tasks.iter().collect::<Vec<_>>(), vec![3], "donor 5 already answered task 1");
+    assert_eq!(
+        a.tasks.iter().collect::<Vec<_>>(),
+        vec![3],
+        "donor 5 already answered task 1"
+    );
     let b = s.grant(2, 0).unwrap();
     assert_eq!(b.tasks.iter().collect::<Vec<_>>(), vec![1, 3]);
-    assert_eq!(s.record(2, b.batch, 1, digest_of(1, 1), 1), Recorded::Accepted { decided: true });
+    assert_eq!(
+        s.record(2, b.batch, 1, digest_of(1, 1), 1),
+        Recorded::Accepted { decided: true }
+    );
 }
 
 // ---- property test --------------------------------------------------------
@@ -331,14 +432,21 @@ impl Harness {
     }
 
     fn digest(&self, donor: DonorId, job: JobId, task: u32) -> Digest {
-        if Some(donor) == self.liar_donor { wrong_digest(job, task) } else { digest_of(job, task) }
+        if Some(donor) == self.liar_donor {
+            wrong_digest(job, task)
+        } else {
+            digest_of(job, task)
+        }
     }
 
     fn apply_effects(&mut self) {
         for effect in self.s.take_effects() {
             match effect {
                 Effect::Decided { job, task, digest } => {
-                    assert!(self.decided.insert((job, task), digest).is_none(), "task {job}/{task} decided twice");
+                    assert!(
+                        self.decided.insert((job, task), digest).is_none(),
+                        "task {job}/{task} decided twice"
+                    );
                 }
                 Effect::Revoke { worker, batch } => {
                     for conn in self.conns.values_mut().filter(|c| c.id == worker) {
@@ -358,13 +466,25 @@ impl Harness {
         // A donor never holds two copies of a task, nor gets one it answered.
         for task in grant.tasks.iter() {
             let key = (grant.job, task);
-            assert!(!self.decided.contains_key(&key), "decided task {key:?} granted again");
-            let held_elsewhere = self.conns.values().filter(|c| c.donor == conn.donor).any(|c| {
-                c.batches.iter().any(|(g, left)| g.job == grant.job && g.batch != grant.batch && left.contains(&task))
-            });
+            assert!(
+                !self.decided.contains_key(&key),
+                "decided task {key:?} granted again"
+            );
+            let held_elsewhere = self
+                .conns
+                .values()
+                .filter(|c| c.donor == conn.donor)
+                .any(|c| {
+                    c.batches.iter().any(|(g, left)| {
+                        g.job == grant.job && g.batch != grant.batch && left.contains(&task)
+                    })
+                });
             assert!(!held_elsewhere, "donor {} holds {key:?} twice", conn.donor);
             assert!(
-                !self.accepted_donors.get(&key).is_some_and(|d| d.contains(&conn.donor)),
+                !self
+                    .accepted_donors
+                    .get(&key)
+                    .is_some_and(|d| d.contains(&conn.donor)),
                 "donor {} already answered {key:?}",
                 conn.donor
             );
@@ -377,8 +497,16 @@ impl Harness {
                 if !self.conns.contains_key(&slot) {
                     self.next_id += 1;
                     let donor = Self::donor_for(slot);
-                    self.s.add_worker(self.next_id, donor, 1 + u32::from(slot % 3), self.now);
-                    self.conns.insert(slot, Conn { id: self.next_id, donor, ..Conn::default() });
+                    self.s
+                        .add_worker(self.next_id, donor, 1 + u32::from(slot % 3), self.now);
+                    self.conns.insert(
+                        slot,
+                        Conn {
+                            id: self.next_id,
+                            donor,
+                            ..Conn::default()
+                        },
+                    );
                 }
             }
             Op::Disconnect(slot) => {
@@ -387,16 +515,26 @@ impl Harness {
                 }
             }
             Op::Grant(slot) => {
-                let Some(conn) = self.conns.get(&slot) else { return };
+                let Some(conn) = self.conns.get(&slot) else {
+                    return;
+                };
                 if let Some(grant) = self.s.grant(conn.id, self.now) {
                     self.check_grant(conn, &grant);
                     let tasks = grant.tasks.iter().collect();
-                    self.conns.get_mut(&slot).expect("present").batches.push((grant, tasks));
+                    self.conns
+                        .get_mut(&slot)
+                        .expect("present")
+                        .batches
+                        .push((grant, tasks));
                 }
             }
             Op::Deliver(slot, n) => {
-                let Some(conn) = self.conns.get_mut(&slot) else { return };
-                let Some((grant, left)) = conn.batches.first_mut() else { return };
+                let Some(conn) = self.conns.get_mut(&slot) else {
+                    return;
+                };
+                let Some((grant, left)) = conn.batches.first_mut() else {
+                    return;
+                };
                 let (batch, job, id, donor) = (grant.batch, grant.job, conn.id, conn.donor);
                 let take: Vec<u32> = left.drain(..left.len().min(n as usize)).collect();
                 if left.is_empty() {
@@ -407,39 +545,72 @@ impl Harness {
                     let recorded = self.s.record(id, batch, task, digest, self.now);
                     if let Recorded::Accepted { .. } = recorded {
                         let donors = self.accepted_donors.entry((job, task)).or_default();
-                        assert!(!donors.contains(&donor), "donor {donor} counted twice for {job}/{task}");
+                        assert!(
+                            !donors.contains(&donor),
+                            "donor {donor} counted twice for {job}/{task}"
+                        );
                         donors.push(donor);
                     }
-                    self.conns.get_mut(&slot).expect("present").sent.push((batch, task, job));
+                    self.conns
+                        .get_mut(&slot)
+                        .expect("present")
+                        .sent
+                        .push((batch, task, job));
                     self.apply_effects();
                 }
             }
             Op::Replay(slot) => {
-                let Some(conn) = self.conns.get(&slot) else { return };
-                let Some(&(batch, task, job)) = conn.sent.last() else { return };
+                let Some(conn) = self.conns.get(&slot) else {
+                    return;
+                };
+                let Some(&(batch, task, job)) = conn.sent.last() else {
+                    return;
+                };
                 let digest = self.digest(conn.donor, job, task);
                 let recorded = self.s.record(conn.id, batch, task, digest, self.now);
-                assert!(!matches!(recorded, Recorded::Accepted { .. }), "a replay was accepted: {recorded:?}");
+                assert!(
+                    !matches!(recorded, Recorded::Accepted { .. }),
+                    "a replay was accepted: {recorded:?}"
+                );
             }
             Op::Forge(slot, task) => {
-                let Some(conn) = self.conns.get(&slot) else { return };
+                let Some(conn) = self.conns.get(&slot) else {
+                    return;
+                };
                 let leased = conn.batches.iter().any(|(g, _)| g.tasks.contains(task));
                 if let Some((grant, _)) = conn.batches.first() {
                     if !leased {
-                        let recorded = self.s.record(conn.id, grant.batch, task, digest_of(grant.job, task), self.now);
-                        assert!(matches!(recorded, Recorded::Rejected(_)), "forged result: {recorded:?}");
+                        let recorded = self.s.record(
+                            conn.id,
+                            grant.batch,
+                            task,
+                            digest_of(grant.job, task),
+                            self.now,
+                        );
+                        assert!(
+                            matches!(recorded, Recorded::Rejected(_)),
+                            "forged result: {recorded:?}"
+                        );
                     }
                 }
             }
             Op::Return(slot) => {
-                let Some(conn) = self.conns.get_mut(&slot) else { return };
-                let Some((grant, left)) = conn.batches.pop() else { return };
+                let Some(conn) = self.conns.get_mut(&slot) else {
+                    return;
+                };
+                let Some((grant, left)) = conn.batches.pop() else {
+                    return;
+                };
                 let tasks = TaskRanges::from_indices(left);
                 let _ = self.s.return_tasks(conn.id, grant.batch, &tasks);
             }
             Op::Fail(slot) => {
-                let Some(conn) = self.conns.get_mut(&slot) else { return };
-                let Some((grant, left)) = conn.batches.first_mut() else { return };
+                let Some(conn) = self.conns.get_mut(&slot) else {
+                    return;
+                };
+                let Some((grant, left)) = conn.batches.first_mut() else {
+                    return;
+                };
                 let Some(task) = left.pop() else { return };
                 let (batch, id) = (grant.batch, conn.id);
                 if left.is_empty() {
@@ -468,11 +639,24 @@ impl Harness {
                 self.step(Op::Grant(slot));
                 self.step(Op::Deliver(slot, u8::MAX));
             }
-            if self.s.jobs.is_empty() || self.s.jobs.values().all(|j| j.decided_count() == j.plan.tasks) {
+            if self.s.jobs.is_empty()
+                || self
+                    .s
+                    .jobs
+                    .values()
+                    .all(|j| j.decided_count() == j.plan.tasks)
+            {
                 return;
             }
         }
-        panic!("the grid did not finish: {:?}", self.s.jobs.values().map(|j| j.decided_count()).collect::<Vec<_>>());
+        panic!(
+            "the grid did not finish: {:?}",
+            self.s
+                .jobs
+                .values()
+                .map(|j| j.decided_count())
+                .collect::<Vec<_>>()
+        );
     }
 }
 

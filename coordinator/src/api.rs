@@ -1,0 +1,291 @@
+//! The HTTP edge: warp filters for the job API under `/api/`, the worker
+//! socket at `/ws/worker`, and the static files of `www/` at `/`. Handlers are
+//! thin; every error leaves as `{"error": "..."}` with a fitting status.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use tokio::sync::{Semaphore, mpsc, watch};
+use warp::http::{StatusCode, header};
+use warp::reply::{Reply, Response};
+use warp::{Filter, Rejection};
+
+use crate::auth;
+use crate::export::{self, Format};
+use crate::grid::{ApiError, Grid, JobRequest};
+use crate::ws::{self, ConnectionGuard};
+
+/// What every route needs besides the grid.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub grid: Arc<Grid>,
+    pub shutdown: watch::Receiver<bool>,
+    pub connections: Arc<Semaphore>,
+    /// Dropped by each connection when it ends; the server waits for all.
+    pub done: mpsc::Sender<()>,
+}
+
+#[derive(Debug)]
+struct Unauthorized;
+impl warp::reject::Reject for Unauthorized {}
+
+#[derive(Debug)]
+struct Api(ApiError);
+impl warp::reject::Reject for Api {}
+
+fn reject(error: ApiError) -> Rejection {
+    warp::reject::custom(Api(error))
+}
+
+pub fn routes(shared: Shared) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let api = health()
+        .or(submit(shared.clone()))
+        .unify()
+        .or(list_jobs(shared.clone()))
+        .unify()
+        .or(job_status(shared.clone()))
+        .unify()
+        .or(cancel(shared.clone()))
+        .unify()
+        .or(results(shared.clone()))
+        .unify()
+        .or(workers(shared.clone()))
+        .unify();
+    let www = warp::get()
+        .and(warp::fs::dir(shared.grid.config().www_dir.clone()))
+        .map(|file: warp::fs::File| {
+            warp::reply::with_header(file, header::CACHE_CONTROL, "no-cache").into_response()
+        });
+    api.or(worker_socket(shared))
+        .unify()
+        .or(www)
+        .unify()
+        .recover(handle_rejection)
+        .unify()
+}
+
+fn with_shared(shared: Shared) -> impl Filter<Extract = (Shared,), Error = Infallible> + Clone {
+    warp::any().map(move || shared.clone())
+}
+
+fn authorized(shared: &Shared) -> impl Filter<Extract = (), Error = Rejection> + Clone + use<> {
+    let token = shared.grid.config().token.clone();
+    warp::header::optional::<String>("authorization")
+        .and_then(move |header: Option<String>| {
+            let ok = auth::authorized(header.as_deref(), &token);
+            async move {
+                if ok {
+                    Ok(())
+                } else {
+                    Err(warp::reject::custom(Unauthorized))
+                }
+            }
+        })
+        .untuple_one()
+}
+
+fn json(value: &impl serde::Serialize, status: StatusCode) -> Response {
+    warp::reply::with_status(warp::reply::json(value), status).into_response()
+}
+
+fn health() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("api" / "health")
+        .and(warp::get())
+        .map(|| json(&serde_json::json!({"status": "ok"}), StatusCode::OK))
+}
+
+fn submit(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let limit = shared.grid.config().max_body_bytes;
+    warp::path!("api" / "jobs")
+        .and(warp::post())
+        .and(authorized(&shared))
+        .and(warp::body::content_length_limit(limit))
+        .and(warp::body::bytes())
+        .and(with_shared(shared))
+        .and_then(|body: bytes::Bytes, shared: Shared| async move {
+            let request: JobRequest = serde_json::from_slice(&body)
+                .map_err(|e| reject(ApiError::BadRequest(format!("invalid job request: {e}"))))?;
+            let status = shared.grid.submit(request).await.map_err(reject)?;
+            Ok::<_, Rejection>(json(&status, StatusCode::CREATED))
+        })
+}
+
+fn list_jobs(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("api" / "jobs")
+        .and(warp::get())
+        .and(authorized(&shared))
+        .and(with_shared(shared))
+        .map(|shared: Shared| json(&shared.grid.list_jobs(), StatusCode::OK))
+}
+
+fn job_id() -> impl Filter<Extract = (u64,), Error = Rejection> + Clone {
+    warp::path::param::<String>().and_then(|raw: String| async move {
+        raw.parse::<u64>()
+            .map_err(|_| reject(ApiError::BadRequest(format!("'{raw}' is not a job id"))))
+    })
+}
+
+fn job_status(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path("api")
+        .and(warp::path("jobs"))
+        .and(job_id())
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(authorized(&shared))
+        .and(with_shared(shared))
+        .and_then(|id: u64, shared: Shared| async move {
+            let status = shared.grid.job_status(id).map_err(reject)?;
+            Ok::<_, Rejection>(json(&status, StatusCode::OK))
+        })
+}
+
+fn cancel(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path("api")
+        .and(warp::path("jobs"))
+        .and(job_id())
+        .and(warp::path("cancel"))
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(authorized(&shared))
+        .and(with_shared(shared))
+        .and_then(|id: u64, shared: Shared| async move {
+            let status = shared.grid.cancel(id).await.map_err(reject)?;
+            Ok::<_, Rejection>(json(&status, StatusCode::OK))
+        })
+}
+
+#[derive(Debug, Deserialize)]
+struct ResultsQuery {
+    format: Option<String>,
+}
+
+fn results(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path("api")
+        .and(warp::path("jobs"))
+        .and(job_id())
+        .and(warp::path("results"))
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(authorized(&shared))
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(with_shared(shared))
+        .and_then(|id: u64, query: String, shared: Shared| async move {
+            let query: ResultsQuery =
+                serde_urlencoded_lite(&query).map_err(|e| reject(ApiError::BadRequest(e)))?;
+            let format = Format::parse(query.format.as_deref().unwrap_or("json"))
+                .map_err(|e| reject(ApiError::BadRequest(e)))?;
+            let (job, result) = shared.grid.results(id).await.map_err(reject)?;
+            let body =
+                export::render(&result, format).map_err(|e| reject(ApiError::BadRequest(e)))?;
+            let filename = format!("job-{}-{}.{}", job.id, job.spec.kind(), format.extension());
+            let mut response = Response::new(body.into());
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(format.content_type()),
+            );
+            if let Ok(value) =
+                header::HeaderValue::from_str(&format!("attachment; filename=\"{filename}\""))
+            {
+                headers.insert(header::CONTENT_DISPOSITION, value);
+            }
+            Ok::<_, Rejection>(response)
+        })
+}
+
+/// Reads `format=...` from a query string; the only parameter there is.
+fn serde_urlencoded_lite(query: &str) -> Result<ResultsQuery, String> {
+    let mut format = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("format", value)) => format = Some(value.to_string()),
+            _ => {
+                return Err(format!(
+                    "unknown query parameter '{pair}' (only 'format' is accepted)"
+                ));
+            }
+        }
+    }
+    Ok(ResultsQuery { format })
+}
+
+fn workers(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("api" / "workers")
+        .and(warp::get())
+        .and(authorized(&shared))
+        .and(with_shared(shared))
+        .map(|shared: Shared| json(&shared.grid.workers(), StatusCode::OK))
+}
+
+fn worker_socket(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("ws" / "worker")
+        .and(warp::ws())
+        .and(warp::addr::remote())
+        .and(with_shared(shared))
+        .map(
+            |upgrade: warp::ws::Ws, addr: Option<SocketAddr>, shared: Shared| {
+                let permit = shared.connections.clone().try_acquire_owned().ok();
+                let guard = ConnectionGuard {
+                    permit,
+                    _done: shared.done.clone(),
+                };
+                // Read a little more than the largest frame so an oversized one is
+                // ours to refuse with a close code, not the transport's.
+                upgrade
+                    .max_message_size(grid_protocol::MAX_RESULTS_FRAME_BYTES + 1024 * 1024)
+                    .max_frame_size(grid_protocol::MAX_RESULTS_FRAME_BYTES + 1024 * 1024)
+                    .on_upgrade(move |socket| {
+                        ws::serve_worker(shared.grid, socket, addr, shared.shutdown, guard)
+                    })
+                    .into_response()
+            },
+        )
+}
+
+async fn handle_rejection(rejection: Rejection) -> Result<Response, Infallible> {
+    let (status, message) = if let Some(Api(error)) = rejection.find::<Api>() {
+        let status = match error {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (status, error.to_string())
+    } else if rejection.find::<Unauthorized>().is_some() {
+        (
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid token: send 'Authorization: Bearer <token>' (see DATA/token)"
+                .to_string(),
+        )
+    } else if rejection.is_not_found() {
+        (StatusCode::NOT_FOUND, "not found".to_string())
+    } else if let Some(e) = rejection.find::<warp::reject::PayloadTooLarge>() {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body too large: {e}"),
+        )
+    } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
+        (
+            StatusCode::LENGTH_REQUIRED,
+            "a Content-Length header is required".to_string(),
+        )
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed".to_string(),
+        )
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
+        (StatusCode::BAD_REQUEST, e.to_string())
+    } else if let Some(e) = rejection.find::<warp::reject::MissingHeader>() {
+        (StatusCode::BAD_REQUEST, e.to_string())
+    } else {
+        tracing::debug!(?rejection, "unhandled rejection");
+        (
+            StatusCode::BAD_REQUEST,
+            format!("bad request: {rejection:?}"),
+        )
+    };
+    Ok(json(&serde_json::json!({"error": message}), status))
+}

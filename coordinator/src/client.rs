@@ -1,0 +1,154 @@
+//! A small HTTP client for the job API, used by the CLI. Errors carry a
+//! one-line reason a person can act on.
+
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::grid::JobRequest;
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Client> {
+        let base = base.trim_end_matches('/').to_string();
+        if !base.starts_with("http://") && !base.starts_with("https://") {
+            return Err(anyhow!(
+                "the coordinator URL must start with http:// or https://, got '{base}'"
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(120))
+            .build()
+            .context("cannot build an HTTP client")?;
+        Ok(Client { http, base, token })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let request = match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        let response = request.send().await.map_err(|e| {
+            if e.is_connect() || e.is_timeout() {
+                anyhow!(
+                    "cannot reach the coordinator at {}: {}",
+                    self.base,
+                    root_cause(&e)
+                )
+            } else {
+                anyhow!("request to {} failed: {}", self.base, root_cause(&e))
+            }
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = response.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or(body);
+        Err(match status {
+            StatusCode::UNAUTHORIZED => anyhow!(
+                "the coordinator refused the token (401); pass --token or set GRID_TOKEN (the token is in the server's DATA/token file)"
+            ),
+            _ => anyhow!("{message} (HTTP {})", status.as_u16()),
+        })
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<T> {
+        let response = self.send(request).await?;
+        response
+            .json()
+            .await
+            .context("the coordinator sent an unreadable answer")
+    }
+
+    pub async fn health(&self) -> anyhow::Result<()> {
+        self.send(self.http.get(format!("{}/api/health", self.base)))
+            .await
+            .map(drop)
+    }
+
+    pub async fn submit(&self, request: &JobRequest) -> anyhow::Result<Value> {
+        self.json(
+            self.http
+                .post(format!("{}/api/jobs", self.base))
+                .json(request),
+        )
+        .await
+    }
+
+    /// Submits a raw JSON body, as `grid submit --file` does.
+    pub async fn submit_raw(&self, body: Vec<u8>) -> anyhow::Result<Value> {
+        self.json(
+            self.http
+                .post(format!("{}/api/jobs", self.base))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body),
+        )
+        .await
+    }
+
+    pub async fn status(&self, job: u64) -> anyhow::Result<Value> {
+        self.json(self.http.get(format!("{}/api/jobs/{job}", self.base)))
+            .await
+    }
+
+    pub async fn jobs(&self) -> anyhow::Result<Vec<Value>> {
+        self.json(self.http.get(format!("{}/api/jobs", self.base)))
+            .await
+    }
+
+    pub async fn workers(&self) -> anyhow::Result<Vec<Value>> {
+        self.json(self.http.get(format!("{}/api/workers", self.base)))
+            .await
+    }
+
+    pub async fn cancel(&self, job: u64) -> anyhow::Result<Value> {
+        self.json(
+            self.http
+                .post(format!("{}/api/jobs/{job}/cancel", self.base)),
+        )
+        .await
+    }
+
+    pub async fn results(&self, job: u64, format: &str) -> anyhow::Result<Vec<u8>> {
+        let response = self
+            .send(self.http.get(format!(
+                "{}/api/jobs/{job}/results?format={format}",
+                self.base
+            )))
+            .await?;
+        Ok(response
+            .bytes()
+            .await
+            .context("the results download broke off")?
+            .to_vec())
+    }
+}
+
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}

@@ -1,0 +1,252 @@
+//! One worker's WebSocket connection: the per-connection state machine.
+//!
+//! A writer task owns the socket's sink and is fed by a bounded queue, so a
+//! slow worker can never make the coordinator buffer without limit. The read
+//! loop expects a hello first (within the hello timeout), then decodes every
+//! frame at the edge into a typed message, hands it to the [`Grid`], and
+//! closes the connection with a code and a reason on anything malformed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use grid_protocol::{
+    CloseCode, CoordinatorMessage, MAX_RESULTS_FRAME_BYTES, ResultsFrame, WorkerMessage,
+};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
+use tokio::time::{Instant, sleep_until, timeout};
+use warp::ws::{Message, WebSocket};
+
+use crate::grid::{Grid, Outbound, WorkerConn};
+
+/// Messages queued for one socket before the worker counts as not reading.
+const OUTBOX: usize = 64;
+
+/// Holds a connection slot and tells the server, by being dropped, that the
+/// connection is over.
+#[derive(Debug)]
+pub struct ConnectionGuard {
+    pub permit: Option<OwnedSemaphorePermit>,
+    pub _done: mpsc::Sender<()>,
+}
+
+enum Step {
+    Continue,
+    Close(CloseCode, String),
+}
+
+pub async fn serve_worker(
+    grid: Arc<Grid>,
+    socket: WebSocket,
+    addr: Option<SocketAddr>,
+    mut shutdown: watch::Receiver<bool>,
+    guard: ConnectionGuard,
+) {
+    let (mut sink, mut stream) = socket.split();
+    let (outbox, mut queue) = mpsc::channel::<Outbound>(OUTBOX);
+    let writer = tokio::spawn(async move {
+        while let Some(out) = queue.recv().await {
+            let message = match out {
+                Outbound::Text(text) => Message::text(text),
+                Outbound::Close(code, reason) => {
+                    let _ = sink.send(Message::close_with(code.code(), reason)).await;
+                    break;
+                }
+            };
+            if sink.send(message).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    let close = |code: CloseCode, reason: String| {
+        let outbox = outbox.clone();
+        let grid = grid.clone();
+        async move {
+            grid.count_close(code);
+            tracing::info!(?addr, code = code.code(), %reason, "closing worker connection");
+            let _ = outbox.send(Outbound::Close(code, reason)).await;
+        }
+    };
+
+    if guard.permit.is_none() {
+        close(
+            CloseCode::TooManyConnections,
+            "the coordinator has too many connections; try again later".into(),
+        )
+        .await;
+        finish(writer, outbox).await;
+        return;
+    }
+
+    // ---- hello --------------------------------------------------------------
+    let config = grid.config();
+    let hello = match timeout(config.hello_timeout, stream.next()).await {
+        Err(_) => {
+            close(
+                CloseCode::HelloTimeout,
+                format!("no hello within {} ms", config.hello_timeout.as_millis()),
+            )
+            .await;
+            None
+        }
+        Ok(None) | Ok(Some(Err(_))) => None,
+        Ok(Some(Ok(message))) if message.is_text() => {
+            match WorkerMessage::decode(message.to_str().unwrap_or_default()) {
+                Ok(WorkerMessage::Hello(hello)) => match hello.validate() {
+                    Ok(()) => Some(hello),
+                    Err((code, reason)) => {
+                        close(code, reason).await;
+                        None
+                    }
+                },
+                Ok(_) => {
+                    close(
+                        CloseCode::ProtocolViolation,
+                        "the first message must be a hello".into(),
+                    )
+                    .await;
+                    None
+                }
+                Err(error) => {
+                    close(error.close_code(), error.to_string()).await;
+                    None
+                }
+            }
+        }
+        Ok(Some(Ok(message))) if message.is_close() => None,
+        Ok(Some(Ok(_))) => {
+            close(
+                CloseCode::ProtocolViolation,
+                "the first message must be a hello text frame".into(),
+            )
+            .await;
+            None
+        }
+    };
+    let Some(hello) = hello else {
+        finish(writer, outbox).await;
+        return;
+    };
+
+    let worker = grid.register_worker(hello, addr, outbox.clone());
+    worker.send(&CoordinatorMessage::Welcome {
+        worker: worker.id,
+        heartbeat_ms: config.heartbeat.as_millis() as u64,
+        idle_timeout_ms: config.idle_timeout.as_millis() as u64,
+        max_frame_bytes: MAX_RESULTS_FRAME_BYTES as u64,
+    });
+    grid.dispatch();
+
+    // ---- the connection's life ---------------------------------------------------
+    let mut heartbeat = tokio::time::interval(config.heartbeat);
+    heartbeat.tick().await;
+    let mut idle_deadline = Instant::now() + config.idle_timeout;
+    loop {
+        let step = tokio::select! {
+            _ = shutdown.changed() => Step::Close(CloseCode::GoingAway, "the coordinator is shutting down".into()),
+            _ = heartbeat.tick() => {
+                worker.send(&CoordinatorMessage::Heartbeat {});
+                Step::Continue
+            }
+            _ = sleep_until(idle_deadline) => Step::Close(
+                CloseCode::IdleTimeout,
+                format!("nothing received for {} ms", config.idle_timeout.as_millis()),
+            ),
+            next = stream.next() => match next {
+                None => break,
+                Some(Err(error)) => {
+                    let text = error.to_string();
+                    if text.contains("too long") || text.contains("Space limit") || text.contains("size") {
+                        Step::Close(CloseCode::FrameTooLarge, format!("frame too large: {text}"))
+                    } else {
+                        tracing::debug!(worker = worker.id, %error, "worker socket error");
+                        break;
+                    }
+                }
+                Some(Ok(message)) => {
+                    idle_deadline = Instant::now() + config.idle_timeout;
+                    handle(&grid, &worker, message).await
+                }
+            },
+        };
+        if let Step::Close(code, reason) = step {
+            close(code, reason).await;
+            break;
+        }
+    }
+    grid.unregister_worker(worker.id);
+    drop(worker);
+    finish(writer, outbox).await;
+    drop(guard);
+}
+
+async fn handle(grid: &Grid, worker: &Arc<WorkerConn>, message: Message) -> Step {
+    if message.is_close() {
+        return Step::Close(CloseCode::Normal, "goodbye".into());
+    }
+    if message.is_ping() || message.is_pong() {
+        return Step::Continue;
+    }
+    if message.is_binary() {
+        let frame = match ResultsFrame::decode(message.as_bytes()) {
+            Ok(frame) => frame,
+            Err(error) => return Step::Close(error.close_code(), error.to_string()),
+        };
+        let batch = frame.batch;
+        return match grid.on_results(worker, frame).await {
+            Ok(outcome) => {
+                worker.send(&CoordinatorMessage::Ack {
+                    batch,
+                    accepted: outcome.accepted,
+                    duplicate: outcome.duplicate,
+                    rejected: outcome.rejected,
+                });
+                Step::Continue
+            }
+            Err(error) => {
+                tracing::error!(worker = worker.id, %error, "results could not be stored");
+                Step::Close(
+                    CloseCode::InternalError,
+                    "the coordinator could not store results".into(),
+                )
+            }
+        };
+    }
+    let text = message.to_str().unwrap_or_default();
+    match WorkerMessage::decode(text) {
+        Err(error) => Step::Close(error.close_code(), error.to_string()),
+        Ok(WorkerMessage::Hello(_)) => Step::Close(
+            CloseCode::ProtocolViolation,
+            "hello was already received".into(),
+        ),
+        Ok(WorkerMessage::Heartbeat {}) => Step::Continue,
+        Ok(WorkerMessage::Return { batch, tasks }) => {
+            grid.on_return(worker, batch, &tasks);
+            Step::Continue
+        }
+        Ok(WorkerMessage::Failed { batch, task, error }) => {
+            grid.on_failed(worker, batch, task, &error).await;
+            Step::Continue
+        }
+        Ok(WorkerMessage::Pause {}) => {
+            grid.set_worker_paused(worker, true);
+            Step::Continue
+        }
+        Ok(WorkerMessage::Resume {}) => {
+            grid.set_worker_paused(worker, false);
+            Step::Continue
+        }
+    }
+}
+
+/// Lets the writer send what is queued (the close frame last), then stops it.
+async fn finish(writer: tokio::task::JoinHandle<()>, outbox: mpsc::Sender<Outbound>) {
+    drop(outbox);
+    let abort = writer.abort_handle();
+    if timeout(Duration::from_secs(2), writer).await.is_err() {
+        abort.abort();
+    }
+}
