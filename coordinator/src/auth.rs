@@ -22,7 +22,8 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<(String, bool)> {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => {
-            return Err(e).with_context(|| format!("cannot read the token file {}", path.display()));
+            return Err(e)
+                .with_context(|| format!("cannot read the token file {}", path.display()));
         }
     }
     std::fs::create_dir_all(data_dir)

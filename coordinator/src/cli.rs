@@ -11,16 +11,52 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::client::Client;
+use crate::grid::JobRequest;
+use crate::store::Durability;
+use crate::worker::{self, WorkerOptions};
+use crate::{ServerConfig, auth};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use grid_coordinator::client::Client;
-use grid_coordinator::grid::JobRequest;
-use grid_coordinator::store::Durability;
-use grid_coordinator::worker::{self, WorkerOptions};
-use grid_coordinator::{ServerConfig, auth};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use tokio::sync::watch;
+
+/// Parses the command line, sets up logging, runs the command, and turns its
+/// outcome into an exit code. The `grid` binary is this function.
+pub fn main() -> ExitCode {
+    let args = Cli::parse();
+    let default_log = if args.command.is_long_running() {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(execute(args)) {
+        Ok(code) => code,
+        Err(error) => {
+            // One line: the error and its causes.
+            eprintln!("error: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
 
 /// The exit code for a job that failed or was cancelled.
 const JOB_FAILED: u8 = 3;
@@ -396,7 +432,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<ExitCode> {
             })
         })
         .collect();
-    grid_coordinator::run(listener, config, grid_coordinator::shutdown_signal()).await?;
+    crate::run(listener, config, crate::shutdown_signal()).await?;
     let _ = stop_workers.send(true);
     for worker in workers {
         let _ = tokio::time::timeout(Duration::from_secs(2), worker).await;
@@ -418,7 +454,7 @@ async fn run_worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<ExitCode> {
     worker::socket_url(&options.url)?;
     let (stop, stopping) = watch::channel(false);
     tokio::spawn(async move {
-        grid_coordinator::shutdown_signal().await;
+        crate::shutdown_signal().await;
         let _ = stop.send(true);
     });
     eprintln!("grid worker: {threads} thread(s), coordinator {}", cli.url);

@@ -5,11 +5,13 @@
 //! - [`grid`] owns the coordinator's state: jobs, workers, dispatch, results.
 //! - [`store`] keeps jobs and results durable in SQLite with group commits.
 //! - [`api`] and [`ws`] are the HTTP and WebSocket edges.
-//! - [`worker`] is the native worker (`grid worker`), [`client`] the HTTP
-//!   client the CLI uses, [`export`] the JSON/CSV/PNG renderings of results.
+//! - [`worker`] is the native worker (`grid worker`), [`cli`] the command
+//!   line, [`client`] the HTTP client it uses, [`export`] the JSON/CSV/PNG
+//!   renderings of results.
 
 pub mod api;
 pub mod auth;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod export;

@@ -1,0 +1,44 @@
+//! The shortest end-to-end path: a coordinator, two native workers, one job.
+
+use std::time::Duration;
+
+use grid_coordinator::grid::JobRequest;
+use grid_tests::{TestGrid, wait_for_job};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_count_the_primes_below_ten_million() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = TestGrid::start(dir.path()).await;
+    let a = grid.worker(1, "a");
+    let b = grid.worker(1, "b");
+    let client = grid.client();
+    let request = JobRequest {
+        kernel: "primes".into(),
+        params: json!({"start": 0, "end": 10_000_000}),
+        tasks: Some(200),
+        redundancy: None,
+        quorum: None,
+        max_replicas: None,
+    };
+    let submitted = client.submit(&request).await.unwrap();
+    let status = wait_for_job(
+        &client,
+        submitted["id"].as_u64().unwrap(),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(status["state"], "done", "{status}");
+    assert_eq!(status["result"]["count"], 664_579);
+    assert_eq!(status["tasks"]["done"], 200);
+    let workers = client.workers().await.unwrap();
+    assert_eq!(workers.len(), 2);
+    let done: u64 = workers
+        .iter()
+        .map(|w| w["tasks_done"].as_u64().unwrap())
+        .sum();
+    assert_eq!(done, 200, "{workers:?}");
+    a.stop().await;
+    b.stop().await;
+    grid.stop().await;
+}
