@@ -1,7 +1,15 @@
 //! Helpers for the end-to-end tests: a real coordinator on a loopback port
-//! with a temporary data directory, in-process or as a separate process, and
-//! native workers attached to it.
+//! with a temporary data directory, in-process ([`TestGrid`]) or as a separate
+//! process ([`GridProcess`]), native workers attached to it ([`TestWorker`]),
+//! the `grid` command line ([`grid_cli`]), and polling helpers that wait for a
+//! job to reach a state rather than for a fixed time.
+//!
+//! [`raw`] speaks HTTP and the worker protocol by hand, the way a third-party
+//! client would, for tests that send what the typed clients never would.
 
+pub mod raw;
+
+use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -10,6 +18,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use grid_coordinator::ServerConfig;
 use grid_coordinator::client::Client;
+use grid_coordinator::grid::JobRequest;
 use grid_coordinator::worker::{self, WorkerOptions};
 use serde_json::Value;
 use tokio::sync::{oneshot, watch};
@@ -26,7 +35,7 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// A coordinator running in this process on a port-0 listener.
+/// A coordinator running in this process on a loopback listener.
 #[derive(Debug)]
 pub struct TestGrid {
     pub addr: SocketAddr,
@@ -42,12 +51,21 @@ impl TestGrid {
         TestGrid::start_with(data_dir, |_| {}).await
     }
 
-    /// Starts a coordinator, letting the test adjust its configuration.
+    /// Starts a coordinator on a port-0 listener, letting the test adjust its
+    /// configuration.
     pub async fn start_with(data_dir: &Path, adjust: impl FnOnce(&mut ServerConfig)) -> TestGrid {
+        TestGrid::start_on(data_dir, 0, adjust).await
+    }
+
+    /// Starts a coordinator on a given port, so that a restarted coordinator
+    /// is found again by workers that knew the old one (port 0: any port).
+    pub async fn start_on(
+        data_dir: &Path,
+        port: u16,
+        adjust: impl FnOnce(&mut ServerConfig),
+    ) -> TestGrid {
         init_logging();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a loopback port");
+        let listener = bind_loopback(port).await;
         let addr = listener.local_addr().expect("local address");
         let mut config = ServerConfig::new(data_dir.to_path_buf(), TOKEN.to_string());
         // Tests favour speed over surviving power loss.
@@ -80,6 +98,10 @@ impl TestGrid {
         panic!("the coordinator at {} never became healthy", self.url);
     }
 
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
     /// A client with the right token.
     pub fn client(&self) -> Client {
         Client::new(&self.url, Some(TOKEN.to_string())).expect("a valid URL")
@@ -100,6 +122,23 @@ impl TestGrid {
                 .await
                 .expect("the server task")
                 .expect("the server stops cleanly");
+        }
+    }
+}
+
+/// Binds a loopback port. A fixed port that a stopped coordinator held a
+/// moment ago may take a little while to be free again.
+async fn bind_loopback(port: u16) -> tokio::net::TcpListener {
+    let mut attempts = 0;
+    loop {
+        match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(listener) => return listener,
+            Err(error) if port != 0 && attempts < 200 => {
+                attempts += 1;
+                tracing::debug!(port, %error, "port busy; retrying");
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            Err(error) => panic!("cannot bind 127.0.0.1:{port}: {error}"),
         }
     }
 }
@@ -140,27 +179,48 @@ impl TestWorker {
 pub struct GridProcess {
     pub child: Child,
     pub url: String,
+    pub port: u16,
 }
 
 impl GridProcess {
     /// Runs `grid serve` on a free loopback port over `data_dir`.
     pub async fn serve(data_dir: &Path, extra: &[&str]) -> anyhow::Result<GridProcess> {
-        let port = free_port()?;
+        GridProcess::serve_on(data_dir, free_port()?, extra).await
+    }
+
+    /// Runs `grid serve` on `port` over `data_dir`. Restarting on the same
+    /// port lets workers of the previous process find this one. Its log goes
+    /// to `data_dir/serve.log`, appended across restarts.
+    pub async fn serve_on(
+        data_dir: &Path,
+        port: u16,
+        extra: &[&str],
+    ) -> anyhow::Result<GridProcess> {
+        std::fs::create_dir_all(data_dir)?;
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(data_dir.join("serve.log"))
+            .context("open serve.log")?;
         let url = format!("http://127.0.0.1:{port}");
         let child = Command::new(grid_binary())
             .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--data"])
             .arg(data_dir)
             .args(["--token", TOKEN])
             .args(extra)
+            .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .context("start grid serve")?;
-        let process = GridProcess { child, url };
+        let mut process = GridProcess { child, url, port };
         let client = process.client();
         for _ in 0..400 {
             if client.health().await.is_ok() {
                 return Ok(process);
+            }
+            if let Some(status) = process.child.try_wait()? {
+                bail!("grid serve on port {port} exited early: {status}");
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -214,11 +274,23 @@ pub fn free_port() -> anyhow::Result<u16> {
 /// Runs the `grid` command line with the test token and returns (exit code,
 /// stdout, stderr).
 pub fn grid_cli(url: &str, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(grid_binary())
-        .args(["--url", url, "--token", TOKEN])
+    grid_cli_with(url, Some(TOKEN), args)
+}
+
+/// Runs the `grid` command line with `token` (none: no `--token` at all) and
+/// returns (exit code, stdout, stderr). The environment cannot leak a URL,
+/// a token or a log filter into it.
+pub fn grid_cli_with(url: &str, token: Option<&str>, args: &[&str]) -> (i32, String, String) {
+    let mut command = Command::new(grid_binary());
+    command.args(["--url", url]);
+    if let Some(token) = token {
+        command.args(["--token", token]);
+    }
+    let output = command
         .args(args)
         .env_remove("GRID_URL")
         .env_remove("GRID_TOKEN")
+        .env_remove("RUST_LOG")
         .output()
         .expect("run the grid binary");
     (
@@ -228,20 +300,120 @@ pub fn grid_cli(url: &str, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// Polls a job until it is done, failed or cancelled.
-pub async fn wait_for_job(client: &Client, job: u64, timeout: Duration) -> Value {
+/// [`grid_cli`] off the async runtime, so that an in-process coordinator keeps
+/// its threads while the command waits on it.
+pub async fn grid_cli_async(url: &str, args: &[&str]) -> (i32, String, String) {
+    let url = url.to_string();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        grid_cli(&url, &args)
+    })
+    .await
+    .expect("the grid command's thread")
+}
+
+/// A job request with the default redundancy.
+pub fn job(kernel: &str, params: Value, tasks: u32) -> JobRequest {
+    JobRequest {
+        kernel: kernel.into(),
+        params,
+        tasks: Some(tasks),
+        redundancy: None,
+        quorum: None,
+        max_replicas: None,
+    }
+}
+
+/// Submits a job and returns its id.
+pub async fn submit(client: &Client, request: &JobRequest) -> u64 {
+    let status = client.submit(request).await.expect("the job is accepted");
+    status["id"].as_u64().expect("a job id")
+}
+
+/// How many of a job's tasks are done, from a status object.
+pub fn tasks_done(status: &Value) -> u64 {
+    status["tasks"]["done"].as_u64().expect("tasks.done")
+}
+
+/// Polls a job until `until` holds for its status, and returns that status.
+/// Errors reaching the coordinator are ridden out (it may be restarting);
+/// the job finishing in another way than `until` wants is a failure.
+pub async fn wait_until(
+    client: &Client,
+    job: u64,
+    timeout: Duration,
+    what: &str,
+    until: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let status = client.status(job).await.expect("job status");
-        if matches!(
-            status["state"].as_str(),
-            Some("done" | "failed" | "cancelled")
-        ) {
-            return status;
-        }
+        let last = match client.status(job).await {
+            Ok(status) => {
+                if until(&status) {
+                    return status;
+                }
+                if matches!(status["state"].as_str(), Some("failed" | "cancelled")) {
+                    panic!("job {job} ended while waiting for {what}: {status}");
+                }
+                status
+            }
+            Err(error) => Value::String(error.to_string()),
+        };
         if tokio::time::Instant::now() > deadline {
-            panic!("job {job} did not finish in {timeout:?}: {status}");
+            panic!("job {job}: no {what} within {timeout:?}; last seen: {last}");
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Waits until at least `fraction` of a job's tasks are done, but it is not
+/// finished: the moment to interrupt something mid-job.
+pub async fn wait_partway(client: &Client, job: u64, fraction: f64) -> Value {
+    let status = wait_until(client, job, Duration::from_secs(60), "progress", |s| {
+        let total = s["tasks"]["total"].as_u64().unwrap_or(0) as f64;
+        tasks_done(s) as f64 >= fraction * total || s["state"] == "done"
+    })
+    .await;
+    assert_ne!(
+        status["state"], "done",
+        "job {job} finished before it could be interrupted; make it bigger: {status}"
+    );
+    status
+}
+
+/// Polls a job until it is done, failed or cancelled.
+pub async fn wait_for_job(client: &Client, job: u64, timeout: Duration) -> Value {
+    wait_until(client, job, timeout, "end", |s| {
+        matches!(s["state"].as_str(), Some("done" | "failed" | "cancelled"))
+    })
+    .await
+}
+
+/// Polls the worker list until `until` holds for it.
+pub async fn wait_for_workers(
+    client: &Client,
+    what: &str,
+    until: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(workers) = client.workers().await {
+            if until(&workers) {
+                return workers;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("no {what} within 30 s: {workers:?}");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The sum of `tasks_done` over a worker list.
+pub fn total_tasks_done(workers: &[Value]) -> u64 {
+    workers
+        .iter()
+        .map(|w| w["tasks_done"].as_u64().expect("tasks_done"))
+        .sum()
 }

@@ -1,0 +1,220 @@
+//! The coordinator's two edges spoken by hand: [`http`] sends any request,
+//! with any token and any body, and returns the status and the JSON answer;
+//! [`RawSocket`] is a worker connection on which the test chooses every frame,
+//! built straight on tokio-tungstenite as a third-party worker would be.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use grid_protocol::{
+    Batch, CoordinatorMessage, Hello, PROTOCOL_VERSION, WORKER_PATH, WorkerKind, WorkerMessage,
+};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a raw socket waits for the coordinator's next frame.
+const RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The answer to a raw HTTP request.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    /// The body as JSON, or `Value::Null` when it is not JSON.
+    pub json: Value,
+    pub text: String,
+}
+
+impl Answer {
+    /// The body's `error` string, asserting that there is a non-empty one.
+    pub fn error(&self) -> &str {
+        let error = self.json["error"].as_str().unwrap_or_default();
+        assert!(
+            !error.trim().is_empty(),
+            "HTTP {} without an error message: {}",
+            self.status,
+            self.text
+        );
+        error
+    }
+}
+
+/// Sends `method path` to the coordinator at `base` with an optional bearer
+/// token and body.
+pub async fn http(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> Answer {
+    let client = reqwest::Client::new();
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+    let mut request = client.request(method, format!("{base}{path}"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+    }
+    let response = request.send().await.expect("the coordinator answers");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("a readable body");
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Answer { status, json, text }
+}
+
+/// What ended a raw connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closed {
+    pub code: u16,
+    pub reason: String,
+}
+
+/// A worker connection whose every frame the test writes.
+#[derive(Debug)]
+pub struct RawSocket {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl RawSocket {
+    /// Opens a worker socket to the coordinator at `base` (`http://host:port`).
+    pub async fn connect(base: &str) -> RawSocket {
+        let url = format!("{}{WORKER_PATH}", base.replacen("http://", "ws://", 1));
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("the worker socket opens");
+        RawSocket { socket }
+    }
+
+    /// Connects and says a valid hello; returns the socket and the worker id
+    /// from the welcome.
+    pub async fn join(base: &str, threads: u32, name: &str) -> (RawSocket, u64) {
+        let mut socket = RawSocket::connect(base).await;
+        socket
+            .send_message(&WorkerMessage::Hello(hello(threads, name)))
+            .await;
+        match socket.receive().await {
+            CoordinatorMessage::Welcome { worker, .. } => (socket, worker),
+            other => panic!("expected a welcome, got {other:?}"),
+        }
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.socket
+            .send(Message::text(text))
+            .await
+            .expect("send a text frame");
+    }
+
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) {
+        self.socket
+            .send(Message::binary(bytes))
+            .await
+            .expect("send a binary frame");
+    }
+
+    pub async fn send_message(&mut self, message: &WorkerMessage) {
+        self.send_text(&message.encode()).await;
+    }
+
+    /// The coordinator's next message other than a heartbeat.
+    pub async fn receive(&mut self) -> CoordinatorMessage {
+        loop {
+            let frame = tokio::time::timeout(RECEIVE_TIMEOUT, self.socket.next())
+                .await
+                .expect("a message from the coordinator in time");
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    match CoordinatorMessage::decode(&text).expect("a valid coordinator message") {
+                        CoordinatorMessage::Heartbeat {} => continue,
+                        message => return message,
+                    }
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a coordinator message, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next batch, skipping acks, revokes and heartbeats.
+    pub async fn receive_batch(&mut self) -> Batch {
+        loop {
+            match self.receive().await {
+                CoordinatorMessage::Batch(batch) => return batch,
+                CoordinatorMessage::Welcome { .. } => panic!("a second welcome"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The ack for `batch`, skipping anything else (such as further batches,
+    /// which are returned so the caller can keep them).
+    pub async fn receive_ack(&mut self, batch: u64) -> (Ack, Vec<Batch>) {
+        let mut batches = Vec::new();
+        loop {
+            match self.receive().await {
+                CoordinatorMessage::Ack {
+                    batch: acked,
+                    accepted,
+                    duplicate,
+                    rejected,
+                } if acked == batch => {
+                    let ack = Ack {
+                        accepted,
+                        duplicate,
+                        rejected,
+                    };
+                    return (ack, batches);
+                }
+                CoordinatorMessage::Batch(b) => batches.push(b),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Reads until the coordinator closes the connection and returns the
+    /// close frame's code and reason. Anything else it sends first is
+    /// ignored; an end without a close frame is a failure.
+    pub async fn expect_close(&mut self) -> Closed {
+        loop {
+            let frame = tokio::time::timeout(RECEIVE_TIMEOUT, self.socket.next())
+                .await
+                .expect("the coordinator closes the connection in time");
+            match frame {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return Closed {
+                        code: u16::from(frame.code),
+                        reason: frame.reason.to_string(),
+                    };
+                }
+                Some(Ok(Message::Close(None))) => panic!("a close frame without a code"),
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => panic!("the connection broke without a close frame: {error}"),
+                None => panic!("the connection ended without a close frame"),
+            }
+        }
+    }
+}
+
+/// What an ack said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    pub accepted: u32,
+    pub duplicate: u32,
+    pub rejected: u32,
+}
+
+/// A valid native hello.
+pub fn hello(threads: u32, name: &str) -> Hello {
+    Hello {
+        protocol: PROTOCOL_VERSION,
+        kind: WorkerKind::Native,
+        threads,
+        name: Some(name.to_string()),
+        session: None,
+    }
+}
