@@ -665,7 +665,7 @@ fn print_jobs(jobs: &[Value]) {
     for job in jobs {
         println!(
             "{:>5}  {:<14} {:<10} {:>17}  {:>10}  {}",
-            job["id"],
+            job["id"].to_string(),
             job["kernel"].as_str().unwrap_or("?"),
             job["state"].as_str().unwrap_or("?"),
             format!("{}/{}", job["tasks"]["done"], job["tasks"]["total"]),
@@ -687,10 +687,10 @@ fn print_workers(workers: &[Value]) {
     for w in workers {
         println!(
             "{:>5}  {:<8} {:>7}  {:>10}  {}",
-            w["id"],
+            w["id"].to_string(),
             w["kind"].as_str().unwrap_or("?"),
-            w["threads"],
-            w["tasks_done"],
+            w["threads"].to_string(),
+            w["tasks_done"].to_string(),
             w["name"].as_str().unwrap_or("")
         );
     }

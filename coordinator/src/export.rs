@@ -91,13 +91,13 @@ fn csv(result: &JobResult) -> String {
 }
 
 /// The colour of an escape count: black inside the set, outside a gradient
-/// from deep blue through orange to pale yellow, on a square-root scale so
-/// the thin filaments near the boundary show.
+/// from deep blue through orange to pale yellow, on a logarithmic scale so
+/// both the slow halo and the thin filaments near the boundary show.
 pub fn colour(n: u32, max_iter: u32) -> [u8; 3] {
     if n >= max_iter {
         return [0, 0, 0];
     }
-    let t = (f64::from(n) / f64::from(max_iter)).sqrt();
+    let t = f64::from(n).ln_1p() / f64::from(max_iter).ln_1p();
     const STOPS: [(f64, [f64; 3]); 4] = [
         (0.0, [9.0, 1.0, 47.0]),
         (0.35, [24.0, 82.0, 177.0]),

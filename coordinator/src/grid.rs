@@ -126,6 +126,14 @@ pub struct FrameOutcome {
     pub rejected: u32,
 }
 
+/// A result whose output decoded and fits its task.
+struct CheckedResult {
+    task: u32,
+    bytes: Vec<u8>,
+    output: Option<TaskOutput>,
+    digest: [u8; 32],
+}
+
 /// Counters that are not the scheduler's.
 #[derive(Debug, Default)]
 pub struct GridCounters {
@@ -631,8 +639,7 @@ impl Grid {
         let mut outcome = FrameOutcome::default();
 
         // Decode and check outputs before taking the scheduler lock.
-        let mut checked: Vec<(u32, Vec<u8>, Option<TaskOutput>, [u8; 32])> =
-            Vec::with_capacity(frame.results.len());
+        let mut checked: Vec<CheckedResult> = Vec::with_capacity(frame.results.len());
         let mut implausible: Vec<(u32, OutputError)> = Vec::new();
         for result in frame.results {
             match &job {
@@ -642,12 +649,23 @@ impl Grid {
                     match decoded {
                         Ok(output) => {
                             let d = digest(&result.output);
-                            checked.push((result.task, result.output, Some(output), d));
+                            checked.push(CheckedResult {
+                                task: result.task,
+                                bytes: result.output,
+                                output: Some(output),
+                                digest: d,
+                            });
                         }
                         Err(error) => implausible.push((result.task, error)),
                     }
                 }
-                None => checked.push((result.task, result.output, None, [0; 32])),
+                // An unknown batch: the scheduler will classify it.
+                None => checked.push(CheckedResult {
+                    task: result.task,
+                    bytes: result.output,
+                    output: None,
+                    digest: [0; 32],
+                }),
             }
         }
 
@@ -666,7 +684,13 @@ impl Grid {
                 );
                 outcome.rejected += 1;
             }
-            for (task, bytes, output, d) in checked {
+            for CheckedResult {
+                task,
+                bytes,
+                output,
+                digest: d,
+            } in checked
+            {
                 match scheduler.record(worker.id, frame.batch, task, d, now) {
                     Recorded::Accepted { decided } => {
                         outcome.accepted += 1;

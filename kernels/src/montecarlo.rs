@@ -83,3 +83,16 @@ mod tests {
         assert_eq!(count_inside(5, 3, 0), 0);
     }
 }
+
+#[cfg(test)]
+mod independent_check {
+    /// Counts computed by an independent, from-the-specification ChaCha8 in
+    /// Python (the algorithm PROTOCOL.md documents), pinning the stream layout
+    /// that third-party workers must reproduce.
+    #[test]
+    fn matches_an_independent_implementation_of_the_documented_stream() {
+        assert_eq!(super::count_inside(42, 0, 100_000), 78_557);
+        assert_eq!(super::count_inside(42, 12_345, 1_000), 799);
+        assert_eq!(super::count_inside(7, 999_983, 5_000), 3_985);
+    }
+}

@@ -1,0 +1,43 @@
+# browsergrid: `make run` starts a demo grid, `make test` runs every test.
+# Both install what this machine is missing (the wasm target, wasm-bindgen-cli
+# at the version in Cargo.lock, Chromium for the browser tests).
+
+SHELL := /bin/bash
+CARGO ?= cargo
+GRID_ADDR ?= 127.0.0.1:8080
+GRID_DATA ?= ./grid-data
+
+.PHONY: all build wasm run test test-rust test-browser bench lint clean
+
+all: build
+
+## build: the release binary target/release/grid and the browser worker in www/pkg
+build: wasm
+	$(CARGO) build --release -p grid-coordinator --bin grid
+
+## wasm: compile the browser worker (installs the wasm target and wasm-bindgen-cli if missing)
+wasm:
+	scripts/build-wasm.sh
+
+## run: build, start a coordinator with two local workers, run a demo job, print the URLs
+run: build
+	GRID_ADDR=$(GRID_ADDR) GRID_DATA=$(GRID_DATA) scripts/run-demo.sh
+
+## test: the whole suite, unit to end-to-end, including headless Chromium
+test: wasm
+	scripts/install-chromium.sh
+	$(CARGO) test --workspace --locked
+
+## bench: benchmarks that report figures (never pass/fail on speed)
+bench: build
+	scripts/bench.sh
+
+## lint: formatting and clippy, as CI expects them
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(CARGO) clippy -p grid-worker-wasm --target wasm32-unknown-unknown --locked -- -D warnings
+
+clean:
+	$(CARGO) clean
+	rm -rf www/pkg
