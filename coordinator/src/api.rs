@@ -23,6 +23,8 @@ pub struct Shared {
     pub grid: Arc<Grid>,
     pub shutdown: watch::Receiver<bool>,
     pub connections: Arc<Semaphore>,
+    /// Monitor (dashboard) connections are capped separately.
+    pub monitors: Arc<Semaphore>,
     /// Dropped by each connection when it ends; the server waits for all.
     pub done: mpsc::Sender<()>,
 }
@@ -51,7 +53,15 @@ pub fn routes(shared: Shared) -> impl Filter<Extract = (Response,), Error = Infa
         .unify()
         .or(results(shared.clone()))
         .unify()
+        .or(pause(shared.clone(), true))
+        .unify()
+        .or(pause(shared.clone(), false))
+        .unify()
         .or(workers(shared.clone()))
+        .unify()
+        .or(metrics(shared.clone()))
+        .unify()
+        .or(monitor_socket(shared.clone()))
         .unify();
     let www = warp::get()
         .and(warp::fs::dir(shared.grid.config().www_dir.clone()))
@@ -153,6 +163,86 @@ fn cancel(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejectio
         .and_then(|id: u64, shared: Shared| async move {
             let status = shared.grid.cancel(id).await.map_err(reject)?;
             Ok::<_, Rejection>(json(&status, StatusCode::OK))
+        })
+}
+
+fn pause(
+    shared: Shared,
+    paused: bool,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path("api")
+        .and(warp::path("jobs"))
+        .and(job_id())
+        .and(warp::path(if paused { "pause" } else { "resume" }))
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(authorized(&shared))
+        .and(with_shared(shared))
+        .and_then(move |id: u64, shared: Shared| async move {
+            let status = shared
+                .grid
+                .set_job_paused(id, paused)
+                .await
+                .map_err(reject)?;
+            Ok::<_, Rejection>(json(&status, StatusCode::OK))
+        })
+}
+
+fn metrics(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("metrics")
+        .and(warp::get())
+        .and(with_shared(shared))
+        .map(|shared: Shared| {
+            let mut response = Response::new(shared.grid.metrics().into());
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        })
+}
+
+#[derive(Debug, Deserialize)]
+struct MonitorQuery {
+    token: Option<String>,
+}
+
+/// `/ws/monitor?token=...`: browsers cannot set headers on a WebSocket, so
+/// the token may come in the query (or, for other clients, the usual header).
+fn monitor_socket(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let token = shared.grid.config().token.clone();
+    warp::path!("ws" / "monitor")
+        .and(warp::query::<MonitorQuery>())
+        .and(warp::header::optional::<String>("authorization"))
+        .and_then(move |query: MonitorQuery, header: Option<String>| {
+            let ok = query
+                .token
+                .as_deref()
+                .is_some_and(|t| auth::token_matches(t, &token))
+                || auth::authorized(header.as_deref(), &token);
+            async move {
+                if ok {
+                    Ok(())
+                } else {
+                    Err(warp::reject::custom(Unauthorized))
+                }
+            }
+        })
+        .untuple_one()
+        .and(warp::ws())
+        .and(with_shared(shared))
+        .map(|upgrade: warp::ws::Ws, shared: Shared| {
+            match shared.monitors.clone().try_acquire_owned() {
+                Ok(permit) => upgrade
+                    .on_upgrade(move |socket| {
+                        crate::monitor::serve_monitor(shared.grid, socket, shared.shutdown, permit)
+                    })
+                    .into_response(),
+                Err(_) => json(
+                    &serde_json::json!({"error": "too many monitor connections"}),
+                    StatusCode::SERVICE_UNAVAILABLE,
+                ),
+            }
         })
 }
 

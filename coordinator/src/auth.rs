@@ -54,12 +54,17 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     std::fs::write(path, format!("{contents}\n"))
 }
 
+/// Whether a presented token is the token, compared in constant time.
+pub fn token_matches(presented: &str, token: &str) -> bool {
+    presented.trim().as_bytes().ct_eq(token.as_bytes()).into()
+}
+
 /// Whether an `Authorization` header value carries the token.
 pub fn authorized(header: Option<&str>, token: &str) -> bool {
     let Some(presented) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
         return false;
     };
-    presented.trim().as_bytes().ct_eq(token.as_bytes()).into()
+    token_matches(presented, token)
 }
 
 #[cfg(test)]

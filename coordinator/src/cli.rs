@@ -121,6 +121,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Stop handing out a job's tasks (batches already out finish).
+    Pause { job: u64 },
+    /// Hand out a paused job's tasks again.
+    Resume { job: u64 },
     /// List connected workers.
     Workers {
         #[arg(long)]
@@ -347,6 +351,16 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 println!("job {job} cancelled");
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pause { job } => {
+            client(&cli)?.pause(*job).await?;
+            println!("job {job} paused");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Resume { job } => {
+            client(&cli)?.resume(*job).await?;
+            println!("job {job} resumed");
             Ok(ExitCode::SUCCESS)
         }
         Command::Workers { json } => {

@@ -130,6 +130,22 @@ impl Client {
         .await
     }
 
+    pub async fn pause(&self, job: u64) -> anyhow::Result<Value> {
+        self.json(
+            self.http
+                .post(format!("{}/api/jobs/{job}/pause", self.base)),
+        )
+        .await
+    }
+
+    pub async fn resume(&self, job: u64) -> anyhow::Result<Value> {
+        self.json(
+            self.http
+                .post(format!("{}/api/jobs/{job}/resume", self.base)),
+        )
+        .await
+    }
+
     pub async fn results(&self, job: u64, format: &str) -> anyhow::Result<Vec<u8>> {
         let response = self
             .send(self.http.get(format!(

@@ -24,6 +24,8 @@ use tokio::sync::mpsc;
 
 use crate::config::ServerConfig;
 use crate::jobs::{Job, JobLive, JobState, JobStatus};
+use crate::metrics::{Histogram, LATENCY_BOUNDS};
+use crate::monitor::{Monitor, tile_frame};
 use crate::store::{JobUpdate, NewJob, ReplicaRow, ResultRow, Store, StoreError};
 
 /// Messages queued for one worker's socket.
@@ -153,6 +155,10 @@ pub struct Grid {
     epoch: u64,
     next_worker: AtomicU64,
     pub counters: GridCounters,
+    monitor: Monitor,
+    /// Results made durable since the coordinator started.
+    tasks_completed: AtomicU64,
+    pub batch_latency: Histogram,
 }
 
 pub fn unix_ms() -> u64 {
@@ -196,6 +202,9 @@ impl Grid {
             epoch,
             next_worker: AtomicU64::new(1),
             counters: GridCounters::default(),
+            monitor: Monitor::new(),
+            tasks_completed: AtomicU64::new(0),
+            batch_latency: Histogram::new(LATENCY_BOUNDS),
             config,
         });
         let restore = grid.clone();
@@ -295,6 +304,24 @@ impl Grid {
         &self.store
     }
 
+    pub fn monitor(&self) -> &Monitor {
+        &self.monitor
+    }
+
+    /// Results made durable since the coordinator started.
+    pub fn tasks_completed(&self) -> u64 {
+        self.tasks_completed.load(Ordering::Relaxed)
+    }
+
+    /// Tells monitors about a job.
+    fn job_event(&self, job: &Job, event: &str) {
+        if self.monitor.active() {
+            self.monitor.publish(
+                &serde_json::json!({"type": "job", "event": event, "job": job.status(unix_ms())}),
+            );
+        }
+    }
+
     fn scheduler(&self) -> MutexGuard<'_, Scheduler> {
         self.scheduler.lock().expect("scheduler lock")
     }
@@ -379,6 +406,7 @@ impl Grid {
             max_replicas,
         });
         tracing::info!(job = id, kernel = %job.spec.kind(), tasks, redundancy, "job submitted");
+        self.job_event(&job, "submitted");
         self.dispatch();
         Ok(job.status(unix_ms()))
     }
@@ -420,6 +448,7 @@ impl Grid {
         self.store.update_job(update).await?;
         self.remove_from_scheduler(id);
         tracing::info!(job = id, "job cancelled");
+        self.job_event(&job, "cancelled");
         Ok(job.status(unix_ms()))
     }
 
@@ -493,6 +522,7 @@ impl Grid {
             tracing::error!(job = job.id, %error, "could not store a finished job; it will finish again on restart");
         }
         tracing::info!(job = job.id, "job done");
+        self.job_event(job, "done");
         self.remove_from_scheduler(job.id);
     }
 
@@ -513,7 +543,260 @@ impl Grid {
             tracing::error!(job = id, %error, "could not store a failed job");
         }
         tracing::warn!(job = id, %reason, "job failed");
+        self.job_event(&job, "failed");
         self.remove_from_scheduler(id);
+    }
+
+    /// Stops (or restarts) handing out a job's tasks. Batches already out
+    /// finish.
+    pub async fn set_job_paused(&self, id: u64, paused: bool) -> Result<JobStatus, ApiError> {
+        let job = self
+            .job(id)
+            .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
+        let update = {
+            let mut live = job.live.lock().expect("job lock");
+            if live.state.is_finished() {
+                return Err(ApiError::Conflict(format!(
+                    "job {id} is already {}",
+                    live.state.name()
+                )));
+            }
+            live.paused = paused;
+            update_of(&job, &live)
+        };
+        self.store.update_job(update).await?;
+        self.scheduler().set_job_paused(id, paused);
+        tracing::info!(job = id, paused, "job pause changed");
+        self.job_event(&job, if paused { "paused" } else { "resumed" });
+        if !paused {
+            self.dispatch();
+        }
+        Ok(job.status(unix_ms()))
+    }
+
+    /// Publishes coalesced job progress; with `sample`, also throughput and
+    /// worker figures. Called on a timer.
+    pub fn monitor_tick(&self, sample: bool) {
+        if !self.monitor.active() {
+            return;
+        }
+        for id in self.monitor.take_dirty() {
+            if let Some(job) = self.job(id) {
+                self.job_event(&job, "progress");
+            }
+        }
+        if sample {
+            let workers = self.workers();
+            let totals: Vec<(u64, u64)> = workers.iter().map(|w| (w.id, w.tasks_done)).collect();
+            let threads = workers.iter().map(|w| u64::from(w.threads)).sum();
+            let (throughput, rates) =
+                self.monitor
+                    .sample(self.now_ms(), self.tasks_completed(), &totals, threads);
+            self.monitor
+                .publish(&serde_json::json!({"type": "throughput", "sample": throughput}));
+            let stats: Vec<serde_json::Value> = workers
+                .iter()
+                .map(|w| {
+                    serde_json::json!({
+                        "id": w.id,
+                        "tasks_done": w.tasks_done,
+                        "tasks_in_flight": w.tasks_in_flight,
+                        "rate": rates.get(&w.id).copied().unwrap_or(0.0),
+                        "paused": w.paused,
+                    })
+                })
+                .collect();
+            self.monitor
+                .publish(&serde_json::json!({"type": "workers", "workers": stats}));
+        }
+    }
+
+    /// Tile frames for the parts of running Mandelbrot images finished so
+    /// far, for a monitor that just connected.
+    pub fn image_tiles_so_far(&self) -> Vec<Vec<u8>> {
+        let mut tiles = Vec::new();
+        for job in self.jobs.iter() {
+            let KernelSpec::Mandelbrot(p) = &job.spec else {
+                continue;
+            };
+            let live = job.live.lock().expect("job lock");
+            let Some(collator) = live.collator.as_ref() else {
+                continue;
+            };
+            let Some(image) = collator.image() else {
+                continue;
+            };
+            let width = p.width as usize;
+            // Runs of consecutive finished tasks are consecutive rows.
+            let mut task = 0;
+            while task < collator.tasks() {
+                if !collator.contains(task) {
+                    task += 1;
+                    continue;
+                }
+                let start = task;
+                while task < collator.tasks() && collator.contains(task) {
+                    task += 1;
+                }
+                let first = row_of(&job.spec, job.tasks, start);
+                let end = if task == job.tasks {
+                    p.height
+                } else {
+                    row_of(&job.spec, job.tasks, task)
+                };
+                tiles.push(tile_frame(
+                    job.id,
+                    first,
+                    p.width,
+                    &image[first as usize * width..end as usize * width],
+                ));
+            }
+        }
+        tiles
+    }
+
+    /// Renders `GET /metrics`.
+    pub fn metrics(&self) -> String {
+        use crate::metrics::family;
+        self.record_batch_latencies();
+        let mut out = String::new();
+        let mut states: HashMap<&'static str, f64> = HashMap::new();
+        for job in self.jobs.iter() {
+            *states
+                .entry(job.live.lock().expect("job lock").state.name())
+                .or_default() += 1.0;
+        }
+        let state_samples: Vec<(String, f64)> =
+            ["queued", "running", "done", "failed", "cancelled"]
+                .iter()
+                .map(|s| {
+                    (
+                        format!("state=\"{s}\""),
+                        states.get(s).copied().unwrap_or(0.0),
+                    )
+                })
+                .collect();
+        fn as_refs(v: &[(String, f64)]) -> Vec<(&str, f64)> {
+            v.iter().map(|(l, x)| (l.as_str(), *x)).collect()
+        }
+        family(
+            &mut out,
+            "grid_jobs",
+            "gauge",
+            "Jobs by state.",
+            &as_refs(&state_samples),
+        );
+        let c = self.scheduler_counters();
+        family(
+            &mut out,
+            "grid_tasks_issued_total",
+            "counter",
+            "Tasks sent to workers, including re-issues and copies.",
+            &[("", c.tasks_issued as f64)],
+        );
+        family(
+            &mut out,
+            "grid_tasks_reissued_total",
+            "counter",
+            "Tasks sent again after a lease was lost.",
+            &[("", c.tasks_reissued as f64)],
+        );
+        family(
+            &mut out,
+            "grid_tasks_speculative_total",
+            "counter",
+            "Straggler copies sent to idle workers.",
+            &[("", c.tasks_speculative as f64)],
+        );
+        family(
+            &mut out,
+            "grid_tasks_completed_total",
+            "counter",
+            "Task results made durable and collated.",
+            &[("", self.tasks_completed() as f64)],
+        );
+        family(
+            &mut out,
+            "grid_leases_expired_total",
+            "counter",
+            "Batch leases that expired.",
+            &[("", c.leases_expired as f64)],
+        );
+        family(
+            &mut out,
+            "grid_results_total",
+            "counter",
+            "Results received from workers, by outcome.",
+            &[
+                ("outcome=\"accepted\"", c.results_accepted as f64),
+                (
+                    "outcome=\"duplicate\"",
+                    (c.results_duplicate + c.results_stale) as f64,
+                ),
+                ("outcome=\"rejected\"", c.results_rejected as f64),
+                (
+                    "outcome=\"implausible\"",
+                    self.counters.results_implausible.load(Ordering::Relaxed) as f64,
+                ),
+            ],
+        );
+        family(
+            &mut out,
+            "grid_quorum_disagreements_total",
+            "counter",
+            "Tasks whose replicas disagreed.",
+            &[("", c.quorum_disagreements as f64)],
+        );
+        let (mut native, mut browser) = (0.0, 0.0);
+        for w in self.workers.iter() {
+            match w.hello.kind {
+                WorkerKind::Native => native += 1.0,
+                WorkerKind::Browser => browser += 1.0,
+            }
+        }
+        family(
+            &mut out,
+            "grid_workers",
+            "gauge",
+            "Connected workers by kind.",
+            &[("kind=\"native\"", native), ("kind=\"browser\"", browser)],
+        );
+        family(
+            &mut out,
+            "grid_connections_total",
+            "counter",
+            "Worker connections accepted.",
+            &[(
+                "",
+                self.counters.connections_total.load(Ordering::Relaxed) as f64,
+            )],
+        );
+        let closes: Vec<(String, f64)> = self
+            .counters
+            .closes
+            .lock()
+            .expect("counter lock")
+            .iter()
+            .map(|(reason, n)| (format!("reason=\"{reason}\""), *n as f64))
+            .collect();
+        family(
+            &mut out,
+            "grid_connections_closed_total",
+            "counter",
+            "Worker connections the coordinator closed, by reason.",
+            &as_refs(&closes),
+        );
+        self.batch_latency.render(
+            &mut out,
+            "grid_batch_latency_seconds",
+            "Time from granting a batch to its last result.",
+        );
+        self.store.commit_latency().render(
+            &mut out,
+            "grid_store_commit_seconds",
+            "Time to apply and commit one group of writes.",
+        );
+        out
     }
 
     // ---- workers --------------------------------------------------------------
@@ -550,6 +833,12 @@ impl Grid {
             .connections_total
             .fetch_add(1, Ordering::Relaxed);
         tracing::info!(worker = id, kind = worker.hello.kind.name(), threads = worker.hello.threads, name = ?worker.hello.name, "worker joined");
+        if self.monitor.active() {
+            if let Some(info) = self.workers().into_iter().find(|w| w.id == id) {
+                self.monitor
+                    .publish(&serde_json::json!({"type": "worker_joined", "worker": info}));
+            }
+        }
         worker
     }
 
@@ -560,6 +849,8 @@ impl Grid {
         }
         self.scheduler().remove_worker(id);
         tracing::info!(worker = id, "worker left");
+        self.monitor
+            .publish(&serde_json::json!({"type": "worker_left", "worker": id}));
         self.dispatch();
     }
 
@@ -755,10 +1046,22 @@ impl Grid {
                         if *new {
                             if let Err(error) = collator.add(*task, output) {
                                 tracing::error!(job = job.id, task, %error, "collation refused a stored result");
+                                continue;
+                            }
+                            self.tasks_completed.fetch_add(1, Ordering::Relaxed);
+                            if let (TaskOutput::Iterations(counts), KernelSpec::Mandelbrot(p)) =
+                                (output, &job.spec)
+                            {
+                                if let grid_kernels::TaskDomain::Rows { first, .. } =
+                                    job.spec.task(job.tasks, *task)
+                                {
+                                    self.monitor.publish_tile(job.id, first, p.width, counts);
+                                }
                             }
                         }
                     }
                     live.tasks_done = collator.collated();
+                    self.monitor.mark_progress(job.id);
                 }
                 live.collator.as_ref().is_some_and(Collator::is_complete)
             };
@@ -844,6 +1147,7 @@ impl Grid {
             };
             if let Some(update) = update {
                 tracing::info!(job = job.id, "job running");
+                self.job_event(&job, "running");
                 let store = self.store.clone();
                 tokio::spawn(async move {
                     if let Err(error) = store.update_job(update).await {
@@ -858,10 +1162,18 @@ impl Grid {
     /// timer.
     pub fn tick(&self) {
         let expired = self.scheduler().expire(self.now_ms());
+        self.record_batch_latencies();
         if !expired.is_empty() {
             tracing::info!(batches = ?expired, "leases expired; their tasks go to other workers");
         }
         self.dispatch();
+    }
+
+    fn record_batch_latencies(&self) {
+        let latencies = self.scheduler().take_batch_latencies();
+        for ms in latencies {
+            self.batch_latency.observe_micros(ms * 1000);
+        }
     }
 
     /// Counts a close the coordinator initiated, by reason.
@@ -880,6 +1192,13 @@ impl Grid {
         for worker in self.workers.iter() {
             worker.close(CloseCode::GoingAway, "the coordinator is shutting down");
         }
+    }
+}
+
+fn row_of(spec: &KernelSpec, tasks: u32, task: u32) -> u32 {
+    match spec.task(tasks, task) {
+        grid_kernels::TaskDomain::Rows { first, .. } => first,
+        grid_kernels::TaskDomain::Range { .. } => 0,
     }
 }
 

@@ -96,6 +96,9 @@ pub struct JobStatus {
     /// The result once done (for mandelbrot, its dimensions; the image comes
     /// from the results endpoint).
     pub result: Option<serde_json::Value>,
+    /// While the job runs: the result over the tasks finished so far (a
+    /// running count, estimate or nonce list; for mandelbrot the dimensions).
+    pub partial: Option<serde_json::Value>,
     pub error: Option<String>,
 }
 
@@ -130,6 +133,11 @@ impl Job {
             finished_at: live.finished_at,
             elapsed_ms,
             result: live.result.clone(),
+            partial: live
+                .collator
+                .as_ref()
+                .filter(|c| c.collated() > 0)
+                .map(|c| c.summary()),
             error: live.error.clone(),
         }
     }

@@ -17,6 +17,8 @@ pub mod config;
 pub mod export;
 pub mod grid;
 pub mod jobs;
+pub mod metrics;
+pub mod monitor;
 pub mod store;
 pub mod worker;
 pub mod ws;
@@ -50,6 +52,7 @@ pub async fn run(
         grid: grid.clone(),
         shutdown: stopping.clone(),
         connections: Arc::new(Semaphore::new(grid.config().max_connections)),
+        monitors: Arc::new(Semaphore::new(256)),
         done,
     };
     let routes = api::routes(shared.clone());
@@ -60,9 +63,16 @@ pub async fn run(
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(grid.config().tick);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut monitor = tokio::time::interval(std::time::Duration::from_millis(250));
+            monitor.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut ticks: u64 = 0;
             loop {
                 tokio::select! {
                     _ = interval.tick() => grid.tick(),
+                    _ = monitor.tick() => {
+                        ticks += 1;
+                        grid.monitor_tick(ticks % 4 == 0);
+                    }
                     _ = stopping.changed() => break,
                 }
             }

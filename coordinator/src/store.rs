@@ -17,6 +17,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use crate::jobs::JobState;
+use crate::metrics::{Histogram, LATENCY_BOUNDS};
 
 /// How the store was asked to sync commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +120,7 @@ pub struct Store {
     writes: std::sync::mpsc::SyncSender<Write>,
     reader: Arc<Mutex<Connection>>,
     path: PathBuf,
+    commits: Arc<Histogram>,
 }
 
 const SCHEMA: &str = "
@@ -194,19 +196,27 @@ impl Store {
         let reader = Connection::open(&path)?;
         reader.busy_timeout(std::time::Duration::from_secs(5))?;
         let (writes, queue) = std::sync::mpsc::sync_channel(65_536);
+        let commits = Arc::new(Histogram::new(LATENCY_BOUNDS));
+        let timing = commits.clone();
         thread::Builder::new()
             .name("grid-store".into())
-            .spawn(move || writer_loop(writer, queue))
+            .spawn(move || writer_loop(writer, queue, &timing))
             .map_err(|e| StoreError::Io(format!("cannot start the store thread: {e}")))?;
         Ok(Store {
             writes,
             reader: Arc::new(Mutex::new(reader)),
             path,
+            commits,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How long group commits take.
+    pub fn commit_latency(&self) -> &Histogram {
+        &self.commits
     }
 
     /// How many times this store has been opened: a run number, so ids made
@@ -412,7 +422,7 @@ impl Store {
     }
 }
 
-fn writer_loop(mut conn: Connection, queue: std::sync::mpsc::Receiver<Write>) {
+fn writer_loop(mut conn: Connection, queue: std::sync::mpsc::Receiver<Write>, commits: &Histogram) {
     while let Ok(first) = queue.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -421,7 +431,9 @@ fn writer_loop(mut conn: Connection, queue: std::sync::mpsc::Receiver<Write>) {
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         let outcome = apply_group(&mut conn, &group);
+        commits.observe_micros(started.elapsed().as_micros() as u64);
         answer_group(group, outcome);
     }
     tracing::debug!("store writer stopped");

@@ -155,6 +155,19 @@ impl Collator {
         }
     }
 
+    /// The image so far, for a mandelbrot job (rows of uncollated tasks are 0).
+    pub fn image(&self) -> Option<&[u32]> {
+        match &self.acc {
+            Accumulator::Image(image) => Some(image),
+            _ => None,
+        }
+    }
+
+    /// How many tasks the job has.
+    pub fn tasks(&self) -> u32 {
+        self.tasks
+    }
+
     /// The same result without cloning a large image or nonce list: for
     /// mandelbrot the image dimensions only, for hashsearch the first nonces.
     pub fn summary(&self) -> serde_json::Value {

@@ -194,6 +194,8 @@ pub struct Scheduler {
     next_batch: BatchId,
     effects: Vec<Effect>,
     counters: Counters,
+    /// Grant-to-finish times of batches finished since the last drain, ms.
+    batch_latencies: Vec<u64>,
 }
 
 impl Scheduler {
@@ -206,6 +208,7 @@ impl Scheduler {
             next_batch: 1,
             effects: Vec::new(),
             counters: Counters::default(),
+            batch_latencies: Vec::new(),
         }
     }
 
@@ -221,6 +224,12 @@ impl Scheduler {
 
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// How long each batch finished since the last call took from its grant
+    /// to its last result, in milliseconds.
+    pub fn take_batch_latencies(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.batch_latencies)
     }
 
     /// Effects produced since the last call.
@@ -631,6 +640,10 @@ impl Scheduler {
             return;
         };
         worker.batches.retain(|&b| b != batch_id);
+        if self.batch_latencies.len() < 100_000 {
+            self.batch_latencies
+                .push(now.saturating_sub(batch.granted_at));
+        }
         let started = batch.granted_at.max(worker.last_finish);
         let elapsed = now.saturating_sub(started).max(1);
         worker.last_finish = now;

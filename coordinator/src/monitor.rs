@@ -1,0 +1,282 @@
+//! The monitor channel (`/ws/monitor`): live events for dashboards.
+//!
+//! Events are encoded once and fanned out through a bounded broadcast ring.
+//! A client that falls behind does not slow anyone down: it misses events,
+//! notices (the ring tells it how many), and is sent a fresh snapshot in their
+//! place. Job progress is coalesced to a few updates a second; throughput and
+//! worker figures are sampled once a second.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::Mutex;
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::{OwnedSemaphorePermit, broadcast, watch};
+use warp::ws::{Message, WebSocket};
+
+use crate::grid::Grid;
+
+/// The first byte of a binary tile frame.
+pub const TILE_FRAME: u8 = 0x02;
+/// Events buffered for the slowest client before it must resynchronise.
+const RING: usize = 1024;
+/// Throughput samples kept for late joiners: ten minutes at one a second.
+const HISTORY: usize = 600;
+
+/// One encoded event, shared by every client.
+#[derive(Debug, Clone)]
+pub enum MonitorFrame {
+    Text(Arc<str>),
+    Binary(Arc<[u8]>),
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ThroughputSample {
+    /// Unix milliseconds.
+    pub t: u64,
+    /// Results made durable per second over the last interval.
+    pub tasks_per_s: f64,
+    pub workers: usize,
+    pub threads: u64,
+}
+
+#[derive(Debug)]
+pub struct Monitor {
+    sender: broadcast::Sender<MonitorFrame>,
+    dirty: Mutex<BTreeSet<u64>>,
+    history: Mutex<VecDeque<ThroughputSample>>,
+    previous: Mutex<Previous>,
+}
+
+#[derive(Debug, Default)]
+struct Previous {
+    at_ms: u64,
+    tasks: u64,
+    per_worker: HashMap<u64, u64>,
+}
+
+impl Default for Monitor {
+    fn default() -> Monitor {
+        Monitor::new()
+    }
+}
+
+impl Monitor {
+    pub fn new() -> Monitor {
+        let (sender, _) = broadcast::channel(RING);
+        Monitor {
+            sender,
+            dirty: Mutex::new(BTreeSet::new()),
+            history: Mutex::new(VecDeque::with_capacity(HISTORY)),
+            previous: Mutex::new(Previous::default()),
+        }
+    }
+
+    /// Whether anyone is listening; events are not built otherwise.
+    pub fn active(&self) -> bool {
+        self.sender.receiver_count() > 0
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<MonitorFrame> {
+        self.sender.subscribe()
+    }
+
+    pub fn publish(&self, event: &Value) {
+        if self.active() {
+            let _ = self
+                .sender
+                .send(MonitorFrame::Text(Arc::from(event.to_string())));
+        }
+    }
+
+    /// A finished band of a Mandelbrot image:
+    /// `[0x02][job u64][first_row u32][rows u32][width u32][counts u32...]`,
+    /// little-endian.
+    pub fn publish_tile(&self, job: u64, first_row: u32, width: u32, counts: &[u32]) {
+        if !self.active() {
+            return;
+        }
+        let _ = self.sender.send(MonitorFrame::Binary(Arc::from(tile_frame(
+            job, first_row, width, counts,
+        ))));
+    }
+
+    /// Notes that a job's progress changed; [`Monitor::take_dirty`] collects
+    /// them a few times a second.
+    pub fn mark_progress(&self, job: u64) {
+        if self.active() {
+            self.dirty.lock().expect("monitor lock").insert(job);
+        }
+    }
+
+    pub fn take_dirty(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.dirty.lock().expect("monitor lock"))
+            .into_iter()
+            .collect()
+    }
+
+    /// Records a throughput sample from the grid's running totals and returns
+    /// it, with each worker's current rate.
+    pub fn sample(
+        &self,
+        now_ms: u64,
+        tasks_total: u64,
+        workers: &[(u64, u64)],
+        threads: u64,
+    ) -> (ThroughputSample, HashMap<u64, f64>) {
+        let mut previous = self.previous.lock().expect("monitor lock");
+        let seconds = if previous.at_ms == 0 {
+            1.0
+        } else {
+            (now_ms.saturating_sub(previous.at_ms)).max(1) as f64 / 1000.0
+        };
+        let tasks_per_s = if previous.at_ms == 0 {
+            0.0
+        } else {
+            tasks_total.saturating_sub(previous.tasks) as f64 / seconds
+        };
+        let mut rates = HashMap::new();
+        let mut per_worker = HashMap::new();
+        for &(id, done) in workers {
+            let before = previous.per_worker.get(&id).copied().unwrap_or(done);
+            rates.insert(id, done.saturating_sub(before) as f64 / seconds);
+            per_worker.insert(id, done);
+        }
+        *previous = Previous {
+            at_ms: now_ms,
+            tasks: tasks_total,
+            per_worker,
+        };
+        let sample = ThroughputSample {
+            t: crate::grid::unix_ms(),
+            tasks_per_s,
+            workers: workers.len(),
+            threads,
+        };
+        let mut history = self.history.lock().expect("monitor lock");
+        if history.len() == HISTORY {
+            history.pop_front();
+        }
+        history.push_back(sample);
+        (sample, rates)
+    }
+
+    pub fn history(&self) -> Vec<ThroughputSample> {
+        self.history
+            .lock()
+            .expect("monitor lock")
+            .iter()
+            .copied()
+            .collect()
+    }
+}
+
+pub fn tile_frame(job: u64, first_row: u32, width: u32, counts: &[u32]) -> Vec<u8> {
+    let rows = if width == 0 {
+        0
+    } else {
+        (counts.len() / width as usize) as u32
+    };
+    let mut bytes = Vec::with_capacity(21 + 4 * counts.len());
+    bytes.push(TILE_FRAME);
+    bytes.extend_from_slice(&job.to_le_bytes());
+    bytes.extend_from_slice(&first_row.to_le_bytes());
+    bytes.extend_from_slice(&rows.to_le_bytes());
+    bytes.extend_from_slice(&width.to_le_bytes());
+    for count in counts {
+        bytes.extend_from_slice(&count.to_le_bytes());
+    }
+    bytes
+}
+
+/// Serves one monitor client: a snapshot, then events as they happen.
+pub async fn serve_monitor(
+    grid: Arc<Grid>,
+    socket: WebSocket,
+    mut shutdown: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let (mut sink, mut stream) = socket.split();
+    // Subscribe before the snapshot so nothing between the two is missed.
+    let mut events = grid.monitor().subscribe();
+    if send_snapshot(&grid, &mut sink).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => {
+                let _ = sink.send(Message::close_with(1001u16, "the coordinator is shutting down")).await;
+                break;
+            }
+            incoming = stream.next() => match incoming {
+                // Clients only listen; anything but a close is ignored.
+                Some(Ok(message)) if message.is_close() => break,
+                Some(Ok(_)) => {}
+                _ => break,
+            },
+            event = events.recv() => {
+                let sent = match event {
+                    Ok(MonitorFrame::Text(text)) => sink.send(Message::text(text.as_ref())).await,
+                    Ok(MonitorFrame::Binary(bytes)) => sink.send(Message::binary(bytes.to_vec())).await,
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::debug!(missed, "monitor client fell behind; resending a snapshot");
+                        send_snapshot(&grid, &mut sink).await
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                };
+                if sent.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = sink.close().await;
+}
+
+async fn send_snapshot<S>(grid: &Grid, sink: &mut S) -> Result<(), warp::Error>
+where
+    S: SinkExt<Message, Error = warp::Error> + Unpin,
+{
+    let snapshot = json!({
+        "type": "snapshot",
+        "time": crate::grid::unix_ms(),
+        "jobs": grid.list_jobs(),
+        "workers": grid.workers(),
+        "throughput": grid.monitor().history(),
+    });
+    sink.send(Message::text(snapshot.to_string())).await?;
+    for tile in grid.image_tiles_so_far() {
+        sink.send(Message::binary(tile)).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tile_frames_have_the_documented_layout() {
+        let frame = tile_frame(7, 3, 2, &[1, 2, 3, 4]);
+        assert_eq!(frame[0], TILE_FRAME);
+        assert_eq!(u64::from_le_bytes(frame[1..9].try_into().unwrap()), 7);
+        assert_eq!(u32::from_le_bytes(frame[9..13].try_into().unwrap()), 3);
+        assert_eq!(u32::from_le_bytes(frame[13..17].try_into().unwrap()), 2);
+        assert_eq!(u32::from_le_bytes(frame[17..21].try_into().unwrap()), 2);
+        assert_eq!(frame.len(), 21 + 16);
+    }
+
+    #[test]
+    fn samples_turn_totals_into_rates() {
+        let monitor = Monitor::new();
+        let (first, _) = monitor.sample(1_000, 100, &[(1, 50)], 1);
+        assert_eq!(first.tasks_per_s, 0.0);
+        let (second, rates) = monitor.sample(3_000, 300, &[(1, 150), (2, 10)], 2);
+        assert_eq!(second.tasks_per_s, 100.0);
+        assert_eq!(rates[&1], 50.0);
+        assert_eq!(rates[&2], 0.0, "a new worker starts from its first sample");
+        assert_eq!(monitor.history().len(), 2);
+    }
+}

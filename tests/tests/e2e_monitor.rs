@@ -1,0 +1,177 @@
+//! The monitor channel and metrics: token checks on the upgrade, a snapshot
+//! first, then job events and Mandelbrot tiles that add up to the image.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use grid_coordinator::grid::JobRequest;
+use grid_tests::{TOKEN, TestGrid, wait_for_job};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+fn mandelbrot(width: u32, height: u32, tasks: u32) -> JobRequest {
+    JobRequest {
+        kernel: "mandelbrot".into(),
+        params: json!({"width": width, "height": height, "x_min": -2.0, "x_max": 1.0,
+                       "y_min": -1.0, "y_max": 1.0, "max_iter": 200}),
+        tasks: Some(tasks),
+        redundancy: None,
+        quorum: None,
+        max_replicas: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitor_refuses_missing_and_wrong_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = TestGrid::start(dir.path()).await;
+    let base = format!("ws://{}/ws/monitor", grid.addr);
+    for url in [
+        base.clone(),
+        format!("{base}?token=wrong"),
+        format!("{base}?token="),
+    ] {
+        let error = tokio_tungstenite::connect_async(&url)
+            .await
+            .expect_err("the upgrade must be refused");
+        match error {
+            tokio_tungstenite::tungstenite::Error::Http(response) => {
+                assert_eq!(response.status(), 401, "{url}")
+            }
+            other => panic!("{url}: expected an HTTP 401, got {other}"),
+        }
+    }
+    grid.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_sees_a_snapshot_then_the_job_and_its_tiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = TestGrid::start(dir.path()).await;
+    let client = grid.client();
+    // A job that is already done appears in the snapshot.
+    let earlier = client
+        .submit(&JobRequest {
+            kernel: "primes".into(),
+            params: json!({"start": 0, "end": 1000}),
+            tasks: Some(1),
+            redundancy: None,
+            quorum: None,
+            max_replicas: None,
+        })
+        .await
+        .unwrap();
+    let worker = grid.worker(2, "painter");
+    wait_for_job(
+        &client,
+        earlier["id"].as_u64().unwrap(),
+        Duration::from_secs(30),
+    )
+    .await;
+
+    let url = format!("ws://{}/ws/monitor?token={TOKEN}", grid.addr);
+    let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let first = socket.next().await.unwrap().unwrap();
+    let snapshot: Value = serde_json::from_str(first.to_text().unwrap()).unwrap();
+    assert_eq!(snapshot["type"], "snapshot");
+    assert_eq!(snapshot["jobs"][0]["result"]["count"], 168);
+    assert_eq!(snapshot["workers"].as_array().unwrap().len(), 1);
+
+    let (width, height) = (64, 48);
+    let job = client.submit(&mandelbrot(width, height, 12)).await.unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    let mut rows = BTreeSet::new();
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !events
+        .iter()
+        .any(|e: &Value| e["type"] == "job" && e["event"] == "done" && e["job"]["id"] == job)
+    {
+        let message = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .expect("events keep coming until the job is done")
+            .unwrap()
+            .unwrap();
+        match message {
+            Message::Text(text) => events.push(serde_json::from_str(&text).unwrap()),
+            Message::Binary(bytes) => {
+                assert_eq!(bytes[0], 0x02, "tile frame type");
+                assert_eq!(u64::from_le_bytes(bytes[1..9].try_into().unwrap()), job);
+                let first_row = u32::from_le_bytes(bytes[9..13].try_into().unwrap());
+                let count = u32::from_le_bytes(bytes[13..17].try_into().unwrap());
+                assert_eq!(u32::from_le_bytes(bytes[17..21].try_into().unwrap()), width);
+                assert_eq!(bytes.len(), 21 + 4 * (width * count) as usize);
+                rows.extend(first_row..first_row + count);
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        rows,
+        (0..height).collect::<BTreeSet<_>>(),
+        "tiles cover every row exactly"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "job" && e["event"] == "submitted" && e["job"]["id"] == job)
+    );
+    let done = events.iter().find(|e| e["event"] == "done").unwrap();
+    assert_eq!(done["job"]["tasks"]["done"], 12);
+    assert_eq!(done["job"]["result"]["width"], width);
+
+    // Throughput and worker figures arrive once a second.
+    let mut saw = (false, false);
+    while saw != (true, true) {
+        let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = message {
+            let event: Value = serde_json::from_str(&text).unwrap();
+            if event["type"] == "throughput" {
+                assert!(event["sample"]["tasks_per_s"].is_number());
+                saw.0 = true;
+            }
+            if event["type"] == "workers" {
+                assert_eq!(event["workers"][0]["tasks_done"], 13);
+                saw.1 = true;
+            }
+        }
+    }
+    worker.stop().await;
+    grid.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_jobs_tasks_and_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = TestGrid::start(dir.path()).await;
+    let worker = grid.worker(1, "counted");
+    let client = grid.client();
+    let job = client.submit(&mandelbrot(16, 16, 4)).await.unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    wait_for_job(&client, job, Duration::from_secs(30)).await;
+    let text = reqwest::get(format!("{}/metrics", grid.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |line: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(line).map(|v| v.trim().parse().unwrap()))
+            .unwrap_or_else(|| panic!("no {line} in\n{text}"))
+    };
+    assert_eq!(value("grid_jobs{state=\"done\"}"), 1.0);
+    assert_eq!(value("grid_tasks_completed_total"), 4.0);
+    assert_eq!(value("grid_workers{kind=\"native\"}"), 1.0);
+    assert!(value("grid_batch_latency_seconds_count") >= 1.0);
+    assert!(value("grid_store_commit_seconds_count") >= 2.0);
+    worker.stop().await;
+    grid.stop().await;
+}
