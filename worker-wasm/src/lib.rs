@@ -1,1 +1,79 @@
-//! placeholder
+//! The browsergrid browser worker, compiled to WebAssembly. One instance runs
+//! in each dedicated module Web Worker of the donor page (`www/worker.js`
+//! loads it and calls [`run`]); each is one worker connection to the
+//! coordinator, with one compute thread.
+//!
+//! - [`worker_loop`]: the protocol loop without I/O: hello, batches, results,
+//!   heartbeats, pause, stop, around the shared
+//!   [`grid_protocol::worker::WorkerCore`].
+//! - [`pacing`]: the CPU cap as a duty cycle, reconnect backoff, task rate.
+//! - [`page`]: the messages between the donor page and its Web Workers.
+//! - [`web`] (wasm only): the glue to a browser WebSocket, timers, the page
+//!   and the panic hook.
+//!
+//! The kernels are [`grid_kernels`], the very code the native worker runs, so
+//! a task's output is byte-identical in a browser and natively. [`run_task`]
+//! and [`run_tasks`] expose them directly for parity checks and benchmarks.
+
+pub mod pacing;
+pub mod page;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
+pub mod worker_loop;
+
+use grid_kernels::{KernelSpec, TaskRunner};
+use wasm_bindgen::prelude::*;
+
+/// Starts the worker in the current Web Worker: listens for the page's
+/// commands and tells the page it is ready.
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen]
+pub fn run() {
+    web::run();
+}
+
+/// Computes task `index` of a `tasks`-task job of `spec_json` (the API's
+/// `{"kernel": ..., "params": ...}`) and returns its canonical output bytes.
+#[wasm_bindgen]
+pub fn run_task(spec_json: &str, tasks: u32, index: u32) -> Result<Vec<u8>, JsError> {
+    run_tasks(spec_json, tasks, index, 1)
+}
+
+/// Computes tasks `first..first + count` with one runner (as a worker would)
+/// and returns their output bytes one after another.
+#[wasm_bindgen]
+pub fn run_tasks(spec_json: &str, tasks: u32, first: u32, count: u32) -> Result<Vec<u8>, JsError> {
+    let outputs = compute(spec_json, tasks, first, count).map_err(|e| JsError::new(&e))?;
+    Ok(outputs)
+}
+
+fn compute(spec_json: &str, tasks: u32, first: u32, count: u32) -> Result<Vec<u8>, String> {
+    let spec: KernelSpec =
+        serde_json::from_str(spec_json).map_err(|e| format!("invalid spec: {e}"))?;
+    spec.validate(tasks).map_err(|e| e.to_string())?;
+    let end = first
+        .checked_add(count)
+        .filter(|&end| end <= tasks)
+        .ok_or_else(|| format!("tasks {first}..{first}+{count} are not all below {tasks}"))?;
+    let mut runner = TaskRunner::new();
+    let mut bytes = Vec::new();
+    for index in first..end {
+        runner.run(&spec, tasks, index).encode_into(&mut bytes);
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tasks_run_from_a_json_spec() {
+        let spec = r#"{"kernel":"primes","params":{"start":0,"end":1000}}"#;
+        assert_eq!(compute(spec, 10, 0, 1).unwrap(), 25u64.to_le_bytes());
+        assert_eq!(compute(spec, 10, 0, 10).unwrap().len(), 80);
+        assert!(compute(spec, 10, 9, 2).unwrap_err().contains("below 10"));
+        assert!(compute(spec, 0, 0, 1).is_err());
+        assert!(compute("{}", 1, 0, 1).unwrap_err().contains("invalid spec"));
+    }
+}

@@ -1,0 +1,539 @@
+//! The glue between [`WorkerLoop`] and the browser, inside one dedicated Web
+//! Worker: the worker's own WebSocket (binary type `arraybuffer`), the timers
+//! that pace computing, the page's commands, and the panic hook.
+//!
+//! Computing happens in turns of about [`SLICE_MS`] (at least one task), each
+//! followed by a yield to the event loop (a `MessageChannel` message, or a
+//! `setTimeout` for the idle part of the CPU cap's duty cycle), so socket
+//! messages and page commands are handled between tasks.
+//!
+//! JavaScript is single-threaded here, so all state lives in thread-locals
+//! borrowed briefly by each callback. The kernel runs while the state is not
+//! borrowed, so that a panic inside it can still reach the state, name the
+//! task to the coordinator and save what is finished.
+
+use std::cell::{Cell, RefCell};
+
+use grid_kernels::TaskRunner;
+use grid_protocol::CloseCode;
+use js_sys::{ArrayBuffer, Function};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use web_sys::{
+    BinaryType, CloseEvent, DedicatedWorkerGlobalScope, MessageChannel, MessageEvent, Performance,
+    WebSocket,
+};
+
+use crate::pacing::{Backoff, DutyCycle, SLICE_MS};
+use crate::page::{Command, Event as PageEvent, State, Status};
+use crate::worker_loop::{Fault, Outgoing, WorkerLoop};
+
+/// How often the loop flushes results, checks heartbeats and reports to the page.
+const TICK_MS: i32 = 200;
+/// Unsent bytes on the socket above which computing waits for the network.
+const MAX_BUFFERED_BYTES: u32 = 4 * 1024 * 1024;
+/// The longest close reason a browser accepts is 123 bytes.
+const MAX_CLOSE_REASON_BYTES: usize = 123;
+
+thread_local! {
+    static APP: RefCell<Option<App>> = const { RefCell::new(None) };
+    /// Kept apart from [`APP`]: it is borrowed while a kernel runs.
+    static RUNNER: RefCell<TaskRunner> = RefCell::new(TaskRunner::new());
+    /// Set by the panic hook; every callback does nothing after it.
+    static CRASHED: Cell<bool> = const { Cell::new(false) };
+}
+
+fn scope() -> DedicatedWorkerGlobalScope {
+    js_sys::global().unchecked_into()
+}
+
+/// `performance.now()` of the current global, a window or a worker.
+pub(crate) fn now() -> f64 {
+    thread_local! {
+        static PERFORMANCE: Performance = js_sys::Reflect::get(&js_sys::global(), &"performance".into())
+            .expect("a global performance object")
+            .unchecked_into();
+    }
+    PERFORMANCE.with(Performance::now)
+}
+
+fn post(event: &PageEvent) {
+    if let Err(error) = scope().post_message(&JsValue::from_str(&event.encode())) {
+        web_sys::console::error_2(&"cannot post to the page:".into(), &error);
+    }
+}
+
+fn with_app<R>(f: impl FnOnce(&mut App) -> R) -> Option<R> {
+    if CRASHED.get() {
+        return None;
+    }
+    APP.with(|app| app.borrow_mut().as_mut().map(f))
+}
+
+/// One open (or opening) WebSocket and the handlers attached to it.
+struct Socket {
+    ws: WebSocket,
+    opened_at: f64,
+    _handlers: [Closure<dyn FnMut(JsValue)>; 4],
+}
+
+impl Socket {
+    fn is_open(&self) -> bool {
+        self.ws.ready_state() == WebSocket::OPEN
+    }
+
+    /// Detaches the handlers (so no event reaches a dropped closure) and
+    /// closes the socket.
+    fn close(self, reason: &str) {
+        self.ws.set_onopen(None);
+        self.ws.set_onmessage(None);
+        self.ws.set_onclose(None);
+        self.ws.set_onerror(None);
+        let _ = self
+            .ws
+            .close_with_code_and_reason(CloseCode::Normal.code(), &truncate(reason));
+    }
+}
+
+fn truncate(reason: &str) -> String {
+    let mut end = reason.len().min(MAX_CLOSE_REASON_BYTES);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_string()
+}
+
+/// Callbacks made once and kept for the worker's life.
+struct Callbacks {
+    compute: Function,
+    reconnect: Function,
+    /// Posting to it runs a compute turn as soon as queued events are handled.
+    channel: MessageChannel,
+}
+
+struct App {
+    url: String,
+    worker: WorkerLoop,
+    duty: DutyCycle,
+    backoff: Backoff,
+    socket: Option<Socket>,
+    /// Bumped per socket, so events of an old socket are recognised.
+    generation: u64,
+    reconnect_timer: Option<i32>,
+    refused: Option<String>,
+    compute_scheduled: bool,
+    callbacks: Callbacks,
+    last_status: Option<Status>,
+}
+
+/// Starts listening for the page's commands and says ready.
+pub fn run() {
+    std::panic::set_hook(Box::new(on_panic));
+    let on_command = Closure::<dyn FnMut(MessageEvent)>::new(|event: MessageEvent| {
+        let Some(text) = event.data().as_string() else {
+            web_sys::console::error_1(&"the page sent a command that is not text".into());
+            return;
+        };
+        match Command::decode(&text) {
+            Ok(command) => handle_command(command),
+            Err(error) => web_sys::console::error_1(&error.into()),
+        }
+    });
+    scope().set_onmessage(Some(on_command.as_ref().unchecked_ref()));
+    on_command.forget();
+    post(&PageEvent::Ready {});
+}
+
+fn handle_command(command: Command) {
+    match command {
+        Command::Start {
+            url,
+            session,
+            name,
+            cap,
+            paused,
+        } => start(url, session, name, cap, paused),
+        Command::Pause {} => {
+            with_app(|app| {
+                app.worker.pause();
+                app.pump();
+            });
+        }
+        Command::Resume {} => {
+            with_app(|app| {
+                app.worker.resume();
+                app.pump();
+                app.schedule_compute(0.0);
+            });
+        }
+        Command::Cap { percent } => {
+            with_app(|app| app.duty = DutyCycle::new(percent));
+        }
+        Command::Stop {} => {
+            with_app(|app| {
+                app.worker.stop();
+                app.pump();
+                if let Some(timer) = app.reconnect_timer.take() {
+                    scope().clear_timeout_with_handle(timer);
+                }
+                if let Some(socket) = app.socket.take() {
+                    // Queued frames go out before the close frame.
+                    socket.close("the donor left");
+                }
+                app.worker.on_closed(None);
+            });
+            report();
+            post(&PageEvent::Stopped {});
+            return;
+        }
+    }
+    report();
+}
+
+fn start(url: String, session: String, name: Option<String>, cap: u32, paused: bool) {
+    if APP.with(|app| app.borrow().is_some()) {
+        web_sys::console::warn_1(&"start: this worker is already started".into());
+        return;
+    }
+    let compute = Closure::<dyn FnMut()>::new(compute_turn);
+    let reconnect = Closure::<dyn FnMut()>::new(|| {
+        with_app(|app| {
+            app.reconnect_timer = None;
+            app.connect();
+        });
+        report();
+    });
+    let tick = Closure::<dyn FnMut()>::new(tick);
+    let channel = MessageChannel::new().expect("MessageChannel");
+    channel
+        .port1()
+        .set_onmessage(Some(compute.as_ref().unchecked_ref()));
+    let callbacks = Callbacks {
+        compute: compute.as_ref().unchecked_ref::<Function>().clone(),
+        reconnect: reconnect.as_ref().unchecked_ref::<Function>().clone(),
+        channel,
+    };
+    if let Err(error) = scope().set_interval_with_callback_and_timeout_and_arguments_0(
+        tick.as_ref().unchecked_ref(),
+        TICK_MS,
+    ) {
+        web_sys::console::error_2(&"cannot start the tick timer:".into(), &error);
+    }
+    // These live as long as the Web Worker.
+    compute.forget();
+    reconnect.forget();
+    tick.forget();
+
+    let mut worker = WorkerLoop::new(session, name);
+    if paused {
+        worker.pause();
+    }
+    let app = App {
+        url,
+        worker,
+        duty: DutyCycle::new(cap),
+        backoff: Backoff::new(),
+        socket: None,
+        generation: 0,
+        reconnect_timer: None,
+        refused: None,
+        compute_scheduled: false,
+        callbacks,
+        last_status: None,
+    };
+    APP.with(|cell| *cell.borrow_mut() = Some(app));
+    with_app(App::connect);
+}
+
+impl App {
+    fn connect(&mut self) {
+        if self.worker.is_stopping() || self.refused.is_some() {
+            return;
+        }
+        let ws = match WebSocket::new(&self.url) {
+            Ok(ws) => ws,
+            Err(error) => {
+                let reason = format!(
+                    "cannot open a WebSocket to {}: {}",
+                    self.url,
+                    error.as_string().unwrap_or_else(|| format!("{error:?}"))
+                );
+                self.refused = Some(reason.clone());
+                self.worker.on_closed(Some(reason));
+                return;
+            }
+        };
+        ws.set_binary_type(BinaryType::Arraybuffer);
+        self.generation += 1;
+        let generation = self.generation;
+        let handler = |f: fn(&mut App, JsValue)| {
+            Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+                with_app(|app| {
+                    if app.generation == generation {
+                        f(app, event);
+                    }
+                });
+                report();
+            })
+        };
+        let handlers = [
+            handler(App::on_open),
+            handler(App::on_message),
+            handler(App::on_close),
+            handler(App::on_error),
+        ];
+        ws.set_onopen(Some(handlers[0].as_ref().unchecked_ref()));
+        ws.set_onmessage(Some(handlers[1].as_ref().unchecked_ref()));
+        ws.set_onclose(Some(handlers[2].as_ref().unchecked_ref()));
+        ws.set_onerror(Some(handlers[3].as_ref().unchecked_ref()));
+        self.socket = Some(Socket {
+            ws,
+            opened_at: now(),
+            _handlers: handlers,
+        });
+    }
+
+    fn on_open(&mut self, _event: JsValue) {
+        if let Some(socket) = &mut self.socket {
+            socket.opened_at = now();
+        }
+        self.worker.on_open(now());
+        self.pump();
+    }
+
+    fn on_message(&mut self, event: JsValue) {
+        let data = event.unchecked_into::<MessageEvent>().data();
+        let result = if let Some(text) = data.as_string() {
+            self.worker.on_text(&text, now())
+        } else {
+            let len = data
+                .dyn_ref::<ArrayBuffer>()
+                .map_or(0, |b| b.byte_length() as usize);
+            Err(self.worker.on_binary(len))
+        };
+        match result {
+            Ok(()) => {
+                self.pump();
+                if self.worker.has_work() {
+                    self.schedule_compute(0.0);
+                }
+            }
+            Err(fault) => self.drop_connection(&fault),
+        }
+    }
+
+    fn on_error(&mut self, _event: JsValue) {
+        // A close event follows with the code; note the failure meanwhile.
+        if !self.worker.is_connected() {
+            self.worker.on_closed(Some(format!(
+                "cannot reach the coordinator at {}",
+                self.url
+            )));
+        }
+    }
+
+    fn on_close(&mut self, event: JsValue) {
+        let event = event.unchecked_into::<CloseEvent>();
+        let (code, reason) = (event.code(), event.reason());
+        let lasted = self.socket.take().map_or(0.0, |s| now() - s.opened_at);
+        let known = CloseCode::from_code(code);
+        let explanation = match (known, reason.is_empty()) {
+            (_, false) => format!("the coordinator closed the connection: {reason} ({code})"),
+            (Some(known), true) => format!("the connection closed: {} ({code})", known.name()),
+            (None, true) if self.worker.is_connected() => {
+                format!("the connection dropped ({code})")
+            }
+            (None, true) => format!("cannot reach the coordinator at {}", self.url),
+        };
+        self.worker.on_closed(Some(explanation.clone()));
+        if known.is_some_and(|c| !c.should_reconnect()) {
+            web_sys::console::error_1(&format!("{explanation}; not reconnecting").into());
+            self.refused = Some(explanation);
+            return;
+        }
+        web_sys::console::warn_1(&format!("{explanation}; reconnecting").into());
+        self.schedule_reconnect(lasted);
+    }
+
+    fn schedule_reconnect(&mut self, lasted_ms: f64) {
+        if self.worker.is_stopping() || self.reconnect_timer.is_some() {
+            return;
+        }
+        if lasted_ms > Backoff::STABLE_MS {
+            self.backoff.reset();
+        }
+        let delay = self.backoff.next_delay(js_sys::Math::random());
+        match scope().set_timeout_with_callback_and_timeout_and_arguments_0(
+            &self.callbacks.reconnect,
+            delay as i32,
+        ) {
+            Ok(timer) => self.reconnect_timer = Some(timer),
+            Err(error) => web_sys::console::error_2(&"cannot schedule a reconnect:".into(), &error),
+        }
+    }
+
+    /// Closes a connection the coordinator misused or left silent, and dials
+    /// again after the backoff.
+    fn drop_connection(&mut self, fault: &Fault) {
+        web_sys::console::warn_1(&format!("dropping the connection: {fault}").into());
+        let lasted = self.socket.as_ref().map_or(0.0, |s| now() - s.opened_at);
+        if let Some(socket) = self.socket.take() {
+            socket.close(&fault.to_string());
+        }
+        self.worker.on_closed(Some(fault.to_string()));
+        self.schedule_reconnect(lasted);
+    }
+
+    /// Sends what the loop queued, if the socket is open.
+    fn pump(&mut self) {
+        let Some(socket) = self.socket.as_ref().filter(|s| s.is_open()) else {
+            return;
+        };
+        let ws = socket.ws.clone();
+        let mut failed = None;
+        for outgoing in self.worker.take_outgoing(now()) {
+            let sent = match &outgoing {
+                Outgoing::Text(text) => ws.send_with_str(text),
+                Outgoing::Binary(bytes) => ws.send_with_u8_array(bytes),
+            };
+            if let Err(error) = sent {
+                failed = Some(format!("cannot send: {error:?}"));
+                break;
+            }
+        }
+        if let Some(reason) = failed {
+            self.drop_connection(&Fault::Protocol(reason));
+        }
+    }
+
+    fn schedule_compute(&mut self, delay_ms: f64) {
+        if self.compute_scheduled || !self.worker.has_work() {
+            return;
+        }
+        self.compute_scheduled = true;
+        // Let the network catch up before making more results.
+        let backlog = self.socket.as_ref().map_or(0, |s| s.ws.buffered_amount());
+        let delay_ms = if backlog > MAX_BUFFERED_BYTES {
+            delay_ms.max(50.0)
+        } else {
+            delay_ms
+        };
+        let scheduled = if delay_ms < 1.0 {
+            self.callbacks
+                .channel
+                .port2()
+                .post_message(&JsValue::UNDEFINED)
+        } else {
+            scope()
+                .set_timeout_with_callback_and_timeout_and_arguments_0(
+                    &self.callbacks.compute,
+                    delay_ms.round() as i32,
+                )
+                .map(drop)
+        };
+        if let Err(error) = scheduled {
+            self.compute_scheduled = false;
+            web_sys::console::error_2(&"cannot schedule computing:".into(), &error);
+        }
+    }
+}
+
+/// One compute turn: tasks until the slice is used up, then results out and
+/// the next turn scheduled after the idle time the CPU cap asks for.
+fn compute_turn() {
+    let started = now();
+    if with_app(|app| app.compute_scheduled = false).is_none() {
+        return;
+    }
+    while let Some(Some(task)) = with_app(|app| app.worker.start_task()) {
+        let begun = now();
+        let output = RUNNER.with(|runner| {
+            runner
+                .borrow_mut()
+                .run(&task.spec, task.job_tasks, task.index)
+        });
+        let finished = now();
+        with_app(|app| app.worker.finish_task(&task, &output, finished - begun));
+        if finished - started >= SLICE_MS {
+            break;
+        }
+    }
+    with_app(|app| {
+        app.worker.end_turn();
+        app.pump();
+        let busy = now() - started;
+        app.schedule_compute(app.duty.idle_after(busy));
+    });
+}
+
+fn tick() {
+    with_app(|app| {
+        if app.socket.as_ref().is_some_and(Socket::is_open) {
+            if let Err(fault) = app.worker.tick(now()) {
+                app.drop_connection(&fault);
+            }
+            app.pump();
+            app.schedule_compute(0.0);
+        } else {
+            // Keeps the rate meter moving while offline.
+            let _ = app.worker.tick(now());
+        }
+    });
+    report();
+}
+
+/// Posts the worker's figures to the page when they changed.
+fn report() {
+    let status = with_app(|app| {
+        let mut status = app.worker.status(app.reconnect_timer.is_some());
+        if let Some(reason) = &app.refused {
+            status.state = State::Refused;
+            status.error = Some(reason.clone());
+        }
+        if app.last_status.as_ref() == Some(&status) {
+            return None;
+        }
+        app.last_status = Some(status.clone());
+        Some(status)
+    });
+    if let Some(Some(status)) = status {
+        post(&PageEvent::Status(status));
+    }
+}
+
+/// The panic hook: the console gets the panic with its stack; the coordinator
+/// gets a `failed` message naming the panic for the task that caused it, the
+/// finished results and the unstarted tasks; the page is told to replace this
+/// Web Worker (a WebAssembly instance is not usable after a panic).
+fn on_panic(info: &std::panic::PanicHookInfo<'_>) {
+    console_error_panic_hook::hook(info);
+    if CRASHED.replace(true) {
+        return;
+    }
+    let payload = info
+        .payload()
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("the worker panicked");
+    let message = match info.location() {
+        Some(at) => format!("{payload} at {}:{}:{}", at.file(), at.line(), at.column()),
+        None => payload.to_string(),
+    };
+    APP.with(|cell| {
+        // Borrowed only if the panic came from the loop itself, not a kernel.
+        if let Ok(mut app) = cell.try_borrow_mut() {
+            if let Some(app) = app.as_mut() {
+                app.worker.on_panic(&message);
+                app.pump();
+                if let Some(timer) = app.reconnect_timer.take() {
+                    scope().clear_timeout_with_handle(timer);
+                }
+                if let Some(socket) = app.socket.take() {
+                    socket.close("the worker crashed");
+                }
+            }
+        }
+    });
+    post(&PageEvent::Crashed { error: message });
+}
