@@ -63,12 +63,23 @@ pub fn routes(shared: Shared) -> impl Filter<Extract = (Response,), Error = Infa
         .unify()
         .or(monitor_socket(shared.clone()))
         .unify();
+    // The dashboard lives at /dashboard as well as /dashboard.html.
+    let dashboard = warp::path!("dashboard")
+        .and(warp::get())
+        .and(warp::fs::file(
+            shared.grid.config().www_dir.join("dashboard.html"),
+        ))
+        .map(|file: warp::fs::File| {
+            warp::reply::with_header(file, header::CACHE_CONTROL, "no-cache").into_response()
+        });
     let www = warp::get()
         .and(warp::fs::dir(shared.grid.config().www_dir.clone()))
         .map(|file: warp::fs::File| {
             warp::reply::with_header(file, header::CACHE_CONTROL, "no-cache").into_response()
         });
     api.or(worker_socket(shared))
+        .unify()
+        .or(dashboard)
         .unify()
         .or(www)
         .unify()

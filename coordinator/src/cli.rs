@@ -418,8 +418,10 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<ExitCode> {
         SyncMode::Normal => Durability::Normal,
     };
     let base = format!("http://{local}");
+    let token_for_url = config.token.clone();
     println!("browsergrid coordinator on {base}");
     println!("  donor page     {base}/");
+    println!("  dashboard      {base}/dashboard#token={token_for_url}");
     println!("  API token      {token_note}");
     println!(
         "  data           {}",
