@@ -178,25 +178,34 @@ impl RawSocket {
 
     /// Reads until the coordinator closes the connection and returns the
     /// close frame's code and reason. Anything else it sends first is
-    /// ignored; an end without a close frame is a failure.
-    pub async fn expect_close(&mut self) -> Closed {
+    /// ignored; an end without a readable close frame is an error.
+    pub async fn close_frame(&mut self) -> Result<Closed, String> {
         loop {
             let frame = tokio::time::timeout(RECEIVE_TIMEOUT, self.socket.next())
                 .await
-                .expect("the coordinator closes the connection in time");
+                .map_err(|_| "the coordinator did not close the connection in time")?;
             match frame {
                 Some(Ok(Message::Close(Some(frame)))) => {
-                    return Closed {
+                    return Ok(Closed {
                         code: u16::from(frame.code),
                         reason: frame.reason.to_string(),
-                    };
+                    });
                 }
-                Some(Ok(Message::Close(None))) => panic!("a close frame without a code"),
+                Some(Ok(Message::Close(None))) => return Err("a close frame without a code".into()),
                 Some(Ok(_)) => continue,
-                Some(Err(error)) => panic!("the connection broke without a close frame: {error}"),
-                None => panic!("the connection ended without a close frame"),
+                Some(Err(error)) => {
+                    return Err(format!(
+                        "the connection broke without a close frame: {error}"
+                    ));
+                }
+                None => return Err("the connection ended without a close frame".into()),
             }
         }
+    }
+
+    /// [`RawSocket::close_frame`], failing the test on an error.
+    pub async fn expect_close(&mut self) -> Closed {
+        self.close_frame().await.unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
