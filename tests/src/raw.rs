@@ -93,10 +93,14 @@ impl RawSocket {
     /// Connects and says a valid hello; returns the socket and the worker id
     /// from the welcome.
     pub async fn join(base: &str, threads: u32, name: &str) -> (RawSocket, u64) {
+        RawSocket::join_with(base, hello(threads, name)).await
+    }
+
+    /// Connects and says `hello`, which must be valid; returns the socket
+    /// and the worker id from the welcome.
+    pub async fn join_with(base: &str, hello: Hello) -> (RawSocket, u64) {
         let mut socket = RawSocket::connect(base).await;
-        socket
-            .send_message(&WorkerMessage::Hello(hello(threads, name)))
-            .await;
+        socket.send_message(&WorkerMessage::Hello(hello)).await;
         match socket.receive().await {
             CoordinatorMessage::Welcome { worker, .. } => (socket, worker),
             other => panic!("expected a welcome, got {other:?}"),

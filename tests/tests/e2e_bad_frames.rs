@@ -114,6 +114,23 @@ fn cases() -> Vec<(&'static str, Opening, CloseCode)> {
             }),
             CloseCode::MalformedFrame,
         ),
+        (
+            "text frame over 64 KiB",
+            HelloThenText(format!(
+                r#"{{"type": "failed", "batch": 1, "task": 0, "error": "{}"}}"#,
+                "x".repeat(70_000)
+            )),
+            CloseCode::FrameTooLarge,
+        ),
+        (
+            "results frame over 16 MiB",
+            HelloThenBinary({
+                let mut bytes = vec![0u8; grid_protocol::MAX_RESULTS_FRAME_BYTES + 1];
+                bytes[0] = 0x01;
+                bytes
+            }),
+            CloseCode::FrameTooLarge,
+        ),
         ("no hello in time", Silence, CloseCode::HelloTimeout),
     ]
 }
@@ -214,5 +231,24 @@ async fn unknown_message_types_are_closed_as_malformed() {
     let grid = TestGrid::start(dir.path()).await;
     let failures = misclosed(&grid.url, long_error_cases()).await;
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    grid.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_worker_is_closed_when_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = TestGrid::start_with(dir.path(), |config| {
+        config.heartbeat = Duration::from_millis(100);
+        config.idle_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let (mut socket, _) = RawSocket::join(&grid.url, 1, "silent").await;
+    let closed = socket.expect_close().await;
+    assert_eq!(closed.code, CloseCode::IdleTimeout.code(), "{closed:?}");
+    assert!(!closed.reason.trim().is_empty());
+    wait_for_workers(&grid.client(), "the silent worker to be gone", |w| {
+        w.is_empty()
+    })
+    .await;
     grid.stop().await;
 }

@@ -1,7 +1,8 @@
 //! Jobs survive faults with the exact answer and no task counted twice: a
 //! worker killed mid-job, the coordinator stopped and restarted mid-job on the
 //! same data directory, and the coordinator process killed with SIGKILL three
-//! times during one job. Each interruption waits for the job to be partway
+//! times during one job; and a cancelled job stays cancelled across a
+//! restart. Each interruption waits for the job to be partway
 //! (by its progress, not by the clock); workers find the restarted
 //! coordinator by themselves because it comes back on the same port.
 
@@ -106,6 +107,30 @@ async fn a_coordinator_restarted_mid_job_finishes_the_same_job_exactly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_job_stays_cancelled_and_ids_are_not_reused_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = TestGrid::start(dir.path()).await;
+    let client = grid.client();
+    let cancelled = submit(&client, &primes_below(10_000_000, 10)).await;
+    client.cancel(cancelled).await.unwrap();
+    grid.stop().await;
+
+    let grid = TestGrid::start(dir.path()).await;
+    let client = grid.client();
+    let worker = grid.worker(1, "a");
+    let next = submit(&client, &primes_below(10_000_000, 10)).await;
+    assert!(next > cancelled, "job id {next} reused after {cancelled}");
+    let status = wait_for_job(&client, next, JOB_TIMEOUT).await;
+    assert_eq!(status["result"]["count"], 664_579, "{status}");
+    let status = client.status(cancelled).await.unwrap();
+    assert_eq!(status["state"], "cancelled", "{status}");
+    assert_eq!(status["tasks"]["done"], 0, "{status}");
+
+    worker.stop().await;
+    grid.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinator_killed_three_times_mid_job_finishes_it_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port().unwrap();
@@ -140,7 +165,17 @@ async fn a_coordinator_killed_three_times_mid_job_finishes_it_exactly() {
     let jobs = client.jobs().await.unwrap();
     assert_eq!(jobs.len(), 1, "{jobs:?}");
 
+    // Finished is durable too: one more kill, and the job is still done with
+    // its result served from the store.
     a.stop().await;
     b.stop().await;
+    process.kill();
+    let process = GridProcess::serve_on(dir.path(), port, &[]).await.unwrap();
+    let status = client.status(id).await.unwrap();
+    assert_eq!(status["state"], "done", "{status}");
+    assert_eq!(status["result"]["count"], PI_4E9, "{status}");
+    let result: serde_json::Value =
+        serde_json::from_slice(&client.results(id, "json").await.unwrap()).unwrap();
+    assert_eq!(result, json!({"count": PI_4E9}));
     process.kill();
 }

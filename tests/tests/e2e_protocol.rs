@@ -3,16 +3,18 @@
 //! `grid_kernels::TaskRunner`, binary results frames built with
 //! `ResultsFrameBuilder`, and the acks that answer them. Also what acks say
 //! about results sent twice, results for batches never leased, and outputs
-//! that cannot be right.
+//! that cannot be right; and what a hello's session and the pause and resume
+//! messages do.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use grid_kernels::{KernelSpec, TaskOutput, TaskRunner};
 use grid_protocol::frame::ResultsFrameBuilder;
-use grid_protocol::{Batch, CoordinatorMessage};
-use grid_tests::raw::{Ack, RawSocket};
-use grid_tests::{TestGrid, job, submit, wait_for_job};
+use grid_protocol::{Batch, CoordinatorMessage, WorkerMessage};
+use grid_tests::raw::{Ack, RawSocket, hello};
+use grid_tests::{TestGrid, job, submit, total_tasks_done, wait_for_job, wait_for_workers};
 use serde_json::json;
 
 /// A hand-written worker: a raw socket, a task runner, and the batches
@@ -63,6 +65,21 @@ impl HandWorker {
         let (ack, batches) = self.socket.receive_ack(batch).await;
         self.queue.extend(batches);
         ack
+    }
+
+    /// Works on every batch it is given, in the background, until the task
+    /// is aborted; the indices of the tasks it was given go to `given`. The
+    /// coordinator must send heartbeats more often than every 10 s.
+    fn serve(mut self, given: Arc<Mutex<Vec<u32>>>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                let batch = self.next_batch().await;
+                let indices: Vec<u32> = batch.tasks.iter().collect();
+                given.lock().unwrap().extend(&indices);
+                let frame = self.frame(&batch, &indices);
+                self.send(batch.batch, frame).await;
+            }
+        })
     }
 
     /// Computes and sends whole batches until `answered` holds all `tasks`.
@@ -360,5 +377,126 @@ async fn a_hand_written_worker_is_revoked_when_its_job_is_cancelled() {
     let status = client.status(id).await.unwrap();
     assert_eq!(status["state"], "cancelled");
     assert_eq!(status["tasks"]["done"], 0);
+    grid.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_never_go_to_two_connections_of_one_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = TestGrid::start_with(dir.path(), |config| {
+        config.heartbeat = Duration::from_millis(200);
+    })
+    .await;
+    let client = grid.client();
+    // Two Web Workers of one browser tab, say: one session, one donor.
+    let mut tab = Vec::new();
+    for name in ["tab-worker-1", "tab-worker-2"] {
+        let mut hello = hello(1, name);
+        hello.session = Some("tab-1".into());
+        let (socket, id) = RawSocket::join_with(&grid.url, hello).await;
+        let given = Arc::new(Mutex::new(Vec::new()));
+        let worker = HandWorker {
+            socket,
+            id,
+            runner: TaskRunner::new(),
+            queue: VecDeque::new(),
+        };
+        tab.push((worker.serve(given.clone()), given));
+    }
+    let workers = client.workers().await.unwrap();
+    assert_eq!(workers.len(), 2);
+    assert_eq!(workers[0]["session"], "tab-1");
+    assert_eq!(workers[0]["donor"], workers[1]["donor"], "{workers:?}");
+
+    let tasks = 12;
+    let request = grid_coordinator::grid::JobRequest {
+        redundancy: Some(2),
+        ..job("primes", json!({"start": 0, "end": 10_000_000}), tasks)
+    };
+    let id = submit(&client, &request).await;
+    // The tab answers one replica of each task, then has nothing it may do.
+    wait_for_workers(&client, "one replica of every task", |w| {
+        total_tasks_done(w) >= u64::from(tasks) && w.iter().all(|w| w["tasks_in_flight"] == 0)
+    })
+    .await;
+    let status = client.status(id).await.unwrap();
+    assert_eq!(status["state"], "running", "{status}");
+    assert_eq!(status["tasks"]["done"], 0, "{status}");
+
+    // Another donor supplies the second replicas.
+    let other = grid.worker(1, "another-donor");
+    let status = wait_for_job(&client, id, TIMEOUT).await;
+    assert_eq!(status["result"]["count"], 664_579, "{status}");
+    let workers = client.workers().await.unwrap();
+    assert_eq!(
+        total_tasks_done(&workers),
+        2 * u64::from(tasks),
+        "{workers:?}"
+    );
+
+    let first: BTreeSet<u32> = tab[0].1.lock().unwrap().iter().copied().collect();
+    let second: BTreeSet<u32> = tab[1].1.lock().unwrap().iter().copied().collect();
+    let both: Vec<&u32> = first.intersection(&second).collect();
+    assert!(
+        both.is_empty(),
+        "tasks leased to both connections of the tab: {both:?}"
+    );
+    assert_eq!(first.len() + second.len(), tasks as usize);
+
+    for (serving, _) in tab {
+        serving.abort();
+    }
+    other.stop().await;
+    grid.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_worker_gets_no_batches_until_it_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = TestGrid::start(dir.path()).await;
+    let client = grid.client();
+    let mut paused = HandWorker::join(&grid.url, 4).await;
+    paused.socket.send_message(&WorkerMessage::Pause {}).await;
+    wait_for_workers(&client, "the worker to be paused", |w| {
+        w.len() == 1 && w[0]["paused"] == true
+    })
+    .await;
+
+    let native = grid.worker(1, "native");
+    let first = submit(
+        &client,
+        &job("primes", json!({"start": 0, "end": 10_000_000}), 20),
+    )
+    .await;
+    let status = wait_for_job(&client, first, TIMEOUT).await;
+    assert_eq!(status["result"]["count"], 664_579);
+    let workers = client.workers().await.unwrap();
+    let me = workers.iter().find(|w| w["id"] == paused.id).unwrap();
+    assert_eq!(me["tasks_done"], 0, "{workers:?}");
+
+    paused.socket.send_message(&WorkerMessage::Resume {}).await;
+    wait_for_workers(&client, "the worker to resume", |w| {
+        w.iter()
+            .any(|w| w["id"] == paused.id && w["paused"] == false)
+    })
+    .await;
+    let second = submit(
+        &client,
+        &job("primes", json!({"start": 0, "end": 1_000_000}), 20),
+    )
+    .await;
+    // The first batch it ever receives is of the job submitted after resume.
+    let batch = paused.next_batch().await;
+    assert_eq!(batch.job, second, "a batch reached the worker while paused");
+    let indices: Vec<u32> = batch.tasks.iter().collect();
+    let frame = paused.frame(&batch, &indices);
+    assert_eq!(
+        paused.send(batch.batch, frame).await,
+        accepted(indices.len() as u32)
+    );
+    let status = wait_for_job(&client, second, TIMEOUT).await;
+    assert_eq!(status["result"]["count"], 78_498);
+
+    native.stop().await;
     grid.stop().await;
 }
