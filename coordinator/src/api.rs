@@ -324,12 +324,19 @@ fn worker_socket(shared: Shared) -> impl Filter<Extract = (Response,), Error = R
     warp::path!("ws" / "worker")
         .and(warp::ws())
         .and(warp::addr::remote())
+        .and(warp::header::headers_cloned())
         .and(with_shared(shared))
         .map(
-            |upgrade: warp::ws::Ws, addr: Option<SocketAddr>, shared: Shared| {
+            |upgrade: warp::ws::Ws,
+             remote: Option<SocketAddr>,
+             headers: warp::http::HeaderMap,
+             shared: Shared| {
+                let addr = client_address(&shared, remote, &headers);
                 let permit = shared.connections.clone().try_acquire_owned().ok();
+                let address = shared.grid.open_address_slot(addr.map(|a| a.ip()));
                 let guard = ConnectionGuard {
                     permit,
+                    address,
                     _done: shared.done.clone(),
                 };
                 // Read a little more than the largest frame so an oversized one is
@@ -343,6 +350,32 @@ fn worker_socket(shared: Shared) -> impl Filter<Extract = (Response,), Error = R
                     .into_response()
             },
         )
+}
+
+/// The worker's address: the TCP peer, or behind a trusted reverse proxy the
+/// first address in the header the operator named.
+fn client_address(
+    shared: &Shared,
+    remote: Option<SocketAddr>,
+    headers: &warp::http::HeaderMap,
+) -> Option<SocketAddr> {
+    let Some(name) = shared.grid.config().client_address_header.as_deref() else {
+        return remote;
+    };
+    let forwarded = headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .and_then(|first| {
+            let first = first.trim();
+            first.parse::<SocketAddr>().ok().or_else(|| {
+                first
+                    .parse::<std::net::IpAddr>()
+                    .ok()
+                    .map(|ip| SocketAddr::new(ip, 0))
+            })
+        });
+    forwarded.or(remote)
 }
 
 async fn handle_rejection(rejection: Rejection) -> Result<Response, Infallible> {

@@ -180,6 +180,33 @@ pub struct ServeArgs {
     /// How commits reach the disk.
     #[arg(long, value_enum, default_value_t = SyncMode::Full)]
     pub sync: SyncMode,
+    /// The most worker connections at once.
+    #[arg(long, default_value_t = 20_000)]
+    pub max_connections: usize,
+    /// The most worker connections from one remote address (loopback is not limited).
+    #[arg(long, default_value_t = 256)]
+    pub max_connections_per_address: usize,
+    /// Messages a worker may send per second before it is disconnected.
+    #[arg(long, default_value_t = 100.0)]
+    pub max_message_rate: f64,
+    /// The fraction of results (0 to 1) the coordinator re-computes itself.
+    #[arg(long, default_value_t = 0.0)]
+    pub verify_rate: f64,
+    /// Results agreeing with a quorum before a donor is trusted and its
+    /// replicated tasks are only spot-checked; 0 turns adaptive replication off.
+    #[arg(long, default_value_t = 20)]
+    pub trust_after: u32,
+    /// The fraction (0 to 1) of a trusted donor's tasks that still get every replica.
+    #[arg(long, default_value_t = 0.1)]
+    pub spot_check_rate: f64,
+    /// Let replicas of a task run on the same remote address (by default they
+    /// must come from different addresses; loopback is always allowed).
+    #[arg(long)]
+    pub same_address_replicas: bool,
+    /// Behind a reverse proxy: the header carrying the client address, e.g.
+    /// X-Forwarded-For. Only if the proxy always sets it.
+    #[arg(long)]
+    pub client_address_header: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -417,6 +444,29 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<ExitCode> {
         SyncMode::Full => Durability::Full,
         SyncMode::Normal => Durability::Normal,
     };
+    for (name, rate) in [
+        ("--verify-rate", args.verify_rate),
+        ("--spot-check-rate", args.spot_check_rate),
+    ] {
+        if !(0.0..=1.0).contains(&rate) {
+            bail!("{name} must be between 0 and 1, got {rate}");
+        }
+    }
+    if args.max_message_rate <= 0.0
+        || args.max_connections == 0
+        || args.max_connections_per_address == 0
+    {
+        bail!("connection and message limits must be positive");
+    }
+    config.max_connections = args.max_connections;
+    config.max_connections_per_address = args.max_connections_per_address;
+    config.max_messages_per_second = args.max_message_rate;
+    config.message_burst = args.max_message_rate * 4.0;
+    config.verify_rate = args.verify_rate;
+    config.scheduler.trust_after = (args.trust_after > 0).then_some(args.trust_after);
+    config.scheduler.spot_check_rate = args.spot_check_rate;
+    config.distinct_addresses = !args.same_address_replicas;
+    config.client_address_header = args.client_address_header.clone();
     let base = format!("http://{local}");
     let token_for_url = config.token.clone();
     println!("browsergrid coordinator on {base}");

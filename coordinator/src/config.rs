@@ -31,6 +31,25 @@ pub struct ServerConfig {
     pub tick: Duration,
     /// The most replicas a job may ask for.
     pub max_redundancy: u32,
+    /// The most worker connections from one remote address (loopback is
+    /// not limited).
+    pub max_connections_per_address: usize,
+    /// Messages a worker may send per second, on average...
+    pub max_messages_per_second: f64,
+    /// ...and in a burst.
+    pub message_burst: f64,
+    /// Results for tasks never leased a worker may send before its donor is
+    /// quarantined.
+    pub max_rejected_results: u64,
+    /// The fraction of results the coordinator re-computes itself.
+    pub verify_rate: f64,
+    /// Replicas of a task go to different remote addresses (loopback
+    /// excepted), not only different connections and browser tabs.
+    pub distinct_addresses: bool,
+    /// Behind a reverse proxy: the header holding the client's address
+    /// (e.g. X-Forwarded-For; its first entry is used). Only set this when
+    /// the proxy overwrites the header, or clients could choose their address.
+    pub client_address_header: Option<String>,
 }
 
 impl ServerConfig {
@@ -48,6 +67,13 @@ impl ServerConfig {
             max_body_bytes: 64 * 1024,
             tick: Duration::from_millis(200),
             max_redundancy: 16,
+            max_connections_per_address: 256,
+            max_messages_per_second: 100.0,
+            message_burst: 400.0,
+            max_rejected_results: 64,
+            verify_rate: 0.0,
+            distinct_addresses: true,
+            client_address_header: None,
         }
     }
 }

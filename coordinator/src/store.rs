@@ -112,6 +112,8 @@ enum Write {
         reply: oneshot::Sender<Result<Vec<bool>, StoreError>>,
     },
     UpdateJob(JobUpdate, oneshot::Sender<Result<(), StoreError>>),
+    /// A re-checked task's corrected output.
+    ReplaceResult(ResultRow, oneshot::Sender<Result<(), StoreError>>),
 }
 
 /// A cheap handle to the store; clone it freely.
@@ -279,6 +281,11 @@ impl Store {
         self.send(|reply| Write::UpdateJob(update, reply)).await
     }
 
+    /// Overwrites a decided task's output (after a re-check found it wrong).
+    pub async fn replace_result(&self, row: ResultRow) -> Result<(), StoreError> {
+        self.send(|reply| Write::ReplaceResult(row, reply)).await
+    }
+
     // ---- reads ---------------------------------------------------------------
 
     fn read<T>(
@@ -401,6 +408,19 @@ impl Store {
         })
     }
 
+    /// A decided task's stored output.
+    pub fn result_output(&self, job: u64, task: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT output FROM results WHERE job_id = ?1 AND task = ?2",
+                    params![job, task],
+                    |r| r.get(0),
+                )
+                .optional()?)
+        })
+    }
+
     /// The number of decided tasks stored for a job.
     pub fn result_count(&self, job: u64) -> Result<u64, StoreError> {
         self.read(|conn| {
@@ -513,10 +533,18 @@ fn apply_group(conn: &mut Connection, group: &[Write]) -> Result<Vec<Answer>, St
                             update.result.as_ref().map(|r| r.to_string())
                         ],
                     )?;
-                    if update.state.is_finished() {
-                        // Votes only matter while a task waits for its quorum.
+                    if update.state == JobState::Done {
+                        // Votes only matter while a task waits for its quorum;
+                        // a failed job keeps them for inspection.
                         tx.execute("DELETE FROM replicas WHERE job_id = ?1", [update.job])?;
                     }
+                    answers.push(Answer::Done);
+                }
+                Write::ReplaceResult(row, _) => {
+                    tx.execute(
+                        "UPDATE results SET output = ?3, donor = ?4 WHERE job_id = ?1 AND task = ?2",
+                        params![row.job, row.task, &row.output, row.donor],
+                    )?;
                     answers.push(Answer::Done);
                 }
             }
@@ -536,6 +564,7 @@ fn answer_group(group: Vec<Write>, outcome: Result<Vec<Answer>, StoreError>) {
                         drop(reply.send(Ok(inserted)))
                     }
                     (Write::UpdateJob(_, reply), Answer::Done) => drop(reply.send(Ok(()))),
+                    (Write::ReplaceResult(_, reply), Answer::Done) => drop(reply.send(Ok(()))),
                     _ => unreachable!("answers are made in the order of the writes"),
                 }
             }
@@ -549,6 +578,7 @@ fn answer_group(group: Vec<Write>, outcome: Result<Vec<Answer>, StoreError>) {
                     Write::InsertJob(_, reply) => drop(reply.send(Err(failed()))),
                     Write::Results { reply, .. } => drop(reply.send(Err(failed()))),
                     Write::UpdateJob(_, reply) => drop(reply.send(Err(failed()))),
+                    Write::ReplaceResult(_, reply) => drop(reply.send(Err(failed()))),
                 }
             }
         }

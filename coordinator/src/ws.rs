@@ -18,7 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tokio::time::{Instant, sleep_until, timeout};
 use warp::ws::{Message, WebSocket};
 
-use crate::grid::{Grid, Outbound, WorkerConn};
+use crate::grid::{AddressSlot, Grid, Outbound, WorkerConn};
 
 /// Messages queued for one socket before the worker counts as not reading.
 const OUTBOX: usize = 64;
@@ -27,8 +27,44 @@ const OUTBOX: usize = 64;
 /// connection is over.
 #[derive(Debug)]
 pub struct ConnectionGuard {
+    /// A slot under the total connection cap, if one was free.
     pub permit: Option<OwnedSemaphorePermit>,
+    /// A slot under the per-address cap, if one was free.
+    pub address: Option<AddressSlot>,
     pub _done: mpsc::Sender<()>,
+}
+
+/// A token bucket: `rate` messages a second on average, `burst` at once.
+struct RateLimit {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(rate: f64, burst: f64) -> RateLimit {
+        RateLimit {
+            tokens: burst,
+            rate,
+            burst,
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes a token; false when the peer is over its rate.
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 enum Step {
@@ -50,6 +86,7 @@ pub async fn serve_worker(
             let message = match out {
                 Outbound::Text(text) => Message::text(text),
                 Outbound::Close(code, reason) => {
+                    let reason = close_reason(reason);
                     let _ = sink.send(Message::close_with(code.code(), reason)).await;
                     break;
                 }
@@ -71,12 +108,15 @@ pub async fn serve_worker(
         }
     };
 
-    if guard.permit.is_none() {
-        close(
-            CloseCode::TooManyConnections,
-            "the coordinator has too many connections; try again later".into(),
-        )
-        .await;
+    let refusal = if guard.permit.is_none() {
+        Some("the coordinator has too many connections; try again later")
+    } else if guard.address.is_none() {
+        Some("too many connections from this address; try again later")
+    } else {
+        None
+    };
+    if let Some(reason) = refusal {
+        close(CloseCode::TooManyConnections, reason.into()).await;
         finish(writer, outbox).await;
         return;
     }
@@ -131,7 +171,14 @@ pub async fn serve_worker(
         return;
     };
 
-    let worker = grid.register_worker(hello, addr, outbox.clone());
+    let worker = match grid.register_worker(hello, addr, outbox.clone()) {
+        Ok(worker) => worker,
+        Err((code, reason)) => {
+            close(code, reason).await;
+            finish(writer, outbox).await;
+            return;
+        }
+    };
     worker.send(&CoordinatorMessage::Welcome {
         worker: worker.id,
         heartbeat_ms: config.heartbeat.as_millis() as u64,
@@ -144,6 +191,7 @@ pub async fn serve_worker(
     let mut heartbeat = tokio::time::interval(config.heartbeat);
     heartbeat.tick().await;
     let mut idle_deadline = Instant::now() + config.idle_timeout;
+    let mut rate = RateLimit::new(config.max_messages_per_second, config.message_burst);
     loop {
         let step = tokio::select! {
             _ = shutdown.changed() => Step::Close(CloseCode::GoingAway, "the coordinator is shutting down".into()),
@@ -165,6 +213,13 @@ pub async fn serve_worker(
                         tracing::debug!(worker = worker.id, %error, "worker socket error");
                         break;
                     }
+                }
+                                Some(Ok(message)) if !rate.allow() => {
+                    drop(message);
+                    Step::Close(
+                        CloseCode::RateLimited,
+                        format!("more than {} messages a second", config.max_messages_per_second),
+                    )
                 }
                 Some(Ok(message)) => {
                     idle_deadline = Instant::now() + config.idle_timeout;
@@ -242,11 +297,39 @@ async fn handle(grid: &Grid, worker: &Arc<WorkerConn>, message: Message) -> Step
     }
 }
 
+/// A close frame's reason may hold at most 123 bytes (RFC 6455, 5.5): longer
+/// reasons (serde's messages quote the input) are cut at a character boundary.
+pub fn close_reason(mut reason: String) -> String {
+    const MAX: usize = 123;
+    if reason.len() > MAX {
+        let mut end = MAX - 3;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push_str("...");
+    }
+    reason
+}
+
 /// Lets the writer send what is queued (the close frame last), then stops it.
 async fn finish(writer: tokio::task::JoinHandle<()>, outbox: mpsc::Sender<Outbound>) {
     drop(outbox);
     let abort = writer.abort_handle();
     if timeout(Duration::from_secs(2), writer).await.is_err() {
         abort.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_reasons_fit_a_control_frame() {
+        assert_eq!(close_reason("short".into()), "short");
+        let long = close_reason("é".repeat(100));
+        assert!(long.len() <= 123, "{}", long.len());
+        assert!(long.ends_with("..."));
     }
 }

@@ -128,6 +128,64 @@ impl Collator {
         Ok(())
     }
 
+    /// Replaces a collated task's output with a corrected one (a re-check
+    /// found the first answer wrong).
+    pub fn replace(
+        &mut self,
+        index: u32,
+        old: &TaskOutput,
+        new: &TaskOutput,
+    ) -> Result<(), OutputError> {
+        new.check(&self.spec, self.tasks, index)?;
+        if !self.contains(index) {
+            return self.add(index, new);
+        }
+        match (&mut self.acc, old, new) {
+            (Accumulator::Count(sum), TaskOutput::Count(old), TaskOutput::Count(new)) => {
+                *sum = *sum - old + new;
+            }
+            (
+                Accumulator::Samples { inside, samples },
+                TaskOutput::Samples {
+                    inside: old_inside,
+                    samples: old_samples,
+                },
+                TaskOutput::Samples {
+                    inside: new_inside,
+                    samples: new_samples,
+                },
+            ) => {
+                *inside = *inside - old_inside + new_inside;
+                *samples = *samples - old_samples + new_samples;
+            }
+            (Accumulator::Nonces(all), _, TaskOutput::Nonces(found)) => {
+                // Every nonce of the task lies in its range: drop the range, insert the new list.
+                let TaskDomain::Range { start, end } = self.spec.task(self.tasks, index) else {
+                    unreachable!("hashsearch tasks are ranges")
+                };
+                let from = all.partition_point(|&n| n < start);
+                let to = all.partition_point(|&n| n < end);
+                all.splice(from..to, found.iter().copied());
+            }
+            (Accumulator::Image(image), _, TaskOutput::Iterations(counts)) => {
+                let (KernelSpec::Mandelbrot(p), TaskDomain::Rows { first, .. }) =
+                    (&self.spec, self.spec.task(self.tasks, index))
+                else {
+                    unreachable!("checked above: a mandelbrot output for a mandelbrot job")
+                };
+                let offset = first as usize * p.width as usize;
+                image[offset..offset + counts.len()].copy_from_slice(counts);
+            }
+            _ => {
+                return Err(OutputError::Implausible {
+                    task: index,
+                    reason: "the replaced output is of another kind".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The result over the tasks collated so far; the job's result once
     /// [`Collator::is_complete`].
     pub fn result(&self) -> JobResult {
@@ -253,6 +311,41 @@ mod tests {
             serde_json::to_value(c.result()).unwrap()["iterations"],
             serde_json::json!([1, 2, 3, 4, 5, 6])
         );
+    }
+
+    #[test]
+    fn replacing_a_wrong_answer_corrects_the_result() {
+        let spec = KernelSpec::Primes(PrimesParams { start: 0, end: 100 });
+        let mut c = Collator::new(spec, 2);
+        c.add(0, &TaskOutput::Count(15)).unwrap();
+        c.add(1, &TaskOutput::Count(40)).unwrap();
+        c.replace(1, &TaskOutput::Count(40), &TaskOutput::Count(10))
+            .unwrap();
+        assert_eq!(c.result(), JobResult::Primes { count: 25 });
+
+        let spec = KernelSpec::Hashsearch(HashsearchParams {
+            prefix: String::new(),
+            difficulty: 1,
+            start: 0,
+            end: 30,
+        });
+        let mut c = Collator::new(spec, 3);
+        c.add(0, &TaskOutput::Nonces(vec![1, 9])).unwrap();
+        c.add(1, &TaskOutput::Nonces(vec![11, 12, 13])).unwrap();
+        c.add(2, &TaskOutput::Nonces(vec![25])).unwrap();
+        c.replace(
+            1,
+            &TaskOutput::Nonces(vec![11, 12, 13]),
+            &TaskOutput::Nonces(vec![15]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.result(),
+            JobResult::Hashsearch {
+                nonces: vec![1, 9, 15, 25]
+            }
+        );
+        assert_eq!(c.collated(), 3);
     }
 
     #[test]

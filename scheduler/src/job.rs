@@ -1,8 +1,12 @@
 //! One job's tasks as the scheduler sees them: which were never issued (a
 //! cursor), which are decided (a bitset), and for the tasks in between who
 //! holds them, which replica results came in, and which need another copy.
+//!
+//! Adaptive replication lives here too: a task handed to a trusted donor may
+//! be a *solo* task, decided by that donor's result alone. Any untrusted
+//! donor touching a solo task turns it back into a full-quorum task.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::speed::Speed;
 use crate::{BatchId, Digest, DonorId, JobId, WorkerId};
@@ -50,6 +54,8 @@ struct LiveTask {
     /// Replicas wanted; grows when replicas disagree.
     target: u32,
     failures: u32,
+    /// Decided by one trusted donor's result (adaptive replication).
+    solo: bool,
 }
 
 impl LiveTask {
@@ -72,12 +78,23 @@ pub(crate) enum Vote {
     Counted,
     /// All wanted replicas answered and no quorum agrees: one more is wanted.
     Disagreement,
-    /// Quorum reached; the other batches still holding the task.
+    /// The task has its answer.
     Decided {
+        /// Other batches still holding the task.
         others: Vec<BatchId>,
+        /// Donors whose results matched the answer, when more than one
+        /// result decided it (a real validation).
+        validated: Vec<DonorId>,
+        /// Donors whose results differ from the answer.
+        dissenters: Vec<DonorId>,
+        /// The task was decided before and re-checked.
+        recheck: bool,
     },
     /// No quorum is reachable within the replica cap.
-    Failed(String),
+    Failed {
+        reason: String,
+        dissenters: Vec<DonorId>,
+    },
 }
 
 #[derive(Debug)]
@@ -93,6 +110,11 @@ pub(crate) struct JobState {
     wanting: BTreeSet<u32>,
     /// Milliseconds per task on one thread.
     speed: Speed,
+    /// Tasks each donor decided on its own word (one replica, or solo):
+    /// what must be checked again if that donor turns out to lie.
+    sole: HashMap<DonorId, Vec<u32>>,
+    /// Decided tasks reopened for a second look.
+    rechecking: HashSet<u32>,
 }
 
 impl JobState {
@@ -105,6 +127,8 @@ impl JobState {
             wanting: BTreeSet::new(),
             speed: Speed::default(),
             paused: false,
+            sole: HashMap::new(),
+            rechecking: HashSet::new(),
             plan,
         }
     }
@@ -137,6 +161,13 @@ impl JobState {
         self.speed.observe(ms_per_task_per_thread);
     }
 
+    fn full_task(&self) -> LiveTask {
+        LiveTask {
+            target: self.plan.redundancy,
+            ..LiveTask::default()
+        }
+    }
+
     pub fn restore_decided(&mut self, task: u32) {
         if task < self.plan.tasks {
             self.mark_decided(task);
@@ -150,12 +181,14 @@ impl JobState {
             return;
         }
         // The task keeps its votes; the fresh cursor skips it when it gets there.
+        let redundancy = self.plan.redundancy;
+        let max_replicas = self.plan.max_replicas;
         let live = self.live.entry(task).or_default();
-        live.target = live.target.max(self.plan.redundancy);
+        live.target = live.target.max(redundancy);
         if !live.votes.iter().any(|v| v.0 == donor) {
             live.votes.push((donor, digest));
         }
-        if live.votes.len() as u32 >= live.target && live.target < self.plan.max_replicas {
+        if live.votes.len() as u32 >= live.target && live.target < max_replicas {
             live.target += 1;
         }
         self.refresh(task);
@@ -173,7 +206,15 @@ impl JobState {
     }
 
     /// Up to `size` tasks for `donor`: copies wanted first, then fresh tasks.
-    pub fn take_tasks(&mut self, donor: DonorId, size: u32) -> Vec<u32> {
+    /// A trusted donor's fresh tasks are solo unless `spot_check` picks them
+    /// (only for jobs with more than one replica).
+    pub fn take_tasks(
+        &mut self,
+        donor: DonorId,
+        size: u32,
+        trusted: bool,
+        spot_check: impl Fn(u32) -> bool,
+    ) -> Vec<u32> {
         let size = size as usize;
         let mut tasks: Vec<u32> = self
             .wanting
@@ -190,13 +231,12 @@ impl JobState {
             if self.is_decided(task) || self.live.contains_key(&task) {
                 continue;
             }
-            self.live.insert(
-                task,
-                LiveTask {
-                    target: self.plan.redundancy,
-                    ..LiveTask::default()
-                },
-            );
+            let mut live = self.full_task();
+            if trusted && self.plan.redundancy > 1 && !spot_check(task) {
+                live.solo = true;
+                live.target = 1;
+            }
+            self.live.insert(task, live);
             tasks.push(task);
         }
         tasks.sort_unstable();
@@ -205,12 +245,17 @@ impl JobState {
 
     /// Records that a batch holds a task; true if the task had been issued
     /// before to a donor that lost it (a re-issue).
-    pub fn add_holder(&mut self, task: u32, holder: Holder) -> bool {
-        let target = self.plan.redundancy;
+    pub fn add_holder(&mut self, task: u32, holder: Holder, trusted: bool) -> bool {
+        let redundancy = self.plan.redundancy;
         let live = self.live.entry(task).or_insert_with(|| LiveTask {
-            target,
+            target: redundancy,
             ..LiveTask::default()
         });
+        if live.solo && !trusted {
+            // An untrusted donor's answer needs the full quorum.
+            live.solo = false;
+            live.target = live.target.max(redundancy);
+        }
         let previously = live.holders.len() + live.votes.len();
         live.holders.push(holder);
         let reissue =
@@ -257,13 +302,23 @@ impl JobState {
             })
     }
 
-    pub fn vote(&mut self, task: u32, batch: BatchId, donor: DonorId, digest: Digest) -> Vote {
+    pub fn vote(
+        &mut self,
+        task: u32,
+        batch: BatchId,
+        donor: DonorId,
+        digest: Digest,
+        trusted: bool,
+    ) -> Vote {
         if self.is_decided(task) {
             self.remove_holder(task, batch);
             return Vote::Duplicate;
         }
-        let quorum = self.plan.quorum;
-        let max_replicas = self.plan.max_replicas;
+        let (quorum, max_replicas, redundancy) = (
+            self.plan.quorum,
+            self.plan.max_replicas,
+            self.plan.redundancy,
+        );
         let Some(live) = self.live.get_mut(&task) else {
             return Vote::Duplicate;
         };
@@ -273,13 +328,34 @@ impl JobState {
             return Vote::Duplicate;
         }
         live.votes.push((donor, digest));
+        if live.solo && !trusted {
+            live.solo = false;
+            live.target = live.target.max(redundancy);
+        }
         let agreeing = live.votes.iter().filter(|v| v.1 == digest).count() as u32;
-        if agreeing >= quorum {
+        if agreeing >= quorum || live.solo {
             let others = live.holders.iter().map(|h| h.batch).collect();
+            let (agree, dissenters): (Vec<&(DonorId, Digest)>, Vec<&(DonorId, Digest)>) =
+                live.votes.iter().partition(|v| v.1 == digest);
+            let validated = if agree.len() > 1 {
+                agree.iter().map(|v| v.0).collect()
+            } else {
+                Vec::new()
+            };
+            let dissenters = dissenters.iter().map(|v| v.0).collect();
+            if agree.len() == 1 {
+                self.sole.entry(donor).or_default().push(task);
+            }
             self.live.remove(&task);
             self.wanting.remove(&task);
             self.mark_decided(task);
-            return Vote::Decided { others };
+            let recheck = self.rechecking.remove(&task);
+            return Vote::Decided {
+                others,
+                validated,
+                dissenters,
+                recheck,
+            };
         }
         let answered = live.votes.len() as u32;
         let outcome = if answered >= live.target {
@@ -288,10 +364,13 @@ impl JobState {
                 Vote::Disagreement
             } else if live.active_holders() == 0 {
                 let distinct: BTreeSet<Digest> = live.votes.iter().map(|v| v.1).collect();
-                Vote::Failed(format!(
-                    "task {task} reached no quorum: {answered} replicas gave {} different results, {quorum} must agree",
-                    distinct.len()
-                ))
+                Vote::Failed {
+                    reason: format!(
+                        "task {task} reached no quorum: {answered} replicas gave {} different results, {quorum} must agree",
+                        distinct.len()
+                    ),
+                    dissenters: Vec::new(),
+                }
             } else {
                 Vote::Counted
             }
@@ -300,5 +379,43 @@ impl JobState {
         };
         self.refresh(task);
         outcome
+    }
+
+    /// A donor was found lying: forget its undecided votes and reopen every
+    /// task it decided on its own word. Returns the reopened tasks.
+    pub fn distrust(&mut self, donor: DonorId) -> Vec<u32> {
+        let undecided: Vec<u32> = self
+            .live
+            .iter()
+            .filter(|(_, l)| l.votes.iter().any(|v| v.0 == donor))
+            .map(|(&t, _)| t)
+            .collect();
+        for task in undecided {
+            if let Some(live) = self.live.get_mut(&task) {
+                live.votes.retain(|v| v.0 != donor);
+                live.solo = false;
+                live.target = live.target.max(self.plan.redundancy);
+            }
+            self.refresh(task);
+        }
+        let reopened = self.sole.remove(&donor).unwrap_or_default();
+        for &task in &reopened {
+            if self.is_decided(task) {
+                self.decided[task as usize / 64] &= !(1 << (task % 64));
+                self.decided_count -= 1;
+                // A second opinion from a different donor; the first answer
+                // stays stored until the new one replaces or confirms it.
+                self.live.insert(
+                    task,
+                    LiveTask {
+                        target: self.plan.redundancy.max(1),
+                        ..LiveTask::default()
+                    },
+                );
+                self.rechecking.insert(task);
+                self.refresh(task);
+            }
+        }
+        reopened
     }
 }

@@ -18,6 +18,11 @@
 //! - When there is nothing left to issue, idle workers get speculative copies
 //!   of tasks that other workers have held for a while; the first valid result
 //!   wins and the other copies are revoked.
+//! - Donors earn trust with results that agree with a quorum; a trusted
+//!   donor's tasks are decided by its result alone except for a sampled
+//!   fraction, which still get the full quorum (adaptive replication). A donor
+//!   whose result disagrees with a quorum is quarantined: it gets no more
+//!   work, and every task it decided on its own word is checked again.
 
 mod job;
 mod speed;
@@ -58,6 +63,15 @@ pub struct SchedulerConfig {
     /// Revoked batches remembered per worker, so that results racing a revoke
     /// are recognised as stale rather than counted as unleased.
     pub remembered_revokes: usize,
+    /// Results agreeing with a quorum a donor needs before it is trusted
+    /// (`None` turns adaptive replication off).
+    pub trust_after: Option<u32>,
+    /// The fraction of a trusted donor's tasks that still get the full
+    /// quorum, as a spot check.
+    pub spot_check_rate: f64,
+    /// Keys the choice of spot-checked tasks, so that donors cannot predict
+    /// it. The coordinator picks it at random.
+    pub spot_check_seed: u64,
 }
 
 impl Default for SchedulerConfig {
@@ -70,6 +84,9 @@ impl Default for SchedulerConfig {
             max_task_failures: 3,
             speculate_after_ms: Some(1_000),
             remembered_revokes: 64,
+            trust_after: Some(20),
+            spot_check_rate: 0.1,
+            spot_check_seed: 0x9e37_79b9_7f4a_7c15,
         }
     }
 }
@@ -102,13 +119,22 @@ pub enum Effect {
         task: u32,
         reason: String,
     },
+    /// The donor's results disagreed with a quorum: it gets no more work.
+    /// Tasks it decided on its own word were reopened for a second opinion.
+    Quarantined {
+        donor: DonorId,
+        reason: String,
+        reopened: Vec<(JobId, u32)>,
+    },
 }
 
 /// How a result was classified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recorded {
-    /// Counted as a replica; `decided` when it completed the quorum.
-    Accepted { decided: bool },
+    /// Counted as a replica; `decided` when it completed the quorum;
+    /// `recheck` when the task had been decided before and was reopened to
+    /// check a distrusted donor's answer.
+    Accepted { decided: bool, recheck: bool },
     /// The task already has its answer, or this donor already answered it.
     Duplicate,
     /// The batch was revoked or returned a moment ago; the result raced it.
@@ -147,6 +173,19 @@ pub struct Counters {
     pub results_stale: u64,
     pub results_rejected: u64,
     pub quorum_disagreements: u64,
+    pub donors_quarantined: u64,
+    pub tasks_rechecked: u64,
+    /// Tasks decided by one trusted donor without replicas.
+    pub tasks_solo: u64,
+}
+
+/// What the scheduler knows of a donor's honesty.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DonorStanding {
+    /// Results that matched a quorum of others.
+    pub validated: u32,
+    pub trusted: bool,
+    pub quarantined: bool,
 }
 
 #[derive(Debug)]
@@ -196,6 +235,7 @@ pub struct Scheduler {
     counters: Counters,
     /// Grant-to-finish times of batches finished since the last drain, ms.
     batch_latencies: Vec<u64>,
+    donors: HashMap<DonorId, DonorStanding>,
 }
 
 impl Scheduler {
@@ -209,6 +249,7 @@ impl Scheduler {
             effects: Vec::new(),
             counters: Counters::default(),
             batch_latencies: Vec::new(),
+            donors: HashMap::new(),
         }
     }
 
@@ -362,6 +403,11 @@ impl Scheduler {
             return None;
         }
         let donor = state.donor;
+        let standing = self.standing(donor);
+        if standing.quarantined {
+            return None;
+        }
+        let (rate, seed) = (self.config.spot_check_rate, self.config.spot_check_seed);
         let job_ids: Vec<JobId> = self
             .jobs
             .iter()
@@ -371,11 +417,13 @@ impl Scheduler {
         let active_workers = self.workers.values().filter(|w| !w.paused).count().max(1) as u64;
         for job in job_ids {
             let size = self.batch_size(worker, job, active_workers);
-            let tasks = self
-                .jobs
-                .get_mut(&job)
-                .expect("listed")
-                .take_tasks(donor, size);
+            let spot_check = |task: u32| spot_checked(seed, job, task, rate);
+            let tasks = self.jobs.get_mut(&job).expect("listed").take_tasks(
+                donor,
+                size,
+                standing.trusted,
+                spot_check,
+            );
             if !tasks.is_empty() {
                 return Some(self.lease(worker, job, tasks, false, now));
             }
@@ -425,6 +473,7 @@ impl Scheduler {
             None => self.config.min_lease_ms,
         };
         state.batches.push(batch);
+        let trusted = self.standing(donor).trusted;
         let job_state = self.jobs.get_mut(&job).expect("caller checked");
         let mut reissued = 0;
         for &task in &tasks {
@@ -436,6 +485,7 @@ impl Scheduler {
                     batch,
                     active: true,
                 },
+                trusted,
             ) {
                 reissued += 1;
             }
@@ -520,6 +570,57 @@ impl Scheduler {
         Some(self.lease(worker, job, tasks, true, now))
     }
 
+    // ---- donors -------------------------------------------------------------
+
+    /// A donor's standing (default for a donor never seen).
+    pub fn standing(&self, donor: DonorId) -> DonorStanding {
+        self.donors.get(&donor).copied().unwrap_or_default()
+    }
+
+    fn validate(&mut self, donor: DonorId) {
+        let trust_after = self.config.trust_after;
+        let standing = self.donors.entry(donor).or_default();
+        if standing.quarantined {
+            return;
+        }
+        standing.validated += 1;
+        if trust_after.is_some_and(|n| standing.validated >= n) {
+            standing.trusted = true;
+        }
+    }
+
+    /// Stops giving a donor work, takes back what it holds, forgets its
+    /// undecided votes and reopens every task it decided on its own word.
+    /// Called when its results disagree with a quorum, and by the
+    /// coordinator when its own checks catch a wrong result.
+    pub fn quarantine(&mut self, donor: DonorId, reason: String) {
+        let standing = self.donors.entry(donor).or_default();
+        if standing.quarantined {
+            return;
+        }
+        standing.quarantined = true;
+        standing.trusted = false;
+        self.counters.donors_quarantined += 1;
+        let held: Vec<BatchId> = self
+            .workers
+            .values()
+            .filter(|w| w.donor == donor)
+            .flat_map(|w| w.batches.iter().copied())
+            .collect();
+        for batch in held {
+            self.close_batch(batch, true);
+        }
+        let mut reopened = Vec::new();
+        for (&job_id, job) in self.jobs.iter_mut() {
+            reopened.extend(job.distrust(donor).into_iter().map(|task| (job_id, task)));
+        }
+        self.effects.push(Effect::Quarantined {
+            donor,
+            reason,
+            reopened,
+        });
+    }
+
     // ---- results ------------------------------------------------------------
 
     /// Records one result. Call it in the order results arrive.
@@ -582,15 +683,27 @@ impl Scheduler {
             .jobs
             .get_mut(&job_id)
             .expect("a batch's job is live until its batches are closed");
-        let outcome = job.vote(task, batch_id, donor, digest);
+        let trusted = self.donors.get(&donor).is_some_and(|d| d.trusted);
+        let outcome = job.vote(task, batch_id, donor, digest, trusted);
         let result = match outcome {
             job::Vote::Duplicate => Recorded::Duplicate,
-            job::Vote::Counted => Recorded::Accepted { decided: false },
+            job::Vote::Counted => Recorded::Accepted {
+                decided: false,
+                recheck: false,
+            },
             job::Vote::Disagreement => {
                 self.counters.quorum_disagreements += 1;
-                Recorded::Accepted { decided: false }
+                Recorded::Accepted {
+                    decided: false,
+                    recheck: false,
+                }
             }
-            job::Vote::Decided { others } => {
+            job::Vote::Decided {
+                others,
+                validated,
+                dissenters,
+                recheck,
+            } => {
                 self.effects.push(Effect::Decided {
                     job: job_id,
                     task,
@@ -599,15 +712,41 @@ impl Scheduler {
                 for other in others {
                     self.drop_task_from_batch(other, task);
                 }
-                Recorded::Accepted { decided: true }
+                if validated.is_empty() && self.jobs[&job_id].plan.redundancy > 1 {
+                    self.counters.tasks_solo += 1;
+                }
+                for donor in validated {
+                    self.validate(donor);
+                }
+                for dissenter in dissenters {
+                    self.quarantine(
+                        dissenter,
+                        format!(
+                            "its result for task {task} of job {job_id} disagreed with the quorum"
+                        ),
+                    );
+                }
+                if recheck {
+                    self.counters.tasks_rechecked += 1;
+                }
+                Recorded::Accepted {
+                    decided: true,
+                    recheck,
+                }
             }
-            job::Vote::Failed(reason) => {
+            job::Vote::Failed { reason, dissenters } => {
+                for dissenter in dissenters {
+                    self.quarantine(dissenter, reason.clone());
+                }
                 self.effects.push(Effect::TaskFailed {
                     job: job_id,
                     task,
                     reason,
                 });
-                Recorded::Accepted { decided: false }
+                Recorded::Accepted {
+                    decided: false,
+                    recheck: false,
+                }
             }
         };
         if batch_done && self.batches.contains_key(&batch_id) {
@@ -812,6 +951,22 @@ impl Scheduler {
             .map(|b| b.deadline)
             .min()
     }
+}
+
+/// Whether a trusted donor's task still gets the full quorum: a keyed hash,
+/// so the choice is stable for a task yet unpredictable without the seed.
+fn spot_checked(seed: u64, job: JobId, task: u32, rate: f64) -> bool {
+    if rate <= 0.0 {
+        return false;
+    }
+    // SplitMix64 finaliser over the seed, job and task.
+    let mut x = seed
+        ^ job.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ u64::from(task).wrapping_mul(0xd1b5_4a32_d192_ed03);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    ((x >> 11) as f64 / (1u64 << 53) as f64) < rate
 }
 
 #[cfg(test)]

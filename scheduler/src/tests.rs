@@ -68,7 +68,13 @@ fn a_single_worker_completes_a_job_in_batches() {
         assert_eq!(grant.job, 1);
         now += 10;
         for r in deliver_all(&mut s, 7, &grant, now) {
-            assert_eq!(r, Recorded::Accepted { decided: true });
+            assert_eq!(
+                r,
+                Recorded::Accepted {
+                    decided: true,
+                    recheck: false
+                }
+            );
         }
         done.extend(decided(&s.take_effects()).into_iter().map(|(_, t)| t));
     }
@@ -138,7 +144,10 @@ fn an_expired_lease_is_reissued_and_the_late_result_still_counts_once() {
     // The slow worker answers late, while the task is still open: accepted.
     assert_eq!(
         s.record(1, slow.batch, 0, digest_of(1, 0), slow.lease_ms + 5),
-        Recorded::Accepted { decided: true }
+        Recorded::Accepted {
+            decided: true,
+            recheck: false
+        }
     );
     let effects = s.take_effects();
     assert_eq!(decided(&effects), vec![(1, 0)]);
@@ -164,7 +173,10 @@ fn duplicates_and_unleased_results_never_count() {
     let task = a.tasks.iter().next().unwrap();
     assert_eq!(
         s.record(1, a.batch, task, digest_of(1, task), 1),
-        Recorded::Accepted { decided: true }
+        Recorded::Accepted {
+            decided: true,
+            recheck: false
+        }
     );
     assert_eq!(
         s.record(1, a.batch, task, digest_of(1, task), 1),
@@ -225,23 +237,182 @@ fn disagreement_adds_a_replica_and_the_majority_wins() {
     s.record(1, honest.batch, 0, digest_of(1, 0), 1);
     assert_eq!(
         s.record(2, liar.batch, 0, wrong_digest(1, 0), 2),
-        Recorded::Accepted { decided: false }
+        Recorded::Accepted {
+            decided: false,
+            recheck: false
+        }
     );
     assert_eq!(s.counters().quorum_disagreements, 1);
     let tie_break = s.grant(3, 3).unwrap();
     assert_eq!(tie_break.tasks.iter().collect::<Vec<_>>(), vec![0]);
     assert_eq!(
         s.record(3, tie_break.batch, 0, digest_of(1, 0), 4),
-        Recorded::Accepted { decided: true }
+        Recorded::Accepted {
+            decided: true,
+            recheck: false
+        }
     );
+    let effects = s.take_effects();
     assert_eq!(
-        s.take_effects(),
-        vec![Effect::Decided {
+        effects[0],
+        Effect::Decided {
             job: 1,
             task: 0,
             digest: digest_of(1, 0)
-        }]
+        }
     );
+    // The donor that disagreed with the quorum is quarantined.
+    assert!(
+        matches!(&effects[1], Effect::Quarantined { donor: 2, .. }),
+        "{effects:?}"
+    );
+    assert!(s.standing(2).quarantined);
+    assert_eq!(s.standing(1).validated, 1);
+    assert_eq!(s.standing(3).validated, 1);
+    s.add_job(plan(2, 4, 2));
+    assert!(s.grant(2, 5).is_none(), "a quarantined donor gets no work");
+}
+
+/// Config with quick trust and no spot checks unless a test asks.
+fn trusting(spot_check_rate: f64) -> SchedulerConfig {
+    SchedulerConfig {
+        trust_after: Some(1),
+        spot_check_rate,
+        ..config()
+    }
+}
+
+/// Earns donors 1 and 2 one validated result each on a throwaway job.
+fn earn_trust(s: &mut Scheduler) {
+    s.add_job(plan(99, 1, 2));
+    let a = s.grant(1, 0).unwrap();
+    let b = s.grant(2, 0).unwrap();
+    deliver_all(s, 1, &a, 1);
+    deliver_all(s, 2, &b, 1);
+    s.take_effects();
+    assert!(s.standing(1).trusted && s.standing(2).trusted);
+}
+
+#[test]
+fn a_trusted_donor_decides_its_tasks_alone_without_spot_checks() {
+    let mut s = Scheduler::new(trusting(0.0));
+    s.add_worker(1, 1, 4, 0);
+    s.add_worker(2, 2, 4, 0);
+    earn_trust(&mut s);
+    s.add_job(plan(1, 4, 2));
+    let solo = s.grant(1, 10).unwrap();
+    assert_eq!(solo.tasks.len(), 4);
+    assert!(s.grant(2, 10).is_none(), "solo tasks want no second copy");
+    for r in deliver_all(&mut s, 1, &solo, 11) {
+        assert_eq!(
+            r,
+            Recorded::Accepted {
+                decided: true,
+                recheck: false
+            }
+        );
+    }
+    assert_eq!(s.counters().tasks_solo, 4);
+    assert_eq!(s.progress(1), Some((4, 4)));
+}
+
+#[test]
+fn spot_checks_keep_the_full_quorum_for_a_sampled_fraction() {
+    let mut s = Scheduler::new(trusting(1.0));
+    s.add_worker(1, 1, 4, 0);
+    s.add_worker(2, 2, 4, 0);
+    earn_trust(&mut s);
+    s.add_job(plan(1, 4, 2));
+    let first = s.grant(1, 10).unwrap();
+    let second = s.grant(2, 10).unwrap();
+    assert_eq!(
+        first.tasks, second.tasks,
+        "every task is spot-checked at rate 1"
+    );
+    assert_eq!(s.counters().tasks_solo, 0);
+    // At rate 0.25 about a quarter of many tasks are checked.
+    let checked = (0..10_000).filter(|&t| spot_checked(7, 1, t, 0.25)).count();
+    assert!((2_200..2_800).contains(&checked), "{checked}");
+}
+
+#[test]
+fn an_untrusted_donor_taking_over_a_solo_task_needs_the_full_quorum() {
+    let mut s = Scheduler::new(trusting(0.0));
+    s.add_worker(1, 1, 1, 0);
+    s.add_worker(2, 2, 1, 0);
+    earn_trust(&mut s);
+    s.add_job(plan(1, 1, 2));
+    let solo = s.grant(1, 10).unwrap();
+    s.remove_worker(1);
+    s.add_worker(3, 3, 1, 10);
+    let untrusted = s.grant(3, 11).unwrap();
+    assert_eq!(untrusted.tasks, solo.tasks);
+    assert_eq!(
+        s.record(3, untrusted.batch, 0, digest_of(1, 0), 12),
+        Recorded::Accepted {
+            decided: false,
+            recheck: false
+        }
+    );
+    let trusted = s.grant(2, 12).unwrap();
+    assert_eq!(
+        s.record(2, trusted.batch, 0, digest_of(1, 0), 13),
+        Recorded::Accepted {
+            decided: true,
+            recheck: false
+        }
+    );
+}
+
+#[test]
+fn quarantine_takes_back_work_and_reopens_what_the_donor_decided_alone() {
+    let mut s = Scheduler::new(config());
+    s.add_job(JobPlan::single(1, 4));
+    s.add_worker(1, 1, 2, 0);
+    s.add_worker(2, 2, 2, 0);
+    let a = s.grant(1, 0).unwrap();
+    deliver_all(&mut s, 1, &a, 1);
+    let held = s.grant(1, 1).unwrap();
+    s.take_effects();
+    // The coordinator's own check catches donor 1 lying.
+    s.quarantine(1, "a re-computed result differed".into());
+    let effects = s.take_effects();
+    assert!(
+        effects.contains(&Effect::Revoke {
+            worker: 1,
+            batch: held.batch
+        }),
+        "{effects:?}"
+    );
+    let reopened = effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Quarantined {
+                donor: 1, reopened, ..
+            } => Some(reopened.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(reopened, a.tasks.iter().map(|t| (1, t)).collect::<Vec<_>>());
+    assert_eq!(s.progress(1), Some((0, 4)));
+    assert!(s.grant(1, 2).is_none());
+    // Another donor computes everything again; the re-checked tasks say so.
+    let mut rechecked = 0;
+    while let Some(grant) = s.grant(2, 3) {
+        for r in deliver_all(&mut s, 2, &grant, 4) {
+            let Recorded::Accepted {
+                decided: true,
+                recheck,
+            } = r
+            else {
+                panic!("{r:?}")
+            };
+            rechecked += usize::from(recheck);
+        }
+    }
+    assert_eq!(rechecked, a.tasks.len() as usize);
+    assert_eq!(s.progress(1), Some((4, 4)));
+    assert_eq!(s.counters().tasks_rechecked, 2);
 }
 
 #[test]
@@ -369,7 +540,10 @@ fn restored_state_is_not_issued_again() {
     assert_eq!(b.tasks.iter().collect::<Vec<_>>(), vec![1, 3]);
     assert_eq!(
         s.record(2, b.batch, 1, digest_of(1, 1), 1),
-        Recorded::Accepted { decided: true }
+        Recorded::Accepted {
+            decided: true,
+            recheck: false
+        }
     );
 }
 
@@ -423,6 +597,8 @@ struct Harness {
     decided: HashMap<(JobId, u32), Digest>,
     accepted_donors: HashMap<(JobId, u32), Vec<DonorId>>,
     failed_jobs: BTreeSet<JobId>,
+    /// Decided tasks reopened for a re-check; they may be decided again.
+    reopened: BTreeSet<(JobId, u32)>,
 }
 
 impl Harness {
@@ -440,13 +616,35 @@ impl Harness {
     }
 
     fn apply_effects(&mut self) {
-        for effect in self.s.take_effects() {
+        // Removing a failed job revokes its batches: effects of effects.
+        loop {
+            let effects = self.s.take_effects();
+            if effects.is_empty() {
+                return;
+            }
+            self.apply(effects);
+        }
+    }
+
+    fn apply(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
             match effect {
                 Effect::Decided { job, task, digest } => {
+                    let again = self.reopened.remove(&(job, task));
                     assert!(
-                        self.decided.insert((job, task), digest).is_none(),
-                        "task {job}/{task} decided twice"
+                        self.decided.insert((job, task), digest).is_none() || again,
+                        "task {job}/{task} decided twice without being reopened"
                     );
+                }
+                Effect::Quarantined {
+                    donor, reopened, ..
+                } => {
+                    assert_eq!(
+                        Some(donor),
+                        self.liar_donor,
+                        "an honest donor was quarantined"
+                    );
+                    self.reopened.extend(reopened);
                 }
                 Effect::Revoke { worker, batch } => {
                     for conn in self.conns.values_mut().filter(|c| c.id == worker) {
@@ -459,7 +657,6 @@ impl Harness {
                 }
             }
         }
-        let _ = self.s.take_effects();
     }
 
     fn check_grant(&self, conn: &Conn, grant: &Grant) {
@@ -667,13 +864,17 @@ proptest! {
     fn every_task_is_decided_exactly_once_and_correctly(
         jobs in proptest::collection::vec((1u32..30, 1u32..4), 1..3),
         liar in proptest::option::of(0u64..4),
-        speculate in any::<bool>(),
+                speculate in any::<bool>(),
+        trust_quickly in any::<bool>(),
         ops in proptest::collection::vec(op(), 0..120),
     ) {
         let mut s = Scheduler::new(SchedulerConfig {
             speculate_after_ms: speculate.then_some(200),
             min_lease_ms: 1_000,
-            target_batch_ms: 50,
+                        target_batch_ms: 50,
+            // Trust after one validated result exercises solo tasks and spot checks.
+            trust_after: if trust_quickly { Some(1) } else { None },
+            spot_check_rate: 0.3,
             ..SchedulerConfig::default()
         });
         // A liar only makes sense where replicas can outvote it.
@@ -684,6 +885,7 @@ proptest! {
         let mut h = Harness {
             s, now: 0, conns: BTreeMap::new(), next_id: 0, liar_donor: liar,
             decided: HashMap::new(), accepted_donors: HashMap::new(), failed_jobs: BTreeSet::new(),
+            reopened: BTreeSet::new(),
         };
         for op in ops {
             h.step(op);

@@ -1,0 +1,511 @@
+//! The coordinator's state and everything that changes it: jobs submitted,
+//! cancelled, finished; workers joining and leaving; batches dispatched;
+//! results checked, stored, acknowledged and collated. The HTTP API and the
+//! worker sockets are thin layers over the operations here.
+//!
+//! Locking: the scheduler sits behind one mutex, held only for short,
+//! synchronous decisions; each job's collator behind its own. No lock is held
+//! across an `.await`.
+
+mod lifecycle;
+mod observe;
+mod results;
+mod workers;
+
+pub use workers::AddressSlot;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use dashmap::DashMap;
+use grid_kernels::{Collator, JobResult, KernelSpec, TaskOutput};
+use grid_protocol::{
+    Batch, CloseCode, CoordinatorMessage, Hello, ResultsFrame, TaskRanges, WorkerKind,
+};
+use grid_scheduler::{Effect, JobPlan, Recorded, Scheduler};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use tokio::sync::mpsc;
+
+use crate::config::ServerConfig;
+use crate::jobs::{Job, JobLive, JobState, JobStatus};
+use crate::metrics::{Histogram, LATENCY_BOUNDS};
+use crate::monitor::{Monitor, tile_frame};
+use crate::store::{JobUpdate, NewJob, ReplicaRow, ResultRow, Store, StoreError};
+
+/// Messages queued for one worker's socket.
+#[derive(Debug)]
+pub enum Outbound {
+    Text(String),
+    Close(CloseCode, String),
+}
+
+/// A connected worker.
+#[derive(Debug)]
+pub struct WorkerConn {
+    pub id: u64,
+    pub hello: Hello,
+    pub donor: u64,
+    pub addr: Option<SocketAddr>,
+    pub connected_at: u64,
+    outbox: mpsc::Sender<Outbound>,
+    pub tasks_done: AtomicU64,
+    pub results_rejected: AtomicU64,
+    pub paused: AtomicBool,
+    /// Its donor's results failed validation: it gets no more work.
+    pub quarantined: AtomicBool,
+}
+
+impl WorkerConn {
+    /// Queues a message without waiting. A worker whose queue is full is not
+    /// reading; the message is dropped and false returned.
+    pub fn send(&self, message: &CoordinatorMessage) -> bool {
+        self.outbox
+            .try_send(Outbound::Text(message.encode()))
+            .is_ok()
+    }
+
+    pub fn close(&self, code: CloseCode, reason: impl Into<String>) {
+        let _ = self.outbox.try_send(Outbound::Close(code, reason.into()));
+    }
+}
+
+/// A worker as `GET /api/workers` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerInfo {
+    pub id: u64,
+    pub kind: WorkerKind,
+    pub threads: u32,
+    pub name: Option<String>,
+    pub session: Option<String>,
+    pub donor: u64,
+    pub addr: Option<String>,
+    pub connected_at: u64,
+    pub paused: bool,
+    pub tasks_done: u64,
+    pub tasks_in_flight: u32,
+    pub results_rejected: u64,
+    /// Results of this donor that matched a quorum of others.
+    pub validated: u32,
+    /// Whether its results are accepted alone (adaptive replication).
+    pub trusted: bool,
+    pub quarantined: bool,
+}
+
+/// The body of `POST /api/jobs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRequest {
+    pub kernel: String,
+    #[serde(default = "empty_object")]
+    pub params: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redundancy: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replicas: Option<u32>,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+/// An error for an API caller, with the HTTP status it maps to.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+/// What came of one results frame.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrameOutcome {
+    pub accepted: u32,
+    pub duplicate: u32,
+    pub rejected: u32,
+}
+
+/// Counters that are not the scheduler's.
+#[derive(Debug, Default)]
+pub struct GridCounters {
+    pub results_implausible: AtomicU64,
+    /// Sampled results the coordinator re-computed and found wrong.
+    pub results_verified_wrong: AtomicU64,
+    pub connections_total: AtomicU64,
+    pub closes: Mutex<HashMap<&'static str, u64>>,
+}
+
+#[derive(Debug)]
+pub struct Grid {
+    config: ServerConfig,
+    scheduler: Mutex<Scheduler>,
+    jobs: DashMap<u64, Arc<Job>>,
+    workers: DashMap<u64, Arc<WorkerConn>>,
+    store: Store,
+    started: tokio::time::Instant,
+    epoch: u64,
+    next_worker: AtomicU64,
+    pub counters: GridCounters,
+    monitor: Monitor,
+    /// Results made durable since the coordinator started.
+    tasks_completed: AtomicU64,
+    pub batch_latency: Histogram,
+    /// Keys which results the coordinator re-computes; random per run.
+    verify_seed: u64,
+    /// Open worker connections per remote address (loopback not counted).
+    per_address: DashMap<std::net::IpAddr, usize>,
+}
+
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A stable 53-bit id from some bytes (so it is exact in JavaScript too).
+fn id_from(parts: &[&[u8]]) -> u64 {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    let digest = hasher.finalize();
+    u64::from_le_bytes(digest[..8].try_into().expect("8 bytes")) & grid_kernels::MAX_SAFE_INTEGER
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+impl Grid {
+    /// Opens the store under the data directory and restores every job in it:
+    /// finished jobs as records, unfinished ones back into the scheduler with
+    /// their durable results collated, ready to carry on.
+    pub async fn open(config: ServerConfig) -> anyhow::Result<Arc<Grid>> {
+        let store = Store::open(&config.data_dir, config.durability)?;
+        let epoch = store.epoch()?;
+        let mut scheduler_config = config.scheduler.clone();
+        scheduler_config.spot_check_seed = rand::random();
+        let mut scheduler = Scheduler::new(scheduler_config);
+        // Batch ids of this run start above every earlier run's.
+        scheduler.set_batch_floor(epoch << 32);
+        let grid = Arc::new(Grid {
+            scheduler: Mutex::new(scheduler),
+            jobs: DashMap::new(),
+            workers: DashMap::new(),
+            store,
+            started: tokio::time::Instant::now(),
+            epoch,
+            next_worker: AtomicU64::new(1),
+            counters: GridCounters::default(),
+            monitor: Monitor::new(),
+            tasks_completed: AtomicU64::new(0),
+            batch_latency: Histogram::new(LATENCY_BOUNDS),
+            verify_seed: rand::random(),
+            per_address: DashMap::new(),
+            config,
+        });
+        let restore = grid.clone();
+        let complete = tokio::task::spawn_blocking(move || restore.restore()).await??;
+        for job in complete {
+            grid.finish_job(&job).await;
+        }
+        Ok(grid)
+    }
+
+    fn restore(&self) -> anyhow::Result<Vec<Arc<Job>>> {
+        let mut complete = Vec::new();
+        let mut resumed = 0;
+        for stored in self.store.load_jobs()? {
+            let finished = stored.state.is_finished();
+            let mut collator = None;
+            let mut tasks_done = if stored.state == JobState::Done {
+                stored.tasks
+            } else {
+                0
+            };
+            if !finished {
+                let kind = stored.spec.kind();
+                let mut c = Collator::new(stored.spec.clone(), stored.tasks);
+                let mut scheduler = self.scheduler();
+                scheduler.add_job(JobPlan {
+                    id: stored.id,
+                    tasks: stored.tasks,
+                    redundancy: stored.redundancy,
+                    quorum: stored.quorum,
+                    max_replicas: stored.max_replicas,
+                });
+                self.store.for_each_result(stored.id, |task, bytes| {
+                    let output = TaskOutput::decode(kind, bytes)
+                        .and_then(|o| c.add(task, &o))
+                        .map_err(|e| {
+                            StoreError::Corrupt(format!("job {} task {task}: {e}", stored.id))
+                        });
+                    output?;
+                    scheduler.restore_decided(stored.id, task);
+                    Ok(())
+                })?;
+                for (task, donor, digest) in self.store.replicas(stored.id)? {
+                    scheduler.restore_vote(stored.id, task, donor, digest);
+                }
+                scheduler.set_job_paused(stored.id, stored.paused);
+                tasks_done = c.collated();
+                collator = Some(c);
+                resumed += 1;
+            }
+            let job = Arc::new(Job {
+                id: stored.id,
+                spec: stored.spec,
+                tasks: stored.tasks,
+                redundancy: stored.redundancy,
+                quorum: stored.quorum,
+                max_replicas: stored.max_replicas,
+                created_at: stored.created_at,
+                live: Mutex::new(JobLive {
+                    state: stored.state,
+                    paused: stored.paused,
+                    started_at: stored.started_at,
+                    finished_at: stored.finished_at,
+                    error: stored.error,
+                    tasks_done,
+                    collator,
+                    result: stored.result,
+                }),
+            });
+            if !finished
+                && job
+                    .live
+                    .lock()
+                    .expect("job lock")
+                    .collator
+                    .as_ref()
+                    .is_some_and(Collator::is_complete)
+            {
+                complete.push(job.clone());
+            }
+            self.jobs.insert(job.id, job);
+        }
+        tracing::info!(
+            jobs = self.jobs.len(),
+            resumed,
+            epoch = self.epoch,
+            "store opened"
+        );
+        Ok(complete)
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn monitor(&self) -> &Monitor {
+        &self.monitor
+    }
+
+    /// Results made durable since the coordinator started.
+    pub fn tasks_completed(&self) -> u64 {
+        self.tasks_completed.load(Ordering::Relaxed)
+    }
+
+    /// Tells monitors about a job.
+    fn job_event(&self, job: &Job, event: &str) {
+        if self.monitor.active() {
+            self.monitor.publish(
+                &serde_json::json!({"type": "job", "event": event, "job": job.status(unix_ms())}),
+            );
+        }
+    }
+
+    fn scheduler(&self) -> MutexGuard<'_, Scheduler> {
+        self.scheduler.lock().expect("scheduler lock")
+    }
+
+    /// Milliseconds since the coordinator started (monotonic).
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    pub fn scheduler_counters(&self) -> grid_scheduler::Counters {
+        self.scheduler().counters().clone()
+    }
+
+    /// Carries out revokes; returns the jobs that must fail, which need an
+    /// `.await` to record.
+    fn apply_effects(&self, effects: Vec<Effect>) -> Vec<(u64, String)> {
+        let mut failed = Vec::new();
+        for effect in effects {
+            match effect {
+                Effect::Revoke { worker, batch } => {
+                    if let Some(w) = self.workers.get(&worker) {
+                        w.send(&CoordinatorMessage::Revoke { batch });
+                    }
+                }
+                // Decisions are stored and collated by the result that made them.
+                Effect::Decided { .. } => {}
+                Effect::TaskFailed { job, reason, .. } => failed.push((job, reason)),
+                Effect::Quarantined {
+                    donor,
+                    reason,
+                    reopened,
+                } => {
+                    let mut ids = Vec::new();
+                    for worker in self.workers.iter().filter(|w| w.donor == donor) {
+                        worker.quarantined.store(true, Ordering::Relaxed);
+                        ids.push(worker.id);
+                    }
+                    tracing::warn!(donor, workers = ?ids, %reason, reopened = reopened.len(), "donor quarantined");
+                    self.monitor.publish(&serde_json::json!({
+                        "type": "worker_quarantined", "donor": donor, "workers": ids,
+                        "reason": reason, "reopened_tasks": reopened.len(),
+                    }));
+                    for (job, _) in reopened {
+                        self.monitor.mark_progress(job);
+                    }
+                }
+            }
+        }
+        failed
+    }
+
+    async fn apply_effects_async(&self, effects: Vec<Effect>) {
+        for (job, reason) in self.apply_effects(effects) {
+            self.fail_job(job, reason).await;
+        }
+    }
+
+    // ---- dispatching ----------------------------------------------------------------
+
+    /// Offers work to every worker with room for another batch.
+    pub fn dispatch(&self) {
+        let now = self.now_ms();
+        let grants = {
+            let mut scheduler = self.scheduler();
+            let mut grants = Vec::new();
+            for worker in scheduler.idle_workers() {
+                while let Some(grant) = scheduler.grant(worker, now) {
+                    grants.push((worker, grant));
+                }
+            }
+            grants
+        };
+        for (worker_id, grant) in grants {
+            let Some(job) = self.job(grant.job) else {
+                continue;
+            };
+            let sent = self.workers.get(&worker_id).is_some_and(|worker| {
+                worker.send(&CoordinatorMessage::Batch(Batch {
+                    batch: grant.batch,
+                    job: grant.job,
+                    spec: job.spec.clone(),
+                    job_tasks: job.tasks,
+                    tasks: grant.tasks.clone(),
+                    lease_ms: grant.lease_ms,
+                }))
+            });
+            if !sent {
+                // The worker is not reading; let others have the tasks.
+                let _ = self
+                    .scheduler()
+                    .return_tasks(worker_id, grant.batch, &grant.tasks);
+                continue;
+            }
+            let update = {
+                let mut live = job.live.lock().expect("job lock");
+                if live.state == JobState::Queued {
+                    live.state = JobState::Running;
+                    live.started_at = Some(unix_ms());
+                    Some(update_of(&job, &live))
+                } else {
+                    None
+                }
+            };
+            if let Some(update) = update {
+                tracing::info!(job = job.id, "job running");
+                self.job_event(&job, "running");
+                let store = self.store.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = store.update_job(update).await {
+                        tracing::error!(%error, "could not store a job's start");
+                    }
+                });
+            }
+        }
+    }
+
+    /// Expires overdue leases and offers their tasks to others. Called on a
+    /// timer.
+    pub fn tick(&self) {
+        let expired = self.scheduler().expire(self.now_ms());
+        self.record_batch_latencies();
+        if !expired.is_empty() {
+            tracing::info!(batches = ?expired, "leases expired; their tasks go to other workers");
+        }
+        self.dispatch();
+    }
+
+    fn record_batch_latencies(&self) {
+        let latencies = self.scheduler().take_batch_latencies();
+        for ms in latencies {
+            self.batch_latency.observe_micros(ms * 1000);
+        }
+    }
+
+    /// Counts a close the coordinator initiated, by reason.
+    pub fn count_close(&self, code: CloseCode) {
+        *self
+            .counters
+            .closes
+            .lock()
+            .expect("counter lock")
+            .entry(code.name())
+            .or_default() += 1;
+    }
+
+    /// Tells every worker the coordinator is going away.
+    pub fn close_all_workers(&self) {
+        for worker in self.workers.iter() {
+            worker.close(CloseCode::GoingAway, "the coordinator is shutting down");
+        }
+    }
+}
+
+fn row_of(spec: &KernelSpec, tasks: u32, task: u32) -> u32 {
+    match spec.task(tasks, task) {
+        grid_kernels::TaskDomain::Rows { first, .. } => first,
+        grid_kernels::TaskDomain::Range { .. } => 0,
+    }
+}
+
+fn update_of(job: &Job, live: &JobLive) -> JobUpdate {
+    JobUpdate {
+        job: job.id,
+        state: live.state,
+        paused: live.paused,
+        started_at: live.started_at,
+        finished_at: live.finished_at,
+        error: live.error.clone(),
+        result: live.result.clone(),
+    }
+}

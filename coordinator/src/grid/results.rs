@@ -1,0 +1,366 @@
+//! The results pipeline: every output is decoded and checked against its
+//! task, verified where the coordinator can, recorded with the scheduler,
+//! made durable, and only then collated and acknowledged.
+//!
+//! What the coordinator verifies itself: the shape and range of every output
+//! (a count larger than its range, nonces outside it), every hashsearch nonce
+//! a worker claims (re-hashed), and a sampled fraction of all outputs
+//! (`verify_rate`, re-computed natively). A worker caught sending a wrong
+//! output is quarantined, and its frame is discarded whole.
+
+use super::*;
+
+/// A result whose output decoded and fits its task.
+struct CheckedResult {
+    task: u32,
+    bytes: Vec<u8>,
+    output: Option<TaskOutput>,
+    digest: [u8; 32],
+}
+
+/// A re-check's answer for a task that had been decided before.
+struct Recheck {
+    task: u32,
+    bytes: Vec<u8>,
+    output: TaskOutput,
+}
+
+impl Grid {
+    /// Checks, stores and collates one results frame. Returns once every
+    /// accepted result is durable; the caller then acknowledges the frame.
+    pub async fn on_results(
+        &self,
+        worker: &WorkerConn,
+        frame: ResultsFrame,
+    ) -> Result<FrameOutcome, StoreError> {
+        let now = self.now_ms();
+        let count = frame.results.len() as u32;
+        if self.scheduler().standing(worker.donor).quarantined {
+            // A quarantined donor's results are discarded unread.
+            worker
+                .results_rejected
+                .fetch_add(u64::from(count), Ordering::Relaxed);
+            return Ok(FrameOutcome {
+                rejected: count,
+                ..FrameOutcome::default()
+            });
+        }
+        let job = self
+            .scheduler()
+            .batch_job(frame.batch)
+            .and_then(|id| self.job(id));
+
+        let checked = match self
+            .check_outputs(worker, frame.batch, job.as_deref(), frame.results)
+            .await
+        {
+            Ok(checked) => checked,
+            Err(reason) => {
+                self.counters
+                    .results_implausible
+                    .fetch_add(u64::from(count), Ordering::Relaxed);
+                worker
+                    .results_rejected
+                    .fetch_add(u64::from(count), Ordering::Relaxed);
+                self.quarantine(worker.donor, reason).await;
+                return Ok(FrameOutcome {
+                    rejected: count,
+                    ..FrameOutcome::default()
+                });
+            }
+        };
+
+        let mut outcome = FrameOutcome::default();
+        let mut results = Vec::new();
+        let mut replicas = Vec::new();
+        let mut to_collate = Vec::new();
+        let mut rechecks = Vec::new();
+        let effects = {
+            let mut scheduler = self.scheduler();
+            for CheckedResult {
+                task,
+                bytes,
+                output,
+                digest: d,
+            } in checked
+            {
+                match scheduler.record(worker.id, frame.batch, task, d, now) {
+                    Recorded::Accepted { decided, recheck } => {
+                        outcome.accepted += 1;
+                        let job = job
+                            .as_ref()
+                            .expect("accepted results belong to a live batch");
+                        if job.redundancy > 1 {
+                            replicas.push(ReplicaRow {
+                                job: job.id,
+                                task,
+                                donor: worker.donor,
+                                digest: d,
+                                output: bytes.clone(),
+                            });
+                        }
+                        let output = output.expect("accepted outputs were decoded");
+                        if decided && recheck {
+                            rechecks.push(Recheck {
+                                task,
+                                bytes,
+                                output,
+                            });
+                        } else if decided {
+                            results.push(ResultRow {
+                                job: job.id,
+                                task,
+                                donor: worker.donor,
+                                output: bytes,
+                            });
+                            to_collate.push((task, output));
+                        }
+                    }
+                    Recorded::Duplicate | Recorded::Stale => outcome.duplicate += 1,
+                    Recorded::Rejected(why) => {
+                        tracing::debug!(
+                            worker = worker.id,
+                            batch = frame.batch,
+                            task,
+                            reason = why.reason(),
+                            "result rejected"
+                        );
+                        outcome.rejected += 1;
+                    }
+                }
+            }
+            scheduler.take_effects()
+        };
+        if outcome.rejected > 0 {
+            let total = worker
+                .results_rejected
+                .fetch_add(u64::from(outcome.rejected), Ordering::Relaxed)
+                + u64::from(outcome.rejected);
+            if total > self.config.max_rejected_results {
+                let reason = format!("{total} results for tasks it was never leased");
+                self.quarantine(worker.donor, reason).await;
+            }
+        }
+
+        let inserted = self.store.record(results, replicas).await?;
+        worker
+            .tasks_done
+            .fetch_add(u64::from(outcome.accepted), Ordering::Relaxed);
+        if let Some(job) = &job {
+            let to_collate: Vec<(u32, TaskOutput)> = to_collate
+                .into_iter()
+                .zip(inserted)
+                .filter(|(_, new)| *new)
+                .map(|(r, _)| r)
+                .collect();
+            self.collate(job, &to_collate);
+            for recheck in rechecks {
+                self.apply_recheck(job, recheck, worker.donor).await?;
+            }
+            if self.is_complete(job) {
+                self.finish_job(job).await;
+            }
+        }
+        self.apply_effects_async(effects).await;
+        self.dispatch();
+        Ok(outcome)
+    }
+
+    /// Decodes every output and checks it against its task. An output that
+    /// cannot be right condemns the whole frame: the error names why.
+    async fn check_outputs(
+        &self,
+        worker: &WorkerConn,
+        batch: u64,
+        job: Option<&Job>,
+        results: Vec<grid_protocol::TaskResult>,
+    ) -> Result<Vec<CheckedResult>, String> {
+        let Some(job) = job else {
+            // An unknown batch: the scheduler classifies the results.
+            return Ok(results
+                .into_iter()
+                .map(|r| CheckedResult {
+                    task: r.task,
+                    bytes: r.output,
+                    output: None,
+                    digest: [0; 32],
+                })
+                .collect());
+        };
+        let mut checked = Vec::with_capacity(results.len());
+        let mut sampled = Vec::new();
+        for result in results {
+            let output = TaskOutput::decode(job.spec.kind(), &result.output)
+                .and_then(|o| o.check(&job.spec, job.tasks, result.task).map(|()| o))
+                .map_err(|e| format!("task {} of job {}: {e}", result.task, job.id))?;
+            if let (TaskOutput::Nonces(nonces), KernelSpec::Hashsearch(p)) = (&output, &job.spec) {
+                if let Some(n) = nonces.iter().find(|&&n| {
+                    !grid_kernels::hashsearch::meets(p.prefix.as_bytes(), n, p.difficulty)
+                }) {
+                    return Err(format!(
+                        "task {} of job {}: nonce {n} does not have {} leading zero bits",
+                        result.task, job.id, p.difficulty
+                    ));
+                }
+            }
+            if self.verify_sampled(job.id, result.task) {
+                sampled.push((result.task, result.output.clone()));
+            }
+            checked.push(CheckedResult {
+                task: result.task,
+                digest: digest(&result.output),
+                bytes: result.output,
+                output: Some(output),
+            });
+        }
+        if !sampled.is_empty() {
+            let spec = job.spec.clone();
+            let (tasks, job_id) = (job.tasks, job.id);
+            let verdict = tokio::task::spawn_blocking(move || {
+                let mut runner = grid_kernels::TaskRunner::new();
+                for (task, bytes) in sampled {
+                    if runner.run(&spec, tasks, task).to_bytes() != bytes {
+                        return Err(format!(
+                            "task {task} of job {job_id}: the coordinator's own computation differs"
+                        ));
+                    }
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| format!("verification did not finish: {e}"))?;
+            if let Err(reason) = verdict {
+                self.counters
+                    .results_verified_wrong
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(reason);
+            }
+            tracing::debug!(worker = worker.id, batch, "sampled results verified");
+        }
+        Ok(checked)
+    }
+
+    /// Whether the coordinator re-computes this task itself: a keyed hash, so
+    /// a worker cannot tell which of its results will be checked.
+    fn verify_sampled(&self, job: u64, task: u32) -> bool {
+        let rate = self.config.verify_rate;
+        if rate <= 0.0 {
+            return false;
+        }
+        let key = id_from(&[
+            &self.verify_seed.to_le_bytes(),
+            &job.to_le_bytes(),
+            &task.to_le_bytes(),
+        ]);
+        (key as f64 / grid_kernels::MAX_SAFE_INTEGER as f64) < rate
+    }
+
+    /// Folds newly stored outputs into the job's result.
+    fn collate(&self, job: &Job, outputs: &[(u32, TaskOutput)]) {
+        let mut live = job.live.lock().expect("job lock");
+        let Some(collator) = live.collator.as_mut() else {
+            return;
+        };
+        for (task, output) in outputs {
+            if let Err(error) = collator.add(*task, output) {
+                tracing::error!(job = job.id, task, %error, "collation refused a stored result");
+                continue;
+            }
+            self.tasks_completed.fetch_add(1, Ordering::Relaxed);
+            if let (TaskOutput::Iterations(counts), KernelSpec::Mandelbrot(p)) = (output, &job.spec)
+            {
+                self.monitor.publish_tile(
+                    job.id,
+                    row_of(&job.spec, job.tasks, *task),
+                    p.width,
+                    counts,
+                );
+            }
+        }
+        live.tasks_done = collator.collated();
+        self.monitor.mark_progress(job.id);
+    }
+
+    /// A task decided on a distrusted donor's word has a second answer. If
+    /// it differs, it replaces the first in the store and in the result.
+    async fn apply_recheck(
+        &self,
+        job: &Job,
+        recheck: Recheck,
+        donor: u64,
+    ) -> Result<(), StoreError> {
+        let Recheck {
+            task,
+            bytes,
+            output,
+        } = recheck;
+        let (store, job_id) = (self.store.clone(), job.id);
+        let old = tokio::task::spawn_blocking(move || store.result_output(job_id, task))
+            .await
+            .map_err(|e| StoreError::Io(e.to_string()))??;
+        if old.as_deref() == Some(&bytes[..]) {
+            tracing::info!(job = job.id, task, "re-check confirmed the first answer");
+            return Ok(());
+        }
+        self.store
+            .replace_result(ResultRow {
+                job: job.id,
+                task,
+                donor,
+                output: bytes,
+            })
+            .await?;
+        let mut live = job.live.lock().expect("job lock");
+        let Some(collator) = live.collator.as_mut() else {
+            return Ok(());
+        };
+        let replaced = match old
+            .as_deref()
+            .map(|b| TaskOutput::decode(job.spec.kind(), b))
+        {
+            Some(Ok(old)) => collator.replace(task, &old, &output),
+            _ => collator.add(task, &output),
+        };
+        match replaced {
+            Ok(()) => tracing::warn!(job = job.id, task, "re-check corrected a wrong answer"),
+            Err(error) => {
+                tracing::error!(job = job.id, task, %error, "could not replace a re-checked result")
+            }
+        }
+        if let (TaskOutput::Iterations(counts), KernelSpec::Mandelbrot(p)) = (&output, &job.spec) {
+            self.monitor
+                .publish_tile(job.id, row_of(&job.spec, job.tasks, task), p.width, counts);
+        }
+        live.tasks_done = collator.collated();
+        self.monitor.mark_progress(job.id);
+        Ok(())
+    }
+
+    /// Whether every task of a live job is decided and collated.
+    pub(super) fn is_complete(&self, job: &Job) -> bool {
+        let collated = job
+            .live
+            .lock()
+            .expect("job lock")
+            .collator
+            .as_ref()
+            .is_some_and(Collator::is_complete);
+        collated
+            && self
+                .scheduler()
+                .progress(job.id)
+                .is_none_or(|(decided, total)| decided == total)
+    }
+
+    /// Stops giving a donor work: its results disagreed with a quorum or
+    /// failed the coordinator's own checks.
+    pub async fn quarantine(&self, donor: u64, reason: String) {
+        let effects = {
+            let mut scheduler = self.scheduler();
+            scheduler.quarantine(donor, reason);
+            scheduler.take_effects()
+        };
+        self.apply_effects_async(effects).await;
+        self.dispatch();
+    }
+}
