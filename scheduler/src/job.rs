@@ -335,14 +335,9 @@ impl JobState {
         let agreeing = live.votes.iter().filter(|v| v.1 == digest).count() as u32;
         if agreeing >= quorum || live.solo {
             let others = live.holders.iter().map(|h| h.batch).collect();
-            let (agree, dissenters): (Vec<&(DonorId, Digest)>, Vec<&(DonorId, Digest)>) =
-                live.votes.iter().partition(|v| v.1 == digest);
-            let validated = if agree.len() > 1 {
-                agree.iter().map(|v| v.0).collect()
-            } else {
-                Vec::new()
-            };
-            let dissenters = dissenters.iter().map(|v| v.0).collect();
+            let agree: Vec<DonorId> = live.votes.iter().filter(|v| v.1 == digest).map(|v| v.0).collect();
+            let dissenters = live.votes.iter().filter(|v| v.1 != digest).map(|v| v.0).collect();
+            let validated = if agree.len() > 1 { agree.clone() } else { Vec::new() };
             if agree.len() == 1 {
                 self.sole.entry(donor).or_default().push(task);
             }
