@@ -178,7 +178,12 @@ fn replicated(redundancy: u32, tasks: u32) -> JobRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redundancy_two_puts_each_task_on_two_different_workers() {
     let dir = tempfile::tempdir().unwrap();
-    let grid = TestGrid::start(dir.path()).await;
+    // Every task gets its full quorum: no donor earns the trust that lets it
+    // decide tasks alone.
+    let grid = TestGrid::start_with(dir.path(), |config| {
+        config.scheduler.trust_after = None;
+    })
+    .await;
     let workers = [
         grid.worker(1, "a"),
         grid.worker(1, "b"),
@@ -202,6 +207,45 @@ async fn redundancy_two_puts_each_task_on_two_different_workers() {
             worker["tasks_done"].as_u64().unwrap() <= u64::from(tasks),
             "a worker answered some task twice: {list:?}"
         );
+    }
+
+    for worker in workers {
+        worker.stop().await;
+    }
+    grid.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adaptive_replication_saves_replicas_but_not_correctness() {
+    let dir = tempfile::tempdir().unwrap();
+    // The default: donors that keep agreeing with the quorum are trusted to
+    // decide most of their tasks alone, with keyed spot checks.
+    let grid = TestGrid::start(dir.path()).await;
+    let workers = [
+        grid.worker(1, "a"),
+        grid.worker(1, "b"),
+        grid.worker(1, "c"),
+    ];
+    let client = grid.client();
+    wait_for_workers(&client, "three workers", |w| w.len() == 3).await;
+
+    let tasks = 400;
+    let request = JobRequest {
+        redundancy: Some(2),
+        ..job("primes", json!({"start": 0, "end": 100_000_000}), tasks)
+    };
+    let status = run(&client, &request).await;
+    assert_eq!(status["result"]["count"], 5_761_455, "{status}");
+
+    let list = client.workers().await.unwrap();
+    let done = total_tasks_done(&list);
+    assert!(
+        (u64::from(tasks)..=2 * u64::from(tasks)).contains(&done),
+        "{done} results accepted for {tasks} tasks: {list:?}"
+    );
+    for worker in &list {
+        assert!(worker["tasks_done"].as_u64().unwrap() <= u64::from(tasks));
+        assert_eq!(worker["quarantined"], false, "{list:?}");
     }
 
     for worker in workers {
