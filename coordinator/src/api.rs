@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use tokio::sync::{Semaphore, mpsc, watch};
+use warp::filters::BoxedFilter;
 use warp::http::{StatusCode, header};
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
@@ -41,50 +42,45 @@ fn reject(error: ApiError) -> Rejection {
     warp::reject::custom(Api(error))
 }
 
-pub fn routes(shared: Shared) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
-    let api = health()
-        .or(submit(shared.clone()))
-        .unify()
-        .or(list_jobs(shared.clone()))
-        .unify()
-        .or(job_status(shared.clone()))
-        .unify()
-        .or(cancel(shared.clone()))
-        .unify()
-        .or(results(shared.clone()))
-        .unify()
-        .or(pause(shared.clone(), true))
-        .unify()
-        .or(pause(shared.clone(), false))
-        .unify()
-        .or(workers(shared.clone()))
-        .unify()
-        .or(metrics(shared.clone()))
-        .unify()
-        .or(monitor_socket(shared.clone()))
-        .unify();
-    // The dashboard lives at /dashboard as well as /dashboard.html.
+/// Every route of the coordinator. Each route is boxed: it keeps the types
+/// (and the compiler's work) small, at the cost of one indirection a request.
+pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
+    let routes: Vec<BoxedFilter<(Response,)>> = vec![
+        health().boxed(),
+        submit(shared.clone()).boxed(),
+        list_jobs(shared.clone()).boxed(),
+        job_status(shared.clone()).boxed(),
+        cancel(shared.clone()).boxed(),
+        results(shared.clone()).boxed(),
+        pause(shared.clone(), true).boxed(),
+        pause(shared.clone(), false).boxed(),
+        workers(shared.clone()).boxed(),
+        metrics(shared.clone()).boxed(),
+        monitor_socket(shared.clone()).boxed(),
+        worker_socket(shared.clone()).boxed(),
+        static_files(&shared).boxed(),
+    ];
+    let any = routes
+        .into_iter()
+        .reduce(|all, route| all.or(route).unify().boxed())
+        .expect("there are routes");
+    any.recover(handle_rejection).unify().boxed()
+}
+
+/// The donor page and other files of `www/`; the dashboard also at /dashboard.
+fn static_files(
+    shared: &Shared,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + use<> {
+    let www_dir = shared.grid.config().www_dir.clone();
+    let no_cache = |file: warp::fs::File| {
+        warp::reply::with_header(file, header::CACHE_CONTROL, "no-cache").into_response()
+    };
     let dashboard = warp::path!("dashboard")
         .and(warp::get())
-        .and(warp::fs::file(
-            shared.grid.config().www_dir.join("dashboard.html"),
-        ))
-        .map(|file: warp::fs::File| {
-            warp::reply::with_header(file, header::CACHE_CONTROL, "no-cache").into_response()
-        });
-    let www = warp::get()
-        .and(warp::fs::dir(shared.grid.config().www_dir.clone()))
-        .map(|file: warp::fs::File| {
-            warp::reply::with_header(file, header::CACHE_CONTROL, "no-cache").into_response()
-        });
-    api.or(worker_socket(shared))
-        .unify()
-        .or(dashboard)
-        .unify()
-        .or(www)
-        .unify()
-        .recover(handle_rejection)
-        .unify()
+        .and(warp::fs::file(www_dir.join("dashboard.html")))
+        .map(no_cache);
+    let files = warp::get().and(warp::fs::dir(www_dir)).map(no_cache);
+    dashboard.or(files).unify()
 }
 
 fn with_shared(shared: Shared) -> impl Filter<Extract = (Shared,), Error = Infallible> + Clone {
