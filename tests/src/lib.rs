@@ -7,6 +7,7 @@
 //! [`raw`] speaks HTTP and the worker protocol by hand, the way a third-party
 //! client would, for tests that send what the typed clients never would.
 
+pub mod browser;
 pub mod raw;
 
 use std::fs::File;

@@ -1,0 +1,380 @@
+//! The browser worker end to end: a real coordinator with no native workers,
+//! the donor page in headless Chromium, and its Web Workers running the
+//! WebAssembly worker. Answers are checked against native computation and
+//! known values; WebAssembly output bytes against native bytes; and the page
+//! must log no errors.
+//!
+//! Needs `/usr/bin/chromium` (installed by `scripts/install-chromium.sh` when
+//! missing) and builds `www/pkg` with `scripts/build-wasm.sh` when it is
+//! missing or stale. Also a quick parity check under Node, without a browser.
+
+use std::time::Duration;
+
+use grid_coordinator::client::Client;
+use grid_kernels::spec::{HashsearchParams, MandelbrotParams, MonteCarloParams, PrimesParams};
+use grid_kernels::{Collator, KernelSpec, TaskRunner};
+use grid_tests::browser::{TestBrowser, TestPage, ensure_wasm_built, exclusive, repo_root};
+use grid_tests::{TestGrid, job, submit, tasks_done, wait_for_job, wait_for_workers, wait_partway};
+use serde_json::{Value, json};
+
+const PAGE_TIMEOUT: Duration = Duration::from_secs(60);
+const JOB_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// One job of each kernel, small enough for two browser threads on a laptop.
+fn every_kernel() -> Vec<(KernelSpec, u32)> {
+    vec![
+        (
+            KernelSpec::Primes(PrimesParams {
+                start: 0,
+                end: 5_000_000,
+            }),
+            50,
+        ),
+        (
+            KernelSpec::Mandelbrot(MandelbrotParams {
+                width: 160,
+                height: 120,
+                x_min: -2.2,
+                x_max: 0.8,
+                y_min: -1.2,
+                y_max: 1.2,
+                max_iter: 500,
+            }),
+            24,
+        ),
+        (
+            KernelSpec::MontecarloPi(MonteCarloParams {
+                samples: 4_000_000,
+                seed: 42,
+            }),
+            40,
+        ),
+        (
+            KernelSpec::Hashsearch(HashsearchParams {
+                prefix: "browsergrid".into(),
+                difficulty: 12,
+                start: 0,
+                end: 200_000,
+            }),
+            40,
+        ),
+    ]
+}
+
+/// A primes job that keeps two browser threads busy for several seconds, in
+/// tasks of a few tens of milliseconds.
+fn long_primes_job() -> (KernelSpec, u32) {
+    (
+        KernelSpec::Primes(PrimesParams {
+            start: 0,
+            end: 10_000_000_000,
+        }),
+        1000,
+    )
+}
+
+/// pi(10^10), from the literature.
+const PRIMES_BELOW_TEN_BILLION: u64 = 455_052_511;
+
+/// The job's result computed here, natively, as the results endpoint shows it.
+fn native_result(spec: &KernelSpec, tasks: u32) -> Value {
+    let mut runner = TaskRunner::new();
+    let mut collator = Collator::new(spec.clone(), tasks);
+    for index in 0..tasks {
+        collator
+            .add(index, &runner.run(spec, tasks, index))
+            .expect("a fresh task");
+    }
+    serde_json::to_value(collator.result()).expect("results are JSON")
+}
+
+async fn submit_spec(client: &Client, spec: &KernelSpec, tasks: u32) -> u64 {
+    submit(client, &job(spec.kind().name(), spec.params_json(), tasks)).await
+}
+
+async fn results_json(client: &Client, job: u64) -> Value {
+    let bytes = client.results(job, "json").await.expect("results");
+    serde_json::from_slice(&bytes).expect("results are JSON")
+}
+
+/// Opens the donor page with `threads` threads and waits until they are all
+/// connected.
+async fn open_donor_page(browser: &TestBrowser, grid: &TestGrid, threads: u32) -> TestPage {
+    let page = browser
+        .open(&format!("{}/?autostart=1&threads={threads}", grid.url))
+        .await
+        .expect("the donor page loads");
+    page.wait_for(
+        &format!(
+            "document.body.dataset.state === 'working' && \
+             document.querySelector('#connected-workers').textContent === '{threads}'"
+        ),
+        PAGE_TIMEOUT,
+    )
+    .await
+    .expect("the page's workers connect");
+    page
+}
+
+fn assert_no_console_errors(page: &TestPage) {
+    let errors = page.console_errors();
+    assert!(errors.is_empty(), "the page logged errors: {errors:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_workers_compute_every_kernel_exactly() {
+    let _one = exclusive().await;
+    ensure_wasm_built().expect("www/pkg builds");
+    let dir = tempfile::tempdir().unwrap();
+    let grid = TestGrid::start(dir.path()).await;
+    let client = grid.client();
+    let browser = TestBrowser::launch().await.expect("Chromium starts");
+    let page = open_donor_page(&browser, &grid, 2).await;
+
+    // The page says what it connects to and which session it is.
+    assert_eq!(
+        page.text("#coordinator").await.unwrap(),
+        format!("http://{}", grid.addr)
+    );
+    let session = page.text("#session").await.unwrap();
+    assert!(!session.is_empty());
+
+    let jobs = every_kernel();
+    let mut ids = Vec::new();
+    for (spec, tasks) in &jobs {
+        ids.push(submit_spec(&client, spec, *tasks).await);
+    }
+    // While they run, the page names a job and its kernel.
+    page.wait_for(
+        "document.querySelector('#job').textContent.startsWith('#') && \
+         ['primes', 'mandelbrot', 'montecarlo-pi', 'hashsearch'] \
+            .includes(document.querySelector('#kernel').textContent)",
+        PAGE_TIMEOUT,
+    )
+    .await
+    .expect("the page shows the current job");
+
+    for ((spec, tasks), id) in jobs.iter().zip(&ids) {
+        let status = wait_for_job(&client, *id, JOB_TIMEOUT).await;
+        assert_eq!(status["state"], "done", "{}: {status}", spec.kind());
+        assert_eq!(status["tasks"]["done"], *tasks, "{status}");
+        let result = results_json(&client, *id).await;
+        assert_eq!(
+            result,
+            native_result(spec, *tasks),
+            "{} computed in the browser differs from native",
+            spec.kind()
+        );
+    }
+    // pi(5 * 10^6), from the literature rather than from the kernel.
+    assert_eq!(results_json(&client, ids[0]).await["count"], 348_513);
+
+    // Two browser worker connections, one donor session: this tab's.
+    let workers = client.workers().await.unwrap();
+    assert_eq!(workers.len(), 2, "{workers:#?}");
+    for worker in &workers {
+        assert_eq!(worker["kind"], "browser", "{worker}");
+        assert_eq!(worker["threads"], 1, "{worker}");
+        assert_eq!(worker["session"], session.as_str(), "{worker}");
+        assert!(worker["tasks_done"].as_u64().unwrap() > 0, "{worker}");
+    }
+
+    // The page's figures follow.
+    page.wait_for(
+        "Number(document.querySelector('#tasks-done').textContent) >= 154",
+        PAGE_TIMEOUT,
+    )
+    .await
+    .expect("the page counts the tasks");
+    assert_ne!(page.text("#compute-time").await.unwrap(), "0 s");
+
+    // The module the workers run gives native bytes, task by task.
+    for (spec, tasks) in &jobs {
+        for index in [0, tasks / 2, tasks - 1] {
+            let wasm = page.run_task_in_wasm(spec, *tasks, index).await.unwrap();
+            let mut native = Vec::new();
+            TaskRunner::new()
+                .run(spec, *tasks, index)
+                .encode_into(&mut native);
+            assert_eq!(wasm, native, "{} task {index}", spec.kind());
+        }
+    }
+
+    assert_no_console_errors(&page);
+    page.close().await.unwrap();
+    browser.close().await;
+    grid.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_resume_from_the_page_lose_no_task() {
+    let _one = exclusive().await;
+    ensure_wasm_built().expect("www/pkg builds");
+    let dir = tempfile::tempdir().unwrap();
+    let grid = TestGrid::start(dir.path()).await;
+    let client = grid.client();
+    let browser = TestBrowser::launch().await.expect("Chromium starts");
+    let page = open_donor_page(&browser, &grid, 2).await;
+
+    let (spec, tasks) = long_primes_job();
+    let id = submit_spec(&client, &spec, tasks).await;
+    wait_partway(&client, id, 0.1).await;
+
+    page.click("#pause").await.unwrap();
+    page.wait_for(
+        "document.body.dataset.state === 'paused' && \
+         document.querySelector('#pause').textContent === 'Resume'",
+        PAGE_TIMEOUT,
+    )
+    .await
+    .expect("the page pauses");
+    // Both connections paused, holding nothing: finished results were sent
+    // and unstarted tasks handed back.
+    wait_for_workers(&client, "paused workers holding no tasks", |workers| {
+        workers.len() == 2
+            && workers
+                .iter()
+                .all(|w| w["paused"] == true && w["tasks_in_flight"] == 0)
+    })
+    .await;
+    let paused = client.status(id).await.unwrap();
+    assert_eq!(paused["state"], "running", "{paused}");
+    assert!(tasks_done(&paused) < u64::from(tasks), "{paused}");
+
+    page.click("#pause").await.unwrap();
+    page.wait_for(
+        "document.body.dataset.state === 'working' && \
+         document.querySelector('#pause').textContent === 'Pause'",
+        PAGE_TIMEOUT,
+    )
+    .await
+    .expect("the page resumes");
+    let status = wait_for_job(&client, id, JOB_TIMEOUT).await;
+    assert_eq!(status["state"], "done", "{status}");
+    assert_eq!(status["tasks"]["done"], tasks, "{status}");
+    assert_eq!(
+        status["result"]["count"], PRIMES_BELOW_TEN_BILLION,
+        "{status}"
+    );
+
+    assert_no_console_errors(&page);
+    page.close().await.unwrap();
+    browser.close().await;
+    grid.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tab_closed_mid_batch_loses_no_task() {
+    let _one = exclusive().await;
+    ensure_wasm_built().expect("www/pkg builds");
+    let dir = tempfile::tempdir().unwrap();
+    let grid = TestGrid::start(dir.path()).await;
+    let client = grid.client();
+    let browser = TestBrowser::launch().await.expect("Chromium starts");
+    let first = open_donor_page(&browser, &grid, 2).await;
+
+    let (spec, tasks) = long_primes_job();
+    let id = submit_spec(&client, &spec, tasks).await;
+    wait_partway(&client, id, 0.1).await;
+    let workers = client.workers().await.unwrap();
+    assert!(
+        workers
+            .iter()
+            .any(|w| w["tasks_in_flight"].as_u64().unwrap() > 0),
+        "the tab should hold tasks when it closes: {workers:#?}"
+    );
+
+    assert_no_console_errors(&first);
+    first.close().await.unwrap();
+    wait_for_workers(&client, "the closed tab's workers to leave", |w| {
+        w.is_empty()
+    })
+    .await;
+    let orphaned = client.status(id).await.unwrap();
+    assert_eq!(orphaned["state"], "running", "{orphaned}");
+
+    let second = open_donor_page(&browser, &grid, 2).await;
+    let status = wait_for_job(&client, id, JOB_TIMEOUT).await;
+    assert_eq!(status["state"], "done", "{status}");
+    assert_eq!(status["tasks"]["done"], tasks, "{status}");
+    assert_eq!(
+        status["result"]["count"], PRIMES_BELOW_TEN_BILLION,
+        "{status}"
+    );
+
+    assert_no_console_errors(&second);
+    second.close().await.unwrap();
+    browser.close().await;
+    grid.stop().await;
+}
+
+/// Every kernel's tasks through the built module under Node, compared with
+/// native bytes: the fast check, no browser needed.
+#[tokio::test]
+async fn wasm_outputs_match_native_under_node() {
+    let _one = exclusive().await;
+    ensure_wasm_built().expect("www/pkg builds");
+    let node = std::env::var("NODE").unwrap_or_else(|_| "node".into());
+    let dir = tempfile::tempdir().unwrap();
+    // The web-target module is an ES module; Node wants the .mjs extension.
+    let pkg = repo_root().join("www/pkg");
+    std::fs::copy(
+        pkg.join("grid_worker_wasm.js"),
+        dir.path().join("grid_worker_wasm.mjs"),
+    )
+    .unwrap();
+    std::fs::copy(
+        pkg.join("grid_worker_wasm_bg.wasm"),
+        dir.path().join("grid_worker_wasm_bg.wasm"),
+    )
+    .unwrap();
+    let cases: Vec<Value> = every_kernel()
+        .into_iter()
+        .map(|(spec, tasks)| json!({"spec": serde_json::to_string(&spec).unwrap(), "tasks": tasks}))
+        .collect();
+    let script = r#"
+        import { readFileSync } from "node:fs";
+        import { initSync, run_tasks } from "./grid_worker_wasm.mjs";
+        initSync({ module: readFileSync(new URL("./grid_worker_wasm_bg.wasm", import.meta.url)) });
+        const cases = JSON.parse(readFileSync(0, "utf8"));
+        const hex = (bytes) => Buffer.from(bytes).toString("hex");
+        console.log(JSON.stringify(cases.map(({ spec, tasks }) => hex(run_tasks(spec, tasks, 0, tasks)))));
+    "#;
+    std::fs::write(dir.path().join("parity.mjs"), script).unwrap();
+    let mut child = std::process::Command::new(&node)
+        .arg(dir.path().join("parity.mjs"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {node} (Node.js is needed): {e}"));
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(&cases).unwrap().as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "node failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let outputs: Vec<String> = serde_json::from_slice(&output.stdout).unwrap();
+    for ((spec, tasks), wasm_hex) in every_kernel().iter().zip(outputs) {
+        let mut runner = TaskRunner::new();
+        let mut native = Vec::new();
+        for index in 0..*tasks {
+            runner.run(spec, *tasks, index).encode_into(&mut native);
+        }
+        let native_hex: String = native.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(
+            wasm_hex == native_hex,
+            "{}: WebAssembly output ({} bytes) differs from native ({} bytes)",
+            spec.kind(),
+            wasm_hex.len() / 2,
+            native.len()
+        );
+    }
+}
