@@ -16,6 +16,7 @@ use warp::{Filter, Rejection};
 use crate::auth;
 use crate::export::{self, Format};
 use crate::grid::{ApiError, Grid, JobRequest};
+use crate::server::PeerAddr;
 use crate::ws::{self, ConnectionGuard};
 
 /// What every route needs besides the grid.
@@ -319,7 +320,7 @@ fn workers(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejecti
 fn worker_socket(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("ws" / "worker")
         .and(warp::ws())
-        .and(warp::addr::remote())
+        .and(warp::ext::optional::<PeerAddr>().map(|peer: Option<PeerAddr>| peer.map(|p| p.0)))
         .and(warp::header::headers_cloned())
         .and(with_shared(shared))
         .map(

@@ -80,6 +80,10 @@ pub struct Cli {
     /// For `serve`, replaces the token file.
     #[arg(long, global = true, env = "GRID_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Also trust the certificates in this PEM file, for a coordinator served
+    /// over https with a private or self-signed certificate.
+    #[arg(long, global = true, env = "GRID_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -207,6 +211,12 @@ pub struct ServeArgs {
     /// X-Forwarded-For. Only if the proxy always sets it.
     #[arg(long)]
     pub client_address_header: Option<String>,
+    /// Serve https:// and wss:// with this PEM certificate chain (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -409,7 +419,7 @@ fn client(cli: &Cli) -> anyhow::Result<Client> {
             .ok()
             .map(|t| t.trim().to_string())
     });
-    Client::new(&cli.url, token)
+    Client::with_ca(&cli.url, token, cli.ca_cert.as_deref())
 }
 
 async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<ExitCode> {
@@ -467,7 +477,24 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<ExitCode> {
     config.scheduler.spot_check_rate = args.spot_check_rate;
     config.distinct_addresses = !args.same_address_replicas;
     config.client_address_header = args.client_address_header.clone();
-    let base = format!("http://{local}");
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some(crate::tls::acceptor(cert, key)?);
+    }
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let base = format!("{scheme}://{local}");
+    // Local workers reach the coordinator on loopback; over TLS by the name
+    // a development certificate carries, trusting that certificate.
+    let (local_url, local_ca) = match &args.tls_cert {
+        Some(cert) => (
+            format!("https://localhost:{}", local.port()),
+            Some(cert.clone()),
+        ),
+        None => (base.clone(), None),
+    };
     let token_for_url = config.token.clone();
     println!("browsergrid coordinator on {base}");
     println!("  donor page     {base}/");
@@ -486,9 +513,10 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let workers: Vec<_> = (0..args.local_workers)
         .map(|i| {
             let options = WorkerOptions {
-                url: base.clone(),
+                url: local_url.clone(),
                 threads: 1,
                 name: Some(format!("local-{}", i + 1)),
+                ca_cert: local_ca.clone(),
             };
             let stopping = stopping.clone();
             tokio::spawn(async move {
@@ -516,6 +544,7 @@ async fn run_worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<ExitCode> {
         url: cli.url.clone(),
         threads,
         name: args.name.clone(),
+        ca_cert: cli.ca_cert.clone(),
     };
     worker::socket_url(&options.url)?;
     let (stop, stopping) = watch::channel(false);

@@ -19,13 +19,25 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Client> {
+        Client::with_ca(base, token, None)
+    }
+
+    /// A client that also trusts the certificates in `ca_cert` (for a
+    /// coordinator with a private or self-signed certificate).
+    pub fn with_ca(
+        base: &str,
+        token: Option<String>,
+        ca_cert: Option<&std::path::Path>,
+    ) -> anyhow::Result<Client> {
         let base = base.trim_end_matches('/').to_string();
         if !base.starts_with("http://") && !base.starts_with("https://") {
             return Err(anyhow!(
                 "the coordinator URL must start with http:// or https://, got '{base}'"
             ));
         }
+        let tls = crate::tls::client_config(ca_cert)?;
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured((*tls).clone())
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(120))
             .build()

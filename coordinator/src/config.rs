@@ -50,6 +50,8 @@ pub struct ServerConfig {
     /// (e.g. X-Forwarded-For; its first entry is used). Only set this when
     /// the proxy overwrites the header, or clients could choose their address.
     pub client_address_header: Option<String>,
+    /// Serve HTTPS and WSS with this certificate (see [`crate::tls::acceptor`]).
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 impl ServerConfig {
@@ -74,6 +76,7 @@ impl ServerConfig {
             verify_rate: 0.0,
             distinct_addresses: true,
             client_address_header: None,
+            tls: None,
         }
     }
 }

@@ -19,7 +19,9 @@ pub mod grid;
 pub mod jobs;
 pub mod metrics;
 pub mod monitor;
+pub mod server;
 pub mod store;
+pub mod tls;
 pub mod worker;
 pub mod ws;
 
@@ -80,14 +82,10 @@ pub async fn run(
     };
 
     let (stop_accepting, accept_stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(
-        warp::serve(routes)
-            .incoming(listener)
-            .graceful(async move {
-                let _ = accept_stopped.await;
-            })
-            .run(),
-    );
+    let tls = grid.config().tls.clone().map(|t| t.0);
+    let server = tokio::spawn(server::serve(listener, tls, routes, async move {
+        let _ = accept_stopped.await;
+    }));
     tracing::info!(%local, "coordinator ready");
 
     shutdown.await;

@@ -27,6 +27,9 @@ pub struct WorkerOptions {
     pub url: String,
     pub threads: usize,
     pub name: Option<String>,
+    /// Extra roots to trust for a `wss://` coordinator with a private or
+    /// self-signed certificate (see [`crate::tls::client_config`]).
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 /// The worker's WebSocket URL for a coordinator base URL.
@@ -134,6 +137,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let url = socket_url(&options.url)?;
+    let tls = crate::tls::client_config(options.ca_cert.as_deref())?;
     let threads = options.threads.max(1);
     let pool = Arc::new(Pool {
         state: Mutex::new(PoolState {
@@ -163,7 +167,7 @@ pub async fn run(
             break Ok(());
         }
         let started = tokio::time::Instant::now();
-        match session(&url, &options, threads, &pool, &mut shutdown).await {
+        match session(&url, &tls, &options, threads, &pool, &mut shutdown).await {
             Ok(SessionEnd::Shutdown) => break Ok(()),
             Ok(SessionEnd::Closed(code, reason)) => {
                 let known = code.and_then(CloseCode::from_code);
@@ -198,6 +202,7 @@ pub async fn run(
 
 async fn session(
     url: &str,
+    tls: &Arc<rustls::ClientConfig>,
     options: &WorkerOptions,
     threads: usize,
     pool: &Arc<Pool>,
@@ -205,7 +210,12 @@ async fn session(
 ) -> anyhow::Result<SessionEnd> {
     let (socket, _) = tokio::time::timeout(
         Duration::from_secs(10),
-        tokio_tungstenite::connect_async(url),
+        tokio_tungstenite::connect_async_tls_with_config(
+            url,
+            None,
+            true,
+            Some(tokio_tungstenite::Connector::Rustls(tls.clone())),
+        ),
     )
     .await
     .context("connection timed out")?

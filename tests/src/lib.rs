@@ -155,6 +155,7 @@ impl TestWorker {
     pub fn start(url: &str, threads: usize, name: &str) -> TestWorker {
         let (stop, stopping) = watch::channel(false);
         let options = WorkerOptions {
+            ca_cert: None,
             url: url.to_string(),
             threads,
             name: Some(name.to_string()),

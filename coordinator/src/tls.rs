@@ -1,0 +1,70 @@
+//! TLS, both ends: the coordinator's certificate and key (`--tls-cert`,
+//! `--tls-key`) and the roots clients and workers trust (the public web's,
+//! plus `--ca-cert` for a private or self-signed certificate). rustls with the
+//! ring provider throughout.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use rustls::crypto::ring::default_provider;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::TlsAcceptor;
+
+/// The coordinator's TLS, ready to accept connections.
+#[derive(Clone)]
+pub struct ServerTls(pub TlsAcceptor);
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerTls")
+    }
+}
+
+/// The server side: a certificate chain and its private key, both PEM.
+pub fn acceptor(cert: &Path, key: &Path) -> anyhow::Result<ServerTls> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("cannot read the certificate {}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{} is not a PEM certificate chain", cert.display()))?;
+    if chain.is_empty() {
+        bail!("{} holds no certificate", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("cannot read a PEM private key from {}", key.display()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("the certificate and the key do not go together")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(ServerTls(TlsAcceptor::from(Arc::new(config))))
+}
+
+/// The client side: the public web's roots, plus the certificates in
+/// `ca_cert` if given (for a coordinator with a private or self-signed
+/// certificate).
+pub fn client_config(ca_cert: Option<&Path>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_cert {
+        let mut added = 0;
+        for cert in CertificateDer::pem_file_iter(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+        {
+            roots
+                .add(cert.with_context(|| format!("{} is not a PEM certificate", path.display()))?)
+                .with_context(|| format!("{} is not a usable CA certificate", path.display()))?;
+            added += 1;
+        }
+        if added == 0 {
+            bail!("{} holds no certificate", path.display());
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
