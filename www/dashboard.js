@@ -1,0 +1,153 @@
+// The dashboard: the grid's jobs, workers and throughput, live.
+//
+// Everything on the page comes from the monitor channel (dashboard/monitor.js);
+// there is no polling. A snapshot replaces what the page knew, events change
+// it, tiles paint Mandelbrot pictures. HTTP is only for what a person asks
+// for: pausing, resuming and cancelling a job, downloading a result, and the
+// picture of a job that finished before the page saw it.
+//
+// The modules, one concern each:
+//   dashboard/token.js      the token: #token=..., localStorage, the form
+//   dashboard/api.js        authorized requests and downloads
+//   dashboard/monitor.js    the socket, frame decoding, reconnecting
+//   dashboard/jobs.js       job cards
+//   dashboard/workers.js    the worker list, grouped by donor
+//   dashboard/chart.js      the throughput chart
+//   dashboard/mandelbrot.js the PNG export's colours on a canvas
+//   dashboard/format.js     numbers and durations for people
+
+import { Api } from "./dashboard/api.js";
+import { ThroughputChart } from "./dashboard/chart.js";
+import * as format from "./dashboard/format.js";
+import { JobList } from "./dashboard/jobs.js";
+import { openMonitor } from "./dashboard/monitor.js";
+import { forgetToken, storedToken, storeToken, takeTokenFromUrl } from "./dashboard/token.js";
+import { WorkerList } from "./dashboard/workers.js";
+
+const $ = (id) => document.getElementById(id);
+
+const jobs = new JobList($("jobs"), $("jobs-note"), $("job-template"));
+const workers = new WorkerList($("workers"), $("workers-note"));
+const chart = new ThroughputChart($("throughput"));
+
+/** The open channel, while there is a token to use. */
+let monitor = null;
+
+function showTokenForm(error) {
+  monitor?.close();
+  monitor = null;
+  document.body.dataset.view = "token";
+  document.body.dataset.connection = "idle";
+  $("grid-view").hidden = true;
+  $("token-view").hidden = false;
+  $("change-token").hidden = true;
+  $("connection").textContent = "Not connected";
+  $("token-error").textContent = error ?? "";
+  $("token-error").hidden = !error;
+  $("token-input").value = "";
+  $("token-input").focus();
+}
+
+function refused() {
+  forgetToken();
+  showTokenForm("The coordinator refused this token. Check DATA/token (or the link grid serve printed) and try again.");
+}
+
+function start(token) {
+  monitor?.close();
+  jobs.api = new Api(token, refused);
+  document.body.dataset.view = "grid";
+  $("token-view").hidden = true;
+  $("grid-view").hidden = false;
+  $("change-token").hidden = false;
+  monitor = openMonitor(token, {
+    onSnapshot(snapshot) {
+      jobs.replace(snapshot.jobs);
+      workers.replace(snapshot.workers);
+      chart.replace(snapshot.throughput);
+      overview();
+    },
+    onEvent: handle,
+    onTile: (tile) => jobs.tile(tile),
+    onState: connection,
+  });
+}
+
+function handle(event) {
+  switch (event.type) {
+    case "job":
+      jobs.event(event.event, event.job);
+      break;
+    case "worker_joined":
+      workers.joined(event.worker);
+      break;
+    case "worker_left":
+      workers.left(event.worker);
+      break;
+    case "workers":
+      workers.figures(event.workers);
+      break;
+    case "throughput":
+      chart.push(event.sample);
+      break;
+    default:
+      // A newer coordinator may send more; this page shows what it knows.
+      return;
+  }
+  overview();
+}
+
+function overview() {
+  const totals = workers.totals();
+  const counts = jobs.counts();
+  $("tasks-per-s").textContent = format.rate(chart.latest?.tasks_per_s ?? 0);
+  $("worker-count").textContent = format.count(totals.connections);
+  $("donor-count").textContent = format.count(totals.donors);
+  $("thread-count").textContent = format.count(totals.threads);
+  $("running-count").textContent = format.count(counts.running);
+  $("queued-count").textContent = format.count(counts.queued);
+}
+
+function connection(state, detail = {}) {
+  if (state === "refused") {
+    refused();
+    return;
+  }
+  document.body.dataset.connection = state;
+  const text = {
+    connecting: "Connecting…",
+    live: "Live",
+    reconnecting: detail.delay
+      ? `Connection lost; reconnecting in ${Math.ceil(detail.delay / 1000)} s (attempt ${detail.attempt})`
+      : `Reconnecting (attempt ${detail.attempt})…`,
+  }[state];
+  $("connection").textContent = text;
+}
+
+$("token-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const token = $("token-input").value.trim();
+  if (!token) return;
+  storeToken(token);
+  start(token);
+});
+
+$("change-token").addEventListener("click", () => {
+  forgetToken();
+  showTokenForm();
+});
+
+// Elapsed times, rates and ETAs move on between events. This timer only
+// re-reads the clock; it asks the coordinator nothing.
+setInterval(() => jobs.tick(), 1000);
+
+// A dashboard link pasted into the address bar of this page changes only the
+// fragment, which reloads nothing.
+window.addEventListener("hashchange", () => {
+  const token = takeTokenFromUrl();
+  if (token) start(token);
+});
+
+const token = takeTokenFromUrl() ?? storedToken();
+if (token) start(token);
+else showTokenForm();

@@ -1,0 +1,91 @@
+// The job API with the bearer token: job actions, result downloads, and a
+// token check. Every request goes through `request`, which turns a refusal
+// (401) into a call to `onRefused` and any other error into an ApiError with
+// the coordinator's own sentence.
+
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+export class Api {
+  /**
+   * @param {string} token
+   * @param {() => void} onRefused called when the coordinator refuses the token
+   */
+  constructor(token, onRefused) {
+    this.token = token;
+    this.onRefused = onRefused;
+  }
+
+  async request(method, path) {
+    let response;
+    try {
+      response = await fetch(path, {
+        method,
+        headers: { Authorization: `Bearer ${this.token}` },
+        cache: "no-store",
+      });
+    } catch {
+      throw new ApiError(0, "the coordinator cannot be reached");
+    }
+    if (response.status === 401) {
+      this.onRefused();
+      throw new ApiError(401, "the coordinator refused the token");
+    }
+    if (!response.ok) {
+      let message = `${response.status} ${response.statusText}`;
+      try {
+        message = (await response.json()).error ?? message;
+      } catch {
+        // Not JSON: keep the status line.
+      }
+      throw new ApiError(response.status, message);
+    }
+    return response;
+  }
+
+  /** POST /api/jobs/{id}/{action} with action cancel, pause or resume. */
+  async jobAction(id, action) {
+    return (await this.request("POST", `api/jobs/${id}/${action}`)).json();
+  }
+
+  /** A done job's result; for mandelbrot {width, height, max_iter, iterations}. */
+  async results(id) {
+    return (await this.request("GET", `api/jobs/${id}/results?format=json`)).json();
+  }
+
+  /** Saves a done job's result as a file (json, csv or png). */
+  async download(id, format, fallbackName) {
+    const response = await this.request("GET", `api/jobs/${id}/results?format=${format}`);
+    const disposition = response.headers.get("Content-Disposition") ?? "";
+    const name = /filename="([^"]+)"/.exec(disposition)?.[1] ?? fallbackName;
+    const url = URL.createObjectURL(await response.blob());
+    const link = Object.assign(document.createElement("a"), { href: url, download: name });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    // Give the browser a moment to start the download before letting go.
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  }
+}
+
+/**
+ * Whether the coordinator accepts a token: "ok", "refused", or "unreachable".
+ * Used when the monitor socket fails to open, because a browser hides the
+ * HTTP status of a refused WebSocket upgrade.
+ */
+export async function checkToken(token) {
+  try {
+    const response = await fetch("api/workers", {
+      headers: { Authorization: `Bearer ${token}` },
+      cache: "no-store",
+    });
+    if (response.status === 401) return "refused";
+    return response.ok ? "ok" : "unreachable";
+  } catch {
+    return "unreachable";
+  }
+}

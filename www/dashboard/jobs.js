@@ -1,0 +1,413 @@
+// The job list: one card per job, newest first, built from the job template
+// and updated in place from status objects. A card shows the job's state and
+// progress, its rate and ETA (worked out here from the progress events), the
+// pause, resume and cancel buttons while it is live, the downloads once it is
+// done, and its result: a running total, a nonce list or a picture.
+
+import * as format from "./format.js";
+import { ApiError } from "./api.js";
+import { MandelbrotImage } from "./mandelbrot.js";
+
+// Beyond this many jobs, the oldest are not shown (`grid status` lists them).
+const MAX_CARDS = 100;
+// Finished jobs shown unfolded when the page opens.
+const OPEN_NEWEST = 3;
+// The rate is the progress over about the last few seconds.
+const RATE_WINDOW_MS = 5000;
+// Nonces listed on a card; the downloads hold them all.
+const MAX_NONCES = 200;
+// How long "Cancel" waits for its confirming second click.
+const CONFIRM_MS = 4000;
+
+const isLive = (status) => status.state === "queued" || status.state === "running";
+
+/** A job id can come back after a coordinator starts over on a fresh store. */
+const identity = (status) => `${status.id}:${status.created_at}`;
+
+/** Sets an element's text only when it changes, so nothing redraws for nothing. */
+function set(element, text) {
+  text = String(text);
+  if (element.textContent !== text) element.textContent = text;
+}
+
+function describe(status) {
+  const p = status.params ?? {};
+  const range = (lo, hi) => `[${format.count(lo)}, ${format.count(hi)})`;
+  let text;
+  switch (status.kernel) {
+    case "primes":
+      text = range(p.start, p.end);
+      break;
+    case "mandelbrot":
+      text = `${p.width} × ${p.height}, ${format.count(p.max_iter)} iterations`;
+      break;
+    case "montecarlo-pi":
+      text = `${format.count(p.samples)} samples, seed ${p.seed}`;
+      break;
+    case "hashsearch":
+      text = `${JSON.stringify(p.prefix)}, ${p.difficulty} bits, ${range(p.start, p.end)}`;
+      break;
+    default:
+      text = JSON.stringify(p);
+  }
+  if (status.redundancy > 1) text += `, ${status.redundancy} replicas (quorum ${status.quorum})`;
+  return text;
+}
+
+export class JobList {
+  /**
+   * @param {HTMLElement} container where the cards go
+   * @param {HTMLElement} note where "no jobs" and "N older" are said
+   * @param {HTMLTemplateElement} template the card
+   */
+  constructor(container, note, template) {
+    this.container = container;
+    this.note = note;
+    this.template = template;
+    this.api = null;
+    /** @type {Map<number, JobCard>} */
+    this.cards = new Map();
+  }
+
+  /** Replaces every job with a snapshot's. Cards of the same job keep their picture. */
+  replace(statuses) {
+    // Live jobs and the few newest start unfolded; older ones are one line.
+    const newest = new Set(statuses.map((s) => s.id).sort((a, b) => b - a).slice(0, OPEN_NEWEST));
+    const seen = new Set();
+    for (const status of statuses) {
+      seen.add(status.id);
+      const card = this.cards.get(status.id);
+      if (card && card.key === identity(status)) {
+        card.update(status, "snapshot");
+      } else {
+        this.cards.set(status.id, new JobCard(this, status, isLive(status) || newest.has(status.id)));
+      }
+    }
+    for (const id of [...this.cards.keys()]) {
+      if (!seen.has(id)) this.cards.delete(id);
+    }
+    this.layout();
+  }
+
+  /** A job event: `submitted`, `running`, `progress`, `paused`, `resumed`, `done`, ... */
+  event(kind, status) {
+    const card = this.cards.get(status.id);
+    if (card && card.key === identity(status)) {
+      card.update(status, kind);
+      return;
+    }
+    this.cards.set(status.id, new JobCard(this, status, true));
+    this.layout();
+  }
+
+  tile(tile) {
+    this.cards.get(tile.job)?.tile(tile);
+  }
+
+  /** Once a second: elapsed time, rate and ETA move on without events. */
+  tick() {
+    for (const card of this.cards.values()) {
+      if (card.status.state === "running") card.figures();
+    }
+  }
+
+  counts() {
+    let running = 0;
+    let queued = 0;
+    for (const card of this.cards.values()) {
+      if (card.status.state === "running") running += 1;
+      if (card.status.state === "queued") queued += 1;
+    }
+    return { running, queued, total: this.cards.size };
+  }
+
+  layout() {
+    const ordered = [...this.cards.values()].sort((a, b) => b.status.id - a.status.id);
+    const shown = ordered.slice(0, MAX_CARDS).map((card) => card.root);
+    const current = [...this.container.children];
+    if (shown.length !== current.length || shown.some((root, i) => root !== current[i])) {
+      this.container.replaceChildren(...shown);
+    }
+    const hidden = ordered.length - shown.length;
+    this.note.textContent =
+      ordered.length === 0
+        ? "No jobs yet. Submit one with `grid submit`, or POST /api/jobs."
+        : hidden > 0
+          ? `${format.count(hidden)} older jobs are not shown; \`grid status\` lists them.`
+          : "";
+    this.note.hidden = this.note.textContent === "";
+  }
+}
+
+class JobCard {
+  /**
+   * @param {JobList} list
+   * @param {object} status
+   * @param {boolean} open whether the card starts unfolded
+   */
+  constructor(list, status, open) {
+    this.list = list;
+    this.key = identity(status);
+    this.root = list.template.content.firstElementChild.cloneNode(true);
+    this.root.dataset.job = status.id;
+    this.root.open = open;
+    const $ = (selector) => this.root.querySelector(selector);
+    this.el = {
+      id: $(".job-id"),
+      kernel: $(".kernel"),
+      params: $(".params"),
+      state: $(".badge.state"),
+      paused: $(".badge.paused"),
+      progress: $(".progress"),
+      bar: $(".progress .bar"),
+      percent: $(".percent"),
+      tasks: $(".tasks"),
+      rate: $(".rate"),
+      rateLabel: $(".rate-label"),
+      eta: $(".eta"),
+      elapsed: $(".elapsed"),
+      pause: $("button.pause"),
+      cancel: $("button.cancel"),
+      actions: $(".actions"),
+      downloads: $(".downloads"),
+      png: $('.downloads [data-format="png"]'),
+      message: $(".message"),
+      answer: $(".answer"),
+      detail: $(".answer-detail"),
+      result: $(".result"),
+      canvas: $("canvas.image"),
+      caption: $(".image-caption"),
+      nonces: $(".nonces"),
+    };
+    /** Progress seen lately, for the rate: {at: performance.now(), done}. */
+    this.history = [];
+    this.image = null;
+    this.fetching = false;
+    this.confirmTimer = null;
+
+    this.el.pause.addEventListener("click", () =>
+      this.act(this.status.paused ? "resume" : "pause", this.el.pause),
+    );
+    this.el.cancel.addEventListener("click", () => this.cancel());
+    for (const button of this.el.downloads.querySelectorAll("button")) {
+      button.addEventListener("click", () => this.download(button.dataset.format, button));
+    }
+    this.root.addEventListener("toggle", () => this.showResult());
+    this.update(status, "snapshot");
+  }
+
+  update(status, kind) {
+    this.status = status;
+    this.receivedAt = performance.now();
+    this.root.dataset.state = status.state;
+    this.root.dataset.paused = status.paused;
+
+    set(this.el.id, `#${status.id}`);
+    set(this.el.kernel, status.kernel);
+    set(this.el.params, describe(status));
+    set(this.el.state, status.state);
+    this.el.state.dataset.state = status.state;
+    this.el.paused.hidden = !(status.paused && isLive(status));
+
+    const { done, total } = status.tasks;
+    const percent = format.percent(done, total);
+    this.el.bar.style.width = `${percent}%`;
+    this.el.progress.setAttribute("aria-valuenow", percent);
+    set(this.el.percent, `${percent}%`);
+    set(this.el.tasks, `${format.count(done)} / ${format.count(total)}`);
+
+    // The rate counts only progress seen while the job runs unpaused.
+    if (status.state !== "running" || status.paused) {
+      this.history = [];
+    } else {
+      if (kind === "resumed") this.history = [];
+      if (this.history.at(-1)?.done !== done) this.history.push({ at: this.receivedAt, done });
+    }
+
+    const live = isLive(status);
+    this.el.pause.hidden = !live;
+    set(this.el.pause, status.paused ? "Resume" : "Pause");
+    this.el.cancel.hidden = !live;
+    if (!live) this.resetConfirm();
+    this.el.downloads.hidden = status.state !== "done";
+    this.el.actions.hidden = !live && status.state !== "done";
+    this.el.png.hidden = status.kernel !== "mandelbrot";
+
+    this.figures();
+    this.showResult();
+  }
+
+  /** Rate, ETA and elapsed time, from the last status and the clock. */
+  figures() {
+    const status = this.status;
+    const now = performance.now();
+    const running = status.state === "running";
+    const elapsed = status.elapsed_ms == null ? null : status.elapsed_ms + (running ? now - this.receivedAt : 0);
+    set(this.el.elapsed, format.duration(elapsed));
+
+    const { done, total } = status.tasks;
+    let rate = null;
+    if (running && !status.paused) {
+      while (this.history.length > 1 && now - this.history[1].at > RATE_WINDOW_MS) this.history.shift();
+      const base = this.history[0];
+      if (base && now - base.at >= 900) rate = (done - base.done) / ((now - base.at) / 1000);
+    } else if (status.state === "done" && status.elapsed_ms > 0) {
+      rate = total / (status.elapsed_ms / 1000);
+    }
+    set(this.el.rateLabel, status.state === "done" ? "Avg rate" : "Rate");
+    set(this.el.rate, rate == null ? "–" : `${format.rate(rate)}/s`);
+
+    let eta = "–";
+    if (status.state === "done") eta = "done";
+    else if (status.paused && isLive(status)) eta = "paused";
+    else if (running && rate > 0) eta = format.duration(((total - done) / rate) * 1000);
+    set(this.el.eta, eta);
+  }
+
+  /** The answer so far (`partial`) or the final one (`result`), by kernel. */
+  showResult() {
+    const status = this.status;
+    const value = status.result ?? status.partial;
+    const sofar = status.result ? "" : " so far";
+    let answer = "";
+    let detail = "";
+    switch (status.kernel) {
+      case "primes":
+        if (value) answer = `${format.counted(value.count, "prime")}${sofar}`;
+        break;
+      case "montecarlo-pi":
+        if (value) {
+          answer = `π ≈ ${value.estimate.toFixed(6)}${sofar}`;
+          detail = `${format.count(value.inside)} of ${format.count(value.samples)} samples inside the quarter circle`;
+        }
+        break;
+      case "hashsearch":
+        if (value) {
+          answer = `${format.counted(value.nonces.length, "nonce")} found${sofar}`;
+          this.showNonces(value.nonces);
+        }
+        break;
+      case "mandelbrot":
+        this.showImage();
+        break;
+    }
+    if (status.state === "failed") {
+      answer = "Failed";
+      detail = status.error ?? "no reason given";
+    }
+    if (status.state === "cancelled") {
+      detail = answer;
+      answer = "Cancelled";
+    }
+    set(this.el.answer, answer);
+    set(this.el.detail, detail);
+    this.el.answer.hidden = answer === "";
+    this.el.detail.hidden = detail === "";
+    this.el.result.hidden = [...this.el.result.children].every((child) => child.hidden);
+  }
+
+  showNonces(nonces) {
+    const list = this.el.nonces;
+    list.hidden = nonces.length === 0;
+    // Nonces only ever join the list; redraw only when it grew.
+    if (list.dataset.count === String(nonces.length)) return;
+    list.dataset.count = nonces.length;
+    const items = nonces.slice(0, MAX_NONCES).map((nonce) => {
+      const li = document.createElement("li");
+      li.textContent = nonce;
+      return li;
+    });
+    if (nonces.length > MAX_NONCES) {
+      const li = document.createElement("li");
+      li.className = "more";
+      li.textContent = `and ${format.count(nonces.length - MAX_NONCES)} more (download the CSV)`;
+      items.push(li);
+    }
+    list.replaceChildren(...items);
+  }
+
+  ensureImage() {
+    if (!this.image) {
+      const p = this.status.params;
+      this.el.canvas.hidden = false;
+      this.image = new MandelbrotImage(this.el.canvas, p);
+      this.el.canvas.style.aspectRatio = `${p.width} / ${p.height}`;
+      set(this.el.caption, `${p.width} × ${p.height} px, escape counts up to ${format.count(p.max_iter)}`);
+      this.el.caption.hidden = false;
+      this.el.result.hidden = false;
+    }
+    return this.image;
+  }
+
+  tile(tile) {
+    if (this.status.kernel !== "mandelbrot") return;
+    this.ensureImage().paintRows(tile.firstRow, tile.width, tile.counts, "tiles");
+  }
+
+  /** Running images paint themselves from tiles; a finished one seen late is fetched. */
+  async showImage() {
+    // A live job's canvas is there from the start, to fill in as tiles come.
+    if (isLive(this.status)) this.ensureImage();
+    if (this.status.state !== "done" || !this.root.open || this.fetching) return;
+    if (this.image?.complete) return;
+    this.fetching = true;
+    const key = this.key;
+    try {
+      const result = await this.list.api.results(this.status.id);
+      if (key === this.key) this.ensureImage().paintResult(result);
+    } catch (error) {
+      this.say(`Could not load the picture: ${error.message}`);
+    } finally {
+      this.fetching = false;
+    }
+  }
+
+  async act(action, button) {
+    button.disabled = true;
+    this.say("");
+    try {
+      // The new state arrives on the monitor channel like any other change.
+      await this.list.api.jobAction(this.status.id, action);
+    } catch (error) {
+      if (error.status !== 401) this.say(`Could not ${action} job ${this.status.id}: ${error.message}`);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  /** Cancelling cannot be undone, so it takes a second click. */
+  cancel() {
+    if (!this.confirmTimer) {
+      set(this.el.cancel, "Confirm cancel");
+      this.el.cancel.classList.add("confirming");
+      this.confirmTimer = setTimeout(() => this.resetConfirm(), CONFIRM_MS);
+      return;
+    }
+    this.resetConfirm();
+    this.act("cancel", this.el.cancel);
+  }
+
+  resetConfirm() {
+    clearTimeout(this.confirmTimer);
+    this.confirmTimer = null;
+    set(this.el.cancel, "Cancel");
+    this.el.cancel.classList.remove("confirming");
+  }
+
+  async download(format, button) {
+    button.disabled = true;
+    this.say("");
+    try {
+      await this.list.api.download(this.status.id, format, `job-${this.status.id}-${this.status.kernel}.${format}`);
+    } catch (error) {
+      if (!(error instanceof ApiError && error.status === 401)) this.say(`Could not download: ${error.message}`);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  say(text) {
+    set(this.el.message, text);
+    this.el.message.hidden = text === "";
+  }
+}
