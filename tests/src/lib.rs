@@ -8,6 +8,7 @@
 //! client would, for tests that send what the typed clients never would.
 
 pub mod browser;
+pub mod dashboard;
 pub mod raw;
 
 use std::fs::File;

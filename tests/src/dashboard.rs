@@ -1,0 +1,357 @@
+//! The dashboard in real Chromium: a tab of a chosen size and pixel density,
+//! its console errors collected from the first moment, DOM states waited for,
+//! and screenshots saved under `tests/artifacts/` for a person to look at.
+//!
+//! [`crate::browser`] launches Chromium for the donor page's tests; this is
+//! the same launch with what the dashboard's tests need besides: window
+//! sizes, screenshots and errors that a test expects (a refused token makes
+//! the browser itself log the 401s).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chromiumoxide::browser::{Browser, BrowserConfig};
+use chromiumoxide::cdp::browser_protocol::browser::{
+    SetDownloadBehaviorBehavior, SetDownloadBehaviorParams,
+};
+use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
+use chromiumoxide::cdp::browser_protocol::log::{EventEntryAdded, LogEntryLevel};
+use chromiumoxide::cdp::browser_protocol::page::{CaptureScreenshotFormat, Viewport};
+use chromiumoxide::cdp::js_protocol::runtime::{
+    ConsoleApiCalledType, EventConsoleApiCalled, EventExceptionThrown,
+};
+use chromiumoxide::page::{Page, ScreenshotParams};
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+use tokio::task::JoinHandle;
+
+use crate::browser::{ensure_chromium, repo_root};
+
+/// A laptop screen, in CSS pixels.
+pub const LAPTOP: Screen = Screen {
+    width: 1280,
+    height: 800,
+    scale: 1.0,
+    mobile: false,
+};
+
+/// A phone held upright (an iPhone 12 to 15), in CSS pixels.
+pub const PHONE: Screen = Screen {
+    width: 390,
+    height: 844,
+    scale: 2.0,
+    mobile: true,
+};
+
+/// A window size and pixel density to emulate.
+#[derive(Debug, Clone, Copy)]
+pub struct Screen {
+    pub width: u32,
+    pub height: u32,
+    pub scale: f64,
+    pub mobile: bool,
+}
+
+/// Where tests leave screenshots (gitignored).
+pub fn artifacts_dir() -> PathBuf {
+    repo_root().join("tests/artifacts")
+}
+
+/// A headless Chromium with a throwaway profile.
+#[derive(Debug)]
+pub struct DashboardBrowser {
+    browser: Browser,
+    handler: JoinHandle<()>,
+    _profile: tempfile::TempDir,
+}
+
+impl DashboardBrowser {
+    pub async fn launch() -> anyhow::Result<DashboardBrowser> {
+        let profile = tempfile::tempdir().context("a profile folder")?;
+        let config = BrowserConfig::builder()
+            .chrome_executable(ensure_chromium()?)
+            .user_data_dir(profile.path())
+            .no_sandbox()
+            .args([
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ])
+            .launch_timeout(Duration::from_secs(60))
+            .request_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(anyhow::Error::msg)?;
+        let (browser, mut handler) = Browser::launch(config)
+            .await
+            .context("launch headless Chromium")?;
+        let handler = tokio::spawn(async move {
+            while let Some(event) = handler.next().await {
+                if let Err(error) = event {
+                    tracing::debug!(%error, "chromium handler");
+                }
+            }
+        });
+        Ok(DashboardBrowser {
+            browser,
+            handler,
+            _profile: profile,
+        })
+    }
+
+    /// Opens `url` in a new tab of `screen`'s size, collecting errors from
+    /// before the page's first script runs.
+    pub async fn open(&self, url: &str, screen: Screen) -> anyhow::Result<DashboardPage> {
+        let page = self.browser.new_page("about:blank").await?;
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let listeners = collect_errors(&page, &errors).await?;
+        page.enable_log().await?;
+        let page = DashboardPage {
+            page,
+            errors,
+            listeners,
+        };
+        page.resize(screen).await?;
+        page.goto(url).await?;
+        Ok(page)
+    }
+
+    /// Lets pages download files, into `dir` under their own names.
+    pub async fn allow_downloads(&self, dir: &std::path::Path) -> anyhow::Result<()> {
+        self.browser
+            .execute(
+                SetDownloadBehaviorParams::builder()
+                    .behavior(SetDownloadBehaviorBehavior::Allow)
+                    .download_path(dir.to_string_lossy())
+                    .build()
+                    .map_err(anyhow::Error::msg)?,
+            )
+            .await
+            .context("allow downloads")?;
+        Ok(())
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.browser.close().await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.browser.wait()).await;
+        self.handler.abort();
+    }
+}
+
+/// Console errors, uncaught exceptions and browser log errors (failed
+/// requests and sockets), each as one line.
+async fn collect_errors(
+    page: &Page,
+    errors: &Arc<Mutex<Vec<String>>>,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let mut console = page.event_listener::<EventConsoleApiCalled>().await?;
+    let mut exceptions = page.event_listener::<EventExceptionThrown>().await?;
+    let mut log = page.event_listener::<EventEntryAdded>().await?;
+    let sink = errors.clone();
+    let console = tokio::spawn(async move {
+        while let Some(event) = console.next().await {
+            if event.r#type == ConsoleApiCalledType::Error {
+                let text: Vec<String> = event
+                    .args
+                    .iter()
+                    .map(|arg| match &arg.value {
+                        Some(serde_json::Value::String(s)) => s.clone(),
+                        Some(value) => value.to_string(),
+                        None => arg.description.clone().unwrap_or_default(),
+                    })
+                    .collect();
+                sink.lock()
+                    .unwrap()
+                    .push(format!("console.error: {}", text.join(" ")));
+            }
+        }
+    });
+    let sink = errors.clone();
+    let exceptions = tokio::spawn(async move {
+        while let Some(event) = exceptions.next().await {
+            let details = &event.exception_details;
+            let description = details
+                .exception
+                .as_ref()
+                .and_then(|e| e.description.clone())
+                .unwrap_or_default();
+            sink.lock().unwrap().push(format!(
+                "uncaught exception: {} {description}",
+                details.text
+            ));
+        }
+    });
+    let sink = errors.clone();
+    let log = tokio::spawn(async move {
+        while let Some(event) = log.next().await {
+            if event.entry.level == LogEntryLevel::Error {
+                sink.lock().unwrap().push(format!(
+                    "log error: {} ({})",
+                    event.entry.text,
+                    event.entry.url.clone().unwrap_or_default()
+                ));
+            }
+        }
+    });
+    Ok(vec![console, exceptions, log])
+}
+
+/// One dashboard tab.
+#[derive(Debug)]
+pub struct DashboardPage {
+    page: Page,
+    errors: Arc<Mutex<Vec<String>>>,
+    listeners: Vec<JoinHandle<()>>,
+}
+
+impl DashboardPage {
+    pub async fn goto(&self, url: &str) -> anyhow::Result<()> {
+        self.page
+            .goto(url)
+            .await
+            .with_context(|| format!("load {url}"))?;
+        Ok(())
+    }
+
+    /// Emulates a screen: window size, pixel density, and touch for phones.
+    pub async fn resize(&self, screen: Screen) -> anyhow::Result<()> {
+        self.page
+            .execute(SetDeviceMetricsOverrideParams::new(
+                i64::from(screen.width),
+                i64::from(screen.height),
+                screen.scale,
+                screen.mobile,
+            ))
+            .await
+            .context("set the window size")?;
+        Ok(())
+    }
+
+    /// Evaluates a JavaScript expression (awaiting a promise) and decodes its
+    /// JSON value.
+    pub async fn eval<T: DeserializeOwned>(&self, expression: &str) -> anyhow::Result<T> {
+        self.page
+            .evaluate_expression(expression)
+            .await
+            .with_context(|| format!("evaluate {expression}"))?
+            .into_value()
+            .with_context(|| format!("decode the value of {expression}"))
+    }
+
+    /// Waits until `condition` (a JavaScript expression) holds.
+    pub async fn wait_for(&self, condition: &str, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.eval::<bool>(&format!("!!({condition})")).await? {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "timed out after {timeout:?} waiting for `{condition}`; the page says: {}",
+                    self.summary().await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// What the dashboard shows, briefly, for failure messages.
+    pub async fn summary(&self) -> String {
+        let summary = self
+            .eval::<serde_json::Value>(
+                "({view: document.body.dataset.view, \
+                  connection: document.body.dataset.connection, \
+                  status: document.querySelector('#connection')?.textContent, \
+                  tokenError: document.querySelector('#token-error')?.textContent, \
+                  jobs: [...document.querySelectorAll('.job')].map(j => \
+                    `#${j.dataset.job} ${j.dataset.state} ${j.querySelector('.percent')?.textContent}`), \
+                  workers: document.querySelectorAll('#workers tr').length})",
+            )
+            .await;
+        match summary {
+            Ok(summary) => summary.to_string(),
+            Err(error) => format!("(unreadable: {error:#})"),
+        }
+    }
+
+    /// The trimmed text of the first element matching `selector`.
+    pub async fn text(&self, selector: &str) -> anyhow::Result<String> {
+        let selector = serde_json::to_string(selector)?;
+        let text: Option<String> = self
+            .eval(&format!(
+                "document.querySelector({selector})?.textContent?.trim() ?? null"
+            ))
+            .await?;
+        text.with_context(|| format!("no element matches {selector}"))
+    }
+
+    /// Clicks the element with this CSS selector, as a mouse would.
+    pub async fn click(&self, selector: &str) -> anyhow::Result<()> {
+        self.page
+            .find_element(selector)
+            .await
+            .with_context(|| format!("find {selector}"))?
+            .click()
+            .await
+            .with_context(|| format!("click {selector}"))?;
+        Ok(())
+    }
+
+    /// Saves a PNG of the whole page (beyond the window, at the window's
+    /// width) as `tests/artifacts/{name}.png`, prints its path and returns it.
+    pub async fn screenshot(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let (width, height): (f64, f64) = self
+            .eval("[document.documentElement.clientWidth, document.documentElement.scrollHeight]")
+            .await?;
+        let png = self
+            .page
+            .screenshot(
+                ScreenshotParams::builder()
+                    .format(CaptureScreenshotFormat::Png)
+                    .capture_beyond_viewport(true)
+                    .clip(Viewport {
+                        x: 0.0,
+                        y: 0.0,
+                        width,
+                        height,
+                        scale: 1.0,
+                    })
+                    .build(),
+            )
+            .await
+            .context("take a screenshot")?;
+        let dir = artifacts_dir();
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, png).with_context(|| format!("write {}", path.display()))?;
+        println!("screenshot: {}", path.display());
+        Ok(path)
+    }
+
+    /// Everything the page logged as an error or threw so far.
+    pub fn errors(&self) -> Vec<String> {
+        self.errors.lock().unwrap().clone()
+    }
+
+    /// Fails with the list if the page logged any error or threw.
+    pub fn assert_no_errors(&self) {
+        let errors = self.errors();
+        assert!(
+            errors.is_empty(),
+            "the dashboard logged errors:\n{}",
+            errors.join("\n")
+        );
+    }
+
+    pub async fn close(self) -> anyhow::Result<()> {
+        let result = self.page.close().await.context("close the tab");
+        for listener in &self.listeners {
+            listener.abort();
+        }
+        result
+    }
+}

@@ -1,0 +1,570 @@
+//! The dashboard in headless Chromium against a real coordinator with native
+//! workers: it follows a Mandelbrot job to its picture (pixels checked against
+//! the PNG export's colours of natively computed counts), pauses, resumes and
+//! cancels jobs, downloads a result, groups a browser tab's connections, asks
+//! for a token and refuses a wrong one, and comes back after the coordinator
+//! restarts. Screenshots at laptop and phone sizes land in tests/artifacts/.
+
+use std::path::Path;
+use std::time::Duration;
+
+use grid_coordinator::export::colour;
+use grid_kernels::mandelbrot::{escape_time, pixel_x, pixel_y};
+use grid_kernels::spec::MandelbrotParams;
+use grid_protocol::{Hello, PROTOCOL_VERSION, WorkerKind, WorkerMessage};
+use grid_tests::browser::exclusive;
+use grid_tests::dashboard::{DashboardBrowser, DashboardPage, LAPTOP, PHONE};
+use grid_tests::raw::RawSocket;
+use grid_tests::{TOKEN, TestGrid, free_port, job, submit, wait_for_job, wait_for_workers};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn picture() -> MandelbrotParams {
+    MandelbrotParams {
+        width: 480,
+        height: 320,
+        x_min: -2.2,
+        x_max: 0.8,
+        y_min: -1.0,
+        y_max: 1.0,
+        max_iter: 1000,
+    }
+}
+
+/// Two connections of one browser tab (one session), paused so they take no
+/// work: what the donor page's Web Workers look like to the coordinator.
+/// They send heartbeats until the returned task is aborted.
+async fn browser_tab(base: &str, session: &str) -> tokio::task::JoinHandle<()> {
+    let mut sockets = Vec::new();
+    for _ in 0..2 {
+        let mut socket = RawSocket::connect(base).await;
+        socket
+            .send_message(&WorkerMessage::Hello(Hello {
+                protocol: PROTOCOL_VERSION,
+                kind: WorkerKind::Browser,
+                threads: 1,
+                name: Some("alice's laptop".into()),
+                session: Some(session.into()),
+            }))
+            .await;
+        socket.receive().await; // the welcome
+        socket.send_message(&WorkerMessage::Pause {}).await;
+        sockets.push(socket);
+    }
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            for socket in &mut sockets {
+                socket.send_message(&WorkerMessage::Heartbeat {}).await;
+            }
+        }
+    })
+}
+
+/// The dashboard's canvas pixels at `points`, as [r, g, b, a].
+async fn pixels(page: &DashboardPage, job: u64, points: &[(u32, u32)]) -> Vec<[u8; 4]> {
+    let points = serde_json::to_string(points).unwrap();
+    page.eval(&format!(
+        "(() => {{ \
+            const canvas = document.querySelector('.job[data-job=\"{job}\"] canvas.image'); \
+            const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data; \
+            return {points}.map(([x, y]) => Array.from(data.slice(4 * (y * canvas.width + x), 4 * (y * canvas.width + x) + 4))); \
+        }})()"
+    ))
+    .await
+    .expect("the canvas is readable")
+}
+
+/// The picture on the page is the job's: sampled pixels have exactly the
+/// PNG export's colour of the natively computed escape count, and the whole
+/// canvas is painted, with the set's black and many other colours.
+async fn assert_picture(page: &DashboardPage, job: u64, p: &MandelbrotParams) {
+    let mut points = Vec::new();
+    for i in 0..12 {
+        for j in 0..8 {
+            points.push((i * p.width / 12 + 7, j * p.height / 8 + 5));
+        }
+    }
+    let seen = pixels(page, job, &points).await;
+    let mut inside = 0;
+    for (&(x, y), rgba) in points.iter().zip(&seen) {
+        let count = escape_time(pixel_x(p, x), pixel_y(p, y), p.max_iter);
+        let [r, g, b] = colour(count, p.max_iter);
+        assert_eq!(
+            *rgba,
+            [r, g, b, 255],
+            "pixel ({x}, {y}) with escape count {count}"
+        );
+        inside += usize::from(count == p.max_iter);
+    }
+    assert!(
+        inside > 0 && inside < points.len(),
+        "samples both in and out of the set"
+    );
+    let (unpainted, colours): (u32, u32) = page
+        .eval(&format!(
+            "(() => {{ \
+                const canvas = document.querySelector('.job[data-job=\"{job}\"] canvas.image'); \
+                const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data; \
+                let unpainted = 0; const colours = new Set(); \
+                for (let i = 0; i < data.length; i += 4) {{ \
+                    if (data[i + 3] !== 255) unpainted++; \
+                    colours.add((data[i] << 16) | (data[i + 1] << 8) | data[i + 2]); \
+                }} \
+                return [unpainted, colours.size]; \
+            }})()"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(unpainted, 0, "every pixel is painted");
+    assert!(colours > 50, "a picture, not a blank: {colours} colours");
+}
+
+fn digits(text: &str) -> String {
+    text.chars().filter(char::is_ascii_digit).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_follows_jobs_to_their_results() {
+    let _turn = exclusive().await;
+    let dir = tempfile::tempdir().unwrap();
+    let downloads = tempfile::tempdir().unwrap();
+    let grid = TestGrid::start(dir.path()).await;
+    let client = grid.client();
+
+    // A Mandelbrot job held back until the page resumes it, so the page is
+    // surely watching while it runs; and one the page will cancel.
+    let p = picture();
+    let params = serde_json::to_value(&p).unwrap();
+    let image = submit(&client, &job("mandelbrot", params, 32)).await;
+    client.pause(image).await.unwrap();
+    let doomed = submit(
+        &client,
+        &job("primes", json!({"start": 0, "end": 4_000_000_000u64}), 400),
+    )
+    .await;
+    client.pause(doomed).await.unwrap();
+
+    let tab = browser_tab(&grid.url, "7f3a9c2e41d0b6aa").await;
+    wait_for_workers(&client, "a paused browser tab", |w| {
+        w.len() == 2 && w.iter().all(|w| w["paused"] == true)
+    })
+    .await;
+    let worker = grid.worker(2, "native-1");
+    let primes = submit(
+        &client,
+        &job("primes", json!({"start": 0, "end": 1_000_000}), 4),
+    )
+    .await;
+    wait_for_job(&client, primes, WAIT).await;
+
+    let browser = DashboardBrowser::launch().await.expect("Chromium starts");
+    browser.allow_downloads(downloads.path()).await.unwrap();
+    let page = browser
+        .open(&format!("{}/dashboard#token={TOKEN}", grid.url), LAPTOP)
+        .await
+        .unwrap();
+    page.wait_for("document.body.dataset.connection === 'live'", WAIT)
+        .await
+        .unwrap();
+    // The token left the address bar for localStorage.
+    let (hash, stored): (String, String) = page
+        .eval("[location.hash, localStorage.getItem('browsergrid.token') ?? '']")
+        .await
+        .unwrap();
+    assert_eq!(hash, "");
+    assert_eq!(stored, TOKEN);
+
+    // The snapshot: a finished count, two paused jobs, the tab as one group.
+    let card = |id: u64| format!(".job[data-job=\"{id}\"]");
+    page.wait_for(
+        &format!(
+            "document.querySelector('{} .answer')?.textContent.includes('primes')",
+            card(primes)
+        ),
+        WAIT,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        digits(
+            &page
+                .text(&format!("{} .answer", card(primes)))
+                .await
+                .unwrap()
+        ),
+        "78498"
+    );
+    page.wait_for(
+        &format!(
+            "document.querySelector('{}')?.dataset.paused === 'true'",
+            card(image)
+        ),
+        WAIT,
+    )
+    .await
+    .unwrap();
+    page.wait_for(
+        "document.querySelectorAll('#workers tr.group[data-connections=\"2\"]').length === 1 \
+         && document.querySelectorAll('#workers tr.member').length === 2 \
+         && document.querySelectorAll('#workers tr.worker').length === 1",
+        WAIT,
+    )
+    .await
+    .unwrap();
+    assert!(
+        page.text("#workers tr.group")
+            .await
+            .unwrap()
+            .contains("alice's laptop")
+    );
+    assert!(
+        page.text("#workers tr.worker")
+            .await
+            .unwrap()
+            .contains("native-1")
+    );
+
+    // Resume from the page: the picture paints itself from tiles as it runs.
+    assert_eq!(
+        page.text(&format!("{} button.pause", card(image)))
+            .await
+            .unwrap(),
+        "Resume"
+    );
+    page.click(&format!("{} button.pause", card(image)))
+        .await
+        .unwrap();
+    page.wait_for(
+        &format!(
+            "document.querySelector('{}').dataset.state === 'done'",
+            card(image)
+        ),
+        WAIT,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        page.text(&format!("{} .percent", card(image)))
+            .await
+            .unwrap(),
+        "100%"
+    );
+    assert_eq!(
+        page.text(&format!("{} .tasks", card(image))).await.unwrap(),
+        "32 / 32"
+    );
+    let canvas = format!("{} canvas.image", card(image));
+    page.wait_for(
+        &format!(
+            "document.querySelector('{canvas}').dataset.painted === '{}'",
+            p.height
+        ),
+        WAIT,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        page.eval::<String>(&format!(
+            "document.querySelector('{canvas}').dataset.source"
+        ))
+        .await
+        .unwrap(),
+        "tiles"
+    );
+    assert_picture(&page, image, &p).await;
+
+    // Cancel takes a second click.
+    page.click(&format!("{} button.cancel", card(doomed)))
+        .await
+        .unwrap();
+    assert_eq!(
+        page.text(&format!("{} button.cancel", card(doomed)))
+            .await
+            .unwrap(),
+        "Confirm cancel"
+    );
+    page.click(&format!("{} button.cancel", card(doomed)))
+        .await
+        .unwrap();
+    page.wait_for(
+        &format!(
+            "document.querySelector('{}').dataset.state === 'cancelled'",
+            card(doomed)
+        ),
+        WAIT,
+    )
+    .await
+    .unwrap();
+    assert_eq!(client.status(doomed).await.unwrap()["state"], "cancelled");
+
+    // The PNG download is the coordinator's PNG.
+    page.click(&format!("{} .downloads [data-format=\"png\"]", card(image)))
+        .await
+        .unwrap();
+    let expected = client.results(image, "png").await.unwrap();
+    let file = downloads.path().join(format!("job-{image}-mandelbrot.png"));
+    wait_for_file(&file, expected.len()).await;
+    assert!(
+        std::fs::read(&file).unwrap() == expected,
+        "the downloaded PNG differs"
+    );
+
+    // Opened after the fact (the token now from localStorage), the picture
+    // comes from the results route instead, and is the same.
+    page.goto(&format!("{}/dashboard", grid.url)).await.unwrap();
+    page.wait_for(&format!("document.querySelector('{}')", card(image)), WAIT)
+        .await
+        .unwrap();
+    // Unfold the card if it is folded, as a person would to see the picture.
+    page.eval::<bool>(&format!(
+        "document.querySelector('{}').open = true",
+        card(image)
+    ))
+    .await
+    .unwrap();
+    page.wait_for(
+        &format!(
+            "document.querySelector('{canvas}')?.dataset.painted === '{}' \
+             && document.querySelectorAll('#workers tr').length === 4",
+            p.height
+        ),
+        WAIT,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        page.eval::<String>(&format!(
+            "document.querySelector('{canvas}').dataset.source"
+        ))
+        .await
+        .unwrap(),
+        "results"
+    );
+    assert_picture(&page, image, &p).await;
+    // Let the throughput chart gather a few samples for the screenshots.
+    page.wait_for(
+        "document.querySelector('#throughput').dataset.samples >= 3",
+        WAIT,
+    )
+    .await
+    .unwrap();
+    page.screenshot("dashboard-laptop").await.unwrap();
+    page.resize(PHONE).await.unwrap();
+    page.wait_for("document.documentElement.clientWidth === 390", WAIT)
+        .await
+        .unwrap();
+    page.screenshot("dashboard-phone").await.unwrap();
+
+    page.assert_no_errors();
+    page.close().await.unwrap();
+    browser.close().await;
+    tab.abort();
+    worker.stop().await;
+    grid.stop().await;
+}
+
+/// Waits for a download to be complete under its final name.
+async fn wait_for_file(path: &Path, len: usize) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while std::fs::metadata(path).map(|m| m.len() as usize).ok() != Some(len) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} never arrived",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Errors a refused token makes the browser itself log: the 401 of the
+/// monitor upgrade and of the page's token check. Anything else is a bug.
+fn assert_only_refusals(page: &DashboardPage) {
+    let errors = page.errors();
+    let other: Vec<_> = errors
+        .iter()
+        .filter(|e| !e.contains("401") && !e.contains("HTTP Authentication failed"))
+        .collect();
+    assert!(other.is_empty(), "unexpected errors: {other:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_asks_for_a_token_and_refuses_a_wrong_one() {
+    let _turn = exclusive().await;
+    let dir = tempfile::tempdir().unwrap();
+    let grid = TestGrid::start(dir.path()).await;
+    let browser = DashboardBrowser::launch().await.expect("Chromium starts");
+
+    // No token anywhere: the form.
+    let page = browser
+        .open(&format!("{}/dashboard", grid.url), LAPTOP)
+        .await
+        .unwrap();
+    page.wait_for(
+        "document.body.dataset.view === 'token' && !document.querySelector('#token-view').hidden",
+        WAIT,
+    )
+    .await
+    .unwrap();
+    assert!(
+        page.eval::<bool>("document.querySelector('#token-error').hidden")
+            .await
+            .unwrap(),
+        "no error before a token was tried"
+    );
+    page.assert_no_errors();
+    page.screenshot("dashboard-token-form").await.unwrap();
+
+    // A wrong token: a clear message and the form again, nothing remembered.
+    page.eval::<bool>(
+        "(() => { document.querySelector('#token-input').value = 'not-the-token'; \
+                  document.querySelector('#token-form').requestSubmit(); return true; })()",
+    )
+    .await
+    .unwrap();
+    page.wait_for(
+        "document.body.dataset.view === 'token' && !document.querySelector('#token-error').hidden",
+        WAIT,
+    )
+    .await
+    .unwrap();
+    assert!(page.text("#token-error").await.unwrap().contains("refused"));
+    assert_eq!(
+        page.eval::<String>("localStorage.getItem('browsergrid.token') ?? ''")
+            .await
+            .unwrap(),
+        ""
+    );
+    assert_only_refusals(&page);
+
+    // The right one: live, and remembered for the next visit.
+    page.eval::<bool>(&format!(
+        "(() => {{ document.querySelector('#token-input').value = '{TOKEN}'; \
+                   document.querySelector('#token-form').requestSubmit(); return true; }})()"
+    ))
+    .await
+    .unwrap();
+    page.wait_for("document.body.dataset.connection === 'live'", WAIT)
+        .await
+        .unwrap();
+    page.goto(&format!("{}/dashboard", grid.url)).await.unwrap();
+    page.wait_for("document.body.dataset.connection === 'live'", WAIT)
+        .await
+        .unwrap();
+
+    // "Change token" forgets it.
+    page.click("#change-token").await.unwrap();
+    page.wait_for("document.body.dataset.view === 'token'", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.eval::<String>("localStorage.getItem('browsergrid.token') ?? ''")
+            .await
+            .unwrap(),
+        ""
+    );
+
+    // A link with a wrong token, pasted into this tab's address bar (only
+    // the fragment changes) or opened in a new one: the same message.
+    page.eval::<String>("location.hash = '#token=wrong'")
+        .await
+        .unwrap();
+    let refused = "document.body.dataset.view === 'token' \
+                   && !document.querySelector('#token-error').hidden && location.hash === ''";
+    page.wait_for(refused, WAIT).await.unwrap();
+    assert_only_refusals(&page);
+    page.close().await.unwrap();
+    let page = browser
+        .open(&format!("{}/dashboard#token=wrong", grid.url), PHONE)
+        .await
+        .unwrap();
+    page.wait_for(refused, WAIT).await.unwrap();
+    assert_only_refusals(&page);
+    page.screenshot("dashboard-token-refused-phone")
+        .await
+        .unwrap();
+
+    page.close().await.unwrap();
+    browser.close().await;
+    grid.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_reconnects_when_the_coordinator_comes_back() {
+    let _turn = exclusive().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let grid = TestGrid::start_on(dir.path(), port, |_| {}).await;
+    let client = grid.client();
+    let worker = grid.worker(1, "native-1");
+    let first = submit(&client, &job("primes", json!({"start": 0, "end": 1000}), 2)).await;
+    wait_for_job(&client, first, WAIT).await;
+
+    let browser = DashboardBrowser::launch().await.expect("Chromium starts");
+    let page = browser
+        .open(&format!("{}/dashboard#token={TOKEN}", grid.url), PHONE)
+        .await
+        .unwrap();
+    page.wait_for(
+        &format!("document.querySelector('.job[data-job=\"{first}\"]')?.dataset.state === 'done'"),
+        WAIT,
+    )
+    .await
+    .unwrap();
+
+    worker.stop().await;
+    grid.stop().await;
+    page.wait_for("document.body.dataset.connection === 'reconnecting'", WAIT)
+        .await
+        .unwrap();
+    assert!(
+        page.text("#connection")
+            .await
+            .unwrap()
+            .to_lowercase()
+            .contains("reconnecting")
+    );
+
+    let grid = TestGrid::start_on(dir.path(), port, |_| {}).await;
+    page.wait_for("document.body.dataset.connection === 'live'", WAIT)
+        .await
+        .unwrap();
+    // The new snapshot has the old job, and events flow again.
+    let client = grid.client();
+    let worker = grid.worker(1, "native-2");
+    let second = submit(&client, &job("primes", json!({"start": 0, "end": 1000}), 2)).await;
+    page.wait_for(
+        &format!(
+            "document.querySelector('.job[data-job=\"{first}\"]')?.dataset.state === 'done' \
+             && document.querySelector('.job[data-job=\"{second}\"]')?.dataset.state === 'done' \
+             && document.querySelector('#workers').textContent.includes('native-2')"
+        ),
+        WAIT,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        digits(
+            &page
+                .text(&format!(".job[data-job=\"{second}\"] .answer"))
+                .await
+                .unwrap()
+        ),
+        "168"
+    );
+
+    // While the coordinator was away the browser logged refused connections;
+    // nothing else.
+    let errors = page.errors();
+    let other: Vec<_> = errors
+        .iter()
+        .filter(|e| !e.contains("ERR_CONNECTION_REFUSED"))
+        .collect();
+    assert!(other.is_empty(), "unexpected errors: {other:#?}");
+
+    page.close().await.unwrap();
+    browser.close().await;
+    worker.stop().await;
+    grid.stop().await;
+}
