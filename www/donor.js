@@ -216,7 +216,9 @@ function render() {
   $("tasks-done").textContent = String(page.retired.tasks_done + sum("tasks_done"));
   const rate = sum("rate");
   $("rate").textContent = rate >= 100 ? rate.toFixed(0) : rate.toFixed(1);
-  $("compute-time").textContent = formatDuration(page.retired.compute_ms + sum("compute_ms"));
+  const computeMs = page.retired.compute_ms + sum("compute_ms");
+  $("compute-time").textContent = formatDuration(computeMs);
+  $("compute-time").dataset.ms = computeMs.toFixed(0);
   const busy = statuses.find((s) => s.job != null);
   $("job").textContent = busy ? `#${busy.job}` : "–";
   $("kernel").textContent = busy ? busy.kernel : "–";

@@ -139,21 +139,28 @@ async fn browser_workers_compute_every_kernel_exactly() {
     let session = page.text("#session").await.unwrap();
     assert!(!session.is_empty());
 
+    // Record every job and kernel the page shows while the jobs run.
+    page.eval::<bool>(
+        "(() => { \
+            window.shown = []; \
+            const record = () => window.shown.push( \
+                document.querySelector('#job').textContent + ' ' + \
+                document.querySelector('#kernel').textContent); \
+            for (const id of ['#job', '#kernel']) { \
+                new MutationObserver(record).observe(document.querySelector(id), \
+                    { childList: true, characterData: true, subtree: true }); \
+            } \
+            return true; \
+        })()",
+    )
+    .await
+    .unwrap();
+
     let jobs = every_kernel();
     let mut ids = Vec::new();
     for (spec, tasks) in &jobs {
         ids.push(submit_spec(&client, spec, *tasks).await);
     }
-    // While they run, the page names a job and its kernel.
-    page.wait_for(
-        "document.querySelector('#job').textContent.startsWith('#') && \
-         ['primes', 'mandelbrot', 'montecarlo-pi', 'hashsearch'] \
-            .includes(document.querySelector('#kernel').textContent)",
-        PAGE_TIMEOUT,
-    )
-    .await
-    .expect("the page shows the current job");
-
     for ((spec, tasks), id) in jobs.iter().zip(&ids) {
         let status = wait_for_job(&client, *id, JOB_TIMEOUT).await;
         assert_eq!(status["state"], "done", "{}: {status}", spec.kind());
@@ -166,6 +173,17 @@ async fn browser_workers_compute_every_kernel_exactly() {
             spec.kind()
         );
     }
+    // The page named the jobs it was working on, with their kernels.
+    let shown: Vec<String> = page.eval("window.shown").await.unwrap();
+    assert!(
+        shown.iter().any(|s| {
+            jobs.iter()
+                .zip(&ids)
+                .any(|((spec, _), id)| s == &format!("#{id} {}", spec.kind()))
+        }),
+        "the page never showed a running job: {shown:?}"
+    );
+
     // pi(5 * 10^6), from the literature rather than from the kernel.
     assert_eq!(results_json(&client, ids[0]).await["count"], 348_513);
 
@@ -304,6 +322,110 @@ async fn a_tab_closed_mid_batch_loses_no_task() {
 
     assert_no_console_errors(&second);
     second.close().await.unwrap();
+    browser.close().await;
+    grid.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_reconnects_when_the_coordinator_comes_back() {
+    let _one = exclusive().await;
+    ensure_wasm_built().expect("www/pkg builds");
+    let dir = tempfile::tempdir().unwrap();
+    let grid = TestGrid::start(dir.path()).await;
+    let port = grid.port();
+    let browser = TestBrowser::launch().await.expect("Chromium starts");
+    let page = open_donor_page(&browser, &grid, 2).await;
+
+    let (spec, tasks) = long_primes_job();
+    let id = submit_spec(&grid.client(), &spec, tasks).await;
+    wait_partway(&grid.client(), id, 0.1).await;
+
+    // A graceful restart: the workers are told "going away" and dial again
+    // with backoff until the coordinator is back on the same port.
+    grid.stop().await;
+    page.wait_for(
+        "document.body.dataset.state === 'reconnecting' && \
+         document.querySelector('#connected-workers').textContent === '0'",
+        PAGE_TIMEOUT,
+    )
+    .await
+    .expect("the page notices the coordinator left");
+    let grid = TestGrid::start_on(dir.path(), port, |_| {}).await;
+    page.wait_for(
+        "document.body.dataset.state === 'working' && \
+         document.querySelector('#connected-workers').textContent === '2'",
+        PAGE_TIMEOUT,
+    )
+    .await
+    .expect("the page reconnects");
+    let client = grid.client();
+    let status = wait_for_job(&client, id, JOB_TIMEOUT).await;
+    assert_eq!(status["state"], "done", "{status}");
+    assert_eq!(
+        status["result"]["count"], PRIMES_BELOW_TEN_BILLION,
+        "{status}"
+    );
+    let workers = client.workers().await.unwrap();
+    assert_eq!(workers.len(), 2, "{workers:#?}");
+
+    // The browser reports the refused connections while the coordinator was
+    // down; nothing else may be logged.
+    let errors: Vec<String> = page
+        .console_errors()
+        .into_iter()
+        .filter(|e| !e.contains("WebSocket connection to"))
+        .collect();
+    assert!(errors.is_empty(), "the page logged errors: {errors:#?}");
+    page.close().await.unwrap();
+    browser.close().await;
+    grid.stop().await;
+}
+
+/// The CPU cap is a duty cycle the worker keeps, not a label: at 25% one
+/// thread spends at most about a quarter of the wall time in kernels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cpu_cap_limits_compute_time() {
+    let _one = exclusive().await;
+    ensure_wasm_built().expect("www/pkg builds");
+    let dir = tempfile::tempdir().unwrap();
+    let grid = TestGrid::start(dir.path()).await;
+    let client = grid.client();
+    let browser = TestBrowser::launch().await.expect("Chromium starts");
+    let page = browser
+        .open(&format!("{}/?autostart=1&threads=1&cap=25", grid.url))
+        .await
+        .expect("the donor page loads");
+    page.wait_for("document.body.dataset.state === 'working'", PAGE_TIMEOUT)
+        .await
+        .expect("the page's worker connects");
+    assert_eq!(page.text("#cap-value").await.unwrap(), "25%");
+
+    let (spec, tasks) = long_primes_job();
+    let id = submit_spec(&client, &spec, tasks).await;
+    page.wait_for(
+        "Number(document.querySelector('#compute-time').dataset.ms) > 0",
+        PAGE_TIMEOUT,
+    )
+    .await
+    .expect("the worker computes");
+    let sample = "[performance.now(), Number(document.querySelector('#compute-time').dataset.ms)]";
+    let (wall0, compute0): (f64, f64) = page.eval(sample).await.unwrap();
+    // The window is the measurement itself: four seconds of wall time.
+    page.wait_for(&format!("performance.now() > {wall0} + 4000"), PAGE_TIMEOUT)
+        .await
+        .unwrap();
+    let (wall1, compute1): (f64, f64) = page.eval(sample).await.unwrap();
+    let share = (compute1 - compute0) / (wall1 - wall0);
+    eprintln!("compute share at a 25% cap: {:.1}%", share * 100.0);
+    assert!(
+        (0.05..=0.32).contains(&share),
+        "at a 25% cap the worker computed {:.0}% of the time",
+        share * 100.0
+    );
+    client.cancel(id).await.unwrap();
+
+    assert_no_console_errors(&page);
+    page.close().await.unwrap();
     browser.close().await;
     grid.stop().await;
 }
