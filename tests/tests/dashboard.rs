@@ -77,8 +77,9 @@ async fn pixels(page: &DashboardPage, job: u64, points: &[(u32, u32)]) -> Vec<[u
 }
 
 /// The picture on the page is the job's: sampled pixels have exactly the
-/// PNG export's colour of the natively computed escape count, and the whole
-/// canvas is painted, with the set's black and many other colours.
+/// PNG export's colour of the natively computed escape count, the whole
+/// canvas is painted, with the set's black and many other colours, and it is
+/// pixel for pixel the PNG the coordinator exports.
 async fn assert_picture(page: &DashboardPage, job: u64, p: &MandelbrotParams) {
     let mut points = Vec::new();
     for i in 0..12 {
@@ -119,6 +120,33 @@ async fn assert_picture(page: &DashboardPage, job: u64, p: &MandelbrotParams) {
         .unwrap();
     assert_eq!(unpainted, 0, "every pixel is painted");
     assert!(colours > 50, "a picture, not a blank: {colours} colours");
+
+    // And the whole canvas is the coordinator's PNG, decoded by the page.
+    let differing: i64 = page
+        .eval(&format!(
+            "(async () => {{ \
+                const canvas = document.querySelector('.job[data-job=\"{job}\"] canvas.image'); \
+                const mine = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data; \
+                const response = await fetch('api/jobs/{job}/results?format=png', \
+                    {{headers: {{Authorization: 'Bearer {TOKEN}'}}}}); \
+                const bitmap = await createImageBitmap(await response.blob()); \
+                const scratch = new OffscreenCanvas(bitmap.width, bitmap.height).getContext('2d'); \
+                scratch.drawImage(bitmap, 0, 0); \
+                const png = scratch.getImageData(0, 0, bitmap.width, bitmap.height).data; \
+                if (png.length !== mine.length) return -1; \
+                let differing = 0; \
+                for (let i = 0; i < png.length; i += 4) {{ \
+                    if (png[i] !== mine[i] || png[i + 1] !== mine[i + 1] || png[i + 2] !== mine[i + 2]) differing++; \
+                }} \
+                return differing; \
+            }})()"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        differing, 0,
+        "pixels differing from the PNG export (-1: not even the same size)"
+    );
 }
 
 fn digits(text: &str) -> String {
