@@ -1,11 +1,17 @@
 //! The coordinator's two edges spoken by hand: [`http`] sends any request,
 //! with any token and any body, and returns the status and the JSON answer;
 //! [`RawSocket`] is a worker connection on which the test chooses every frame,
-//! built straight on tokio-tungstenite as a third-party worker would be.
+//! built straight on tokio-tungstenite as a third-party worker would be; and
+//! [`HandWorker`] is a whole worker written from the protocol's types on top
+//! of it, computing real outputs with `grid_kernels::TaskRunner`.
 
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use grid_kernels::{TaskOutput, TaskRunner};
+use grid_protocol::frame::ResultsFrameBuilder;
 use grid_protocol::{
     Batch, CoordinatorMessage, Hello, PROTOCOL_VERSION, WORKER_PATH, WorkerKind, WorkerMessage,
 };
@@ -229,5 +235,117 @@ pub fn hello(threads: u32, name: &str) -> Hello {
         threads,
         name: Some(name.to_string()),
         session: None,
+    }
+}
+
+/// An ack that accepted all `n` results.
+pub fn accepted(n: u32) -> Ack {
+    Ack {
+        accepted: n,
+        duplicate: 0,
+        rejected: 0,
+    }
+}
+
+#[derive(Debug)]
+/// A hand-written worker: a raw socket, a task runner, and the batches
+/// received but not yet worked on.
+pub struct HandWorker {
+    pub socket: RawSocket,
+    /// The worker id from the welcome.
+    pub id: u64,
+    pub runner: TaskRunner,
+    /// Batches received and not yet taken by [`HandWorker::next_batch`].
+    pub queue: VecDeque<Batch>,
+}
+
+impl HandWorker {
+    /// Joins with a valid hello named "by-hand".
+    pub async fn join(url: &str, threads: u32) -> HandWorker {
+        HandWorker::join_with(url, hello(threads, "by-hand")).await
+    }
+
+    /// Joins with `hello`, which must be valid.
+    pub async fn join_with(url: &str, hello: Hello) -> HandWorker {
+        let (socket, id) = RawSocket::join_with(url, hello).await;
+        HandWorker {
+            socket,
+            id,
+            runner: TaskRunner::new(),
+            queue: VecDeque::new(),
+        }
+    }
+
+    pub async fn next_batch(&mut self) -> Batch {
+        match self.queue.pop_front() {
+            Some(batch) => batch,
+            None => self.socket.receive_batch().await,
+        }
+    }
+
+    pub fn output(&mut self, batch: &Batch, task: u32) -> TaskOutput {
+        self.runner.run(&batch.spec, batch.job_tasks, task)
+    }
+
+    /// A results frame for `tasks` of `batch`, computed for real.
+    pub fn frame(&mut self, batch: &Batch, tasks: &[u32]) -> Vec<u8> {
+        let mut builder = ResultsFrameBuilder::new(batch.batch);
+        for &task in tasks {
+            let output = self.output(batch, task);
+            builder.push(task, &output);
+        }
+        builder.finish()
+    }
+
+    /// Sends a results frame naming `batch` and returns its ack. Batches that
+    /// arrive meanwhile are kept for later.
+    pub async fn send(&mut self, batch: u64, frame: Vec<u8>) -> Ack {
+        self.socket.send_binary(frame).await;
+        let (ack, batches) = self.socket.receive_ack(batch).await;
+        self.queue.extend(batches);
+        ack
+    }
+
+    /// Works on every batch it is given, in the background, until the task
+    /// is aborted; the indices of the tasks it was given go to `given`. Task
+    /// `fail`, if given, it reports as failed instead. The coordinator must
+    /// send heartbeats more often than every 10 s.
+    pub fn serve(
+        mut self,
+        given: Arc<Mutex<Vec<u32>>>,
+        fail: Option<u32>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                let batch = self.next_batch().await;
+                let mut indices: Vec<u32> = batch.tasks.iter().collect();
+                given.lock().unwrap().extend(&indices);
+                if let Some(task) = fail.filter(|t| indices.contains(t)) {
+                    indices.retain(|&t| t != task);
+                    let failed = WorkerMessage::Failed {
+                        batch: batch.batch,
+                        task,
+                        error: "out of memory (on purpose)".into(),
+                    };
+                    self.socket.send_message(&failed).await;
+                }
+                if !indices.is_empty() {
+                    let frame = self.frame(&batch, &indices);
+                    self.send(batch.batch, frame).await;
+                }
+            }
+        })
+    }
+
+    /// Computes and sends whole batches until `answered` holds all `tasks`.
+    pub async fn finish(&mut self, answered: &mut BTreeSet<u32>, tasks: u32) {
+        while (answered.len() as u32) < tasks {
+            let batch = self.next_batch().await;
+            let indices: Vec<u32> = batch.tasks.iter().collect();
+            let frame = self.frame(&batch, &indices);
+            let ack = self.send(batch.batch, frame).await;
+            assert_eq!(ack, accepted(indices.len() as u32), "batch {}", batch.batch);
+            answered.extend(indices);
+        }
     }
 }

@@ -1,8 +1,8 @@
 //! Jobs survive faults with the exact answer and no task counted twice: a
 //! worker killed mid-job, the coordinator stopped and restarted mid-job on the
 //! same data directory, and the coordinator process killed with SIGKILL three
-//! times during one job; and a cancelled job stays cancelled across a
-//! restart. Each interruption waits for the job to be partway
+//! times during one job; replica votes and cancelled jobs survive a restart
+//! too. Each interruption waits for the job to be partway
 //! (by its progress, not by the clock); workers find the restarted
 //! coordinator by themselves because it comes back on the same port.
 
@@ -100,6 +100,42 @@ async fn a_coordinator_restarted_mid_job_finishes_the_same_job_exactly() {
     let jobs = client.jobs().await.unwrap();
     assert_eq!(jobs.len(), 1, "the restart made no new job: {jobs:?}");
     assert_eq!(jobs[0]["id"], id);
+
+    a.stop().await;
+    b.stop().await;
+    grid.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_votes_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    // Full quorums only, so that half-voted tasks are certain at the restart.
+    let strict = |config: &mut grid_coordinator::ServerConfig| {
+        config.scheduler.trust_after = None;
+    };
+    let grid = TestGrid::start_with(dir.path(), strict).await;
+    let port = grid.port();
+    let a = grid.worker(1, "a");
+    let b = grid.worker(1, "b");
+    let client = grid.client();
+    let tasks = 1000;
+    let request = grid_coordinator::grid::JobRequest {
+        redundancy: Some(2),
+        ..primes_below(2_000_000_000, tasks)
+    };
+    let id = submit(&client, &request).await;
+    let before = wait_partway(&client, id, 0.3).await;
+
+    grid.stop().await;
+    let grid = TestGrid::start_on(dir.path(), port, strict).await;
+    let client = grid.client();
+    let restored = client.status(id).await.unwrap();
+    assert!(tasks_done(&restored) >= tasks_done(&before), "{restored}");
+    assert_eq!(restored["redundancy"], 2);
+    let status = wait_for_job(&client, id, JOB_TIMEOUT).await;
+    assert_eq!(status["state"], "done", "{status}");
+    assert_eq!(status["result"]["count"], PI_2E9, "{status}");
+    assert_eq!(status["tasks"]["done"], tasks, "{status}");
 
     a.stop().await;
     b.stop().await;

@@ -1,108 +1,20 @@
 //! A worker written by hand from the protocol's message types, as a third
-//! party would write one: hello, batches, outputs computed with
-//! `grid_kernels::TaskRunner`, binary results frames built with
+//! party would write one ([`HandWorker`]): hello, batches, outputs computed
+//! with `grid_kernels::TaskRunner`, binary results frames built with
 //! `ResultsFrameBuilder`, and the acks that answer them. Also what acks say
 //! about results sent twice, results for batches never leased, and outputs
-//! that cannot be right (their donor is quarantined); and what a hello's
-//! session and the pause and resume messages do.
+//! that cannot be right (their donor is quarantined), and revokes.
 
-use std::collections::{BTreeSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use grid_kernels::{KernelSpec, TaskOutput, TaskRunner};
+use grid_kernels::{KernelSpec, TaskOutput};
 use grid_protocol::frame::ResultsFrameBuilder;
-use grid_protocol::{Batch, CoordinatorMessage, WorkerMessage};
-use grid_tests::raw::{Ack, RawSocket, hello};
-use grid_tests::{TestGrid, job, submit, total_tasks_done, wait_for_job, wait_for_workers};
+use grid_protocol::{CoordinatorMessage, WorkerMessage};
+use grid_tests::raw::{Ack, HandWorker, RawSocket, accepted, hello};
+use grid_tests::{TestGrid, job, submit, wait_for_job, wait_for_workers};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-
-/// A hand-written worker: a raw socket, a task runner, and the batches
-/// received but not yet worked on.
-struct HandWorker {
-    socket: RawSocket,
-    id: u64,
-    runner: TaskRunner,
-    queue: VecDeque<Batch>,
-}
-
-impl HandWorker {
-    async fn join(url: &str, threads: u32) -> HandWorker {
-        let (socket, id) = RawSocket::join(url, threads, "by-hand").await;
-        HandWorker {
-            socket,
-            id,
-            runner: TaskRunner::new(),
-            queue: VecDeque::new(),
-        }
-    }
-
-    async fn next_batch(&mut self) -> Batch {
-        match self.queue.pop_front() {
-            Some(batch) => batch,
-            None => self.socket.receive_batch().await,
-        }
-    }
-
-    fn output(&mut self, batch: &Batch, task: u32) -> TaskOutput {
-        self.runner.run(&batch.spec, batch.job_tasks, task)
-    }
-
-    /// A results frame for `tasks` of `batch`, computed for real.
-    fn frame(&mut self, batch: &Batch, tasks: &[u32]) -> Vec<u8> {
-        let mut builder = ResultsFrameBuilder::new(batch.batch);
-        for &task in tasks {
-            let output = self.output(batch, task);
-            builder.push(task, &output);
-        }
-        builder.finish()
-    }
-
-    /// Sends a results frame naming `batch` and returns its ack. Batches that
-    /// arrive meanwhile are kept for later.
-    async fn send(&mut self, batch: u64, frame: Vec<u8>) -> Ack {
-        self.socket.send_binary(frame).await;
-        let (ack, batches) = self.socket.receive_ack(batch).await;
-        self.queue.extend(batches);
-        ack
-    }
-
-    /// Works on every batch it is given, in the background, until the task
-    /// is aborted; the indices of the tasks it was given go to `given`. The
-    /// coordinator must send heartbeats more often than every 10 s.
-    fn serve(mut self, given: Arc<Mutex<Vec<u32>>>) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            loop {
-                let batch = self.next_batch().await;
-                let indices: Vec<u32> = batch.tasks.iter().collect();
-                given.lock().unwrap().extend(&indices);
-                let frame = self.frame(&batch, &indices);
-                self.send(batch.batch, frame).await;
-            }
-        })
-    }
-
-    /// Computes and sends whole batches until `answered` holds all `tasks`.
-    async fn finish(&mut self, answered: &mut BTreeSet<u32>, tasks: u32) {
-        while (answered.len() as u32) < tasks {
-            let batch = self.next_batch().await;
-            let indices: Vec<u32> = batch.tasks.iter().collect();
-            let frame = self.frame(&batch, &indices);
-            let ack = self.send(batch.batch, frame).await;
-            assert_eq!(ack, accepted(indices.len() as u32), "batch {}", batch.batch);
-            answered.extend(indices);
-        }
-    }
-}
-
-fn accepted(n: u32) -> Ack {
-    Ack {
-        accepted: n,
-        duplicate: 0,
-        rejected: 0,
-    }
-}
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -269,13 +181,7 @@ async fn an_impossible_output_quarantines_its_donor_and_others_redo_the_task() {
     let client = grid.client();
     let mut liar_hello = hello(1, "liar");
     liar_hello.session = Some("liar-tab".into());
-    let (socket, id) = RawSocket::join_with(&grid.url, liar_hello.clone()).await;
-    let mut liar = HandWorker {
-        socket,
-        id,
-        runner: TaskRunner::new(),
-        queue: VecDeque::new(),
-    };
+    let mut liar = HandWorker::join_with(&grid.url, liar_hello.clone()).await;
     let tasks = 4;
     let job_id = submit(
         &client,
@@ -408,126 +314,5 @@ async fn a_hand_written_worker_is_revoked_when_its_job_is_cancelled() {
     let status = client.status(id).await.unwrap();
     assert_eq!(status["state"], "cancelled");
     assert_eq!(status["tasks"]["done"], 0);
-    grid.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicas_never_go_to_two_connections_of_one_session() {
-    let dir = tempfile::tempdir().unwrap();
-    let grid = TestGrid::start_with(dir.path(), |config| {
-        config.heartbeat = Duration::from_millis(200);
-    })
-    .await;
-    let client = grid.client();
-    // Two Web Workers of one browser tab, say: one session, one donor.
-    let mut tab = Vec::new();
-    for name in ["tab-worker-1", "tab-worker-2"] {
-        let mut hello = hello(1, name);
-        hello.session = Some("tab-1".into());
-        let (socket, id) = RawSocket::join_with(&grid.url, hello).await;
-        let given = Arc::new(Mutex::new(Vec::new()));
-        let worker = HandWorker {
-            socket,
-            id,
-            runner: TaskRunner::new(),
-            queue: VecDeque::new(),
-        };
-        tab.push((worker.serve(given.clone()), given));
-    }
-    let workers = client.workers().await.unwrap();
-    assert_eq!(workers.len(), 2);
-    assert_eq!(workers[0]["session"], "tab-1");
-    assert_eq!(workers[0]["donor"], workers[1]["donor"], "{workers:?}");
-
-    let tasks = 12;
-    let request = grid_coordinator::grid::JobRequest {
-        redundancy: Some(2),
-        ..job("primes", json!({"start": 0, "end": 10_000_000}), tasks)
-    };
-    let id = submit(&client, &request).await;
-    // The tab answers one replica of each task, then has nothing it may do.
-    wait_for_workers(&client, "one replica of every task", |w| {
-        total_tasks_done(w) >= u64::from(tasks) && w.iter().all(|w| w["tasks_in_flight"] == 0)
-    })
-    .await;
-    let status = client.status(id).await.unwrap();
-    assert_eq!(status["state"], "running", "{status}");
-    assert_eq!(status["tasks"]["done"], 0, "{status}");
-
-    // Another donor supplies the second replicas.
-    let other = grid.worker(1, "another-donor");
-    let status = wait_for_job(&client, id, TIMEOUT).await;
-    assert_eq!(status["result"]["count"], 664_579, "{status}");
-    let workers = client.workers().await.unwrap();
-    assert_eq!(
-        total_tasks_done(&workers),
-        2 * u64::from(tasks),
-        "{workers:?}"
-    );
-
-    let first: BTreeSet<u32> = tab[0].1.lock().unwrap().iter().copied().collect();
-    let second: BTreeSet<u32> = tab[1].1.lock().unwrap().iter().copied().collect();
-    let both: Vec<&u32> = first.intersection(&second).collect();
-    assert!(
-        both.is_empty(),
-        "tasks leased to both connections of the tab: {both:?}"
-    );
-    assert_eq!(first.len() + second.len(), tasks as usize);
-
-    for (serving, _) in tab {
-        serving.abort();
-    }
-    other.stop().await;
-    grid.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paused_worker_gets_no_batches_until_it_resumes() {
-    let dir = tempfile::tempdir().unwrap();
-    let grid = TestGrid::start(dir.path()).await;
-    let client = grid.client();
-    let mut paused = HandWorker::join(&grid.url, 4).await;
-    paused.socket.send_message(&WorkerMessage::Pause {}).await;
-    wait_for_workers(&client, "the worker to be paused", |w| {
-        w.len() == 1 && w[0]["paused"] == true
-    })
-    .await;
-
-    let native = grid.worker(1, "native");
-    let first = submit(
-        &client,
-        &job("primes", json!({"start": 0, "end": 10_000_000}), 20),
-    )
-    .await;
-    let status = wait_for_job(&client, first, TIMEOUT).await;
-    assert_eq!(status["result"]["count"], 664_579);
-    let workers = client.workers().await.unwrap();
-    let me = workers.iter().find(|w| w["id"] == paused.id).unwrap();
-    assert_eq!(me["tasks_done"], 0, "{workers:?}");
-
-    paused.socket.send_message(&WorkerMessage::Resume {}).await;
-    wait_for_workers(&client, "the worker to resume", |w| {
-        w.iter()
-            .any(|w| w["id"] == paused.id && w["paused"] == false)
-    })
-    .await;
-    let second = submit(
-        &client,
-        &job("primes", json!({"start": 0, "end": 1_000_000}), 20),
-    )
-    .await;
-    // The first batch it ever receives is of the job submitted after resume.
-    let batch = paused.next_batch().await;
-    assert_eq!(batch.job, second, "a batch reached the worker while paused");
-    let indices: Vec<u32> = batch.tasks.iter().collect();
-    let frame = paused.frame(&batch, &indices);
-    assert_eq!(
-        paused.send(batch.batch, frame).await,
-        accepted(indices.len() as u32)
-    );
-    let status = wait_for_job(&client, second, TIMEOUT).await;
-    assert_eq!(status["result"]["count"], 78_498);
-
-    native.stop().await;
     grid.stop().await;
 }
