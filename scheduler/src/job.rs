@@ -335,9 +335,23 @@ impl JobState {
         let agreeing = live.votes.iter().filter(|v| v.1 == digest).count() as u32;
         if agreeing >= quorum || live.solo {
             let others = live.holders.iter().map(|h| h.batch).collect();
-            let agree: Vec<DonorId> = live.votes.iter().filter(|v| v.1 == digest).map(|v| v.0).collect();
-            let dissenters = live.votes.iter().filter(|v| v.1 != digest).map(|v| v.0).collect();
-            let validated = if agree.len() > 1 { agree.clone() } else { Vec::new() };
+            let agree: Vec<DonorId> = live
+                .votes
+                .iter()
+                .filter(|v| v.1 == digest)
+                .map(|v| v.0)
+                .collect();
+            let dissenters = live
+                .votes
+                .iter()
+                .filter(|v| v.1 != digest)
+                .map(|v| v.0)
+                .collect();
+            let validated = if agree.len() > 1 {
+                agree.clone()
+            } else {
+                Vec::new()
+            };
             if agree.len() == 1 {
                 self.sole.entry(donor).or_default().push(task);
             }

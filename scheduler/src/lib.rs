@@ -60,8 +60,9 @@ pub struct SchedulerConfig {
     /// Copy tasks other workers have held at least this long to idle workers
     /// when nothing else is left.
     pub speculate_after_ms: Option<u64>,
-    /// Revoked batches remembered per worker, so that results racing a revoke
-    /// are recognised as stale rather than counted as unleased.
+    /// Closed batches remembered per worker, so that results racing a close
+    /// (a revoke, a copy that won) are recognised as stale rather than
+    /// counted as unleased.
     pub remembered_revokes: usize,
     /// Results agreeing with a quorum a donor needs before it is trusted
     /// (`None` turns adaptive replication off).
@@ -200,7 +201,9 @@ struct WorkerState {
     /// When the worker last finished a batch: with pipelining, a batch's
     /// service time starts there, not at its grant.
     last_finish: u64,
-    recently_revoked: VecDeque<BatchId>,
+    /// Its last closed batches (finished, revoked, returned) and their
+    /// tasks: a result that races the close is stale, not unleased.
+    recently_closed: VecDeque<(BatchId, TaskRanges)>,
 }
 
 #[derive(Debug)]
@@ -343,7 +346,7 @@ impl Scheduler {
                 batches: Vec::new(),
                 speed: HashMap::new(),
                 last_finish: now,
-                recently_revoked: VecDeque::new(),
+                recently_closed: VecDeque::new(),
             },
         );
     }
@@ -651,14 +654,14 @@ impl Scheduler {
         now: u64,
     ) -> Recorded {
         let Some(batch) = self.batches.get(&batch_id) else {
-            let revoked = self
+            let closed = self
                 .workers
                 .get(&worker)
-                .is_some_and(|w| w.recently_revoked.contains(&batch_id));
-            return if revoked {
-                Recorded::Stale
-            } else {
-                Recorded::Rejected(Rejection::UnknownBatch)
+                .and_then(|w| w.recently_closed.iter().find(|(id, _)| *id == batch_id));
+            return match closed {
+                Some((_, tasks)) if tasks.contains(task) => Recorded::Stale,
+                Some(_) => Recorded::Rejected(Rejection::TaskNotInBatch),
+                None => Recorded::Rejected(Rejection::UnknownBatch),
             };
         };
         if batch.worker != worker {
@@ -779,6 +782,12 @@ impl Scheduler {
             return;
         };
         worker.batches.retain(|&b| b != batch_id);
+        remember_closed(
+            worker,
+            batch_id,
+            &batch.tasks,
+            self.config.remembered_revokes,
+        );
         if self.batch_latencies.len() < 100_000 {
             self.batch_latencies
                 .push(now.saturating_sub(batch.granted_at));
@@ -805,10 +814,12 @@ impl Scheduler {
         };
         if let Some(worker) = self.workers.get_mut(&batch.worker) {
             worker.batches.retain(|&b| b != batch_id);
-            worker.recently_revoked.push_back(batch_id);
-            if worker.recently_revoked.len() > self.config.remembered_revokes {
-                worker.recently_revoked.pop_front();
-            }
+            remember_closed(
+                worker,
+                batch_id,
+                &batch.tasks,
+                self.config.remembered_revokes,
+            );
             if revoke {
                 self.effects.push(Effect::Revoke {
                     worker: batch.worker,
@@ -950,6 +961,15 @@ impl Scheduler {
             .filter(|b| !b.expired)
             .map(|b| b.deadline)
             .min()
+    }
+}
+
+fn remember_closed(worker: &mut WorkerState, batch: BatchId, tasks: &[u32], keep: usize) {
+    worker
+        .recently_closed
+        .push_back((batch, TaskRanges::from_indices(tasks.iter().copied())));
+    if worker.recently_closed.len() > keep {
+        worker.recently_closed.pop_front();
     }
 }
 

@@ -902,3 +902,37 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_late_answer_for_a_task_a_copy_won_is_stale_even_after_the_batch_finished() {
+    let mut s = Scheduler::new(SchedulerConfig {
+        speculate_after_ms: Some(0),
+        ..config()
+    });
+    s.add_job(JobPlan::single(1, 2));
+    s.add_worker(1, 1, 2, 0);
+    let original = s.grant(1, 0).unwrap();
+    s.add_worker(2, 2, 2, 0);
+    let copy = s.grant(2, 10).unwrap();
+    assert!(copy.speculative);
+    // The copy answers task 1 first; the original then answers task 0, which
+    // finishes its batch, and only then its own answer for task 1 arrives.
+    assert!(matches!(
+        s.record(2, copy.batch, 1, digest_of(1, 1), 11),
+        Recorded::Accepted { decided: true, .. }
+    ));
+    assert!(matches!(
+        s.record(1, original.batch, 0, digest_of(1, 0), 12),
+        Recorded::Accepted { decided: true, .. }
+    ));
+    assert_eq!(
+        s.record(1, original.batch, 1, digest_of(1, 1), 13),
+        Recorded::Stale
+    );
+    // A task that was never in that batch is still refused.
+    s.add_job(JobPlan::single(2, 4));
+    assert_eq!(
+        s.record(1, original.batch, 3, digest_of(1, 3), 14),
+        Recorded::Rejected(Rejection::TaskNotInBatch)
+    );
+}
