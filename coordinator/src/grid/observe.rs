@@ -7,14 +7,13 @@ impl Grid {
     /// Publishes coalesced job progress; with `sample`, also throughput and
     /// worker figures. Called on a timer.
     pub fn monitor_tick(&self, sample: bool) {
-        if !self.monitor.active() {
-            return;
-        }
         for id in self.monitor.take_dirty() {
             if let Some(job) = self.job(id) {
                 self.job_event(&job, "progress");
             }
         }
+        // Throughput is sampled whether or not anyone watches, so that a
+        // dashboard opened later finds the last minutes in its snapshot.
         if sample {
             let workers = self.workers();
             let totals: Vec<(u64, u64)> = workers.iter().map(|w| (w.id, w.tasks_done)).collect();
@@ -24,6 +23,9 @@ impl Grid {
                     .sample(self.now_ms(), self.tasks_completed(), &totals, threads);
             self.monitor
                 .publish(&serde_json::json!({"type": "throughput", "sample": throughput}));
+            if !self.monitor.active() {
+                return;
+            }
             let stats: Vec<serde_json::Value> = workers
                 .iter()
                 .map(|w| {
