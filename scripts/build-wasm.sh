@@ -10,7 +10,10 @@
 # Environment:
 #   WASM_OPT=1   also run wasm-opt -O3 from the npm package `binaryen` (never
 #                Debian's binaryen: its wasm-opt 108 breaks wasm-bindgen output).
-#                Off by default: it measured no faster and barely smaller.
+#                Off by default: measured with bench_wasm in Chromium 156 it
+#                made no kernel measurably faster; it shrinks the module by a
+#                quarter (421 KB to 310 KB), which does not pay for an npm
+#                download in every build.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
