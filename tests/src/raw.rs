@@ -55,7 +55,12 @@ pub async fn http(
     token: Option<&str>,
     body: Option<Vec<u8>>,
 ) -> Answer {
-    let client = reqwest::Client::new();
+    // Plain HTTP only, but reqwest still wants a TLS setup: the coordinator's.
+    let tls = grid_coordinator::tls::client_config(None).expect("a TLS client setup");
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured((*tls).clone())
+        .build()
+        .expect("an HTTP client");
     let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
     let mut request = client.request(method, format!("{base}{path}"));
     if let Some(token) = token {
