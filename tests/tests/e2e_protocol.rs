@@ -137,7 +137,6 @@ async fn acks_tell_duplicates_from_results_never_leased() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: resending the results of a finished batch is acked as rejected (unknown batch), not duplicate, and over 64 of them quarantine an honest donor"]
 async fn resending_a_whole_batch_is_a_duplicate() {
     let dir = tempfile::tempdir().unwrap();
     let grid = TestGrid::start(dir.path()).await;
