@@ -47,6 +47,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
+    tls::install_default_provider();
     let grid = Grid::open(config).await?;
     let (stop_connections, stopping) = watch::channel(false);
     let (done, mut all_done) = mpsc::channel::<()>(1);

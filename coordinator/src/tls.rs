@@ -12,6 +12,14 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
+/// Makes ring the process's default rustls provider, once. HTTP clients built
+/// without an explicit TLS configuration (reqwest's `Client::new()`) need
+/// one; the coordinator, its clients and its workers install it at start.
+pub fn install_default_provider() {
+    // An error only means a provider is already installed.
+    let _ = default_provider().install_default();
+}
+
 /// The coordinator's TLS, ready to accept connections.
 #[derive(Clone)]
 pub struct ServerTls(pub TlsAcceptor);
@@ -24,6 +32,7 @@ impl std::fmt::Debug for ServerTls {
 
 /// The server side: a certificate chain and its private key, both PEM.
 pub fn acceptor(cert: &Path, key: &Path) -> anyhow::Result<ServerTls> {
+    install_default_provider();
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .with_context(|| format!("cannot read the certificate {}", cert.display()))?
         .collect::<Result<_, _>>()
@@ -46,6 +55,7 @@ pub fn acceptor(cert: &Path, key: &Path) -> anyhow::Result<ServerTls> {
 /// `ca_cert` if given (for a coordinator with a private or self-signed
 /// certificate).
 pub fn client_config(ca_cert: Option<&Path>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    install_default_provider();
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_cert {

@@ -166,8 +166,18 @@ pub async fn run(
         if *shutdown.borrow() {
             break Ok(());
         }
-        let started = tokio::time::Instant::now();
-        match session(&url, &tls, &options, threads, &pool, &mut shutdown).await {
+        let mut welcomed = false;
+        match session(
+            &url,
+            &tls,
+            &options,
+            threads,
+            &pool,
+            &mut shutdown,
+            &mut welcomed,
+        )
+        .await
+        {
             Ok(SessionEnd::Shutdown) => break Ok(()),
             Ok(SessionEnd::Closed(code, reason)) => {
                 let known = code.and_then(CloseCode::from_code);
@@ -183,7 +193,9 @@ pub async fn run(
                 "cannot reach the coordinator at {url}: {error:#}; retrying in {delay:?}"
             ),
         }
-        if started.elapsed() > Duration::from_secs(10) {
+        // A coordinator that welcomed us was reachable: start over from the
+        // shortest delay; only repeated failures back off further.
+        if welcomed {
             delay = Duration::from_millis(250);
         }
         let jitter = 0.75 + rand::random::<f64>() * 0.5;
@@ -207,6 +219,7 @@ async fn session(
     threads: usize,
     pool: &Arc<Pool>,
     shutdown: &mut watch::Receiver<bool>,
+    welcomed: &mut bool,
 ) -> anyhow::Result<SessionEnd> {
     let (socket, _) = tokio::time::timeout(
         Duration::from_secs(10),
@@ -253,6 +266,7 @@ async fn session(
         state.generation += 1;
         state.failures.clear();
     }
+    *welcomed = true;
     tracing::info!(worker = worker_id, threads, "connected to {url}");
 
     let mut flush = tokio::time::interval(Duration::from_millis(200));
