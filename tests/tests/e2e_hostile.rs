@@ -1,0 +1,309 @@
+//! Hostile workers, written from PROTOCOL.md with the raw message types: a
+//! liar with plausible wrong answers, a liar that earns trust first, a
+//! replayer, a claimer of tasks it was never given, a flooder and a sender of
+//! giant frames. Honest workers compute beside them; every job still comes
+//! back exact, and the liars end up quarantined.
+
+use std::time::Duration;
+
+use grid_kernels::TaskOutput;
+use grid_protocol::frame::ResultsFrameBuilder;
+use grid_protocol::{Batch, WorkerMessage};
+use grid_tests::raw::{HandWorker, RawSocket, hello};
+use grid_tests::{TestGrid, job, submit, wait_for_job, wait_for_workers};
+use serde_json::{Value, json};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// pi(2_000_000) - pi(0): the answer every primes job below must reach.
+const PRIMES_BELOW_2M: u64 = 148_933;
+
+fn primes_job(redundancy: u32, tasks: u32) -> grid_coordinator::grid::JobRequest {
+    let mut request = job("primes", json!({"start": 0, "end": 2_000_000}), tasks);
+    request.redundancy = Some(redundancy);
+    request
+}
+
+/// A plausible wrong answer: the true count plus one (still within range).
+fn lie(worker: &mut HandWorker, batch: &Batch, task: u32) -> TaskOutput {
+    match worker.output(batch, task) {
+        TaskOutput::Count(n) => TaskOutput::Count(n + 1),
+        other => other,
+    }
+}
+
+/// Answers every batch it gets, with plausible lies for the jobs `lies_on`
+/// picks and honestly for the others. Runs until aborted.
+fn liar(
+    mut worker: HandWorker,
+    lies_on: impl Fn(u64) -> bool + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let batch = worker.next_batch().await;
+            let mut builder = ResultsFrameBuilder::new(batch.batch);
+            for task in batch.tasks.iter() {
+                let output = if lies_on(batch.job) {
+                    lie(&mut worker, &batch, task)
+                } else {
+                    worker.output(&batch, task)
+                };
+                builder.push(task, &output);
+            }
+            worker.send(batch.batch, builder.finish()).await;
+        }
+    })
+}
+
+async fn worker_entry(client: &grid_coordinator::client::Client, id: u64) -> Value {
+    client
+        .workers()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|w| w["id"] == id)
+        .unwrap_or(Value::Null)
+}
+
+async fn metric(url: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no {name} in the metrics"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_liar_among_honest_workers_is_outvoted_and_quarantined() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = TestGrid::start_with(dir.path(), |c| c.scheduler.trust_after = None).await;
+    let client = grid.client();
+    let honest = [grid.worker(1, "honest-1"), grid.worker(1, "honest-2")];
+    let liar_worker = HandWorker::join(&grid.url, 1).await;
+    let liar_id = liar_worker.id;
+    let lying = liar(liar_worker, |_| true);
+
+    let id = submit(&client, &primes_job(2, 200)).await;
+    let status = wait_for_job(&client, id, TIMEOUT).await;
+    assert_eq!(status["state"], "done", "{status}");
+    assert_eq!(status["result"]["count"], PRIMES_BELOW_2M);
+
+    let entry = worker_entry(&client, liar_id).await;
+    assert_eq!(entry["quarantined"], true, "{entry}");
+    assert!(metric(&grid.url, "grid_donors_quarantined_total").await >= 1.0);
+    for entry in client
+        .workers()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|w| w["id"] != liar_id)
+    {
+        assert_eq!(
+            entry["quarantined"], false,
+            "an honest worker was quarantined: {entry}"
+        );
+    }
+    // A quarantined worker gets no more work.
+    let next = submit(&client, &primes_job(1, 50)).await;
+    wait_for_job(&client, next, TIMEOUT).await;
+    assert_eq!(worker_entry(&client, liar_id).await["tasks_in_flight"], 0);
+
+    lying.abort();
+    for worker in honest {
+        worker.stop().await;
+    }
+    grid.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_liar_that_earned_trust_is_caught_by_a_spot_check_and_its_work_redone() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = TestGrid::start_with(dir.path(), |c| {
+        c.scheduler.trust_after = Some(5);
+        c.scheduler.spot_check_rate = 0.5;
+    })
+    .await;
+    let client = grid.client();
+    // First the sneaky worker and one honest worker earn trust on job 1,
+    // where the sneaky one tells the truth.
+    let honest = grid.worker(1, "honest-1");
+    let sneaky = HandWorker::join(&grid.url, 1).await;
+    let sneaky_id = sneaky.id;
+    let lying = liar(sneaky, |job| job != 1);
+    let warmup = submit(&client, &primes_job(2, 20)).await;
+    assert_eq!(
+        wait_for_job(&client, warmup, TIMEOUT).await["result"]["count"],
+        PRIMES_BELOW_2M
+    );
+    assert_eq!(worker_entry(&client, sneaky_id).await["trusted"], true);
+
+    // On job 2 it lies on everything: its solo tasks are decided by its word
+    // until a spot-checked task, which a second honest worker settles, shows
+    // it up; then everything it decided alone is computed again.
+    let second = grid.worker(1, "honest-2");
+    let id = submit(&client, &primes_job(2, 200)).await;
+    let status = wait_for_job(&client, id, TIMEOUT).await;
+    assert_eq!(status["state"], "done", "{status}");
+    assert_eq!(
+        status["result"]["count"], PRIMES_BELOW_2M,
+        "a lie survived: {status}"
+    );
+    let entry = worker_entry(&client, sneaky_id).await;
+    assert_eq!(entry["quarantined"], true, "{entry}");
+    assert!(
+        metric(&grid.url, "grid_tasks_solo_total").await > 0.0,
+        "no task was decided by a trusted donor alone"
+    );
+    let rechecked = metric(&grid.url, "grid_tasks_rechecked_total").await;
+    assert!(
+        rechecked > 0.0,
+        "nothing the liar decided alone was checked again"
+    );
+
+    lying.abort();
+    honest.stop().await;
+    second.stop().await;
+    grid.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_and_claims_of_unleased_tasks_never_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = TestGrid::start_with(dir.path(), |c| c.max_rejected_results = 10).await;
+    let client = grid.client();
+    let tasks = 20;
+    let id = submit(
+        &client,
+        &job("primes", json!({"start": 0, "end": 2_000_000}), tasks),
+    )
+    .await;
+
+    // The replayer answers a batch honestly, then sends the same frame again.
+    let mut replayer = HandWorker::join(&grid.url, 1).await;
+    let batch = replayer.next_batch().await;
+    let indices: Vec<u32> = batch.tasks.iter().collect();
+    let frame = replayer.frame(&batch, &indices);
+    let first = replayer.send(batch.batch, frame.clone()).await;
+    assert_eq!(first.accepted, indices.len() as u32);
+    let again = replayer.send(batch.batch, frame).await;
+    assert_eq!(again.accepted, 0, "a replay counted: {again:?}");
+
+    // The claimer sends results for batches and tasks it was never given.
+    let mut claimer = HandWorker::join(&grid.url, 1).await;
+    let claimer_id = claimer.id;
+    let mut rejected = 0;
+    for fake_batch in [1u64, 999, batch.batch] {
+        let mut builder = ResultsFrameBuilder::new(fake_batch);
+        for task in 0..4 {
+            builder.push(task, &TaskOutput::Count(1));
+        }
+        let ack = claimer.send(fake_batch, builder.finish()).await;
+        assert_eq!(ack.accepted, 0, "a claim counted: {ack:?}");
+        rejected += ack.rejected;
+    }
+    assert_eq!(rejected, 12);
+    // Past ten rejected results the claimer is quarantined.
+    let entry = worker_entry(&client, claimer_id).await;
+    assert_eq!(entry["quarantined"], true, "{entry}");
+
+    // An honest worker finishes; nothing was counted twice.
+    let honest = grid.worker(1, "honest");
+    let status = wait_for_job(&client, id, TIMEOUT).await;
+    assert_eq!(status["result"]["count"], PRIMES_BELOW_2M);
+    assert_eq!(status["tasks"]["done"], tasks);
+    honest.stop().await;
+    grid.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooder_and_a_giant_frame_are_closed_and_the_grid_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = TestGrid::start_with(dir.path(), |c| {
+        c.max_messages_per_second = 50.0;
+        c.message_burst = 100.0;
+    })
+    .await;
+    let client = grid.client();
+    let honest = grid.worker(1, "honest");
+    let id = submit(&client, &primes_job(1, 100)).await;
+
+    // The flooder sends heartbeats as fast as it can.
+    let (mut flooder, _) = RawSocket::join(&grid.url, 1, "flooder").await;
+    for _ in 0..1_000 {
+        flooder.send_message(&WorkerMessage::Heartbeat {}).await;
+    }
+    let closed = flooder.expect_close().await;
+    assert_eq!(closed.code, 4006, "{closed:?}");
+
+    // One binary frame over 16 MiB, one text frame over 64 KiB.
+    let (mut giant, _) = RawSocket::join_with(&grid.url, hello(1, "giant")).await;
+    giant.send_binary(vec![1u8; 17 * 1024 * 1024]).await;
+    assert_eq!(giant.expect_close().await.code, 4003);
+    let (mut chatty, _) = RawSocket::join(&grid.url, 1, "chatty").await;
+    chatty
+        .send_text(&format!(
+            r#"{{"type":"failed","batch":1,"task":1,"error":"{}"}}"#,
+            "x".repeat(100_000)
+        ))
+        .await;
+    assert_eq!(chatty.expect_close().await.code, 4003);
+
+    let status = wait_for_job(&client, id, TIMEOUT).await;
+    assert_eq!(status["result"]["count"], PRIMES_BELOW_2M);
+    assert!(
+        metric(
+            &grid.url,
+            "grid_connections_closed_total{reason=\"rate_limited\"}"
+        )
+        .await
+            >= 1.0
+    );
+    assert!(
+        metric(
+            &grid.url,
+            "grid_connections_closed_total{reason=\"frame_too_large\"}"
+        )
+        .await
+            >= 2.0
+    );
+    honest.stop().await;
+    grid.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantined_donor_cannot_come_back_under_a_new_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = TestGrid::start_with(dir.path(), |c| c.scheduler.trust_after = None).await;
+    let client = grid.client();
+    let honest = [grid.worker(1, "honest-1"), grid.worker(1, "honest-2")];
+    // One browser tab (a session) that lies.
+    let mut tab_hello = hello(1, "tab");
+    tab_hello.kind = grid_protocol::WorkerKind::Browser;
+    tab_hello.session = Some("lying-tab".into());
+    let liar_worker = HandWorker::join_with(&grid.url, tab_hello.clone()).await;
+    let liar_id = liar_worker.id;
+    let lying = liar(liar_worker, |_| true);
+    let id = submit(&client, &primes_job(2, 100)).await;
+    wait_for_workers(&client, "the liar quarantined", |list| {
+        list.iter()
+            .any(|w| w["id"] == liar_id && w["quarantined"] == true)
+    })
+    .await;
+    assert_eq!(
+        wait_for_job(&client, id, TIMEOUT).await["result"]["count"],
+        PRIMES_BELOW_2M
+    );
+    // The same tab reconnecting is refused with 4008.
+    let mut again = RawSocket::connect(&grid.url).await;
+    again.send_message(&WorkerMessage::Hello(tab_hello)).await;
+    assert_eq!(again.expect_close().await.code, 4008);
+    lying.abort();
+    for worker in honest {
+        worker.stop().await;
+    }
+    grid.stop().await;
+}
