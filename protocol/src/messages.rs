@@ -322,6 +322,79 @@ mod tests {
         );
     }
 
+    /// JSON that looks like a message: a known or unknown `type`, fields
+    /// with plausible names and values of any type.
+    fn message_like() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<u64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(|f| serde_json::json!(f)),
+            "[a-z_]{0,12}".prop_map(serde_json::Value::from),
+        ];
+        let value = leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("[a-z_]{1,8}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        });
+        let names = prop_oneof![
+            Just("type"),
+            Just("protocol"),
+            Just("kind"),
+            Just("threads"),
+            Just("name"),
+            Just("session"),
+            Just("batch"),
+            Just("tasks"),
+            Just("task"),
+            Just("error"),
+            Just("extra"),
+        ];
+        let kinds = prop_oneof![
+            Just("hello"),
+            Just("heartbeat"),
+            Just("return"),
+            Just("failed"),
+            Just("pause"),
+            Just("resume"),
+            Just("batch"),
+            Just("welcome"),
+            Just("ack"),
+            Just("launch"),
+        ];
+        (kinds, proptest::collection::vec((names, value), 0..7)).prop_map(|(kind, fields)| {
+            let mut object = serde_json::Map::new();
+            object.insert("type".into(), kind.into());
+            for (name, value) in fields {
+                object.insert(name.into(), value);
+            }
+            serde_json::Value::Object(object)
+        })
+    }
+
+    proptest::proptest! {
+        /// Decoding never panics, and whatever decodes re-encodes to
+        /// something that decodes to the same message.
+        #[test]
+        fn decoding_message_like_json_never_panics(value in message_like()) {
+            let text = value.to_string();
+            if let Ok(message) = WorkerMessage::decode(&text) {
+                proptest::prop_assert_eq!(WorkerMessage::decode(&message.encode()).unwrap(), message);
+            }
+            let _ = CoordinatorMessage::decode(&text);
+        }
+
+        #[test]
+        fn decoding_arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            let _ = WorkerMessage::decode(&text);
+            let _ = CoordinatorMessage::decode(&text);
+        }
+    }
+
     #[test]
     fn hello_values_are_checked() {
         hello().validate().unwrap();
