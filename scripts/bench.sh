@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# `make bench`: builds the release binaries, then runs the benchmarks of
+# issue 6 (tests/src/bin/bench.rs, which also runs the browser engineer's
+# tests/src/bin/bench_wasm.rs for the wasm-vs-native rows) and prints one
+# markdown table. They report figures against goals; they never fail on
+# speed. Raw numbers go to target/bench/results.json.
+#
+# Arguments are passed to the bench binary, e.g.
+#   scripts/bench.sh --only throughput,latency --runs 3
+#   scripts/bench.sh --perf target/bench/perf     # also profile the coordinator
+#
+# Needs python3 with venv (for the Dask comparison: a throwaway virtualenv
+# under target/bench/venv) and Chromium (scripts/install-chromium.sh) for the
+# wasm rows; without them those rows say why they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --release --locked -p grid-coordinator --bin grid
+cargo build --release --locked -p grid-tests --bin bench --bin bench_wasm
+
+# 10,000 idle connections need as many descriptors on each side; the bench
+# raises its own limit as far as it may, and the coordinator inherits it.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+exec target/release/bench --grid target/release/grid "$@"
