@@ -145,14 +145,28 @@ fn job_id() -> impl Filter<Extract = (u64,), Error = Rejection> + Clone {
     })
 }
 
-fn job_status(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+/// `/api/jobs/{id}` (with `action` None) or `/api/jobs/{id}/{action}`,
+/// authorized, yielding the job id and the shared state.
+fn job_route(
+    shared: &Shared,
+    action: Option<&'static str>,
+) -> impl Filter<Extract = (u64, Shared), Error = Rejection> + Clone + use<> {
+    let action = match action {
+        Some(action) => warp::path(action).boxed(),
+        None => warp::any().boxed(),
+    };
     warp::path("api")
         .and(warp::path("jobs"))
         .and(job_id())
+        .and(action)
         .and(warp::path::end())
-        .and(warp::get())
-        .and(authorized(&shared))
-        .and(with_shared(shared))
+        .and(authorized(shared))
+        .and(with_shared(shared.clone()))
+}
+
+fn job_status(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::get()
+        .and(job_route(&shared, None))
         .and_then(|id: u64, shared: Shared| async move {
             let status = shared.grid.job_status(id).map_err(reject)?;
             Ok::<_, Rejection>(json(&status, StatusCode::OK))
@@ -160,14 +174,8 @@ fn job_status(shared: Shared) -> impl Filter<Extract = (Response,), Error = Reje
 }
 
 fn cancel(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    warp::path("api")
-        .and(warp::path("jobs"))
-        .and(job_id())
-        .and(warp::path("cancel"))
-        .and(warp::path::end())
-        .and(warp::post())
-        .and(authorized(&shared))
-        .and(with_shared(shared))
+    warp::post()
+        .and(job_route(&shared, Some("cancel")))
         .and_then(|id: u64, shared: Shared| async move {
             let status = shared.grid.cancel(id).await.map_err(reject)?;
             Ok::<_, Rejection>(json(&status, StatusCode::OK))
@@ -178,22 +186,17 @@ fn pause(
     shared: Shared,
     paused: bool,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    warp::path("api")
-        .and(warp::path("jobs"))
-        .and(job_id())
-        .and(warp::path(if paused { "pause" } else { "resume" }))
-        .and(warp::path::end())
-        .and(warp::post())
-        .and(authorized(&shared))
-        .and(with_shared(shared))
-        .and_then(move |id: u64, shared: Shared| async move {
+    let action = if paused { "pause" } else { "resume" };
+    warp::post().and(job_route(&shared, Some(action))).and_then(
+        move |id: u64, shared: Shared| async move {
             let status = shared
                 .grid
                 .set_job_paused(id, paused)
                 .await
                 .map_err(reject)?;
             Ok::<_, Rejection>(json(&status, StatusCode::OK))
-        })
+        },
+    )
 }
 
 fn metrics(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
@@ -260,16 +263,10 @@ struct ResultsQuery {
 }
 
 fn results(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    warp::path("api")
-        .and(warp::path("jobs"))
-        .and(job_id())
-        .and(warp::path("results"))
-        .and(warp::path::end())
-        .and(warp::get())
-        .and(authorized(&shared))
+    warp::get()
+        .and(job_route(&shared, Some("results")))
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .and(with_shared(shared))
-        .and_then(|id: u64, query: String, shared: Shared| async move {
+        .and_then(|id: u64, shared: Shared, query: String| async move {
             let query: ResultsQuery =
                 serde_urlencoded_lite(&query).map_err(|e| reject(ApiError::BadRequest(e)))?;
             let format = Format::parse(query.format.as_deref().unwrap_or("json"))

@@ -60,6 +60,10 @@ pub struct StoredJob {
     pub result: Option<serde_json::Value>,
 }
 
+#[derive(Debug, thiserror::Error)]
+#[error("unknown job state {0:?}")]
+struct UnknownState(String);
+
 /// A new job to insert; the store assigns its id.
 #[derive(Debug, Clone)]
 pub struct NewJob {
@@ -303,64 +307,42 @@ impl Store {
                         created_at, started_at, finished_at, error, result
                  FROM jobs ORDER BY id",
             )?;
-            let rows = statement.query_map([], |r| {
-                Ok((
-                    r.get::<_, u64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, u32>(2)?,
-                    r.get::<_, u32>(3)?,
-                    r.get::<_, u32>(4)?,
-                    r.get::<_, u32>(5)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, bool>(7)?,
-                    r.get::<_, u64>(8)?,
-                    r.get::<_, Option<u64>>(9)?,
-                    r.get::<_, Option<u64>>(10)?,
-                    r.get::<_, Option<String>>(11)?,
-                    r.get::<_, Option<String>>(12)?,
-                ))
-            })?;
-            let mut jobs = Vec::new();
-            for row in rows {
-                let (
-                    id,
-                    spec,
-                    tasks,
-                    redundancy,
-                    quorum,
-                    max_replicas,
-                    state,
-                    paused,
-                    created_at,
-                    started_at,
-                    finished_at,
-                    error,
-                    result,
-                ) = row?;
-                let spec: KernelSpec = serde_json::from_str(&spec)
-                    .map_err(|e| StoreError::Corrupt(format!("job {id} spec: {e}")))?;
-                let state = JobState::from_name(&state)
-                    .ok_or_else(|| StoreError::Corrupt(format!("job {id} state {state:?}")))?;
-                let result = result
-                    .map(|r| serde_json::from_str(&r))
-                    .transpose()
-                    .map_err(|e| StoreError::Corrupt(format!("job {id} result: {e}")))?;
-                jobs.push(StoredJob {
-                    id,
-                    spec,
-                    tasks,
-                    redundancy,
-                    quorum,
-                    max_replicas,
-                    state,
-                    paused,
-                    created_at,
-                    started_at,
-                    finished_at,
-                    error,
-                    result,
-                });
+            // Text columns holding JSON or a state name are parsed here too;
+            // a value that does not parse is a corrupt record.
+            fn parsed<T, E: std::error::Error + Send + Sync + 'static>(
+                column: usize,
+                value: Result<T, E>,
+            ) -> rusqlite::Result<T> {
+                value.map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        column,
+                        rusqlite::types::Type::Text,
+                        Box::new(e),
+                    )
+                })
             }
+            let rows = statement.query_map([], |r| {
+                let state: String = r.get(6)?;
+                let result: Option<String> = r.get(12)?;
+                Ok(StoredJob {
+                    id: r.get(0)?,
+                    spec: parsed(1, serde_json::from_str(&r.get::<_, String>(1)?))?,
+                    tasks: r.get(2)?,
+                    redundancy: r.get(3)?,
+                    quorum: r.get(4)?,
+                    max_replicas: r.get(5)?,
+                    state: parsed(6, JobState::from_name(&state).ok_or(UnknownState(state)))?,
+                    paused: r.get(7)?,
+                    created_at: r.get(8)?,
+                    started_at: r.get(9)?,
+                    finished_at: r.get(10)?,
+                    error: r.get(11)?,
+                    result: parsed(12, result.map(|r| serde_json::from_str(&r)).transpose())?,
+                })
+            })?;
+            let jobs = rows
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| StoreError::Corrupt(format!("a job record: {e}")))?;
             Ok(jobs)
         })
     }

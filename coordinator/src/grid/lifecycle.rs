@@ -97,7 +97,13 @@ impl Grid {
         jobs
     }
 
-    pub async fn cancel(&self, id: u64) -> Result<JobStatus, ApiError> {
+    /// Applies `change` to a job that is not finished yet and stores the
+    /// result; 404 for an unknown job, 409 for a finished one.
+    async fn change_unfinished(
+        &self,
+        id: u64,
+        change: impl FnOnce(&mut JobLive),
+    ) -> Result<Arc<Job>, ApiError> {
         let job = self
             .job(id)
             .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
@@ -109,12 +115,21 @@ impl Grid {
                     live.state.name()
                 )));
             }
-            live.state = JobState::Cancelled;
-            live.finished_at = Some(unix_ms());
-            live.collator = None;
+            change(&mut live);
             update_of(&job, &live)
         };
         self.store.update_job(update).await?;
+        Ok(job)
+    }
+
+    pub async fn cancel(&self, id: u64) -> Result<JobStatus, ApiError> {
+        let job = self
+            .change_unfinished(id, |live| {
+                live.state = JobState::Cancelled;
+                live.finished_at = Some(unix_ms());
+                live.collator = None;
+            })
+            .await?;
         self.remove_from_scheduler(id);
         tracing::info!(job = id, "job cancelled");
         self.job_event(&job, "cancelled");
@@ -220,20 +235,8 @@ impl Grid {
     /// finish.
     pub async fn set_job_paused(&self, id: u64, paused: bool) -> Result<JobStatus, ApiError> {
         let job = self
-            .job(id)
-            .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
-        let update = {
-            let mut live = job.live.lock().expect("job lock");
-            if live.state.is_finished() {
-                return Err(ApiError::Conflict(format!(
-                    "job {id} is already {}",
-                    live.state.name()
-                )));
-            }
-            live.paused = paused;
-            update_of(&job, &live)
-        };
-        self.store.update_job(update).await?;
+            .change_unfinished(id, |live| live.paused = paused)
+            .await?;
         self.scheduler().set_job_paused(id, paused);
         tracing::info!(job = id, paused, "job pause changed");
         self.job_event(&job, if paused { "paused" } else { "resumed" });
