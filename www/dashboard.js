@@ -81,6 +81,9 @@ function handle(event) {
     case "worker_joined":
       workers.joined(event.worker);
       break;
+    case "worker_quarantined":
+      workers.quarantined(event.workers);
+      break;
     case "worker_left":
       workers.left(event.worker);
       break;

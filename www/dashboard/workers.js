@@ -36,6 +36,15 @@ export class WorkerList {
     this.render();
   }
 
+  /** A donor was caught sending wrong results: these connections get no more work. */
+  quarantined(ids) {
+    for (const id of ids) {
+      const worker = this.workers.get(id);
+      if (worker) Object.assign(worker, { quarantined: true, trusted: false });
+    }
+    this.render();
+  }
+
   /** The once-a-second figures: tasks_done, tasks_in_flight, rate, paused. */
   figures(list) {
     for (const figures of list) {
@@ -139,6 +148,8 @@ function row(w, kind, groupPaused = false) {
   const badges = [badge(w.kind, w.kind)];
   // Under a group row that already says "paused", members need not repeat it.
   if (w.paused && !groupPaused) badges.push(badge("paused", "paused"));
+  if (w.quarantined) badges.push(badge("quarantined", "quarantined"));
+  else if (w.trusted) badges.push(badge("trusted", "trusted"));
   tr.append(
     nameCell(title, subtitle, kind === "member" ? badges.slice(1) : badges, w.connected_at),
     cell(format.count(w.threads), "num"),
@@ -161,6 +172,7 @@ function groupRow(members) {
   const what = first.kind === "browser" ? "browser tab" : "session";
   const badges = [badge(first.kind, first.kind)];
   if (members.every((w) => w.paused)) badges.push(badge("paused", "paused"));
+  if (members.some((w) => w.quarantined)) badges.push(badge("quarantined", "quarantined"));
   const connectedAt = Math.min(...members.map((w) => w.connected_at));
   tr.append(
     nameCell(
