@@ -204,7 +204,7 @@ pub struct Profiler {
 impl Profiler {
     pub fn attach(pid: u32, output: PathBuf) -> anyhow::Result<Profiler> {
         let child = Command::new("perf")
-            .args(["record", "-q", "-e", "cpu-clock", "-F", "499"])
+            .args(["record", "-q", "-e", "cpu-clock", "-F", "1999"])
             .args(["--call-graph", "dwarf,16384", "-p", &pid.to_string(), "-o"])
             .arg(&output)
             .stdin(Stdio::null())

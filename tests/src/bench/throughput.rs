@@ -236,6 +236,8 @@ pub async fn connections(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
     let limit = env::raise_nofile((n + 2048) as u64)?;
     eprintln!("  open-files limit {limit} (inherited by the coordinator)");
     let mut per_conn = Vec::new();
+    let mut client_per_conn = Vec::new();
+    let mut idle_cpu = Vec::new();
     let mut with = Vec::new();
     let mut without = Vec::new();
     let mut ratio = Vec::new();
@@ -255,6 +257,7 @@ pub async fn connections(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
         // Let the coordinator settle, then take its baseline.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let rss_before = coordinator.rss_kib()?;
+        let own_before = env::rss_kib(std::process::id())?;
         let started = tokio::time::Instant::now();
         let swarm = IdleSwarm::connect(&coordinator.url, n, 256, Duration::from_secs(10)).await?;
         let setup_s = started.elapsed().as_secs_f64();
@@ -275,6 +278,15 @@ pub async fn connections(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let rss_after = coordinator.rss_kib()?;
         let kib_per_conn = (rss_after as f64 - rss_before as f64) / n as f64;
+        // The client ends of the same connections, in this process: the same
+        // WebSocket stack but with a 4 KiB read buffer (see socket.rs).
+        let own_kib_per_conn =
+            (env::rss_kib(std::process::id())? as f64 - own_before as f64) / n as f64;
+        // What holding them costs while nothing else happens: heartbeats
+        // both ways, and the coordinator's once-a-second worker sampling.
+        let idle_cpu_before = coordinator.cpu_seconds()?;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let idle_cpu_percent = (coordinator.cpu_seconds()? - idle_cpu_before) / 5.0 * 100.0;
         let profiler = match (&ctx.perf_dir, i == 0) {
             (Some(dir), true) => Some(Profiler::attach(
                 coordinator.pid,
@@ -314,6 +326,8 @@ pub async fn connections(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
             n as f64 / setup_s
         );
         per_conn.push(kib_per_conn);
+        client_per_conn.push(own_kib_per_conn);
+        idle_cpu.push(idle_cpu_percent);
         with.push(beside.tasks_per_s());
         without.push(alone.tasks_per_s());
         ratio.push(beside.tasks_per_s() / alone.tasks_per_s());
@@ -328,6 +342,8 @@ pub async fn connections(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
             "rss_after_kib": rss_after,
             "rss_after_job_kib": rss_end,
             "kib_per_connection": kib_per_conn,
+            "client_kib_per_connection": own_kib_per_conn,
+            "idle_cpu_percent_of_a_core": idle_cpu_percent,
             "setup_s": setup_s,
             "job_alone": alone.json(),
             "job_beside_idle": beside.json(),
@@ -349,6 +365,20 @@ pub async fn connections(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
         .note(format!(
             "VmRSS delta / connections; idle = hello + pause + heartbeats; {load_note}"
         )),
+        Row::new(
+            4,
+            "  the client ends, in the benchmark process",
+            "KiB",
+            &client_per_conn,
+        )
+        .note("same WebSocket stack, with a 4 KiB read buffer instead of 128 KiB"),
+        Row::new(
+            4,
+            "  coordinator CPU while they idle",
+            "% of a core",
+            &idle_cpu,
+        )
+        .note("5 s with no job: heartbeats both ways, once-a-second sampling"),
         Row::new(
             4,
             &format!("  primes job beside {n} idle connections"),
