@@ -596,3 +596,65 @@ async fn the_dashboard_reconnects_when_the_coordinator_comes_back() {
     worker.stop().await;
     grid.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_marks_a_quarantined_liar() {
+    let _turn = exclusive().await;
+    let dir = tempfile::tempdir().unwrap();
+    let grid = TestGrid::start_with(dir.path(), |c| c.scheduler.trust_after = None).await;
+    let client = grid.client();
+    let honest = [grid.worker(1, "honest-1"), grid.worker(1, "honest-2")];
+    let browser = DashboardBrowser::launch().await.expect("Chromium starts");
+    let page = browser
+        .open(&format!("{}/dashboard#token={TOKEN}", grid.url), LAPTOP)
+        .await
+        .unwrap();
+    page.wait_for("document.body.dataset.connection === 'live'", WAIT)
+        .await
+        .unwrap();
+
+    // A worker that answers every task with a plausible wrong count.
+    let mut liar = grid_tests::raw::HandWorker::join(&grid.url, 1).await;
+    let liar_id = liar.id;
+    let lying = tokio::spawn(async move {
+        loop {
+            let batch = liar.next_batch().await;
+            let mut builder = grid_protocol::frame::ResultsFrameBuilder::new(batch.batch);
+            for task in batch.tasks.iter() {
+                let grid_kernels::TaskOutput::Count(n) = liar.output(&batch, task) else {
+                    unreachable!()
+                };
+                builder.push(task, &grid_kernels::TaskOutput::Count(n + 1));
+            }
+            liar.send(batch.batch, builder.finish()).await;
+        }
+    });
+    let mut request = job("primes", json!({"start": 0, "end": 1_000_000}), 60);
+    request.redundancy = Some(2);
+    let id = submit(&client, &request).await;
+    assert_eq!(
+        wait_for_job(&client, id, WAIT).await["result"]["count"],
+        78_498
+    );
+
+    let row = format!("tr[data-worker='{liar_id}']");
+    page.wait_for(
+        &format!("document.querySelector(\"{row} .badge.quarantined\") !== null"),
+        WAIT,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("no quarantined badge: {e}"));
+    let honest_marked: bool = page
+        .eval("[...document.querySelectorAll('tr.worker .badge.quarantined')].length === 1")
+        .await
+        .unwrap();
+    assert!(honest_marked, "only the liar is marked");
+    page.assert_no_errors();
+    lying.abort();
+    page.close().await.unwrap();
+    browser.close().await;
+    for worker in honest {
+        worker.stop().await;
+    }
+    grid.stop().await;
+}
