@@ -526,11 +526,16 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<ExitCode> {
             })
         })
         .collect();
-    crate::run(listener, config, crate::shutdown_signal()).await?;
-    let _ = stop_workers.send(true);
-    for worker in workers {
-        let _ = tokio::time::timeout(Duration::from_secs(2), worker).await;
-    }
+    // On a signal the local workers leave first (handing back their tasks),
+    // then the coordinator closes.
+    let signal = async move {
+        crate::shutdown_signal().await;
+        let _ = stop_workers.send(true);
+        for worker in workers {
+            let _ = tokio::time::timeout(Duration::from_secs(2), worker).await;
+        }
+    };
+    crate::run(listener, config, signal).await?;
     Ok(ExitCode::SUCCESS)
 }
 
