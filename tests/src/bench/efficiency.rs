@@ -87,6 +87,7 @@ pub async fn efficiency(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
         );
         let mut effs = Vec::new();
         let mut walls = Vec::new();
+        let mut shares = Vec::new();
         let mut loads = vec![load];
         for i in 0..ctx.expensive_runs() {
             let load = env::load_average();
@@ -100,13 +101,18 @@ pub async fn efficiency(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
             }
             let eff = serial_s / WORKERS as f64 / run.wall_s;
             eprintln!(
-                "    run {}: {:.2} s wall, efficiency {:.1} % (load {load:.2})",
+                "    run {}: {:.2} s wall, efficiency {:.1} %, workers' CPU {:.1} s (load {load:.2})",
                 i + 1,
                 run.wall_s,
-                eff * 100.0
+                eff * 100.0,
+                run.workers_cpu_s
             );
             effs.push(eff * 100.0);
             walls.push(run.wall_s);
+            // How much of the two cores the workers actually got: below
+            // 100 %, something else (the coordinator, other processes on the
+            // machine) took CPU from them.
+            shares.push(run.workers_cpu_s / WORKERS as f64 / run.wall_s * 100.0);
         }
         raw.push(json!({
             "task_ms_target": task_ms,
@@ -116,6 +122,7 @@ pub async fn efficiency(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
             "serial_s": serial_s,
             "wall_s": walls,
             "efficiency_percent": effs,
+            "workers_cpu_share_percent": shares,
             "load_average": loads,
         }));
         let mut row = Row::new(
@@ -132,6 +139,15 @@ pub async fn efficiency(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
             row = row.goal(Goal::AtLeast(95.0));
         }
         rows.push(row);
+        rows.push(
+            Row::new(
+                3,
+                "  CPU time the two workers got / their wall time",
+                "%",
+                &shares,
+            )
+            .note("below 100 %: CPU taken by the coordinator or other processes"),
+        );
     }
     ctx.raw.insert(
         "efficiency".into(),
