@@ -17,6 +17,7 @@ use crate::auth;
 use crate::export::{self, Format};
 use crate::grid::{ApiError, Grid, JobRequest};
 use crate::server::PeerAddr;
+use crate::upgrade;
 use crate::ws::{self, ConnectionGuard};
 
 /// What every route needs besides the grid.
@@ -240,15 +241,14 @@ fn monitor_socket(shared: Shared) -> impl Filter<Extract = (Response,), Error = 
             }
         })
         .untuple_one()
-        .and(warp::ws())
+        .and(upgrade::handshake())
         .and(with_shared(shared))
-        .map(|upgrade: warp::ws::Ws, shared: Shared| {
+        .map(|handshake: upgrade::Handshake, shared: Shared| {
             match shared.monitors.clone().try_acquire_owned() {
-                Ok(permit) => upgrade
-                    .on_upgrade(move |socket| {
-                        crate::monitor::serve_monitor(shared.grid, socket, shared.shutdown, permit)
-                    })
-                    .into_response(),
+                // Dashboards only listen: small frames are enough.
+                Ok(permit) => handshake.accept(64 * 1024, move |socket| {
+                    crate::monitor::serve_monitor(shared.grid, socket, shared.shutdown, permit)
+                }),
                 Err(_) => json(
                     &serde_json::json!({"error": "too many monitor connections"}),
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -316,12 +316,12 @@ fn workers(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejecti
 
 fn worker_socket(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("ws" / "worker")
-        .and(warp::ws())
+        .and(upgrade::handshake())
         .and(warp::ext::optional::<PeerAddr>().map(|peer: Option<PeerAddr>| peer.map(|p| p.0)))
         .and(warp::header::headers_cloned())
         .and(with_shared(shared))
         .map(
-            |upgrade: warp::ws::Ws,
+            |handshake: upgrade::Handshake,
              remote: Option<SocketAddr>,
              headers: warp::http::HeaderMap,
              shared: Shared| {
@@ -335,13 +335,12 @@ fn worker_socket(shared: Shared) -> impl Filter<Extract = (Response,), Error = R
                 };
                 // Read a little more than the largest frame so an oversized one is
                 // ours to refuse with a close code, not the transport's.
-                upgrade
-                    .max_message_size(grid_protocol::MAX_RESULTS_FRAME_BYTES + 1024 * 1024)
-                    .max_frame_size(grid_protocol::MAX_RESULTS_FRAME_BYTES + 1024 * 1024)
-                    .on_upgrade(move |socket| {
+                handshake.accept(
+                    grid_protocol::MAX_RESULTS_FRAME_BYTES + 1024 * 1024,
+                    move |socket| {
                         ws::serve_worker(shared.grid, socket, addr, shared.shutdown, guard)
-                    })
-                    .into_response()
+                    },
+                )
             },
         )
 }
@@ -381,6 +380,8 @@ async fn handle_rejection(rejection: Rejection) -> Result<Response, Infallible> 
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         (status, error.to_string())
+    } else if let Some(reason) = upgrade::refusal(&rejection) {
+        (StatusCode::BAD_REQUEST, reason.to_string())
     } else if rejection.find::<Unauthorized>().is_some() {
         (
             StatusCode::UNAUTHORIZED,

@@ -22,6 +22,7 @@ pub mod monitor;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod upgrade;
 pub mod worker;
 pub mod ws;
 

@@ -14,7 +14,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, broadcast, watch};
-use warp::ws::{Message, WebSocket};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::upgrade::Socket;
 
 use crate::grid::Grid;
 
@@ -194,7 +196,7 @@ pub fn tile_frame(job: u64, first_row: u32, width: u32, counts: &[u32]) -> Vec<u
 /// Serves one monitor client: a snapshot, then events as they happen.
 pub async fn serve_monitor(
     grid: Arc<Grid>,
-    socket: WebSocket,
+    socket: Socket,
     mut shutdown: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
 ) {
@@ -207,7 +209,9 @@ pub async fn serve_monitor(
     loop {
         tokio::select! {
             _ = shutdown.changed() => {
-                let _ = sink.send(Message::close_with(1001u16, "the coordinator is shutting down")).await;
+                let _ = sink
+                    .send(crate::ws::close_message(grid_protocol::CloseCode::GoingAway, "the coordinator is shutting down".into()))
+                    .await;
                 break;
             }
             incoming = stream.next() => match incoming {
@@ -235,9 +239,12 @@ pub async fn serve_monitor(
     let _ = sink.close().await;
 }
 
-async fn send_snapshot<S>(grid: &Grid, sink: &mut S) -> Result<(), warp::Error>
+async fn send_snapshot<S>(
+    grid: &Grid,
+    sink: &mut S,
+) -> Result<(), tokio_tungstenite::tungstenite::Error>
 where
-    S: SinkExt<Message, Error = warp::Error> + Unpin,
+    S: SinkExt<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
 {
     let snapshot = json!({
         "type": "snapshot",

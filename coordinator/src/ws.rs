@@ -16,7 +16,11 @@ use grid_protocol::{
 };
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tokio::time::{Instant, sleep_until, timeout};
-use warp::ws::{Message, WebSocket};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+
+use crate::upgrade::Socket;
 
 use crate::grid::{AddressSlot, Grid, Outbound, WorkerConn};
 
@@ -74,7 +78,7 @@ enum Step {
 
 pub async fn serve_worker(
     grid: Arc<Grid>,
-    socket: WebSocket,
+    socket: Socket,
     addr: Option<SocketAddr>,
     mut shutdown: watch::Receiver<bool>,
     guard: ConnectionGuard,
@@ -86,8 +90,7 @@ pub async fn serve_worker(
             let message = match out {
                 Outbound::Text(text) => Message::text(text),
                 Outbound::Close(code, reason) => {
-                    let reason = close_reason(reason);
-                    let _ = sink.send(Message::close_with(code.code(), reason)).await;
+                    let _ = sink.send(close_message(code, reason)).await;
                     break;
                 }
             };
@@ -133,30 +136,28 @@ pub async fn serve_worker(
             None
         }
         Ok(None) | Ok(Some(Err(_))) => None,
-        Ok(Some(Ok(message))) if message.is_text() => {
-            match WorkerMessage::decode(message.to_str().unwrap_or_default()) {
-                Ok(WorkerMessage::Hello(hello)) => match hello.validate() {
-                    Ok(()) => Some(hello),
-                    Err((code, reason)) => {
-                        close(code, reason).await;
-                        None
-                    }
-                },
-                Ok(_) => {
-                    close(
-                        CloseCode::ProtocolViolation,
-                        "the first message must be a hello".into(),
-                    )
-                    .await;
+        Ok(Some(Ok(Message::Text(text)))) => match WorkerMessage::decode(&text) {
+            Ok(WorkerMessage::Hello(hello)) => match hello.validate() {
+                Ok(()) => Some(hello),
+                Err((code, reason)) => {
+                    close(code, reason).await;
                     None
                 }
-                Err(error) => {
-                    close(error.close_code(), error.to_string()).await;
-                    None
-                }
+            },
+            Ok(_) => {
+                close(
+                    CloseCode::ProtocolViolation,
+                    "the first message must be a hello".into(),
+                )
+                .await;
+                None
             }
-        }
-        Ok(Some(Ok(message))) if message.is_close() => None,
+            Err(error) => {
+                close(error.close_code(), error.to_string()).await;
+                None
+            }
+        },
+        Ok(Some(Ok(Message::Close(_)))) => None,
         Ok(Some(Ok(_))) => {
             close(
                 CloseCode::ProtocolViolation,
@@ -205,10 +206,9 @@ pub async fn serve_worker(
             ),
             next = stream.next() => match next {
                 None => break,
-                Some(Err(error)) => {
-                    let text = error.to_string();
-                    if text.contains("too long") || text.contains("Space limit") || text.contains("size") {
-                        Step::Close(CloseCode::FrameTooLarge, format!("frame too large: {text}"))
+                                Some(Err(error)) => {
+                    if let tokio_tungstenite::tungstenite::Error::Capacity(limit) = &error {
+                        Step::Close(CloseCode::FrameTooLarge, format!("frame too large: {limit}"))
                     } else {
                         tracing::debug!(worker = worker.id, %error, "worker socket error");
                         break;
@@ -239,39 +239,13 @@ pub async fn serve_worker(
 }
 
 async fn handle(grid: &Grid, worker: &Arc<WorkerConn>, message: Message) -> Step {
-    if message.is_close() {
-        return Step::Close(CloseCode::Normal, "goodbye".into());
-    }
-    if message.is_ping() || message.is_pong() {
-        return Step::Continue;
-    }
-    if message.is_binary() {
-        let frame = match ResultsFrame::decode(message.as_bytes()) {
-            Ok(frame) => frame,
-            Err(error) => return Step::Close(error.close_code(), error.to_string()),
-        };
-        let batch = frame.batch;
-        return match grid.on_results(worker, frame).await {
-            Ok(outcome) => {
-                worker.send(&CoordinatorMessage::Ack {
-                    batch,
-                    accepted: outcome.accepted,
-                    duplicate: outcome.duplicate,
-                    rejected: outcome.rejected,
-                });
-                Step::Continue
-            }
-            Err(error) => {
-                tracing::error!(worker = worker.id, %error, "results could not be stored");
-                Step::Close(
-                    CloseCode::InternalError,
-                    "the coordinator could not store results".into(),
-                )
-            }
-        };
-    }
-    let text = message.to_str().unwrap_or_default();
-    match WorkerMessage::decode(text) {
+    let text = match message {
+        Message::Close(_) => return Step::Close(CloseCode::Normal, "goodbye".into()),
+        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return Step::Continue,
+        Message::Binary(bytes) => return results(grid, worker, &bytes).await,
+        Message::Text(text) => text,
+    };
+    match WorkerMessage::decode(&text) {
         Err(error) => Step::Close(error.close_code(), error.to_string()),
         Ok(WorkerMessage::Hello(_)) => Step::Close(
             CloseCode::ProtocolViolation,
@@ -295,6 +269,40 @@ async fn handle(grid: &Grid, worker: &Arc<WorkerConn>, message: Message) -> Step
             Step::Continue
         }
     }
+}
+
+async fn results(grid: &Grid, worker: &Arc<WorkerConn>, bytes: &[u8]) -> Step {
+    let frame = match ResultsFrame::decode(bytes) {
+        Ok(frame) => frame,
+        Err(error) => return Step::Close(error.close_code(), error.to_string()),
+    };
+    let batch = frame.batch;
+    match grid.on_results(worker, frame).await {
+        Ok(outcome) => {
+            worker.send(&CoordinatorMessage::Ack {
+                batch,
+                accepted: outcome.accepted,
+                duplicate: outcome.duplicate,
+                rejected: outcome.rejected,
+            });
+            Step::Continue
+        }
+        Err(error) => {
+            tracing::error!(worker = worker.id, %error, "results could not be stored");
+            Step::Close(
+                CloseCode::InternalError,
+                "the coordinator could not store results".into(),
+            )
+        }
+    }
+}
+
+/// A close frame with a code and a reason that fits.
+pub fn close_message(code: CloseCode, reason: String) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: WsCloseCode::from(code.code()),
+        reason: close_reason(reason).into(),
+    }))
 }
 
 /// A close frame's reason may hold at most 123 bytes (RFC 6455, 5.5): longer
