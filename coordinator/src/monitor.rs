@@ -128,6 +128,19 @@ impl Monitor {
         workers: &[(u64, u64)],
         threads: u64,
     ) -> (ThroughputSample, HashMap<u64, f64>) {
+        self.sample_with_count(now_ms, tasks_total, workers, workers.len(), threads)
+    }
+
+    /// [`Monitor::sample`] where `workers` may be left empty (no per-worker
+    /// rates wanted) and `connected` says how many there are.
+    pub fn sample_with_count(
+        &self,
+        now_ms: u64,
+        tasks_total: u64,
+        workers: &[(u64, u64)],
+        connected: usize,
+        threads: u64,
+    ) -> (ThroughputSample, HashMap<u64, f64>) {
         let mut previous = self.previous.lock().expect("monitor lock");
         let seconds = if previous.at_ms == 0 {
             1.0
@@ -154,7 +167,7 @@ impl Monitor {
         let sample = ThroughputSample {
             t: crate::grid::unix_ms(),
             tasks_per_s,
-            workers: workers.len(),
+            workers: connected,
             threads,
         };
         let mut history = self.history.lock().expect("monitor lock");

@@ -155,7 +155,7 @@ CREATE TABLE IF NOT EXISTS results (
     donor  INTEGER NOT NULL,
     output BLOB NOT NULL,
     PRIMARY KEY (job_id, task)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS replicas (
     job_id INTEGER NOT NULL REFERENCES jobs(id),
     task   INTEGER NOT NULL,
@@ -163,7 +163,7 @@ CREATE TABLE IF NOT EXISTS replicas (
     digest BLOB NOT NULL,
     output BLOB NOT NULL,
     PRIMARY KEY (job_id, task, donor)
-);
+) WITHOUT ROWID;
 ";
 
 /// The most writes folded into one transaction.

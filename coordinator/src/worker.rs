@@ -118,8 +118,14 @@ fn compute_thread(pool: Arc<Pool>) {
                 }
             }
         }
+        // Wake the connection only when there is something to send: a
+        // finished batch, a full frame or a failure. The flush timer sends
+        // partial frames; waking per task would cost more than tiny tasks.
+        let wake = !state.failures.is_empty() || state.core.has_ready_frames();
         drop(state);
-        pool.ready.notify_one();
+        if wake {
+            pool.ready.notify_one();
+        }
     }
 }
 

@@ -204,6 +204,12 @@ impl WorkerCore {
         messages
     }
 
+    /// Whether finished frames wait to be taken (a batch finished, or a frame
+    /// filled up), without flushing partial ones.
+    pub fn has_ready_frames(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
     /// Tasks received and not started.
     pub fn queued_tasks(&self) -> u64 {
         self.batches

@@ -27,7 +27,7 @@
 mod job;
 mod speed;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use grid_protocol::TaskRanges;
 
@@ -239,6 +239,12 @@ pub struct Scheduler {
     /// Grant-to-finish times of batches finished since the last drain, ms.
     batch_latencies: Vec<u64>,
     donors: HashMap<DonorId, DonorStanding>,
+    /// Workers that could take a batch now (unpaused, not quarantined, room
+    /// in their pipeline), kept up to date so that dispatch never scans every
+    /// connection: a grid may hold thousands of idle donors.
+    ready: BTreeSet<WorkerId>,
+    /// Workers not paused.
+    unpaused: usize,
 }
 
 impl Scheduler {
@@ -253,6 +259,8 @@ impl Scheduler {
             counters: Counters::default(),
             batch_latencies: Vec::new(),
             donors: HashMap::new(),
+            ready: BTreeSet::new(),
+            unpaused: 0,
         }
     }
 
@@ -349,12 +357,36 @@ impl Scheduler {
                 recently_closed: VecDeque::new(),
             },
         );
+        self.unpaused += 1;
+        self.refresh_ready(worker);
+    }
+
+    /// Keeps `ready` in step with one worker's state.
+    fn refresh_ready(&mut self, worker: WorkerId) {
+        let ready = self.workers.get(&worker).is_some_and(|w| {
+            !w.paused
+                && w.batches.len() < self.config.pipeline
+                && !self.donors.get(&w.donor).is_some_and(|d| d.quarantined)
+        });
+        if ready {
+            self.ready.insert(worker);
+        } else {
+            self.ready.remove(&worker);
+        }
     }
 
     pub fn set_worker_paused(&mut self, worker: WorkerId, paused: bool) {
         if let Some(state) = self.workers.get_mut(&worker) {
-            state.paused = paused;
+            if state.paused != paused {
+                state.paused = paused;
+                if paused {
+                    self.unpaused -= 1;
+                } else {
+                    self.unpaused += 1;
+                }
+            }
         }
+        self.refresh_ready(worker);
     }
 
     /// A worker disconnected: every task it held goes back to be re-issued.
@@ -362,6 +394,10 @@ impl Scheduler {
         let Some(state) = self.workers.remove(&worker) else {
             return;
         };
+        self.ready.remove(&worker);
+        if !state.paused {
+            self.unpaused -= 1;
+        }
         for batch in state.batches {
             self.release_batch(batch);
         }
@@ -369,11 +405,7 @@ impl Scheduler {
 
     /// Workers that could take another batch now.
     pub fn idle_workers(&self) -> Vec<WorkerId> {
-        self.workers
-            .iter()
-            .filter(|(_, w)| !w.paused && w.batches.len() < self.config.pipeline)
-            .map(|(&id, _)| id)
-            .collect()
+        self.ready.iter().copied().collect()
     }
 
     /// The job a live batch belongs to.
@@ -417,7 +449,7 @@ impl Scheduler {
             .filter(|(_, j)| !j.paused)
             .map(|(&id, _)| id)
             .collect();
-        let active_workers = self.workers.values().filter(|w| !w.paused).count().max(1) as u64;
+        let active_workers = self.unpaused.max(1) as u64;
         for job in job_ids {
             let size = self.batch_size(worker, job, active_workers);
             let spot_check = |task: u32| spot_checked(seed, job, task, rate);
@@ -476,6 +508,7 @@ impl Scheduler {
             None => self.config.min_lease_ms,
         };
         state.batches.push(batch);
+        self.refresh_ready(worker);
         let trusted = self.standing(donor).trusted;
         let job_state = self.jobs.get_mut(&job).expect("caller checked");
         let mut reissued = 0;
@@ -612,6 +645,15 @@ impl Scheduler {
             .collect();
         for batch in held {
             self.close_batch(batch, true);
+        }
+        let workers: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.donor == donor)
+            .map(|(&id, _)| id)
+            .collect();
+        for worker in workers {
+            self.refresh_ready(worker);
         }
         let mut reopened = Vec::new();
         for (&job_id, job) in self.jobs.iter_mut() {
@@ -798,10 +840,14 @@ impl Scheduler {
         let per_task = elapsed as f64 / batch.tasks.len() as f64;
         worker.speed.entry(batch.job).or_default().observe(per_task);
         let threads = worker.threads;
+        self.refresh_ready(batch.worker);
         if let Some(job) = self.jobs.get_mut(&batch.job) {
             job.observe_speed(per_task * f64::from(threads));
             for &task in &batch.tasks {
-                job.remove_holder(task, batch_id);
+                // A decided task has no holders left to forget.
+                if !job.is_decided(task) {
+                    job.remove_holder(task, batch_id);
+                }
             }
         }
     }
@@ -826,6 +872,7 @@ impl Scheduler {
                     batch: batch_id,
                 });
             }
+            self.refresh_ready(batch.worker);
         }
         if let Some(job) = self.jobs.get_mut(&batch.job) {
             for &task in &batch.tasks {

@@ -563,6 +563,8 @@ enum Op {
     Return(u8),
     Fail(u8),
     Tick(u16),
+    /// The worker pauses (true) or resumes (false).
+    Pause(u8, bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -575,7 +577,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..5, 0u32..40).prop_map(|(w, t)| Op::Forge(w, t)),
         1 => (0u8..5).prop_map(Op::Return),
         1 => (0u8..5).prop_map(Op::Fail),
-        1 => (0u16..3000).prop_map(Op::Tick),
+                1 => (0u16..3000).prop_map(Op::Tick),
+        1 => (0u8..5, any::<bool>()).prop_map(|(w, p)| Op::Pause(w, p)),
     ]
 }
 
@@ -816,6 +819,11 @@ impl Harness {
                 let _ = self.s.fail_task(id, batch, task, self.now);
                 self.apply_effects();
             }
+            Op::Pause(slot, paused) => {
+                if let Some(conn) = self.conns.get(&slot) {
+                    self.s.set_worker_paused(conn.id, paused);
+                }
+            }
             Op::Tick(ms) => {
                 self.now += u64::from(ms);
                 self.s.expire(self.now);
@@ -827,6 +835,7 @@ impl Harness {
     fn drain(&mut self) {
         for slot in [0u8, 1, 2] {
             self.step(Op::Connect(slot));
+            self.step(Op::Pause(slot, false));
         }
         for _ in 0..10_000 {
             self.now += 5_000;
@@ -887,8 +896,15 @@ proptest! {
             decided: HashMap::new(), accepted_donors: HashMap::new(), failed_jobs: BTreeSet::new(),
             reopened: BTreeSet::new(),
         };
-        for op in ops {
+                for op in ops {
             h.step(op);
+            // The maintained set of ready workers equals a scan of them all.
+            let scanned: Vec<WorkerId> = h.s.workers.iter()
+                .filter(|(_, w)| !w.paused && w.batches.len() < h.s.config.pipeline && !h.s.standing(w.donor).quarantined)
+                .map(|(&id, _)| id)
+                .collect();
+            prop_assert_eq!(h.s.idle_workers(), scanned);
+            prop_assert_eq!(h.s.unpaused, h.s.workers.values().filter(|w| !w.paused).count());
         }
         h.drain();
         for (i, &(tasks, _)) in jobs.iter().enumerate() {

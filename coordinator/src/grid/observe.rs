@@ -15,17 +15,30 @@ impl Grid {
         // Throughput is sampled whether or not anyone watches, so that a
         // dashboard opened later finds the last minutes in its snapshot.
         if sample {
-            let workers = self.workers();
-            let totals: Vec<(u64, u64)> = workers.iter().map(|w| (w.id, w.tasks_done)).collect();
-            let threads = workers.iter().map(|w| u64::from(w.threads)).sum();
-            let (throughput, rates) =
-                self.monitor
-                    .sample(self.now_ms(), self.tasks_completed(), &totals, threads);
+            let watched = self.monitor.active();
+            // Unwatched, the sample needs only totals: no worker list, no
+            // scheduler lock, even with thousands of idle connections.
+            let mut totals = Vec::new();
+            let mut threads = 0;
+            for worker in self.workers.iter() {
+                threads += u64::from(worker.hello.threads);
+                if watched {
+                    totals.push((worker.id, worker.tasks_done.load(Ordering::Relaxed)));
+                }
+            }
+            let (throughput, rates) = self.monitor.sample_with_count(
+                self.now_ms(),
+                self.tasks_completed(),
+                &totals,
+                self.workers.len(),
+                threads,
+            );
             self.monitor
                 .publish(&serde_json::json!({"type": "throughput", "sample": throughput}));
-            if !self.monitor.active() {
+            if !watched {
                 return;
             }
+            let workers = self.workers();
             let stats: Vec<serde_json::Value> = workers
                 .iter()
                 .map(|w| {
