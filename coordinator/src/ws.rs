@@ -189,8 +189,10 @@ pub async fn serve_worker(
     grid.dispatch();
 
     // ---- the connection's life ---------------------------------------------------
-    let mut heartbeat = tokio::time::interval(config.heartbeat);
-    heartbeat.tick().await;
+    // A random phase: workers that joined together (a lab starting its
+    // browsers at once) would otherwise get their heartbeats in one burst.
+    let phase = config.heartbeat.mul_f64(0.5 + rand::random::<f64>());
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + phase, config.heartbeat);
     let mut idle_deadline = Instant::now() + config.idle_timeout;
     let mut rate = RateLimit::new(config.max_messages_per_second, config.message_burst);
     loop {

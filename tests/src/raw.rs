@@ -101,6 +101,22 @@ impl RawSocket {
         RawSocket { socket }
     }
 
+    /// Opens a worker socket as if through a reverse proxy that says the
+    /// client is at `forwarded` (an `X-Forwarded-For` header).
+    pub async fn connect_from(base: &str, forwarded: &str) -> RawSocket {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!("{}{WORKER_PATH}", base.replacen("http://", "ws://", 1));
+        let mut request = url.into_client_request().expect("a valid URL");
+        request.headers_mut().insert(
+            "x-forwarded-for",
+            forwarded.parse().expect("a valid header value"),
+        );
+        let (socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("the worker socket opens");
+        RawSocket { socket }
+    }
+
     /// Connects and says a valid hello; returns the socket and the worker id
     /// from the welcome.
     pub async fn join(base: &str, threads: u32, name: &str) -> (RawSocket, u64) {
