@@ -38,7 +38,9 @@ JOB=$("$GRID" submit mandelbrot --width 1200 --height 900 --x-min -2.5 --x-max 1
 cat <<INFO
 
 browsergrid is running at $URL
-  donor page      $URL/            (open it in any browser on the network and press Start)
+  donor page      $URL/            (open it in a browser and press Start;
+                                   GRID_ADDR=0.0.0.0:8080 lets other machines in)
+  dashboard       $URL/dashboard#token=$TOKEN
   API token       $DATA/token
   the demo image  ./mandelbrot.png
 
