@@ -524,7 +524,10 @@ fn apply_group(conn: &mut Connection, group: &[Write]) -> Result<Vec<Answer>, St
                 }
                 Write::ReplaceResult(row, _) => {
                     tx.execute(
-                        "UPDATE results SET output = ?3, donor = ?4 WHERE job_id = ?1 AND task = ?2",
+                        // An upsert: if the first answer's own insert is still queued
+                        // behind this one, it then finds the row and is ignored.
+                        "INSERT INTO results (job_id, task, donor, output) VALUES (?1, ?2, ?4, ?3)
+                         ON CONFLICT (job_id, task) DO UPDATE SET output = excluded.output, donor = excluded.donor",
                         params![row.job, row.task, &row.output, row.donor],
                     )?;
                     answers.push(Answer::Done);
