@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
+use bytes::Bytes;
 use grid_kernels::KernelSpec;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
@@ -81,7 +82,8 @@ pub struct ResultRow {
     pub job: u64,
     pub task: u32,
     pub donor: u64,
-    pub output: Vec<u8>,
+    /// A view of the results frame it came in (see `ResultsFrame`).
+    pub output: Bytes,
 }
 
 /// One replica's answer, kept while a task waits for its quorum.
@@ -91,7 +93,7 @@ pub struct ReplicaRow {
     pub task: u32,
     pub donor: u64,
     pub digest: [u8; 32],
-    pub output: Vec<u8>,
+    pub output: Bytes,
 }
 
 /// A change to a job's row.
@@ -485,7 +487,7 @@ fn apply_group(conn: &mut Connection, group: &[Write]) -> Result<Vec<Answer>, St
                             replica.task,
                             replica.donor,
                             &replica.digest[..],
-                            &replica.output
+                            &replica.output[..]
                         ])?;
                     }
                     let mut inserted = Vec::with_capacity(results.len());
@@ -495,7 +497,7 @@ fn apply_group(conn: &mut Connection, group: &[Write]) -> Result<Vec<Answer>, St
                                 result.job,
                                 result.task,
                                 result.donor,
-                                &result.output
+                                &result.output[..]
                             ])? == 1,
                         );
                     }
@@ -528,7 +530,7 @@ fn apply_group(conn: &mut Connection, group: &[Write]) -> Result<Vec<Answer>, St
                         // behind this one, it then finds the row and is ignored.
                         "INSERT INTO results (job_id, task, donor, output) VALUES (?1, ?2, ?4, ?3)
                          ON CONFLICT (job_id, task) DO UPDATE SET output = excluded.output, donor = excluded.donor",
-                        params![row.job, row.task, &row.output, row.donor],
+                        params![row.job, row.task, &row.output[..], row.donor],
                     )?;
                     answers.push(Answer::Done);
                 }
@@ -595,7 +597,7 @@ mod tests {
             job,
             task,
             donor: 9,
-            output: output.to_le_bytes().to_vec(),
+            output: Bytes::copy_from_slice(&output.to_le_bytes()),
         };
         let inserted = store
             .record(vec![row(0, 10), row(1, 7)], vec![])
@@ -648,7 +650,7 @@ mod tests {
                             job,
                             task,
                             donor: 1,
-                            output: vec![0; 8],
+                            output: Bytes::from(vec![0; 8]),
                         }],
                         vec![],
                     )
@@ -680,7 +682,7 @@ mod tests {
             task,
             donor,
             digest: [task as u8; 32],
-            output: vec![1; 8],
+            output: Bytes::from(vec![1; 8]),
         };
         store
             .record(vec![], vec![replica(0, 1), replica(0, 2), replica(1, 1)])
@@ -692,7 +694,7 @@ mod tests {
                     job,
                     task: 0,
                     donor: 1,
-                    output: vec![1; 8],
+                    output: Bytes::from(vec![1; 8]),
                 }],
                 vec![],
             )

@@ -273,8 +273,8 @@ async fn handle(grid: &Grid, worker: &Arc<WorkerConn>, message: Message) -> Step
     }
 }
 
-async fn results(grid: &Grid, worker: &Arc<WorkerConn>, bytes: &[u8]) -> Step {
-    let frame = match ResultsFrame::decode(bytes) {
+async fn results(grid: &Grid, worker: &Arc<WorkerConn>, bytes: &bytes::Bytes) -> Step {
+    let frame = match ResultsFrame::decode_shared(bytes) {
         Ok(frame) => frame,
         Err(error) => return Step::Close(error.close_code(), error.to_string()),
     };

@@ -13,7 +13,12 @@
 //! ([`grid_kernels::output`]): a Mandelbrot band is 4 bytes a pixel rather
 //! than a JSON array of numbers, and the bytes replicas are compared by are
 //! exactly the bytes that were sent.
+//!
+//! Decoding does not copy: each output is a [`Bytes`] view of the frame it
+//! came in. A frame of 100,000 tiny outputs is one allocation, not 100,000
+//! scattered ones that the store then has to chase through the heap.
 
+use bytes::Bytes;
 use grid_kernels::TaskOutput;
 
 use crate::{CloseCode, MAX_RESULTS_FRAME_BYTES};
@@ -27,7 +32,8 @@ const ENTRY_HEADER_BYTES: usize = 8;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskResult {
     pub task: u32,
-    pub output: Vec<u8>,
+    /// A view of the frame's bytes; cloning it copies nothing.
+    pub output: Bytes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,11 +94,20 @@ impl<'a> Reader<'a> {
 }
 
 impl ResultsFrame {
+    /// Decodes a frame held in a plain slice, copying it once.
     pub fn decode(bytes: &[u8]) -> Result<ResultsFrame, FrameError> {
         if bytes.len() > MAX_RESULTS_FRAME_BYTES {
             return Err(FrameError::TooLarge(bytes.len()));
         }
-        let mut reader = Reader { bytes };
+        Self::decode_shared(&Bytes::copy_from_slice(bytes))
+    }
+
+    /// Decodes a frame without copying: the outputs are views of `frame`.
+    pub fn decode_shared(frame: &Bytes) -> Result<ResultsFrame, FrameError> {
+        if frame.len() > MAX_RESULTS_FRAME_BYTES {
+            return Err(FrameError::TooLarge(frame.len()));
+        }
+        let mut reader = Reader { bytes: frame };
         let kind = reader.take(1, "frame type")?[0];
         if kind != RESULTS_FRAME_TYPE {
             return Err(FrameError::UnknownType(kind));
@@ -111,7 +126,7 @@ impl ResultsFrame {
         for _ in 0..count {
             let task = reader.u32("task index")?;
             let len = reader.u32("output length")? as usize;
-            let output = reader.take(len, "output bytes")?.to_vec();
+            let output = frame.slice_ref(reader.take(len, "output bytes")?);
             results.push(TaskResult { task, output });
         }
         if !reader.bytes.is_empty() {
@@ -214,10 +229,29 @@ mod tests {
                 batch: 0x0102,
                 results: vec![TaskResult {
                     task: 7,
-                    output: 5u64.to_le_bytes().to_vec()
+                    output: Bytes::copy_from_slice(&5u64.to_le_bytes())
                 }]
             }
         );
+    }
+
+    #[test]
+    fn shared_decoding_views_the_frame_instead_of_copying_it() {
+        let mut builder = ResultsFrameBuilder::new(3);
+        builder.push(0, &TaskOutput::Count(1));
+        builder.push(1, &TaskOutput::Count(2));
+        let frame = Bytes::from(builder.finish());
+        let decoded = ResultsFrame::decode_shared(&frame).unwrap();
+        let within = frame.as_ptr_range();
+        for result in &decoded.results {
+            assert!(
+                within.contains(&result.output.as_ptr()),
+                "task {}",
+                result.task
+            );
+        }
+        assert_eq!(decoded, ResultsFrame::decode(&frame).unwrap());
+        assert_eq!(decoded.results[1].output[..], 2u64.to_le_bytes());
     }
 
     #[test]
@@ -226,7 +260,7 @@ mod tests {
             batch: 1,
             results: vec![TaskResult {
                 task: 0,
-                output: vec![1, 2, 3],
+                output: Bytes::from_static(&[1, 2, 3]),
             }],
         }
         .encode();
@@ -263,7 +297,7 @@ mod tests {
     proptest! {
         #[test]
         fn frames_round_trip(batch: u64, results in proptest::collection::vec((any::<u32>(), proptest::collection::vec(any::<u8>(), 0..40)), 1..20)) {
-            let frame = ResultsFrame { batch, results: results.into_iter().map(|(task, output)| TaskResult { task, output }).collect() };
+            let frame = ResultsFrame { batch, results: results.into_iter().map(|(task, output)| TaskResult { task, output: output.into() }).collect() };
             prop_assert_eq!(ResultsFrame::decode(&frame.encode()).unwrap(), frame);
         }
 

@@ -285,7 +285,7 @@ mod tests {
             vec![0, 1, 5]
         );
         // Task 0 covers [0, 100): 25 primes.
-        assert_eq!(frames[0].results[0].output, 25u64.to_le_bytes());
+        assert_eq!(frames[0].results[0].output[..], 25u64.to_le_bytes());
         assert_eq!(core.held_batches(), 0);
         assert!(core.take_frames(true).is_empty());
     }

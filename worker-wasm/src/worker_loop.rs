@@ -496,7 +496,7 @@ mod tests {
         };
         // Task 0 of 10 covers [0, 100): 25 primes.
         assert_eq!(
-            ResultsFrame::decode(bytes).unwrap().results[0].output,
+            ResultsFrame::decode(bytes).unwrap().results[0].output[..],
             25u64.to_le_bytes()
         );
         let status = worker.status(false);

@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
 use dashmap::DashMap;
 use grid_kernels::{Collator, JobResult, KernelSpec, TaskOutput};
 use grid_protocol::{

@@ -13,7 +13,7 @@ use super::*;
 /// A result whose output decoded and fits its task.
 struct CheckedResult {
     task: u32,
-    bytes: Vec<u8>,
+    bytes: Bytes,
     output: Option<TaskOutput>,
     digest: [u8; 32],
 }
@@ -21,7 +21,7 @@ struct CheckedResult {
 /// A re-check's answer for a task that had been decided before.
 struct Recheck {
     task: u32,
-    bytes: Vec<u8>,
+    bytes: Bytes,
     output: TaskOutput,
 }
 
