@@ -11,6 +11,7 @@
 //! same task gives byte-identical output on every machine and in every browser,
 //! which is what lets the coordinator compare replicas by digest.
 
+pub mod chacha;
 pub mod collate;
 pub mod hashsearch;
 pub mod mandelbrot;
@@ -18,6 +19,7 @@ pub mod montecarlo;
 pub mod output;
 pub mod primes;
 pub mod runner;
+pub mod sha256x4;
 pub mod spec;
 
 pub use collate::{Collator, JobResult};
