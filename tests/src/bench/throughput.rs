@@ -254,6 +254,10 @@ pub fn load_note(loads: &[f64]) -> String {
     }
 }
 
+/// How long benchmark 4 watches the coordinator's CPU while the connections
+/// idle: two heartbeat periods.
+const IDLE_WINDOW: Duration = Duration::from_secs(20);
+
 /// Benchmark 4: memory per idle connection, and the primes job beside them
 /// against the same job on a grid without them.
 pub async fn connections(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
@@ -311,9 +315,12 @@ pub async fn connections(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
             (env::rss_kib(std::process::id())? as f64 - own_before as f64) / n as f64;
         // What holding them costs while nothing else happens: heartbeats
         // both ways, and the coordinator's once-a-second worker sampling.
+        // Two whole heartbeat periods (10 s on each side), so that beats
+        // sent in step cannot all fall outside the window.
         let idle_cpu_before = coordinator.cpu_seconds()?;
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let idle_cpu_percent = (coordinator.cpu_seconds()? - idle_cpu_before) / 5.0 * 100.0;
+        tokio::time::sleep(IDLE_WINDOW).await;
+        let idle_cpu_percent =
+            (coordinator.cpu_seconds()? - idle_cpu_before) / IDLE_WINDOW.as_secs_f64() * 100.0;
         let profiler = match (&ctx.perf_dir, i == 0) {
             (Some(dir), true) => Some(Profiler::attach(
                 coordinator.pid,
@@ -409,7 +416,7 @@ pub async fn connections(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
             "% of a core",
             &idle_cpu,
         )
-        .note("5 s with no job: heartbeats both ways, once-a-second sampling"),
+        .note("20 s with no job: heartbeats both ways (every 10 s), once-a-second sampling"),
         Row::new(
             4,
             &format!("  primes job beside {n} idle connections"),
