@@ -128,7 +128,7 @@ pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
 /// A headless Chromium with a throwaway profile.
 #[derive(Debug)]
 pub struct TestBrowser {
-    browser: Browser,
+    pub(crate) browser: Browser,
     handler: JoinHandle<()>,
     _profile: tempfile::TempDir,
 }
@@ -180,57 +180,7 @@ impl TestBrowser {
             .await
             .context("open a tab")?;
         let errors = Arc::new(Mutex::new(Vec::new()));
-        let mut listeners = Vec::new();
-
-        let mut console = page.event_listener::<EventConsoleApiCalled>().await?;
-        let sink = errors.clone();
-        listeners.push(tokio::spawn(async move {
-            while let Some(event) = console.next().await {
-                if event.r#type == ConsoleApiCalledType::Error {
-                    let text: Vec<String> = event
-                        .args
-                        .iter()
-                        .map(|arg| match &arg.value {
-                            Some(serde_json::Value::String(s)) => s.clone(),
-                            Some(value) => value.to_string(),
-                            None => arg.description.clone().unwrap_or_default(),
-                        })
-                        .collect();
-                    sink.lock()
-                        .unwrap()
-                        .push(format!("console.error: {}", text.join(" ")));
-                }
-            }
-        }));
-        let mut exceptions = page.event_listener::<EventExceptionThrown>().await?;
-        let sink = errors.clone();
-        listeners.push(tokio::spawn(async move {
-            while let Some(event) = exceptions.next().await {
-                let details = &event.exception_details;
-                let description = details
-                    .exception
-                    .as_ref()
-                    .and_then(|e| e.description.clone())
-                    .unwrap_or_default();
-                sink.lock().unwrap().push(format!(
-                    "uncaught exception: {} {description}",
-                    details.text
-                ));
-            }
-        }));
-        let mut log = page.event_listener::<EventEntryAdded>().await?;
-        let sink = errors.clone();
-        listeners.push(tokio::spawn(async move {
-            while let Some(event) = log.next().await {
-                if event.entry.level == LogEntryLevel::Error {
-                    sink.lock().unwrap().push(format!(
-                        "log error: {} ({})",
-                        event.entry.text,
-                        event.entry.url.clone().unwrap_or_default()
-                    ));
-                }
-            }
-        }));
+        let listeners = collect_errors(&page, &errors).await?;
         page.enable_log().await?;
         page.goto(url)
             .await
@@ -247,6 +197,64 @@ impl TestBrowser {
         let _ = tokio::time::timeout(Duration::from_secs(10), self.browser.wait()).await;
         self.handler.abort();
     }
+}
+
+/// Console errors, uncaught exceptions and browser log errors (failed
+/// requests and sockets), each as one line.
+pub(crate) async fn collect_errors(
+    page: &Page,
+    errors: &Arc<Mutex<Vec<String>>>,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let mut console = page.event_listener::<EventConsoleApiCalled>().await?;
+    let mut exceptions = page.event_listener::<EventExceptionThrown>().await?;
+    let mut log = page.event_listener::<EventEntryAdded>().await?;
+    let sink = errors.clone();
+    let console = tokio::spawn(async move {
+        while let Some(event) = console.next().await {
+            if event.r#type == ConsoleApiCalledType::Error {
+                let text: Vec<String> = event
+                    .args
+                    .iter()
+                    .map(|arg| match &arg.value {
+                        Some(serde_json::Value::String(s)) => s.clone(),
+                        Some(value) => value.to_string(),
+                        None => arg.description.clone().unwrap_or_default(),
+                    })
+                    .collect();
+                sink.lock()
+                    .unwrap()
+                    .push(format!("console.error: {}", text.join(" ")));
+            }
+        }
+    });
+    let sink = errors.clone();
+    let exceptions = tokio::spawn(async move {
+        while let Some(event) = exceptions.next().await {
+            let details = &event.exception_details;
+            let description = details
+                .exception
+                .as_ref()
+                .and_then(|e| e.description.clone())
+                .unwrap_or_default();
+            sink.lock().unwrap().push(format!(
+                "uncaught exception: {} {description}",
+                details.text
+            ));
+        }
+    });
+    let sink = errors.clone();
+    let log = tokio::spawn(async move {
+        while let Some(event) = log.next().await {
+            if event.entry.level == LogEntryLevel::Error {
+                sink.lock().unwrap().push(format!(
+                    "log error: {} ({})",
+                    event.entry.text,
+                    event.entry.url.clone().unwrap_or_default()
+                ));
+            }
+        }
+    });
+    Ok(vec![console, exceptions, log])
 }
 
 /// One tab.

@@ -2,32 +2,26 @@
 //! its console errors collected from the first moment, DOM states waited for,
 //! and screenshots saved under `tests/artifacts/` for a person to look at.
 //!
-//! [`crate::browser`] launches Chromium for the donor page's tests; this is
-//! the same launch with what the dashboard's tests need besides: window
-//! sizes, screenshots and errors that a test expects (a refused token makes
-//! the browser itself log the 401s).
+//! [`crate::browser`] launches Chromium for the donor page's tests; this
+//! wraps the same browser with what the dashboard's tests need besides:
+//! window sizes, screenshots and errors that a test expects (a refused token
+//! makes the browser itself log the 401s).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use chromiumoxide::browser::{Browser, BrowserConfig};
 use chromiumoxide::cdp::browser_protocol::browser::{
     SetDownloadBehaviorBehavior, SetDownloadBehaviorParams,
 };
 use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
-use chromiumoxide::cdp::browser_protocol::log::{EventEntryAdded, LogEntryLevel};
 use chromiumoxide::cdp::browser_protocol::page::{CaptureScreenshotFormat, Viewport};
-use chromiumoxide::cdp::js_protocol::runtime::{
-    ConsoleApiCalledType, EventConsoleApiCalled, EventExceptionThrown,
-};
 use chromiumoxide::page::{Page, ScreenshotParams};
-use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
-use crate::browser::{ensure_chromium, repo_root};
+use crate::browser::{TestBrowser, collect_errors, repo_root};
 
 /// A laptop screen, in CSS pixels.
 pub const LAPTOP: Screen = Screen {
@@ -59,54 +53,24 @@ pub fn artifacts_dir() -> PathBuf {
     repo_root().join("tests/artifacts")
 }
 
-/// A headless Chromium with a throwaway profile.
+/// The donor tests' Chromium ([`TestBrowser`]), with tabs sized like a
+/// screen and downloads allowed.
 #[derive(Debug)]
 pub struct DashboardBrowser {
-    browser: Browser,
-    handler: JoinHandle<()>,
-    _profile: tempfile::TempDir,
+    inner: TestBrowser,
 }
 
 impl DashboardBrowser {
     pub async fn launch() -> anyhow::Result<DashboardBrowser> {
-        let profile = tempfile::tempdir().context("a profile folder")?;
-        let config = BrowserConfig::builder()
-            .chrome_executable(ensure_chromium()?)
-            .user_data_dir(profile.path())
-            .no_sandbox()
-            .args([
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ])
-            .launch_timeout(Duration::from_secs(60))
-            .request_timeout(Duration::from_secs(60))
-            .build()
-            .map_err(anyhow::Error::msg)?;
-        let (browser, mut handler) = Browser::launch(config)
-            .await
-            .context("launch headless Chromium")?;
-        let handler = tokio::spawn(async move {
-            while let Some(event) = handler.next().await {
-                if let Err(error) = event {
-                    tracing::debug!(%error, "chromium handler");
-                }
-            }
-        });
         Ok(DashboardBrowser {
-            browser,
-            handler,
-            _profile: profile,
+            inner: TestBrowser::launch().await?,
         })
     }
 
     /// Opens `url` in a new tab of `screen`'s size, collecting errors from
     /// before the page's first script runs.
     pub async fn open(&self, url: &str, screen: Screen) -> anyhow::Result<DashboardPage> {
-        let page = self.browser.new_page("about:blank").await?;
+        let page = self.inner.browser.new_page("about:blank").await?;
         let errors = Arc::new(Mutex::new(Vec::new()));
         let listeners = collect_errors(&page, &errors).await?;
         page.enable_log().await?;
@@ -122,7 +86,8 @@ impl DashboardBrowser {
 
     /// Lets pages download files, into `dir` under their own names.
     pub async fn allow_downloads(&self, dir: &std::path::Path) -> anyhow::Result<()> {
-        self.browser
+        self.inner
+            .browser
             .execute(
                 SetDownloadBehaviorParams::builder()
                     .behavior(SetDownloadBehaviorBehavior::Allow)
@@ -135,69 +100,9 @@ impl DashboardBrowser {
         Ok(())
     }
 
-    pub async fn close(mut self) {
-        let _ = self.browser.close().await;
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.browser.wait()).await;
-        self.handler.abort();
+    pub async fn close(self) {
+        self.inner.close().await;
     }
-}
-
-/// Console errors, uncaught exceptions and browser log errors (failed
-/// requests and sockets), each as one line.
-async fn collect_errors(
-    page: &Page,
-    errors: &Arc<Mutex<Vec<String>>>,
-) -> anyhow::Result<Vec<JoinHandle<()>>> {
-    let mut console = page.event_listener::<EventConsoleApiCalled>().await?;
-    let mut exceptions = page.event_listener::<EventExceptionThrown>().await?;
-    let mut log = page.event_listener::<EventEntryAdded>().await?;
-    let sink = errors.clone();
-    let console = tokio::spawn(async move {
-        while let Some(event) = console.next().await {
-            if event.r#type == ConsoleApiCalledType::Error {
-                let text: Vec<String> = event
-                    .args
-                    .iter()
-                    .map(|arg| match &arg.value {
-                        Some(serde_json::Value::String(s)) => s.clone(),
-                        Some(value) => value.to_string(),
-                        None => arg.description.clone().unwrap_or_default(),
-                    })
-                    .collect();
-                sink.lock()
-                    .unwrap()
-                    .push(format!("console.error: {}", text.join(" ")));
-            }
-        }
-    });
-    let sink = errors.clone();
-    let exceptions = tokio::spawn(async move {
-        while let Some(event) = exceptions.next().await {
-            let details = &event.exception_details;
-            let description = details
-                .exception
-                .as_ref()
-                .and_then(|e| e.description.clone())
-                .unwrap_or_default();
-            sink.lock().unwrap().push(format!(
-                "uncaught exception: {} {description}",
-                details.text
-            ));
-        }
-    });
-    let sink = errors.clone();
-    let log = tokio::spawn(async move {
-        while let Some(event) = log.next().await {
-            if event.entry.level == LogEntryLevel::Error {
-                sink.lock().unwrap().push(format!(
-                    "log error: {} ({})",
-                    event.entry.text,
-                    event.entry.url.clone().unwrap_or_default()
-                ));
-            }
-        }
-    });
-    Ok(vec![console, exceptions, log])
 }
 
 /// One dashboard tab.
