@@ -120,6 +120,13 @@ enum Write {
     UpdateJob(JobUpdate, oneshot::Sender<Result<(), StoreError>>),
     /// A re-checked task's corrected output.
     ReplaceResult(ResultRow, oneshot::Sender<Result<(), StoreError>>),
+    /// A donor whose results failed validation.
+    Quarantine {
+        donor: u64,
+        reason: String,
+        at: u64,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 /// A cheap handle to the store; clone it freely.
@@ -166,6 +173,11 @@ CREATE TABLE IF NOT EXISTS replicas (
     output BLOB NOT NULL,
     PRIMARY KEY (job_id, task, donor)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS quarantine (
+    donor  INTEGER PRIMARY KEY,
+    reason TEXT NOT NULL,
+    at     INTEGER NOT NULL
+);
 ";
 
 /// The most writes folded into one transaction.
@@ -292,6 +304,33 @@ impl Store {
         self.send(|reply| Write::ReplaceResult(row, reply)).await
     }
 
+    /// Remembers a quarantined donor, so that a restart does not forgive it.
+    /// Queued behind the writes before it and committed with the next group;
+    /// nobody waits for it (a donor's results are refused from the moment the
+    /// scheduler quarantines it).
+    pub fn remember_quarantine(&self, donor: u64, reason: &str, at: u64) {
+        let (reply, _) = oneshot::channel();
+        let write = Write::Quarantine {
+            donor,
+            reason: reason.to_owned(),
+            at,
+            reply,
+        };
+        match self.writes.try_send(write) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(write)) => {
+                let writes = self.writes.clone();
+                tokio::task::spawn_blocking(move || writes.send(write));
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                tracing::warn!(
+                    donor,
+                    "the store is closed; this quarantine lasts until a restart"
+                );
+            }
+        }
+    }
+
     // ---- reads ---------------------------------------------------------------
 
     fn read<T>(
@@ -300,6 +339,17 @@ impl Store {
     ) -> Result<T, StoreError> {
         let conn = self.reader.lock().expect("reader lock");
         f(&conn)
+    }
+
+    /// Every donor quarantined so far, with why, oldest first.
+    pub fn quarantined(&self) -> Result<Vec<(u64, String)>, StoreError> {
+        self.read(|conn| {
+            let mut statement =
+                conn.prepare("SELECT donor, reason FROM quarantine ORDER BY at, donor")?;
+            let rows =
+                statement.query_map([], |r| Ok((r.get::<_, u64>(0)?, r.get::<_, String>(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
     }
 
     pub fn load_jobs(&self) -> Result<Vec<StoredJob>, StoreError> {
@@ -524,6 +574,16 @@ fn apply_group(conn: &mut Connection, group: &[Write]) -> Result<Vec<Answer>, St
                     }
                     answers.push(Answer::Done);
                 }
+                Write::Quarantine {
+                    donor, reason, at, ..
+                } => {
+                    tx.execute(
+                        "INSERT INTO quarantine (donor, reason, at) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (donor) DO NOTHING",
+                        params![donor, reason, at],
+                    )?;
+                    answers.push(Answer::Done);
+                }
                 Write::ReplaceResult(row, _) => {
                     tx.execute(
                         // An upsert: if the first answer's own insert is still queued
@@ -552,6 +612,7 @@ fn answer_group(group: Vec<Write>, outcome: Result<Vec<Answer>, StoreError>) {
                     }
                     (Write::UpdateJob(_, reply), Answer::Done) => drop(reply.send(Ok(()))),
                     (Write::ReplaceResult(_, reply), Answer::Done) => drop(reply.send(Ok(()))),
+                    (Write::Quarantine { reply, .. }, Answer::Done) => drop(reply.send(Ok(()))),
                     _ => unreachable!("answers are made in the order of the writes"),
                 }
             }
@@ -566,6 +627,7 @@ fn answer_group(group: Vec<Write>, outcome: Result<Vec<Answer>, StoreError>) {
                     Write::Results { reply, .. } => drop(reply.send(Err(failed()))),
                     Write::UpdateJob(_, reply) => drop(reply.send(Err(failed()))),
                     Write::ReplaceResult(_, reply) => drop(reply.send(Err(failed()))),
+                    Write::Quarantine { reply, .. } => drop(reply.send(Err(failed()))),
                 }
             }
         }
@@ -701,6 +763,37 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.replicas(job).unwrap(), vec![(1, 1, [1u8; 32])]);
+    }
+
+    #[tokio::test]
+    async fn quarantines_survive_reopening_and_the_first_reason_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Durability::Full).unwrap();
+        store.remember_quarantine(7, "lied about task 3", 100);
+        store.remember_quarantine(grid_kernels::MAX_SAFE_INTEGER, "fake nonce", 200);
+        store.remember_quarantine(7, "lied again", 300);
+        // A write after them, awaited: the writer commits in order.
+        store
+            .update_job(JobUpdate {
+                job: 0,
+                state: JobState::Queued,
+                paused: false,
+                started_at: None,
+                finished_at: None,
+                error: None,
+                result: None,
+            })
+            .await
+            .unwrap();
+        drop(store);
+        let store = Store::open(dir.path(), Durability::Full).unwrap();
+        assert_eq!(
+            store.quarantined().unwrap(),
+            vec![
+                (7, "lied about task 3".to_string()),
+                (grid_kernels::MAX_SAFE_INTEGER, "fake nonce".to_string())
+            ]
+        );
     }
 
     #[test]

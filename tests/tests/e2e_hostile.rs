@@ -287,7 +287,7 @@ async fn a_flooder_and_a_giant_frame_are_closed_and_the_grid_carries_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_quarantined_donor_cannot_come_back_under_a_new_connection() {
+async fn a_quarantined_donor_cannot_come_back_under_a_new_connection_nor_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let grid = TestGrid::start_with(dir.path(), |c| c.scheduler.trust_after = None).await;
     let client = grid.client();
@@ -311,11 +311,34 @@ async fn a_quarantined_donor_cannot_come_back_under_a_new_connection() {
     );
     // The same tab reconnecting is refused with 4008.
     let mut again = RawSocket::connect(&grid.url).await;
-    again.send_message(&WorkerMessage::Hello(tab_hello)).await;
+    again
+        .send_message(&WorkerMessage::Hello(tab_hello.clone()))
+        .await;
     assert_eq!(again.expect_close().await.code, 4008);
     lying.abort();
     for worker in honest {
         worker.stop().await;
     }
+    grid.stop().await;
+
+    // A restart on the same data directory does not forgive it; another tab
+    // is still welcome.
+    let grid = TestGrid::start_with(dir.path(), |c| c.scheduler.trust_after = None).await;
+    let mut after_restart = RawSocket::connect(&grid.url).await;
+    after_restart
+        .send_message(&WorkerMessage::Hello(tab_hello.clone()))
+        .await;
+    let closed = after_restart.expect_close().await;
+    assert_eq!(closed.code, 4008, "{}", closed.reason);
+    let mut other_tab = tab_hello;
+    other_tab.session = Some("honest-tab".into());
+    let (_socket, other_id) = RawSocket::join_with(&grid.url, other_tab).await;
+    let workers = grid.client().workers().await.unwrap();
+    assert!(
+        workers
+            .iter()
+            .any(|w| w["id"] == other_id && w["quarantined"] == false),
+        "{workers:?}"
+    );
     grid.stop().await;
 }

@@ -304,9 +304,22 @@ impl Grid {
             }
             self.jobs.insert(job.id, job);
         }
+        // After the votes: quarantining a donor again discards its stored
+        // votes on the tasks still open.
+        let quarantined = self.store.quarantined()?;
+        {
+            let mut scheduler = self.scheduler();
+            for (donor, reason) in &quarantined {
+                scheduler.quarantine(*donor, reason.clone());
+            }
+            // No worker is connected yet: there is nothing to revoke or
+            // announce, and the store has these already.
+            drop(scheduler.take_effects());
+        }
         tracing::info!(
             jobs = self.jobs.len(),
             resumed,
+            quarantined = quarantined.len(),
             epoch = self.epoch,
             "store opened"
         );
@@ -377,6 +390,7 @@ impl Grid {
                         ids.push(worker.id);
                     }
                     tracing::warn!(donor, workers = ?ids, %reason, reopened = reopened.len(), "donor quarantined");
+                    self.store.remember_quarantine(donor, &reason, unix_ms());
                     self.monitor.publish(&serde_json::json!({
                         "type": "worker_quarantined", "donor": donor, "workers": ids,
                         "reason": reason, "reopened_tasks": reopened.len(),
