@@ -33,14 +33,46 @@ pub enum Durability {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Not a `source`: the message is already in the text, and printing the
+    /// chain would repeat it.
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
+    #[error("cannot open the store {path}: {reason}")]
+    Open { path: String, reason: String },
     #[error("the store's writer thread has stopped")]
     Closed,
     #[error("corrupt record in the store: {0}")]
     Corrupt(String),
     #[error("{0}")]
     Io(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        StoreError::Sqlite(error)
+    }
+}
+
+/// Below this much free space, a store that fails to open is taken to have
+/// failed for want of room: SQLite then reports anything from "database or
+/// disk is full" to a "disk I/O error" on its shared-memory file.
+const LOW_SPACE_BYTES: u64 = 1 << 20;
+
+/// Why the store at `path` could not be opened, in words a user can act on.
+fn open_error(data_dir: &Path, path: &Path, error: rusqlite::Error) -> StoreError {
+    let free = rustix::fs::statvfs(data_dir)
+        .ok()
+        .map(|fs| fs.f_bavail.saturating_mul(fs.f_frsize));
+    let reason = match free {
+        Some(free) if free < LOW_SPACE_BYTES => {
+            format!("the disk is full ({free} bytes free; SQLite said: {error})")
+        }
+        _ => error.to_string(),
+    };
+    StoreError::Open {
+        path: path.display().to_string(),
+        reason,
+    }
 }
 
 /// A job as stored.
@@ -194,27 +226,8 @@ impl Store {
             ))
         })?;
         let path = data_dir.join("grid.sqlite3");
-        let writer = Connection::open(&path)?;
-        writer.pragma_update(None, "journal_mode", "WAL")?;
-        writer.pragma_update(
-            None,
-            "synchronous",
-            match durability {
-                Durability::Full => "FULL",
-                Durability::Normal => "NORMAL",
-            },
-        )?;
-        writer.pragma_update(None, "foreign_keys", "ON")?;
-        writer.busy_timeout(std::time::Duration::from_secs(5))?;
-        writer.execute_batch(SCHEMA)?;
-        // Prove the store is writable now rather than at the first result.
-        writer.execute(
-            "INSERT INTO meta (key, value) VALUES ('opened', '0')
-             ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
-            [],
-        )?;
-        let reader = Connection::open(&path)?;
-        reader.busy_timeout(std::time::Duration::from_secs(5))?;
+        let (writer, reader) =
+            open_connections(&path, durability).map_err(|e| open_error(data_dir, &path, e))?;
         let (writes, queue) = std::sync::mpsc::sync_channel(65_536);
         let commits = Arc::new(Histogram::new(LATENCY_BOUNDS));
         let timing = commits.clone();
@@ -474,6 +487,36 @@ impl Store {
                 .is_some())
         })
     }
+}
+
+/// The writer's and the reader's connections to the store at `path`, with
+/// the schema in place and the store proven writable.
+fn open_connections(
+    path: &Path,
+    durability: Durability,
+) -> Result<(Connection, Connection), rusqlite::Error> {
+    let writer = Connection::open(path)?;
+    writer.pragma_update(None, "journal_mode", "WAL")?;
+    writer.pragma_update(
+        None,
+        "synchronous",
+        match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        },
+    )?;
+    writer.pragma_update(None, "foreign_keys", "ON")?;
+    writer.busy_timeout(std::time::Duration::from_secs(5))?;
+    writer.execute_batch(SCHEMA)?;
+    // Prove the store is writable now rather than at the first result.
+    writer.execute(
+        "INSERT INTO meta (key, value) VALUES ('opened', '0')
+         ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+        [],
+    )?;
+    let reader = Connection::open(path)?;
+    reader.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok((writer, reader))
 }
 
 fn writer_loop(mut conn: Connection, queue: std::sync::mpsc::Receiver<Write>, commits: &Histogram) {

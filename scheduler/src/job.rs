@@ -439,22 +439,31 @@ impl JobState {
         }
         let reopened = self.sole.remove(&donor).unwrap_or_default();
         for &task in &reopened {
-            if self.is_decided(task) {
-                self.decided[task as usize / 64] &= !(1 << (task % 64));
-                self.decided_count -= 1;
-                // A second opinion from a different donor; the first answer
-                // stays stored until the new one replaces or confirms it.
-                self.live.insert(
-                    task,
-                    LiveTask {
-                        target: self.plan.redundancy.max(1),
-                        ..LiveTask::default()
-                    },
-                );
+            // A second opinion from a different donor; the first answer
+            // stays stored until the new one replaces or confirms it.
+            if self.reopen(task) {
                 self.rechecking.insert(task);
-                self.refresh(task);
             }
         }
         reopened
+    }
+
+    /// Undoes a task's decision: it is open again and wants its replicas.
+    /// Whether it had been decided.
+    pub fn reopen(&mut self, task: u32) -> bool {
+        if !self.is_decided(task) {
+            return false;
+        }
+        self.decided[task as usize / 64] &= !(1 << (task % 64));
+        self.decided_count -= 1;
+        self.live.insert(
+            task,
+            LiveTask {
+                target: self.plan.redundancy.max(1),
+                ..LiveTask::default()
+            },
+        );
+        self.refresh(task);
+        true
     }
 }

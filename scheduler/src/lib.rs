@@ -302,6 +302,16 @@ impl Scheduler {
         }
     }
 
+    /// Decisions the store failed to make durable: their tasks are open
+    /// again, for any worker, as if never answered. Returns how many were
+    /// decided.
+    pub fn reopen_unstored(&mut self, job: JobId, tasks: &[u32]) -> usize {
+        let Some(state) = self.jobs.get_mut(&job) else {
+            return 0;
+        };
+        tasks.iter().filter(|&&task| state.reopen(task)).count()
+    }
+
     /// Restores a durable replica vote after a restart.
     pub fn restore_vote(&mut self, job: JobId, task: u32, donor: DonorId, digest: Digest) {
         if let Some(state) = self.jobs.get_mut(&job) {

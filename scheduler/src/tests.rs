@@ -130,6 +130,34 @@ fn a_disconnected_workers_tasks_go_to_another_worker() {
 }
 
 #[test]
+fn decisions_the_store_could_not_keep_are_reopened_for_any_worker() {
+    let mut s = Scheduler::new(config());
+    s.add_job(JobPlan::single(1, 3));
+    s.add_worker(1, 1, 3, 0);
+    let grant = s.grant(1, 0).unwrap();
+    assert_eq!(grant.tasks.len(), 3);
+    deliver_all(&mut s, 1, &grant, 1);
+    assert_eq!(s.progress(1), Some((3, 3)));
+    // The commit holding tasks 0 and 2 failed; task 1 was stored.
+    assert_eq!(s.reopen_unstored(1, &[0, 2]), 2);
+    assert_eq!(s.reopen_unstored(1, &[0]), 0, "already open");
+    assert_eq!(s.reopen_unstored(99, &[0]), 0, "no such job");
+    assert_eq!(s.progress(1), Some((1, 3)));
+    s.remove_worker(1);
+    s.add_worker(2, 2, 3, 0);
+    let again = s.grant(2, 2).unwrap();
+    assert_eq!(again.tasks.iter().collect::<Vec<_>>(), vec![0, 2]);
+    for r in deliver_all(&mut s, 2, &again, 3) {
+        assert!(
+            matches!(r, Recorded::Accepted { decided: true, .. }),
+            "{r:?}"
+        );
+    }
+    assert_eq!(s.progress(1), Some((3, 3)));
+    assert!(s.grant(2, 4).is_none());
+}
+
+#[test]
 fn an_expired_lease_is_reissued_and_the_late_result_still_counts_once() {
     let mut s = Scheduler::new(config());
     s.add_job(JobPlan::single(1, 1));

@@ -142,7 +142,24 @@ impl Grid {
             }
         }
 
-        let inserted = self.store.record(results, replicas).await?;
+        let inserted = match self.store.record(results, replicas).await {
+            Ok(inserted) => inserted,
+            Err(error) => {
+                // Nothing of this frame is durable, so nothing of it is
+                // acknowledged or collated: the tasks it decided are open
+                // again, to be computed once the store can take them.
+                if let Some(job) = &job {
+                    let tasks: Vec<u32> = to_collate.iter().map(|(task, _)| *task).collect();
+                    let reopened = self.scheduler().reopen_unstored(job.id, &tasks);
+                    tracing::warn!(
+                        job = job.id,
+                        reopened,
+                        "results not stored; their tasks are open again"
+                    );
+                }
+                return Err(error);
+            }
+        };
         worker
             .tasks_done
             .fetch_add(u64::from(outcome.accepted), Ordering::Relaxed);
