@@ -174,6 +174,15 @@ impl TestBrowser {
 
     /// Opens `url` in a new tab, listening for console errors from the start.
     pub async fn open(&self, url: &str) -> anyhow::Result<TestPage> {
+        let page = self.blank_tab(DONOR_PAGE_SUMMARY).await?;
+        page.goto(url).await?;
+        Ok(page)
+    }
+
+    /// A new, empty tab already collecting errors, for a caller to prepare
+    /// before it loads anything. `summary` is a JavaScript expression whose
+    /// value describes the page in failure messages.
+    pub(crate) async fn blank_tab(&self, summary: &'static str) -> anyhow::Result<TestPage> {
         let page = self
             .browser
             .new_page("about:blank")
@@ -182,13 +191,11 @@ impl TestBrowser {
         let errors = Arc::new(Mutex::new(Vec::new()));
         let listeners = collect_errors(&page, &errors).await?;
         page.enable_log().await?;
-        page.goto(url)
-            .await
-            .with_context(|| format!("load {url}"))?;
         Ok(TestPage {
             page,
             errors,
             listeners,
+            summary,
         })
     }
 
@@ -201,7 +208,7 @@ impl TestBrowser {
 
 /// Console errors, uncaught exceptions and browser log errors (failed
 /// requests and sockets), each as one line.
-pub(crate) async fn collect_errors(
+async fn collect_errors(
     page: &Page,
     errors: &Arc<Mutex<Vec<String>>>,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
@@ -260,12 +267,27 @@ pub(crate) async fn collect_errors(
 /// One tab.
 #[derive(Debug)]
 pub struct TestPage {
-    page: Page,
+    pub(crate) page: Page,
     errors: Arc<Mutex<Vec<String>>>,
     listeners: Vec<JoinHandle<()>>,
+    summary: &'static str,
 }
 
+/// The donor page's state and figures, for failure messages.
+const DONOR_PAGE_SUMMARY: &str = "({state: document.body.dataset.state, \
+      status: document.querySelector('#status')?.textContent, \
+      connected: document.querySelector('#connected-workers')?.textContent, \
+      tasks: document.querySelector('#tasks-done')?.textContent})";
+
 impl TestPage {
+    pub async fn goto(&self, url: &str) -> anyhow::Result<()> {
+        self.page
+            .goto(url)
+            .await
+            .with_context(|| format!("load {url}"))?;
+        Ok(())
+    }
+
     /// Evaluates a JavaScript expression (awaiting a promise) and decodes
     /// its JSON value.
     pub async fn eval<T: DeserializeOwned>(&self, expression: &str) -> anyhow::Result<T> {
@@ -305,18 +327,10 @@ impl TestPage {
         .await
     }
 
-    /// The donor page's state and figures, for failure messages.
+    /// What the page shows, briefly, for failure messages.
     pub async fn summary(&self) -> String {
-        let figures = self
-            .eval::<serde_json::Value>(
-                "({state: document.body.dataset.state, \
-                  status: document.querySelector('#status')?.textContent, \
-                  connected: document.querySelector('#connected-workers')?.textContent, \
-                  tasks: document.querySelector('#tasks-done')?.textContent})",
-            )
-            .await;
-        match figures {
-            Ok(figures) => figures.to_string(),
+        match self.eval::<serde_json::Value>(self.summary).await {
+            Ok(summary) => summary.to_string(),
             Err(error) => format!("(unreadable: {error:#})"),
         }
     }

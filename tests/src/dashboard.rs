@@ -8,20 +8,16 @@
 //! makes the browser itself log the 401s).
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use chromiumoxide::cdp::browser_protocol::browser::{
     SetDownloadBehaviorBehavior, SetDownloadBehaviorParams,
 };
 use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
 use chromiumoxide::cdp::browser_protocol::page::{CaptureScreenshotFormat, Viewport};
-use chromiumoxide::page::{Page, ScreenshotParams};
-use serde::de::DeserializeOwned;
-use tokio::task::JoinHandle;
+use chromiumoxide::page::ScreenshotParams;
 
-use crate::browser::{TestBrowser, collect_errors, repo_root};
+use crate::browser::{TestBrowser, TestPage, repo_root};
 
 /// A laptop screen, in CSS pixels.
 pub const LAPTOP: Screen = Screen {
@@ -70,14 +66,8 @@ impl DashboardBrowser {
     /// Opens `url` in a new tab of `screen`'s size, collecting errors from
     /// before the page's first script runs.
     pub async fn open(&self, url: &str, screen: Screen) -> anyhow::Result<DashboardPage> {
-        let page = self.inner.browser.new_page("about:blank").await?;
-        let errors = Arc::new(Mutex::new(Vec::new()));
-        let listeners = collect_errors(&page, &errors).await?;
-        page.enable_log().await?;
         let page = DashboardPage {
-            page,
-            errors,
-            listeners,
+            tab: self.inner.blank_tab(DASHBOARD_SUMMARY).await?,
         };
         page.resize(screen).await?;
         page.goto(url).await?;
@@ -105,26 +95,35 @@ impl DashboardBrowser {
     }
 }
 
-/// One dashboard tab.
+/// What the dashboard shows, briefly, for failure messages.
+const DASHBOARD_SUMMARY: &str = "({view: document.body.dataset.view, \
+      connection: document.body.dataset.connection, \
+      status: document.querySelector('#connection')?.textContent, \
+      tokenError: document.querySelector('#token-error')?.textContent, \
+      jobs: [...document.querySelectorAll('.job')].map(j => \
+        `#${j.dataset.job} ${j.dataset.state} ${j.querySelector('.percent')?.textContent}`), \
+      workers: document.querySelectorAll('#workers tr').length})";
+
+/// One dashboard tab: a [`TestPage`] (`eval`, `wait_for`, `click`, ...) with
+/// screen sizes, screenshots and the dashboard's own error checks.
 #[derive(Debug)]
 pub struct DashboardPage {
-    page: Page,
-    errors: Arc<Mutex<Vec<String>>>,
-    listeners: Vec<JoinHandle<()>>,
+    tab: TestPage,
+}
+
+impl std::ops::Deref for DashboardPage {
+    type Target = TestPage;
+
+    fn deref(&self) -> &TestPage {
+        &self.tab
+    }
 }
 
 impl DashboardPage {
-    pub async fn goto(&self, url: &str) -> anyhow::Result<()> {
-        self.page
-            .goto(url)
-            .await
-            .with_context(|| format!("load {url}"))?;
-        Ok(())
-    }
-
     /// Emulates a screen: window size, pixel density, and touch for phones.
     pub async fn resize(&self, screen: Screen) -> anyhow::Result<()> {
-        self.page
+        self.tab
+            .page
             .execute(SetDeviceMetricsOverrideParams::new(
                 i64::from(screen.width),
                 i64::from(screen.height),
@@ -134,53 +133,6 @@ impl DashboardPage {
             .await
             .context("set the window size")?;
         Ok(())
-    }
-
-    /// Evaluates a JavaScript expression (awaiting a promise) and decodes its
-    /// JSON value.
-    pub async fn eval<T: DeserializeOwned>(&self, expression: &str) -> anyhow::Result<T> {
-        self.page
-            .evaluate_expression(expression)
-            .await
-            .with_context(|| format!("evaluate {expression}"))?
-            .into_value()
-            .with_context(|| format!("decode the value of {expression}"))
-    }
-
-    /// Waits until `condition` (a JavaScript expression) holds.
-    pub async fn wait_for(&self, condition: &str, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if self.eval::<bool>(&format!("!!({condition})")).await? {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!(
-                    "timed out after {timeout:?} waiting for `{condition}`; the page says: {}",
-                    self.summary().await
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// What the dashboard shows, briefly, for failure messages.
-    pub async fn summary(&self) -> String {
-        let summary = self
-            .eval::<serde_json::Value>(
-                "({view: document.body.dataset.view, \
-                  connection: document.body.dataset.connection, \
-                  status: document.querySelector('#connection')?.textContent, \
-                  tokenError: document.querySelector('#token-error')?.textContent, \
-                  jobs: [...document.querySelectorAll('.job')].map(j => \
-                    `#${j.dataset.job} ${j.dataset.state} ${j.querySelector('.percent')?.textContent}`), \
-                  workers: document.querySelectorAll('#workers tr').length})",
-            )
-            .await;
-        match summary {
-            Ok(summary) => summary.to_string(),
-            Err(error) => format!("(unreadable: {error:#})"),
-        }
     }
 
     /// The trimmed text of the first element matching `selector`.
@@ -194,18 +146,6 @@ impl DashboardPage {
         text.with_context(|| format!("no element matches {selector}"))
     }
 
-    /// Clicks the element with this CSS selector, as a mouse would.
-    pub async fn click(&self, selector: &str) -> anyhow::Result<()> {
-        self.page
-            .find_element(selector)
-            .await
-            .with_context(|| format!("find {selector}"))?
-            .click()
-            .await
-            .with_context(|| format!("click {selector}"))?;
-        Ok(())
-    }
-
     /// Saves a PNG of the whole page (beyond the window, at the window's
     /// width) as `tests/artifacts/{name}.png`, prints its path and returns it.
     pub async fn screenshot(&self, name: &str) -> anyhow::Result<PathBuf> {
@@ -213,6 +153,7 @@ impl DashboardPage {
             .eval("[document.documentElement.clientWidth, document.documentElement.scrollHeight]")
             .await?;
         let png = self
+            .tab
             .page
             .screenshot(
                 ScreenshotParams::builder()
@@ -239,7 +180,7 @@ impl DashboardPage {
 
     /// Everything the page logged as an error or threw so far.
     pub fn errors(&self) -> Vec<String> {
-        self.errors.lock().unwrap().clone()
+        self.tab.console_errors()
     }
 
     /// Fails with the list if the page logged any error or threw.
@@ -253,10 +194,6 @@ impl DashboardPage {
     }
 
     pub async fn close(self) -> anyhow::Result<()> {
-        let result = self.page.close().await.context("close the tab");
-        for listener in &self.listeners {
-            listener.abort();
-        }
-        result
+        self.tab.close().await
     }
 }
