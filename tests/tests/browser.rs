@@ -88,6 +88,19 @@ fn parity_cases() -> Vec<(KernelSpec, u32)> {
     cases
 }
 
+/// Waits for [`long_primes_job`] to finish and checks it finished whole and
+/// exact.
+async fn assert_long_primes_job_exact(client: &Client, id: u64) {
+    let (_, tasks) = long_primes_job();
+    let status = wait_for_job(client, id, JOB_TIMEOUT).await;
+    assert_eq!(status["state"], "done", "{status}");
+    assert_eq!(status["tasks"]["done"], tasks, "{status}");
+    assert_eq!(
+        status["result"]["count"], PRIMES_BELOW_TEN_BILLION,
+        "{status}"
+    );
+}
+
 /// A primes job that keeps two browser threads busy for several seconds, in
 /// tasks of a few tens of milliseconds.
 fn long_primes_job() -> (KernelSpec, u32) {
@@ -294,13 +307,7 @@ async fn pause_and_resume_from_the_page_lose_no_task() {
     )
     .await
     .expect("the page resumes");
-    let status = wait_for_job(&client, id, JOB_TIMEOUT).await;
-    assert_eq!(status["state"], "done", "{status}");
-    assert_eq!(status["tasks"]["done"], tasks, "{status}");
-    assert_eq!(
-        status["result"]["count"], PRIMES_BELOW_TEN_BILLION,
-        "{status}"
-    );
+    assert_long_primes_job_exact(&client, id).await;
 
     assert_no_console_errors(&page);
     page.close().await.unwrap();
@@ -339,13 +346,7 @@ async fn a_tab_closed_mid_batch_loses_no_task() {
     assert_eq!(orphaned["state"], "running", "{orphaned}");
 
     let second = open_donor_page(&browser, &grid, 2).await;
-    let status = wait_for_job(&client, id, JOB_TIMEOUT).await;
-    assert_eq!(status["state"], "done", "{status}");
-    assert_eq!(status["tasks"]["done"], tasks, "{status}");
-    assert_eq!(
-        status["result"]["count"], PRIMES_BELOW_TEN_BILLION,
-        "{status}"
-    );
+    assert_long_primes_job_exact(&client, id).await;
 
     assert_no_console_errors(&second);
     second.close().await.unwrap();
@@ -386,12 +387,7 @@ async fn the_page_reconnects_when_the_coordinator_comes_back() {
     .await
     .expect("the page reconnects");
     let client = grid.client();
-    let status = wait_for_job(&client, id, JOB_TIMEOUT).await;
-    assert_eq!(status["state"], "done", "{status}");
-    assert_eq!(
-        status["result"]["count"], PRIMES_BELOW_TEN_BILLION,
-        "{status}"
-    );
+    assert_long_primes_job_exact(&client, id).await;
     let workers = client.workers().await.unwrap();
     assert_eq!(workers.len(), 2, "{workers:#?}");
 
