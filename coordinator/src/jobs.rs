@@ -109,8 +109,13 @@ pub struct TaskCounts {
 }
 
 impl Job {
+    /// The job's changing part, locked.
+    pub fn live(&self) -> std::sync::MutexGuard<'_, JobLive> {
+        crate::sync::lock(&self.live, "job")
+    }
+
     pub fn status(&self, now_unix_ms: u64) -> JobStatus {
-        let live = self.live.lock().expect("job lock");
+        let live = self.live();
         let elapsed_ms = live.started_at.map(|start| {
             live.finished_at
                 .unwrap_or(now_unix_ms)

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod server;
 pub mod store;
+pub mod sync;
 pub mod tls;
 pub mod upgrade;
 pub mod worker;

@@ -109,12 +109,12 @@ impl Monitor {
     /// them a few times a second.
     pub fn mark_progress(&self, job: u64) {
         if self.active() {
-            self.dirty.lock().expect("monitor lock").insert(job);
+            crate::sync::lock(&self.dirty, "monitor").insert(job);
         }
     }
 
     pub fn take_dirty(&self) -> Vec<u64> {
-        std::mem::take(&mut *self.dirty.lock().expect("monitor lock"))
+        std::mem::take(&mut *crate::sync::lock(&self.dirty, "monitor"))
             .into_iter()
             .collect()
     }
@@ -141,7 +141,7 @@ impl Monitor {
         connected: usize,
         threads: u64,
     ) -> (ThroughputSample, HashMap<u64, f64>) {
-        let mut previous = self.previous.lock().expect("monitor lock");
+        let mut previous = crate::sync::lock(&self.previous, "monitor");
         let seconds = if previous.at_ms == 0 {
             1.0
         } else {
@@ -170,7 +170,7 @@ impl Monitor {
             workers: connected,
             threads,
         };
-        let mut history = self.history.lock().expect("monitor lock");
+        let mut history = crate::sync::lock(&self.history, "monitor");
         if history.len() == HISTORY {
             history.pop_front();
         }
@@ -179,9 +179,7 @@ impl Monitor {
     }
 
     pub fn history(&self) -> Vec<ThroughputSample> {
-        self.history
-            .lock()
-            .expect("monitor lock")
+        crate::sync::lock(&self.history, "monitor")
             .iter()
             .copied()
             .collect()

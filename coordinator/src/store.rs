@@ -255,7 +255,7 @@ impl Store {
     /// How many times this store has been opened: a run number, so ids made
     /// from it never repeat across restarts.
     pub fn epoch(&self) -> Result<u64, StoreError> {
-        let conn = self.reader.lock().expect("reader lock");
+        let conn = crate::sync::lock(&self.reader, "store reader");
         let value: String =
             conn.query_row("SELECT value FROM meta WHERE key = 'opened'", [], |r| {
                 r.get(0)
@@ -350,7 +350,7 @@ impl Store {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let conn = self.reader.lock().expect("reader lock");
+        let conn = crate::sync::lock(&self.reader, "store reader");
         f(&conn)
     }
 

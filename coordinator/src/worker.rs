@@ -74,7 +74,7 @@ struct PoolState {
 
 impl Pool {
     fn lock(&self) -> MutexGuard<'_, PoolState> {
-        self.state.lock().expect("worker pool lock")
+        crate::sync::lock(&self.state, "worker pool")
     }
 }
 
@@ -91,7 +91,7 @@ fn compute_thread(pool: Arc<Pool>) {
                     state.running += 1;
                     break (task, state.generation);
                 }
-                state = pool.work.wait(state).expect("worker pool lock");
+                state = crate::sync::wait(&pool.work, state);
             }
         };
         let output = catch_unwind(AssertUnwindSafe(|| {

@@ -289,6 +289,78 @@ impl Scheduler {
         std::mem::take(&mut self.effects)
     }
 
+    /// Checks the invariants that tie the scheduler's tables together: every
+    /// batch is held by a live worker and belongs to a live job, its count of
+    /// outstanding tasks matches its waiting ones, and the set of ready
+    /// workers and the count of unpaused ones match a scan. Cheap enough for
+    /// tests after every step; the coordinator runs it after recovering the
+    /// lock from a panicking holder.
+    pub fn check_consistency(&self) -> Result<(), String> {
+        for (&id, batch) in &self.batches {
+            let worker = self
+                .workers
+                .get(&batch.worker)
+                .ok_or_else(|| format!("batch {id} is held by unknown worker {}", batch.worker))?;
+            if !worker.batches.contains(&id) {
+                return Err(format!(
+                    "worker {} does not list its batch {id}",
+                    batch.worker
+                ));
+            }
+            if !self.jobs.contains_key(&batch.job) {
+                return Err(format!("batch {id} belongs to unknown job {}", batch.job));
+            }
+            let waiting = batch.waiting.iter().filter(|w| **w).count() as u32;
+            if waiting != batch.outstanding || batch.waiting.len() != batch.tasks.len() {
+                return Err(format!(
+                    "batch {id}: {} outstanding, {waiting} waiting",
+                    batch.outstanding
+                ));
+            }
+        }
+        for (&id, worker) in &self.workers {
+            if let Some(missing) = worker
+                .batches
+                .iter()
+                .find(|b| !self.batches.contains_key(b))
+            {
+                return Err(format!(
+                    "worker {id} lists batch {missing}, which is not live"
+                ));
+            }
+            if worker.batches.len() > self.config.pipeline {
+                return Err(format!(
+                    "worker {id} holds {} batches",
+                    worker.batches.len()
+                ));
+            }
+        }
+        let scanned: BTreeSet<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| {
+                !w.paused
+                    && w.batches.len() < self.config.pipeline
+                    && !self.standing(w.donor).quarantined
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        if scanned != self.ready {
+            return Err(format!(
+                "ready workers {:?}, by scan {scanned:?}",
+                self.ready
+            ));
+        }
+        let unpaused = self.workers.values().filter(|w| !w.paused).count();
+        if unpaused != self.unpaused {
+            return Err(format!(
+                "{} unpaused workers counted, {unpaused} by scan",
+                self.unpaused
+            ));
+        }
+        Ok(())
+    }
+
     // ---- jobs ---------------------------------------------------------------
 
     pub fn add_job(&mut self, plan: JobPlan) {
@@ -421,6 +493,22 @@ impl Scheduler {
     /// The job a live batch belongs to.
     pub fn batch_job(&self, batch: BatchId) -> Option<JobId> {
         self.batches.get(&batch).map(|b| b.job)
+    }
+
+    /// The job of `batch` if it is live and leased to `worker`: what a
+    /// results frame from `worker` for it may be checked against.
+    pub fn lease_of(&self, worker: WorkerId, batch: BatchId) -> Option<JobId> {
+        self.batches
+            .get(&batch)
+            .filter(|b| b.worker == worker)
+            .map(|b| b.job)
+    }
+
+    /// Whether `task` is one of the tasks of the live batch `batch`.
+    pub fn in_batch(&self, batch: BatchId, task: u32) -> bool {
+        self.batches
+            .get(&batch)
+            .is_some_and(|b| b.position(task).is_some())
     }
 
     /// Batches a worker holds.
@@ -678,6 +766,39 @@ impl Scheduler {
 
     // ---- results ------------------------------------------------------------
 
+    /// Classifies, without counting it, a result that was not leased to
+    /// `worker` when its frame arrived (so its output was never checked):
+    /// stale if it races the close of a batch that held the task, rejected
+    /// otherwise, even if the batch has been granted to `worker` since.
+    pub fn refuse(&mut self, worker: WorkerId, batch: BatchId, task: u32) -> Recorded {
+        let closed = self
+            .workers
+            .get(&worker)
+            .and_then(|w| w.recently_closed.iter().find(|(id, _)| *id == batch));
+        let outcome = match closed {
+            Some((_, tasks)) if tasks.contains(task) => Recorded::Stale,
+            Some(_) => Recorded::Rejected(Rejection::TaskNotInBatch),
+            None => match self.batches.get(&batch) {
+                Some(b) if b.worker != worker => Recorded::Rejected(Rejection::NotYourBatch),
+                Some(b) if b.position(task).is_none() => {
+                    Recorded::Rejected(Rejection::TaskNotInBatch)
+                }
+                _ => Recorded::Rejected(Rejection::UnknownBatch),
+            },
+        };
+        self.count(&outcome);
+        outcome
+    }
+
+    fn count(&mut self, outcome: &Recorded) {
+        match outcome {
+            Recorded::Accepted { .. } => self.counters.results_accepted += 1,
+            Recorded::Duplicate => self.counters.results_duplicate += 1,
+            Recorded::Stale => self.counters.results_stale += 1,
+            Recorded::Rejected(_) => self.counters.results_rejected += 1,
+        }
+    }
+
     /// Records one result. Call it in the order results arrive.
     pub fn record(
         &mut self,
@@ -688,12 +809,7 @@ impl Scheduler {
         now: u64,
     ) -> Recorded {
         let outcome = self.classify_and_record(worker, batch, task, digest, now);
-        match &outcome {
-            Recorded::Accepted { .. } => self.counters.results_accepted += 1,
-            Recorded::Duplicate => self.counters.results_duplicate += 1,
-            Recorded::Stale => self.counters.results_stale += 1,
-            Recorded::Rejected(_) => self.counters.results_rejected += 1,
-        }
+        self.count(&outcome);
         outcome
     }
 

@@ -926,13 +926,9 @@ proptest! {
         };
                 for op in ops {
             h.step(op);
-            // The maintained set of ready workers equals a scan of them all.
-            let scanned: Vec<WorkerId> = h.s.workers.iter()
-                .filter(|(_, w)| !w.paused && w.batches.len() < h.s.config.pipeline && !h.s.standing(w.donor).quarantined)
-                .map(|(&id, _)| id)
-                .collect();
-            prop_assert_eq!(h.s.idle_workers(), scanned);
-            prop_assert_eq!(h.s.unpaused, h.s.workers.values().filter(|w| !w.paused).count());
+            // The tables agree with each other (the ready set and the count
+            // of unpaused workers equal a scan of them all) after every step.
+            prop_assert_eq!(h.s.check_consistency(), Ok(()));
         }
         h.drain();
         for (i, &(tasks, _)) in jobs.iter().enumerate() {

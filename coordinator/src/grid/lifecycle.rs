@@ -108,7 +108,7 @@ impl Grid {
             .job(id)
             .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
         let update = {
-            let mut live = job.live.lock().expect("job lock");
+            let mut live = job.live();
             if live.state.is_finished() {
                 return Err(ApiError::Conflict(format!(
                     "job {id} is already {}",
@@ -141,7 +141,7 @@ impl Grid {
         let job = self
             .job(id)
             .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
-        let state = job.live.lock().expect("job lock").state;
+        let state = job.live().state;
         if state != JobState::Done {
             return Err(ApiError::Conflict(format!(
                 "job {id} is {}; results are available once it is done",
@@ -188,7 +188,7 @@ impl Grid {
     /// Marks a complete job done, stores its result summary, and releases it.
     pub(super) async fn finish_job(&self, job: &Arc<Job>) {
         let update = {
-            let mut live = job.live.lock().expect("job lock");
+            let mut live = job.live();
             let Some(collator) = live.collator.as_ref().filter(|c| c.is_complete()) else {
                 return;
             };
@@ -213,7 +213,7 @@ impl Grid {
     pub(super) async fn fail_job(&self, id: u64, reason: String) {
         let Some(job) = self.job(id) else { return };
         let update = {
-            let mut live = job.live.lock().expect("job lock");
+            let mut live = job.live();
             if live.state.is_finished() {
                 return;
             }

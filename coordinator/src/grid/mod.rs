@@ -293,9 +293,7 @@ impl Grid {
             });
             if !finished
                 && job
-                    .live
-                    .lock()
-                    .expect("job lock")
+                    .live()
                     .collator
                     .as_ref()
                     .is_some_and(Collator::is_complete)
@@ -352,8 +350,16 @@ impl Grid {
         }
     }
 
+    /// The scheduler, locked. Hold it only for short synchronous decisions.
+    /// If a task panicked while holding it, its state is checked before use.
     fn scheduler(&self) -> MutexGuard<'_, Scheduler> {
-        self.scheduler.lock().expect("scheduler lock")
+        let relocked = crate::sync::relock(&self.scheduler, "scheduler");
+        if relocked.recovered {
+            if let Err(broken) = relocked.guard.check_consistency() {
+                tracing::error!(%broken, "the scheduler's state is inconsistent after a panic");
+            }
+        }
+        relocked.guard
     }
 
     /// Milliseconds since the coordinator started (monotonic).
@@ -425,6 +431,7 @@ impl Grid {
             }
             grants
         };
+        let mut sent_batches = Vec::with_capacity(grants.len());
         for (worker_id, grant) in grants {
             let Some(job) = self.job(grant.job) else {
                 continue;
@@ -446,8 +453,9 @@ impl Grid {
                     .return_tasks(worker_id, grant.batch, &grant.tasks);
                 continue;
             }
+            sent_batches.push((worker_id, grant.batch));
             let update = {
-                let mut live = job.live.lock().expect("job lock");
+                let mut live = job.live();
                 if live.state == JobState::Queued {
                     live.state = JobState::Running;
                     live.started_at = Some(unix_ms());
@@ -465,6 +473,23 @@ impl Grid {
                         tracing::error!(%error, "could not store a job's start");
                     }
                 });
+            }
+        }
+        // A batch closed between its grant and its sending (its job finished
+        // or was cancelled) was revoked before the worker heard of it: revoke
+        // it again, after it, so the worker does not compute it for nothing.
+        if !sent_batches.is_empty() {
+            let closed: Vec<(u64, u64)> = {
+                let scheduler = self.scheduler();
+                sent_batches
+                    .into_iter()
+                    .filter(|&(_, batch)| scheduler.batch_job(batch).is_none())
+                    .collect()
+            };
+            for (worker_id, batch) in closed {
+                if let Some(worker) = self.workers.get(&worker_id) {
+                    worker.send(&CoordinatorMessage::Revoke { batch });
+                }
             }
         }
     }
@@ -489,11 +514,7 @@ impl Grid {
 
     /// Counts a close the coordinator initiated, by reason.
     pub fn count_close(&self, code: CloseCode) {
-        *self
-            .counters
-            .closes
-            .lock()
-            .expect("counter lock")
+        *crate::sync::lock(&self.counters.closes, "close counters")
             .entry(code.name())
             .or_default() += 1;
     }
@@ -524,3 +545,6 @@ fn update_of(job: &Job, live: &JobLive) -> JobUpdate {
         result: live.result.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests;

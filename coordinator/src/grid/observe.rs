@@ -64,7 +64,7 @@ impl Grid {
             let KernelSpec::Mandelbrot(p) = &job.spec else {
                 continue;
             };
-            let live = job.live.lock().expect("job lock");
+            let live = job.live();
             let Some(collator) = live.collator.as_ref() else {
                 continue;
             };
@@ -107,9 +107,7 @@ impl Grid {
         let mut out = String::new();
         let mut states: HashMap<&'static str, f64> = HashMap::new();
         for job in self.jobs.iter() {
-            *states
-                .entry(job.live.lock().expect("job lock").state.name())
-                .or_default() += 1.0;
+            *states.entry(job.live().state.name()).or_default() += 1.0;
         }
         let state_samples: Vec<(String, f64)> =
             ["queued", "running", "done", "failed", "cancelled"]
@@ -247,11 +245,7 @@ impl Grid {
                 self.counters.connections_total.load(Ordering::Relaxed) as f64,
             )],
         );
-        let closes: Vec<(String, f64)> = self
-            .counters
-            .closes
-            .lock()
-            .expect("counter lock")
+        let closes: Vec<(String, f64)> = crate::sync::lock(&self.counters.closes, "close counters")
             .iter()
             .map(|(reason, n)| (format!("reason=\"{reason}\""), *n as f64))
             .collect();

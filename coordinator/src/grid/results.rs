@@ -7,15 +7,37 @@
 //! a worker claims (re-hashed), and a sampled fraction of all outputs
 //! (`verify_rate`, re-computed natively). A worker caught sending a wrong
 //! output is quarantined, and its frame is discarded whole.
+//!
+//! Only results for tasks of a batch leased to the sender when its frame
+//! arrived are checked and counted; the rest are classified (stale or
+//! rejected) and never accepted, even if the batch is granted to the sender
+//! while the frame is being checked (batch ids are predictable). The lookup
+//! and the checks happen before the recording, outside the scheduler lock,
+//! so a large frame never holds up dispatch.
 
 use super::*;
 
-/// A result whose output decoded and fits its task.
-struct CheckedResult {
-    task: u32,
-    bytes: Bytes,
-    output: Option<TaskOutput>,
-    digest: [u8; 32],
+/// One result of a frame after the checks.
+pub(super) enum CheckedResult {
+    /// A result for a task leased to the sender; its output decoded and fits
+    /// the task.
+    Leased {
+        task: u32,
+        bytes: Bytes,
+        output: TaskOutput,
+        digest: [u8; 32],
+    },
+    /// A result for a task the sender did not hold when the frame arrived:
+    /// not checked, never counted.
+    Unleased { task: u32 },
+}
+
+/// A frame's batch, looked up when the frame arrived.
+pub(super) struct Resolved {
+    /// The batch's job, if the batch was live and leased to the sender.
+    job: Option<Arc<Job>>,
+    /// For each result of the frame, whether its task is in that batch.
+    leased: Vec<bool>,
 }
 
 /// A re-check's answer for a task that had been decided before.
@@ -33,28 +55,65 @@ impl Grid {
         worker: &WorkerConn,
         frame: ResultsFrame,
     ) -> Result<FrameOutcome, StoreError> {
-        let now = self.now_ms();
+        let resolved = match self.resolve_frame(worker, &frame) {
+            Ok(resolved) => resolved,
+            Err(outcome) => return Ok(outcome),
+        };
+        let batch = frame.batch;
+        let checked = match self.check_frame(worker, &resolved, frame).await {
+            Ok(checked) => checked,
+            Err(outcome) => return Ok(outcome),
+        };
+        self.record_frame(worker, batch, resolved, checked).await
+    }
+
+    /// Finds the job a frame's batch belongs to. A quarantined donor's
+    /// frames are refused whole, unread.
+    pub(super) fn resolve_frame(
+        &self,
+        worker: &WorkerConn,
+        frame: &ResultsFrame,
+    ) -> Result<Resolved, FrameOutcome> {
         let count = frame.results.len() as u32;
-        if self.scheduler().standing(worker.donor).quarantined {
+        let scheduler = self.scheduler();
+        if scheduler.standing(worker.donor).quarantined {
+            drop(scheduler);
             // A quarantined donor's results are discarded unread.
             worker
                 .results_rejected
                 .fetch_add(u64::from(count), Ordering::Relaxed);
-            return Ok(FrameOutcome {
+            return Err(FrameOutcome {
                 rejected: count,
                 ..FrameOutcome::default()
             });
         }
-        let job = self
-            .scheduler()
-            .batch_job(frame.batch)
-            .and_then(|id| self.job(id));
+        let leased_job = scheduler.lease_of(worker.id, frame.batch);
+        let leased = frame
+            .results
+            .iter()
+            .map(|r| leased_job.is_some() && scheduler.in_batch(frame.batch, r.task))
+            .collect();
+        drop(scheduler);
+        Ok(Resolved {
+            job: leased_job.and_then(|id| self.job(id)),
+            leased,
+        })
+    }
 
-        let checked = match self
-            .check_outputs(worker, frame.batch, job.as_deref(), frame.results)
+    /// Checks a frame's outputs against its job; an output that cannot be
+    /// right quarantines the donor and condemns the frame.
+    pub(super) async fn check_frame(
+        &self,
+        worker: &WorkerConn,
+        resolved: &Resolved,
+        frame: ResultsFrame,
+    ) -> Result<Vec<CheckedResult>, FrameOutcome> {
+        let count = frame.results.len() as u32;
+        match self
+            .check_outputs(worker, frame.batch, resolved, frame.results)
             .await
         {
-            Ok(checked) => checked,
+            Ok(checked) => Ok(checked),
             Err(reason) => {
                 self.counters
                     .results_implausible
@@ -63,13 +122,25 @@ impl Grid {
                     .results_rejected
                     .fetch_add(u64::from(count), Ordering::Relaxed);
                 self.quarantine(worker.donor, reason).await;
-                return Ok(FrameOutcome {
+                Err(FrameOutcome {
                     rejected: count,
                     ..FrameOutcome::default()
-                });
+                })
             }
-        };
+        }
+    }
 
+    /// Records checked results with the scheduler, stores what they decided,
+    /// and collates it once durable.
+    pub(super) async fn record_frame(
+        &self,
+        worker: &WorkerConn,
+        batch: u64,
+        resolved: Resolved,
+        checked: Vec<CheckedResult>,
+    ) -> Result<FrameOutcome, StoreError> {
+        let now = self.now_ms();
+        let job = resolved.job;
         let mut outcome = FrameOutcome::default();
         let mut results = Vec::new();
         let mut replicas = Vec::new();
@@ -77,19 +148,28 @@ impl Grid {
         let mut rechecks = Vec::new();
         let effects = {
             let mut scheduler = self.scheduler();
-            for CheckedResult {
-                task,
-                bytes,
-                output,
-                digest: d,
-            } in checked
-            {
-                match scheduler.record(worker.id, frame.batch, task, d, now) {
-                    Recorded::Accepted { decided, recheck } => {
+            for result in checked {
+                let (task, recorded, checked) = match (result, &job) {
+                    (
+                        CheckedResult::Leased {
+                            task,
+                            bytes,
+                            output,
+                            digest,
+                        },
+                        Some(job),
+                    ) => (
+                        task,
+                        scheduler.record(worker.id, batch, task, digest, now),
+                        Some((job, bytes, output, digest)),
+                    ),
+                    (CheckedResult::Leased { task, .. } | CheckedResult::Unleased { task }, _) => {
+                        (task, scheduler.refuse(worker.id, batch, task), None)
+                    }
+                };
+                match (recorded, checked) {
+                    (Recorded::Accepted { decided, recheck }, Some((job, bytes, output, d))) => {
                         outcome.accepted += 1;
-                        let job = job
-                            .as_ref()
-                            .expect("accepted results belong to a live batch");
                         if job.redundancy > 1 {
                             replicas.push(ReplicaRow {
                                 job: job.id,
@@ -99,7 +179,6 @@ impl Grid {
                                 output: bytes.clone(),
                             });
                         }
-                        let output = output.expect("accepted outputs were decoded");
                         if decided && recheck {
                             rechecks.push(Recheck {
                                 task,
@@ -116,11 +195,15 @@ impl Grid {
                             to_collate.push((task, output));
                         }
                     }
-                    Recorded::Duplicate | Recorded::Stale => outcome.duplicate += 1,
-                    Recorded::Rejected(why) => {
+                    (Recorded::Duplicate | Recorded::Stale, _) => outcome.duplicate += 1,
+                    (Recorded::Accepted { .. }, None) => {
+                        // `refuse` never accepts; counted as refused all the same.
+                        outcome.rejected += 1;
+                    }
+                    (Recorded::Rejected(why), _) => {
                         tracing::debug!(
                             worker = worker.id,
-                            batch = frame.batch,
+                            batch,
                             task,
                             reason = why.reason(),
                             "result rejected"
@@ -189,24 +272,23 @@ impl Grid {
         &self,
         worker: &WorkerConn,
         batch: u64,
-        job: Option<&Job>,
+        resolved: &Resolved,
         results: Vec<grid_protocol::TaskResult>,
     ) -> Result<Vec<CheckedResult>, String> {
-        let Some(job) = job else {
-            // An unknown batch: the scheduler classifies the results.
-            return Ok(results
-                .into_iter()
-                .map(|r| CheckedResult {
-                    task: r.task,
-                    bytes: r.output,
-                    output: None,
-                    digest: [0; 32],
-                })
-                .collect());
-        };
         let mut checked = Vec::with_capacity(results.len());
         let mut sampled = Vec::new();
-        for result in results {
+        let Some(job) = resolved.job.as_deref() else {
+            // Not a batch of the sender's: the scheduler classifies the results.
+            return Ok(results
+                .into_iter()
+                .map(|r| CheckedResult::Unleased { task: r.task })
+                .collect());
+        };
+        for (result, &leased) in results.into_iter().zip(&resolved.leased) {
+            if !leased {
+                checked.push(CheckedResult::Unleased { task: result.task });
+                continue;
+            }
             let output = TaskOutput::decode(job.spec.kind(), &result.output)
                 .and_then(|o| o.check(&job.spec, job.tasks, result.task).map(|()| o))
                 .map_err(|e| format!("task {} of job {}: {e}", result.task, job.id))?;
@@ -223,7 +305,7 @@ impl Grid {
             if self.verify_sampled(job.id, result.task) {
                 sampled.push((result.task, result.output.clone()));
             }
-            checked.push(CheckedResult {
+            checked.push(CheckedResult::Leased {
                 task: result.task,
                 // Digests only compare replicas; a single replica needs none.
                 digest: if job.redundancy > 1 {
@@ -232,7 +314,7 @@ impl Grid {
                     [0; 32]
                 },
                 bytes: result.output,
-                output: Some(output),
+                output,
             });
         }
         if !sampled.is_empty() {
@@ -279,7 +361,7 @@ impl Grid {
 
     /// Folds newly stored outputs into the job's result.
     fn collate(&self, job: &Job, outputs: &[(u32, TaskOutput)]) {
-        let mut live = job.live.lock().expect("job lock");
+        let mut live = job.live();
         let Some(collator) = live.collator.as_mut() else {
             return;
         };
@@ -332,7 +414,7 @@ impl Grid {
                 output: bytes,
             })
             .await?;
-        let mut live = job.live.lock().expect("job lock");
+        let mut live = job.live();
         let Some(collator) = live.collator.as_mut() else {
             return Ok(());
         };
@@ -361,9 +443,7 @@ impl Grid {
     /// Whether every task of a live job is decided and collated.
     pub(super) fn is_complete(&self, job: &Job) -> bool {
         let collated = job
-            .live
-            .lock()
-            .expect("job lock")
+            .live()
             .collator
             .as_ref()
             .is_some_and(Collator::is_complete);

@@ -38,7 +38,9 @@ impl Grid {
     ) -> Result<Arc<WorkerConn>, (CloseCode, String)> {
         let id = self.next_worker.fetch_add(1, Ordering::Relaxed);
         let donor = self.donor_of(&hello, addr, id);
-        if self.scheduler().standing(donor).quarantined {
+        // One lock scope: a donor quarantined a moment ago is not admitted.
+        let mut scheduler = self.scheduler();
+        if scheduler.standing(donor).quarantined {
             return Err((
                 CloseCode::Quarantined,
                 "this donor's results failed validation; it gets no more work".into(),
@@ -56,9 +58,9 @@ impl Grid {
             quarantined: AtomicBool::new(false),
             hello,
         });
-        self.scheduler()
-            .add_worker(id, donor, worker.hello.threads, self.now_ms());
+        scheduler.add_worker(id, donor, worker.hello.threads, self.now_ms());
         self.workers.insert(id, worker.clone());
+        drop(scheduler);
         self.counters
             .connections_total
             .fetch_add(1, Ordering::Relaxed);
