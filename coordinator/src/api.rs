@@ -15,10 +15,11 @@ use warp::{Filter, Rejection};
 
 use crate::auth;
 use crate::export::{self, Format};
-use crate::grid::{ApiError, Grid, JobRequest};
+use crate::grid::{ApiError, Grid};
 use crate::server::PeerAddr;
 use crate::upgrade;
 use crate::ws::{self, ConnectionGuard};
+use grid_protocol::api::{ErrorBody, Health, JobRequest};
 
 /// What every route needs besides the grid.
 #[derive(Debug, Clone)]
@@ -110,9 +111,14 @@ fn json(value: &impl serde::Serialize, status: StatusCode) -> Response {
 }
 
 fn health() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    warp::path!("api" / "health")
-        .and(warp::get())
-        .map(|| json(&serde_json::json!({"status": "ok"}), StatusCode::OK))
+    warp::path!("api" / "health").and(warp::get()).map(|| {
+        json(
+            &Health {
+                status: "ok".into(),
+            },
+            StatusCode::OK,
+        )
+    })
 }
 
 fn submit(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
@@ -124,8 +130,8 @@ fn submit(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejectio
         .and(warp::body::bytes())
         .and(with_shared(shared))
         .and_then(|body: bytes::Bytes, shared: Shared| async move {
-            let request: JobRequest = serde_json::from_slice(&body)
-                .map_err(|e| reject(ApiError::BadRequest(format!("invalid job request: {e}"))))?;
+            let request = JobRequest::decode(&body)
+                .map_err(|e| reject(ApiError::BadRequest(e.to_string())))?;
             let status = shared.grid.submit(request).await.map_err(reject)?;
             Ok::<_, Rejection>(json(&status, StatusCode::CREATED))
         })
@@ -250,7 +256,9 @@ fn monitor_socket(shared: Shared) -> impl Filter<Extract = (Response,), Error = 
                     crate::monitor::serve_monitor(shared.grid, socket, shared.shutdown, permit)
                 }),
                 Err(_) => json(
-                    &serde_json::json!({"error": "too many monitor connections"}),
+                    &ErrorBody {
+                        error: "too many monitor connections".into(),
+                    },
                     StatusCode::SERVICE_UNAVAILABLE,
                 ),
             }
@@ -269,7 +277,11 @@ fn results(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejecti
         .and_then(|id: u64, shared: Shared, query: String| async move {
             let query: ResultsQuery =
                 serde_urlencoded_lite(&query).map_err(|e| reject(ApiError::BadRequest(e)))?;
-            let format = Format::parse(query.format.as_deref().unwrap_or("json"))
+            let format: Format = query
+                .format
+                .as_deref()
+                .unwrap_or("json")
+                .parse()
                 .map_err(|e| reject(ApiError::BadRequest(e)))?;
             let (job, result) = shared.grid.results(id).await.map_err(reject)?;
             let body =
@@ -416,5 +428,5 @@ async fn handle_rejection(rejection: Rejection) -> Result<Response, Infallible> 
             format!("bad request: {rejection:?}"),
         )
     };
-    Ok(json(&serde_json::json!({"error": message}), status))
+    Ok(json(&ErrorBody { error: message }, status))
 }

@@ -12,14 +12,16 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::client::Client;
-use crate::grid::JobRequest;
 use crate::store::Durability;
 use crate::worker::{self, WorkerOptions};
 use crate::{ServerConfig, auth};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use grid_kernels::KernelSpec;
+use grid_kernels::spec::{HashsearchParams, MandelbrotParams, MonteCarloParams, PrimesParams};
+use grid_protocol::api::JobRequest;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::watch;
 
 /// Parses the command line, sets up logging, runs the command, and turns its
@@ -308,10 +310,10 @@ pub enum KernelArgs {
 }
 
 impl KernelArgs {
-    fn request(&self, common: &CommonSubmit) -> JobRequest {
-        let (kernel, params) = match self {
-            KernelArgs::Primes { start, end } => ("primes", json!({"start": start, "end": end})),
-            KernelArgs::Mandelbrot {
+    fn spec(&self) -> KernelSpec {
+        match self {
+            &KernelArgs::Primes { start, end } => KernelSpec::Primes(PrimesParams { start, end }),
+            &KernelArgs::Mandelbrot {
                 width,
                 height,
                 x_min,
@@ -319,31 +321,29 @@ impl KernelArgs {
                 y_min,
                 y_max,
                 max_iter,
-            } => (
-                "mandelbrot",
-                json!({"width": width, "height": height, "x_min": x_min, "x_max": x_max,
-                       "y_min": y_min, "y_max": y_max, "max_iter": max_iter}),
-            ),
-            KernelArgs::MontecarloPi { samples, seed } => {
-                ("montecarlo-pi", json!({"samples": samples, "seed": seed}))
+            } => KernelSpec::Mandelbrot(MandelbrotParams {
+                width,
+                height,
+                x_min,
+                x_max,
+                y_min,
+                y_max,
+                max_iter,
+            }),
+            &KernelArgs::MontecarloPi { samples, seed } => {
+                KernelSpec::MontecarloPi(MonteCarloParams { samples, seed })
             }
             KernelArgs::Hashsearch {
                 prefix,
                 difficulty,
                 start,
                 end,
-            } => (
-                "hashsearch",
-                json!({"prefix": prefix, "difficulty": difficulty, "start": start, "end": end}),
-            ),
-        };
-        JobRequest {
-            kernel: kernel.into(),
-            params,
-            tasks: common.tasks,
-            redundancy: common.redundancy,
-            quorum: common.quorum,
-            max_replicas: None,
+            } => KernelSpec::Hashsearch(HashsearchParams {
+                prefix: prefix.clone(),
+                difficulty: *difficulty,
+                start: *start,
+                end: *end,
+            }),
         }
     }
 }
@@ -563,33 +563,25 @@ async fn run_worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn submit(client: &Client, args: &SubmitArgs) -> anyhow::Result<ExitCode> {
-    let status = match (&args.kernel, &args.file) {
-        (Some(kernel), None) => client.submit(&kernel.request(&args.common)).await?,
+    let mut request = match (&args.kernel, &args.file) {
+        (Some(kernel), None) => JobRequest::new(kernel.spec()),
         (None, Some(file)) => {
             let body =
                 std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-            let mut request: Value = serde_json::from_slice(&body)
-                .with_context(|| format!("{} is not valid JSON", file.display()))?;
-            // Command-line flags override the file.
-            if let Some(object) = request.as_object_mut() {
-                let common = &args.common;
-                for (key, value) in [
-                    ("tasks", common.tasks),
-                    ("redundancy", common.redundancy),
-                    ("quorum", common.quorum),
-                ] {
-                    if let Some(value) = value {
-                        object.insert(key.into(), json!(value));
-                    }
-                }
-            }
-            client.submit_raw(serde_json::to_vec(&request)?).await?
+            JobRequest::decode(&body)
+                .with_context(|| format!("{} is not a job request", file.display()))?
         }
         (None, None) => bail!(
             "name a kernel (primes, mandelbrot, montecarlo-pi, hashsearch) or pass --file job.json"
         ),
         (Some(_), Some(_)) => bail!("pass either a kernel or --file, not both"),
     };
+    // Command-line flags override the file.
+    let common = &args.common;
+    request.tasks = common.tasks.or(request.tasks);
+    request.redundancy = common.redundancy.or(request.redundancy);
+    request.quorum = common.quorum.or(request.quorum);
+    let status = client.submit(&request).await?;
     let id = status
         .get("id")
         .and_then(Value::as_u64)

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::grid::JobRequest;
+use grid_protocol::api::JobRequest;
 
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -100,15 +100,10 @@ impl Client {
     }
 
     pub async fn submit(&self, request: &JobRequest) -> anyhow::Result<Value> {
-        self.json(
-            self.http
-                .post(format!("{}/api/jobs", self.base))
-                .json(request),
-        )
-        .await
+        self.submit_raw(request.encode()).await
     }
 
-    /// Submits a raw JSON body, as `grid submit --file` does.
+    /// Submits a raw JSON body, for tests that send what [`JobRequest`] would not.
     pub async fn submit_raw(&self, body: Vec<u8>) -> anyhow::Result<Value> {
         self.json(
             self.http

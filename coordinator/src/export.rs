@@ -5,40 +5,7 @@
 use std::fmt::Write as _;
 
 use grid_kernels::JobResult;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Json,
-    Csv,
-    Png,
-}
-
-impl Format {
-    pub fn parse(name: &str) -> Result<Format, String> {
-        match name {
-            "json" => Ok(Format::Json),
-            "csv" => Ok(Format::Csv),
-            "png" => Ok(Format::Png),
-            other => Err(format!("unknown format '{other}' (use json, csv or png)")),
-        }
-    }
-
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Format::Json => "application/json",
-            Format::Csv => "text/csv; charset=utf-8",
-            Format::Png => "image/png",
-        }
-    }
-
-    pub fn extension(self) -> &'static str {
-        match self {
-            Format::Json => "json",
-            Format::Csv => "csv",
-            Format::Png => "png",
-        }
-    }
-}
+pub use grid_protocol::api::ExportFormat as Format;
 
 /// Renders a result. Fails only for PNG of a non-image result.
 pub fn render(result: &JobResult, format: Format) -> Result<Vec<u8>, String> {

@@ -3,50 +3,8 @@
 
 use std::sync::Mutex;
 
-use grid_kernels::{Collator, KernelSpec};
-use serde::Serialize;
-
-/// A job's lifecycle. `queued -> running -> done | failed | cancelled`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobState {
-    Queued,
-    Running,
-    Done,
-    Failed,
-    Cancelled,
-}
-
-impl JobState {
-    pub fn name(self) -> &'static str {
-        match self {
-            JobState::Queued => "queued",
-            JobState::Running => "running",
-            JobState::Done => "done",
-            JobState::Failed => "failed",
-            JobState::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<JobState> {
-        [
-            JobState::Queued,
-            JobState::Running,
-            JobState::Done,
-            JobState::Failed,
-            JobState::Cancelled,
-        ]
-        .into_iter()
-        .find(|s| s.name() == name)
-    }
-
-    pub fn is_finished(self) -> bool {
-        matches!(
-            self,
-            JobState::Done | JobState::Failed | JobState::Cancelled
-        )
-    }
-}
+use grid_kernels::{Collator, KernelSpec, ResultSummary};
+use grid_protocol::api::{JobState, JobStatus, TaskCounts};
 
 /// A job's fixed description.
 #[derive(Debug)]
@@ -74,38 +32,7 @@ pub struct JobLive {
     /// Present while the job is live.
     pub collator: Option<Collator>,
     /// The result summary once done.
-    pub result: Option<serde_json::Value>,
-}
-
-/// The status object of the API and of `grid status --json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct JobStatus {
-    pub id: u64,
-    pub kernel: &'static str,
-    pub params: serde_json::Value,
-    pub state: JobState,
-    pub paused: bool,
-    pub tasks: TaskCounts,
-    pub redundancy: u32,
-    pub quorum: u32,
-    pub created_at: u64,
-    pub started_at: Option<u64>,
-    pub finished_at: Option<u64>,
-    /// Wall time from the first batch to the end (or to now).
-    pub elapsed_ms: Option<u64>,
-    /// The result once done (for mandelbrot, its dimensions; the image comes
-    /// from the results endpoint).
-    pub result: Option<serde_json::Value>,
-    /// While the job runs: the result over the tasks finished so far (a
-    /// running count, estimate or nonce list; for mandelbrot the dimensions).
-    pub partial: Option<serde_json::Value>,
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct TaskCounts {
-    pub total: u32,
-    pub done: u32,
+    pub result: Option<ResultSummary>,
 }
 
 impl Job {
@@ -123,8 +50,7 @@ impl Job {
         });
         JobStatus {
             id: self.id,
-            kernel: self.spec.kind().name(),
-            params: self.spec.params_json(),
+            spec: self.spec.clone(),
             state: live.state,
             paused: live.paused,
             tasks: TaskCounts {

@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 
 use futures_util::{SinkExt, StreamExt};
-use serde::Serialize;
-use serde_json::{Value, json};
+use grid_protocol::api::{MonitorEvent, ThroughputSample};
 use tokio::sync::{OwnedSemaphorePermit, broadcast, watch};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -32,16 +31,6 @@ const HISTORY: usize = 600;
 pub enum MonitorFrame {
     Text(Arc<str>),
     Binary(Arc<[u8]>),
-}
-
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct ThroughputSample {
-    /// Unix milliseconds.
-    pub t: u64,
-    /// Results made durable per second over the last interval.
-    pub tasks_per_s: f64,
-    pub workers: usize,
-    pub threads: u64,
 }
 
 #[derive(Debug)]
@@ -85,11 +74,11 @@ impl Monitor {
         self.sender.subscribe()
     }
 
-    pub fn publish(&self, event: &Value) {
+    pub fn publish(&self, event: &MonitorEvent) {
         if self.active() {
             let _ = self
                 .sender
-                .send(MonitorFrame::Text(Arc::from(event.to_string())));
+                .send(MonitorFrame::Text(Arc::from(event.encode())));
         }
     }
 
@@ -167,7 +156,7 @@ impl Monitor {
         let sample = ThroughputSample {
             t: crate::grid::unix_ms(),
             tasks_per_s,
-            workers: connected,
+            workers: connected as u64,
             threads,
         };
         let mut history = crate::sync::lock(&self.history, "monitor");
@@ -257,14 +246,13 @@ async fn send_snapshot<S>(
 where
     S: SinkExt<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
 {
-    let snapshot = json!({
-        "type": "snapshot",
-        "time": crate::grid::unix_ms(),
-        "jobs": grid.list_jobs(),
-        "workers": grid.workers(),
-        "throughput": grid.monitor().history(),
-    });
-    sink.send(Message::text(snapshot.to_string())).await?;
+    let snapshot = MonitorEvent::Snapshot {
+        time: crate::grid::unix_ms(),
+        jobs: grid.list_jobs(),
+        workers: grid.workers(),
+        throughput: grid.monitor().history(),
+    };
+    sink.send(Message::text(snapshot.encode())).await?;
     for tile in grid.image_tiles_so_far() {
         sink.send(Message::binary(tile)).await?;
     }

@@ -17,8 +17,9 @@ use grid_kernels::KernelSpec;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use crate::jobs::JobState;
 use crate::metrics::{Histogram, LATENCY_BOUNDS};
+use grid_kernels::ResultSummary;
+use grid_protocol::api::JobState;
 
 /// How the store was asked to sync commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +91,7 @@ pub struct StoredJob {
     pub started_at: Option<u64>,
     pub finished_at: Option<u64>,
     pub error: Option<String>,
-    pub result: Option<serde_json::Value>,
+    pub result: Option<ResultSummary>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +138,7 @@ pub struct JobUpdate {
     pub started_at: Option<u64>,
     pub finished_at: Option<u64>,
     pub error: Option<String>,
-    pub result: Option<serde_json::Value>,
+    pub result: Option<ResultSummary>,
 }
 
 enum Write {
@@ -607,7 +608,10 @@ fn apply_group(conn: &mut Connection, group: &[Write]) -> Result<Vec<Answer>, St
                             update.started_at,
                             update.finished_at,
                             update.error,
-                            update.result.as_ref().map(|r| r.to_string())
+                            update
+                                .result
+                                .as_ref()
+                                .map(|r| serde_json::to_string(r).expect("results are plain data"))
                         ],
                     )?;
                     if update.state == JobState::Done {

@@ -2,15 +2,16 @@
 //! and montecarlo-pi, a sorted list for hashsearch, an image for mandelbrot.
 //! The collator refuses to take a task twice, so a duplicate can never count.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::output::{OutputError, TaskOutput};
 use crate::spec::{KernelSpec, TaskDomain};
 
 /// A job's result, whole or so far. Serialises to the documented JSON:
 /// `{"count"}`, `{"inside", "samples", "estimate"}`, `{"nonces"}` or
-/// `{"width", "height", "max_iter", "iterations"}`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// `{"width", "height", "max_iter", "iterations"}` (the variants have no
+/// field name in common, so the JSON also reads back unambiguously).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum JobResult {
     Primes {
@@ -32,12 +33,47 @@ pub enum JobResult {
     },
 }
 
+/// A job's result in brief, as the status object carries it: the result
+/// itself, except that an image is only its dimensions and pixel count
+/// (`{"width", "height", "max_iter", "pixels"}`; the pixels come from the
+/// results export). Reads back from its JSON like [`JobResult`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ResultSummary {
+    Primes {
+        count: u64,
+    },
+    MontecarloPi {
+        inside: u64,
+        samples: u64,
+        estimate: f64,
+    },
+    Hashsearch {
+        nonces: Vec<u64>,
+    },
+    Mandelbrot {
+        width: u32,
+        height: u32,
+        max_iter: u32,
+        pixels: u64,
+    },
+}
+
 #[derive(Debug, Clone)]
 enum Accumulator {
     Count(u64),
-    Samples { inside: u64, samples: u64 },
+    Samples {
+        inside: u64,
+        samples: u64,
+    },
     Nonces(Vec<u64>),
-    Image(Vec<u32>),
+    /// Escape counts, row-major, with the image's shape.
+    Image {
+        counts: Vec<u32>,
+        width: u32,
+        height: u32,
+        max_iter: u32,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -59,9 +95,12 @@ impl Collator {
                 samples: 0,
             },
             KernelSpec::Hashsearch(_) => Accumulator::Nonces(Vec::new()),
-            KernelSpec::Mandelbrot(p) => {
-                Accumulator::Image(vec![0; p.width as usize * p.height as usize])
-            }
+            KernelSpec::Mandelbrot(p) => Accumulator::Image {
+                counts: vec![0; p.width as usize * p.height as usize],
+                width: p.width,
+                height: p.height,
+                max_iter: p.max_iter,
+            },
         };
         Collator {
             spec,
@@ -112,7 +151,7 @@ impl Collator {
                 let at = all.partition_point(|&n| n < found.first().copied().unwrap_or(0));
                 all.splice(at..at, found.iter().copied());
             }
-            (Accumulator::Image(image), TaskOutput::Iterations(counts)) => {
+            (Accumulator::Image { counts: image, .. }, TaskOutput::Iterations(counts)) => {
                 let (KernelSpec::Mandelbrot(p), TaskDomain::Rows { first, .. }) =
                     (&self.spec, self.spec.task(self.tasks, index))
                 else {
@@ -167,7 +206,7 @@ impl Collator {
                 let to = all.partition_point(|&n| n < end);
                 all.splice(from..to, found.iter().copied());
             }
-            (Accumulator::Image(image), _, TaskOutput::Iterations(counts)) => {
+            (Accumulator::Image { counts: image, .. }, _, TaskOutput::Iterations(counts)) => {
                 let (KernelSpec::Mandelbrot(p), TaskDomain::Rows { first, .. }) =
                     (&self.spec, self.spec.task(self.tasks, index))
                 else {
@@ -189,34 +228,34 @@ impl Collator {
     /// The result over the tasks collated so far; the job's result once
     /// [`Collator::is_complete`].
     pub fn result(&self) -> JobResult {
-        match (&self.acc, &self.spec) {
-            (Accumulator::Count(count), _) => JobResult::Primes { count: *count },
-            (Accumulator::Samples { inside, samples }, _) => JobResult::MontecarloPi {
-                inside: *inside,
-                samples: *samples,
-                estimate: if *samples == 0 {
-                    0.0
-                } else {
-                    4.0 * *inside as f64 / *samples as f64
-                },
+        match &self.acc {
+            Accumulator::Count(count) => JobResult::Primes { count: *count },
+            &Accumulator::Samples { inside, samples } => JobResult::MontecarloPi {
+                inside,
+                samples,
+                estimate: estimate(inside, samples),
             },
-            (Accumulator::Nonces(nonces), _) => JobResult::Hashsearch {
+            Accumulator::Nonces(nonces) => JobResult::Hashsearch {
                 nonces: nonces.clone(),
             },
-            (Accumulator::Image(image), KernelSpec::Mandelbrot(p)) => JobResult::Mandelbrot {
-                width: p.width,
-                height: p.height,
-                max_iter: p.max_iter,
-                iterations: image.clone(),
+            Accumulator::Image {
+                counts,
+                width,
+                height,
+                max_iter,
+            } => JobResult::Mandelbrot {
+                width: *width,
+                height: *height,
+                max_iter: *max_iter,
+                iterations: counts.clone(),
             },
-            (Accumulator::Image(_), _) => unreachable!("only mandelbrot jobs have images"),
         }
     }
 
     /// The image so far, for a mandelbrot job (rows of uncollated tasks are 0).
     pub fn image(&self) -> Option<&[u32]> {
         match &self.acc {
-            Accumulator::Image(image) => Some(image),
+            Accumulator::Image { counts, .. } => Some(counts),
             _ => None,
         }
     }
@@ -226,18 +265,39 @@ impl Collator {
         self.tasks
     }
 
-    /// The same result without cloning a large image or nonce list: for
-    /// mandelbrot the image dimensions only, for hashsearch the first nonces.
-    pub fn summary(&self) -> serde_json::Value {
-        match (&self.acc, &self.spec) {
-            (Accumulator::Image(image), KernelSpec::Mandelbrot(p)) => serde_json::json!({
-                "width": p.width,
-                "height": p.height,
-                "max_iter": p.max_iter,
-                "pixels": image.len(),
-            }),
-            _ => serde_json::to_value(self.result()).expect("results are plain data"),
+    /// The result so far in brief, without cloning a large image.
+    pub fn summary(&self) -> ResultSummary {
+        match &self.acc {
+            Accumulator::Count(count) => ResultSummary::Primes { count: *count },
+            &Accumulator::Samples { inside, samples } => ResultSummary::MontecarloPi {
+                inside,
+                samples,
+                estimate: estimate(inside, samples),
+            },
+            Accumulator::Nonces(nonces) => ResultSummary::Hashsearch {
+                nonces: nonces.clone(),
+            },
+            Accumulator::Image {
+                counts,
+                width,
+                height,
+                max_iter,
+            } => ResultSummary::Mandelbrot {
+                width: *width,
+                height: *height,
+                max_iter: *max_iter,
+                pixels: counts.len() as u64,
+            },
         }
+    }
+}
+
+/// The montecarlo-pi estimate of pi: 4 * inside / samples (0 before any sample).
+fn estimate(inside: u64, samples: u64) -> f64 {
+    if samples == 0 {
+        0.0
+    } else {
+        4.0 * inside as f64 / samples as f64
     }
 }
 

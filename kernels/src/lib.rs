@@ -22,7 +22,7 @@ pub mod runner;
 pub mod sha256x4;
 pub mod spec;
 
-pub use collate::{Collator, JobResult};
+pub use collate::{Collator, JobResult, ResultSummary};
 pub use output::{OutputError, TaskOutput};
 pub use runner::TaskRunner;
 pub use spec::{KernelKind, KernelSpec, SpecError, TaskDomain};

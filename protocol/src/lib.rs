@@ -7,12 +7,15 @@
 //! - [`frame`]: the binary results frame that carries task outputs.
 //! - [`close`]: the WebSocket close codes and what each means.
 //! - [`tasks`]: compact sets of task indices (half-open ranges).
+//! - [`api`]: the HTTP API and the monitor channel: job requests, status
+//!   objects, worker list entries, monitor events.
 //! - [`worker`]: the worker's side of the protocol without I/O, shared by the
 //!   native worker and the WebAssembly worker.
 //!
 //! No I/O and no async runtime: this crate compiles for the host and for
 //! `wasm32-unknown-unknown` alike.
 
+pub mod api;
 pub mod close;
 pub mod frame;
 pub mod messages;

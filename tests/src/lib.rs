@@ -20,8 +20,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use grid_coordinator::ServerConfig;
 use grid_coordinator::client::Client;
-use grid_coordinator::grid::JobRequest;
 use grid_coordinator::worker::{self, WorkerOptions};
+use grid_kernels::KernelSpec;
+use grid_protocol::api::JobRequest;
 use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -319,12 +320,8 @@ pub async fn grid_cli_async(url: &str, args: &[&str]) -> (i32, String, String) {
 /// A job request with the default redundancy.
 pub fn job(kernel: &str, params: Value, tasks: u32) -> JobRequest {
     JobRequest {
-        kernel: kernel.into(),
-        params,
         tasks: Some(tasks),
-        redundancy: None,
-        quorum: None,
-        max_replicas: None,
+        ..JobRequest::new(KernelSpec::from_parts(kernel, params).expect("a valid kernel spec"))
     }
 }
 

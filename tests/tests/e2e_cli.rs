@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use grid_coordinator::grid::JobRequest;
 use grid_kernels::spec::MandelbrotParams;
+use grid_protocol::api::JobRequest;
 use grid_tests::{
     TOKEN, TestGrid, free_port, grid_cli_async, grid_cli_with, job, submit, wait_for_job,
     wait_for_workers,

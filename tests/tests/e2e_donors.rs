@@ -40,7 +40,7 @@ async fn replicas_never_go_to_two_connections_of_one_session() {
     assert_eq!(workers[0]["donor"], workers[1]["donor"], "{workers:?}");
 
     let tasks = 12;
-    let request = grid_coordinator::grid::JobRequest {
+    let request = grid_protocol::api::JobRequest {
         redundancy: Some(2),
         ..job("primes", json!({"start": 0, "end": 10_000_000}), tasks)
     };

@@ -22,7 +22,7 @@ const JOB_TIMEOUT: Duration = Duration::from_secs(120);
 const PI_2E9: u64 = 98_222_287;
 const PI_4E9: u64 = 189_961_812;
 
-fn primes_below(end: u64, tasks: u32) -> grid_coordinator::grid::JobRequest {
+fn primes_below(end: u64, tasks: u32) -> grid_protocol::api::JobRequest {
     job("primes", json!({"start": 0, "end": end}), tasks)
 }
 
@@ -119,7 +119,7 @@ async fn replica_votes_survive_a_restart() {
     let b = grid.worker(1, "b");
     let client = grid.client();
     let tasks = 1000;
-    let request = grid_coordinator::grid::JobRequest {
+    let request = grid_protocol::api::JobRequest {
         redundancy: Some(2),
         ..primes_below(2_000_000_000, tasks)
     };

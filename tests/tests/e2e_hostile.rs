@@ -18,7 +18,7 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 /// pi(2_000_000) - pi(0): the answer every primes job below must reach.
 const PRIMES_BELOW_2M: u64 = 148_933;
 
-fn primes_job(redundancy: u32, tasks: u32) -> grid_coordinator::grid::JobRequest {
+fn primes_job(redundancy: u32, tasks: u32) -> grid_protocol::api::JobRequest {
     let mut request = job("primes", json!({"start": 0, "end": 2_000_000}), tasks);
     request.redundancy = Some(redundancy);
     request

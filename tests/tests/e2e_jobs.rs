@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use grid_coordinator::client::Client;
-use grid_coordinator::grid::JobRequest;
 use grid_kernels::spec::MandelbrotParams;
+use grid_protocol::api::JobRequest;
 use grid_tests::{
     TestGrid, job, submit, total_tasks_done, wait_for_job, wait_for_workers, wait_until,
 };

@@ -5,21 +5,18 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use grid_coordinator::grid::JobRequest;
+use grid_protocol::api::JobRequest;
 use grid_tests::{TOKEN, TestGrid, wait_for_job};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 fn mandelbrot(width: u32, height: u32, tasks: u32) -> JobRequest {
-    JobRequest {
-        kernel: "mandelbrot".into(),
-        params: json!({"width": width, "height": height, "x_min": -2.0, "x_max": 1.0,
+    grid_tests::job(
+        "mandelbrot",
+        json!({"width": width, "height": height, "x_min": -2.0, "x_max": 1.0,
                        "y_min": -1.0, "y_max": 1.0, "max_iter": 200}),
-        tasks: Some(tasks),
-        redundancy: None,
-        quorum: None,
-        max_replicas: None,
-    }
+        tasks,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,14 +49,11 @@ async fn a_monitor_sees_a_snapshot_then_the_job_and_its_tiles() {
     let client = grid.client();
     // A job that is already done appears in the snapshot.
     let earlier = client
-        .submit(&JobRequest {
-            kernel: "primes".into(),
-            params: json!({"start": 0, "end": 1000}),
-            tasks: Some(1),
-            redundancy: None,
-            quorum: None,
-            max_replicas: None,
-        })
+        .submit(&grid_tests::job(
+            "primes",
+            json!({"start": 0, "end": 1000}),
+            1,
+        ))
         .await
         .unwrap();
     let worker = grid.worker(2, "painter");

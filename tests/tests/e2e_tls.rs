@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use grid_coordinator::client::Client;
-use grid_coordinator::grid::JobRequest;
 use grid_coordinator::worker::{self, WorkerOptions};
 use grid_coordinator::{ServerConfig, tls};
 use grid_tests::{TOKEN, wait_for_job};
@@ -64,14 +63,11 @@ async fn a_grid_served_over_tls_computes_and_refuses_untrusting_clients() {
     };
     let worker = tokio::spawn(worker::run(options, stopping));
     let job = client
-        .submit(&JobRequest {
-            kernel: "primes".into(),
-            params: json!({"start": 0, "end": 1_000_000}),
-            tasks: Some(8),
-            redundancy: None,
-            quorum: None,
-            max_replicas: None,
-        })
+        .submit(&grid_tests::job(
+            "primes",
+            json!({"start": 0, "end": 1_000_000}),
+            8,
+        ))
         .await
         .unwrap()["id"]
         .as_u64()

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use grid_coordinator::grid::JobRequest;
 use grid_tests::{TestGrid, wait_for_job};
 use serde_json::json;
 
@@ -13,14 +12,7 @@ async fn two_workers_count_the_primes_below_ten_million() {
     let a = grid.worker(1, "a");
     let b = grid.worker(1, "b");
     let client = grid.client();
-    let request = JobRequest {
-        kernel: "primes".into(),
-        params: json!({"start": 0, "end": 10_000_000}),
-        tasks: Some(200),
-        redundancy: None,
-        quorum: None,
-        max_replicas: None,
-    };
+    let request = grid_tests::job("primes", json!({"start": 0, "end": 10_000_000}), 200);
     let submitted = client.submit(&request).await.unwrap();
     let status = wait_for_job(
         &client,

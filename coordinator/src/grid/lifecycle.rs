@@ -7,8 +7,7 @@ impl Grid {
     // ---- jobs ---------------------------------------------------------------
 
     pub async fn submit(&self, request: JobRequest) -> Result<JobStatus, ApiError> {
-        let spec = KernelSpec::from_parts(&request.kernel, request.params)
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let spec = request.spec;
         let tasks = request.tasks.unwrap_or_else(|| spec.default_tasks());
         spec.validate(tasks)
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -75,7 +74,7 @@ impl Grid {
             max_replicas,
         });
         tracing::info!(job = id, kernel = %job.spec.kind(), tasks, redundancy, "job submitted");
-        self.job_event(&job, "submitted");
+        self.job_event(&job, JobEvent::Submitted);
         self.dispatch();
         Ok(job.status(unix_ms()))
     }
@@ -132,7 +131,7 @@ impl Grid {
             .await?;
         self.remove_from_scheduler(id);
         tracing::info!(job = id, "job cancelled");
-        self.job_event(&job, "cancelled");
+        self.job_event(&job, JobEvent::Cancelled);
         Ok(job.status(unix_ms()))
     }
 
@@ -206,7 +205,7 @@ impl Grid {
             tracing::error!(job = job.id, %error, "could not store a finished job; it will finish again on restart");
         }
         tracing::info!(job = job.id, "job done");
-        self.job_event(job, "done");
+        self.job_event(job, JobEvent::Done);
         self.remove_from_scheduler(job.id);
     }
 
@@ -227,7 +226,7 @@ impl Grid {
             tracing::error!(job = id, %error, "could not store a failed job");
         }
         tracing::warn!(job = id, %reason, "job failed");
-        self.job_event(&job, "failed");
+        self.job_event(&job, JobEvent::Failed);
         self.remove_from_scheduler(id);
     }
 
@@ -239,7 +238,14 @@ impl Grid {
             .await?;
         self.scheduler().set_job_paused(id, paused);
         tracing::info!(job = id, paused, "job pause changed");
-        self.job_event(&job, if paused { "paused" } else { "resumed" });
+        self.job_event(
+            &job,
+            if paused {
+                JobEvent::Paused
+            } else {
+                JobEvent::Resumed
+            },
+        );
         if !paused {
             self.dispatch();
         }

@@ -26,15 +26,15 @@ use grid_protocol::{
     Batch, CloseCode, CoordinatorMessage, Hello, ResultsFrame, TaskRanges, WorkerKind,
 };
 use grid_scheduler::{Effect, JobPlan, Recorded, Scheduler};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
 use crate::config::ServerConfig;
-use crate::jobs::{Job, JobLive, JobState, JobStatus};
+use crate::jobs::{Job, JobLive};
 use crate::metrics::{Histogram, LATENCY_BOUNDS};
 use crate::monitor::{Monitor, tile_frame};
 use crate::store::{JobUpdate, NewJob, ReplicaRow, ResultRow, Store, StoreError};
+use grid_protocol::api::{JobEvent, JobRequest, JobState, JobStatus, MonitorEvent, WorkerInfo};
 
 /// Messages queued for one worker's socket.
 #[derive(Debug)]
@@ -71,49 +71,6 @@ impl WorkerConn {
     pub fn close(&self, code: CloseCode, reason: impl Into<String>) {
         let _ = self.outbox.try_send(Outbound::Close(code, reason.into()));
     }
-}
-
-/// A worker as `GET /api/workers` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct WorkerInfo {
-    pub id: u64,
-    pub kind: WorkerKind,
-    pub threads: u32,
-    pub name: Option<String>,
-    pub session: Option<String>,
-    pub donor: u64,
-    pub addr: Option<String>,
-    pub connected_at: u64,
-    pub paused: bool,
-    pub tasks_done: u64,
-    pub tasks_in_flight: u32,
-    pub results_rejected: u64,
-    /// Results of this donor that matched a quorum of others.
-    pub validated: u32,
-    /// Whether its results are accepted alone (adaptive replication).
-    pub trusted: bool,
-    pub quarantined: bool,
-}
-
-/// The body of `POST /api/jobs`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JobRequest {
-    pub kernel: String,
-    #[serde(default = "empty_object")]
-    pub params: serde_json::Value,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tasks: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redundancy: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quorum: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_replicas: Option<u32>,
-}
-
-fn empty_object() -> serde_json::Value {
-    serde_json::Value::Object(Default::default())
 }
 
 /// An error for an API caller, with the HTTP status it maps to.
@@ -342,11 +299,12 @@ impl Grid {
     }
 
     /// Tells monitors about a job.
-    fn job_event(&self, job: &Job, event: &str) {
+    fn job_event(&self, job: &Job, event: JobEvent) {
         if self.monitor.active() {
-            self.monitor.publish(
-                &serde_json::json!({"type": "job", "event": event, "job": job.status(unix_ms())}),
-            );
+            self.monitor.publish(&MonitorEvent::Job {
+                event,
+                job: job.status(unix_ms()),
+            });
         }
     }
 
@@ -397,10 +355,12 @@ impl Grid {
                     }
                     tracing::warn!(donor, workers = ?ids, %reason, reopened = reopened.len(), "donor quarantined");
                     self.store.remember_quarantine(donor, &reason, unix_ms());
-                    self.monitor.publish(&serde_json::json!({
-                        "type": "worker_quarantined", "donor": donor, "workers": ids,
-                        "reason": reason, "reopened_tasks": reopened.len(),
-                    }));
+                    self.monitor.publish(&MonitorEvent::WorkerQuarantined {
+                        donor,
+                        workers: ids,
+                        reason,
+                        reopened_tasks: reopened.len() as u64,
+                    });
                     for (job, _) in reopened {
                         self.monitor.mark_progress(job);
                     }
@@ -466,7 +426,7 @@ impl Grid {
             };
             if let Some(update) = update {
                 tracing::info!(job = job.id, "job running");
-                self.job_event(&job, "running");
+                self.job_event(&job, JobEvent::Running);
                 let store = self.store.clone();
                 tokio::spawn(async move {
                     if let Err(error) = store.update_job(update).await {

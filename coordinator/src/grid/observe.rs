@@ -2,6 +2,7 @@
 //! in progress, and the Prometheus metrics.
 
 use super::*;
+use grid_protocol::api::WorkerStats;
 
 impl Grid {
     /// Publishes coalesced job progress; with `sample`, also throughput and
@@ -9,7 +10,7 @@ impl Grid {
     pub fn monitor_tick(&self, sample: bool) {
         for id in self.monitor.take_dirty() {
             if let Some(job) = self.job(id) {
-                self.job_event(&job, "progress");
+                self.job_event(&job, JobEvent::Progress);
             }
         }
         // Throughput is sampled whether or not anyone watches, so that a
@@ -34,25 +35,23 @@ impl Grid {
                 threads,
             );
             self.monitor
-                .publish(&serde_json::json!({"type": "throughput", "sample": throughput}));
+                .publish(&MonitorEvent::Throughput { sample: throughput });
             if !watched {
                 return;
             }
             let workers = self.workers();
-            let stats: Vec<serde_json::Value> = workers
+            let stats = workers
                 .iter()
-                .map(|w| {
-                    serde_json::json!({
-                        "id": w.id,
-                        "tasks_done": w.tasks_done,
-                        "tasks_in_flight": w.tasks_in_flight,
-                        "rate": rates.get(&w.id).copied().unwrap_or(0.0),
-                        "paused": w.paused,
-                    })
+                .map(|w| WorkerStats {
+                    id: w.id,
+                    tasks_done: w.tasks_done,
+                    tasks_in_flight: w.tasks_in_flight,
+                    rate: rates.get(&w.id).copied().unwrap_or(0.0),
+                    paused: w.paused,
                 })
                 .collect();
             self.monitor
-                .publish(&serde_json::json!({"type": "workers", "workers": stats}));
+                .publish(&MonitorEvent::Workers { workers: stats });
         }
     }
 
@@ -109,16 +108,15 @@ impl Grid {
         for job in self.jobs.iter() {
             *states.entry(job.live().state.name()).or_default() += 1.0;
         }
-        let state_samples: Vec<(String, f64)> =
-            ["queued", "running", "done", "failed", "cancelled"]
-                .iter()
-                .map(|s| {
-                    (
-                        format!("state=\"{s}\""),
-                        states.get(s).copied().unwrap_or(0.0),
-                    )
-                })
-                .collect();
+        let state_samples: Vec<(String, f64)> = JobState::ALL
+            .iter()
+            .map(|s| {
+                (
+                    format!("state=\"{}\"", s.name()),
+                    states.get(s.name()).copied().unwrap_or(0.0),
+                )
+            })
+            .collect();
         fn as_refs(v: &[(String, f64)]) -> Vec<(&str, f64)> {
             v.iter().map(|(l, x)| (l.as_str(), *x)).collect()
         }

@@ -29,16 +29,8 @@ fn join(grid: &Grid, threads: u32) -> (Arc<WorkerConn>, mpsc::Receiver<Outbound>
 
 fn primes_job(tasks: u32) -> JobRequest {
     JobRequest {
-        kernel: "primes".into(),
-        params: serde_json::to_value(PrimesParams {
-            start: 0,
-            end: 1000,
-        })
-        .unwrap(),
         tasks: Some(tasks),
-        redundancy: None,
-        quorum: None,
-        max_replicas: None,
+        ..JobRequest::new(KernelSpec::Primes(PrimesParams { start: 0, end: 1000 }))
     }
 }
 

@@ -68,7 +68,7 @@ impl Grid {
         if self.monitor.active() {
             if let Some(info) = self.workers().into_iter().find(|w| w.id == id) {
                 self.monitor
-                    .publish(&serde_json::json!({"type": "worker_joined", "worker": info}));
+                    .publish(&MonitorEvent::WorkerJoined { worker: info });
             }
         }
         Ok(worker)
@@ -105,7 +105,7 @@ impl Grid {
         self.scheduler().remove_worker(id);
         tracing::info!(worker = id, "worker left");
         self.monitor
-            .publish(&serde_json::json!({"type": "worker_left", "worker": id}));
+            .publish(&MonitorEvent::WorkerLeft { worker: id });
         self.dispatch();
     }
 

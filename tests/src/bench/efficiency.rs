@@ -11,7 +11,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use grid_coordinator::grid::JobRequest;
 use grid_kernels::spec::MonteCarloParams;
 use grid_kernels::{KernelSpec, TaskOutput, TaskRunner};
 use serde_json::json;
@@ -68,14 +67,7 @@ pub async fn efficiency(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
             samples: samples_per_task * u64::from(tasks),
             seed: SEED,
         });
-        let request = JobRequest {
-            kernel: "montecarlo-pi".into(),
-            params: spec.params_json(),
-            tasks: Some(tasks),
-            redundancy: None,
-            quorum: None,
-            max_replicas: None,
-        };
+        let request = grid_tests::job("montecarlo-pi", spec.params_json(), tasks);
         let load = env::load_average();
         let (serial_s, inside) = {
             let spec = spec.clone();

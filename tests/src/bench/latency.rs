@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use grid_coordinator::grid::JobRequest;
+use grid_protocol::api::JobRequest;
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -26,14 +26,7 @@ use super::socket::{Probe, Seen};
 use super::throughput::load_note;
 
 fn primes(end: u64, tasks: u32) -> JobRequest {
-    JobRequest {
-        kernel: "primes".into(),
-        params: json!({"start": 0, "end": end}),
-        tasks: Some(tasks),
-        redundancy: None,
-        quorum: None,
-        max_replicas: None,
-    }
+    grid_tests::job("primes", json!({"start": 0, "end": end}), tasks)
 }
 
 fn ms(from: Instant, to: Instant) -> f64 {

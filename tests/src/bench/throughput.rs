@@ -6,7 +6,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use grid_coordinator::grid::JobRequest;
+use grid_protocol::api::JobRequest;
 use serde_json::{Value, json};
 
 use super::Ctx;
@@ -17,14 +17,7 @@ use super::socket::IdleSwarm;
 
 /// `grid submit primes --start 0 --end 10000000 --tasks 100000`.
 pub fn primes_job() -> JobRequest {
-    JobRequest {
-        kernel: "primes".into(),
-        params: json!({"start": 0, "end": 10_000_000}),
-        tasks: Some(100_000),
-        redundancy: None,
-        quorum: None,
-        max_replicas: None,
-    }
+    grid_tests::job("primes", json!({"start": 0, "end": 10_000_000}), 100_000)
 }
 
 /// The primes below 10^7.
@@ -173,8 +166,7 @@ pub async fn tiny_tasks(ctx: &mut Ctx) -> anyhow::Result<(Vec<Row>, f64)> {
     // itself costs, next to what the grid spends per task.
     let serial_us = tokio::task::spawn_blocking(|| {
         let request = primes_job();
-        let spec = grid_kernels::KernelSpec::from_parts(&request.kernel, request.params)
-            .expect("a valid spec");
+        let spec = request.spec;
         let tasks = request.tasks.expect("a task count");
         let mut runner = grid_kernels::TaskRunner::new();
         (0..5)

@@ -1,0 +1,486 @@
+//! The HTTP API and the monitor channel as types: what clients send
+//! (`POST /api/jobs`), what the coordinator answers (status objects, worker
+//! list entries, errors) and what it pushes to dashboards (`/ws/monitor`).
+//! The coordinator serializes these, the CLI and the tests deserialize them,
+//! and PROTOCOL.md documents the same JSON; a renamed field is a compile
+//! error here rather than a silent `null` somewhere else.
+//!
+//! Requests are decoded strictly ([`JobRequest::decode`]: unknown fields are
+//! errors, and a kernel's params are checked with messages that name the
+//! field); answers are read leniently, so a client keeps working when a
+//! newer coordinator adds a field.
+
+use std::fmt;
+use std::str::FromStr;
+
+use grid_kernels::{KernelSpec, ResultSummary, SpecError};
+use serde::{Deserialize, Serialize};
+
+use crate::WorkerKind;
+
+/// A job's lifecycle: `queued -> running -> done | failed | cancelled`.
+/// A paused job keeps its state and sets [`JobStatus::paused`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Done,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// Done, failed or cancelled: nothing about the job changes any more.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Done | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The body of `POST /api/jobs` (and the file `grid submit --file` takes):
+/// `{"kernel": ..., "params": {...}, "tasks"?, "redundancy"?, "quorum"?,
+/// "max_replicas"?}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRequest {
+    pub spec: KernelSpec,
+    /// How many tasks to split the job into; default: chosen per kernel.
+    pub tasks: Option<u32>,
+    /// Replicas per task; default 1.
+    pub redundancy: Option<u32>,
+    /// Agreeing replicas that decide a task; default a majority.
+    pub quorum: Option<u32>,
+    /// The most replicas a disagreement may add up to.
+    pub max_replicas: Option<u32>,
+}
+
+/// Why a job request body is not a job request.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RequestError {
+    /// Not JSON, an unknown or missing field, a field of the wrong type.
+    #[error("invalid job request: {0}")]
+    Json(String),
+    /// An unknown kernel or bad params, named by the kernel's own checks.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+}
+
+/// The request exactly as it travels; the spec is built from `kernel` and
+/// `params` afterwards so that its errors name the kernel.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobRequestWire {
+    kernel: String,
+    #[serde(default = "empty_object")]
+    params: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tasks: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    redundancy: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    quorum: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_replicas: Option<u32>,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+impl JobRequest {
+    /// A request for `spec` with every option at its default.
+    pub fn new(spec: KernelSpec) -> JobRequest {
+        JobRequest {
+            spec,
+            tasks: None,
+            redundancy: None,
+            quorum: None,
+            max_replicas: None,
+        }
+    }
+
+    /// Decodes a request body. The kernel's params are checked here, as far
+    /// as their own types go; whether they make a job (ranges, task counts)
+    /// is the coordinator's to say.
+    pub fn decode(body: &[u8]) -> Result<JobRequest, RequestError> {
+        let wire: JobRequestWire =
+            serde_json::from_slice(body).map_err(|e| RequestError::Json(e.to_string()))?;
+        Ok(JobRequest {
+            spec: KernelSpec::from_parts(&wire.kernel, wire.params)?,
+            tasks: wire.tasks,
+            redundancy: wire.redundancy,
+            quorum: wire.quorum,
+            max_replicas: wire.max_replicas,
+        })
+    }
+
+    /// The JSON body, as [`JobRequest::decode`] reads it.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a job request is plain data")
+    }
+
+    fn wire(&self) -> JobRequestWire {
+        JobRequestWire {
+            kernel: self.spec.kind().name().to_string(),
+            params: self.spec.params_json(),
+            tasks: self.tasks,
+            redundancy: self.redundancy,
+            quorum: self.quorum,
+            max_replicas: self.max_replicas,
+        }
+    }
+}
+
+impl Serialize for JobRequest {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.wire().serialize(serializer)
+    }
+}
+
+/// A job's task counts in a status object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskCounts {
+    pub total: u32,
+    /// Tasks whose results are durable and collated.
+    pub done: u32,
+}
+
+/// A job as `GET /api/jobs/{id}` shows it (and every job route answers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub id: u64,
+    /// `kernel` and `params`, as in the request.
+    #[serde(flatten)]
+    pub spec: KernelSpec,
+    pub state: JobState,
+    /// Whether a queued or running job's tasks are held back.
+    pub paused: bool,
+    pub tasks: TaskCounts,
+    pub redundancy: u32,
+    pub quorum: u32,
+    /// Unix milliseconds.
+    pub created_at: u64,
+    pub started_at: Option<u64>,
+    pub finished_at: Option<u64>,
+    /// Wall time from the first batch to the end (or to now).
+    pub elapsed_ms: Option<u64>,
+    /// The result once done.
+    pub result: Option<ResultSummary>,
+    /// While the job runs: the result over the tasks finished so far.
+    pub partial: Option<ResultSummary>,
+    /// Why a failed job failed.
+    pub error: Option<String>,
+}
+
+/// A worker connection as `GET /api/workers` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    pub id: u64,
+    pub kind: WorkerKind,
+    pub threads: u32,
+    pub name: Option<String>,
+    pub session: Option<String>,
+    /// Opaque: compare for equality only.
+    pub donor: u64,
+    pub addr: Option<String>,
+    /// Unix milliseconds.
+    pub connected_at: u64,
+    pub paused: bool,
+    pub tasks_done: u64,
+    pub tasks_in_flight: u32,
+    pub results_rejected: u64,
+    /// Results of this donor that matched a quorum of others.
+    pub validated: u32,
+    /// Whether its replicated tasks are decided by its result alone.
+    pub trusted: bool,
+    pub quarantined: bool,
+}
+
+/// The formats a done job's result exports to (`?format=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportFormat {
+    Json,
+    Csv,
+    Png,
+}
+
+impl ExportFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            ExportFormat::Json => "json",
+            ExportFormat::Csv => "csv",
+            ExportFormat::Png => "png",
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            ExportFormat::Json => "application/json",
+            ExportFormat::Csv => "text/csv; charset=utf-8",
+            ExportFormat::Png => "image/png",
+        }
+    }
+
+    /// The file extension of the download's name.
+    pub fn extension(self) -> &'static str {
+        self.name()
+    }
+}
+
+impl FromStr for ExportFormat {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<ExportFormat, String> {
+        match name {
+            "json" => Ok(ExportFormat::Json),
+            "csv" => Ok(ExportFormat::Csv),
+            "png" => Ok(ExportFormat::Png),
+            other => Err(format!("unknown format '{other}' (use json, csv or png)")),
+        }
+    }
+}
+
+impl fmt::Display for ExportFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Every error answer: `{"error": "a sentence saying what is wrong"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// `GET /api/health`: `{"status": "ok"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+}
+
+/// One throughput sample of the monitor channel.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ThroughputSample {
+    /// Unix milliseconds.
+    pub t: u64,
+    /// Results made durable per second over the last interval.
+    pub tasks_per_s: f64,
+    pub workers: u64,
+    pub threads: u64,
+}
+
+/// A worker's figures in the once-a-second `workers` event.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct WorkerStats {
+    pub id: u64,
+    pub tasks_done: u64,
+    pub tasks_in_flight: u32,
+    /// Tasks per second over the last second.
+    pub rate: f64,
+    pub paused: bool,
+}
+
+/// What happened to a job, in a `job` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobEvent {
+    Submitted,
+    Running,
+    /// Sent at most four times a second per job.
+    Progress,
+    Paused,
+    Resumed,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+/// A text frame of the monitor channel, tagged by `type` like the worker
+/// messages. The first frame a client receives is a [`MonitorEvent::Snapshot`];
+/// every later snapshot (after the client fell behind) replaces what it knew.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MonitorEvent {
+    Snapshot {
+        /// Unix milliseconds.
+        time: u64,
+        jobs: Vec<JobStatus>,
+        workers: Vec<WorkerInfo>,
+        /// The last ten minutes, oldest first.
+        throughput: Vec<ThroughputSample>,
+    },
+    /// The job's status after the change.
+    Job {
+        event: JobEvent,
+        job: JobStatus,
+    },
+    WorkerJoined {
+        worker: WorkerInfo,
+    },
+    WorkerLeft {
+        worker: u64,
+    },
+    /// A donor was caught sending wrong results.
+    WorkerQuarantined {
+        donor: u64,
+        /// Its connections at the time (they are closed with 4008).
+        workers: Vec<u64>,
+        reason: String,
+        /// How many tasks it had decided alone that are computed again.
+        reopened_tasks: u64,
+    },
+    Workers {
+        workers: Vec<WorkerStats>,
+    },
+    Throughput {
+        sample: ThroughputSample,
+    },
+}
+
+impl MonitorEvent {
+    /// The event's text frame.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("monitor events are plain data")
+    }
+
+    pub fn decode(text: &str) -> Result<MonitorEvent, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use grid_kernels::spec::PrimesParams;
+
+    fn primes() -> KernelSpec {
+        KernelSpec::Primes(PrimesParams { start: 0, end: 100 })
+    }
+
+    #[test]
+    fn requests_decode_strictly_with_errors_that_name_the_problem() {
+        let request =
+            JobRequest::decode(br#"{"kernel":"primes","params":{"start":0,"end":100},"tasks":4}"#)
+                .unwrap();
+        assert_eq!(request.spec, primes());
+        assert_eq!(request.tasks, Some(4));
+        assert_eq!(JobRequest::decode(&request.encode()).unwrap(), request);
+
+        let unknown = JobRequest::decode(br#"{"kernel":"primes","color":"red"}"#).unwrap_err();
+        assert!(
+            unknown
+                .to_string()
+                .starts_with("invalid job request: unknown field `color`"),
+            "{unknown}"
+        );
+        let kernel = JobRequest::decode(br#"{"kernel":"fibonacci"}"#).unwrap_err();
+        assert!(
+            kernel.to_string().starts_with("unknown kernel 'fibonacci'"),
+            "{kernel}"
+        );
+        let params =
+            JobRequest::decode(br#"{"kernel":"primes","params":{"start":1}}"#).unwrap_err();
+        assert!(
+            params.to_string().contains("missing field `end`"),
+            "{params}"
+        );
+        assert!(matches!(
+            JobRequest::decode(b"not json"),
+            Err(RequestError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn status_objects_keep_the_documented_shape_and_read_back() {
+        let status = JobStatus {
+            id: 3,
+            spec: primes(),
+            state: JobState::Done,
+            paused: false,
+            tasks: TaskCounts { total: 4, done: 4 },
+            redundancy: 1,
+            quorum: 1,
+            created_at: 1,
+            started_at: Some(2),
+            finished_at: Some(5),
+            elapsed_ms: Some(3),
+            result: Some(ResultSummary::Primes { count: 25 }),
+            partial: None,
+            error: None,
+        };
+        let json: serde_json::Value = serde_json::to_value(&status).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "id": 3, "kernel": "primes", "params": {"start": 0, "end": 100},
+                "state": "done", "paused": false, "tasks": {"total": 4, "done": 4},
+                "redundancy": 1, "quorum": 1, "created_at": 1, "started_at": 2,
+                "finished_at": 5, "elapsed_ms": 3, "result": {"count": 25},
+                "partial": null, "error": null
+            })
+        );
+        let back: JobStatus = serde_json::from_value(json).unwrap();
+        assert_eq!(back, status);
+    }
+
+    #[test]
+    fn monitor_events_are_tagged_by_type() {
+        let event = MonitorEvent::WorkerLeft { worker: 12 };
+        assert_eq!(event.encode(), r#"{"type":"worker_left","worker":12}"#);
+        assert_eq!(MonitorEvent::decode(&event.encode()).unwrap(), event);
+        let sample = ThroughputSample {
+            t: 1,
+            tasks_per_s: 2.5,
+            workers: 3,
+            threads: 6,
+        };
+        assert_eq!(
+            MonitorEvent::Throughput { sample }.encode(),
+            r#"{"type":"throughput","sample":{"t":1,"tasks_per_s":2.5,"workers":3,"threads":6}}"#
+        );
+    }
+
+    #[test]
+    fn export_formats_parse_their_names() {
+        for format in [ExportFormat::Json, ExportFormat::Csv, ExportFormat::Png] {
+            assert_eq!(format.name().parse::<ExportFormat>(), Ok(format));
+        }
+        assert!(
+            "gif"
+                .parse::<ExportFormat>()
+                .unwrap_err()
+                .contains("json, csv or png")
+        );
+    }
+}
