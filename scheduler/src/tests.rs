@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use proptest::prelude::*;
 
 use super::*;
+use crate::grant::spot_checked;
 
 fn digest_of(job: JobId, task: u32) -> Digest {
     let mut d = [0u8; 32];
