@@ -42,7 +42,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..5, 0u32..40).prop_map(|(w, t)| Op::Forge(w, t)),
         1 => (0u8..5).prop_map(Op::Return),
         1 => (0u8..5).prop_map(Op::Fail),
-                1 => (0u16..3000).prop_map(Op::Tick),
+        1 => (0u16..3000).prop_map(Op::Tick),
         1 => (0u8..5, any::<bool>()).prop_map(|(w, p)| Op::Pause(w, p)),
     ]
 }
@@ -338,14 +338,14 @@ proptest! {
     fn every_task_is_decided_exactly_once_and_correctly(
         jobs in proptest::collection::vec((1u32..30, 1u32..4), 1..3),
         liar in proptest::option::of(0u64..4),
-                speculate in any::<bool>(),
+        speculate in any::<bool>(),
         trust_quickly in any::<bool>(),
         ops in proptest::collection::vec(op(), 0..120),
     ) {
         let mut s = Scheduler::new(SchedulerConfig {
             speculate_after_ms: speculate.then_some(200),
             min_lease_ms: 1_000,
-                        target_batch_ms: 50,
+            target_batch_ms: 50,
             // Trust after one validated result exercises solo tasks and spot checks.
             trust_after: if trust_quickly { Some(1) } else { None },
             spot_check_rate: 0.3,
@@ -361,7 +361,7 @@ proptest! {
             decided: HashMap::new(), accepted_donors: HashMap::new(), failed_jobs: BTreeSet::new(),
             reopened: BTreeSet::new(),
         };
-                for op in ops {
+        for op in ops {
             h.step(op);
             // The tables agree with each other (the ready set and the count
             // of unpaused workers equal a scan of them all) after every step.
