@@ -1,7 +1,9 @@
 //! Who computes which task, as a pure state machine: no I/O, no clock, no
 //! async. The coordinator feeds it events (a worker joined, a batch is wanted,
 //! a result arrived, a connection dropped, time passed) and carries out the
-//! [`Effect`]s it asks for (revoke a batch, collate a decided task, fail a job).
+//! [`Effect`]s it asks for (revoke a batch, fail a job, shut out a donor).
+//! Whether a result decided its task is in what [`Scheduler::record`]
+//! returns: the coordinator stores and collates the result that decided it.
 //!
 //! The rules it owns:
 //! - Jobs are served oldest first. A batch holds tasks of one job, sized so it
@@ -128,12 +130,6 @@ pub struct Grant {
 pub enum Effect {
     /// Tell the worker to drop the batch; it is no longer leased.
     Revoke { worker: WorkerId, batch: BatchId },
-    /// The task has its answer: the output whose digest this is.
-    Decided {
-        job: JobId,
-        task: u32,
-        digest: Digest,
-    },
     /// The task cannot be completed; its job should fail with this reason.
     TaskFailed {
         job: JobId,
@@ -152,7 +148,8 @@ pub enum Effect {
 /// How a result was classified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recorded {
-    /// Counted as a replica; `decided` when it completed the quorum;
+    /// Counted as a replica; `decided` when it completed the quorum (the
+    /// task's answer is then this result's output; no [`Effect`] announces it);
     /// `recheck` when the task had been decided before and was reopened to
     /// check a distrusted donor's answer.
     Accepted { decided: bool, recheck: bool },

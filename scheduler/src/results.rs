@@ -121,11 +121,6 @@ impl Scheduler {
                 dissenters,
                 recheck,
             } => {
-                self.effects.push(Effect::Decided {
-                    job: job_id,
-                    task,
-                    digest,
-                });
                 for other in others {
                     self.drop_task_from_batch(other, task);
                 }

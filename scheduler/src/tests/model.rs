@@ -83,6 +83,16 @@ impl Harness {
         }
     }
 
+    /// Notes a decision, as the coordinator does: the result that decided a
+    /// task is its answer, so the task's answer is the digest it carried.
+    fn note_decision(&mut self, job: JobId, task: u32, digest: Digest) {
+        let again = self.reopened.remove(&(job, task));
+        assert!(
+            self.decided.insert((job, task), digest).is_none() || again,
+            "task {job}/{task} decided twice without being reopened"
+        );
+    }
+
     fn apply_effects(&mut self) {
         // Removing a failed job revokes its batches: effects of effects.
         loop {
@@ -97,13 +107,6 @@ impl Harness {
     fn apply(&mut self, effects: Vec<Effect>) {
         for effect in effects {
             match effect {
-                Effect::Decided { job, task, digest } => {
-                    let again = self.reopened.remove(&(job, task));
-                    assert!(
-                        self.decided.insert((job, task), digest).is_none() || again,
-                        "task {job}/{task} decided twice without being reopened"
-                    );
-                }
                 Effect::Quarantined {
                     donor, reopened, ..
                 } => {
@@ -208,13 +211,16 @@ impl Harness {
                 for task in take {
                     let digest = self.digest(donor, job, task);
                     let recorded = self.s.record(id, batch, task, digest, self.now);
-                    if let Recorded::Accepted { .. } = recorded {
+                    if let Recorded::Accepted { decided, .. } = recorded {
                         let donors = self.accepted_donors.entry((job, task)).or_default();
                         assert!(
                             !donors.contains(&donor),
                             "donor {donor} counted twice for {job}/{task}"
                         );
                         donors.push(donor);
+                        if decided {
+                            self.note_decision(job, task, digest);
+                        }
                     }
                     self.conns
                         .get_mut(&slot)

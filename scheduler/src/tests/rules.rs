@@ -10,13 +10,15 @@ use grid_protocol::TaskRanges;
 use super::*;
 use crate::grant::spot_checked;
 
-fn decided(effects: &[Effect]) -> Vec<(JobId, u32)> {
-    effects
+/// The tasks of `grant` that the results `deliver_all` recorded for it
+/// decided, in the grant's order.
+fn decided(grant: &Grant, results: &[Recorded]) -> Vec<(JobId, u32)> {
+    grant
+        .tasks
         .iter()
-        .filter_map(|e| match e {
-            Effect::Decided { job, task, .. } => Some((*job, *task)),
-            _ => None,
-        })
+        .zip(results)
+        .filter(|(_, r)| matches!(r, Recorded::Accepted { decided: true, .. }))
+        .map(|(task, _)| (grant.job, task))
         .collect()
 }
 
@@ -30,16 +32,17 @@ fn a_single_worker_completes_a_job_in_batches() {
     while let Some(grant) = s.grant(7, now) {
         assert_eq!(grant.job, 1);
         now += 10;
-        for r in deliver_all(&mut s, 7, &grant, now) {
+        let results = deliver_all(&mut s, 7, &grant, now);
+        for r in &results {
             assert_eq!(
-                r,
+                *r,
                 Recorded::Accepted {
                     decided: true,
                     recheck: false
                 }
             );
         }
-        done.extend(decided(&s.take_effects()).into_iter().map(|(_, t)| t));
+        done.extend(decided(&grant, &results).into_iter().map(|(_, t)| t));
     }
     assert_eq!(done, (0..10).collect());
     assert_eq!(s.progress(1), Some((10, 10)));
@@ -140,8 +143,8 @@ fn an_expired_lease_is_reissued_and_the_late_result_still_counts_once() {
             recheck: false
         }
     );
+    assert_eq!(s.progress(1), Some((1, 1)), "decided once");
     let effects = s.take_effects();
-    assert_eq!(decided(&effects), vec![(1, 0)]);
     // The copy is revoked; its result, if it races the revoke, is stale.
     assert!(effects.contains(&Effect::Revoke {
         worker: 2,
@@ -186,7 +189,7 @@ fn duplicates_and_unleased_results_never_count() {
         s.record(1, 999, 0, digest_of(1, 0), 1),
         Recorded::Rejected(Rejection::UnknownBatch)
     );
-    assert_eq!(decided(&s.take_effects()), vec![(1, task)]);
+    assert_eq!(s.progress(1), Some((1, 4)), "only the first result decided");
     assert_eq!(s.counters().results_rejected, 3);
 }
 
@@ -206,13 +209,13 @@ fn replicas_go_to_distinct_donors_and_agreement_decides() {
     );
     let second = s.grant(3, 0).unwrap();
     assert_eq!(second.tasks, first.tasks);
-    deliver_all(&mut s, 1, &first, 5);
+    let results = deliver_all(&mut s, 1, &first, 5);
     assert!(
-        decided(&s.take_effects()).is_empty(),
+        decided(&first, &results).is_empty(),
         "one replica is not a quorum of two"
     );
-    deliver_all(&mut s, 3, &second, 6);
-    assert_eq!(decided(&s.take_effects()), vec![(1, 0), (1, 1)]);
+    let results = deliver_all(&mut s, 3, &second, 6);
+    assert_eq!(decided(&second, &results), vec![(1, 0), (1, 1)]);
 }
 
 #[test]
@@ -236,6 +239,8 @@ fn disagreement_adds_a_replica_and_the_majority_wins() {
     assert_eq!(s.counters().quorum_disagreements, 1);
     let tie_break = s.grant(3, 3).unwrap();
     assert_eq!(tie_break.tasks.iter().collect::<Vec<_>>(), vec![0]);
+    // The tie-break decides the task: its answer is the result just recorded,
+    // the majority's digest.
     assert_eq!(
         s.record(3, tie_break.batch, 0, digest_of(1, 0), 4),
         Recorded::Accepted {
@@ -244,17 +249,9 @@ fn disagreement_adds_a_replica_and_the_majority_wins() {
         }
     );
     let effects = s.take_effects();
-    assert_eq!(
-        effects[0],
-        Effect::Decided {
-            job: 1,
-            task: 0,
-            digest: digest_of(1, 0)
-        }
-    );
     // The donor that disagreed with the quorum is quarantined.
     assert!(
-        matches!(&effects[1], Effect::Quarantined { donor: 2, .. }),
+        matches!(&effects[0], Effect::Quarantined { donor: 2, .. }),
         "{effects:?}"
     );
     assert!(s.standing(2).quarantined);
@@ -444,9 +441,9 @@ fn stragglers_are_copied_to_idle_workers_and_the_first_result_wins() {
     assert!(copy.speculative);
     assert_eq!(copy.tasks, straggler.tasks);
     assert!(s.grant(3, 600).is_none(), "unknown worker");
-    deliver_all(&mut s, 2, &copy, 700);
+    let results = deliver_all(&mut s, 2, &copy, 700);
+    assert_eq!(decided(&copy, &results).len(), 2);
     let effects = s.take_effects();
-    assert_eq!(decided(&effects).len(), 2);
     assert!(effects.contains(&Effect::Revoke {
         worker: 1,
         batch: straggler.batch
