@@ -2,10 +2,12 @@
 //! one rule at a time on a small hand-built grid; `model` drives the state
 //! machine through thousands of random interleavings of grants, results,
 //! returns, failures, disconnects and lease expiries, and checks that every
-//! task is decided exactly once, with the right answer. This file holds what
-//! both use: a known right and wrong digest for every task, job plans, and a
-//! config without speculation and with short leases.
+//! task is decided exactly once, with the right answer; `consistency` shows
+//! that the self-check the model leans on catches a broken table. This file
+//! holds what they share: a known right and wrong digest for every task, job
+//! plans, and a config without speculation and with short leases.
 
+mod consistency;
 mod model;
 mod rules;
 
