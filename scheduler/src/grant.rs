@@ -1,0 +1,205 @@
+//! Who gets which tasks. A worker with room in its pipeline gets a batch of
+//! the oldest job it may work on, sized from its measured speed to take about
+//! `target_batch_ms` and shrinking near the end of a job; the lease records
+//! the batch and its deadline. When nothing is left to issue, an idle worker
+//! gets speculative copies of tasks others have held too long. A trusted
+//! donor's tasks are spot-checked by a keyed hash the donor cannot predict.
+
+use grid_protocol::TaskRanges;
+
+use crate::job::Holder;
+use crate::state::BatchState;
+use crate::{DonorId, Grant, JobId, Scheduler, WorkerId};
+
+impl Scheduler {
+    /// The next batch for `worker`, if it has room and there is work it may take.
+    pub fn grant(&mut self, worker: WorkerId, now: u64) -> Option<Grant> {
+        let state = self.workers.get(&worker)?;
+        if state.paused || state.batches.len() >= self.config.pipeline {
+            return None;
+        }
+        let donor = state.donor;
+        let standing = self.standing(donor);
+        if standing.quarantined {
+            return None;
+        }
+        let (rate, seed) = (self.config.spot_check_rate, self.config.spot_check_seed);
+        let job_ids: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| !j.paused)
+            .map(|(&id, _)| id)
+            .collect();
+        let active_workers = self.unpaused.max(1) as u64;
+        for job in job_ids {
+            let size = self.batch_size(worker, job, active_workers);
+            let spot_check = |task: u32| spot_checked(seed, job, task, rate);
+            let tasks = self.jobs.get_mut(&job).expect("listed").take_tasks(
+                donor,
+                size,
+                standing.trusted,
+                spot_check,
+            );
+            if !tasks.is_empty() {
+                return Some(self.lease(worker, job, tasks, false, now));
+            }
+        }
+        let after = self.config.speculate_after_ms?;
+        self.speculate(worker, donor, now, after)
+    }
+
+    fn batch_size(&self, worker: WorkerId, job: JobId, active_workers: u64) -> u32 {
+        let state = &self.workers[&worker];
+        let job_state = &self.jobs[&job];
+        let threads = u64::from(state.threads);
+        let ms_per_task = state.speed.get(&job).map(|s| s.ms_per_task()).or_else(|| {
+            job_state
+                .ms_per_task_per_thread()
+                .map(|ms| ms / threads as f64)
+        });
+        let mut size = match ms_per_task {
+            Some(ms) => (self.config.target_batch_ms as f64 / ms.max(1e-6)) as u64,
+            // Unknown speed: one task per thread, to measure.
+            None => threads,
+        };
+        // Near the end, spread what is left instead of handing it to one worker.
+        let left = job_state.issuable();
+        size = size.min(left.div_ceil(2 * active_workers).max(threads.min(left)));
+        size.clamp(1, u64::from(self.config.max_batch_tasks)) as u32
+    }
+
+    fn lease(
+        &mut self,
+        worker: WorkerId,
+        job: JobId,
+        tasks: Vec<u32>,
+        speculative: bool,
+        now: u64,
+    ) -> Grant {
+        let batch = self.next_batch;
+        self.next_batch += 1;
+        let state = self.workers.get_mut(&worker).expect("caller checked");
+        let donor = state.donor;
+        let expected_ms = state
+            .speed
+            .get(&job)
+            .map(|s| s.ms_per_task() * tasks.len() as f64);
+        let lease_ms = match expected_ms {
+            Some(ms) => self.config.min_lease_ms.max((3.0 * ms) as u64),
+            None => self.config.min_lease_ms,
+        };
+        state.batches.push(batch);
+        self.refresh_ready(worker);
+        let trusted = self.standing(donor).trusted;
+        let job_state = self.jobs.get_mut(&job).expect("caller checked");
+        let mut reissued = 0;
+        for &task in &tasks {
+            if job_state.add_holder(
+                task,
+                Holder {
+                    worker,
+                    donor,
+                    batch,
+                    active: true,
+                },
+                trusted,
+            ) {
+                reissued += 1;
+            }
+        }
+        self.counters.batches_granted += 1;
+        self.counters.tasks_issued += tasks.len() as u64;
+        if speculative {
+            self.counters.tasks_speculative += tasks.len() as u64;
+        } else {
+            self.counters.tasks_reissued += reissued;
+        }
+        let ranges = TaskRanges::from_indices(tasks.iter().copied());
+        self.batches.insert(
+            batch,
+            BatchState {
+                worker,
+                job,
+                waiting: vec![true; tasks.len()],
+                outstanding: tasks.len() as u32,
+                tasks,
+                granted_at: now,
+                deadline: now + lease_ms,
+                lease_ms,
+                expired: false,
+            },
+        );
+        Grant {
+            batch,
+            job,
+            tasks: ranges,
+            lease_ms,
+            speculative,
+        }
+    }
+
+    /// Copies of tasks that other donors have held for at least `after` ms,
+    /// oldest leases first, one extra copy per task at most.
+    fn speculate(
+        &mut self,
+        worker: WorkerId,
+        donor: DonorId,
+        now: u64,
+        after: u64,
+    ) -> Option<Grant> {
+        let threads = u64::from(self.workers[&worker].threads);
+        let mut picked: Option<(JobId, Vec<u32>)> = None;
+        for batch in self.batches.values() {
+            if batch.worker == worker || now.saturating_sub(batch.granted_at) < after {
+                continue;
+            }
+            if picked.as_ref().is_some_and(|(job, _)| *job != batch.job) {
+                continue;
+            }
+            let Some(job) = self.jobs.get(&batch.job) else {
+                continue;
+            };
+            if job.paused {
+                continue;
+            }
+            let size = self.workers[&worker]
+                .speed
+                .get(&batch.job)
+                .map_or(threads, |s| {
+                    (self.config.target_batch_ms as f64 / s.ms_per_task().max(1e-6)) as u64
+                })
+                .clamp(1, u64::from(self.config.max_batch_tasks)) as usize;
+            let entry = picked.get_or_insert_with(|| (batch.job, Vec::new()));
+            for (i, &task) in batch.tasks.iter().enumerate() {
+                if entry.1.len() >= size {
+                    break;
+                }
+                if batch.waiting[i] && job.may_speculate(task, donor) && !entry.1.contains(&task) {
+                    entry.1.push(task);
+                }
+            }
+            if entry.1.len() >= size {
+                break;
+            }
+        }
+        let (job, mut tasks) = picked.filter(|(_, t)| !t.is_empty())?;
+        tasks.sort_unstable();
+        Some(self.lease(worker, job, tasks, true, now))
+    }
+}
+
+/// Whether a trusted donor's task still gets the full quorum: a keyed hash,
+/// so the choice is stable for a task yet unpredictable without the seed.
+pub(crate) fn spot_checked(seed: u64, job: JobId, task: u32, rate: f64) -> bool {
+    if rate <= 0.0 {
+        return false;
+    }
+    // SplitMix64 finaliser over the seed, job and task.
+    let mut x = seed
+        ^ job.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ u64::from(task).wrapping_mul(0xd1b5_4a32_d192_ed03);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    ((x >> 11) as f64 / (1u64 << 53) as f64) < rate
+}
