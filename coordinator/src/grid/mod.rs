@@ -340,8 +340,6 @@ impl Grid {
                         w.send(&CoordinatorMessage::Revoke { batch });
                     }
                 }
-                // Decisions are stored and collated by the result that made them.
-                Effect::Decided { .. } => {}
                 Effect::TaskFailed { job, reason, .. } => failed.push((job, reason)),
                 Effect::Quarantined {
                     donor,
