@@ -395,6 +395,60 @@ mod tests {
         }
     }
 
+    /// What PROTOCOL.md's `return` section says about ranges: each bad
+    /// shape is a decode error closing with 4000, with the reason it names;
+    /// an empty list is well formed.
+    #[test]
+    fn return_ranges_are_checked_when_decoded() {
+        let decode = |tasks: &str| {
+            WorkerMessage::decode(&format!(r#"{{"type":"return","batch":1,"tasks":{tasks}}}"#))
+        };
+        for bad in [
+            "[[3,3]]",
+            "[[5,2]]",
+            "[[5,9],[0,2]]",
+            "[[0,5],[3,8]]",
+            "[[0,4],[4,6]]",
+            "[[0,2],[0,2]]",
+            "[[0,2],[7,7]]",
+        ] {
+            let err = decode(bad).unwrap_err();
+            assert_eq!(err, DecodeError::BadRanges(1), "{bad}");
+            assert_eq!(err.close_code(), CloseCode::MalformedFrame, "{bad}");
+            assert_eq!(err.to_string(), "invalid task ranges in batch 1", "{bad}");
+        }
+        for bad in [
+            "[[1,2,3]]",
+            "[[1]]",
+            "[0,3]",
+            "[[-1,2]]",
+            "[[0.5,2]]",
+            "[[0,4294967296]]",
+            "null",
+            r#"[["0","3"]]"#,
+        ] {
+            let err = decode(bad).unwrap_err();
+            assert!(matches!(err, DecodeError::Invalid(_)), "{bad}: {err:?}");
+            assert_eq!(err.close_code(), CloseCode::MalformedFrame, "{bad}");
+            assert!(err.to_string().starts_with("invalid message: "), "{bad}");
+        }
+        for (good, tasks) in [
+            ("[]", vec![]),
+            ("[[0,6]]", vec![(0, 6)]),
+            ("[[0,4],[5,6]]", vec![(0, 4), (5, 6)]),
+            ("[[4294967294,4294967295]]", vec![(u32::MAX - 1, u32::MAX)]),
+        ] {
+            assert_eq!(
+                decode(good).unwrap(),
+                WorkerMessage::Return {
+                    batch: 1,
+                    tasks: TaskRanges::from_ranges(tasks).unwrap(),
+                },
+                "{good}"
+            );
+        }
+    }
+
     #[test]
     fn hello_values_are_checked() {
         hello().validate().unwrap();
