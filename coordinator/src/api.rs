@@ -358,8 +358,19 @@ fn worker_socket(shared: Shared) -> impl Filter<Extract = (Response,), Error = R
 }
 
 /// The worker's address: the TCP peer, or behind a trusted reverse proxy the
-/// first address in the header the operator named.
+/// first address in the header the operator named. An IPv4 address mapped
+/// into IPv6 (`::ffff:a.b.c.d`) is taken as the IPv4 address, so a machine is
+/// one donor (and loopback is loopback) however the coordinator listens.
 fn client_address(
+    shared: &Shared,
+    remote: Option<SocketAddr>,
+    headers: &warp::http::HeaderMap,
+) -> Option<SocketAddr> {
+    let address = client_address_as_sent(shared, remote, headers)?;
+    Some(SocketAddr::new(address.ip().to_canonical(), address.port()))
+}
+
+fn client_address_as_sent(
     shared: &Shared,
     remote: Option<SocketAddr>,
     headers: &warp::http::HeaderMap,

@@ -12,10 +12,11 @@ use crate::state::WorkerState;
 use crate::{BatchId, Digest, Effect, Recorded, Rejection, Scheduler, WorkerId, job};
 
 impl Scheduler {
-    /// Classifies, without counting it, a result that was not leased to
-    /// `worker` when its frame arrived (so its output was never checked):
-    /// stale if it races the close of a batch that held the task, rejected
-    /// otherwise, even if the batch has been granted to `worker` since.
+    /// Classifies a result that no batch of `worker` awaited when its frame
+    /// arrived (so its output was never checked), without ever accepting it:
+    /// stale if it races the close of a batch that held the task, duplicate if
+    /// its batch is live but the task was answered or handed back already,
+    /// rejected otherwise, even if the batch was granted to `worker` since.
     pub fn refuse(&mut self, worker: WorkerId, batch: BatchId, task: u32) -> Recorded {
         let closed = self
             .workers
@@ -26,10 +27,14 @@ impl Scheduler {
             Some(_) => Recorded::Rejected(Rejection::TaskNotInBatch),
             None => match self.batches.get(&batch) {
                 Some(b) if b.worker != worker => Recorded::Rejected(Rejection::NotYourBatch),
-                Some(b) if b.position(task).is_none() => {
-                    Recorded::Rejected(Rejection::TaskNotInBatch)
-                }
-                _ => Recorded::Rejected(Rejection::UnknownBatch),
+                Some(b) => match b.position(task) {
+                    None => Recorded::Rejected(Rejection::TaskNotInBatch),
+                    // Answered or handed back since: nothing to count.
+                    Some(position) if !b.waiting[position] => Recorded::Duplicate,
+                    // Still waiting, so leased after the frame was sent.
+                    Some(_) => Recorded::Rejected(Rejection::UnknownBatch),
+                },
+                None => Recorded::Rejected(Rejection::UnknownBatch),
             },
         };
         self.count(&outcome);
@@ -275,11 +280,11 @@ impl Scheduler {
         }
         let mut returned = 0;
         let job = batch.job;
-        for task in tasks.iter() {
-            let Some(position) = batch.position(task) else {
-                continue;
-            };
-            if batch.waiting[position] {
+        // Walk the batch, not the ranges: a range may span four billion
+        // indices, a batch holds at most `max_batch_tasks`.
+        for position in 0..batch.tasks.len() {
+            let task = batch.tasks[position];
+            if batch.waiting[position] && tasks.contains(task) {
                 batch.waiting[position] = false;
                 batch.outstanding -= 1;
                 returned += 1;

@@ -88,11 +88,13 @@ impl Scheduler {
             .map(|b| b.job)
     }
 
-    /// Whether `task` is one of the tasks of the live batch `batch`.
-    pub fn in_batch(&self, batch: BatchId, task: u32) -> bool {
+    /// Whether the live batch `batch` holds `task` and still waits for its
+    /// result (not answered, handed back or failed yet).
+    pub fn awaits(&self, batch: BatchId, task: u32) -> bool {
         self.batches
             .get(&batch)
-            .is_some_and(|b| b.position(task).is_some())
+            .and_then(|b| b.position(task).map(|p| b.waiting[p]))
+            .unwrap_or(false)
     }
 
     /// Batches a worker holds.

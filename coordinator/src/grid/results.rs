@@ -8,9 +8,9 @@
 //! (`verify_rate`, re-computed natively). A worker caught sending a wrong
 //! output is quarantined, and its frame is discarded whole.
 //!
-//! Only results for tasks of a batch leased to the sender when its frame
-//! arrived are checked and counted; the rest are classified (stale or
-//! rejected) and never accepted, even if the batch is granted to the sender
+//! Only results for tasks that a batch leased to the sender awaited when the
+//! frame arrived are checked and counted; the rest are classified (duplicate,
+//! stale or rejected) and never accepted, even if the batch is granted to the sender
 //! while the frame is being checked (batch ids are predictable). The lookup
 //! and the checks happen before the recording, outside the scheduler lock,
 //! so a large frame never holds up dispatch.
@@ -36,7 +36,7 @@ pub(super) enum CheckedResult {
 pub(super) struct Resolved {
     /// The batch's job, if the batch was live and leased to the sender.
     job: Option<Arc<Job>>,
-    /// For each result of the frame, whether its task is in that batch.
+    /// For each result of the frame, whether the batch awaited its task.
     leased: Vec<bool>,
 }
 
@@ -91,7 +91,7 @@ impl Grid {
         let leased = frame
             .results
             .iter()
-            .map(|r| leased_job.is_some() && scheduler.in_batch(frame.batch, r.task))
+            .map(|r| leased_job.is_some() && scheduler.awaits(frame.batch, r.task))
             .collect();
         drop(scheduler);
         Ok(Resolved {

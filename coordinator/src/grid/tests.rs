@@ -30,7 +30,10 @@ fn join(grid: &Grid, threads: u32) -> (Arc<WorkerConn>, mpsc::Receiver<Outbound>
 fn primes_job(tasks: u32) -> JobRequest {
     JobRequest {
         tasks: Some(tasks),
-        ..JobRequest::new(KernelSpec::Primes(PrimesParams { start: 0, end: 1000 }))
+        ..JobRequest::new(KernelSpec::Primes(PrimesParams {
+            start: 0,
+            end: 1000,
+        }))
     }
 }
 
@@ -125,4 +128,67 @@ async fn a_panic_under_the_scheduler_lock_does_not_stop_the_grid() {
     };
     assert_eq!(batch.job, status.id);
     assert!(grid.metrics().contains("grid_tasks_issued_total"));
+}
+
+/// Donors are machines: an IPv4 peer seen through an IPv6 socket is the same
+/// donor as seen through an IPv4 one once the edge canonicalises it, and
+/// loopback stays loopback (each connection its own donor).
+#[tokio::test]
+async fn donors_are_addresses_and_loopback_connections_are_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = open_grid(dir.path()).await;
+    let hello = Hello {
+        protocol: PROTOCOL_VERSION,
+        kind: WorkerKind::Native,
+        threads: 1,
+        name: None,
+        session: None,
+    };
+    let v4: SocketAddr = "192.0.2.7:4000".parse().unwrap();
+    let mapped: SocketAddr = "[::ffff:192.0.2.7]:5000".parse().unwrap();
+    let canonical = SocketAddr::new(mapped.ip().to_canonical(), mapped.port());
+    assert_eq!(
+        grid.donor_of(&hello, Some(v4), 1),
+        grid.donor_of(&hello, Some(canonical), 2)
+    );
+    let loopback: SocketAddr = "[::ffff:127.0.0.1]:6000".parse().unwrap();
+    let loopback = SocketAddr::new(loopback.ip().to_canonical(), 6000);
+    assert_ne!(
+        grid.donor_of(&hello, Some(loopback), 3),
+        grid.donor_of(&hello, Some(loopback), 4),
+        "on loopback, connections without a session are donors of their own"
+    );
+}
+
+/// A result for a task the worker handed back is not checked: whatever it
+/// holds, it is a duplicate, and it cannot get the donor quarantined.
+#[tokio::test]
+async fn results_for_returned_tasks_are_duplicates_and_never_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = open_grid(dir.path()).await;
+    let (worker, mut queue) = join(&grid, 2);
+    grid.submit(primes_job(10))
+        .await
+        .expect("the job is accepted");
+    let batch = loop {
+        if let Outbound::Text(text) = queue.recv().await.expect("the outbox") {
+            if let CoordinatorMessage::Batch(batch) = CoordinatorMessage::decode(&text).unwrap() {
+                break batch;
+            }
+        }
+    };
+    let tasks: Vec<u32> = batch.tasks.iter().collect();
+    assert_eq!(tasks.len(), 2, "one task per thread to begin with");
+    grid.on_return(&worker, batch.batch, &TaskRanges::from_indices([tasks[1]]));
+    // A count larger than the task's range: impossible, were it checked.
+    let impossible = ResultsFrame {
+        batch: batch.batch,
+        results: vec![TaskResult {
+            task: tasks[1],
+            output: Bytes::copy_from_slice(&u64::MAX.to_le_bytes()),
+        }],
+    };
+    let outcome = grid.on_results(&worker, impossible).await.unwrap();
+    assert_eq!(outcome.duplicate, 1, "{outcome:?}");
+    assert!(!grid.scheduler().standing(worker.donor).quarantined);
 }

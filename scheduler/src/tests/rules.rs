@@ -568,3 +568,58 @@ fn a_late_answer_for_a_task_a_copy_won_is_stale_even_after_the_batch_finished() 
         Recorded::Rejected(Rejection::TaskNotInBatch)
     );
 }
+
+#[test]
+fn a_return_spanning_every_index_hands_back_the_batch_and_nothing_else() {
+    let mut s = Scheduler::new(config());
+    s.add_job(JobPlan::single(1, 10));
+    s.add_worker(1, 1, 4, 0);
+    let batch = s.grant(1, 0).unwrap();
+    let held: Vec<u32> = batch.tasks.iter().collect();
+    s.record(1, batch.batch, held[0], digest_of(1, held[0]), 1);
+    // Four billion indices: the scheduler walks the batch, not the range.
+    let everything = TaskRanges::from_ranges(vec![(0, u32::MAX)]).unwrap();
+    assert_eq!(
+        s.return_tasks(1, batch.batch, &everything),
+        Ok(held.len() as u32 - 1)
+    );
+    assert_eq!(s.batches_of(1), 0, "nothing left waiting closes the batch");
+    assert_eq!(s.progress(1), Some((1, 10)));
+}
+
+#[test]
+fn results_nobody_awaited_are_never_accepted() {
+    let mut s = Scheduler::new(config());
+    s.add_job(JobPlan::single(1, 10));
+    s.add_worker(1, 1, 2, 0);
+    let batch = s.grant(1, 0).unwrap();
+    let tasks: Vec<u32> = batch.tasks.iter().collect();
+    assert!(s.awaits(batch.batch, tasks[0]));
+    s.record(1, batch.batch, tasks[0], digest_of(1, tasks[0]), 1);
+    assert!(!s.awaits(batch.batch, tasks[0]), "answered");
+    assert_eq!(s.lease_of(1, batch.batch), Some(1));
+    assert_eq!(s.lease_of(2, batch.batch), None, "not worker 2's");
+    // Answered already: a duplicate. Still waiting, so the frame predates
+    // the lease: rejected. Not in the batch, or not a batch: rejected.
+    assert_eq!(s.refuse(1, batch.batch, tasks[0]), Recorded::Duplicate);
+    assert_eq!(
+        s.refuse(1, batch.batch, tasks[1]),
+        Recorded::Rejected(Rejection::UnknownBatch)
+    );
+    assert_eq!(
+        s.refuse(1, batch.batch, 9),
+        Recorded::Rejected(Rejection::TaskNotInBatch)
+    );
+    assert_eq!(
+        s.refuse(2, batch.batch, tasks[1]),
+        Recorded::Rejected(Rejection::NotYourBatch)
+    );
+    assert_eq!(
+        s.refuse(1, batch.batch + 100, 0),
+        Recorded::Rejected(Rejection::UnknownBatch)
+    );
+    // Nothing of it counted: task 1 is still to be decided.
+    assert_eq!(s.progress(1), Some((1, 10)));
+    assert_eq!(s.counters().results_rejected, 4);
+    assert_eq!(s.counters().results_duplicate, 1);
+}
