@@ -13,7 +13,7 @@ all: build
 
 ## build: the release binary target/release/grid and the browser worker in www/pkg
 build: wasm
-	$(CARGO) build --release -p grid-coordinator --bin grid
+	$(CARGO) build --release -p grid-cli --bin grid
 
 ## wasm: compile the browser worker (installs the wasm target and wasm-bindgen-cli if missing)
 wasm:

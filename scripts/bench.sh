@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --locked -p grid-coordinator --bin grid
+cargo build --release --locked -p grid-cli --bin grid
 cargo build --release --locked -p grid-tests --bin bench --bin bench_wasm
 
 # 10,000 idle connections need as many descriptors on each side; the bench

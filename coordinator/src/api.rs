@@ -252,9 +252,12 @@ fn monitor_socket(shared: Shared) -> impl Filter<Extract = (Response,), Error = 
         .map(|handshake: upgrade::Handshake, shared: Shared| {
             match shared.monitors.clone().try_acquire_owned() {
                 // Dashboards only listen: small frames are enough.
-                Ok(permit) => handshake.accept(64 * 1024, move |socket| {
-                    crate::monitor::serve_monitor(shared.grid, socket, shared.shutdown, permit)
-                }),
+                Ok(permit) => handshake.accept(
+                    shared.grid.config().max_monitor_frame_bytes,
+                    move |socket| {
+                        crate::monitor::serve_monitor(shared.grid, socket, shared.shutdown, permit)
+                    },
+                ),
                 Err(_) => json(
                     &ErrorBody {
                         error: "too many monitor connections".into(),
@@ -345,10 +348,8 @@ fn worker_socket(shared: Shared) -> impl Filter<Extract = (Response,), Error = R
                     address,
                     _done: shared.done.clone(),
                 };
-                // Read a little more than the largest frame so an oversized one is
-                // ours to refuse with a close code, not the transport's.
                 handshake.accept(
-                    grid_protocol::MAX_RESULTS_FRAME_BYTES + 1024 * 1024,
+                    shared.grid.config().max_worker_frame_bytes(),
                     move |socket| {
                         ws::serve_worker(shared.grid, socket, addr, shared.shutdown, guard)
                     },

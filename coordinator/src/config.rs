@@ -1,4 +1,6 @@
-//! The coordinator's settings, with the defaults `grid serve` uses.
+//! The coordinator's settings and their defaults, in one place:
+//! [`ServerConfig::default`] is what `grid serve` uses for every flag left
+//! out, and what its `--help` prints.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,7 +13,7 @@ use crate::store::Durability;
 pub struct ServerConfig {
     /// Where the SQLite store and the token file live.
     pub data_dir: PathBuf,
-    /// The bearer token for the job API.
+    /// The bearer token for the job API; [`crate::run`] refuses an empty one.
     pub token: String,
     /// The static files served at `/` (the donor page).
     pub www_dir: PathBuf,
@@ -23,17 +25,35 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// A worker must say hello within this long of connecting.
     pub hello_timeout: Duration,
+    /// After sending a close frame, how long to read (and discard) what the
+    /// peer still sends, waiting for its close frame, before dropping the
+    /// socket: dropping it with unread input makes the kernel answer with a
+    /// reset, and the peer may never see the close code.
+    pub close_linger: Duration,
     /// The most worker connections at once.
     pub max_connections: usize,
+    /// The most worker connections from one remote address (loopback is
+    /// not limited).
+    pub max_connections_per_address: usize,
+    /// Messages queued for one worker's socket before it counts as not
+    /// reading (a batch sent to a full queue goes to someone else).
+    pub worker_outbox: usize,
+    /// The most monitor (dashboard) connections at once.
+    pub max_monitors: usize,
+    /// The largest frame a monitor client may send (it only listens).
+    pub max_monitor_frame_bytes: usize,
+    /// How often job progress is pushed to monitors; throughput and worker
+    /// figures go every fourth tick.
+    pub monitor_tick: Duration,
     /// The largest HTTP request body.
     pub max_body_bytes: u64,
     /// How often leases are checked and idle workers offered work.
     pub tick: Duration,
+    /// How long shutdown waits for connections to close and for the HTTP
+    /// server to stop.
+    pub drain_timeout: Duration,
     /// The most replicas a job may ask for.
     pub max_redundancy: u32,
-    /// The most worker connections from one remote address (loopback is
-    /// not limited).
-    pub max_connections_per_address: usize,
     /// Messages a worker may send per second, on average...
     pub max_messages_per_second: f64,
     /// ...and in a burst.
@@ -54,22 +74,31 @@ pub struct ServerConfig {
     pub tls: Option<crate::tls::ServerTls>,
 }
 
-impl ServerConfig {
-    pub fn new(data_dir: PathBuf, token: String) -> ServerConfig {
+/// The data directory when none is named.
+pub const DEFAULT_DATA_DIR: &str = "./grid-data";
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
         ServerConfig {
-            data_dir,
-            token,
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            token: String::new(),
             www_dir: default_www_dir(),
             durability: Durability::Full,
             scheduler: SchedulerConfig::default(),
             heartbeat: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             hello_timeout: Duration::from_secs(10),
+            close_linger: Duration::from_secs(2),
             max_connections: 20_000,
+            max_connections_per_address: 256,
+            worker_outbox: 64,
+            max_monitors: 256,
+            max_monitor_frame_bytes: 64 * 1024,
+            monitor_tick: Duration::from_millis(250),
             max_body_bytes: 64 * 1024,
             tick: Duration::from_millis(200),
+            drain_timeout: Duration::from_secs(5),
             max_redundancy: 16,
-            max_connections_per_address: 256,
             max_messages_per_second: 100.0,
             message_burst: 400.0,
             max_rejected_results: 64,
@@ -78,6 +107,24 @@ impl ServerConfig {
             client_address_header: None,
             tls: None,
         }
+    }
+}
+
+impl ServerConfig {
+    /// The defaults, with a data directory and a token.
+    pub fn new(data_dir: PathBuf, token: String) -> ServerConfig {
+        ServerConfig {
+            data_dir,
+            token,
+            ..ServerConfig::default()
+        }
+    }
+
+    /// The largest frame a worker may send: a little more than the largest
+    /// results frame, so that an oversized one is ours to refuse with a close
+    /// code rather than the transport's.
+    pub fn max_worker_frame_bytes(&self) -> usize {
+        grid_protocol::MAX_RESULTS_FRAME_BYTES + 1024 * 1024
     }
 }
 

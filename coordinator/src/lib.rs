@@ -5,14 +5,11 @@
 //! - [`grid`] owns the coordinator's state: jobs, workers, dispatch, results.
 //! - [`store`] keeps jobs and results durable in SQLite with group commits.
 //! - [`api`] and [`ws`] are the HTTP and WebSocket edges.
-//! - [`worker`] is the native worker (`grid worker`), [`cli`] the command
-//!   line, [`client`] the HTTP client it uses, [`export`] the JSON/CSV/PNG
-//!   renderings of results.
+//! - [`worker`] is the native worker (`grid worker`), [`export`] the
+//!   JSON/CSV/PNG renderings of results.
 
 pub mod api;
 pub mod auth;
-pub mod cli;
-pub mod client;
 pub mod config;
 pub mod export;
 pub mod grid;
@@ -29,16 +26,12 @@ pub mod ws;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 pub use config::ServerConfig;
 pub use grid::Grid;
-
-/// How long shutdown waits for worker connections to close.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves a grid on `listener` until `shutdown` resolves, then stops
 /// accepting, tells every worker it is going away, waits for the connections
@@ -49,6 +42,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
+    anyhow::ensure!(
+        !config.token.trim().is_empty(),
+        "the API token must not be empty"
+    );
     tls::install_default_provider();
     let grid = Grid::open(config).await?;
     let (stop_connections, stopping) = watch::channel(false);
@@ -57,7 +54,7 @@ pub async fn run(
         grid: grid.clone(),
         shutdown: stopping.clone(),
         connections: Arc::new(Semaphore::new(grid.config().max_connections)),
-        monitors: Arc::new(Semaphore::new(256)),
+        monitors: Arc::new(Semaphore::new(grid.config().max_monitors)),
         done,
     };
     let routes = api::routes(shared.clone());
@@ -68,7 +65,7 @@ pub async fn run(
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(grid.config().tick);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut monitor = tokio::time::interval(std::time::Duration::from_millis(250));
+            let mut monitor = tokio::time::interval(grid.config().monitor_tick);
             monitor.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut ticks: u64 = 0;
             loop {
@@ -97,38 +94,14 @@ pub async fn run(
     grid.close_all_workers();
     let _ = stop_accepting.send(());
     drop(shared);
-    if tokio::time::timeout(DRAIN_TIMEOUT, all_done.recv())
-        .await
-        .is_err()
-    {
+    let drain = grid.config().drain_timeout;
+    if tokio::time::timeout(drain, all_done.recv()).await.is_err() {
         tracing::warn!("some connections did not close in time");
     }
     let _ = ticker.await;
-    if tokio::time::timeout(DRAIN_TIMEOUT, server).await.is_err() {
+    if tokio::time::timeout(drain, server).await.is_err() {
         tracing::warn!("the HTTP server did not stop in time");
     }
     tracing::info!("coordinator stopped");
     Ok(())
-}
-
-/// Resolves on ctrl-c or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
-    }
 }

@@ -24,9 +24,6 @@ use crate::upgrade::Socket;
 
 use crate::grid::{AddressSlot, Grid, Outbound, WorkerConn};
 
-/// Messages queued for one socket before the worker counts as not reading.
-const OUTBOX: usize = 64;
-
 /// Holds a connection slot and tells the server, by being dropped, that the
 /// connection is over.
 #[derive(Debug)]
@@ -84,7 +81,7 @@ pub async fn serve_worker(
     guard: ConnectionGuard,
 ) {
     let (mut sink, mut stream) = socket.split();
-    let (outbox, mut queue) = mpsc::channel::<Outbound>(OUTBOX);
+    let (outbox, mut queue) = mpsc::channel::<Outbound>(grid.config().worker_outbox);
     let writer = tokio::spawn(async move {
         while let Some(out) = queue.recv().await {
             let message = match out {

@@ -17,7 +17,7 @@ cd "$(dirname "$0")/../.."
 out=${1:-target/bench/perf/jobs.perf.data}
 jobs=${2:-8}
 grid=target/release/grid
-[[ -x $grid ]] || cargo build --release -p grid-coordinator --bin grid
+[[ -x $grid ]] || cargo build --release -p grid-cli --bin grid
 mkdir -p "$(dirname "$out")" target/bench/scratch
 data=$(mktemp -d -p target/bench/scratch profile-XXXX)
 port=$((20000 + RANDOM % 20000))

@@ -18,8 +18,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use grid_cli::client::Client;
 use grid_coordinator::ServerConfig;
-use grid_coordinator::client::Client;
 use grid_coordinator::worker::{self, WorkerOptions};
 use grid_kernels::KernelSpec;
 use grid_protocol::api::JobRequest;

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use grid_coordinator::client::Client;
+use grid_cli::client::Client;
 use grid_kernels::spec::{HashsearchParams, MandelbrotParams, MonteCarloParams, PrimesParams};
 use grid_kernels::{Collator, KernelSpec, TaskRunner};
 use grid_tests::browser::{TestBrowser, TestPage, ensure_wasm_built, exclusive, repo_root};

@@ -55,7 +55,7 @@ fn liar(
     })
 }
 
-async fn worker_entry(client: &grid_coordinator::client::Client, id: u64) -> Value {
+async fn worker_entry(client: &grid_cli::client::Client, id: u64) -> Value {
     client
         .workers()
         .await

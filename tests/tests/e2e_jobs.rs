@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use grid_coordinator::client::Client;
+use grid_cli::client::Client;
 use grid_kernels::spec::MandelbrotParams;
 use grid_protocol::api::JobRequest;
 use grid_tests::{

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use grid_coordinator::client::Client;
+use grid_cli::client::Client;
 use grid_coordinator::worker::{self, WorkerOptions};
 use grid_coordinator::{ServerConfig, tls};
 use grid_tests::{TOKEN, wait_for_job};

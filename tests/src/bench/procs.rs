@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use grid_coordinator::client::Client;
+use grid_cli::client::Client;
 
 use super::env;
 
@@ -31,7 +31,7 @@ pub fn find_grid_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     };
     if !path.is_file() {
         bail!(
-            "{} is missing: build it with `cargo build --release -p grid-coordinator`",
+            "{} is missing: build it with `cargo build --release -p grid-cli`",
             path.display()
         );
     }

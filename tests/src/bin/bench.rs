@@ -2,7 +2,7 @@
 //! They report figures against goals; they never fail on speed.
 //!
 //! ```text
-//! cargo build --release -p grid-coordinator
+//! cargo build --release -p grid-cli
 //! cargo run --release -p grid-tests --bin bench -- [--only NAME,...] [--runs N]
 //! ```
 //!

@@ -2,5 +2,5 @@
 //! tests can start it as a real process and kill it.
 
 fn main() -> std::process::ExitCode {
-    grid_coordinator::cli::main()
+    grid_cli::main()
 }

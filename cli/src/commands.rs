@@ -1,0 +1,396 @@
+//! What each command does: `serve` and `worker` run the coordinator and the
+//! native worker in this process; the client commands talk to a coordinator
+//! over HTTP and print what it answers.
+//!
+//! Exit codes: 0 success; 1 an error (unreachable coordinator, refused token,
+//! invalid request), with a one-line reason on stderr; 2 a malformed command
+//! line; 3 the job failed or was cancelled (`--wait`, `watch`).
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use grid_coordinator::config::DEFAULT_DATA_DIR;
+use grid_coordinator::store::Durability;
+use grid_coordinator::worker::{self, WorkerOptions};
+use grid_coordinator::{ServerConfig, auth};
+use grid_protocol::api::{ExportFormat, JobRequest};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::args::{Cli, Command, ServeArgs, SubmitArgs, SyncMode, WorkerArgs};
+use crate::client::Client;
+use crate::print::{print_jobs, print_json, print_status, print_workers};
+
+/// The exit code for a job that failed or was cancelled.
+const JOB_FAILED: u8 = 3;
+
+pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Serve(args) => serve(&cli, args).await,
+        Command::Worker(args) => run_worker(&cli, args).await,
+        Command::Submit(args) => submit(&client(&cli)?, args).await,
+        Command::Status { job, json } => {
+            let status = client(&cli)?.status(*job).await?;
+            if *json {
+                print_json(&status);
+            } else {
+                print_status(&status);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Jobs { json } => {
+            let jobs = client(&cli)?.jobs().await?;
+            if *json {
+                print_json(&Value::Array(jobs));
+            } else {
+                print_jobs(&jobs);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Watch { job } => {
+            let status = watch_job(&client(&cli)?, *job).await?;
+            print_status(&status);
+            Ok(exit_for(&status))
+        }
+        Command::Results {
+            job,
+            format,
+            output,
+        } => results(&client(&cli)?, *job, *format, output.as_deref()).await,
+        Command::Cancel { job, json } => {
+            let status = client(&cli)?.cancel(*job).await?;
+            if *json {
+                print_json(&status);
+            } else {
+                println!("job {job} cancelled");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pause { job } => {
+            client(&cli)?.pause(*job).await?;
+            println!("job {job} paused");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Resume { job } => {
+            client(&cli)?.resume(*job).await?;
+            println!("job {job} resumed");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Workers { json } => {
+            let workers = client(&cli)?.workers().await?;
+            if *json {
+                print_json(&Value::Array(workers));
+            } else {
+                print_workers(&workers);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The token for client commands: `--token`, `GRID_TOKEN`, or ./grid-data/token.
+fn client(cli: &Cli) -> anyhow::Result<Client> {
+    let token = cli.token.clone().or_else(|| {
+        std::fs::read_to_string(auth::token_path(Path::new(DEFAULT_DATA_DIR)))
+            .ok()
+            .map(|t| t.trim().to_string())
+    });
+    Client::with_ca(&cli.url, token, cli.ca_cert.as_deref())
+}
+
+async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let (token, token_note) = match &cli.token {
+        Some(token) if !token.trim().is_empty() => (
+            token.trim().to_string(),
+            "from --token / GRID_TOKEN".to_string(),
+        ),
+        Some(_) => bail!("the token must not be empty"),
+        None => {
+            let (token, created) = auth::load_or_create(&args.data)?;
+            let path = auth::token_path(&args.data);
+            (
+                token,
+                format!(
+                    "{}{}",
+                    path.display(),
+                    if created { " (just created)" } else { "" }
+                ),
+            )
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.addr))?;
+    let local = listener.local_addr()?;
+    let mut config = ServerConfig::new(args.data.clone(), token);
+    if let Some(www) = &args.www {
+        config.www_dir = www.clone();
+    }
+    config.durability = match args.sync {
+        SyncMode::Full => Durability::Full,
+        SyncMode::Normal => Durability::Normal,
+    };
+    for (name, rate) in [
+        ("--verify-rate", args.verify_rate),
+        ("--spot-check-rate", args.spot_check_rate),
+    ] {
+        if !(0.0..=1.0).contains(&rate) {
+            bail!("{name} must be between 0 and 1, got {rate}");
+        }
+    }
+    if args.max_message_rate <= 0.0
+        || args.max_connections == 0
+        || args.max_connections_per_address == 0
+    {
+        bail!("connection and message limits must be positive");
+    }
+    config.max_connections = args.max_connections;
+    config.max_connections_per_address = args.max_connections_per_address;
+    config.max_messages_per_second = args.max_message_rate;
+    config.message_burst = args.max_message_rate * 4.0;
+    config.verify_rate = args.verify_rate;
+    config.scheduler.trust_after = (args.trust_after > 0).then_some(args.trust_after);
+    config.scheduler.spot_check_rate = args.spot_check_rate;
+    config.distinct_addresses = !args.same_address_replicas;
+    config.client_address_header = args.client_address_header.clone();
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some(grid_coordinator::tls::acceptor(cert, key)?);
+    }
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let base = format!("{scheme}://{local}");
+    // Local workers reach the coordinator on loopback; over TLS by the name
+    // a development certificate carries, trusting that certificate.
+    let (local_url, local_ca) = match &args.tls_cert {
+        Some(cert) => (
+            format!("https://localhost:{}", local.port()),
+            Some(cert.clone()),
+        ),
+        None => (base.clone(), None),
+    };
+    let token_for_url = config.token.clone();
+    println!("browsergrid coordinator on {base}");
+    println!("  donor page     {base}/");
+    println!("  dashboard      {base}/dashboard#token={token_for_url}");
+    println!("  API token      {token_note}");
+    println!(
+        "  data           {}",
+        args.data.join("grid.sqlite3").display()
+    );
+    if args.local_workers > 0 {
+        println!("  local workers  {}", args.local_workers);
+    }
+    let _ = std::io::stdout().flush();
+
+    let (stop_workers, stopping) = watch::channel(false);
+    let workers: Vec<_> = (0..args.local_workers)
+        .map(|i| {
+            let options = WorkerOptions {
+                url: local_url.clone(),
+                threads: 1,
+                name: Some(format!("local-{}", i + 1)),
+                ca_cert: local_ca.clone(),
+            };
+            let stopping = stopping.clone();
+            tokio::spawn(async move {
+                if let Err(error) = worker::run(options, stopping).await {
+                    tracing::error!("local worker stopped: {error:#}");
+                }
+            })
+        })
+        .collect();
+    // On a signal the local workers leave first (handing back their tasks),
+    // then the coordinator closes.
+    let signal = async move {
+        shutdown_signal().await;
+        let _ = stop_workers.send(true);
+        for worker in workers {
+            let _ = tokio::time::timeout(Duration::from_secs(2), worker).await;
+        }
+    };
+    grid_coordinator::run(listener, config, signal).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<ExitCode> {
+    let threads = match args.threads {
+        Some(0) => bail!("--threads must be at least 1"),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let options = WorkerOptions {
+        url: cli.url.clone(),
+        threads,
+        name: args.name.clone(),
+        ca_cert: cli.ca_cert.clone(),
+    };
+    worker::socket_url(&options.url)?;
+    let (stop, stopping) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    eprintln!("grid worker: {threads} thread(s), coordinator {}", cli.url);
+    worker::run(options, stopping).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn submit(client: &Client, args: &SubmitArgs) -> anyhow::Result<ExitCode> {
+    let mut request = match (&args.kernel, &args.file) {
+        (Some(kernel), None) => JobRequest::new(kernel.spec()),
+        (None, Some(file)) => {
+            let body =
+                std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+            JobRequest::decode(&body)
+                .with_context(|| format!("{} is not a job request", file.display()))?
+        }
+        (None, None) => bail!(
+            "name a kernel (primes, mandelbrot, montecarlo-pi, hashsearch) or pass --file job.json"
+        ),
+        (Some(_), Some(_)) => bail!("pass either a kernel or --file, not both"),
+    };
+    // Command-line flags override the file.
+    let common = &args.common;
+    request.tasks = common.tasks.or(request.tasks);
+    request.redundancy = common.redundancy.or(request.redundancy);
+    request.quorum = common.quorum.or(request.quorum);
+    let status = client.submit(&request).await?;
+    let id = status
+        .get("id")
+        .and_then(Value::as_u64)
+        .context("the coordinator's answer has no job id")?;
+    if !args.common.wait {
+        if args.common.json {
+            print_json(&status);
+        } else {
+            println!("submitted job {id}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !args.common.json {
+        eprintln!("submitted job {id}");
+    }
+    let status = watch_job(client, id).await?;
+    if args.common.json {
+        print_json(&status);
+    } else {
+        print_status(&status);
+    }
+    Ok(exit_for(&status))
+}
+
+fn exit_for(status: &Value) -> ExitCode {
+    match status.get("state").and_then(Value::as_str) {
+        Some("done") => ExitCode::SUCCESS,
+        Some(state) => {
+            let error = status.get("error").and_then(Value::as_str).unwrap_or("");
+            eprintln!(
+                "error: job {} {state}{}{error}",
+                status["id"],
+                if error.is_empty() { "" } else { ": " }
+            );
+            ExitCode::from(JOB_FAILED)
+        }
+        None => ExitCode::from(1),
+    }
+}
+
+fn is_finished(status: &Value) -> bool {
+    matches!(
+        status.get("state").and_then(Value::as_str),
+        Some("done" | "failed" | "cancelled")
+    )
+}
+
+/// Polls a job until it finishes, drawing a progress bar on a terminal.
+async fn watch_job(client: &Client, job: u64) -> anyhow::Result<Value> {
+    let mut status = client.status(job).await?;
+    let total = status["tasks"]["total"].as_u64().unwrap_or(0);
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} job {prefix} [{bar:32.cyan/blue}] {pos}/{len} tasks {percent}%  {per_sec}  ETA {eta}  {msg}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("{job} {}", status["kernel"].as_str().unwrap_or("")));
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let mut failures = 0;
+    loop {
+        bar.set_position(status["tasks"]["done"].as_u64().unwrap_or(0));
+        bar.set_message(status["state"].as_str().unwrap_or("").to_string());
+        if is_finished(&status) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        match client.status(job).await {
+            Ok(next) => {
+                status = next;
+                failures = 0;
+            }
+            // Ride out a coordinator restart.
+            Err(error) if failures < 120 => {
+                failures += 1;
+                bar.set_message(format!("waiting for the coordinator: {error}"));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    bar.finish_and_clear();
+    Ok(status)
+}
+
+async fn results(
+    client: &Client,
+    job: u64,
+    format: ExportFormat,
+    output: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let bytes = client.results(job, format.name()).await?;
+    match output {
+        Some(path) => {
+            std::fs::write(path, &bytes)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("wrote {} ({} bytes)", path.display(), bytes.len());
+        }
+        None => {
+            if matches!(format, ExportFormat::Png) && std::io::stdout().is_terminal() {
+                bail!("a PNG is binary; write it to a file with -o FILE");
+            }
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(&bytes)?;
+            if matches!(format, ExportFormat::Json) {
+                stdout.write_all(b"\n")?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
