@@ -289,7 +289,12 @@ fn results(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejecti
             let (job, result) = shared.grid.results(id).await.map_err(reject)?;
             let body =
                 export::render(&result, format).map_err(|e| reject(ApiError::BadRequest(e)))?;
-            let filename = format!("job-{}-{}.{}", job.id, job.spec.kind(), format.extension());
+            let filename = format!(
+                "job-{}-{}.{}",
+                job.id,
+                job.spec().kind(),
+                format.extension()
+            );
             let mut response = Response::new(body.into());
             let headers = response.headers_mut();
             headers.insert(

@@ -1,75 +1,320 @@
-//! Jobs as the coordinator holds them in memory: their lifecycle state, the
-//! collator of a live job, and the status object the API and CLI show.
+//! A job as the coordinator holds it: one definition, fixed at submission
+//! ([`JobDefinition`]), and one lifecycle ([`Lifecycle`]) that changes only
+//! through [`Lifecycle::apply`], the single place that knows which moves
+//! are legal:
+//!
+//! | from | transition | to | event |
+//! |---|---|---|---|
+//! | queued | `Start` (its first batch is sent) | running | `running` |
+//! | queued, running | `Pause` / `Resume` | the same state, paused or not | `paused` / `resumed` |
+//! | queued, running | `Finish` (every task decided) | done | `done` |
+//! | queued, running | `Fail` (a task cannot be decided) | failed | `failed` |
+//! | queued, running | `Cancel` | cancelled | `cancelled` |
+//!
+//! Anything else (finishing a cancelled job, cancelling a done one, starting
+//! a running one) is refused and changes nothing. The store keeps exactly
+//! these two structs, so a new field of a job is one field here and one
+//! column there.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use grid_kernels::{Collator, KernelSpec, ResultSummary};
-use grid_protocol::api::{JobState, JobStatus, TaskCounts};
+use grid_protocol::api::{JobEvent, JobState, JobStatus, TaskCounts};
+use grid_scheduler::{JobPlan, Replication};
 
-/// A job's fixed description.
-#[derive(Debug)]
-pub struct Job {
-    pub id: u64,
+/// What a job is, fixed when it is submitted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobDefinition {
     pub spec: KernelSpec,
     pub tasks: u32,
-    pub redundancy: u32,
-    pub quorum: u32,
-    pub max_replicas: u32,
+    pub replication: Replication,
+    /// Unix milliseconds.
     pub created_at: u64,
-    pub live: Mutex<JobLive>,
 }
 
-/// A job's changing part.
-#[derive(Debug)]
-pub struct JobLive {
+impl JobDefinition {
+    /// What the scheduler needs of the job.
+    pub fn plan(&self, id: u64) -> JobPlan {
+        JobPlan {
+            id,
+            tasks: self.tasks,
+            replication: self.replication,
+        }
+    }
+}
+
+/// The part of a job that changes, as the store keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lifecycle {
     pub state: JobState,
+    /// A queued or running job whose tasks are held back.
     pub paused: bool,
     pub started_at: Option<u64>,
     pub finished_at: Option<u64>,
+    /// Why a failed job failed.
     pub error: Option<String>,
+    /// The result in brief, once done.
+    pub result: Option<ResultSummary>,
+    /// Bumped by every transition: the store writes a change only over an
+    /// older one, so two transitions racing to the disk cannot leave the
+    /// earlier one on it.
+    pub version: u64,
+}
+
+/// A change asked of a job's lifecycle. Times are Unix milliseconds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transition {
+    Start { at: u64 },
+    Pause,
+    Resume,
+    Finish { result: ResultSummary, at: u64 },
+    Fail { reason: String, at: u64 },
+    Cancel { at: u64 },
+}
+
+/// A transition the job's state does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("job is already {0}")]
+pub struct Refused(pub JobState);
+
+impl Lifecycle {
+    /// A job just submitted.
+    pub fn queued() -> Lifecycle {
+        Lifecycle {
+            state: JobState::Queued,
+            paused: false,
+            started_at: None,
+            finished_at: None,
+            error: None,
+            result: None,
+            version: 0,
+        }
+    }
+
+    /// Applies `transition` and names the event it is, or refuses it and
+    /// changes nothing. `definition` supplies what a transition may need of
+    /// the job itself (a job finished without ever starting in this run,
+    /// restored complete after a restart, counts from its creation).
+    pub fn apply(
+        &mut self,
+        transition: Transition,
+        definition: &JobDefinition,
+    ) -> Result<JobEvent, Refused> {
+        if self.state.is_finished() {
+            return Err(Refused(self.state));
+        }
+        let event = match transition {
+            Transition::Start { at } => {
+                if self.state != JobState::Queued {
+                    return Err(Refused(self.state));
+                }
+                self.state = JobState::Running;
+                self.started_at = Some(at);
+                JobEvent::Running
+            }
+            Transition::Pause => {
+                self.paused = true;
+                JobEvent::Paused
+            }
+            Transition::Resume => {
+                self.paused = false;
+                JobEvent::Resumed
+            }
+            Transition::Finish { result, at } => {
+                self.state = JobState::Done;
+                self.result = Some(result);
+                self.finished_at = Some(at);
+                self.started_at.get_or_insert(definition.created_at);
+                JobEvent::Done
+            }
+            Transition::Fail { reason, at } => {
+                self.state = JobState::Failed;
+                self.error = Some(reason);
+                self.finished_at = Some(at);
+                JobEvent::Failed
+            }
+            Transition::Cancel { at } => {
+                self.state = JobState::Cancelled;
+                self.finished_at = Some(at);
+                JobEvent::Cancelled
+            }
+        };
+        self.version += 1;
+        Ok(event)
+    }
+}
+
+/// A job in memory.
+#[derive(Debug)]
+pub struct Job {
+    pub id: u64,
+    pub definition: JobDefinition,
+    live: Mutex<JobLive>,
+}
+
+/// A job's changing part in memory: its lifecycle, and while it is live the
+/// collator of its results.
+#[derive(Debug)]
+pub struct JobLive {
+    pub lifecycle: Lifecycle,
     /// Tasks whose results are durable and collated.
     pub tasks_done: u32,
-    /// Present while the job is live.
+    /// Present while the job is live (not finished).
     pub collator: Option<Collator>,
-    /// The result summary once done.
-    pub result: Option<ResultSummary>,
 }
 
 impl Job {
+    pub fn new(id: u64, definition: JobDefinition, live: JobLive) -> Job {
+        Job {
+            id,
+            definition,
+            live: Mutex::new(live),
+        }
+    }
+
     /// The job's changing part, locked.
-    pub fn live(&self) -> std::sync::MutexGuard<'_, JobLive> {
+    pub fn live(&self) -> MutexGuard<'_, JobLive> {
         crate::sync::lock(&self.live, "job")
+    }
+
+    pub fn spec(&self) -> &KernelSpec {
+        &self.definition.spec
+    }
+
+    pub fn tasks(&self) -> u32 {
+        self.definition.tasks
+    }
+
+    pub fn state(&self) -> JobState {
+        self.live().lifecycle.state
     }
 
     pub fn status(&self, now_unix_ms: u64) -> JobStatus {
         let live = self.live();
-        let elapsed_ms = live.started_at.map(|start| {
-            live.finished_at
+        let lifecycle = &live.lifecycle;
+        let elapsed_ms = lifecycle.started_at.map(|start| {
+            lifecycle
+                .finished_at
                 .unwrap_or(now_unix_ms)
                 .saturating_sub(start)
         });
         JobStatus {
             id: self.id,
-            spec: self.spec.clone(),
-            state: live.state,
-            paused: live.paused,
+            spec: self.definition.spec.clone(),
+            state: lifecycle.state,
+            paused: lifecycle.paused,
             tasks: TaskCounts {
-                total: self.tasks,
+                total: self.definition.tasks,
                 done: live.tasks_done,
             },
-            redundancy: self.redundancy,
-            quorum: self.quorum,
-            created_at: self.created_at,
-            started_at: live.started_at,
-            finished_at: live.finished_at,
+            redundancy: self.definition.replication.redundancy,
+            quorum: self.definition.replication.quorum,
+            created_at: self.definition.created_at,
+            started_at: lifecycle.started_at,
+            finished_at: lifecycle.finished_at,
             elapsed_ms,
-            result: live.result.clone(),
+            result: lifecycle.result.clone(),
             partial: live
                 .collator
                 .as_ref()
                 .filter(|c| c.collated() > 0)
                 .map(|c| c.summary()),
-            error: live.error.clone(),
+            error: lifecycle.error.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use grid_kernels::spec::PrimesParams;
+
+    fn definition() -> JobDefinition {
+        JobDefinition {
+            spec: KernelSpec::Primes(PrimesParams { start: 0, end: 100 }),
+            tasks: 4,
+            replication: Replication::SINGLE,
+            created_at: 10,
+        }
+    }
+
+    #[test]
+    fn a_job_runs_and_finishes_and_then_nothing_moves_it() {
+        let def = definition();
+        let mut life = Lifecycle::queued();
+        assert_eq!(
+            life.apply(Transition::Start { at: 20 }, &def),
+            Ok(JobEvent::Running)
+        );
+        assert_eq!(
+            life.apply(Transition::Start { at: 21 }, &def),
+            Err(Refused(JobState::Running)),
+            "a running job does not start again"
+        );
+        assert_eq!(life.apply(Transition::Pause, &def), Ok(JobEvent::Paused));
+        assert!(life.paused);
+        let result = ResultSummary::Primes { count: 25 };
+        assert_eq!(
+            life.apply(
+                Transition::Finish {
+                    result: result.clone(),
+                    at: 30
+                },
+                &def
+            ),
+            Ok(JobEvent::Done)
+        );
+        assert_eq!(
+            (life.state, life.started_at, life.finished_at),
+            (JobState::Done, Some(20), Some(30))
+        );
+        assert_eq!(life.result, Some(result));
+        let done = life.clone();
+        for late in [
+            Transition::Cancel { at: 40 },
+            Transition::Fail {
+                reason: "late".into(),
+                at: 40,
+            },
+            Transition::Resume,
+            Transition::Start { at: 40 },
+        ] {
+            assert_eq!(life.apply(late, &def), Err(Refused(JobState::Done)));
+        }
+        assert_eq!(life, done, "a refused transition changes nothing");
+    }
+
+    #[test]
+    fn every_transition_bumps_the_version_and_unstarted_jobs_finish_from_creation() {
+        let def = definition();
+        let mut life = Lifecycle::queued();
+        life.apply(Transition::Pause, &def).unwrap();
+        life.apply(Transition::Resume, &def).unwrap();
+        assert_eq!(life.version, 2);
+        life.apply(
+            Transition::Finish {
+                result: ResultSummary::Primes { count: 1 },
+                at: 50,
+            },
+            &def,
+        )
+        .unwrap();
+        assert_eq!(
+            life.started_at,
+            Some(10),
+            "restored complete: from creation"
+        );
+        let mut cancelled = Lifecycle::queued();
+        cancelled.apply(Transition::Cancel { at: 5 }, &def).unwrap();
+        assert_eq!(
+            cancelled.apply(
+                Transition::Finish {
+                    result: ResultSummary::Primes { count: 1 },
+                    at: 6
+                },
+                &def
+            ),
+            Err(Refused(JobState::Cancelled))
+        );
     }
 }

@@ -9,6 +9,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
+use crate::replication::Replication;
 use crate::speed::Speed;
 use crate::{BatchId, Digest, DonorId, JobId, WorkerId};
 
@@ -46,12 +47,7 @@ pub(crate) type IntSet<K> = HashSet<K, BuildHasherDefault<IntHasher>>;
 pub struct JobPlan {
     pub id: JobId,
     pub tasks: u32,
-    /// Replicas each task runs on, on distinct donors.
-    pub redundancy: u32,
-    /// Matching replicas that decide a task.
-    pub quorum: u32,
-    /// The most replicas a task may get when replicas disagree.
-    pub max_replicas: u32,
+    pub replication: Replication,
 }
 
 impl JobPlan {
@@ -60,9 +56,7 @@ impl JobPlan {
         JobPlan {
             id,
             tasks,
-            redundancy: 1,
-            quorum: 1,
-            max_replicas: 1,
+            replication: Replication::SINGLE,
         }
     }
 }
@@ -193,7 +187,7 @@ impl JobState {
 
     fn full_task(&self) -> LiveTask {
         LiveTask {
-            target: self.plan.redundancy,
+            target: self.plan.replication.redundancy,
             ..LiveTask::default()
         }
     }
@@ -211,8 +205,8 @@ impl JobState {
             return;
         }
         // The task keeps its votes; the fresh cursor skips it when it gets there.
-        let redundancy = self.plan.redundancy;
-        let max_replicas = self.plan.max_replicas;
+        let redundancy = self.plan.replication.redundancy;
+        let max_replicas = self.plan.replication.max_replicas;
         let live = self.live.entry(task).or_default();
         live.target = live.target.max(redundancy);
         if !live.votes.iter().any(|v| v.0 == donor) {
@@ -262,7 +256,7 @@ impl JobState {
                 continue;
             }
             let mut live = self.full_task();
-            if trusted && self.plan.redundancy > 1 && !spot_check(task) {
+            if trusted && self.plan.replication.redundancy > 1 && !spot_check(task) {
                 live.solo = true;
                 live.target = 1;
             }
@@ -276,7 +270,7 @@ impl JobState {
     /// Records that a batch holds a task; true if the task had been issued
     /// before to a donor that lost it (a re-issue).
     pub fn add_holder(&mut self, task: u32, holder: Holder, trusted: bool) -> bool {
-        let redundancy = self.plan.redundancy;
+        let redundancy = self.plan.replication.redundancy;
         let live = self.live.entry(task).or_insert_with(|| LiveTask {
             target: redundancy,
             ..LiveTask::default()
@@ -345,9 +339,9 @@ impl JobState {
             return Vote::Duplicate;
         }
         let (quorum, max_replicas, redundancy) = (
-            self.plan.quorum,
-            self.plan.max_replicas,
-            self.plan.redundancy,
+            self.plan.replication.quorum,
+            self.plan.replication.max_replicas,
+            self.plan.replication.redundancy,
         );
         let Some(live) = self.live.get_mut(&task) else {
             return Vote::Duplicate;
@@ -433,7 +427,7 @@ impl JobState {
             if let Some(live) = self.live.get_mut(&task) {
                 live.votes.retain(|v| v.0 != donor);
                 live.solo = false;
-                live.target = live.target.max(self.plan.redundancy);
+                live.target = live.target.max(self.plan.replication.redundancy);
             }
             self.refresh(task);
         }
@@ -459,7 +453,7 @@ impl JobState {
         self.live.insert(
             task,
             LiveTask {
-                target: self.plan.redundancy.max(1),
+                target: self.plan.replication.redundancy.max(1),
                 ..LiveTask::default()
             },
         );

@@ -43,6 +43,7 @@ mod donors;
 mod grant;
 mod job;
 mod jobs;
+mod replication;
 mod results;
 mod speed;
 mod state;
@@ -55,6 +56,7 @@ use grid_protocol::TaskRanges;
 
 pub use crate::job::JobPlan;
 use crate::job::JobState;
+pub use crate::replication::{Replication, ReplicationError};
 use crate::state::{BatchState, WorkerState};
 
 pub type JobId = u64;

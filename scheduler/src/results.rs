@@ -129,7 +129,7 @@ impl Scheduler {
                 for other in others {
                     self.drop_task_from_batch(other, task);
                 }
-                if validated.is_empty() && self.jobs[&job_id].plan.redundancy > 1 {
+                if validated.is_empty() && self.jobs[&job_id].plan.replication.redundancy > 1 {
                     self.counters.tasks_solo += 1;
                 }
                 for donor in validated {

@@ -1,79 +1,55 @@
-//! A job's life: submitted, paused and resumed, cancelled, failed or done,
-//! and its result read back from the store.
+//! A job's life in the grid: submitted, started, paused and resumed,
+//! cancelled, failed or done, and its result read back from the store.
+//!
+//! Every change goes through one path: [`Grid::apply`] asks the job's
+//! [`Lifecycle`] (which refuses illegal moves) under the job's lock and keeps
+//! the scheduler in step in the same scope, then [`Grid::commit`] stores the
+//! new lifecycle, tells monitors, and releases a finished job's tasks. Locks
+//! are taken job first, scheduler second, and never the other way round.
 
 use super::*;
+use crate::jobs::{JobDefinition, Lifecycle, Refused, Transition};
+use grid_scheduler::Replication;
+
+/// A transition applied in memory, to be committed.
+struct Applied {
+    event: JobEvent,
+    lifecycle: Lifecycle,
+}
 
 impl Grid {
-    // ---- jobs ---------------------------------------------------------------
-
     pub async fn submit(&self, request: JobRequest) -> Result<JobStatus, ApiError> {
+        let bad = |e: &dyn std::fmt::Display| ApiError::BadRequest(e.to_string());
         let spec = request.spec;
         let tasks = request.tasks.unwrap_or_else(|| spec.default_tasks());
-        spec.validate(tasks)
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let redundancy = request.redundancy.unwrap_or(1);
-        if redundancy == 0 || redundancy > self.config.max_redundancy {
-            return Err(ApiError::BadRequest(format!(
-                "redundancy must be between 1 and {}, got {redundancy}",
-                self.config.max_redundancy
-            )));
-        }
-        let quorum = request.quorum.unwrap_or(redundancy / 2 + 1);
-        if quorum == 0 || quorum > redundancy {
-            return Err(ApiError::BadRequest(format!(
-                "quorum must be between 1 and the redundancy ({redundancy}), got {quorum}"
-            )));
-        }
-        let max_replicas =
-            request
-                .max_replicas
-                .unwrap_or(if redundancy > 1 { redundancy + 2 } else { 1 });
-        if max_replicas < redundancy || max_replicas > 2 * self.config.max_redundancy {
-            return Err(ApiError::BadRequest(format!(
-                "max_replicas must be between the redundancy ({redundancy}) and {}, got {max_replicas}",
-                2 * self.config.max_redundancy
-            )));
-        }
-        let created_at = unix_ms();
-        let id = self
-            .store
-            .insert_job(NewJob {
-                spec: spec.clone(),
-                tasks,
-                redundancy,
-                quorum,
-                max_replicas,
-                created_at,
-            })
-            .await?;
-        let job = Arc::new(Job {
-            id,
-            spec: spec.clone(),
+        spec.validate(tasks).map_err(|e| bad(&e))?;
+        let replication = Replication::new(
+            request.redundancy,
+            request.quorum,
+            request.max_replicas,
+            self.config.max_redundancy,
+        )
+        .map_err(|e| bad(&e))?;
+        let definition = JobDefinition {
+            spec,
             tasks,
-            redundancy,
-            quorum,
-            max_replicas,
-            created_at,
-            live: Mutex::new(JobLive {
-                state: JobState::Queued,
-                paused: false,
-                started_at: None,
-                finished_at: None,
-                error: None,
+            replication,
+            created_at: unix_ms(),
+        };
+        let id = self.store.insert_job(definition.clone()).await?;
+        let collator = Collator::new(definition.spec.clone(), tasks);
+        let job = Arc::new(Job::new(
+            id,
+            definition,
+            JobLive {
+                lifecycle: Lifecycle::queued(),
                 tasks_done: 0,
-                collator: Some(Collator::new(spec, tasks)),
-                result: None,
-            }),
-        });
+                collator: Some(collator),
+            },
+        ));
         self.jobs.insert(id, job.clone());
-        self.scheduler().add_job(JobPlan {
-            id,
-            tasks,
-            redundancy,
-            quorum,
-            max_replicas,
-        });
-        tracing::info!(job = id, kernel = %job.spec.kind(), tasks, redundancy, "job submitted");
+        self.scheduler().add_job(job.definition.plan(id));
+        tracing::info!(job = id, kernel = %job.spec().kind(), tasks, redundancy = replication.redundancy, "job submitted");
         self.job_event(&job, JobEvent::Submitted);
         self.dispatch();
         Ok(job.status(unix_ms()))
@@ -83,10 +59,13 @@ impl Grid {
         self.jobs.get(&id).map(|j| j.clone())
     }
 
-    pub fn job_status(&self, id: u64) -> Result<JobStatus, ApiError> {
+    fn known_job(&self, id: u64) -> Result<Arc<Job>, ApiError> {
         self.job(id)
-            .map(|j| j.status(unix_ms()))
             .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))
+    }
+
+    pub fn job_status(&self, id: u64) -> Result<JobStatus, ApiError> {
+        self.known_job(id).map(|j| j.status(unix_ms()))
     }
 
     pub fn list_jobs(&self) -> Vec<JobStatus> {
@@ -96,62 +75,166 @@ impl Grid {
         jobs
     }
 
-    /// Applies `change` to a job that is not finished yet and stores the
-    /// result; 404 for an unknown job, 409 for a finished one.
-    async fn change_unfinished(
+    /// Applies `transition` to a job held locked as `live`: the lifecycle
+    /// decides, a finished job drops its collator, and a pause or resume
+    /// reaches the scheduler in the same lock scope, so the two never
+    /// disagree. Nothing is stored or announced yet: see [`Grid::commit`].
+    fn apply(
         &self,
-        id: u64,
-        change: impl FnOnce(&mut JobLive),
-    ) -> Result<Arc<Job>, ApiError> {
-        let job = self
-            .job(id)
-            .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
-        let update = {
+        job: &Job,
+        live: &mut JobLive,
+        transition: Transition,
+    ) -> Result<Applied, Refused> {
+        let event = live.lifecycle.apply(transition, &job.definition)?;
+        if matches!(event, JobEvent::Paused | JobEvent::Resumed) {
+            self.scheduler()
+                .set_job_paused(job.id, live.lifecycle.paused);
+        }
+        if live.lifecycle.state.is_finished() {
+            live.collator = None;
+        }
+        Ok(Applied {
+            event,
+            lifecycle: live.lifecycle.clone(),
+        })
+    }
+
+    /// Stores an applied transition, tells monitors, and hands the
+    /// scheduler what follows from it: a finished job's batches are revoked,
+    /// a resumed job's tasks go out.
+    async fn commit(&self, job: &Job, applied: Applied) -> Result<(), StoreError> {
+        let Applied { event, lifecycle } = applied;
+        let finished = lifecycle.state.is_finished();
+        let stored = self.store.update_job(job.id, lifecycle).await;
+        if let Err(error) = &stored {
+            tracing::error!(job = job.id, ?event, %error, "could not store a job's change; it holds until a restart");
+        }
+        tracing::info!(job = job.id, ?event, "job changed");
+        self.job_event(job, event);
+        if finished {
+            self.remove_from_scheduler(job.id);
+        } else if event == JobEvent::Resumed {
+            self.dispatch();
+        }
+        stored
+    }
+
+    /// [`Grid::apply`] then [`Grid::commit`], for a transition asked for by
+    /// a user: 404 for an unknown job, 409 for one the transition does not
+    /// fit.
+    async fn transition(&self, id: u64, transition: Transition) -> Result<JobStatus, ApiError> {
+        let job = self.known_job(id)?;
+        let applied = {
             let mut live = job.live();
-            if live.state.is_finished() {
-                return Err(ApiError::Conflict(format!(
-                    "job {id} is already {}",
-                    live.state.name()
-                )));
-            }
-            change(&mut live);
-            update_of(&job, &live)
+            self.apply(&job, &mut live, transition)
         };
-        self.store.update_job(update).await?;
-        Ok(job)
+        let applied = applied
+            .map_err(|Refused(state)| ApiError::Conflict(format!("job {id} is already {state}")))?;
+        self.commit(&job, applied).await?;
+        Ok(job.status(unix_ms()))
     }
 
     pub async fn cancel(&self, id: u64) -> Result<JobStatus, ApiError> {
-        let job = self
-            .change_unfinished(id, |live| {
-                live.state = JobState::Cancelled;
-                live.finished_at = Some(unix_ms());
-                live.collator = None;
-            })
-            .await?;
-        self.remove_from_scheduler(id);
-        tracing::info!(job = id, "job cancelled");
-        self.job_event(&job, JobEvent::Cancelled);
-        Ok(job.status(unix_ms()))
+        self.transition(id, Transition::Cancel { at: unix_ms() })
+            .await
+    }
+
+    /// Stops (or restarts) handing out a job's tasks. Batches already out
+    /// finish.
+    pub async fn set_job_paused(&self, id: u64, paused: bool) -> Result<JobStatus, ApiError> {
+        let transition = if paused {
+            Transition::Pause
+        } else {
+            Transition::Resume
+        };
+        self.transition(id, transition).await
+    }
+
+    /// A queued job whose first batch was just sent is running. Called by
+    /// dispatch, which cannot wait: the change is stored in the background.
+    pub(super) fn start_job(&self, job: &Arc<Job>) {
+        let applied = {
+            let mut live = job.live();
+            if live.lifecycle.state != JobState::Queued {
+                return;
+            }
+            self.apply(job, &mut live, Transition::Start { at: unix_ms() })
+        };
+        let Ok(Applied { event, lifecycle }) = applied else {
+            return;
+        };
+        tracing::info!(job = job.id, "job running");
+        self.job_event(job, event);
+        let (store, id) = (self.store.clone(), job.id);
+        tokio::spawn(async move {
+            if let Err(error) = store.update_job(id, lifecycle).await {
+                tracing::error!(job = id, %error, "could not store a job's start");
+            }
+        });
+    }
+
+    /// Marks a job done if every task is collated, with its result summary.
+    pub(super) async fn finish_job(&self, job: &Arc<Job>) {
+        let applied = {
+            let mut live = job.live();
+            let Some(result) = live
+                .collator
+                .as_ref()
+                .filter(|c| c.is_complete())
+                .map(Collator::summary)
+            else {
+                return;
+            };
+            self.apply(
+                job,
+                &mut live,
+                Transition::Finish {
+                    result,
+                    at: unix_ms(),
+                },
+            )
+        };
+        if let Ok(applied) = applied {
+            // A store error is logged; the job finishes again on restart.
+            let _ = self.commit(job, applied).await;
+        }
+    }
+
+    /// Fails a job that cannot be completed (a task without quorum, or one
+    /// that failed on too many workers).
+    pub(super) async fn fail_job(&self, id: u64, reason: String) {
+        let Some(job) = self.job(id) else { return };
+        tracing::warn!(job = id, %reason, "job failed");
+        let applied = {
+            let mut live = job.live();
+            self.apply(
+                &job,
+                &mut live,
+                Transition::Fail {
+                    reason,
+                    at: unix_ms(),
+                },
+            )
+        };
+        if let Ok(applied) = applied {
+            let _ = self.commit(&job, applied).await;
+        }
     }
 
     /// The result of a finished job, read back from the store.
     pub async fn results(&self, id: u64) -> Result<(Arc<Job>, JobResult), ApiError> {
-        let job = self
-            .job(id)
-            .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
-        let state = job.live().state;
+        let job = self.known_job(id)?;
+        let state = job.state();
         if state != JobState::Done {
             return Err(ApiError::Conflict(format!(
-                "job {id} is {}; results are available once it is done",
-                state.name()
+                "job {id} is {state}; results are available once it is done"
             )));
         }
         let store = self.store.clone();
         let read = job.clone();
         let result = tokio::task::spawn_blocking(move || -> Result<JobResult, StoreError> {
-            let kind = read.spec.kind();
-            let mut collator = Collator::new(read.spec.clone(), read.tasks);
+            let kind = read.spec().kind();
+            let mut collator = Collator::new(read.spec().clone(), read.tasks());
             store.for_each_result(read.id, |task, bytes| {
                 TaskOutput::decode(kind, bytes)
                     .and_then(|o| collator.add(task, &o))
@@ -162,7 +245,7 @@ impl Grid {
                     "job {} is done but has {} of {} results",
                     read.id,
                     collator.collated(),
-                    read.tasks
+                    read.tasks()
                 )));
             }
             Ok(collator.result())
@@ -182,73 +265,5 @@ impl Grid {
         let failed = self.apply_effects(effects);
         debug_assert!(failed.is_empty(), "{failed:?}");
         self.dispatch();
-    }
-
-    /// Marks a complete job done, stores its result summary, and releases it.
-    pub(super) async fn finish_job(&self, job: &Arc<Job>) {
-        let update = {
-            let mut live = job.live();
-            let Some(collator) = live.collator.as_ref().filter(|c| c.is_complete()) else {
-                return;
-            };
-            if live.state.is_finished() {
-                return;
-            }
-            live.result = Some(collator.summary());
-            live.state = JobState::Done;
-            live.finished_at = Some(unix_ms());
-            live.started_at.get_or_insert(job.created_at);
-            live.collator = None;
-            update_of(job, &live)
-        };
-        if let Err(error) = self.store.update_job(update).await {
-            tracing::error!(job = job.id, %error, "could not store a finished job; it will finish again on restart");
-        }
-        tracing::info!(job = job.id, "job done");
-        self.job_event(job, JobEvent::Done);
-        self.remove_from_scheduler(job.id);
-    }
-
-    pub(super) async fn fail_job(&self, id: u64, reason: String) {
-        let Some(job) = self.job(id) else { return };
-        let update = {
-            let mut live = job.live();
-            if live.state.is_finished() {
-                return;
-            }
-            live.state = JobState::Failed;
-            live.error = Some(reason.clone());
-            live.finished_at = Some(unix_ms());
-            live.collator = None;
-            update_of(&job, &live)
-        };
-        if let Err(error) = self.store.update_job(update).await {
-            tracing::error!(job = id, %error, "could not store a failed job");
-        }
-        tracing::warn!(job = id, %reason, "job failed");
-        self.job_event(&job, JobEvent::Failed);
-        self.remove_from_scheduler(id);
-    }
-
-    /// Stops (or restarts) handing out a job's tasks. Batches already out
-    /// finish.
-    pub async fn set_job_paused(&self, id: u64, paused: bool) -> Result<JobStatus, ApiError> {
-        let job = self
-            .change_unfinished(id, |live| live.paused = paused)
-            .await?;
-        self.scheduler().set_job_paused(id, paused);
-        tracing::info!(job = id, paused, "job pause changed");
-        self.job_event(
-            &job,
-            if paused {
-                JobEvent::Paused
-            } else {
-                JobEvent::Resumed
-            },
-        );
-        if !paused {
-            self.dispatch();
-        }
-        Ok(job.status(unix_ms()))
     }
 }

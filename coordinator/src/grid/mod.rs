@@ -25,7 +25,7 @@ use grid_kernels::{Collator, JobResult, KernelSpec, TaskOutput};
 use grid_protocol::{
     Batch, CloseCode, CoordinatorMessage, Hello, ResultsFrame, TaskRanges, WorkerKind,
 };
-use grid_scheduler::{Effect, JobPlan, Recorded, Scheduler};
+use grid_scheduler::{Effect, Recorded, Scheduler};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
@@ -33,7 +33,7 @@ use crate::config::ServerConfig;
 use crate::jobs::{Job, JobLive};
 use crate::metrics::{Histogram, LATENCY_BOUNDS};
 use crate::monitor::{Monitor, tile_frame};
-use crate::store::{JobUpdate, NewJob, ReplicaRow, ResultRow, Store, StoreError};
+use crate::store::{ReplicaRow, ResultRow, Store, StoreError, StoredJob};
 use grid_protocol::api::{JobEvent, JobRequest, JobState, JobStatus, MonitorEvent, WorkerInfo};
 
 /// Messages queued for one worker's socket.
@@ -123,7 +123,7 @@ pub struct Grid {
     pub counters: GridCounters,
     monitor: Monitor,
     /// Results made durable since the coordinator started.
-    tasks_completed: AtomicU64,
+    tasks_done: AtomicU64,
     pub batch_latency: Histogram,
     /// Keys which results the coordinator re-computes; random per run.
     verify_seed: u64,
@@ -175,7 +175,7 @@ impl Grid {
             next_worker: AtomicU64::new(1),
             counters: GridCounters::default(),
             monitor: Monitor::new(),
-            tasks_completed: AtomicU64::new(0),
+            tasks_done: AtomicU64::new(0),
             batch_latency: Histogram::new(LATENCY_BOUNDS),
             verify_seed: rand::random(),
             per_address: DashMap::new(),
@@ -191,73 +191,57 @@ impl Grid {
 
     fn restore(&self) -> anyhow::Result<Vec<Arc<Job>>> {
         let mut complete = Vec::new();
+        let mut resumed_complete = Vec::new();
         let mut resumed = 0;
-        for stored in self.store.load_jobs()? {
-            let finished = stored.state.is_finished();
+        for StoredJob {
+            id,
+            definition,
+            lifecycle,
+        } in self.store.load_jobs()?
+        {
+            let finished = lifecycle.state.is_finished();
             let mut collator = None;
-            let mut tasks_done = if stored.state == JobState::Done {
-                stored.tasks
+            let mut tasks_done = if lifecycle.state == JobState::Done {
+                definition.tasks
             } else {
                 0
             };
             if !finished {
-                let kind = stored.spec.kind();
-                let mut c = Collator::new(stored.spec.clone(), stored.tasks);
+                let kind = definition.spec.kind();
+                let mut c = Collator::new(definition.spec.clone(), definition.tasks);
                 let mut scheduler = self.scheduler();
-                scheduler.add_job(JobPlan {
-                    id: stored.id,
-                    tasks: stored.tasks,
-                    redundancy: stored.redundancy,
-                    quorum: stored.quorum,
-                    max_replicas: stored.max_replicas,
-                });
-                self.store.for_each_result(stored.id, |task, bytes| {
-                    let output = TaskOutput::decode(kind, bytes)
+                scheduler.add_job(definition.plan(id));
+                self.store.for_each_result(id, |task, bytes| {
+                    TaskOutput::decode(kind, bytes)
                         .and_then(|o| c.add(task, &o))
-                        .map_err(|e| {
-                            StoreError::Corrupt(format!("job {} task {task}: {e}", stored.id))
-                        });
-                    output?;
-                    scheduler.restore_decided(stored.id, task);
+                        .map_err(|e| StoreError::Corrupt(format!("job {id} task {task}: {e}")))?;
+                    scheduler.restore_decided(id, task);
                     Ok(())
                 })?;
-                for (task, donor, digest) in self.store.replicas(stored.id)? {
-                    scheduler.restore_vote(stored.id, task, donor, digest);
+                for (task, donor, digest) in self.store.replicas(id)? {
+                    scheduler.restore_vote(id, task, donor, digest);
                 }
-                scheduler.set_job_paused(stored.id, stored.paused);
+                scheduler.set_job_paused(id, lifecycle.paused);
                 tasks_done = c.collated();
+                if c.is_complete() {
+                    resumed_complete.push(id);
+                }
                 collator = Some(c);
                 resumed += 1;
             }
-            let job = Arc::new(Job {
-                id: stored.id,
-                spec: stored.spec,
-                tasks: stored.tasks,
-                redundancy: stored.redundancy,
-                quorum: stored.quorum,
-                max_replicas: stored.max_replicas,
-                created_at: stored.created_at,
-                live: Mutex::new(JobLive {
-                    state: stored.state,
-                    paused: stored.paused,
-                    started_at: stored.started_at,
-                    finished_at: stored.finished_at,
-                    error: stored.error,
+            let job = Arc::new(Job::new(
+                id,
+                definition,
+                JobLive {
+                    lifecycle,
                     tasks_done,
                     collator,
-                    result: stored.result,
-                }),
-            });
-            if !finished
-                && job
-                    .live()
-                    .collator
-                    .as_ref()
-                    .is_some_and(Collator::is_complete)
-            {
+                },
+            ));
+            if resumed_complete.last() == Some(&id) {
                 complete.push(job.clone());
             }
-            self.jobs.insert(job.id, job);
+            self.jobs.insert(id, job);
         }
         // After the votes: quarantining a donor again discards its stored
         // votes on the tasks still open.
@@ -294,8 +278,8 @@ impl Grid {
     }
 
     /// Results made durable since the coordinator started.
-    pub fn tasks_completed(&self) -> u64 {
-        self.tasks_completed.load(Ordering::Relaxed)
+    pub fn tasks_done(&self) -> u64 {
+        self.tasks_done.load(Ordering::Relaxed)
     }
 
     /// Tells monitors about a job.
@@ -398,8 +382,8 @@ impl Grid {
                 worker.send(&CoordinatorMessage::Batch(Batch {
                     batch: grant.batch,
                     job: grant.job,
-                    spec: job.spec.clone(),
-                    job_tasks: job.tasks,
+                    spec: job.spec().clone(),
+                    job_tasks: job.tasks(),
                     tasks: grant.tasks.clone(),
                     lease_ms: grant.lease_ms,
                 }))
@@ -412,26 +396,7 @@ impl Grid {
                 continue;
             }
             sent_batches.push((worker_id, grant.batch));
-            let update = {
-                let mut live = job.live();
-                if live.state == JobState::Queued {
-                    live.state = JobState::Running;
-                    live.started_at = Some(unix_ms());
-                    Some(update_of(&job, &live))
-                } else {
-                    None
-                }
-            };
-            if let Some(update) = update {
-                tracing::info!(job = job.id, "job running");
-                self.job_event(&job, JobEvent::Running);
-                let store = self.store.clone();
-                tokio::spawn(async move {
-                    if let Err(error) = store.update_job(update).await {
-                        tracing::error!(%error, "could not store a job's start");
-                    }
-                });
-            }
+            self.start_job(&job);
         }
         // A batch closed between its grant and its sending (its job finished
         // or was cancelled) was revoked before the worker heard of it: revoke
@@ -489,18 +454,6 @@ fn row_of(spec: &KernelSpec, tasks: u32, task: u32) -> u32 {
     match spec.task(tasks, task) {
         grid_kernels::TaskDomain::Rows { first, .. } => first,
         grid_kernels::TaskDomain::Range { .. } => 0,
-    }
-}
-
-fn update_of(job: &Job, live: &JobLive) -> JobUpdate {
-    JobUpdate {
-        job: job.id,
-        state: live.state,
-        paused: live.paused,
-        started_at: live.started_at,
-        finished_at: live.finished_at,
-        error: live.error.clone(),
-        result: live.result.clone(),
     }
 }
 

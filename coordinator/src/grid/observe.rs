@@ -29,7 +29,7 @@ impl Grid {
             }
             let (throughput, rates) = self.monitor.sample_with_count(
                 self.now_ms(),
-                self.tasks_completed(),
+                self.tasks_done(),
                 &totals,
                 self.workers.len(),
                 threads,
@@ -60,7 +60,7 @@ impl Grid {
     pub fn image_tiles_so_far(&self) -> Vec<Vec<u8>> {
         let mut tiles = Vec::new();
         for job in self.jobs.iter() {
-            let KernelSpec::Mandelbrot(p) = &job.spec else {
+            let KernelSpec::Mandelbrot(p) = job.spec() else {
                 continue;
             };
             let live = job.live();
@@ -82,11 +82,11 @@ impl Grid {
                 while task < collator.tasks() && collator.contains(task) {
                     task += 1;
                 }
-                let first = row_of(&job.spec, job.tasks, start);
-                let end = if task == job.tasks {
+                let first = row_of(job.spec(), job.tasks(), start);
+                let end = if task == job.tasks() {
                     p.height
                 } else {
-                    row_of(&job.spec, job.tasks, task)
+                    row_of(job.spec(), job.tasks(), task)
                 };
                 tiles.push(tile_frame(
                     job.id,
@@ -106,7 +106,7 @@ impl Grid {
         let mut out = String::new();
         let mut states: HashMap<&'static str, f64> = HashMap::new();
         for job in self.jobs.iter() {
-            *states.entry(job.live().state.name()).or_default() += 1.0;
+            *states.entry(job.state().name()).or_default() += 1.0;
         }
         let state_samples: Vec<(String, f64)> = JobState::ALL
             .iter()
@@ -154,7 +154,7 @@ impl Grid {
             "grid_tasks_completed_total",
             "counter",
             "Task results made durable and collated.",
-            &[("", self.tasks_completed() as f64)],
+            &[("", self.tasks_done() as f64)],
         );
         family(
             &mut out,

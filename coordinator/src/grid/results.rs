@@ -170,7 +170,7 @@ impl Grid {
                 match (recorded, checked) {
                     (Recorded::Accepted { decided, recheck }, Some((job, bytes, output, d))) => {
                         outcome.accepted += 1;
-                        if job.redundancy > 1 {
+                        if job.definition.replication.redundancy > 1 {
                             replicas.push(ReplicaRow {
                                 job: job.id,
                                 task,
@@ -289,10 +289,11 @@ impl Grid {
                 checked.push(CheckedResult::Unleased { task: result.task });
                 continue;
             }
-            let output = TaskOutput::decode(job.spec.kind(), &result.output)
-                .and_then(|o| o.check(&job.spec, job.tasks, result.task).map(|()| o))
+            let output = TaskOutput::decode(job.spec().kind(), &result.output)
+                .and_then(|o| o.check(job.spec(), job.tasks(), result.task).map(|()| o))
                 .map_err(|e| format!("task {} of job {}: {e}", result.task, job.id))?;
-            if let (TaskOutput::Nonces(nonces), KernelSpec::Hashsearch(p)) = (&output, &job.spec) {
+            if let (TaskOutput::Nonces(nonces), KernelSpec::Hashsearch(p)) = (&output, job.spec())
+            {
                 if let Some(n) = nonces.iter().find(|&&n| {
                     !grid_kernels::hashsearch::meets(p.prefix.as_bytes(), n, p.difficulty)
                 }) {
@@ -308,7 +309,7 @@ impl Grid {
             checked.push(CheckedResult::Leased {
                 task: result.task,
                 // Digests only compare replicas; a single replica needs none.
-                digest: if job.redundancy > 1 {
+                digest: if job.definition.replication.redundancy > 1 {
                     digest(&result.output)
                 } else {
                     [0; 32]
@@ -318,8 +319,8 @@ impl Grid {
             });
         }
         if !sampled.is_empty() {
-            let spec = job.spec.clone();
-            let (tasks, job_id) = (job.tasks, job.id);
+            let spec = job.spec().clone();
+            let (tasks, job_id) = (job.tasks(), job.id);
             let verdict = tokio::task::spawn_blocking(move || {
                 let mut runner = grid_kernels::TaskRunner::new();
                 for (task, bytes) in sampled {
@@ -370,12 +371,13 @@ impl Grid {
                 tracing::error!(job = job.id, task, %error, "collation refused a stored result");
                 continue;
             }
-            self.tasks_completed.fetch_add(1, Ordering::Relaxed);
-            if let (TaskOutput::Iterations(counts), KernelSpec::Mandelbrot(p)) = (output, &job.spec)
+            self.tasks_done.fetch_add(1, Ordering::Relaxed);
+            if let (TaskOutput::Iterations(counts), KernelSpec::Mandelbrot(p)) =
+                (output, job.spec())
             {
                 self.monitor.publish_tile(
                     job.id,
-                    row_of(&job.spec, job.tasks, *task),
+                    row_of(job.spec(), job.tasks(), *task),
                     p.width,
                     counts,
                 );
@@ -420,7 +422,7 @@ impl Grid {
         };
         let replaced = match old
             .as_deref()
-            .map(|b| TaskOutput::decode(job.spec.kind(), b))
+            .map(|b| TaskOutput::decode(job.spec().kind(), b))
         {
             Some(Ok(old)) => collator.replace(task, &old, &output),
             _ => collator.add(task, &output),
@@ -431,9 +433,14 @@ impl Grid {
                 tracing::error!(job = job.id, task, %error, "could not replace a re-checked result")
             }
         }
-        if let (TaskOutput::Iterations(counts), KernelSpec::Mandelbrot(p)) = (&output, &job.spec) {
-            self.monitor
-                .publish_tile(job.id, row_of(&job.spec, job.tasks, task), p.width, counts);
+        if let (TaskOutput::Iterations(counts), KernelSpec::Mandelbrot(p)) = (&output, job.spec())
+        {
+            self.monitor.publish_tile(
+                job.id,
+                row_of(job.spec(), job.tasks(), task),
+                p.width,
+                counts,
+            );
         }
         live.tasks_done = collator.collated();
         self.monitor.mark_progress(job.id);

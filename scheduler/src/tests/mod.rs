@@ -30,9 +30,11 @@ fn plan(id: JobId, tasks: u32, redundancy: u32) -> JobPlan {
     JobPlan {
         id,
         tasks,
-        redundancy,
-        quorum: redundancy / 2 + 1,
-        max_replicas: redundancy + 2,
+        replication: Replication {
+            redundancy,
+            quorum: redundancy / 2 + 1,
+            max_replicas: redundancy + 2,
+        },
     }
 }
 

@@ -409,9 +409,11 @@ fn a_task_without_quorum_within_the_cap_fails_visibly() {
     s.add_job(JobPlan {
         id: 1,
         tasks: 1,
-        redundancy: 2,
-        quorum: 2,
-        max_replicas: 2,
+        replication: Replication {
+            redundancy: 2,
+            quorum: 2,
+            max_replicas: 2,
+        },
     });
     s.add_worker(1, 1, 1, 0);
     s.add_worker(2, 2, 1, 0);

@@ -1,0 +1,166 @@
+//! Reading the store back: jobs at start-up, a job's results for export and
+//! collation, replica votes, quarantined donors. Reads share one connection
+//! of their own and never wait for the writer (WAL).
+
+use grid_protocol::api::JobState;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Store, StoreError, StoredJob};
+use grid_scheduler::Replication;
+
+use crate::jobs::{JobDefinition, Lifecycle};
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown job state {0:?}")]
+struct UnknownState(String);
+
+impl Store {
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let conn = self.reader();
+        f(&conn)
+    }
+
+    /// Every donor quarantined so far, with why, oldest first.
+    pub fn quarantined(&self) -> Result<Vec<(u64, String)>, StoreError> {
+        self.read(|conn| {
+            let mut statement =
+                conn.prepare("SELECT donor, reason FROM quarantine ORDER BY at, donor")?;
+            let rows =
+                statement.query_map([], |r| Ok((r.get::<_, u64>(0)?, r.get::<_, String>(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    pub fn load_jobs(&self) -> Result<Vec<StoredJob>, StoreError> {
+        self.read(|conn| {
+            let mut statement = conn.prepare(
+                "SELECT id, spec, tasks, redundancy, quorum, max_replicas, state, paused,
+                        created_at, started_at, finished_at, error, result, version
+                 FROM jobs ORDER BY id",
+            )?;
+            // Text columns holding JSON or a state name are parsed here too;
+            // a value that does not parse is a corrupt record.
+            fn parsed<T, E: std::error::Error + Send + Sync + 'static>(
+                column: usize,
+                value: Result<T, E>,
+            ) -> rusqlite::Result<T> {
+                value.map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        column,
+                        rusqlite::types::Type::Text,
+                        Box::new(e),
+                    )
+                })
+            }
+            let rows = statement.query_map([], |r| {
+                let state: String = r.get(6)?;
+                let result: Option<String> = r.get(12)?;
+                Ok(StoredJob {
+                    id: r.get(0)?,
+                    definition: JobDefinition {
+                        spec: parsed(1, serde_json::from_str(&r.get::<_, String>(1)?))?,
+                        tasks: r.get(2)?,
+                        replication: Replication {
+                            redundancy: r.get(3)?,
+                            quorum: r.get(4)?,
+                            max_replicas: r.get(5)?,
+                        },
+                        created_at: r.get(8)?,
+                    },
+                    lifecycle: Lifecycle {
+                        state: parsed(6, JobState::from_name(&state).ok_or(UnknownState(state)))?,
+                        paused: r.get(7)?,
+                        started_at: r.get(9)?,
+                        finished_at: r.get(10)?,
+                        error: r.get(11)?,
+                        result: parsed(12, result.map(|r| serde_json::from_str(&r)).transpose())?,
+                        version: r.get(13)?,
+                    },
+                })
+            })?;
+            let jobs = rows
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| StoreError::Corrupt(format!("a job record: {e}")))?;
+            Ok(jobs)
+        })
+    }
+
+    /// Calls `each(task, output)` for every decided task of a job, in task order.
+    pub fn for_each_result(
+        &self,
+        job: u64,
+        mut each: impl FnMut(u32, &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.read(|conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT task, output FROM results WHERE job_id = ?1 ORDER BY task",
+            )?;
+            let mut rows = statement.query([job])?;
+            while let Some(row) = rows.next()? {
+                let task: u32 = row.get(0)?;
+                let output = row
+                    .get_ref(1)?
+                    .as_blob()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                each(task, output)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Replica votes of a job's undecided tasks: (task, donor, digest).
+    pub fn replicas(&self, job: u64) -> Result<Vec<(u32, u64, [u8; 32])>, StoreError> {
+        self.read(|conn| {
+            let mut statement = conn.prepare(
+                "SELECT r.task, r.donor, r.digest FROM replicas r
+                 WHERE r.job_id = ?1
+                   AND NOT EXISTS (SELECT 1 FROM results d WHERE d.job_id = r.job_id AND d.task = r.task)
+                 ORDER BY r.task",
+            )?;
+            let rows = statement.query_map([job], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, u64>(1)?, r.get::<_, Vec<u8>>(2)?)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (task, donor, digest) = row?;
+                let digest: [u8; 32] = digest.try_into().map_err(|_| StoreError::Corrupt(format!("job {job} task {task}: digest length")))?;
+                out.push((task, donor, digest));
+            }
+            Ok(out)
+        })
+    }
+
+    /// A decided task's stored output.
+    pub fn result_output(&self, job: u64, task: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT output FROM results WHERE job_id = ?1 AND task = ?2",
+                    params![job, task],
+                    |r| r.get(0),
+                )
+                .optional()?)
+        })
+    }
+
+    /// The number of decided tasks stored for a job.
+    pub fn result_count(&self, job: u64) -> Result<u64, StoreError> {
+        self.read(|conn| {
+            Ok(conn.query_row(
+                "SELECT COUNT(*) FROM results WHERE job_id = ?1",
+                [job],
+                |r| r.get(0),
+            )?)
+        })
+    }
+
+    pub fn job_exists(&self, job: u64) -> Result<bool, StoreError> {
+        self.read(|conn| {
+            Ok(conn
+                .query_row("SELECT 1 FROM jobs WHERE id = ?1", [job], |_| Ok(()))
+                .optional()?
+                .is_some())
+        })
+    }
+}

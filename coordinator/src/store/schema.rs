@@ -1,0 +1,115 @@
+//! The store's tables, and how a file written by an older coordinator is
+//! brought up to date when it is opened.
+//!
+//! | table | holds |
+//! |---|---|
+//! | `meta` | `opened`: how many times the store was opened (the run epoch) |
+//! | `jobs` | one row a job: its definition and its lifecycle |
+//! | `results` | a decided task's output, one row a task |
+//! | `replicas` | replica votes of tasks waiting for their quorum |
+//! | `quarantine` | donors caught sending wrong results |
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::Durability;
+
+/// The store's file name under the data directory.
+pub const STORE_FILE: &str = "grid.sqlite3";
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    spec         TEXT NOT NULL,
+    tasks        INTEGER NOT NULL,
+    redundancy   INTEGER NOT NULL,
+    quorum       INTEGER NOT NULL,
+    max_replicas INTEGER NOT NULL,
+    state        TEXT NOT NULL,
+    paused       INTEGER NOT NULL DEFAULT 0,
+    created_at   INTEGER NOT NULL,
+    started_at   INTEGER,
+    finished_at  INTEGER,
+    error        TEXT,
+    result       TEXT,
+    version      INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS results (
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    task   INTEGER NOT NULL,
+    donor  INTEGER NOT NULL,
+    output BLOB NOT NULL,
+    PRIMARY KEY (job_id, task)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS replicas (
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    task   INTEGER NOT NULL,
+    donor  INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    output BLOB NOT NULL,
+    PRIMARY KEY (job_id, task, donor)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS quarantine (
+    donor  INTEGER PRIMARY KEY,
+    reason TEXT NOT NULL,
+    at     INTEGER NOT NULL
+);
+";
+
+/// Columns added since the first release, and their definitions: a file
+/// that lacks one gets it, with its default.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[("jobs", "version", "INTEGER NOT NULL DEFAULT 0")];
+
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    for (table, column, definition) in ADDED_COLUMNS {
+        let mut columns =
+            conn.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?;
+        let present = columns
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?
+            .iter()
+            .any(|name| name == column);
+        if !present {
+            conn.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+/// The writer's and the reader's connections to the store at `path`, with
+/// the schema in place and the store proven writable.
+pub(super) fn open_connections(
+    path: &Path,
+    durability: Durability,
+) -> Result<(Connection, Connection), rusqlite::Error> {
+    let writer = Connection::open(path)?;
+    writer.pragma_update(None, "journal_mode", "WAL")?;
+    writer.pragma_update(
+        None,
+        "synchronous",
+        match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        },
+    )?;
+    writer.pragma_update(None, "foreign_keys", "ON")?;
+    writer.busy_timeout(std::time::Duration::from_secs(5))?;
+    writer.execute_batch(SCHEMA)?;
+    migrate(&writer)?;
+    // Prove the store is writable now rather than at the first result.
+    writer.execute(
+        "INSERT INTO meta (key, value) VALUES ('opened', '0')
+         ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+        [],
+    )?;
+    let reader = Connection::open(path)?;
+    reader.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok((writer, reader))
+}

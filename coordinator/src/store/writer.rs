@@ -1,0 +1,210 @@
+//! The store's single writer: a thread that owns the write connection,
+//! takes every write waiting in its queue, applies them in one transaction
+//! and answers each caller only after the commit (a group commit). A commit
+//! that fails answers every write of its group with the error, so nothing of
+//! the group is acknowledged.
+
+use grid_protocol::api::JobState;
+use rusqlite::{Connection, params};
+use tokio::sync::oneshot;
+
+use super::{ReplicaRow, ResultRow, StoreError};
+use crate::jobs::{JobDefinition, Lifecycle};
+use crate::metrics::Histogram;
+
+/// The most writes folded into one transaction.
+const MAX_GROUP: usize = 4096;
+
+pub(super) enum Write {
+    InsertJob(JobDefinition, oneshot::Sender<Result<u64, StoreError>>),
+    /// Results and replicas of one frame; answered with how many result rows
+    /// were new (a task already stored is never stored or counted again).
+    Results {
+        results: Vec<ResultRow>,
+        replicas: Vec<ReplicaRow>,
+        reply: oneshot::Sender<Result<Vec<bool>, StoreError>>,
+    },
+    UpdateJob {
+        job: u64,
+        lifecycle: Lifecycle,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// A re-checked task's corrected output.
+    ReplaceResult(ResultRow, oneshot::Sender<Result<(), StoreError>>),
+    /// A donor whose results failed validation.
+    Quarantine {
+        donor: u64,
+        reason: String,
+        at: u64,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+}
+
+pub(super) fn writer_loop(
+    mut conn: Connection,
+    queue: std::sync::mpsc::Receiver<Write>,
+    commits: &Histogram,
+) {
+    while let Ok(first) = queue.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(write) => group.push(write),
+                Err(_) => break,
+            }
+        }
+        let started = std::time::Instant::now();
+        let outcome = apply_group(&mut conn, &group);
+        commits.observe_micros(started.elapsed().as_micros() as u64);
+        answer_group(group, outcome);
+    }
+    tracing::debug!("store writer stopped");
+}
+
+enum Answer {
+    Id(u64),
+    Inserted(Vec<bool>),
+    Done,
+}
+
+fn apply_group(conn: &mut Connection, group: &[Write]) -> Result<Vec<Answer>, StoreError> {
+    let tx = conn.transaction()?;
+    let mut answers = Vec::with_capacity(group.len());
+    {
+        let mut insert_result = tx.prepare_cached(
+            "INSERT INTO results (job_id, task, donor, output) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (job_id, task) DO NOTHING",
+        )?;
+        let mut insert_replica = tx.prepare_cached(
+            "INSERT INTO replicas (job_id, task, donor, digest, output) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (job_id, task, donor) DO NOTHING",
+        )?;
+        for write in group {
+            match write {
+                Write::InsertJob(job, _) => {
+                    tx.execute(
+                        "INSERT INTO jobs (spec, tasks, redundancy, quorum, max_replicas, state, created_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6)",
+                        params![
+                            serde_json::to_string(&job.spec).expect("specs are plain data"),
+                            job.tasks,
+                            job.replication.redundancy,
+                            job.replication.quorum,
+                            job.replication.max_replicas,
+                            job.created_at
+                        ],
+                    )?;
+                    answers.push(Answer::Id(tx.last_insert_rowid() as u64));
+                }
+                Write::Results {
+                    results, replicas, ..
+                } => {
+                    for replica in replicas {
+                        insert_replica.execute(params![
+                            replica.job,
+                            replica.task,
+                            replica.donor,
+                            &replica.digest[..],
+                            &replica.output[..]
+                        ])?;
+                    }
+                    let mut inserted = Vec::with_capacity(results.len());
+                    for result in results {
+                        inserted.push(
+                            insert_result.execute(params![
+                                result.job,
+                                result.task,
+                                result.donor,
+                                &result.output[..]
+                            ])? == 1,
+                        );
+                    }
+                    answers.push(Answer::Inserted(inserted));
+                }
+                Write::UpdateJob { job, lifecycle, .. } => {
+                    // Only over an older version: transitions may reach this
+                    // queue in another order than they happened.
+                    tx.execute(
+                        "UPDATE jobs SET state = ?2, paused = ?3, started_at = ?4, finished_at = ?5,
+                                         error = ?6, result = ?7, version = ?8
+                         WHERE id = ?1 AND version < ?8",
+                        params![
+                            job,
+                            lifecycle.state.name(),
+                            lifecycle.paused,
+                            lifecycle.started_at,
+                            lifecycle.finished_at,
+                            lifecycle.error,
+                            lifecycle
+                                .result
+                                .as_ref()
+                                .map(|r| serde_json::to_string(r).expect("results are plain data")),
+                            lifecycle.version
+                        ],
+                    )?;
+                    if lifecycle.state == JobState::Done {
+                        // Votes only matter while a task waits for its quorum;
+                        // a failed job keeps them for inspection.
+                        tx.execute("DELETE FROM replicas WHERE job_id = ?1", [job])?;
+                    }
+                    answers.push(Answer::Done);
+                }
+                Write::Quarantine {
+                    donor, reason, at, ..
+                } => {
+                    tx.execute(
+                        "INSERT INTO quarantine (donor, reason, at) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (donor) DO NOTHING",
+                        params![donor, reason, at],
+                    )?;
+                    answers.push(Answer::Done);
+                }
+                Write::ReplaceResult(row, _) => {
+                    tx.execute(
+                        // An upsert: if the first answer's own insert is still queued
+                        // behind this one, it then finds the row and is ignored.
+                        "INSERT INTO results (job_id, task, donor, output) VALUES (?1, ?2, ?4, ?3)
+                         ON CONFLICT (job_id, task) DO UPDATE SET output = excluded.output, donor = excluded.donor",
+                        params![row.job, row.task, &row.output[..], row.donor],
+                    )?;
+                    answers.push(Answer::Done);
+                }
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(answers)
+}
+
+fn answer_group(group: Vec<Write>, outcome: Result<Vec<Answer>, StoreError>) {
+    match outcome {
+        Ok(answers) => {
+            for (write, answer) in group.into_iter().zip(answers) {
+                match (write, answer) {
+                    (Write::InsertJob(_, reply), Answer::Id(id)) => drop(reply.send(Ok(id))),
+                    (Write::Results { reply, .. }, Answer::Inserted(inserted)) => {
+                        drop(reply.send(Ok(inserted)))
+                    }
+                    (Write::UpdateJob { reply, .. }, Answer::Done) => drop(reply.send(Ok(()))),
+                    (Write::ReplaceResult(_, reply), Answer::Done) => drop(reply.send(Ok(()))),
+                    (Write::Quarantine { reply, .. }, Answer::Done) => drop(reply.send(Ok(()))),
+                    _ => unreachable!("answers are made in the order of the writes"),
+                }
+            }
+        }
+        Err(error) => {
+            tracing::error!(%error, writes = group.len(), "store commit failed");
+            let message = error.to_string();
+            let failed = || StoreError::Io(format!("commit failed: {message}"));
+            for write in group {
+                match write {
+                    Write::InsertJob(_, reply) => drop(reply.send(Err(failed()))),
+                    Write::Results { reply, .. } => drop(reply.send(Err(failed()))),
+                    Write::UpdateJob { reply, .. } => drop(reply.send(Err(failed()))),
+                    Write::ReplaceResult(_, reply) => drop(reply.send(Err(failed()))),
+                    Write::Quarantine { reply, .. } => drop(reply.send(Err(failed()))),
+                }
+            }
+        }
+    }
+}
