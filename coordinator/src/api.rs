@@ -17,8 +17,9 @@ use crate::auth;
 use crate::export::{self, Format};
 use crate::grid::{ApiError, Grid};
 use crate::server::PeerAddr;
+use crate::socket::worker::{ConnectionGuard, serve_worker};
 use crate::upgrade;
-use crate::ws::{self, ConnectionGuard};
+use futures_util::StreamExt;
 use grid_protocol::api::{ErrorBody, Health, JobRequest};
 
 /// What every route needs besides the grid.
@@ -255,7 +256,14 @@ fn monitor_socket(shared: Shared) -> impl Filter<Extract = (Response,), Error = 
                 Ok(permit) => handshake.accept(
                     shared.grid.config().max_monitor_frame_bytes,
                     move |socket| {
-                        crate::monitor::serve_monitor(shared.grid, socket, shared.shutdown, permit)
+                        let (sink, stream) = socket.split();
+                        crate::socket::monitor::serve_monitor(
+                            shared.grid,
+                            sink,
+                            stream,
+                            shared.shutdown,
+                            permit,
+                        )
                     },
                 ),
                 Err(_) => json(
@@ -356,7 +364,8 @@ fn worker_socket(shared: Shared) -> impl Filter<Extract = (Response,), Error = R
                 handshake.accept(
                     shared.grid.config().max_worker_frame_bytes(),
                     move |socket| {
-                        ws::serve_worker(shared.grid, socket, addr, shared.shutdown, guard)
+                        let (sink, stream) = socket.split();
+                        serve_worker(shared.grid, sink, stream, addr, shared.shutdown, guard)
                     },
                 )
             },
@@ -447,3 +456,6 @@ async fn handle_rejection(rejection: Rejection) -> Result<Response, Infallible> 
     };
     Ok(json(&ErrorBody { error: message }, status))
 }
+
+#[cfg(test)]
+mod tests;

@@ -4,12 +4,15 @@
 //! - [`run`] serves a grid on a bound listener until `shutdown` resolves.
 //! - [`grid`] owns the coordinator's state: jobs, workers, dispatch, results.
 //! - [`store`] keeps jobs and results durable in SQLite with group commits.
-//! - [`api`] and [`ws`] are the HTTP and WebSocket edges.
+//! - [`api`] (HTTP routes) and [`socket`] (worker and monitor connections)
+//!   are the edges; [`monitor`] is the hub that fans events out to
+//!   dashboards.
 //! - [`worker`] is the native worker (`grid worker`), [`export`] the
 //!   JSON/CSV/PNG renderings of results.
 
 pub mod api;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod export;
 pub mod grid;
@@ -17,12 +20,12 @@ pub mod jobs;
 pub mod metrics;
 pub mod monitor;
 pub mod server;
+pub mod socket;
 pub mod store;
 pub mod sync;
 pub mod tls;
 pub mod upgrade;
 pub mod worker;
-pub mod ws;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -1,4 +1,6 @@
-//! The monitor channel (`/ws/monitor`): live events for dashboards.
+//! The monitor hub: live events for dashboards, encoded once and fanned out
+//! to every monitor connection ([`crate::socket::monitor`]). It knows
+//! nothing of the grid: the grid publishes into it.
 //!
 //! Events are encoded once and fanned out through a bounded broadcast ring.
 //! A client that falls behind does not slow anyone down: it misses events,
@@ -10,14 +12,8 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::Mutex;
 
-use futures_util::{SinkExt, StreamExt};
 use grid_protocol::api::{MonitorEvent, ThroughputSample};
-use tokio::sync::{OwnedSemaphorePermit, broadcast, watch};
-use tokio_tungstenite::tungstenite::Message;
-
-use crate::upgrade::Socket;
-
-use crate::grid::Grid;
+use tokio::sync::broadcast;
 
 /// The first byte of a binary tile frame.
 pub const TILE_FRAME: u8 = 0x02;
@@ -154,7 +150,7 @@ impl Monitor {
             per_worker,
         };
         let sample = ThroughputSample {
-            t: crate::grid::unix_ms(),
+            t: crate::clock::unix_ms(),
             tasks_per_s,
             workers: connected as u64,
             threads,
@@ -191,72 +187,6 @@ pub fn tile_frame(job: u64, first_row: u32, width: u32, counts: &[u32]) -> Vec<u
         bytes.extend_from_slice(&count.to_le_bytes());
     }
     bytes
-}
-
-/// Serves one monitor client: a snapshot, then events as they happen.
-pub async fn serve_monitor(
-    grid: Arc<Grid>,
-    socket: Socket,
-    mut shutdown: watch::Receiver<bool>,
-    _permit: OwnedSemaphorePermit,
-) {
-    let (mut sink, mut stream) = socket.split();
-    // Subscribe before the snapshot so nothing between the two is missed.
-    let mut events = grid.monitor().subscribe();
-    if send_snapshot(&grid, &mut sink).await.is_err() {
-        return;
-    }
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => {
-                let _ = sink
-                    .send(crate::ws::close_message(grid_protocol::CloseCode::GoingAway, "the coordinator is shutting down".into()))
-                    .await;
-                break;
-            }
-            incoming = stream.next() => match incoming {
-                // Clients only listen; anything but a close is ignored.
-                Some(Ok(message)) if message.is_close() => break,
-                Some(Ok(_)) => {}
-                _ => break,
-            },
-            event = events.recv() => {
-                let sent = match event {
-                    Ok(MonitorFrame::Text(text)) => sink.send(Message::text(text.as_ref())).await,
-                    Ok(MonitorFrame::Binary(bytes)) => sink.send(Message::binary(bytes.to_vec())).await,
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::debug!(missed, "monitor client fell behind; resending a snapshot");
-                        send_snapshot(&grid, &mut sink).await
-                    }
-                    Err(broadcast::error::RecvError::Closed) => break,
-                };
-                if sent.is_err() {
-                    break;
-                }
-            }
-        }
-    }
-    let _ = sink.close().await;
-}
-
-async fn send_snapshot<S>(
-    grid: &Grid,
-    sink: &mut S,
-) -> Result<(), tokio_tungstenite::tungstenite::Error>
-where
-    S: SinkExt<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
-{
-    let snapshot = MonitorEvent::Snapshot {
-        time: crate::grid::unix_ms(),
-        jobs: grid.list_jobs(),
-        workers: grid.workers(),
-        throughput: grid.monitor().history(),
-    };
-    sink.send(Message::text(snapshot.encode())).await?;
-    for tile in grid.image_tiles_so_far() {
-        sink.send(Message::binary(tile)).await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

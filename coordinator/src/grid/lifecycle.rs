@@ -122,6 +122,7 @@ impl Grid {
     /// [`Grid::apply`] then [`Grid::commit`], for a transition asked for by
     /// a user: 404 for an unknown job, 409 for one the transition does not
     /// fit.
+    #[tracing::instrument(skip(self), fields(job = id))]
     async fn transition(&self, id: u64, transition: Transition) -> Result<JobStatus, ApiError> {
         let job = self.known_job(id)?;
         let applied = {

@@ -131,12 +131,7 @@ pub struct Grid {
     per_address: DashMap<std::net::IpAddr, usize>,
 }
 
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use crate::clock::unix_ms;
 
 /// A stable 53-bit id from some bytes (so it is exact in JavaScript too).
 fn id_from(parts: &[&[u8]]) -> u64 {

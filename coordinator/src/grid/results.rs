@@ -50,6 +50,7 @@ struct Recheck {
 impl Grid {
     /// Checks, stores and collates one results frame. Returns once every
     /// accepted result is durable; the caller then acknowledges the frame.
+    #[tracing::instrument(level = "debug", skip_all, fields(batch = frame.batch, results = frame.results.len()))]
     pub async fn on_results(
         &self,
         worker: &WorkerConn,
@@ -292,8 +293,7 @@ impl Grid {
             let output = TaskOutput::decode(job.spec().kind(), &result.output)
                 .and_then(|o| o.check(job.spec(), job.tasks(), result.task).map(|()| o))
                 .map_err(|e| format!("task {} of job {}: {e}", result.task, job.id))?;
-            if let (TaskOutput::Nonces(nonces), KernelSpec::Hashsearch(p)) = (&output, job.spec())
-            {
+            if let (TaskOutput::Nonces(nonces), KernelSpec::Hashsearch(p)) = (&output, job.spec()) {
                 if let Some(n) = nonces.iter().find(|&&n| {
                     !grid_kernels::hashsearch::meets(p.prefix.as_bytes(), n, p.difficulty)
                 }) {
@@ -433,8 +433,7 @@ impl Grid {
                 tracing::error!(job = job.id, task, %error, "could not replace a re-checked result")
             }
         }
-        if let (TaskOutput::Iterations(counts), KernelSpec::Mandelbrot(p)) = (&output, job.spec())
-        {
+        if let (TaskOutput::Iterations(counts), KernelSpec::Mandelbrot(p)) = (&output, job.spec()) {
             self.monitor.publish_tile(
                 job.id,
                 row_of(job.spec(), job.tasks(), task),

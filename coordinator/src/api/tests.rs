@@ -1,0 +1,258 @@
+//! The HTTP routes in-process (`warp::test`): status codes, error bodies
+//! and export headers, over a real grid on a temporary store.
+
+use std::sync::Arc;
+
+use grid_kernels::spec::PrimesParams;
+use grid_kernels::{KernelSpec, TaskRunner};
+use grid_protocol::api::{ErrorBody, JobState, JobStatus};
+use grid_protocol::frame::ResultsFrameBuilder;
+use grid_protocol::{CoordinatorMessage, Hello, PROTOCOL_VERSION, ResultsFrame, WorkerKind};
+use tokio::sync::{Semaphore, mpsc, watch};
+use warp::http::StatusCode;
+
+use super::*;
+use crate::ServerConfig;
+use crate::grid::Outbound;
+
+const TOKEN: &str = "secret";
+
+struct Api {
+    grid: Arc<Grid>,
+    routes: BoxedFilter<(Response,)>,
+    _dir: tempfile::TempDir,
+    _shutdown: watch::Sender<bool>,
+}
+
+async fn api() -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(dir.path().to_path_buf(), TOKEN.into());
+    config.durability = crate::store::Durability::Normal;
+    let grid = Grid::open(config).await.unwrap();
+    let (stop, shutdown) = watch::channel(false);
+    let routes = routes(Shared {
+        grid: grid.clone(),
+        shutdown,
+        connections: Arc::new(Semaphore::new(10)),
+        monitors: Arc::new(Semaphore::new(10)),
+        done: mpsc::channel(1).0,
+    });
+    Api {
+        grid,
+        routes,
+        _dir: dir,
+        _shutdown: stop,
+    }
+}
+
+fn authorized(method: &str, path: &str) -> warp::test::RequestBuilder {
+    warp::test::request()
+        .method(method)
+        .path(path)
+        .header("authorization", format!("Bearer {TOKEN}"))
+}
+
+fn error_of(response: &warp::http::Response<bytes::Bytes>) -> String {
+    let body: &[u8] = response.body().as_ref();
+    serde_json::from_slice::<ErrorBody>(body)
+        .unwrap_or_else(|e| panic!("not an error body ({e}): {body:?}"))
+        .error
+}
+
+/// `warp::test` answers with the body collected; this reads it typed.
+async fn reply(
+    api: &Api,
+    request: warp::test::RequestBuilder,
+) -> warp::http::Response<bytes::Bytes> {
+    request.reply(&api.routes).await
+}
+
+const PRIMES: &str = r#"{"kernel":"primes","params":{"start":0,"end":1000},"tasks":1}"#;
+
+#[tokio::test]
+async fn the_api_wants_the_token_and_says_where_it_is() {
+    let api = api().await;
+    let health = reply(&api, warp::test::request().path("/api/health")).await;
+    assert_eq!(health.status(), StatusCode::OK, "health needs no token");
+    let response = reply(&api, warp::test::request().path("/api/jobs")).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(error_of(&response).contains("DATA/token"));
+    let wrong = warp::test::request()
+        .path("/api/jobs")
+        .header("authorization", "Bearer nope");
+    assert_eq!(reply(&api, wrong).await.status(), StatusCode::UNAUTHORIZED);
+    let listed = reply(&api, authorized("GET", "/api/jobs")).await;
+    assert_eq!(listed.status(), StatusCode::OK);
+    assert_eq!(listed.body().as_ref(), b"[]");
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_sentence_and_change_nothing() {
+    let api = api().await;
+    let cases: Vec<(warp::test::RequestBuilder, StatusCode, &str)> = vec![
+        (
+            authorized("GET", "/api/jobs/99"),
+            StatusCode::NOT_FOUND,
+            "no job 99",
+        ),
+        (
+            authorized("GET", "/api/jobs/abc"),
+            StatusCode::BAD_REQUEST,
+            "'abc' is not a job id",
+        ),
+        (
+            authorized("POST", "/api/jobs").body(r#"{"kernel":"primes","colour":1}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid job request: unknown field `colour`",
+        ),
+        (
+            authorized("POST", "/api/jobs").body(r#"{"kernel":"fibonacci"}"#),
+            StatusCode::BAD_REQUEST,
+            "unknown kernel 'fibonacci'",
+        ),
+        (
+            authorized("POST", "/api/jobs")
+                .body(r#"{"kernel":"primes","params":{"start":0,"end":10},"redundancy":99}"#),
+            StatusCode::BAD_REQUEST,
+            "redundancy must be between 1 and 16, got 99",
+        ),
+        (
+            authorized("POST", "/api/jobs").body(vec![b' '; 64 * 1024 + 1]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large",
+        ),
+        (
+            authorized("DELETE", "/api/jobs"),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed",
+        ),
+    ];
+    for (request, status, message) in cases {
+        let response = reply(&api, request).await;
+        assert_eq!(response.status(), status, "{message}");
+        let error = error_of(&response);
+        assert!(error.starts_with(message), "{error:?} for {message:?}");
+    }
+    assert!(api.grid.list_jobs().is_empty(), "nothing was submitted");
+}
+
+#[tokio::test]
+async fn a_finished_job_cannot_change_and_an_unfinished_one_has_no_results() {
+    let api = api().await;
+    let submitted = reply(&api, authorized("POST", "/api/jobs").body(PRIMES)).await;
+    assert_eq!(submitted.status(), StatusCode::CREATED);
+    let status: JobStatus = serde_json::from_slice(submitted.body()).unwrap();
+    assert_eq!(status.state, JobState::Queued);
+    let results = reply(
+        &api,
+        authorized("GET", &format!("/api/jobs/{}/results", status.id)),
+    )
+    .await;
+    assert_eq!(results.status(), StatusCode::CONFLICT);
+    assert_eq!(
+        error_of(&results),
+        format!(
+            "job {} is queued; results are available once it is done",
+            status.id
+        )
+    );
+    let path = format!("/api/jobs/{}/cancel", status.id);
+    let cancelled = reply(&api, authorized("POST", &path)).await;
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    let again = reply(&api, authorized("POST", &path)).await;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    assert_eq!(
+        error_of(&again),
+        format!("job {} is already cancelled", status.id)
+    );
+    let paused = reply(
+        &api,
+        authorized("POST", &format!("/api/jobs/{}/pause", status.id)),
+    )
+    .await;
+    assert_eq!(paused.status(), StatusCode::CONFLICT);
+}
+
+/// Runs a one-task primes job to the end through the grid itself.
+async fn finished_job(api: &Api) -> u64 {
+    let (outbox, mut queue) = mpsc::channel(64);
+    let hello = Hello {
+        protocol: PROTOCOL_VERSION,
+        kind: WorkerKind::Native,
+        threads: 1,
+        name: None,
+        session: None,
+    };
+    let worker = api.grid.register_worker(hello, None, outbox).unwrap();
+    let submitted = reply(api, authorized("POST", "/api/jobs").body(PRIMES)).await;
+    let status: JobStatus = serde_json::from_slice(submitted.body()).unwrap();
+    let batch = loop {
+        if let Some(Outbound::Text(text)) = queue.recv().await {
+            if let Ok(CoordinatorMessage::Batch(batch)) = CoordinatorMessage::decode(&text) {
+                break batch;
+            }
+        }
+    };
+    let mut frame = ResultsFrameBuilder::new(batch.batch);
+    frame.push(0, &TaskRunner::new().run(&batch.spec, 1, 0));
+    let frame = ResultsFrame::decode_shared(&bytes::Bytes::from(frame.finish())).unwrap();
+    api.grid.on_results(&worker, frame).await.unwrap();
+    assert_eq!(
+        api.grid.job_status(status.id).unwrap().state,
+        JobState::Done
+    );
+    assert_eq!(
+        batch.spec,
+        KernelSpec::Primes(PrimesParams {
+            start: 0,
+            end: 1000
+        })
+    );
+    status.id
+}
+
+#[tokio::test]
+async fn exports_name_their_type_and_file() {
+    let api = api().await;
+    let id = finished_job(&api).await;
+    let csv = reply(
+        &api,
+        authorized("GET", &format!("/api/jobs/{id}/results?format=csv")),
+    )
+    .await;
+    assert_eq!(csv.status(), StatusCode::OK);
+    assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+    assert_eq!(
+        csv.headers()["content-disposition"],
+        format!("attachment; filename=\"job-{id}-primes.csv\"")
+    );
+    assert_eq!(csv.body().as_ref(), b"count\n168\n");
+    let json = reply(&api, authorized("GET", &format!("/api/jobs/{id}/results"))).await;
+    assert_eq!(json.headers()["content-type"], "application/json");
+    assert_eq!(json.body().as_ref(), br#"{"count":168}"#);
+    for (query, message) in [
+        (
+            "format=png",
+            "png export is only available for mandelbrot jobs",
+        ),
+        ("format=gif", "unknown format 'gif' (use json, csv or png)"),
+        ("colour=red", "unknown query parameter 'colour=red'"),
+    ] {
+        let response = reply(
+            &api,
+            authorized("GET", &format!("/api/jobs/{id}/results?{query}")),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query}");
+        assert!(error_of(&response).starts_with(message), "{query}");
+    }
+    let cancel = reply(&api, authorized("POST", &format!("/api/jobs/{id}/cancel"))).await;
+    assert_eq!(error_of(&cancel), format!("job {id} is already done"));
+    let metrics = reply(&api, warp::test::request().path("/metrics")).await;
+    assert_eq!(
+        metrics.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = std::str::from_utf8(metrics.body()).unwrap();
+    assert!(text.contains("grid_jobs{state=\"done\"} 1"), "{text}");
+}

@@ -1,0 +1,96 @@
+//! One monitor (dashboard) connection, over any `Sink`/`Stream` of
+//! WebSocket messages: a snapshot of the grid, the tiles of images in
+//! progress, then every event the [`crate::monitor`] hub fans out. A client
+//! that falls behind the hub's ring is sent a fresh snapshot in place of
+//! what it missed. The channel is one-way: what the client sends is read
+//! (so its close is seen) and ignored.
+
+use std::sync::Arc;
+
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use grid_protocol::CloseCode;
+use grid_protocol::api::MonitorEvent;
+use tokio::sync::{OwnedSemaphorePermit, broadcast, watch};
+use tokio_tungstenite::tungstenite::Message;
+use tracing::Instrument;
+
+use super::{WsError, close_message, linger};
+use crate::grid::Grid;
+use crate::monitor::MonitorFrame;
+
+/// Serves one monitor client until it leaves or the coordinator stops.
+pub async fn serve_monitor<S, R>(
+    grid: Arc<Grid>,
+    mut sink: S,
+    mut stream: R,
+    mut shutdown: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
+) where
+    S: Sink<Message, Error = WsError> + Unpin,
+    R: Stream<Item = Result<Message, WsError>> + Unpin,
+{
+    async move {
+        // Subscribe before the snapshot so nothing between the two is missed.
+        let mut events = grid.monitor().subscribe();
+        if send_snapshot(&grid, &mut sink).await.is_err() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => {
+                    let goodbye = close_message(
+                        CloseCode::GoingAway,
+                        "the coordinator is shutting down".into(),
+                    );
+                    if sink.send(goodbye).await.is_ok() {
+                        linger(&mut stream, grid.config().close_linger).await;
+                    }
+                    break;
+                }
+                incoming = stream.next() => match incoming {
+                    // Clients only listen; anything but a close is ignored.
+                    Some(Ok(message)) if message.is_close() => break,
+                    Some(Ok(_)) => {}
+                    _ => break,
+                },
+                event = events.recv() => {
+                    let sent = match event {
+                        Ok(MonitorFrame::Text(text)) => sink.send(Message::text(text.as_ref())).await,
+                        Ok(MonitorFrame::Binary(bytes)) => sink.send(Message::binary(bytes.to_vec())).await,
+                        Err(broadcast::error::RecvError::Lagged(missed)) => {
+                            tracing::debug!(missed, "monitor client fell behind; resending a snapshot");
+                            send_snapshot(&grid, &mut sink).await
+                        }
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    };
+                    if sent.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = sink.close().await;
+    }
+    .instrument(tracing::info_span!("monitor"))
+    .await
+}
+
+async fn send_snapshot<S>(grid: &Grid, sink: &mut S) -> Result<(), WsError>
+where
+    S: Sink<Message, Error = WsError> + Unpin,
+{
+    let snapshot = MonitorEvent::Snapshot {
+        time: crate::clock::unix_ms(),
+        jobs: grid.list_jobs(),
+        workers: grid.workers(),
+        throughput: grid.monitor().history(),
+    };
+    sink.send(Message::text(snapshot.encode())).await?;
+    for tile in grid.image_tiles_so_far() {
+        sink.send(Message::binary(tile)).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

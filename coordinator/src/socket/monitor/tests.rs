@@ -1,0 +1,80 @@
+//! A monitor connection driven through channels: the snapshot first, events
+//! as the grid changes, and a close when the coordinator stops.
+
+use std::time::Duration;
+
+use futures_channel::mpsc as fmpsc;
+use grid_kernels::KernelSpec;
+use grid_kernels::spec::PrimesParams;
+use grid_protocol::api::{JobEvent, JobRequest, MonitorEvent};
+use tokio::sync::Semaphore;
+
+use super::*;
+use crate::ServerConfig;
+
+async fn next_event(from_server: &mut fmpsc::Receiver<Message>) -> MonitorEvent {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), from_server.next())
+            .await
+            .expect("the monitor sends")
+            .expect("the connection is open");
+        if let Message::Text(text) = message {
+            let event = MonitorEvent::decode(&text).expect("a monitor event");
+            // Throughput samples come on their own clock; skip them.
+            if !matches!(event, MonitorEvent::Throughput { .. }) {
+                return event;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_snapshot_then_events_then_a_goodbye() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(dir.path().to_path_buf(), "token".into());
+    config.durability = crate::store::Durability::Normal;
+    let grid = Grid::open(config).await.unwrap();
+    let request = JobRequest {
+        tasks: Some(2),
+        ..JobRequest::new(KernelSpec::Primes(PrimesParams { start: 0, end: 100 }))
+    };
+    let first = grid.submit(request.clone()).await.unwrap();
+
+    let (mut to_server, stream) = fmpsc::channel::<Result<Message, WsError>>(16);
+    let (sink, mut from_server) = fmpsc::channel(1024);
+    let sink = sink.sink_map_err(|_| WsError::ConnectionClosed);
+    let (stop, shutdown) = watch::channel(false);
+    let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+    let served = tokio::spawn(serve_monitor(grid.clone(), sink, stream, shutdown, permit));
+
+    match next_event(&mut from_server).await {
+        MonitorEvent::Snapshot { jobs, workers, .. } => {
+            assert_eq!(jobs.iter().map(|j| j.id).collect::<Vec<_>>(), [first.id]);
+            assert!(workers.is_empty());
+        }
+        other => panic!("expected the snapshot first, got {other:?}"),
+    }
+    let second = grid.submit(request).await.unwrap();
+    match next_event(&mut from_server).await {
+        MonitorEvent::Job { event, job } => {
+            assert_eq!((event, job.id), (JobEvent::Submitted, second.id));
+        }
+        other => panic!("expected the job event, got {other:?}"),
+    }
+    // What a monitor client sends is ignored.
+    to_server.send(Ok(Message::text("hello?"))).await.unwrap();
+
+    stop.send(true).unwrap();
+    let close = loop {
+        match from_server.next().await.expect("a close frame") {
+            Message::Close(frame) => break frame.expect("a code"),
+            _ => continue,
+        }
+    };
+    assert_eq!(u16::from(close.code), CloseCode::GoingAway.code());
+    to_server.send(Ok(Message::Close(None))).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(1), served)
+        .await
+        .expect("the connection ends once the client's close arrives")
+        .unwrap();
+}

@@ -1,0 +1,311 @@
+//! A worker connection driven through channels in place of a socket, on
+//! tokio's paused clock: what it sends back for each thing a worker does,
+//! frame by frame, with no network and no waiting for real timeouts.
+
+use std::time::Duration;
+
+use futures_channel::mpsc as fmpsc;
+use futures_util::{SinkExt, StreamExt};
+use grid_kernels::spec::PrimesParams;
+use grid_kernels::{KernelSpec, TaskRunner};
+use grid_protocol::api::JobRequest;
+use grid_protocol::frame::ResultsFrameBuilder;
+use grid_protocol::{Batch, PROTOCOL_VERSION, WorkerKind};
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::error::CapacityError;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+
+use super::*;
+use crate::ServerConfig;
+
+/// The worker's end of a connection under test.
+struct Peer {
+    to_server: fmpsc::Sender<Result<Message, WsError>>,
+    from_server: fmpsc::Receiver<Message>,
+    served: tokio::task::JoinHandle<()>,
+    /// Kept so the connection does not see a shutdown.
+    _shutdown: watch::Sender<bool>,
+}
+
+impl Peer {
+    fn connect(grid: &Arc<Grid>) -> Peer {
+        let (to_server, stream) = fmpsc::channel(4096);
+        let (sink, from_server) = fmpsc::channel(4096);
+        let sink = sink.sink_map_err(|_| WsError::ConnectionClosed);
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let guard = ConnectionGuard {
+            permit: Arc::new(Semaphore::new(1)).try_acquire_owned().ok(),
+            address: grid.open_address_slot(None),
+            _done: mpsc::channel(1).0,
+        };
+        let served = tokio::spawn(serve_worker(
+            grid.clone(),
+            sink,
+            stream,
+            None,
+            shutdown,
+            guard,
+        ));
+        Peer {
+            to_server,
+            from_server,
+            served,
+            _shutdown: shutdown_tx,
+        }
+    }
+
+    async fn send(&mut self, message: Message) {
+        self.to_server
+            .send(Ok(message))
+            .await
+            .expect("the server reads");
+    }
+
+    async fn send_text(&mut self, message: &WorkerMessage) {
+        self.send(Message::text(message.encode())).await;
+    }
+
+    /// Says hello and reads the welcome.
+    async fn join(grid: &Arc<Grid>, threads: u32) -> Peer {
+        let mut peer = Peer::connect(grid);
+        peer.send_text(&WorkerMessage::Hello(Hello {
+            protocol: PROTOCOL_VERSION,
+            kind: WorkerKind::Native,
+            threads,
+            name: Some("test".into()),
+            session: None,
+        }))
+        .await;
+        match peer.next_message().await {
+            CoordinatorMessage::Welcome {
+                max_frame_bytes, ..
+            } => {
+                assert_eq!(max_frame_bytes, MAX_RESULTS_FRAME_BYTES as u64)
+            }
+            other => panic!("expected a welcome, got {other:?}"),
+        }
+        peer
+    }
+
+    async fn next(&mut self) -> Message {
+        tokio::time::timeout(Duration::from_secs(120), self.from_server.next())
+            .await
+            .expect("the server answers")
+            .expect("the connection is open")
+    }
+
+    /// The next control message, skipping heartbeats.
+    async fn next_message(&mut self) -> CoordinatorMessage {
+        loop {
+            match self.next().await {
+                Message::Text(text) => match CoordinatorMessage::decode(&text).unwrap() {
+                    CoordinatorMessage::Heartbeat {} => continue,
+                    message => return message,
+                },
+                other => panic!("expected a text message, got {other:?}"),
+            }
+        }
+    }
+
+    /// Reads until the close frame; its code and reason.
+    async fn expect_close(&mut self) -> (u16, String) {
+        loop {
+            if let Message::Close(frame) = self.next().await {
+                let frame = frame.expect("a close code");
+                return (u16::from(frame.code), frame.reason.to_string());
+            }
+        }
+    }
+
+    /// Answers the server's close frame and waits for the connection to end.
+    async fn close_and_wait(mut self) {
+        self.send(Message::Close(Some(CloseFrame {
+            code: WsCloseCode::Normal,
+            reason: "bye".into(),
+        })))
+        .await;
+        tokio::time::timeout(Duration::from_millis(500), self.served)
+            .await
+            .expect("the connection ends as soon as the worker's close arrives")
+            .expect("the connection task");
+    }
+}
+
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+async fn open_grid(dir: &std::path::Path) -> Arc<Grid> {
+    let mut config = ServerConfig::new(dir.to_path_buf(), "token".into());
+    config.durability = crate::store::Durability::Normal;
+    Grid::open(config).await.expect("the grid opens")
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_hello_in_time_is_closed_with_4004() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = open_grid(dir.path()).await;
+    let mut peer = Peer::connect(&grid);
+    let (code, reason) = peer.expect_close().await;
+    assert_eq!(code, CloseCode::HelloTimeout.code());
+    assert_eq!(reason, "no hello within 10000 ms");
+    peer.close_and_wait().await;
+    assert_eq!(grid.worker_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_first_message_that_is_not_a_hello_is_a_protocol_violation() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = open_grid(dir.path()).await;
+    let mut peer = Peer::connect(&grid);
+    peer.send_text(&WorkerMessage::Heartbeat {}).await;
+    assert_eq!(
+        peer.expect_close().await,
+        (
+            CloseCode::ProtocolViolation.code(),
+            "the first message must be a hello".into()
+        )
+    );
+    let mut peer = Peer::connect(&grid);
+    peer.send(Message::text("{not json")).await;
+    assert_eq!(
+        peer.expect_close().await.0,
+        CloseCode::MalformedFrame.code()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_over_its_message_rate_is_closed_with_4006_and_heard_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = open_grid(dir.path()).await;
+    let mut peer = Peer::join(&grid, 1).await;
+    assert_eq!(grid.worker_count(), 1);
+    // No time passes: the burst of 400 is all there is.
+    for _ in 0..1000 {
+        peer.send_text(&WorkerMessage::Heartbeat {}).await;
+    }
+    let (code, reason) = peer.expect_close().await;
+    assert_eq!(code, CloseCode::RateLimited.code());
+    assert_eq!(reason, "more than 100 messages a second");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !peer.served.is_finished(),
+        "the connection waits for the worker's close frame"
+    );
+    peer.close_and_wait().await;
+    assert_eq!(grid.worker_count(), 0, "the worker left the grid");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_oversized_frame_is_closed_with_4003_and_a_second_hello_with_4002() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = open_grid(dir.path()).await;
+    let mut peer = Peer::join(&grid, 1).await;
+    let too_long = CapacityError::MessageTooLong {
+        size: 20 << 20,
+        max_size: 17 << 20,
+    };
+    peer.to_server
+        .send(Err(WsError::Capacity(too_long)))
+        .await
+        .unwrap();
+    let (code, reason) = peer.expect_close().await;
+    assert_eq!(code, CloseCode::FrameTooLarge.code());
+    assert!(reason.starts_with("frame too large"), "{reason}");
+
+    let mut peer = Peer::join(&grid, 1).await;
+    peer.send_text(&WorkerMessage::Hello(Hello {
+        protocol: PROTOCOL_VERSION,
+        kind: WorkerKind::Native,
+        threads: 1,
+        name: None,
+        session: None,
+    }))
+    .await;
+    assert_eq!(
+        peer.expect_close().await,
+        (
+            CloseCode::ProtocolViolation.code(),
+            "hello was already received".into()
+        )
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_worker_is_closed_with_4005_after_heartbeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = open_grid(dir.path()).await;
+    let mut peer = Peer::join(&grid, 1).await;
+    let mut heartbeats = 0;
+    let code = loop {
+        match peer.next().await {
+            Message::Text(text) => {
+                assert_eq!(
+                    CoordinatorMessage::decode(&text).unwrap(),
+                    CoordinatorMessage::Heartbeat {}
+                );
+                heartbeats += 1;
+            }
+            Message::Close(frame) => break u16::from(frame.unwrap().code),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(code, CloseCode::IdleTimeout.code());
+    // A 10 s heartbeat with a random phase of 5 to 15 s, over 60 s of silence.
+    assert!((4..=6).contains(&heartbeats), "{heartbeats} heartbeats");
+}
+
+/// One ack per results frame, in the order the frames came, whatever each
+/// frame holds. (On the real clock: acks wait for the store's commits, which
+/// run on a thread of their own, and a paused clock would jump meanwhile.)
+#[tokio::test]
+async fn acks_follow_the_order_of_the_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = open_grid(dir.path()).await;
+    let mut peer = Peer::join(&grid, 2).await;
+    let spec = KernelSpec::Primes(PrimesParams {
+        start: 0,
+        end: 1000,
+    });
+    grid.submit(JobRequest {
+        tasks: Some(10),
+        ..JobRequest::new(spec.clone())
+    })
+    .await
+    .unwrap();
+    let batch: Batch = match peer.next_message().await {
+        CoordinatorMessage::Batch(batch) => batch,
+        other => panic!("expected a batch, got {other:?}"),
+    };
+    let mut runner = TaskRunner::new();
+    let mut frame = ResultsFrameBuilder::new(batch.batch);
+    for task in batch.tasks.iter() {
+        frame.push(task, &runner.run(&spec, 10, task));
+    }
+    let unknown = {
+        let mut frame = ResultsFrameBuilder::new(7);
+        frame.push(0, &runner.run(&spec, 10, 0));
+        frame.finish()
+    };
+    peer.send(Message::binary(unknown.clone())).await;
+    peer.send(Message::binary(frame.finish())).await;
+    peer.send(Message::binary(unknown)).await;
+    let mut acks = Vec::new();
+    while acks.len() < 3 {
+        if let CoordinatorMessage::Ack {
+            batch,
+            accepted,
+            duplicate,
+            rejected,
+        } = peer.next_message().await
+        {
+            acks.push((batch, accepted, duplicate, rejected));
+        }
+    }
+    assert_eq!(
+        acks,
+        vec![
+            (7, 0, 0, 1),
+            (batch.batch, batch.tasks.len() as u32, 0, 0),
+            (7, 0, 0, 1)
+        ]
+    );
+}
