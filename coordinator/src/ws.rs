@@ -303,23 +303,8 @@ async fn results(grid: &Grid, worker: &Arc<WorkerConn>, bytes: &bytes::Bytes) ->
 pub fn close_message(code: CloseCode, reason: String) -> Message {
     Message::Close(Some(CloseFrame {
         code: WsCloseCode::from(code.code()),
-        reason: close_reason(reason).into(),
+        reason: grid_protocol::close::close_reason(reason).into(),
     }))
-}
-
-/// A close frame's reason may hold at most 123 bytes (RFC 6455, 5.5): longer
-/// reasons (serde's messages quote the input) are cut at a character boundary.
-pub fn close_reason(mut reason: String) -> String {
-    const MAX: usize = 123;
-    if reason.len() > MAX {
-        let mut end = MAX - 3;
-        while !reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        reason.truncate(end);
-        reason.push_str("...");
-    }
-    reason
 }
 
 /// Lets the writer send what is queued (the close frame last), then stops it.
@@ -328,18 +313,5 @@ async fn finish(writer: tokio::task::JoinHandle<()>, outbox: mpsc::Sender<Outbou
     let abort = writer.abort_handle();
     if timeout(Duration::from_secs(2), writer).await.is_err() {
         abort.abort();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn close_reasons_fit_a_control_frame() {
-        assert_eq!(close_reason("short".into()), "short");
-        let long = close_reason("é".repeat(100));
-        assert!(long.len() <= 123, "{}", long.len());
-        assert!(long.ends_with("..."));
     }
 }

@@ -16,6 +16,7 @@ use std::cell::{Cell, RefCell};
 
 use grid_kernels::TaskRunner;
 use grid_protocol::CloseCode;
+use grid_protocol::close::close_reason;
 use js_sys::{ArrayBuffer, Function};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -32,8 +33,6 @@ use crate::worker_loop::{Fault, Outgoing, WorkerLoop};
 const TICK_MS: i32 = 200;
 /// Unsent bytes on the socket above which computing waits for the network.
 const MAX_BUFFERED_BYTES: u32 = 4 * 1024 * 1024;
-/// The longest close reason a browser accepts is 123 bytes.
-const MAX_CLOSE_REASON_BYTES: usize = 123;
 
 thread_local! {
     static APP: RefCell<Option<App>> = const { RefCell::new(None) };
@@ -91,16 +90,8 @@ impl Socket {
         self.ws.set_onerror(None);
         let _ = self
             .ws
-            .close_with_code_and_reason(CloseCode::Normal.code(), &truncate(reason));
+            .close_with_code_and_reason(CloseCode::Normal.code(), &close_reason(reason.into()));
     }
-}
-
-fn truncate(reason: &str) -> String {
-    let mut end = reason.len().min(MAX_CLOSE_REASON_BYTES);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    reason[..end].to_string()
 }
 
 /// Callbacks made once and kept for the worker's life.
