@@ -114,7 +114,7 @@ fn compute_thread(pool: Arc<Pool>) {
                         .unwrap_or_else(|| "the kernel panicked".into());
                     runner = TaskRunner::new();
                     let failure = state.core.fail(&task, format!("panic: {message}"));
-                    state.failures.push(failure);
+                    state.failures.extend(failure);
                 }
             }
         }
@@ -147,7 +147,7 @@ pub async fn run(
     let threads = options.threads.max(1);
     let pool = Arc::new(Pool {
         state: Mutex::new(PoolState {
-            core: WorkerCore::new(),
+            core: WorkerCore::new(0),
             generation: 0,
             failures: Vec::new(),
             running: 0,
@@ -268,8 +268,8 @@ async fn session(
     };
     {
         let mut state = pool.lock();
-        state.core = WorkerCore::new();
         state.generation += 1;
+        state.core = WorkerCore::new(state.generation);
         state.failures.clear();
     }
     *welcomed = true;

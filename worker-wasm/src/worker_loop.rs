@@ -79,6 +79,8 @@ pub struct WorkerLoop {
     hello: Hello,
     phase: Phase,
     core: WorkerCore,
+    /// Bumped for every new core.
+    generation: u64,
     /// The donor paused (or the tab is hidden): no new work.
     paused: bool,
     /// The donor left: hand everything back and take nothing new.
@@ -108,7 +110,8 @@ impl WorkerLoop {
                 session: Some(session),
             },
             phase: Phase::Offline,
-            core: WorkerCore::new(),
+            core: WorkerCore::new(0),
+            generation: 0,
             paused: false,
             stopping: false,
             outgoing: VecDeque::new(),
@@ -142,8 +145,13 @@ impl WorkerLoop {
 
     /// The socket opened: say hello (and, if the donor paused meanwhile,
     /// that this worker wants no work).
+    fn new_core(&mut self) {
+        self.generation += 1;
+        self.core = WorkerCore::new(self.generation);
+    }
+
     pub fn on_open(&mut self, now: f64) {
-        self.core = WorkerCore::new();
+        self.new_core();
         self.current = None;
         self.phase = Phase::Greeting { since: now };
         self.last_received = now;
@@ -159,7 +167,7 @@ impl WorkerLoop {
     /// re-issues a dropped connection's tasks.
     pub fn on_closed(&mut self, reason: Option<String>) {
         self.phase = Phase::Offline;
-        self.core = WorkerCore::new();
+        self.new_core();
         self.current = None;
         self.outgoing.clear();
         if reason.is_some() {
@@ -367,8 +375,9 @@ impl WorkerLoop {
         }
         if let Some(task) = self.current.take() {
             if self.is_connected() {
-                let failed = self.core.fail(&task, error.clone());
-                self.send(&failed);
+                if let Some(failed) = self.core.fail(&task, error.clone()) {
+                    self.send(&failed);
+                }
             }
         }
         self.stop();
