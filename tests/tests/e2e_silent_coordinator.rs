@@ -7,17 +7,21 @@
 //! socket stays open. The browser worker's side of the same rule is the
 //! session test `a_silent_coordinator_is_left_after_the_idle_timeout_and_dialled_again`
 //! in `protocol/src/session.rs`; both workers drive that one session.
+//!
+//! The same fake coordinator also refuses a worker with close code 4009: the
+//! native worker then gives up with the reason instead of dialling again.
 
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use grid_coordinator::worker::{self, WorkerOptions};
-use grid_protocol::{CoordinatorMessage, Hello, WorkerKind, WorkerMessage};
+use grid_protocol::{CloseCode, CoordinatorMessage, Hello, WorkerKind, WorkerMessage};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 /// The welcome's idle timeout, and the margin allowed on top of it: a tick
 /// (200 ms) to notice, and the first reconnect delay (at most 312 ms).
@@ -138,4 +142,40 @@ async fn a_native_worker_leaves_a_silent_coordinator_and_dials_again() {
         .expect("the worker stops")
         .unwrap()
         .expect("the worker stops without an error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_worker_refused_with_a_bad_hello_gives_up() {
+    grid_tests::init_logging();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let options = WorkerOptions {
+        url: format!("ws://{}", listener.local_addr().unwrap()),
+        threads: 1,
+        name: Some("unwelcome".into()),
+        ca_cert: None,
+    };
+    let (_stop, stopping) = watch::channel(false);
+    let worker = tokio::spawn(worker::run(options, stopping));
+
+    let (mut socket, _) = accept_hello(&listener).await;
+    let refusal = CloseFrame {
+        code: CloseCode::BadHello.code().into(),
+        reason: "names must be shorter".into(),
+    };
+    socket.send(Message::Close(Some(refusal))).await.unwrap();
+    let error = timeout(Duration::from_secs(5), worker)
+        .await
+        .expect("the worker gives up at once")
+        .unwrap()
+        .expect_err("a refused worker ends with an error");
+    assert_eq!(
+        error.to_string(),
+        "the coordinator closed the connection: names must be shorter (4009); not reconnecting"
+    );
+    // It does not dial again.
+    assert!(
+        timeout(Duration::from_secs(1), listener.accept())
+            .await
+            .is_err()
+    );
 }
