@@ -399,7 +399,9 @@ impl WorkerSession {
 
     /// The next task to compute, if the worker is connected and working.
     pub fn start_task(&mut self) -> Option<TaskRef> {
-        if !self.has_work() {
+        // Not `has_work`: counting the queued tasks costs more than looking
+        // for the next one, on a path taken once per task.
+        if !self.is_connected() || self.paused || self.stopping {
             return None;
         }
         self.core.next_task()
