@@ -1,24 +1,42 @@
-//! The native worker (`grid worker`, and `grid serve --local-workers`): one
-//! WebSocket connection, a pool of compute threads, and the shared
-//! [`WorkerCore`] state machine between them. It reconnects with backoff when
-//! the coordinator goes away and comes back.
+//! The native worker (`grid worker`, and `grid serve --local-workers`): the
+//! tokio driver of the protocol session ([`WorkerSession`], the same one the
+//! browser worker drives) over one WebSocket at a time, and a pool of compute
+//! threads that take their tasks from the session.
+//!
+//! The session decides everything the protocol asks: what to send and when,
+//! when a connection is dead (no welcome, or a coordinator gone silent for
+//! `idle_timeout_ms`), and whether and when to dial again. This file only
+//! dials, moves frames between the socket and the session, ticks it every
+//! [`TICK_MS`] and runs the kernels:
+//!
+//! - The session lives under one mutex, shared by the driver and the compute
+//!   threads. No lock is held across an await: the driver takes what is
+//!   queued, lets go, then sends.
+//! - A compute thread takes a task from the session, computes it unlocked,
+//!   and records the output (or the panic) under the lock. It rings
+//!   [`Pool::ready`] only when something waits to be sent at once (a
+//!   finished batch, a full frame, a failure); the tick flushes the rest.
+//! - A task computed under an earlier connection is dropped by the session,
+//!   so a reconnect needs nothing from the threads.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use grid_kernels::TaskRunner;
-use grid_protocol::worker::{TaskRef, WorkerCore};
-use grid_protocol::{
-    CloseCode, CoordinatorMessage, Hello, PROTOCOL_VERSION, WORKER_PATH, WorkerKind, WorkerMessage,
-};
+use grid_protocol::close::close_reason;
+use grid_protocol::session::{CONNECT_TIMEOUT_MS, Ended, Next, Outgoing, TICK_MS, WorkerSession};
+use grid_protocol::{Hello, PROTOCOL_VERSION, WORKER_PATH, WorkerKind};
+use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
+use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// How a native worker identifies itself and how hard it works.
 #[derive(Debug, Clone)]
@@ -53,91 +71,87 @@ pub fn socket_url(base: &str) -> anyhow::Result<String> {
     })
 }
 
-/// State shared by the connection and the compute threads.
+/// How long a close frame may take to go out to a peer that may be gone.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often the log says how much was done.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The session, shared by the connection and the compute threads.
 struct Pool {
-    state: Mutex<PoolState>,
+    session: Mutex<WorkerSession>,
+    /// Rung when the session may have a task for an idle thread.
     work: Condvar,
-    /// Rung when outputs or failures are ready to send.
+    /// Rung by compute threads when something waits to be sent at once.
     ready: Notify,
     stop: AtomicBool,
-    tasks_done: AtomicU64,
-}
-
-struct PoolState {
-    core: WorkerCore,
-    /// Bumped on every new connection, so a task from an old connection
-    /// never completes into the new one's state.
-    generation: u64,
-    failures: Vec<WorkerMessage>,
-    running: usize,
 }
 
 impl Pool {
-    fn lock(&self) -> MutexGuard<'_, PoolState> {
-        crate::sync::lock(&self.state, "worker pool")
+    fn lock(&self) -> MutexGuard<'_, WorkerSession> {
+        crate::sync::lock(&self.session, "worker session")
     }
 }
 
 fn compute_thread(pool: Arc<Pool>) {
     let mut runner = TaskRunner::new();
     loop {
-        let (task, generation): (TaskRef, u64) = {
-            let mut state = pool.lock();
+        let task = {
+            let mut session = pool.lock();
             loop {
                 if pool.stop.load(Ordering::Relaxed) {
                     return;
                 }
-                if let Some(task) = state.core.next_task() {
-                    state.running += 1;
-                    break (task, state.generation);
+                if let Some(task) = session.start_task() {
+                    break task;
                 }
-                state = crate::sync::wait(&pool.work, state);
+                session = crate::sync::wait(&pool.work, session);
             }
         };
         let output = catch_unwind(AssertUnwindSafe(|| {
             runner.run(&task.spec, task.job_tasks, task.index)
         }));
-        let mut state = pool.lock();
-        state.running -= 1;
-        if state.generation == generation {
-            match output {
-                Ok(output) => {
-                    if state.core.complete(&task, &output) {
-                        pool.tasks_done.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                Err(panic) => {
-                    let message = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "the kernel panicked".into());
-                    runner = TaskRunner::new();
-                    let failure = state.core.fail(&task, format!("panic: {message}"));
-                    state.failures.push(failure);
-                }
+        let mut session = pool.lock();
+        match output {
+            Ok(output) => {
+                session.finish_task(&task, &output);
+            }
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "the kernel panicked".into());
+                runner = TaskRunner::new();
+                session.fail_task(&task, &format!("panic: {message}"));
             }
         }
         // Wake the connection only when there is something to send: a
-        // finished batch, a full frame or a failure. The flush timer sends
-        // partial frames; waking per task would cost more than tiny tasks.
-        let wake = !state.failures.is_empty() || state.core.has_ready_frames();
-        drop(state);
+        // finished batch, a full frame or a failure. The tick flushes partial
+        // frames; waking per task would cost more than tiny tasks.
+        let wake = session.has_ready_frames();
+        drop(session);
         if wake {
             pool.ready.notify_one();
         }
     }
 }
 
-enum SessionEnd {
-    Shutdown,
-    /// The coordinator closed the connection with this code and reason.
-    Closed(Option<u16>, String),
+/// The session's clock: milliseconds since the worker started.
+#[derive(Debug, Clone, Copy)]
+struct Clock(Instant);
+
+impl Clock {
+    fn now(self) -> u64 {
+        u64::try_from(self.0.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 /// Runs a worker until `shutdown` turns true. Connection failures are retried
-/// with exponential backoff; a close that says the worker itself is not
-/// acceptable (wrong protocol version, quarantined) ends it with an error.
+/// with the session's backoff; a close that says the worker itself is not
+/// acceptable (wrong protocol version, quarantined, a bad hello) ends it with
+/// an error.
 pub async fn run(
     options: WorkerOptions,
     mut shutdown: watch::Receiver<bool>,
@@ -145,17 +159,18 @@ pub async fn run(
     let url = socket_url(&options.url)?;
     let tls = crate::tls::client_config(options.ca_cert.as_deref())?;
     let threads = options.threads.max(1);
+    let hello = Hello {
+        protocol: PROTOCOL_VERSION,
+        kind: WorkerKind::Native,
+        threads: u32::try_from(threads).context("too many threads")?,
+        name: options.name.clone(),
+        session: None,
+    };
     let pool = Arc::new(Pool {
-        state: Mutex::new(PoolState {
-            core: WorkerCore::new(),
-            generation: 0,
-            failures: Vec::new(),
-            running: 0,
-        }),
+        session: Mutex::new(WorkerSession::new(hello)),
         work: Condvar::new(),
         ready: Notify::new(),
         stop: AtomicBool::new(false),
-        tasks_done: AtomicU64::new(0),
     });
     let handles: Vec<_> = (0..threads)
         .map(|i| {
@@ -167,50 +182,7 @@ pub async fn run(
         })
         .collect::<Result<_, _>>()?;
 
-    let mut delay = Duration::from_millis(250);
-    let result = loop {
-        if *shutdown.borrow() {
-            break Ok(());
-        }
-        let mut welcomed = false;
-        match session(
-            &url,
-            &tls,
-            &options,
-            threads,
-            &pool,
-            &mut shutdown,
-            &mut welcomed,
-        )
-        .await
-        {
-            Ok(SessionEnd::Shutdown) => break Ok(()),
-            Ok(SessionEnd::Closed(code, reason)) => {
-                let known = code.and_then(CloseCode::from_code);
-                if known.is_some_and(|c| !c.should_reconnect()) {
-                    break Err(anyhow::anyhow!(
-                        "the coordinator refused this worker: {reason} (close code {})",
-                        code.unwrap_or(0)
-                    ));
-                }
-                tracing::warn!(code, %reason, "the coordinator closed the connection; reconnecting");
-            }
-            Err(error) => tracing::warn!(
-                "cannot reach the coordinator at {url}: {error:#}; retrying in {delay:?}"
-            ),
-        }
-        // A coordinator that welcomed us was reachable: start over from the
-        // shortest delay; only repeated failures back off further.
-        if welcomed {
-            delay = Duration::from_millis(250);
-        }
-        let jitter = 0.75 + rand::random::<f64>() * 0.5;
-        tokio::select! {
-            _ = tokio::time::sleep(delay.mul_f64(jitter)) => {}
-            _ = shutdown.changed() => break Ok(()),
-        }
-        delay = (delay * 2).min(Duration::from_secs(10));
-    };
+    let result = drive(&url, &tls, &pool, &mut shutdown).await;
     pool.stop.store(true, Ordering::Relaxed);
     pool.work.notify_all();
     // Threads finish their current task and exit; do not wait on a long one.
@@ -218,17 +190,54 @@ pub async fn run(
     result
 }
 
-async fn session(
+/// Dials, converses and dials again, as the session says.
+async fn drive(
     url: &str,
     tls: &Arc<rustls::ClientConfig>,
-    options: &WorkerOptions,
-    threads: usize,
-    pool: &Arc<Pool>,
+    pool: &Pool,
     shutdown: &mut watch::Receiver<bool>,
-    welcomed: &mut bool,
-) -> anyhow::Result<SessionEnd> {
+) -> anyhow::Result<()> {
+    let clock = Clock(Instant::now());
+    loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        let dialled = tokio::select! {
+            _ = shutdown.changed() => return Ok(()),
+            dialled = dial(url, tls) => dialled,
+        };
+        let next = match dialled {
+            Ok(socket) => {
+                let ended = converse(socket, url, pool, shutdown, clock).await;
+                pool.lock().on_closed(ended, clock.now(), rand::random())
+            }
+            Err(error) => pool.lock().on_dial_failed(
+                format!("cannot reach the coordinator at {url}: {error:#}"),
+                rand::random(),
+            ),
+        };
+        match next {
+            Next::Stop => return Ok(()),
+            Next::Refused(reason) => bail!("{reason}; not reconnecting"),
+            Next::Reconnect { after_ms } => {
+                let error = pool.lock().last_error().map(String::from);
+                tracing::warn!(
+                    after_ms,
+                    "{}; reconnecting",
+                    error.as_deref().unwrap_or("the connection ended")
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(after_ms)) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+            }
+        }
+    }
+}
+
+async fn dial(url: &str, tls: &Arc<rustls::ClientConfig>) -> anyhow::Result<Socket> {
     let (socket, _) = tokio::time::timeout(
-        Duration::from_secs(10),
+        Duration::from_millis(CONNECT_TIMEOUT_MS),
         tokio_tungstenite::connect_async_tls_with_config(
             url,
             None,
@@ -239,124 +248,148 @@ async fn session(
     .await
     .context("connection timed out")?
     .context("connection failed")?;
+    Ok(socket)
+}
+
+/// What woke the connection.
+enum Wake {
+    Shutdown,
+    Ready,
+    Tick,
+    Report,
+    Received(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
+}
+
+/// Runs one open connection until it ends, and says how.
+async fn converse(
+    socket: Socket,
+    url: &str,
+    pool: &Pool,
+    shutdown: &mut watch::Receiver<bool>,
+    clock: Clock,
+) -> Ended {
     let (mut sink, mut stream) = socket.split();
-    let hello = WorkerMessage::Hello(Hello {
-        protocol: PROTOCOL_VERSION,
-        kind: WorkerKind::Native,
-        threads: threads as u32,
-        name: options.name.clone(),
-        session: None,
-    });
-    sink.send(Message::text(hello.encode())).await?;
-
-    let welcome = tokio::time::timeout(Duration::from_secs(10), stream.next())
-        .await
-        .context("no welcome from the coordinator")?;
-    let (worker_id, heartbeat_ms) = match welcome {
-        Some(Ok(Message::Text(text))) => match CoordinatorMessage::decode(&text)? {
-            CoordinatorMessage::Welcome {
-                worker,
-                heartbeat_ms,
-                ..
-            } => (worker, heartbeat_ms),
-            other => bail!("expected a welcome, got {other:?}"),
-        },
-        Some(Ok(Message::Close(frame))) => return Ok(closed(frame)),
-        Some(Ok(other)) => bail!("expected a welcome, got {other:?}"),
-        Some(Err(e)) => return Err(e.into()),
-        None => bail!("the coordinator closed the connection before its welcome"),
-    };
-    {
-        let mut state = pool.lock();
-        state.core = WorkerCore::new();
-        state.generation += 1;
-        state.failures.clear();
-    }
-    *welcomed = true;
-    tracing::info!(worker = worker_id, threads, "connected to {url}");
-
-    let mut flush = tokio::time::interval(Duration::from_millis(200));
-    let mut heartbeat = tokio::time::interval(Duration::from_millis(heartbeat_ms.max(100)));
-    let mut report = tokio::time::interval(Duration::from_secs(10));
-    let mut reported = pool.tasks_done.load(Ordering::Relaxed);
+    pool.lock().on_open(clock.now());
+    let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut report = tokio::time::interval(REPORT_EVERY);
+    let mut reported = pool.lock().tasks_done();
+    let mut worker: Option<u64> = None;
     loop {
-        tokio::select! {
-            _ = shutdown.changed() => {
-                // Hand back what was not started, send what is finished.
-                let (returns, frames) = {
-                    let mut state = pool.lock();
-                    let returns = state.core.hand_back_unstarted();
-                    (returns, state.core.take_frames(true))
+        let outgoing = pool.lock().take_outgoing(clock.now());
+        if let Err(error) = send_all(&mut sink, outgoing).await {
+            return Ended::Dropped(error.to_string());
+        }
+        let wake = tokio::select! {
+            _ = shutdown.changed() => Wake::Shutdown,
+            _ = pool.ready.notified() => Wake::Ready,
+            _ = tick.tick() => Wake::Tick,
+            _ = report.tick() => Wake::Report,
+            message = stream.next() => Wake::Received(message),
+        };
+        let fault = match wake {
+            Wake::Shutdown => {
+                // Results out, then `pause`, then the unstarted tasks back.
+                let outgoing = {
+                    let mut session = pool.lock();
+                    session.stop();
+                    session.take_outgoing(clock.now())
                 };
-                for frame in frames {
-                    sink.send(Message::binary(frame)).await?;
+                if send_all(&mut sink, outgoing).await.is_ok() {
+                    close(&mut sink, "worker stopping").await;
                 }
-                for message in returns {
-                    sink.send(Message::text(message.encode())).await?;
-                }
-                let _ = sink
-                    .send(Message::Close(Some(CloseFrame { code: WsCloseCode::Normal, reason: "worker stopping".into() })))
-                    .await;
-                return Ok(SessionEnd::Shutdown);
+                return Ended::Stopped;
             }
-            _ = pool.ready.notified() => send_ready(pool, &mut sink, false).await?,
-            _ = flush.tick() => send_ready(pool, &mut sink, true).await?,
-            _ = heartbeat.tick() => sink.send(Message::text(WorkerMessage::Heartbeat {}.encode())).await?,
-            _ = report.tick() => {
-                let done = pool.tasks_done.load(Ordering::Relaxed);
+            Wake::Ready => {
+                pool.lock().end_turn();
+                continue;
+            }
+            Wake::Tick => match pool.lock().tick(clock.now()) {
+                Ok(()) => continue,
+                Err(fault) => fault,
+            },
+            Wake::Report => {
+                let done = pool.lock().tasks_done();
                 if done != reported {
-                    tracing::info!(worker = worker_id, tasks_done = done, rate = (done - reported) / 10, "working");
+                    let rate = (done - reported) / REPORT_EVERY.as_secs();
+                    tracing::info!(worker, tasks_done = done, rate, "working");
                     reported = done;
                 }
+                continue;
             }
-            message = stream.next() => match message {
-                Some(Ok(Message::Text(text))) => match CoordinatorMessage::decode(&text)? {
-                    CoordinatorMessage::Batch(batch) => {
-                        tracing::debug!(batch = batch.batch, job = batch.job, tasks = batch.tasks.len(), "batch received");
-                        pool.lock().core.on_batch(batch);
-                        pool.work.notify_all();
-                    }
-                    CoordinatorMessage::Revoke { batch } => pool.lock().core.on_revoke(batch),
-                    CoordinatorMessage::Ack { batch, rejected, .. } => {
-                        if rejected > 0 {
-                            tracing::warn!(batch, rejected, "the coordinator rejected results");
+            Wake::Received(Some(Ok(Message::Text(text)))) => {
+                let mut session = pool.lock();
+                let rejected = session.results_rejected();
+                let received = session.on_text(&text, clock.now());
+                let (has_work, welcomed) = (session.has_work(), session.worker_id());
+                let rejected = session.results_rejected() - rejected;
+                drop(session);
+                match received {
+                    Ok(()) => {
+                        if has_work {
+                            pool.work.notify_all();
                         }
+                        if worker.is_none() && welcomed.is_some() {
+                            worker = welcomed;
+                            tracing::info!(worker, "connected to {url}");
+                        }
+                        if rejected > 0 {
+                            tracing::warn!(worker, rejected, "the coordinator rejected results");
+                        }
+                        continue;
                     }
-                    CoordinatorMessage::Heartbeat {} | CoordinatorMessage::Welcome { .. } => {}
-                },
-                Some(Ok(Message::Close(frame))) => return Ok(closed(frame)),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e.into()),
-                None => bail!("the connection dropped"),
-            },
-        }
+                    Err(fault) => fault,
+                }
+            }
+            Wake::Received(Some(Ok(Message::Binary(bytes)))) => pool.lock().on_binary(bytes.len()),
+            Wake::Received(Some(Ok(Message::Close(frame)))) => {
+                return match frame {
+                    Some(frame) => Ended::Closed {
+                        code: Some(u16::from(frame.code)),
+                        reason: frame.reason.to_string(),
+                    },
+                    None => Ended::Closed {
+                        code: None,
+                        reason: String::new(),
+                    },
+                };
+            }
+            // Pings are answered by tungstenite; nothing else is protocol.
+            Wake::Received(Some(Ok(_))) => continue,
+            Wake::Received(Some(Err(error))) => return Ended::Dropped(error.to_string()),
+            Wake::Received(None) => return Ended::Dropped(String::new()),
+        };
+        tracing::warn!(worker, "dropping the connection: {fault}");
+        close(&mut sink, &fault.to_string()).await;
+        return Ended::Fault(fault);
     }
 }
 
-fn closed(frame: Option<CloseFrame>) -> SessionEnd {
-    match frame {
-        Some(frame) => SessionEnd::Closed(Some(u16::from(frame.code)), frame.reason.to_string()),
-        None => SessionEnd::Closed(None, "closed without a reason".into()),
-    }
-}
-
-async fn send_ready<S>(pool: &Pool, sink: &mut S, flush: bool) -> anyhow::Result<()>
+async fn send_all<S>(sink: &mut S, outgoing: Vec<Outgoing>) -> Result<(), S::Error>
 where
     S: SinkExt<Message> + Unpin,
-    S::Error: std::error::Error + Send + Sync + 'static,
 {
-    let (frames, failures) = {
-        let mut state = pool.lock();
-        let failures = std::mem::take(&mut state.failures);
-        (state.core.take_frames(flush), failures)
-    };
-    for frame in frames {
-        sink.send(Message::binary(frame)).await?;
-    }
-    for failure in failures {
-        sink.send(Message::text(failure.encode())).await?;
+    for frame in outgoing {
+        let message = match frame {
+            Outgoing::Text(text) => Message::text(text),
+            Outgoing::Binary(bytes) => Message::binary(bytes),
+        };
+        sink.send(message).await?;
     }
     Ok(())
+}
+
+/// Sends a close frame, giving up after [`CLOSE_TIMEOUT`]: the peer may be
+/// the reason for closing.
+async fn close<S>(sink: &mut S, reason: &str)
+where
+    S: SinkExt<Message> + Unpin,
+{
+    let frame = CloseFrame {
+        code: WsCloseCode::Normal,
+        reason: close_reason(reason.to_string()).into(),
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
 }
 
 #[cfg(test)]

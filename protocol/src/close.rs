@@ -1,6 +1,25 @@
 //! WebSocket close codes. 1000-1011 are the standard codes (RFC 6455); 4000-4099
 //! are browsergrid's own. Every close frame the coordinator sends carries one
-//! of these and a human-readable reason.
+//! of these and a human-readable reason, cut to fit by [`close_reason`].
+
+/// The longest reason a close frame may carry: a control frame's payload is
+/// at most 125 bytes (RFC 6455, 5.5), two of which are the code.
+pub const MAX_CLOSE_REASON_BYTES: usize = 123;
+
+/// `reason`, cut to fit a close frame: a longer one (serde's messages quote
+/// the input) is cut at a character boundary and ends with "...". Browsers
+/// throw on a longer reason rather than cutting it.
+pub fn close_reason(mut reason: String) -> String {
+    if reason.len() > MAX_CLOSE_REASON_BYTES {
+        let mut end = MAX_CLOSE_REASON_BYTES - "...".len();
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push_str("...");
+    }
+    reason
+}
 
 /// Why a connection was closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -119,5 +138,17 @@ mod tests {
             assert_eq!(CloseCode::from_code(code.code()), Some(code));
         }
         assert_eq!(CloseCode::from_code(4999), None);
+    }
+
+    #[test]
+    fn close_reasons_fit_a_control_frame() {
+        assert_eq!(close_reason("short".into()), "short");
+        let long = close_reason("é".repeat(100));
+        assert!(long.len() <= 123, "{}", long.len());
+        assert!(long.ends_with("..."));
+        // Cut at a character boundary: 60 two-byte characters, then "...".
+        assert_eq!(long, format!("{}...", "é".repeat(60)));
+        let exact = "a".repeat(MAX_CLOSE_REASON_BYTES);
+        assert_eq!(close_reason(exact.clone()), exact);
     }
 }

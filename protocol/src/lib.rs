@@ -9,16 +9,23 @@
 //! - [`tasks`]: compact sets of task indices (half-open ranges).
 //! - [`api`]: the HTTP API and the monitor channel: job requests, status
 //!   objects, worker list entries, monitor events.
-//! - [`worker`]: the worker's side of the protocol without I/O, shared by the
-//!   native worker and the WebAssembly worker.
+//! - [`session`]: a worker's whole session without I/O or a clock: hello and
+//!   welcome, heartbeats, silence, flushes, pause and stop, and whether and
+//!   when to reconnect. The native worker and the WebAssembly worker are
+//!   thin drivers of it.
+//! - [`worker`]: the batches one connection holds ([`worker::WorkerCore`]),
+//!   inside the session.
+//! - [`backoff`]: the delays between reconnection attempts.
 //!
 //! No I/O and no async runtime: this crate compiles for the host and for
 //! `wasm32-unknown-unknown` alike.
 
 pub mod api;
+pub mod backoff;
 pub mod close;
 pub mod frame;
 pub mod messages;
+pub mod session;
 pub mod tasks;
 pub mod worker;
 

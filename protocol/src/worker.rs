@@ -1,7 +1,12 @@
-//! The worker's side of the protocol without I/O: the batches it holds, which
-//! task to compute next, and the results frames waiting to go out. The native
-//! worker (threads and tokio) and the WebAssembly worker (a Web Worker and a
-//! browser WebSocket) both drive this one state machine, so they behave alike.
+//! The batches one worker connection holds, without I/O: which task to
+//! compute next, and the results frames waiting to go out. The session
+//! ([`crate::session::WorkerSession`]) makes one per connection; both workers,
+//! native and WebAssembly, drive it through the session.
+//!
+//! A task computed under an earlier connection is never recorded into a later
+//! one: each core has the generation of its connection, every [`TaskRef`]
+//! carries the generation it came from, and [`WorkerCore::complete`] and
+//! [`WorkerCore::fail`] drop a task of another generation.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -24,6 +29,8 @@ pub struct TaskRef {
     pub spec: Arc<KernelSpec>,
     pub job_tasks: u32,
     pub index: u32,
+    /// The connection generation of the core that handed it out.
+    pub generation: u64,
 }
 
 #[derive(Debug)]
@@ -51,14 +58,29 @@ impl HeldBatch {
 /// connection's tasks anyway.
 #[derive(Debug, Default)]
 pub struct WorkerCore {
+    generation: u64,
     batches: VecDeque<HeldBatch>,
     ready: VecDeque<Vec<u8>>,
     tasks_completed: u64,
 }
 
 impl WorkerCore {
-    pub fn new() -> WorkerCore {
-        WorkerCore::default()
+    /// The core of connection number `generation` (any number that differs
+    /// from the previous connection's).
+    pub fn new(generation: u64) -> WorkerCore {
+        WorkerCore {
+            generation,
+            ..WorkerCore::default()
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether `task` was handed out by a core of the same connection.
+    fn owns(&self, task: &TaskRef) -> bool {
+        task.generation == self.generation
     }
 
     pub fn on_batch(&mut self, batch: Batch) {
@@ -96,12 +118,17 @@ impl WorkerCore {
             spec: held.spec.clone(),
             job_tasks: held.job_tasks,
             index,
+            generation: self.generation,
         })
     }
 
     /// Records a computed output. Returns false if the batch was revoked in
-    /// the meantime (the output is dropped).
+    /// the meantime or the task belongs to another connection (the output is
+    /// dropped).
     pub fn complete(&mut self, task: &TaskRef, output: &TaskOutput) -> bool {
+        if !self.owns(task) {
+            return false;
+        }
         let Some(position) = self.batches.iter().position(|b| b.id == task.batch) else {
             return false;
         };
@@ -135,8 +162,12 @@ impl WorkerCore {
     }
 
     /// Gives a task back without a result (its computation failed) and
-    /// returns the message that tells the coordinator so.
-    pub fn fail(&mut self, task: &TaskRef, error: String) -> WorkerMessage {
+    /// returns the message that tells the coordinator so; `None` for a task
+    /// of another connection, which this one's coordinator never gave out.
+    pub fn fail(&mut self, task: &TaskRef, error: String) -> Option<WorkerMessage> {
+        if !self.owns(task) {
+            return None;
+        }
         if let Some(position) = self.batches.iter().position(|b| b.id == task.batch) {
             let held = &mut self.batches[position];
             held.running -= 1;
@@ -147,11 +178,11 @@ impl WorkerCore {
                 }
             }
         }
-        WorkerMessage::Failed {
+        Some(WorkerMessage::Failed {
             batch: task.batch,
             task: task.index,
             error,
-        }
+        })
     }
 
     /// Results frames ready to send. With `flush` true, outputs of unfinished
@@ -268,7 +299,7 @@ mod tests {
 
     #[test]
     fn tasks_come_out_in_order_and_a_finished_batch_yields_one_frame() {
-        let mut core = WorkerCore::new();
+        let mut core = WorkerCore::new(1);
         core.on_batch(batch(1, &[0, 1, 5]));
         core.on_batch(batch(2, &[7]));
         assert_eq!(core.queued_tasks(), 4);
@@ -292,7 +323,7 @@ mod tests {
 
     #[test]
     fn revoked_batches_drop_their_work_and_late_outputs() {
-        let mut core = WorkerCore::new();
+        let mut core = WorkerCore::new(1);
         core.on_batch(batch(1, &[0, 1, 2]));
         let running = core.next_task().unwrap();
         core.on_revoke(1);
@@ -303,7 +334,7 @@ mod tests {
 
     #[test]
     fn handing_back_returns_unstarted_tasks_and_keeps_finished_results() {
-        let mut core = WorkerCore::new();
+        let mut core = WorkerCore::new(1);
         core.on_batch(batch(1, &[0, 1, 2, 3]));
         let first = core.next_task().unwrap();
         let second = core.next_task().unwrap();
@@ -326,7 +357,7 @@ mod tests {
 
     #[test]
     fn partial_results_flush_on_request() {
-        let mut core = WorkerCore::new();
+        let mut core = WorkerCore::new(1);
         core.on_batch(batch(1, &[0, 1]));
         let first = core.next_task().unwrap();
         core.complete(&first, &TaskOutput::Count(25));
@@ -339,18 +370,39 @@ mod tests {
 
     #[test]
     fn failures_release_the_task_and_say_so() {
-        let mut core = WorkerCore::new();
+        let mut core = WorkerCore::new(1);
         core.on_batch(batch(3, &[4]));
         let task = core.next_task().unwrap();
         let message = core.fail(&task, "panicked".into());
         assert_eq!(
             message,
-            WorkerMessage::Failed {
+            Some(WorkerMessage::Failed {
                 batch: 3,
                 task: 4,
                 error: "panicked".into()
-            }
+            })
         );
         assert_eq!(core.held_batches(), 0);
+    }
+
+    #[test]
+    fn a_task_of_an_earlier_connection_is_dropped() {
+        let mut old = WorkerCore::new(1);
+        old.on_batch(batch(1, &[0, 1]));
+        let stale = old.next_task().unwrap();
+        let failing = old.next_task().unwrap();
+        // The connection dropped; the coordinator happens to re-issue the
+        // same batch id to the next one.
+        let mut core = WorkerCore::new(2);
+        core.on_batch(batch(1, &[0, 1]));
+        let fresh = core.next_task().unwrap();
+        assert_eq!((stale.batch, stale.index), (fresh.batch, fresh.index));
+        assert!(!core.complete(&stale, &TaskOutput::Count(25)));
+        assert_eq!(core.fail(&failing, "panicked".into()), None);
+        assert!(core.take_frames(true).is_empty());
+        // The batch still waits for its own two tasks.
+        assert!(core.complete(&fresh, &TaskOutput::Count(25)));
+        assert_eq!(core.held_batches(), 1);
+        assert_eq!(core.queued_tasks(), 1);
     }
 }

@@ -3,13 +3,12 @@
 //! loads it and calls [`run`]); each is one worker connection to the
 //! coordinator, with one compute thread.
 //!
-//! - [`worker_loop`]: the protocol loop without I/O: hello, batches, results,
-//!   heartbeats, pause, stop, around the shared
-//!   [`grid_protocol::worker::WorkerCore`].
-//! - [`pacing`]: the CPU cap as a duty cycle, reconnect backoff, task rate.
-//! - [`page`]: the messages between the donor page and its Web Workers.
-//! - [`web`] (wasm only): the glue to a browser WebSocket, timers, the page
-//!   and the panic hook.
+//! - [`pacing`]: the CPU cap as a duty cycle, and the task rate.
+//! - [`page`]: the messages between the donor page and its Web Workers, and
+//!   the page's figures read from the session.
+//! - [`web`] (wasm only): the driver of the protocol session
+//!   ([`grid_protocol::session::WorkerSession`], shared with the native
+//!   worker) over a browser WebSocket, timers, the page and the panic hook.
 //!
 //! The kernels are [`grid_kernels`], the very code the native worker runs, so
 //! a task's output is byte-identical in a browser and natively. [`run_task`]
@@ -19,7 +18,6 @@ pub mod pacing;
 pub mod page;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
-pub mod worker_loop;
 
 use grid_kernels::{KernelSpec, TaskRunner};
 use wasm_bindgen::prelude::*;

@@ -1,8 +1,9 @@
-//! Timing rules of the browser worker, as plain arithmetic: how long to idle
-//! after a compute slice so that a CPU cap holds ([`DutyCycle`]), how long to
-//! wait before reconnecting ([`Backoff`]), and the task rate shown to the
-//! donor ([`RateMeter`]). Times are milliseconds as `f64`, the unit of
-//! `performance.now()`.
+//! Timing rules only the browser worker has, as plain arithmetic: how long to
+//! idle after a compute slice so that a CPU cap holds ([`DutyCycle`]), and the
+//! task rate shown to the donor ([`RateMeter`]). Times are milliseconds as
+//! `f64`, the unit of `performance.now()`. The protocol's timing (flushes,
+//! heartbeats, timeouts, reconnect backoff) is the session's, in
+//! [`grid_protocol::session`].
 
 use std::collections::VecDeque;
 
@@ -38,44 +39,6 @@ impl DutyCycle {
     pub fn idle_after(self, busy_ms: f64) -> f64 {
         let p = f64::from(self.percent);
         busy_ms.max(0.0) * (100.0 - p) / p
-    }
-}
-
-/// Reconnection delays: exponential from `MIN_MS` to `MAX_MS`, each scaled by
-/// a jitter in [0.75, 1.25) so that the tabs of a coordinator that restarts do
-/// not all come back in the same millisecond. Like the native worker's.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next_ms: f64,
-}
-
-impl Backoff {
-    pub const MIN_MS: f64 = 250.0;
-    pub const MAX_MS: f64 = 10_000.0;
-    /// A connection that lasted this long resets the backoff.
-    pub const STABLE_MS: f64 = 10_000.0;
-
-    pub fn new() -> Backoff {
-        Backoff {
-            next_ms: Self::MIN_MS,
-        }
-    }
-
-    /// The delay before the next attempt; `random` is uniform in [0, 1).
-    pub fn next_delay(&mut self, random: f64) -> f64 {
-        let delay = self.next_ms * (0.75 + random.clamp(0.0, 1.0) * 0.5);
-        self.next_ms = (self.next_ms * 2.0).min(Self::MAX_MS);
-        delay
-    }
-
-    pub fn reset(&mut self) {
-        self.next_ms = Self::MIN_MS;
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Backoff {
-        Backoff::new()
     }
 }
 
@@ -134,21 +97,6 @@ mod tests {
                 assert!((share * 100.0 - f64::from(percent)).abs() < 1e-9);
             }
         }
-    }
-
-    #[test]
-    fn backoff_doubles_to_a_ceiling_with_jitter_and_resets() {
-        let mut backoff = Backoff::new();
-        let delays: Vec<f64> = (0..8).map(|_| backoff.next_delay(0.5)).collect();
-        assert_eq!(
-            delays,
-            [
-                250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0, 10_000.0, 10_000.0
-            ]
-        );
-        backoff.reset();
-        assert_eq!(backoff.next_delay(0.0), 187.5);
-        assert_eq!(backoff.next_delay(0.999_999_9).round(), 625.0);
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! the edge; `www/donor.js` is the other end.
 //!
 //! Page to worker: [`Command`]. Worker to page: [`Event`], whose
-//! [`Status`] carries the figures the page shows.
+//! [`Status`] carries the figures the page shows, read from the worker's
+//! [`WorkerSession`] plus the browser's own figures.
 
+use grid_protocol::session::WorkerSession;
 use serde::{Deserialize, Serialize};
 
 /// What the page asks of a worker.
@@ -61,6 +63,27 @@ pub enum State {
     Stopped,
 }
 
+impl State {
+    /// Where `session` stands; `retrying` says a reconnect is scheduled.
+    pub fn of(session: &WorkerSession, retrying: bool) -> State {
+        if session.refused().is_some() {
+            State::Refused
+        } else if session.is_stopping() {
+            State::Stopped
+        } else if session.is_connected() {
+            if session.is_paused() {
+                State::Paused
+            } else {
+                State::Working
+            }
+        } else if retrying {
+            State::Reconnecting
+        } else {
+            State::Connecting
+        }
+    }
+}
+
 /// A worker's figures for the page.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Status {
@@ -81,6 +104,25 @@ pub struct Status {
     pub queued: u64,
     /// The last connection problem, for the page to show.
     pub error: Option<String>,
+}
+
+impl Status {
+    /// The figures of `session`, with the ones only the browser keeps: time
+    /// spent in kernels and the recent task rate.
+    pub fn of(session: &WorkerSession, retrying: bool, compute_ms: f64, rate: f64) -> Status {
+        let job = session.current_job();
+        Status {
+            state: State::of(session, retrying),
+            worker: session.worker_id(),
+            tasks_done: session.tasks_done(),
+            rate,
+            job: job.map(|(id, _)| id),
+            kernel: job.map(|(_, spec)| spec.kind().name()),
+            compute_ms,
+            queued: session.queued_tasks(),
+            error: session.last_error().map(String::from),
+        }
+    }
 }
 
 /// What a worker tells the page.
@@ -108,6 +150,105 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use grid_kernels::KernelSpec;
+    use grid_kernels::spec::PrimesParams;
+    use grid_protocol::session::{Ended, Next};
+    use grid_protocol::{
+        Batch, CoordinatorMessage, Hello, PROTOCOL_VERSION, TaskRanges, WorkerKind,
+    };
+
+    fn session() -> WorkerSession {
+        WorkerSession::new(Hello {
+            protocol: PROTOCOL_VERSION,
+            kind: WorkerKind::Browser,
+            threads: 1,
+            name: None,
+            session: Some("tab".into()),
+        })
+    }
+
+    fn welcome() -> String {
+        CoordinatorMessage::Welcome {
+            worker: 7,
+            heartbeat_ms: 1000,
+            idle_timeout_ms: 5000,
+            max_frame_bytes: 1 << 24,
+        }
+        .encode()
+    }
+
+    #[test]
+    fn the_state_follows_the_session() {
+        let mut worker = session();
+        assert_eq!(State::of(&worker, false), State::Connecting);
+        worker.on_open(0);
+        assert_eq!(State::of(&worker, false), State::Connecting);
+        worker.on_text(&welcome(), 1).unwrap();
+        assert_eq!(State::of(&worker, false), State::Working);
+        worker.pause();
+        assert_eq!(State::of(&worker, false), State::Paused);
+        let next = worker.on_closed(Ended::Dropped(String::new()), 2, 0.5);
+        assert!(matches!(next, Next::Reconnect { .. }));
+        assert_eq!(State::of(&worker, true), State::Reconnecting);
+        assert_eq!(State::of(&worker, false), State::Connecting);
+        worker.on_open(300);
+        worker.on_text(&welcome(), 301).unwrap();
+        assert_eq!(State::of(&worker, false), State::Paused);
+        worker.stop();
+        assert_eq!(State::of(&worker, false), State::Stopped);
+
+        let mut refused = session();
+        refused.on_open(0);
+        let quarantined = Ended::Closed {
+            code: Some(4008),
+            reason: "quarantined".into(),
+        };
+        assert!(matches!(
+            refused.on_closed(quarantined, 1, 0.5),
+            Next::Refused(_)
+        ));
+        assert_eq!(State::of(&refused, false), State::Refused);
+    }
+
+    #[test]
+    fn the_status_reads_the_session_and_the_browsers_figures() {
+        let mut worker = session();
+        worker.on_open(0);
+        worker.on_text(&welcome(), 1).unwrap();
+        let batch = CoordinatorMessage::Batch(Batch {
+            batch: 1,
+            job: 3,
+            spec: KernelSpec::Primes(PrimesParams {
+                start: 0,
+                end: 1000,
+            }),
+            job_tasks: 10,
+            tasks: TaskRanges::from_indices([0, 1, 2]),
+            lease_ms: 60_000,
+        });
+        worker.on_text(&batch.encode(), 2).unwrap();
+        let task = worker.start_task().unwrap();
+        assert!(worker.finish_task(&task, &grid_kernels::TaskOutput::Count(25)));
+        assert_eq!(
+            Status::of(&worker, false, 12.0, 1.5),
+            Status {
+                state: State::Working,
+                worker: Some(7),
+                tasks_done: 1,
+                rate: 1.5,
+                job: Some(3),
+                kernel: Some("primes"),
+                compute_ms: 12.0,
+                queued: 2,
+                error: None,
+            }
+        );
+        worker.on_closed(Ended::Dropped(String::new()), 3, 0.5);
+        let status = Status::of(&worker, true, 12.0, 0.0);
+        assert_eq!(status.state, State::Reconnecting);
+        assert_eq!(status.error.as_deref(), Some("the connection dropped"));
+        assert_eq!((status.worker, status.queued, status.job), (None, 0, None));
+    }
 
     #[test]
     fn commands_decode_from_the_pages_json() {

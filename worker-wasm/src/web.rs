@@ -1,6 +1,9 @@
-//! The glue between [`WorkerLoop`] and the browser, inside one dedicated Web
-//! Worker: the worker's own WebSocket (binary type `arraybuffer`), the timers
-//! that pace computing, the page's commands, and the panic hook.
+//! The browser's driver of the protocol session ([`WorkerSession`], shared
+//! with the native worker), inside one dedicated Web Worker: the worker's own
+//! WebSocket (binary type `arraybuffer`), the timers that tick the session
+//! and pace computing, the page's commands, and the panic hook. What to send,
+//! when a connection is dead and when to dial again are the session's; this
+//! file only moves bytes and events between it and the browser.
 //!
 //! Computing happens in turns of about [`SLICE_MS`] (at least one task), each
 //! followed by a yield to the event loop (a `MessageChannel` message, or a
@@ -15,7 +18,10 @@
 use std::cell::{Cell, RefCell};
 
 use grid_kernels::TaskRunner;
-use grid_protocol::CloseCode;
+use grid_protocol::close::close_reason;
+use grid_protocol::session::{Ended, Fault, Next, Outgoing, TICK_MS, WorkerSession};
+use grid_protocol::worker::TaskRef;
+use grid_protocol::{CloseCode, Hello, PROTOCOL_VERSION, WorkerKind};
 use js_sys::{ArrayBuffer, Function};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -24,16 +30,13 @@ use web_sys::{
     WebSocket,
 };
 
-use crate::pacing::{Backoff, DutyCycle, SLICE_MS};
+use crate::pacing::{DutyCycle, RateMeter, SLICE_MS};
 use crate::page::{Command, Event as PageEvent, State, Status};
-use crate::worker_loop::{Fault, Outgoing, WorkerLoop};
 
-/// How often the loop flushes results, checks heartbeats and reports to the page.
-const TICK_MS: i32 = 200;
 /// Unsent bytes on the socket above which computing waits for the network.
 const MAX_BUFFERED_BYTES: u32 = 4 * 1024 * 1024;
-/// The longest close reason a browser accepts is 123 bytes.
-const MAX_CLOSE_REASON_BYTES: usize = 123;
+/// The window of the task rate shown to the donor.
+const RATE_WINDOW_MS: f64 = 5_000.0;
 
 thread_local! {
     static APP: RefCell<Option<App>> = const { RefCell::new(None) };
@@ -48,13 +51,18 @@ fn scope() -> DedicatedWorkerGlobalScope {
 }
 
 /// `performance.now()` of the current global, a window or a worker.
-pub(crate) fn now() -> f64 {
+fn now() -> f64 {
     thread_local! {
         static PERFORMANCE: Performance = js_sys::Reflect::get(&js_sys::global(), &"performance".into())
             .expect("a global performance object")
             .unchecked_into();
     }
     PERFORMANCE.with(Performance::now)
+}
+
+/// The session's clock: whole milliseconds of `performance.now()`.
+fn now_ms() -> u64 {
+    now() as u64
 }
 
 fn post(event: &PageEvent) {
@@ -73,8 +81,9 @@ fn with_app<R>(f: impl FnOnce(&mut App) -> R) -> Option<R> {
 /// One open (or opening) WebSocket and the handlers attached to it.
 struct Socket {
     ws: WebSocket,
-    opened_at: f64,
-    _handlers: [Closure<dyn FnMut(JsValue)>; 4],
+    /// Whether it opened: a close before that is a failed dial.
+    opened: bool,
+    _handlers: [Closure<dyn FnMut(JsValue)>; 3],
 }
 
 impl Socket {
@@ -83,24 +92,15 @@ impl Socket {
     }
 
     /// Detaches the handlers (so no event reaches a dropped closure) and
-    /// closes the socket.
+    /// closes the socket. Frames already sent go out before the close frame.
     fn close(self, reason: &str) {
         self.ws.set_onopen(None);
         self.ws.set_onmessage(None);
         self.ws.set_onclose(None);
-        self.ws.set_onerror(None);
         let _ = self
             .ws
-            .close_with_code_and_reason(CloseCode::Normal.code(), &truncate(reason));
+            .close_with_code_and_reason(CloseCode::Normal.code(), &close_reason(reason.into()));
     }
-}
-
-fn truncate(reason: &str) -> String {
-    let mut end = reason.len().min(MAX_CLOSE_REASON_BYTES);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    reason[..end].to_string()
 }
 
 /// Callbacks made once and kept for the worker's life.
@@ -113,14 +113,19 @@ struct Callbacks {
 
 struct App {
     url: String,
-    worker: WorkerLoop,
+    session: WorkerSession,
+    /// The task being computed, for the panic hook to name.
+    current: Option<TaskRef>,
     duty: DutyCycle,
-    backoff: Backoff,
+    rate: RateMeter,
+    /// Milliseconds spent in kernels, over all connections.
+    compute_ms: f64,
     socket: Option<Socket>,
     /// Bumped per socket, so events of an old socket are recognised.
     generation: u64,
     reconnect_timer: Option<i32>,
-    refused: Option<String>,
+    /// The browser cannot make a WebSocket for the URL at all; not retried.
+    unusable_url: Option<String>,
     compute_scheduled: bool,
     callbacks: Callbacks,
     last_status: Option<Status>,
@@ -155,13 +160,13 @@ fn handle_command(command: Command) {
         } => start(url, session, name, cap, paused),
         Command::Pause {} => {
             with_app(|app| {
-                app.worker.pause();
+                app.session.pause();
                 app.pump();
             });
         }
         Command::Resume {} => {
             with_app(|app| {
-                app.worker.resume();
+                app.session.resume();
                 app.pump();
                 app.schedule_compute(0.0);
             });
@@ -171,16 +176,15 @@ fn handle_command(command: Command) {
         }
         Command::Stop {} => {
             with_app(|app| {
-                app.worker.stop();
+                app.session.stop();
                 app.pump();
                 if let Some(timer) = app.reconnect_timer.take() {
                     scope().clear_timeout_with_handle(timer);
                 }
                 if let Some(socket) = app.socket.take() {
-                    // Queued frames go out before the close frame.
                     socket.close("the donor left");
                 }
-                app.worker.on_closed(None);
+                app.session.on_closed(Ended::Stopped, now_ms(), 0.0);
             });
             report();
             post(&PageEvent::Stopped {});
@@ -215,7 +219,7 @@ fn start(url: String, session: String, name: Option<String>, cap: u32, paused: b
     };
     if let Err(error) = scope().set_interval_with_callback_and_timeout_and_arguments_0(
         tick.as_ref().unchecked_ref(),
-        TICK_MS,
+        TICK_MS as i32,
     ) {
         web_sys::console::error_2(&"cannot start the tick timer:".into(), &error);
     }
@@ -224,19 +228,27 @@ fn start(url: String, session: String, name: Option<String>, cap: u32, paused: b
     reconnect.forget();
     tick.forget();
 
-    let mut worker = WorkerLoop::new(session, name);
+    let mut session = WorkerSession::new(Hello {
+        protocol: PROTOCOL_VERSION,
+        kind: WorkerKind::Browser,
+        threads: 1,
+        name: name.filter(|n| !n.trim().is_empty()),
+        session: Some(session),
+    });
     if paused {
-        worker.pause();
+        session.pause();
     }
     let app = App {
         url,
-        worker,
+        session,
+        current: None,
         duty: DutyCycle::new(cap),
-        backoff: Backoff::new(),
+        rate: RateMeter::new(RATE_WINDOW_MS),
+        compute_ms: 0.0,
         socket: None,
         generation: 0,
         reconnect_timer: None,
-        refused: None,
+        unusable_url: None,
         compute_scheduled: false,
         callbacks,
         last_status: None,
@@ -247,7 +259,10 @@ fn start(url: String, session: String, name: Option<String>, cap: u32, paused: b
 
 impl App {
     fn connect(&mut self) {
-        if self.worker.is_stopping() || self.refused.is_some() {
+        if self.session.is_stopping()
+            || self.session.refused().is_some()
+            || self.unusable_url.is_some()
+        {
             return;
         }
         let ws = match WebSocket::new(&self.url) {
@@ -258,8 +273,8 @@ impl App {
                     self.url,
                     error.as_string().unwrap_or_else(|| format!("{error:?}"))
                 );
-                self.refused = Some(reason.clone());
-                self.worker.on_closed(Some(reason));
+                web_sys::console::error_1(&format!("{reason}; not reconnecting").into());
+                self.unusable_url = Some(reason);
                 return;
             }
         };
@@ -276,122 +291,125 @@ impl App {
                 report();
             })
         };
+        // No error handler: a close event follows every error, with the code.
         let handlers = [
             handler(App::on_open),
             handler(App::on_message),
             handler(App::on_close),
-            handler(App::on_error),
         ];
         ws.set_onopen(Some(handlers[0].as_ref().unchecked_ref()));
         ws.set_onmessage(Some(handlers[1].as_ref().unchecked_ref()));
         ws.set_onclose(Some(handlers[2].as_ref().unchecked_ref()));
-        ws.set_onerror(Some(handlers[3].as_ref().unchecked_ref()));
         self.socket = Some(Socket {
             ws,
-            opened_at: now(),
+            opened: false,
             _handlers: handlers,
         });
     }
 
     fn on_open(&mut self, _event: JsValue) {
         if let Some(socket) = &mut self.socket {
-            socket.opened_at = now();
+            socket.opened = true;
         }
-        self.worker.on_open(now());
+        self.session.on_open(now_ms());
         self.pump();
     }
 
     fn on_message(&mut self, event: JsValue) {
         let data = event.unchecked_into::<MessageEvent>().data();
         let result = if let Some(text) = data.as_string() {
-            self.worker.on_text(&text, now())
+            self.session.on_text(&text, now_ms())
         } else {
             let len = data
                 .dyn_ref::<ArrayBuffer>()
                 .map_or(0, |b| b.byte_length() as usize);
-            Err(self.worker.on_binary(len))
+            Err(self.session.on_binary(len))
         };
         match result {
             Ok(()) => {
                 self.pump();
-                if self.worker.has_work() {
+                if self.session.has_work() {
                     self.schedule_compute(0.0);
                 }
             }
-            Err(fault) => self.drop_connection(&fault),
-        }
-    }
-
-    fn on_error(&mut self, _event: JsValue) {
-        // A close event follows with the code; note the failure meanwhile.
-        if !self.worker.is_connected() {
-            self.worker.on_closed(Some(format!(
-                "cannot reach the coordinator at {}",
-                self.url
-            )));
+            Err(fault) => self.drop_connection(fault),
         }
     }
 
     fn on_close(&mut self, event: JsValue) {
         let event = event.unchecked_into::<CloseEvent>();
-        let (code, reason) = (event.code(), event.reason());
-        let lasted = self.socket.take().map_or(0.0, |s| now() - s.opened_at);
-        let known = CloseCode::from_code(code);
-        let explanation = match (known, reason.is_empty()) {
-            (_, false) => format!("the coordinator closed the connection: {reason} ({code})"),
-            (Some(known), true) => format!("the connection closed: {} ({code})", known.name()),
-            (None, true) if self.worker.is_connected() => {
-                format!("the connection dropped ({code})")
-            }
-            (None, true) => format!("cannot reach the coordinator at {}", self.url),
+        let opened = self.socket.take().is_some_and(|s| s.opened);
+        let next = if opened {
+            let ended = match event.code() {
+                // No status code in the close frame.
+                1005 => Ended::Closed {
+                    code: None,
+                    reason: event.reason(),
+                },
+                // No close frame at all.
+                1006 => Ended::Dropped(String::new()),
+                code => Ended::Closed {
+                    code: Some(code),
+                    reason: event.reason(),
+                },
+            };
+            self.session
+                .on_closed(ended, now_ms(), js_sys::Math::random())
+        } else {
+            let error = format!("cannot reach the coordinator at {}", self.url);
+            self.session.on_dial_failed(error, js_sys::Math::random())
         };
-        self.worker.on_closed(Some(explanation.clone()));
-        if known.is_some_and(|c| !c.should_reconnect()) {
-            web_sys::console::error_1(&format!("{explanation}; not reconnecting").into());
-            self.refused = Some(explanation);
-            return;
-        }
-        web_sys::console::warn_1(&format!("{explanation}; reconnecting").into());
-        self.schedule_reconnect(lasted);
+        self.follow(next);
     }
 
-    fn schedule_reconnect(&mut self, lasted_ms: f64) {
-        if self.worker.is_stopping() || self.reconnect_timer.is_some() {
+    /// Closes a connection the coordinator misused or left silent.
+    fn drop_connection(&mut self, fault: Fault) {
+        web_sys::console::warn_1(&format!("dropping the connection: {fault}").into());
+        if let Some(socket) = self.socket.take() {
+            socket.close(&fault.to_string());
+        }
+        let next = self
+            .session
+            .on_closed(Ended::Fault(fault), now_ms(), js_sys::Math::random());
+        self.follow(next);
+    }
+
+    /// Does what the session decided after a connection ended.
+    fn follow(&mut self, next: Next) {
+        let error = self.session.last_error().unwrap_or("the connection ended");
+        match next {
+            Next::Reconnect { after_ms } => {
+                web_sys::console::warn_1(&format!("{error}; reconnecting in {after_ms} ms").into());
+                self.schedule_reconnect(after_ms);
+            }
+            Next::Refused(reason) => {
+                web_sys::console::error_1(&format!("{reason}; not reconnecting").into());
+            }
+            Next::Stop => {}
+        }
+    }
+
+    fn schedule_reconnect(&mut self, after_ms: u64) {
+        if self.reconnect_timer.is_some() {
             return;
         }
-        if lasted_ms > Backoff::STABLE_MS {
-            self.backoff.reset();
-        }
-        let delay = self.backoff.next_delay(js_sys::Math::random());
         match scope().set_timeout_with_callback_and_timeout_and_arguments_0(
             &self.callbacks.reconnect,
-            delay as i32,
+            i32::try_from(after_ms).unwrap_or(i32::MAX),
         ) {
             Ok(timer) => self.reconnect_timer = Some(timer),
             Err(error) => web_sys::console::error_2(&"cannot schedule a reconnect:".into(), &error),
         }
     }
 
-    /// Closes a connection the coordinator misused or left silent, and dials
-    /// again after the backoff.
-    fn drop_connection(&mut self, fault: &Fault) {
-        web_sys::console::warn_1(&format!("dropping the connection: {fault}").into());
-        let lasted = self.socket.as_ref().map_or(0.0, |s| now() - s.opened_at);
-        if let Some(socket) = self.socket.take() {
-            socket.close(&fault.to_string());
-        }
-        self.worker.on_closed(Some(fault.to_string()));
-        self.schedule_reconnect(lasted);
-    }
-
-    /// Sends what the loop queued, if the socket is open.
+    /// Sends what the session queued, if the socket is open.
     fn pump(&mut self) {
         let Some(socket) = self.socket.as_ref().filter(|s| s.is_open()) else {
             return;
         };
         let ws = socket.ws.clone();
         let mut failed = None;
-        for outgoing in self.worker.take_outgoing(now()) {
+        for outgoing in self.session.take_outgoing(now_ms()) {
             let sent = match &outgoing {
                 Outgoing::Text(text) => ws.send_with_str(text),
                 Outgoing::Binary(bytes) => ws.send_with_u8_array(bytes),
@@ -402,12 +420,12 @@ impl App {
             }
         }
         if let Some(reason) = failed {
-            self.drop_connection(&Fault::Protocol(reason));
+            self.drop_connection(Fault::Protocol(reason));
         }
     }
 
     fn schedule_compute(&mut self, delay_ms: f64) {
-        if self.compute_scheduled || !self.worker.has_work() {
+        if self.compute_scheduled || !self.session.has_work() {
             return;
         }
         self.compute_scheduled = true;
@@ -445,7 +463,14 @@ fn compute_turn() {
     if with_app(|app| app.compute_scheduled = false).is_none() {
         return;
     }
-    while let Some(Some(task)) = with_app(|app| app.worker.start_task()) {
+    let next = || {
+        with_app(|app| {
+            app.current = app.session.start_task();
+            app.current.clone()
+        })
+        .flatten()
+    };
+    while let Some(task) = next() {
         let begun = now();
         let output = RUNNER.with(|runner| {
             runner
@@ -453,13 +478,17 @@ fn compute_turn() {
                 .run(&task.spec, task.job_tasks, task.index)
         });
         let finished = now();
-        with_app(|app| app.worker.finish_task(&task, &output, finished - begun));
+        with_app(|app| {
+            app.current = None;
+            app.compute_ms += finished - begun;
+            app.session.finish_task(&task, &output);
+        });
         if finished - started >= SLICE_MS {
             break;
         }
     }
     with_app(|app| {
-        app.worker.end_turn();
+        app.session.end_turn();
         app.pump();
         let busy = now() - started;
         app.schedule_compute(app.duty.idle_after(busy));
@@ -468,15 +497,16 @@ fn compute_turn() {
 
 fn tick() {
     with_app(|app| {
+        // Keeps the rate meter moving while offline too.
+        app.rate.record(now(), app.session.tasks_done());
         if app.socket.as_ref().is_some_and(Socket::is_open) {
-            if let Err(fault) = app.worker.tick(now()) {
-                app.drop_connection(&fault);
+            match app.session.tick(now_ms()) {
+                Ok(()) => {
+                    app.pump();
+                    app.schedule_compute(0.0);
+                }
+                Err(fault) => app.drop_connection(fault),
             }
-            app.pump();
-            app.schedule_compute(0.0);
-        } else {
-            // Keeps the rate meter moving while offline.
-            let _ = app.worker.tick(now());
         }
     });
     report();
@@ -485,8 +515,14 @@ fn tick() {
 /// Posts the worker's figures to the page when they changed.
 fn report() {
     let status = with_app(|app| {
-        let mut status = app.worker.status(app.reconnect_timer.is_some());
-        if let Some(reason) = &app.refused {
+        let retrying = app.reconnect_timer.is_some();
+        let mut status = Status::of(
+            &app.session,
+            retrying,
+            app.compute_ms,
+            app.rate.per_second(),
+        );
+        if let Some(reason) = &app.unusable_url {
             status.state = State::Refused;
             status.error = Some(reason.clone());
         }
@@ -521,10 +557,13 @@ fn on_panic(info: &std::panic::PanicHookInfo<'_>) {
         None => payload.to_string(),
     };
     APP.with(|cell| {
-        // Borrowed only if the panic came from the loop itself, not a kernel.
+        // Borrowed only if the panic came from the driver itself, not a kernel.
         if let Ok(mut app) = cell.try_borrow_mut() {
             if let Some(app) = app.as_mut() {
-                app.worker.on_panic(&message);
+                if let Some(task) = app.current.take() {
+                    app.session.fail_task(&task, &format!("panic: {message}"));
+                }
+                app.session.stop();
                 app.pump();
                 if let Some(timer) = app.reconnect_timer.take() {
                     scope().clear_timeout_with_handle(timer);

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use grid_protocol::CloseCode;
+use grid_protocol::close::close_reason;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
@@ -32,21 +33,6 @@ pub fn close_message(code: CloseCode, reason: String) -> Message {
         code: WsCloseCode::from(code.code()),
         reason: close_reason(reason).into(),
     }))
-}
-
-/// A close frame's reason may hold at most 123 bytes (RFC 6455, 5.5): longer
-/// reasons (serde's messages quote the input) are cut at a character boundary.
-pub fn close_reason(mut reason: String) -> String {
-    const MAX: usize = 123;
-    if reason.len() > MAX {
-        let mut end = MAX - 3;
-        while !reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        reason.truncate(end);
-        reason.push_str("...");
-    }
-    reason
 }
 
 /// After our close frame went out: reads and discards what the peer still
@@ -71,14 +57,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn close_reasons_fit_a_control_frame() {
-        assert_eq!(close_reason("short".into()), "short");
-        let long = close_reason("é".repeat(100));
-        assert!(long.len() <= 123, "{}", long.len());
-        assert!(long.ends_with("..."));
-    }
 
     #[tokio::test(start_paused = true)]
     async fn linger_stops_at_the_peer_close_or_the_timeout() {
