@@ -35,7 +35,7 @@ impl Client {
                 "the coordinator URL must start with http:// or https://, got '{base}'"
             ));
         }
-        let tls = grid_coordinator::tls::client_config(ca_cert)?;
+        let tls = grid_worker_native::tls::client_config(ca_cert)?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured((*tls).clone())
             .connect_timeout(Duration::from_secs(5))

@@ -7,8 +7,7 @@
 //! - [`api`] (HTTP routes) and [`socket`] (worker and monitor connections)
 //!   are the edges; [`monitor`] is the hub that fans events out to
 //!   dashboards.
-//! - [`worker`] is the native worker (`grid worker`), [`export`] the
-//!   JSON/CSV/PNG renderings of results.
+//! - [`export`] renders results as JSON, CSV and PNG.
 
 pub mod api;
 pub mod auth;
@@ -25,7 +24,6 @@ pub mod store;
 pub mod sync;
 pub mod tls;
 pub mod upgrade;
-pub mod worker;
 
 use std::future::Future;
 use std::sync::Arc;

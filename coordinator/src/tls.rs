@@ -1,7 +1,6 @@
-//! TLS, both ends: the coordinator's certificate and key (`--tls-cert`,
-//! `--tls-key`) and the roots clients and workers trust (the public web's,
-//! plus `--ca-cert` for a private or self-signed certificate). rustls with the
-//! ring provider throughout.
+//! The coordinator's TLS: its certificate and key (`--tls-cert`,
+//! `--tls-key`), with rustls and the ring provider. (What clients and
+//! workers trust is `grid_worker_native::tls`.)
 
 use std::path::Path;
 use std::sync::Arc;
@@ -49,32 +48,4 @@ pub fn acceptor(cert: &Path, key: &Path) -> anyhow::Result<ServerTls> {
         .context("the certificate and the key do not go together")?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(ServerTls(TlsAcceptor::from(Arc::new(config))))
-}
-
-/// The client side: the public web's roots, plus the certificates in
-/// `ca_cert` if given (for a coordinator with a private or self-signed
-/// certificate).
-pub fn client_config(ca_cert: Option<&Path>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    install_default_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = ca_cert {
-        let mut added = 0;
-        for cert in CertificateDer::pem_file_iter(path)
-            .with_context(|| format!("cannot read {}", path.display()))?
-        {
-            roots
-                .add(cert.with_context(|| format!("{} is not a PEM certificate", path.display()))?)
-                .with_context(|| format!("{} is not a usable CA certificate", path.display()))?;
-            added += 1;
-        }
-        if added == 0 {
-            bail!("{} holds no certificate", path.display());
-        }
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
 }

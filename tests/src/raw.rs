@@ -56,7 +56,7 @@ pub async fn http(
     body: Option<Vec<u8>>,
 ) -> Answer {
     // Plain HTTP only, but reqwest still wants a TLS setup: the coordinator's.
-    let tls = grid_coordinator::tls::client_config(None).expect("a TLS client setup");
+    let tls = grid_worker_native::tls::client_config(None).expect("a TLS client setup");
     let client = reqwest::Client::builder()
         .tls_backend_preconfigured((*tls).clone())
         .build()

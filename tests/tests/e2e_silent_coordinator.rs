@@ -14,8 +14,8 @@
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use grid_coordinator::worker::{self, WorkerOptions};
 use grid_protocol::{CloseCode, CoordinatorMessage, Hello, WorkerKind, WorkerMessage};
+use grid_worker_native::{self as worker, WorkerOptions};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::timeout;

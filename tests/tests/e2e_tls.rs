@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use grid_cli::client::Client;
-use grid_coordinator::worker::{self, WorkerOptions};
 use grid_coordinator::{ServerConfig, tls};
 use grid_tests::{TOKEN, wait_for_job};
+use grid_worker_native::{self as worker, WorkerOptions};
 use serde_json::json;
 use tokio::sync::{oneshot, watch};
 

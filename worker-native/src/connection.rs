@@ -1,75 +1,23 @@
-//! The native worker (`grid worker`, and `grid serve --local-workers`): the
-//! tokio driver of the protocol session ([`WorkerSession`], the same one the
-//! browser worker drives) over one WebSocket at a time, and a pool of compute
-//! threads that take their tasks from the session.
-//!
-//! The session decides everything the protocol asks: what to send and when,
-//! when a connection is dead (no welcome, or a coordinator gone silent for
-//! `idle_timeout_ms`), and whether and when to dial again. This file only
-//! dials, moves frames between the socket and the session, ticks it every
-//! [`TICK_MS`] and runs the kernels:
-//!
-//! - The session lives under one mutex, shared by the driver and the compute
-//!   threads. No lock is held across an await: the driver takes what is
-//!   queued, lets go, then sends.
-//! - A compute thread takes a task from the session, computes it unlocked,
-//!   and records the output (or the panic) under the lock. It rings
-//!   [`Pool::ready`] only when something waits to be sent at once (a
-//!   finished batch, a full frame, a failure); the tick flushes the rest.
-//! - A task computed under an earlier connection is dropped by the session,
-//!   so a reconnect needs nothing from the threads.
+//! One connection at a time: dialling, moving frames between the socket and
+//! the session, ticking the session, and asking it what to do when the
+//! connection ends (dial again after its backoff, stop, or give up).
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
-use grid_kernels::TaskRunner;
 use grid_protocol::close::close_reason;
-use grid_protocol::session::{CONNECT_TIMEOUT_MS, Ended, Next, Outgoing, TICK_MS, WorkerSession};
-use grid_protocol::{Hello, PROTOCOL_VERSION, WORKER_PATH, WorkerKind};
+use grid_protocol::session::{CONNECT_TIMEOUT_MS, Ended, Next, Outgoing, TICK_MS};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// How a native worker identifies itself and how hard it works.
-#[derive(Debug, Clone)]
-pub struct WorkerOptions {
-    /// The coordinator's base URL, `http://host:port` (or `ws://`).
-    pub url: String,
-    pub threads: usize,
-    pub name: Option<String>,
-    /// Extra roots to trust for a `wss://` coordinator with a private or
-    /// self-signed certificate (see [`crate::tls::client_config`]).
-    pub ca_cert: Option<std::path::PathBuf>,
-}
-
-/// The worker's WebSocket URL for a coordinator base URL.
-pub fn socket_url(base: &str) -> anyhow::Result<String> {
-    let base = base.trim_end_matches('/');
-    let rest = if let Some(rest) = base.strip_prefix("http://") {
-        format!("ws://{rest}")
-    } else if let Some(rest) = base.strip_prefix("https://") {
-        format!("wss://{rest}")
-    } else if base.starts_with("ws://") || base.starts_with("wss://") {
-        base.to_string()
-    } else {
-        bail!(
-            "the coordinator URL must start with http://, https://, ws:// or wss://, got '{base}'"
-        );
-    };
-    Ok(if rest.ends_with(WORKER_PATH) {
-        rest
-    } else {
-        format!("{rest}{WORKER_PATH}")
-    })
-}
+use crate::pool::Pool;
 
 /// How long a close frame may take to go out to a peer that may be gone.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -77,66 +25,6 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// The session, shared by the connection and the compute threads.
-struct Pool {
-    session: Mutex<WorkerSession>,
-    /// Rung when the session may have a task for an idle thread.
-    work: Condvar,
-    /// Rung by compute threads when something waits to be sent at once.
-    ready: Notify,
-    stop: AtomicBool,
-}
-
-impl Pool {
-    fn lock(&self) -> MutexGuard<'_, WorkerSession> {
-        crate::sync::lock(&self.session, "worker session")
-    }
-}
-
-fn compute_thread(pool: Arc<Pool>) {
-    let mut runner = TaskRunner::new();
-    loop {
-        let task = {
-            let mut session = pool.lock();
-            loop {
-                if pool.stop.load(Ordering::Relaxed) {
-                    return;
-                }
-                if let Some(task) = session.start_task() {
-                    break task;
-                }
-                session = crate::sync::wait(&pool.work, session);
-            }
-        };
-        let output = catch_unwind(AssertUnwindSafe(|| {
-            runner.run(&task.spec, task.job_tasks, task.index)
-        }));
-        let mut session = pool.lock();
-        match output {
-            Ok(output) => {
-                session.finish_task(&task, &output);
-            }
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "the kernel panicked".into());
-                runner = TaskRunner::new();
-                session.fail_task(&task, &format!("panic: {message}"));
-            }
-        }
-        // Wake the connection only when there is something to send: a
-        // finished batch, a full frame or a failure. The tick flushes partial
-        // frames; waking per task would cost more than tiny tasks.
-        let wake = session.has_ready_frames();
-        drop(session);
-        if wake {
-            pool.ready.notify_one();
-        }
-    }
-}
 
 /// The session's clock: milliseconds since the worker started.
 #[derive(Debug, Clone, Copy)]
@@ -148,50 +36,8 @@ impl Clock {
     }
 }
 
-/// Runs a worker until `shutdown` turns true. Connection failures are retried
-/// with the session's backoff; a close that says the worker itself is not
-/// acceptable (wrong protocol version, quarantined, a bad hello) ends it with
-/// an error.
-pub async fn run(
-    options: WorkerOptions,
-    mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let url = socket_url(&options.url)?;
-    let tls = crate::tls::client_config(options.ca_cert.as_deref())?;
-    let threads = options.threads.max(1);
-    let hello = Hello {
-        protocol: PROTOCOL_VERSION,
-        kind: WorkerKind::Native,
-        threads: u32::try_from(threads).context("too many threads")?,
-        name: options.name.clone(),
-        session: None,
-    };
-    let pool = Arc::new(Pool {
-        session: Mutex::new(WorkerSession::new(hello)),
-        work: Condvar::new(),
-        ready: Notify::new(),
-        stop: AtomicBool::new(false),
-    });
-    let handles: Vec<_> = (0..threads)
-        .map(|i| {
-            let pool = pool.clone();
-            std::thread::Builder::new()
-                .name(format!("grid-compute-{i}"))
-                .spawn(move || compute_thread(pool))
-                .context("cannot start a compute thread")
-        })
-        .collect::<Result<_, _>>()?;
-
-    let result = drive(&url, &tls, &pool, &mut shutdown).await;
-    pool.stop.store(true, Ordering::Relaxed);
-    pool.work.notify_all();
-    // Threads finish their current task and exit; do not wait on a long one.
-    drop(handles);
-    result
-}
-
 /// Dials, converses and dials again, as the session says.
-async fn drive(
+pub(crate) async fn drive(
     url: &str,
     tls: &Arc<rustls::ClientConfig>,
     pool: &Pool,
@@ -390,26 +236,4 @@ where
         reason: close_reason(reason.to_string()).into(),
     };
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn socket_urls_follow_the_coordinator_url() {
-        assert_eq!(
-            socket_url("http://127.0.0.1:8080").unwrap(),
-            "ws://127.0.0.1:8080/ws/worker"
-        );
-        assert_eq!(
-            socket_url("https://grid.example/").unwrap(),
-            "wss://grid.example/ws/worker"
-        );
-        assert_eq!(
-            socket_url("ws://h:1/ws/worker").unwrap(),
-            "ws://h:1/ws/worker"
-        );
-        assert!(socket_url("ftp://h").is_err());
-    }
 }

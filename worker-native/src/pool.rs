@@ -1,0 +1,113 @@
+//! The session under one lock, shared by the connection and the compute
+//! threads.
+//!
+//! No lock is held across an await: the connection takes what is queued,
+//! lets go, then sends. A compute thread takes a task from the session,
+//! computes it unlocked, and records the output (or the panic) under the
+//! lock. It rings [`Pool::ready`] only when something waits to be sent at
+//! once (a finished batch, a full frame, a failure); the connection's tick
+//! flushes the rest. A task computed under an earlier connection is dropped
+//! by the session, so a reconnect needs nothing from the threads. The lock
+//! cannot be poisoned (parking_lot): a kernel's panic is caught and reported
+//! as the task's failure, and nothing else runs under it.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use grid_kernels::TaskRunner;
+use grid_protocol::session::WorkerSession;
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use tokio::sync::Notify;
+
+/// The session, shared by the connection and the compute threads.
+pub(crate) struct Pool {
+    session: Mutex<WorkerSession>,
+    /// Rung when the session may have a task for an idle thread.
+    pub(crate) work: Condvar,
+    /// Rung by compute threads when something waits to be sent at once.
+    pub(crate) ready: Notify,
+    stop: AtomicBool,
+}
+
+impl Pool {
+    pub(crate) fn new(session: WorkerSession) -> Pool {
+        Pool {
+            session: Mutex::new(session),
+            work: Condvar::new(),
+            ready: Notify::new(),
+            stop: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, WorkerSession> {
+        self.session.lock()
+    }
+
+    /// Tells the threads to exit after their current task.
+    pub(crate) fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.work.notify_all();
+    }
+}
+
+/// Starts `threads` compute threads on `pool`.
+pub(crate) fn start_threads(
+    pool: &Arc<Pool>,
+    threads: usize,
+) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
+    (0..threads)
+        .map(|i| {
+            let pool = pool.clone();
+            std::thread::Builder::new()
+                .name(format!("grid-compute-{i}"))
+                .spawn(move || compute_thread(pool))
+                .context("cannot start a compute thread")
+        })
+        .collect()
+}
+
+fn compute_thread(pool: Arc<Pool>) {
+    let mut runner = TaskRunner::new();
+    loop {
+        let task = {
+            let mut session = pool.lock();
+            loop {
+                if pool.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                if let Some(task) = session.start_task() {
+                    break task;
+                }
+                pool.work.wait(&mut session);
+            }
+        };
+        let output = catch_unwind(AssertUnwindSafe(|| {
+            runner.run(&task.spec, task.job_tasks, task.index)
+        }));
+        let mut session = pool.lock();
+        match output {
+            Ok(output) => {
+                session.finish_task(&task, &output);
+            }
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "the kernel panicked".into());
+                runner = TaskRunner::new();
+                session.fail_task(&task, &format!("panic: {message}"));
+            }
+        }
+        // Wake the connection only when there is something to send: a
+        // finished batch, a full frame or a failure. The tick flushes partial
+        // frames; waking per task would cost more than tiny tasks.
+        let wake = session.has_ready_frames();
+        drop(session);
+        if wake {
+            pool.ready.notify_one();
+        }
+    }
+}
