@@ -7,7 +7,7 @@ CARGO ?= cargo
 GRID_ADDR ?= 127.0.0.1:8080
 GRID_DATA ?= ./grid-data
 
-.PHONY: all build wasm run test test-rust test-browser bench lint clean
+.PHONY: all build wasm run test bench lint clean
 
 all: build
 

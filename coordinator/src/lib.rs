@@ -103,6 +103,9 @@ pub async fn run(
     if tokio::time::timeout(drain, server).await.is_err() {
         tracing::warn!("the HTTP server did not stop in time");
     }
+    if let Err(error) = grid.store().flush().await {
+        tracing::error!(%error, "the store could not commit its last writes");
+    }
     tracing::info!("coordinator stopped");
     Ok(())
 }

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -65,6 +66,15 @@ impl WorkerConn {
     pub fn send(&self, message: &CoordinatorMessage) -> bool {
         self.outbox
             .try_send(Outbound::Text(message.encode()))
+            .is_ok()
+    }
+
+    /// Queues a message that must not be dropped (an ack), waiting up to
+    /// `wait` for room. False if the worker has not read for that long.
+    pub async fn send_or_wait(&self, message: &CoordinatorMessage, wait: Duration) -> bool {
+        self.outbox
+            .send_timeout(Outbound::Text(message.encode()), wait)
+            .await
             .is_ok()
     }
 

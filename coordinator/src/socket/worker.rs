@@ -127,7 +127,9 @@ async fn serve<S, R>(
     if let End::Close(code, reason) = &end {
         grid.count_close(*code);
         tracing::info!(code = code.code(), %reason, "closing worker connection");
-        let _ = outbox.send(Outbound::Close(*code, reason.clone())).await;
+        // A worker that stopped reading may leave no room: do not wait long.
+        let close = Outbound::Close(*code, reason.clone());
+        let _ = outbox.send_timeout(close, Duration::from_secs(2)).await;
     }
     if let Some(worker) = worker {
         grid.unregister_worker(worker.id);
@@ -327,13 +329,22 @@ async fn results(grid: &Grid, worker: &Arc<WorkerConn>, bytes: &bytes::Bytes) ->
     let batch = frame.batch;
     match grid.on_results(worker, frame).await {
         Ok(outcome) => {
-            worker.send(&CoordinatorMessage::Ack {
+            // Every frame gets its ack: wait for room rather than drop it.
+            let ack = CoordinatorMessage::Ack {
                 batch,
                 accepted: outcome.accepted,
                 duplicate: outcome.duplicate,
                 rejected: outcome.rejected,
-            });
-            Step::Continue
+            };
+            let wait = grid.config().idle_timeout;
+            if worker.send_or_wait(&ack, wait).await {
+                Step::Continue
+            } else {
+                Step::End(End::Close(
+                    CloseCode::IdleTimeout,
+                    format!("the worker read nothing for {} ms", wait.as_millis()),
+                ))
+            }
         }
         Err(error) => {
             tracing::error!(%error, "results could not be stored");

@@ -232,6 +232,13 @@ impl Store {
         self.send(|reply| Write::ReplaceResult(row, reply)).await
     }
 
+    /// Waits until every write queued so far is committed (or has failed):
+    /// what shutdown waits for, since some writes are not awaited by anyone
+    /// (a job's start, a quarantine).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.send(Write::Flush).await
+    }
+
     /// Remembers a quarantined donor, so that a restart does not forgive it.
     /// Queued behind the writes before it and committed with the next group;
     /// nobody waits for it (a donor's results are refused from the moment the

@@ -216,3 +216,18 @@ fn a_store_from_before_versions_is_brought_up_to_date() {
     assert_eq!(jobs[0].lifecycle.version, 0);
     assert_eq!(jobs[0].definition.created_at, 7);
 }
+
+/// A flush answers once what was queued before it is on disk, including
+/// writes nobody waits for.
+#[tokio::test]
+async fn a_flush_waits_for_the_writes_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Durability::Normal).unwrap();
+    store.remember_quarantine(5, "lied", 1);
+    store.flush().await.unwrap();
+    let reopened = Store::open(dir.path(), Durability::Normal).unwrap();
+    assert_eq!(
+        reopened.quarantined().unwrap(),
+        vec![(5, "lied".to_string())]
+    );
+}

@@ -32,6 +32,9 @@ pub(super) enum Write {
     /// A re-checked task's corrected output.
     ReplaceResult(ResultRow, oneshot::Sender<Result<(), StoreError>>),
     /// A donor whose results failed validation.
+    /// Nothing to write: answered once every write queued before it is
+    /// committed.
+    Flush(oneshot::Sender<Result<(), StoreError>>),
     Quarantine {
         donor: u64,
         reason: String,
@@ -149,6 +152,7 @@ fn apply_group(conn: &mut Connection, group: &[Write]) -> Result<Vec<Answer>, St
                     }
                     answers.push(Answer::Done);
                 }
+                Write::Flush(_) => answers.push(Answer::Done),
                 Write::Quarantine {
                     donor, reason, at, ..
                 } => {
@@ -188,6 +192,7 @@ fn answer_group(group: Vec<Write>, outcome: Result<Vec<Answer>, StoreError>) {
                     (Write::UpdateJob { reply, .. }, Answer::Done) => drop(reply.send(Ok(()))),
                     (Write::ReplaceResult(_, reply), Answer::Done) => drop(reply.send(Ok(()))),
                     (Write::Quarantine { reply, .. }, Answer::Done) => drop(reply.send(Ok(()))),
+                    (Write::Flush(reply), Answer::Done) => drop(reply.send(Ok(()))),
                     _ => unreachable!("answers are made in the order of the writes"),
                 }
             }
@@ -203,6 +208,7 @@ fn answer_group(group: Vec<Write>, outcome: Result<Vec<Answer>, StoreError>) {
                     Write::UpdateJob { reply, .. } => drop(reply.send(Err(failed()))),
                     Write::ReplaceResult(_, reply) => drop(reply.send(Err(failed()))),
                     Write::Quarantine { reply, .. } => drop(reply.send(Err(failed()))),
+                    Write::Flush(reply) => drop(reply.send(Err(failed()))),
                 }
             }
         }

@@ -29,8 +29,13 @@ struct Peer {
 
 impl Peer {
     fn connect(grid: &Arc<Grid>) -> Peer {
+        Peer::connect_reading(grid, 4096)
+    }
+
+    /// A peer whose end holds at most about `buffer` unread messages.
+    fn connect_reading(grid: &Arc<Grid>, buffer: usize) -> Peer {
         let (to_server, stream) = fmpsc::channel(4096);
-        let (sink, from_server) = fmpsc::channel(4096);
+        let (sink, from_server) = fmpsc::channel(buffer);
         let sink = sink.sink_map_err(|_| WsError::ConnectionClosed);
         let (shutdown_tx, shutdown) = watch::channel(false);
         let guard = ConnectionGuard {
@@ -67,16 +72,26 @@ impl Peer {
 
     /// Says hello and reads the welcome.
     async fn join(grid: &Arc<Grid>, threads: u32) -> Peer {
+        Peer::join_as(grid, threads, None).await
+    }
+
+    /// Says hello as part of donor session `session`, and reads the welcome.
+    async fn join_as(grid: &Arc<Grid>, threads: u32, session: Option<&str>) -> Peer {
         let mut peer = Peer::connect(grid);
-        peer.send_text(&WorkerMessage::Hello(Hello {
+        peer.hello(threads, session).await;
+        peer
+    }
+
+    async fn hello(&mut self, threads: u32, session: Option<&str>) {
+        self.send_text(&WorkerMessage::Hello(Hello {
             protocol: PROTOCOL_VERSION,
             kind: WorkerKind::Native,
             threads,
             name: Some("test".into()),
-            session: None,
+            session: session.map(str::to_string),
         }))
         .await;
-        match peer.next_message().await {
+        match self.next_message().await {
             CoordinatorMessage::Welcome {
                 max_frame_bytes, ..
             } => {
@@ -84,7 +99,6 @@ impl Peer {
             }
             other => panic!("expected a welcome, got {other:?}"),
         }
-        peer
     }
 
     async fn next(&mut self) -> Message {
@@ -308,4 +322,76 @@ async fn acks_follow_the_order_of_the_frames() {
             (7, 0, 0, 1)
         ]
     );
+}
+
+/// A grid whose worker outbox holds two messages, and that never
+/// quarantines for unleased results.
+async fn small_outbox_grid(dir: &std::path::Path) -> Arc<Grid> {
+    let mut config = ServerConfig::new(dir.to_path_buf(), "token".into());
+    config.durability = crate::store::Durability::Normal;
+    config.worker_outbox = 2;
+    config.max_rejected_results = u64::MAX;
+    Grid::open(config).await.unwrap()
+}
+
+/// Sends one results frame for each of `batches` (none exists: each is
+/// acked as rejected).
+async fn send_frames(peer: &mut Peer, batches: &[u64]) {
+    for &batch in batches {
+        let mut frame = ResultsFrameBuilder::new(batch);
+        frame.push_bytes(0, &0u64.to_le_bytes());
+        peer.send(Message::binary(frame.finish())).await;
+    }
+}
+
+/// A slow reader still gets one ack per frame, in order: acks wait for room
+/// in the connection's outbox instead of being dropped when it is full.
+#[tokio::test(start_paused = true)]
+async fn acks_wait_for_a_slow_reader_and_none_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = small_outbox_grid(dir.path()).await;
+    let mut peer = Peer::connect_reading(&grid, 0);
+    peer.hello(1, None).await;
+    let frames: Vec<u64> = (100..140).collect();
+    send_frames(&mut peer, &frames).await;
+    // The worker reads nothing for a while, then everything.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut acked = Vec::new();
+    while acked.len() < frames.len() {
+        if let CoordinatorMessage::Ack { batch, .. } = peer.next_message().await {
+            acked.push(batch);
+        }
+    }
+    assert_eq!(acked, frames);
+}
+
+/// A worker that never reads again is closed (4005) after the idle
+/// timeout; the acks it was sent before are an unbroken prefix.
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_stops_reading_is_closed_after_the_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = small_outbox_grid(dir.path()).await;
+    let mut peer = Peer::connect_reading(&grid, 0);
+    peer.hello(1, None).await;
+    let frames: Vec<u64> = (100..140).collect();
+    send_frames(&mut peer, &frames).await;
+    tokio::time::timeout(Duration::from_secs(300), &mut peer.served)
+        .await
+        .expect("the connection ends")
+        .unwrap();
+    assert_eq!(grid.worker_count(), 0);
+    assert!(
+        grid.metrics()
+            .contains("grid_connections_closed_total{reason=\"idle_timeout\"} 1")
+    );
+    let mut acked = Vec::new();
+    while let Ok(message) = peer.from_server.try_recv() {
+        if let Message::Text(text) = message {
+            if let Ok(CoordinatorMessage::Ack { batch, .. }) = CoordinatorMessage::decode(&text) {
+                acked.push(batch);
+            }
+        }
+    }
+    assert!(acked.len() < frames.len(), "the coordinator had to wait");
+    assert_eq!(acked, frames[..acked.len()], "no ack skipped");
 }
