@@ -61,7 +61,7 @@ pub struct WorkerCore {
     generation: u64,
     batches: VecDeque<HeldBatch>,
     ready: VecDeque<Vec<u8>>,
-    tasks_completed: u64,
+    tasks_done: u64,
 }
 
 impl WorkerCore {
@@ -151,7 +151,7 @@ impl WorkerCore {
             .as_mut()
             .expect("present")
             .push(task.index, output);
-        self.tasks_completed += 1;
+        self.tasks_done += 1;
         if held.is_finished() {
             let held = self.batches.remove(position).expect("present");
             if let Some(builder) = held.pending {
@@ -260,8 +260,8 @@ impl WorkerCore {
         self.batches.front().map(|b| (b.job, b.spec.as_ref()))
     }
 
-    pub fn tasks_completed(&self) -> u64 {
-        self.tasks_completed
+    pub fn tasks_done(&self) -> u64 {
+        self.tasks_done
     }
 }
 
