@@ -12,9 +12,11 @@ use std::time::Duration;
 
 use grid_cli::client::Client;
 use grid_kernels::spec::{HashsearchParams, MandelbrotParams, MonteCarloParams, PrimesParams};
-use grid_kernels::{Collator, KernelSpec, TaskRunner};
+use grid_kernels::{Collator, JobResult, KernelSpec, ResultSummary, TaskRunner};
+use grid_protocol::WorkerKind;
+use grid_protocol::api::JobState;
 use grid_tests::browser::{TestBrowser, TestPage, ensure_wasm_built, exclusive, repo_root};
-use grid_tests::{TestGrid, job, submit, tasks_done, wait_for_job, wait_for_workers, wait_partway};
+use grid_tests::{TestGrid, job, submit, wait_for_job, wait_for_workers, wait_partway};
 use serde_json::{Value, json};
 
 const PAGE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -93,11 +95,14 @@ fn parity_cases() -> Vec<(KernelSpec, u32)> {
 async fn assert_long_primes_job_exact(client: &Client, id: u64) {
     let (_, tasks) = long_primes_job();
     let status = wait_for_job(client, id, JOB_TIMEOUT).await;
-    assert_eq!(status["state"], "done", "{status}");
-    assert_eq!(status["tasks"]["done"], tasks, "{status}");
+    assert_eq!(status.state, JobState::Done, "{status:?}");
+    assert_eq!(status.tasks.done, tasks, "{status:?}");
     assert_eq!(
-        status["result"]["count"], PRIMES_BELOW_TEN_BILLION,
-        "{status}"
+        status.result,
+        Some(ResultSummary::Primes {
+            count: PRIMES_BELOW_TEN_BILLION
+        }),
+        "{status:?}"
     );
 }
 
@@ -117,7 +122,7 @@ fn long_primes_job() -> (KernelSpec, u32) {
 const PRIMES_BELOW_TEN_BILLION: u64 = 455_052_511;
 
 /// The job's result computed here, natively, as the results endpoint shows it.
-fn native_result(spec: &KernelSpec, tasks: u32) -> Value {
+fn native_result(spec: &KernelSpec, tasks: u32) -> JobResult {
     let mut runner = TaskRunner::new();
     let mut collator = Collator::new(spec.clone(), tasks);
     for index in 0..tasks {
@@ -125,16 +130,11 @@ fn native_result(spec: &KernelSpec, tasks: u32) -> Value {
             .add(index, &runner.run(spec, tasks, index))
             .expect("a fresh task");
     }
-    serde_json::to_value(collator.result()).expect("results are JSON")
+    collator.result()
 }
 
 async fn submit_spec(client: &Client, spec: &KernelSpec, tasks: u32) -> u64 {
-    submit(client, &job(spec.kind().name(), spec.params_json(), tasks)).await
-}
-
-async fn results_json(client: &Client, job: u64) -> Value {
-    let bytes = client.results(job, "json").await.expect("results");
-    serde_json::from_slice(&bytes).expect("results are JSON")
+    submit(client, &job(spec.clone(), tasks)).await
 }
 
 /// Opens the donor page with `threads` threads and waits until they are all
@@ -203,9 +203,9 @@ async fn browser_workers_compute_every_kernel_exactly() {
     }
     for ((spec, tasks), id) in jobs.iter().zip(&ids) {
         let status = wait_for_job(&client, *id, JOB_TIMEOUT).await;
-        assert_eq!(status["state"], "done", "{}: {status}", spec.kind());
-        assert_eq!(status["tasks"]["done"], *tasks, "{status}");
-        let result = results_json(&client, *id).await;
+        assert_eq!(status.state, JobState::Done, "{}: {status:?}", spec.kind());
+        assert_eq!(status.tasks.done, *tasks, "{status:?}");
+        let result = client.result(*id).await.expect("results");
         assert_eq!(
             result,
             native_result(spec, *tasks),
@@ -225,16 +225,19 @@ async fn browser_workers_compute_every_kernel_exactly() {
     );
 
     // pi(5 * 10^6), from the literature rather than from the kernel.
-    assert_eq!(results_json(&client, ids[0]).await["count"], 348_513);
+    assert_eq!(
+        client.result(ids[0]).await.unwrap(),
+        JobResult::Primes { count: 348_513 }
+    );
 
     // Two browser worker connections, one donor session: this tab's.
     let workers = client.workers().await.unwrap();
     assert_eq!(workers.len(), 2, "{workers:#?}");
     for worker in &workers {
-        assert_eq!(worker["kind"], "browser", "{worker}");
-        assert_eq!(worker["threads"], 1, "{worker}");
-        assert_eq!(worker["session"], session.as_str(), "{worker}");
-        assert!(worker["tasks_done"].as_u64().unwrap() > 0, "{worker}");
+        assert_eq!(worker.kind, WorkerKind::Browser, "{worker:?}");
+        assert_eq!(worker.threads, 1, "{worker:?}");
+        assert_eq!(worker.session.as_ref(), Some(&session), "{worker:?}");
+        assert!(worker.tasks_done > 0, "{worker:?}");
     }
 
     // The page's figures follow.
@@ -289,15 +292,12 @@ async fn pause_and_resume_from_the_page_lose_no_task() {
     // Both connections paused, holding nothing: finished results were sent
     // and unstarted tasks handed back.
     wait_for_workers(&client, "paused workers holding no tasks", |workers| {
-        workers.len() == 2
-            && workers
-                .iter()
-                .all(|w| w["paused"] == true && w["tasks_in_flight"] == 0)
+        workers.len() == 2 && workers.iter().all(|w| w.paused && w.tasks_in_flight == 0)
     })
     .await;
     let paused = client.status(id).await.unwrap();
-    assert_eq!(paused["state"], "running", "{paused}");
-    assert!(tasks_done(&paused) < u64::from(tasks), "{paused}");
+    assert_eq!(paused.state, JobState::Running, "{paused:?}");
+    assert!(paused.tasks.done < tasks, "{paused:?}");
 
     page.click("#pause").await.unwrap();
     page.wait_for(
@@ -330,9 +330,7 @@ async fn a_tab_closed_mid_batch_loses_no_task() {
     wait_partway(&client, id, 0.1).await;
     let workers = client.workers().await.unwrap();
     assert!(
-        workers
-            .iter()
-            .any(|w| w["tasks_in_flight"].as_u64().unwrap() > 0),
+        workers.iter().any(|w| w.tasks_in_flight > 0),
         "the tab should hold tasks when it closes: {workers:#?}"
     );
 
@@ -343,7 +341,7 @@ async fn a_tab_closed_mid_batch_loses_no_task() {
     })
     .await;
     let orphaned = client.status(id).await.unwrap();
-    assert_eq!(orphaned["state"], "running", "{orphaned}");
+    assert_eq!(orphaned.state, JobState::Running, "{orphaned:?}");
 
     let second = open_donor_page(&browser, &grid, 2).await;
     assert_long_primes_job_exact(&client, id).await;

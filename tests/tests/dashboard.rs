@@ -11,12 +11,13 @@ use std::time::Duration;
 use grid_coordinator::export::colour;
 use grid_kernels::mandelbrot::{escape_time, pixel_x, pixel_y};
 use grid_kernels::spec::MandelbrotParams;
+use grid_kernels::{KernelSpec, ResultSummary};
+use grid_protocol::api::{ExportFormat, JobState};
 use grid_protocol::{Hello, PROTOCOL_VERSION, WorkerKind, WorkerMessage};
 use grid_tests::browser::exclusive;
 use grid_tests::dashboard::{DashboardBrowser, DashboardPage, LAPTOP, PHONE};
 use grid_tests::raw::RawSocket;
-use grid_tests::{TOKEN, TestGrid, free_port, job, submit, wait_for_job, wait_for_workers};
-use serde_json::json;
+use grid_tests::{TOKEN, TestGrid, free_port, job, primes, submit, wait_for_job, wait_for_workers};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -164,27 +165,18 @@ async fn the_dashboard_follows_jobs_to_their_results() {
     // A Mandelbrot job held back until the page resumes it, so the page is
     // surely watching while it runs; and one the page will cancel.
     let p = picture();
-    let params = serde_json::to_value(&p).unwrap();
-    let image = submit(&client, &job("mandelbrot", params, 32)).await;
+    let image = submit(&client, &job(KernelSpec::Mandelbrot(p.clone()), 32)).await;
     client.pause(image).await.unwrap();
-    let doomed = submit(
-        &client,
-        &job("primes", json!({"start": 0, "end": 4_000_000_000u64}), 400),
-    )
-    .await;
+    let doomed = submit(&client, &job(primes(0, 4_000_000_000u64), 400)).await;
     client.pause(doomed).await.unwrap();
 
     let tab = browser_tab(&grid.url, "7f3a9c2e41d0b6aa").await;
     wait_for_workers(&client, "a paused browser tab", |w| {
-        w.len() == 2 && w.iter().all(|w| w["paused"] == true)
+        w.len() == 2 && w.iter().all(|w| w.paused)
     })
     .await;
     let worker = grid.worker(2, "native-1");
-    let primes = submit(
-        &client,
-        &job("primes", json!({"start": 0, "end": 1_000_000}), 4),
-    )
-    .await;
+    let primes = submit(&client, &job(primes(0, 1_000_000), 4)).await;
     wait_for_job(&client, primes, WAIT).await;
 
     let browser = DashboardBrowser::launch().await.expect("Chromium starts");
@@ -325,13 +317,16 @@ async fn the_dashboard_follows_jobs_to_their_results() {
     )
     .await
     .unwrap();
-    assert_eq!(client.status(doomed).await.unwrap()["state"], "cancelled");
+    assert_eq!(
+        client.status(doomed).await.unwrap().state,
+        JobState::Cancelled
+    );
 
     // The PNG download is the coordinator's PNG.
     page.click(&format!("{} .downloads [data-format=\"png\"]", card(image)))
         .await
         .unwrap();
-    let expected = client.results(image, "png").await.unwrap();
+    let expected = client.results(image, ExportFormat::Png).await.unwrap();
     let file = downloads.path().join(format!("job-{image}-mandelbrot.png"));
     wait_for_file(&file, expected.len()).await;
     assert!(
@@ -526,7 +521,7 @@ async fn the_dashboard_reconnects_when_the_coordinator_comes_back() {
     let grid = TestGrid::start_on(dir.path(), port, |_| {}).await;
     let client = grid.client();
     let worker = grid.worker(1, "native-1");
-    let first = submit(&client, &job("primes", json!({"start": 0, "end": 1000}), 2)).await;
+    let first = submit(&client, &job(primes(0, 1000), 2)).await;
     wait_for_job(&client, first, WAIT).await;
 
     let browser = DashboardBrowser::launch().await.expect("Chromium starts");
@@ -561,7 +556,7 @@ async fn the_dashboard_reconnects_when_the_coordinator_comes_back() {
     // The new snapshot has the old job, and events flow again.
     let client = grid.client();
     let worker = grid.worker(1, "native-2");
-    let second = submit(&client, &job("primes", json!({"start": 0, "end": 1000}), 2)).await;
+    let second = submit(&client, &job(primes(0, 1000), 2)).await;
     page.wait_for(
         &format!(
             "document.querySelector('.job[data-job=\"{first}\"]')?.dataset.state === 'done' \
@@ -629,12 +624,12 @@ async fn the_dashboard_marks_a_quarantined_liar() {
             liar.send(batch.batch, builder.finish()).await;
         }
     });
-    let mut request = job("primes", json!({"start": 0, "end": 1_000_000}), 60);
+    let mut request = job(primes(0, 1_000_000), 60);
     request.redundancy = Some(2);
     let id = submit(&client, &request).await;
     assert_eq!(
-        wait_for_job(&client, id, WAIT).await["result"]["count"],
-        78_498
+        wait_for_job(&client, id, WAIT).await.result,
+        Some(ResultSummary::Primes { count: 78_498 })
     );
 
     let row = format!("tr[data-worker='{liar_id}']");

@@ -6,8 +6,8 @@ use std::time::Duration;
 use grid_cli::client::Client;
 use grid_coordinator::worker::{self, WorkerOptions};
 use grid_coordinator::{ServerConfig, tls};
-use grid_tests::{TOKEN, wait_for_job};
-use serde_json::json;
+use grid_kernels::ResultSummary;
+use grid_tests::{TOKEN, primes, wait_for_job};
 use tokio::sync::{oneshot, watch};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,19 +63,18 @@ async fn a_grid_served_over_tls_computes_and_refuses_untrusting_clients() {
     };
     let worker = tokio::spawn(worker::run(options, stopping));
     let job = client
-        .submit(&grid_tests::job(
-            "primes",
-            json!({"start": 0, "end": 1_000_000}),
-            8,
-        ))
+        .submit(&grid_tests::job(primes(0, 1_000_000), 8))
         .await
-        .unwrap()["id"]
-        .as_u64()
-        .unwrap();
+        .unwrap()
+        .id;
     let status = wait_for_job(&client, job, Duration::from_secs(60)).await;
-    assert_eq!(status["result"]["count"], 78_498, "{status}");
+    assert_eq!(
+        status.result,
+        Some(ResultSummary::Primes { count: 78_498 }),
+        "{status:?}"
+    );
     let workers = client.workers().await.unwrap();
-    assert_eq!(workers[0]["tasks_done"], 8);
+    assert_eq!(workers[0].tasks_done, 8);
 
     let _ = stop_worker.send(true);
     let _ = worker.await;
