@@ -22,8 +22,8 @@ use anyhow::{Context, bail};
 use grid_cli::client::Client;
 use grid_coordinator::ServerConfig;
 use grid_coordinator::worker::{self, WorkerOptions};
-use grid_kernels::KernelSpec;
 use grid_kernels::spec::PrimesParams;
+use grid_kernels::{KernelSpec, ResultSummary};
 use grid_protocol::api::{JobRequest, JobState, JobStatus, WorkerInfo};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -329,6 +329,17 @@ pub fn job(spec: KernelSpec, tasks: u32) -> JobRequest {
 /// Count the primes in `start..end`.
 pub fn primes(start: u64, end: u64) -> KernelSpec {
     KernelSpec::Primes(PrimesParams { start, end })
+}
+
+/// Fails unless `status` is of a primes job that counted `count` primes (a
+/// status has a result once its job is done).
+#[track_caller]
+pub fn assert_primes(status: &JobStatus, count: u64) {
+    assert_eq!(
+        status.result,
+        Some(ResultSummary::Primes { count }),
+        "{status:?}"
+    );
 }
 
 /// Submits a job and returns its id.

@@ -5,10 +5,9 @@
 
 use std::time::Duration;
 
-use grid_kernels::ResultSummary;
 use grid_protocol::api::{JobState, JobStatus};
 use grid_tests::raw::{Answer, http};
-use grid_tests::{TOKEN, TestGrid, job, primes, submit, wait_for_job};
+use grid_tests::{TOKEN, TestGrid, assert_primes, job, primes, submit, wait_for_job};
 use serde_json::{Value, json};
 
 fn primes_body(start: i64, end: i64) -> Value {
@@ -266,7 +265,7 @@ async fn bad_requests_get_4xx_json_errors_and_change_nothing() {
     let worker = grid.worker(1, "a");
     let done = submit(&client, &job(primes(0, 100_000), 4)).await;
     let status = wait_for_job(&client, done, Duration::from_secs(30)).await;
-    assert_eq!(status.result, Some(ResultSummary::Primes { count: 9592 }));
+    assert_primes(&status, 9592);
     worker.stop().await;
     let unfinished = submit(&client, &job(primes(0, 1_000_000), 8)).await;
     assert_eq!(job_count(&grid.url).await, 2);
@@ -290,22 +289,14 @@ async fn bad_requests_get_4xx_json_errors_and_change_nothing() {
     assert_eq!(job_count(&grid.url).await, 2);
     let status = client.status(done).await.unwrap();
     assert_eq!(status.state, JobState::Done);
-    assert_eq!(status.result, Some(ResultSummary::Primes { count: 9592 }));
+    assert_primes(&status, 9592);
 
     let worker = grid.worker(1, "b");
     let status = wait_for_job(&client, unfinished, Duration::from_secs(30)).await;
-    assert_eq!(
-        status.result,
-        Some(ResultSummary::Primes { count: 78_498 }),
-        "{status:?}"
-    );
+    assert_primes(&status, 78_498);
     let next = submit(&client, &job(primes(0, 10_000_000), 10)).await;
     let status = wait_for_job(&client, next, Duration::from_secs(30)).await;
-    assert_eq!(
-        status.result,
-        Some(ResultSummary::Primes { count: 664_579 }),
-        "{status:?}"
-    );
+    assert_primes(&status, 664_579);
     assert_eq!(job_count(&grid.url).await, 3);
 
     worker.stop().await;

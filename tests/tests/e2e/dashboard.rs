@@ -11,15 +11,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use grid_coordinator::export::colour;
+use grid_kernels::KernelSpec;
 use grid_kernels::mandelbrot::{escape_time, pixel_x, pixel_y};
 use grid_kernels::spec::MandelbrotParams;
-use grid_kernels::{KernelSpec, ResultSummary};
 use grid_protocol::api::{ExportFormat, JobState};
 use grid_protocol::{Hello, PROTOCOL_VERSION, WorkerKind, WorkerMessage};
 use grid_tests::browser::BrowserTest;
 use grid_tests::dashboard::{DashboardPage, LAPTOP, PHONE};
 use grid_tests::raw::RawSocket;
-use grid_tests::{TOKEN, job, primes, submit, wait_for_job, wait_for_workers};
+use grid_tests::{TOKEN, assert_primes, job, primes, submit, wait_for_job, wait_for_workers};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -584,10 +584,7 @@ async fn the_dashboard_marks_a_quarantined_liar() {
     let mut request = job(primes(0, 1_000_000), 60);
     request.redundancy = Some(2);
     let id = submit(&client, &request).await;
-    assert_eq!(
-        wait_for_job(&client, id, WAIT).await.result,
-        Some(ResultSummary::Primes { count: 78_498 })
-    );
+    assert_primes(&wait_for_job(&client, id, WAIT).await, 78_498);
 
     let row = format!("tr[data-worker='{liar_id}']");
     page.wait_for(

@@ -9,10 +9,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use grid_kernels::spec::MandelbrotParams;
-use grid_kernels::{JobResult, KernelSpec, ResultSummary};
+use grid_kernels::{JobResult, KernelSpec};
 use grid_protocol::api::JobState;
 use grid_tests::{
-    TOKEN, TestGrid, free_port, grid_binary, job, primes, submit, wait_for_job, wait_until,
+    TOKEN, TestGrid, assert_primes, free_port, grid_binary, job, primes, submit, wait_for_job,
+    wait_until,
 };
 
 /// A tmpfs of a given size, unmounted when dropped.
@@ -116,11 +117,9 @@ async fn a_full_disk_at_start_up_is_a_clear_error_and_the_store_survives_it() {
     let grid = TestGrid::start(&data).await;
     let worker = grid.worker(1, "w");
     let id = submit(&grid.client(), &job(primes(0, 1_000_000), 10)).await;
-    assert_eq!(
-        wait_for_job(&grid.client(), id, Duration::from_secs(60))
-            .await
-            .result,
-        Some(ResultSummary::Primes { count: 78_498 })
+    assert_primes(
+        &wait_for_job(&grid.client(), id, Duration::from_secs(60)).await,
+        78_498,
     );
     worker.stop().await;
     grid.stop().await;
@@ -138,7 +137,7 @@ async fn a_full_disk_at_start_up_is_a_clear_error_and_the_store_survives_it() {
     let grid = TestGrid::start(&data).await;
     let status = grid.client().status(id).await.unwrap();
     assert_eq!(status.state, JobState::Done);
-    assert_eq!(status.result, Some(ResultSummary::Primes { count: 78_498 }));
+    assert_primes(&status, 78_498);
     grid.stop().await;
 }
 

@@ -8,13 +8,12 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use grid_kernels::ResultSummary;
 use grid_protocol::WorkerMessage;
 use grid_protocol::api::JobState;
 use grid_tests::raw::{HandWorker, accepted, hello, http};
 use grid_tests::{
-    TOKEN, TestGrid, grid_cli_async, job, primes, submit, total_tasks_done, wait_for_job,
-    wait_for_workers, worker_info,
+    TOKEN, TestGrid, assert_primes, grid_cli_async, job, primes, submit, total_tasks_done,
+    wait_for_job, wait_for_workers, worker_info,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -59,11 +58,7 @@ async fn replicas_never_go_to_two_connections_of_one_session() {
     // Another donor supplies the second replicas.
     let other = grid.worker(1, "another-donor");
     let status = wait_for_job(&client, id, TIMEOUT).await;
-    assert_eq!(
-        status.result,
-        Some(ResultSummary::Primes { count: 664_579 }),
-        "{status:?}"
-    );
+    assert_primes(&status, 664_579);
     let workers = client.workers().await.unwrap();
     assert_eq!(
         total_tasks_done(&workers),
@@ -102,10 +97,7 @@ async fn a_paused_worker_gets_no_batches_until_it_resumes() {
     let native = grid.worker(1, "native");
     let first = submit(&client, &job(primes(0, 10_000_000), 20)).await;
     let status = wait_for_job(&client, first, TIMEOUT).await;
-    assert_eq!(
-        status.result,
-        Some(ResultSummary::Primes { count: 664_579 })
-    );
+    assert_primes(&status, 664_579);
     let me = worker_info(&client, paused.id).await;
     assert_eq!(me.tasks_done, 0, "{me:?}");
 
@@ -125,7 +117,7 @@ async fn a_paused_worker_gets_no_batches_until_it_resumes() {
         accepted(indices.len() as u32)
     );
     let status = wait_for_job(&client, second, TIMEOUT).await;
-    assert_eq!(status.result, Some(ResultSummary::Primes { count: 78_498 }));
+    assert_primes(&status, 78_498);
 
     native.stop().await;
     grid.stop().await;
@@ -173,11 +165,7 @@ async fn a_task_that_fails_everywhere_fails_its_job() {
     let worker = grid.worker(1, "native");
     let next = submit(&client, &job(primes(0, 1_000_000), 6)).await;
     let status = wait_for_job(&client, next, TIMEOUT).await;
-    assert_eq!(
-        status.result,
-        Some(ResultSummary::Primes { count: 78_498 }),
-        "{status:?}"
-    );
+    assert_primes(&status, 78_498);
     worker.stop().await;
     grid.stop().await;
 }

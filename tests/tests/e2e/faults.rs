@@ -12,7 +12,7 @@ use grid_kernels::spec::MonteCarloParams;
 use grid_kernels::{JobResult, KernelKind, KernelSpec, ResultSummary};
 use grid_protocol::api::JobState;
 use grid_tests::{
-    GridProcess, TestGrid, TestWorker, free_port, job, primes, submit, wait_for_job,
+    GridProcess, TestGrid, TestWorker, assert_primes, free_port, job, primes, submit, wait_for_job,
     wait_for_workers, wait_partway, wait_until,
 };
 
@@ -53,11 +53,7 @@ async fn a_worker_killed_mid_job_loses_nothing_and_counts_nothing_twice() {
 
     let status = wait_for_job(&client, id, JOB_TIMEOUT).await;
     assert_eq!(status.state, JobState::Done, "{status:?}");
-    assert_eq!(
-        status.result,
-        Some(ResultSummary::Primes { count: PI_2E9 }),
-        "{status:?}"
-    );
+    assert_primes(&status, PI_2E9);
     assert_eq!(status.tasks.done, tasks, "{status:?}");
 
     survivor.stop().await;
@@ -147,11 +143,7 @@ async fn replica_votes_survive_a_restart() {
     assert_eq!(restored.redundancy, 2);
     let status = wait_for_job(&client, id, JOB_TIMEOUT).await;
     assert_eq!(status.state, JobState::Done, "{status:?}");
-    assert_eq!(
-        status.result,
-        Some(ResultSummary::Primes { count: PI_2E9 }),
-        "{status:?}"
-    );
+    assert_primes(&status, PI_2E9);
     assert_eq!(status.tasks.done, tasks, "{status:?}");
 
     a.stop().await;
@@ -174,11 +166,7 @@ async fn a_cancelled_job_stays_cancelled_and_ids_are_not_reused_after_a_restart(
     let next = submit(&client, &primes_below(10_000_000, 10)).await;
     assert!(next > cancelled, "job id {next} reused after {cancelled}");
     let status = wait_for_job(&client, next, JOB_TIMEOUT).await;
-    assert_eq!(
-        status.result,
-        Some(ResultSummary::Primes { count: 664_579 }),
-        "{status:?}"
-    );
+    assert_primes(&status, 664_579);
     let status = client.status(cancelled).await.unwrap();
     assert_eq!(status.state, JobState::Cancelled, "{status:?}");
     assert_eq!(status.tasks.done, 0, "{status:?}");
@@ -217,11 +205,7 @@ async fn a_coordinator_killed_three_times_mid_job_finishes_it_exactly() {
         s.state == JobState::Done
     })
     .await;
-    assert_eq!(
-        status.result,
-        Some(ResultSummary::Primes { count: PI_4E9 }),
-        "{status:?}"
-    );
+    assert_primes(&status, PI_4E9);
     assert_eq!(status.tasks.done, tasks, "{status:?}");
     let jobs = client.jobs().await.unwrap();
     assert_eq!(jobs.len(), 1, "{jobs:?}");
@@ -234,11 +218,7 @@ async fn a_coordinator_killed_three_times_mid_job_finishes_it_exactly() {
     let process = GridProcess::serve_on(dir.path(), port, &[]).await.unwrap();
     let status = client.status(id).await.unwrap();
     assert_eq!(status.state, JobState::Done, "{status:?}");
-    assert_eq!(
-        status.result,
-        Some(ResultSummary::Primes { count: PI_4E9 }),
-        "{status:?}"
-    );
+    assert_primes(&status, PI_4E9);
     assert_eq!(
         client.result(id).await.unwrap(),
         JobResult::Primes { count: PI_4E9 }

@@ -12,7 +12,8 @@ use grid_kernels::spec::{HashsearchParams, MandelbrotParams, MonteCarloParams};
 use grid_kernels::{JobResult, KernelSpec, ResultSummary};
 use grid_protocol::api::{JobRequest, JobState, JobStatus};
 use grid_tests::{
-    TestGrid, job, primes, submit, total_tasks_done, wait_for_job, wait_for_workers, wait_until,
+    TestGrid, assert_primes, job, primes, submit, total_tasks_done, wait_for_job, wait_for_workers,
+    wait_until,
 };
 use sha2::{Digest, Sha256};
 
@@ -62,10 +63,6 @@ async fn run(client: &Client, request: &JobRequest) -> JobStatus {
     status
 }
 
-fn prime_count(count: u64) -> Option<ResultSummary> {
-    Some(ResultSummary::Primes { count })
-}
-
 #[test]
 fn the_reference_sieve_agrees_with_the_literature() {
     // Guards the guard: pi(10^5) = 9592, and 10^9 + 7 and + 9 are prime.
@@ -83,16 +80,12 @@ async fn four_kernels_give_independently_known_answers() {
 
     // primes: pi(10^7) is in every table.
     let status = run(&client, &job(primes(0, 10_000_000), 100)).await;
-    assert_eq!(status.result, prime_count(664_579));
+    assert_primes(&status, 664_579);
 
     // primes far from zero, against the sieve above.
     let (start, end) = (1_000_000_000u64, 1_001_000_000u64);
     let status = run(&client, &job(primes(start, end), 37)).await;
-    assert_eq!(
-        status.result,
-        prime_count(reference_prime_count(start, end)),
-        "{status:?}"
-    );
+    assert_primes(&status, reference_prime_count(start, end));
 
     // mandelbrot: pixel for pixel against a local render.
     let params = MandelbrotParams {
@@ -205,7 +198,7 @@ async fn redundancy_two_puts_each_task_on_two_different_workers() {
 
     let tasks = 60;
     let status = run(&client, &replicated(2, tasks)).await;
-    assert_eq!(status.result, prime_count(664_579));
+    assert_primes(&status, 664_579);
     assert_eq!(status.redundancy, 2);
     assert_eq!(status.quorum, 2);
 
@@ -246,7 +239,7 @@ async fn adaptive_replication_saves_replicas_but_not_correctness() {
         ..job(primes(0, 100_000_000), tasks)
     };
     let status = run(&client, &request).await;
-    assert_eq!(status.result, prime_count(5_761_455), "{status:?}");
+    assert_primes(&status, 5_761_455);
 
     let list = client.workers().await.unwrap();
     let done = total_tasks_done(&list);
@@ -290,7 +283,7 @@ async fn redundancy_two_waits_for_a_second_worker() {
         s.state == JobState::Done
     })
     .await;
-    assert_eq!(status.result, prime_count(664_579));
+    assert_primes(&status, 664_579);
     assert_eq!(u64::from(status.tasks.done), tasks);
     let list = client.workers().await.unwrap();
     assert_eq!(total_tasks_done(&list), 2 * tasks, "{list:?}");

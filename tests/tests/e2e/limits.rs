@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
-use grid_kernels::{ResultSummary, TaskOutput};
+use grid_kernels::TaskOutput;
 use grid_protocol::WorkerMessage;
 use grid_protocol::api::WorkerInfo;
 use grid_protocol::frame::ResultsFrameBuilder;
 use grid_tests::raw::{HandWorker, RawSocket, hello};
-use grid_tests::{TestGrid, job, primes, submit, wait_for_job, worker_info};
+use grid_tests::{TestGrid, assert_primes, job, primes, submit, wait_for_job, worker_info};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -112,11 +112,7 @@ async fn sampled_verification_catches_a_liar_that_has_no_replicas() {
 
     let honest = grid.worker(1, "honest");
     let status = wait_for_job(&client, id, TIMEOUT).await;
-    assert_eq!(
-        status.result,
-        Some(ResultSummary::Primes { count: 78_498 }),
-        "{status:?}"
-    );
+    assert_primes(&status, 78_498);
     let metrics = reqwest::get(format!("{}/metrics", grid.url))
         .await
         .unwrap()

@@ -2,9 +2,8 @@
 
 use std::time::Duration;
 
-use grid_kernels::ResultSummary;
 use grid_protocol::api::JobState;
-use grid_tests::{TestGrid, primes, total_tasks_done, wait_for_job};
+use grid_tests::{TestGrid, assert_primes, primes, total_tasks_done, wait_for_job};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_count_the_primes_below_ten_million() {
@@ -17,10 +16,7 @@ async fn two_workers_count_the_primes_below_ten_million() {
     let submitted = client.submit(&request).await.unwrap();
     let status = wait_for_job(&client, submitted.id, Duration::from_secs(60)).await;
     assert_eq!(status.state, JobState::Done, "{status:?}");
-    assert_eq!(
-        status.result,
-        Some(ResultSummary::Primes { count: 664_579 })
-    );
+    assert_primes(&status, 664_579);
     assert_eq!(status.tasks.done, 200);
     let workers = client.workers().await.unwrap();
     assert_eq!(workers.len(), 2);

@@ -6,8 +6,7 @@ use std::time::Duration;
 use grid_cli::client::Client;
 use grid_coordinator::worker::{self, WorkerOptions};
 use grid_coordinator::{ServerConfig, tls};
-use grid_kernels::ResultSummary;
-use grid_tests::{TOKEN, primes, wait_for_job};
+use grid_tests::{TOKEN, assert_primes, primes, wait_for_job};
 use tokio::sync::{oneshot, watch};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,11 +67,7 @@ async fn a_grid_served_over_tls_computes_and_refuses_untrusting_clients() {
         .unwrap()
         .id;
     let status = wait_for_job(&client, job, Duration::from_secs(60)).await;
-    assert_eq!(
-        status.result,
-        Some(ResultSummary::Primes { count: 78_498 }),
-        "{status:?}"
-    );
+    assert_primes(&status, 78_498);
     let workers = client.workers().await.unwrap();
     assert_eq!(workers[0].tasks_done, 8);
 
