@@ -126,11 +126,11 @@ pub fn ensure_chromium() -> anyhow::Result<PathBuf> {
         .map_err(anyhow::Error::msg)
 }
 
-/// Browser tests run one at a time: each keeps both cores busy, and timing
-/// out because a sibling test took the CPU proves nothing.
-pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
-    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    LOCK.lock().await
+/// Browser tests run alone, without another test's coordinator beside
+/// them ([`crate::TURNS`]): each keeps both cores busy, and timing out
+/// because a sibling test took the CPU proves nothing.
+pub async fn exclusive() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    crate::TURNS.write().await
 }
 
 /// How long a page may take to reach a state it is waited for in.
@@ -149,7 +149,7 @@ pub struct BrowserTest {
     adjust: fn(&mut ServerConfig),
     workers: Vec<TestWorker>,
     dir: tempfile::TempDir,
-    _turn: tokio::sync::MutexGuard<'static, ()>,
+    _turn: tokio::sync::RwLockWriteGuard<'static, ()>,
 }
 
 impl BrowserTest {
@@ -164,7 +164,7 @@ impl BrowserTest {
     pub async fn start_with(adjust: fn(&mut ServerConfig)) -> BrowserTest {
         let turn = exclusive().await;
         let dir = tempfile::tempdir().expect("a data directory");
-        let grid = TestGrid::start_with(dir.path(), adjust).await;
+        let grid = TestGrid::launch(dir.path(), 0, adjust, None).await;
         let browser = TestBrowser::launch().await.expect("Chromium starts");
         BrowserTest {
             browser,
@@ -212,7 +212,7 @@ impl BrowserTest {
     /// where pages and workers that knew it look for it.
     pub async fn start_grid_again(&mut self) {
         assert!(self.grid.is_none(), "the coordinator is still running");
-        self.grid = Some(TestGrid::start_on(self.dir.path(), self.port, self.adjust).await);
+        self.grid = Some(TestGrid::launch(self.dir.path(), self.port, self.adjust, None).await);
     }
 
     /// Opens the donor page with `query` (`autostart=1&threads=1&cap=25`)

@@ -7,6 +7,11 @@
 //!
 //! [`raw`] speaks HTTP and the worker protocol by hand, the way a third-party
 //! client would, for tests that send what the typed clients never would.
+//!
+//! All end-to-end tests run in one process. Browser tests keep both cores
+//! busy and time what a page does, so each has the machine to itself
+//! ([`browser::exclusive`]); the coordinators of all other tests hold a
+//! shared turn while they run ([`TURNS`]).
 
 pub mod browser;
 pub mod dashboard;
@@ -31,6 +36,16 @@ use tokio::task::JoinHandle;
 /// The token every test coordinator uses.
 pub const TOKEN: &str = "test-token";
 
+/// Turns on the machine: a browser test takes it whole (write), every
+/// [`TestGrid`] and [`GridProcess`] of other tests a share of it (read), held
+/// until the coordinator stops. Fair: a browser test waiting for its turn
+/// holds back coordinators that start after it asked, so a test stops one
+/// coordinator before it starts the next (as restarts do anyway); starting a
+/// second beside the first could wait for ever.
+pub(crate) static TURNS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+type SharedTurn = tokio::sync::RwLockReadGuard<'static, ()>;
+
 /// Logs to the test's output when `RUST_LOG` is set.
 pub fn init_logging() {
     let _ = tracing_subscriber::fmt()
@@ -47,6 +62,8 @@ pub struct TestGrid {
     pub data_dir: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
+    /// None in a browser test, which has the machine to itself.
+    _turn: Option<SharedTurn>,
 }
 
 impl TestGrid {
@@ -68,6 +85,18 @@ impl TestGrid {
         port: u16,
         adjust: impl FnOnce(&mut ServerConfig),
     ) -> TestGrid {
+        let turn = TURNS.read().await;
+        TestGrid::launch(data_dir, port, adjust, Some(turn)).await
+    }
+
+    /// [`TestGrid::start_on`] for a test that holds a turn already: a
+    /// browser test's, which is the whole machine.
+    pub(crate) async fn launch(
+        data_dir: &Path,
+        port: u16,
+        adjust: impl FnOnce(&mut ServerConfig),
+        turn: Option<SharedTurn>,
+    ) -> TestGrid {
         init_logging();
         let listener = bind_loopback(port).await;
         let addr = listener.local_addr().expect("local address");
@@ -86,6 +115,7 @@ impl TestGrid {
             data_dir: data_dir.to_path_buf(),
             stop: Some(stop),
             server: Some(server),
+            _turn: turn,
         };
         grid.wait_healthy().await;
         grid
@@ -185,6 +215,7 @@ pub struct GridProcess {
     pub child: Child,
     pub url: String,
     pub port: u16,
+    _turn: SharedTurn,
 }
 
 impl GridProcess {
@@ -201,6 +232,7 @@ impl GridProcess {
         port: u16,
         extra: &[&str],
     ) -> anyhow::Result<GridProcess> {
+        let turn = TURNS.read().await;
         std::fs::create_dir_all(data_dir)?;
         let log = File::options()
             .create(true)
@@ -218,7 +250,12 @@ impl GridProcess {
             .stderr(log)
             .spawn()
             .context("start grid serve")?;
-        let mut process = GridProcess { child, url, port };
+        let mut process = GridProcess {
+            child,
+            url,
+            port,
+            _turn: turn,
+        };
         let client = process.client();
         for _ in 0..400 {
             if client.health().await.is_ok() {

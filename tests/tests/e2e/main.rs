@@ -7,10 +7,13 @@
 //!
 //! The tests share one process. Nothing they rely on is process-wide but
 //! what is meant to be: logging is set up once (`init_logging` tolerates a
-//! second call), Chromium and `www/pkg` are checked once, browser tests take
-//! turns ([`grid_tests::browser::exclusive`]), every coordinator has its own
-//! port and data directory, and child processes get their environment
-//! explicitly (`grid_cli_with` clears `GRID_URL`, `GRID_TOKEN`, `RUST_LOG`).
+//! second call), Chromium and `www/pkg` are checked once, every coordinator
+//! has its own port and data directory, and child processes get their
+//! environment explicitly (`grid_cli_with` clears `GRID_URL`, `GRID_TOKEN`,
+//! `RUST_LOG`; the `grid-under-test` binary is found beside this one). A
+//! browser test has the machine to itself, as it had in a binary of its own:
+//! it waits until no other test's coordinator runs and holds new ones back
+//! ([`grid_tests::browser::exclusive`]).
 
 mod bad_frames;
 mod bad_input;
