@@ -1,14 +1,16 @@
-//! A small HTTP client for the job API, used by the CLI. Errors carry a
-//! one-line reason a person can act on.
+//! A small HTTP client for the job API, used by the CLI and the tests. It
+//! answers with the API's types (`grid_protocol::api`); errors carry a
+//! one-line reason a person can act on, taken from the coordinator's
+//! [`ErrorBody`] when it sent one.
 
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
-use grid_protocol::api::JobRequest;
+use grid_kernels::JobResult;
+use grid_protocol::api::{ErrorBody, ExportFormat, JobRequest, JobStatus, WorkerInfo};
 
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -70,10 +72,7 @@ impl Client {
             return Ok(response);
         }
         let body = response.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<Value>(&body)
-            .ok()
-            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
-            .unwrap_or(body);
+        let message = serde_json::from_str::<ErrorBody>(&body).map_or(body, |e| e.error);
         Err(match status {
             StatusCode::UNAUTHORIZED => anyhow!(
                 "the coordinator refused the token (401); pass --token or set GRID_TOKEN (the token is in the server's DATA/token file)"
@@ -99,12 +98,12 @@ impl Client {
             .map(drop)
     }
 
-    pub async fn submit(&self, request: &JobRequest) -> anyhow::Result<Value> {
+    pub async fn submit(&self, request: &JobRequest) -> anyhow::Result<JobStatus> {
         self.submit_raw(request.encode()).await
     }
 
     /// Submits a raw JSON body, for tests that send what [`JobRequest`] would not.
-    pub async fn submit_raw(&self, body: Vec<u8>) -> anyhow::Result<Value> {
+    pub async fn submit_raw(&self, body: Vec<u8>) -> anyhow::Result<JobStatus> {
         self.json(
             self.http
                 .post(format!("{}/api/jobs", self.base))
@@ -114,46 +113,44 @@ impl Client {
         .await
     }
 
-    pub async fn status(&self, job: u64) -> anyhow::Result<Value> {
+    pub async fn status(&self, job: u64) -> anyhow::Result<JobStatus> {
         self.json(self.http.get(format!("{}/api/jobs/{job}", self.base)))
             .await
     }
 
-    pub async fn jobs(&self) -> anyhow::Result<Vec<Value>> {
+    pub async fn jobs(&self) -> anyhow::Result<Vec<JobStatus>> {
         self.json(self.http.get(format!("{}/api/jobs", self.base)))
             .await
     }
 
-    pub async fn workers(&self) -> anyhow::Result<Vec<Value>> {
+    pub async fn workers(&self) -> anyhow::Result<Vec<WorkerInfo>> {
         self.json(self.http.get(format!("{}/api/workers", self.base)))
             .await
     }
 
-    pub async fn cancel(&self, job: u64) -> anyhow::Result<Value> {
+    pub async fn cancel(&self, job: u64) -> anyhow::Result<JobStatus> {
+        self.job_action(job, "cancel").await
+    }
+
+    pub async fn pause(&self, job: u64) -> anyhow::Result<JobStatus> {
+        self.job_action(job, "pause").await
+    }
+
+    pub async fn resume(&self, job: u64) -> anyhow::Result<JobStatus> {
+        self.job_action(job, "resume").await
+    }
+
+    /// `POST /api/jobs/{job}/{action}`: the job's status after it.
+    async fn job_action(&self, job: u64, action: &str) -> anyhow::Result<JobStatus> {
         self.json(
             self.http
-                .post(format!("{}/api/jobs/{job}/cancel", self.base)),
+                .post(format!("{}/api/jobs/{job}/{action}", self.base)),
         )
         .await
     }
 
-    pub async fn pause(&self, job: u64) -> anyhow::Result<Value> {
-        self.json(
-            self.http
-                .post(format!("{}/api/jobs/{job}/pause", self.base)),
-        )
-        .await
-    }
-
-    pub async fn resume(&self, job: u64) -> anyhow::Result<Value> {
-        self.json(
-            self.http
-                .post(format!("{}/api/jobs/{job}/resume", self.base)),
-        )
-        .await
-    }
-
-    pub async fn results(&self, job: u64, format: &str) -> anyhow::Result<Vec<u8>> {
+    /// A done job's result exported as `format`, byte for byte.
+    pub async fn results(&self, job: u64, format: ExportFormat) -> anyhow::Result<Vec<u8>> {
         let response = self
             .send(self.http.get(format!(
                 "{}/api/jobs/{job}/results?format={format}",
@@ -165,6 +162,12 @@ impl Client {
             .await
             .context("the results download broke off")?
             .to_vec())
+    }
+
+    /// A done job's whole result: the JSON export, read back.
+    pub async fn result(&self, job: u64) -> anyhow::Result<JobResult> {
+        let bytes = self.results(job, ExportFormat::Json).await?;
+        serde_json::from_slice(&bytes).context("the coordinator sent an unreadable result")
     }
 }
 

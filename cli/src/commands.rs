@@ -15,10 +15,9 @@ use anyhow::{Context, bail};
 use grid_coordinator::config::DEFAULT_DATA_DIR;
 use grid_coordinator::store::Durability;
 use grid_coordinator::{ServerConfig, auth};
-use grid_protocol::api::{ExportFormat, JobRequest};
+use grid_protocol::api::{ExportFormat, JobRequest, JobState, JobStatus};
 use grid_worker_native::{self as worker, WorkerOptions};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::args::{Cli, Command, ServeArgs, SubmitArgs, SyncMode, WorkerArgs};
@@ -45,7 +44,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Jobs { json } => {
             let jobs = client(&cli)?.jobs().await?;
             if *json {
-                print_json(&Value::Array(jobs));
+                print_json(&jobs);
             } else {
                 print_jobs(&jobs);
             }
@@ -83,7 +82,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Workers { json } => {
             let workers = client(&cli)?.workers().await?;
             if *json {
-                print_json(&Value::Array(workers));
+                print_json(&workers);
             } else {
                 print_workers(&workers);
             }
@@ -262,10 +261,7 @@ async fn submit(client: &Client, args: &SubmitArgs) -> anyhow::Result<ExitCode> 
     request.redundancy = common.redundancy.or(request.redundancy);
     request.quorum = common.quorum.or(request.quorum);
     let status = client.submit(&request).await?;
-    let id = status
-        .get("id")
-        .and_then(Value::as_u64)
-        .context("the coordinator's answer has no job id")?;
+    let id = status.id;
     if !args.common.wait {
         if args.common.json {
             print_json(&status);
@@ -286,46 +282,37 @@ async fn submit(client: &Client, args: &SubmitArgs) -> anyhow::Result<ExitCode> 
     Ok(exit_for(&status))
 }
 
-fn exit_for(status: &Value) -> ExitCode {
-    match status.get("state").and_then(Value::as_str) {
-        Some("done") => ExitCode::SUCCESS,
-        Some(state) => {
-            let error = status.get("error").and_then(Value::as_str).unwrap_or("");
+fn exit_for(status: &JobStatus) -> ExitCode {
+    match status.state {
+        JobState::Done => ExitCode::SUCCESS,
+        state => {
+            let error = status.error.as_deref().unwrap_or("");
             eprintln!(
                 "error: job {} {state}{}{error}",
-                status["id"],
+                status.id,
                 if error.is_empty() { "" } else { ": " }
             );
             ExitCode::from(JOB_FAILED)
         }
-        None => ExitCode::from(1),
     }
 }
 
-fn is_finished(status: &Value) -> bool {
-    matches!(
-        status.get("state").and_then(Value::as_str),
-        Some("done" | "failed" | "cancelled")
-    )
-}
-
 /// Polls a job until it finishes, drawing a progress bar on a terminal.
-async fn watch_job(client: &Client, job: u64) -> anyhow::Result<Value> {
+async fn watch_job(client: &Client, job: u64) -> anyhow::Result<JobStatus> {
     let mut status = client.status(job).await?;
-    let total = status["tasks"]["total"].as_u64().unwrap_or(0);
-    let bar = ProgressBar::new(total);
+    let bar = ProgressBar::new(status.tasks.total.into());
     bar.set_style(
         ProgressStyle::with_template("{spinner} job {prefix} [{bar:32.cyan/blue}] {pos}/{len} tasks {percent}%  {per_sec}  ETA {eta}  {msg}")
             .expect("a valid template")
             .progress_chars("=> "),
     );
-    bar.set_prefix(format!("{job} {}", status["kernel"].as_str().unwrap_or("")));
+    bar.set_prefix(format!("{job} {}", status.spec.kind()));
     bar.enable_steady_tick(Duration::from_millis(120));
     let mut failures = 0;
     loop {
-        bar.set_position(status["tasks"]["done"].as_u64().unwrap_or(0));
-        bar.set_message(status["state"].as_str().unwrap_or("").to_string());
-        if is_finished(&status) {
+        bar.set_position(status.tasks.done.into());
+        bar.set_message(status.state.name());
+        if status.state.is_finished() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -352,7 +339,7 @@ async fn results(
     format: ExportFormat,
     output: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
-    let bytes = client.results(job, format.name()).await?;
+    let bytes = client.results(job, format).await?;
     match output {
         Some(path) => {
             std::fs::write(path, &bytes)

@@ -1,12 +1,18 @@
 //! How the client commands print what the coordinator answers: tables for
 //! people, pretty JSON with `--json`.
 
-use serde_json::Value;
+use grid_kernels::ResultSummary;
+use grid_protocol::api::{JobStatus, WorkerInfo};
+use serde::Serialize;
 
-pub(crate) fn print_json(value: &Value) {
+/// Pretty JSON of an API answer. It goes through `serde_json::Value` so that
+/// keys print in the order they always have (sorted), whatever the order of
+/// the type's fields: scripts that compare the text see no change.
+pub(crate) fn print_json(answer: &impl Serialize) {
+    let value = serde_json::to_value(answer).expect("API answers are plain data");
     println!(
         "{}",
-        serde_json::to_string_pretty(value).expect("JSON values print")
+        serde_json::to_string_pretty(&value).expect("JSON values print")
     );
 }
 
@@ -14,48 +20,49 @@ fn seconds(ms: Option<u64>) -> String {
     ms.map_or_else(|| "-".into(), |ms| format!("{:.2} s", ms as f64 / 1000.0))
 }
 
-fn result_text(status: &Value) -> String {
-    let result = &status["result"];
-    if result.is_null() {
-        return status["error"]
-            .as_str()
+/// A number as JSON writes it (`4.0`, not `4`), as this column always showed it.
+fn json_number(x: f64) -> String {
+    serde_json::to_string(&x).expect("a number prints")
+}
+
+fn result_text(status: &JobStatus) -> String {
+    let Some(result) = &status.result else {
+        return status
+            .error
+            .as_ref()
             .map_or_else(|| "-".into(), |e| format!("error: {e}"));
-    }
-    match status["kernel"].as_str() {
-        Some("primes") => format!("{} primes", result["count"]),
-        Some("montecarlo-pi") => format!(
-            "pi ~ {} ({} of {} inside)",
-            result["estimate"], result["inside"], result["samples"]
+    };
+    match result {
+        ResultSummary::Primes { count } => format!("{count} primes"),
+        ResultSummary::MontecarloPi {
+            inside,
+            samples,
+            estimate,
+        } => format!(
+            "pi ~ {} ({inside} of {samples} inside)",
+            json_number(*estimate)
         ),
-        Some("hashsearch") => {
-            let nonces = result["nonces"].as_array().map_or(0, Vec::len);
-            format!("{nonces} nonces")
-        }
-        Some("mandelbrot") => format!(
-            "{}x{} image (grid results {} --format png -o image.png)",
-            result["width"], result["height"], status["id"]
+        ResultSummary::Hashsearch { nonces } => format!("{} nonces", nonces.len()),
+        ResultSummary::Mandelbrot { width, height, .. } => format!(
+            "{width}x{height} image (grid results {} --format png -o image.png)",
+            status.id
         ),
-        _ => result.to_string(),
     }
 }
 
-pub(crate) fn print_status(status: &Value) {
+pub(crate) fn print_status(status: &JobStatus) {
     println!(
         "job {}  {}  {}",
-        status["id"],
-        status["kernel"].as_str().unwrap_or("?"),
-        status["state"].as_str().unwrap_or("?")
+        status.id,
+        status.spec.kind(),
+        status.state
     );
-    let (done, total) = (
-        status["tasks"]["done"].as_u64().unwrap_or(0),
-        status["tasks"]["total"].as_u64().unwrap_or(0),
-    );
-    println!("  tasks    {done}/{total}");
-    println!("  elapsed  {}", seconds(status["elapsed_ms"].as_u64()));
+    println!("  tasks    {}/{}", status.tasks.done, status.tasks.total);
+    println!("  elapsed  {}", seconds(status.elapsed_ms));
     println!("  result   {}", result_text(status));
 }
 
-pub(crate) fn print_jobs(jobs: &[Value]) {
+pub(crate) fn print_jobs(jobs: &[JobStatus]) {
     if jobs.is_empty() {
         println!("no jobs");
         return;
@@ -67,17 +74,17 @@ pub(crate) fn print_jobs(jobs: &[Value]) {
     for job in jobs {
         println!(
             "{:>5}  {:<14} {:<10} {:>17}  {:>10}  {}",
-            job["id"].to_string(),
-            job["kernel"].as_str().unwrap_or("?"),
-            job["state"].as_str().unwrap_or("?"),
-            format!("{}/{}", job["tasks"]["done"], job["tasks"]["total"]),
-            seconds(job["elapsed_ms"].as_u64()),
+            job.id,
+            job.spec.kind().name(),
+            job.state.name(),
+            format!("{}/{}", job.tasks.done, job.tasks.total),
+            seconds(job.elapsed_ms),
             result_text(job),
         );
     }
 }
 
-pub(crate) fn print_workers(workers: &[Value]) {
+pub(crate) fn print_workers(workers: &[WorkerInfo]) {
     if workers.is_empty() {
         println!("no workers connected");
         return;
@@ -89,11 +96,11 @@ pub(crate) fn print_workers(workers: &[Value]) {
     for w in workers {
         println!(
             "{:>5}  {:<8} {:>7}  {:>10}  {}",
-            w["id"].to_string(),
-            w["kind"].as_str().unwrap_or("?"),
-            w["threads"].to_string(),
-            w["tasks_done"].to_string(),
-            w["name"].as_str().unwrap_or("")
+            w.id,
+            w.kind.name(),
+            w.threads,
+            w.tasks_done,
+            w.name.as_deref().unwrap_or("")
         );
     }
 }

@@ -2,6 +2,10 @@
 //! builds the WebAssembly worker into `www/pkg` when it is missing or older
 //! than its sources, launches Debian's headless Chromium with a fresh
 //! profile, opens pages, waits for DOM states and collects console errors.
+//!
+//! [`BrowserTest`] is the set-up and tear-down every browser test shares:
+//! its turn, a coordinator, Chromium, and at the end the check that the page
+//! logged no error it was not told to expect.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,9 +20,13 @@ use chromiumoxide::cdp::js_protocol::runtime::{
 };
 use chromiumoxide::page::Page;
 use futures_util::StreamExt;
+use grid_cli::client::Client;
+use grid_coordinator::ServerConfig;
 use grid_kernels::KernelSpec;
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
+
+use crate::{TestGrid, TestWorker};
 
 /// Where Debian puts Chromium; `CHROMIUM` overrides it.
 pub const DEFAULT_CHROMIUM: &str = "/usr/bin/chromium";
@@ -118,11 +126,133 @@ pub fn ensure_chromium() -> anyhow::Result<PathBuf> {
         .map_err(anyhow::Error::msg)
 }
 
-/// Browser tests run one at a time: each keeps both cores busy, and timing
-/// out because a sibling test took the CPU proves nothing.
-pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
-    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    LOCK.lock().await
+/// Browser tests run alone, without another test's coordinator beside
+/// them ([`crate::TURNS`]): each keeps both cores busy, and timing out
+/// because a sibling test took the CPU proves nothing.
+pub async fn exclusive() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    crate::TURNS.write().await
+}
+
+/// How long a page may take to reach a state it is waited for in.
+pub const PAGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One browser test's world: its turn ([`exclusive`]), a coordinator on a
+/// fresh data directory, native workers the test asked for, and a headless
+/// Chromium. [`BrowserTest::finish`] checks the test's last page and stops
+/// it all, workers first.
+#[derive(Debug)]
+pub struct BrowserTest {
+    pub(crate) browser: TestBrowser,
+    grid: Option<TestGrid>,
+    /// The coordinator's port, kept for a restart.
+    port: u16,
+    adjust: fn(&mut ServerConfig),
+    workers: Vec<TestWorker>,
+    dir: tempfile::TempDir,
+    _turn: tokio::sync::RwLockWriteGuard<'static, ()>,
+}
+
+impl BrowserTest {
+    /// Waits for its turn, then starts a coordinator with the test settings
+    /// and Chromium.
+    pub async fn start() -> BrowserTest {
+        BrowserTest::start_with(|_| {}).await
+    }
+
+    /// [`BrowserTest::start`] with the coordinator's configuration adjusted
+    /// (again on [`BrowserTest::start_grid_again`]).
+    pub async fn start_with(adjust: fn(&mut ServerConfig)) -> BrowserTest {
+        let turn = exclusive().await;
+        let dir = tempfile::tempdir().expect("a data directory");
+        let grid = TestGrid::launch(dir.path(), 0, adjust, None).await;
+        let browser = TestBrowser::launch().await.expect("Chromium starts");
+        BrowserTest {
+            browser,
+            port: grid.port(),
+            grid: Some(grid),
+            adjust,
+            workers: Vec::new(),
+            dir,
+            _turn: turn,
+        }
+    }
+
+    /// The coordinator, while it runs.
+    pub fn grid(&self) -> &TestGrid {
+        self.grid.as_ref().expect("the coordinator is running")
+    }
+
+    /// `http://127.0.0.1:port`, the same across a restart.
+    pub fn url(&self) -> &str {
+        &self.grid().url
+    }
+
+    pub fn client(&self) -> Client {
+        self.grid().client()
+    }
+
+    /// Connects a native worker, stopped with the coordinator.
+    pub fn add_worker(&mut self, threads: usize, name: &str) {
+        let worker = self.grid().worker(threads, name);
+        self.workers.push(worker);
+    }
+
+    /// Stops the native workers, then the coordinator, gracefully: pages
+    /// see it leave.
+    pub async fn stop_grid(&mut self) {
+        for worker in self.workers.drain(..) {
+            worker.stop().await;
+        }
+        if let Some(grid) = self.grid.take() {
+            grid.stop().await;
+        }
+    }
+
+    /// Starts the stopped coordinator again on its port and data directory,
+    /// where pages and workers that knew it look for it.
+    pub async fn start_grid_again(&mut self) {
+        assert!(self.grid.is_none(), "the coordinator is still running");
+        self.grid = Some(TestGrid::launch(self.dir.path(), self.port, self.adjust, None).await);
+    }
+
+    /// Opens the donor page with `query` (`autostart=1&threads=1&cap=25`)
+    /// in a new tab, building `www/pkg` first if it is stale.
+    pub async fn open_donor_page_with(&self, query: &str) -> TestPage {
+        ensure_wasm_built().expect("www/pkg builds");
+        let url = format!("{}/?{query}", self.url());
+        self.browser
+            .open(&url)
+            .await
+            .unwrap_or_else(|e| panic!("the donor page at {url} loads: {e:#}"))
+    }
+
+    /// Opens the donor page with `threads` threads started, and waits until
+    /// they are all connected.
+    pub async fn open_donor_page(&self, threads: u32) -> TestPage {
+        let page = self
+            .open_donor_page_with(&format!("autostart=1&threads={threads}"))
+            .await;
+        page.wait_for(
+            &format!(
+                "document.body.dataset.state === 'working' && \
+                 document.querySelector('#connected-workers').textContent === '{threads}'"
+            ),
+            PAGE_TIMEOUT,
+        )
+        .await
+        .expect("the page's workers connect");
+        page
+    }
+
+    /// Fails if `page` logged an error it was not told to expect, then
+    /// closes it, stops the workers and the coordinator, and closes Chromium.
+    pub async fn finish(mut self, page: impl Into<TestPage>) {
+        let page = page.into();
+        page.assert_no_errors();
+        page.close().await.expect("the tab closes");
+        self.stop_grid().await;
+        self.browser.close().await;
+    }
 }
 
 /// A headless Chromium with a throwaway profile.
@@ -194,6 +324,7 @@ impl TestBrowser {
         Ok(TestPage {
             page,
             errors,
+            expected_errors: Vec::new(),
             listeners,
             summary,
         })
@@ -269,6 +400,8 @@ async fn collect_errors(
 pub struct TestPage {
     pub(crate) page: Page,
     errors: Arc<Mutex<Vec<String>>>,
+    /// Errors containing one of these are the test's to expect.
+    expected_errors: Vec<&'static str>,
     listeners: Vec<JoinHandle<()>>,
     summary: &'static str,
 }
@@ -369,6 +502,26 @@ impl TestPage {
     /// Errors the page logged or threw so far.
     pub fn console_errors(&self) -> Vec<String> {
         self.errors.lock().unwrap().clone()
+    }
+
+    /// From now on an error containing `text` is expected (the browser
+    /// itself logs refused connections and 401s): not a failure.
+    pub fn expect_errors(&mut self, text: &'static str) {
+        self.expected_errors.push(text);
+    }
+
+    /// Fails with the list if the page logged or threw an error it was not
+    /// told to expect.
+    pub fn assert_no_errors(&self) {
+        let unexpected: Vec<String> = self
+            .console_errors()
+            .into_iter()
+            .filter(|e| !self.expected_errors.iter().any(|text| e.contains(text)))
+            .collect();
+        assert!(
+            unexpected.is_empty(),
+            "the page logged errors: {unexpected:#?}"
+        );
     }
 
     /// Closes the tab as a person would (unload handlers run).

@@ -2,10 +2,9 @@
 //! its console errors collected from the first moment, DOM states waited for,
 //! and screenshots saved under `tests/artifacts/` for a person to look at.
 //!
-//! [`crate::browser`] launches Chromium for the donor page's tests; this
-//! wraps the same browser with what the dashboard's tests need besides:
-//! window sizes, screenshots and errors that a test expects (a refused token
-//! makes the browser itself log the 401s).
+//! [`crate::browser`] launches Chromium for the donor page's tests, in a
+//! [`BrowserTest`]; this adds what the dashboard's tests need besides:
+//! dashboard tabs of a screen's size, downloads and screenshots.
 
 use std::path::PathBuf;
 
@@ -17,7 +16,7 @@ use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverridePar
 use chromiumoxide::cdp::browser_protocol::page::{CaptureScreenshotFormat, Viewport};
 use chromiumoxide::page::ScreenshotParams;
 
-use crate::browser::{TestBrowser, TestPage, repo_root};
+use crate::browser::{BrowserTest, TestPage, repo_root};
 
 /// A laptop screen, in CSS pixels.
 pub const LAPTOP: Screen = Screen {
@@ -49,34 +48,39 @@ pub fn artifacts_dir() -> PathBuf {
     repo_root().join("tests/artifacts")
 }
 
-/// The donor tests' Chromium ([`TestBrowser`]), with tabs sized like a
-/// screen and downloads allowed.
-#[derive(Debug)]
-pub struct DashboardBrowser {
-    inner: TestBrowser,
-}
-
-impl DashboardBrowser {
-    pub async fn launch() -> anyhow::Result<DashboardBrowser> {
-        Ok(DashboardBrowser {
-            inner: TestBrowser::launch().await?,
-        })
+impl BrowserTest {
+    /// The dashboard's address, with `token` in the fragment as the links
+    /// `grid serve` prints carry it; without one the page takes the token
+    /// from an earlier visit, or asks for it.
+    pub fn dashboard_url(&self, token: Option<&str>) -> String {
+        match token {
+            Some(token) => format!("{}/dashboard#token={token}", self.url()),
+            None => format!("{}/dashboard", self.url()),
+        }
     }
 
-    /// Opens `url` in a new tab of `screen`'s size, collecting errors from
-    /// before the page's first script runs.
-    pub async fn open(&self, url: &str, screen: Screen) -> anyhow::Result<DashboardPage> {
+    /// Opens [`BrowserTest::dashboard_url`] in a new tab of `screen`'s size,
+    /// collecting errors from before the page's first script runs.
+    pub async fn open_dashboard(&self, token: Option<&str>, screen: Screen) -> DashboardPage {
         let page = DashboardPage {
-            tab: self.inner.blank_tab(DASHBOARD_SUMMARY).await?,
+            tab: self
+                .browser
+                .blank_tab(DASHBOARD_SUMMARY)
+                .await
+                .expect("a tab opens"),
         };
-        page.resize(screen).await?;
-        page.goto(url).await?;
-        Ok(page)
+        page.resize(screen)
+            .await
+            .expect("the tab takes the screen's size");
+        page.goto(&self.dashboard_url(token))
+            .await
+            .expect("the dashboard loads");
+        page
     }
 
     /// Lets pages download files, into `dir` under their own names.
     pub async fn allow_downloads(&self, dir: &std::path::Path) -> anyhow::Result<()> {
-        self.inner
+        self.browser
             .browser
             .execute(
                 SetDownloadBehaviorParams::builder()
@@ -88,10 +92,6 @@ impl DashboardBrowser {
             .await
             .context("allow downloads")?;
         Ok(())
-    }
-
-    pub async fn close(self) {
-        self.inner.close().await;
     }
 }
 
@@ -116,6 +116,18 @@ impl std::ops::Deref for DashboardPage {
 
     fn deref(&self) -> &TestPage {
         &self.tab
+    }
+}
+
+impl std::ops::DerefMut for DashboardPage {
+    fn deref_mut(&mut self) -> &mut TestPage {
+        &mut self.tab
+    }
+}
+
+impl From<DashboardPage> for TestPage {
+    fn from(page: DashboardPage) -> TestPage {
+        page.tab
     }
 }
 
@@ -176,21 +188,6 @@ impl DashboardPage {
         std::fs::write(&path, png).with_context(|| format!("write {}", path.display()))?;
         println!("screenshot: {}", path.display());
         Ok(path)
-    }
-
-    /// Everything the page logged as an error or threw so far.
-    pub fn errors(&self) -> Vec<String> {
-        self.tab.console_errors()
-    }
-
-    /// Fails with the list if the page logged any error or threw.
-    pub fn assert_no_errors(&self) {
-        let errors = self.errors();
-        assert!(
-            errors.is_empty(),
-            "the dashboard logged errors:\n{}",
-            errors.join("\n")
-        );
     }
 
     pub async fn close(self) -> anyhow::Result<()> {

@@ -2,10 +2,16 @@
 //! with a temporary data directory, in-process ([`TestGrid`]) or as a separate
 //! process ([`GridProcess`]), native workers attached to it ([`TestWorker`]),
 //! the `grid` command line ([`grid_cli`]), and polling helpers that wait for a
-//! job to reach a state rather than for a fixed time.
+//! job to reach a state rather than for a fixed time. Everything the API
+//! answers is read as its type from `grid_protocol::api`.
 //!
 //! [`raw`] speaks HTTP and the worker protocol by hand, the way a third-party
 //! client would, for tests that send what the typed clients never would.
+//!
+//! All end-to-end tests run in one process. Browser tests keep both cores
+//! busy and time what a page does, so each has the machine to itself
+//! ([`browser::exclusive`]); the coordinators of all other tests hold a
+//! shared turn while they run ([`TURNS`]).
 
 pub mod browser;
 pub mod dashboard;
@@ -20,15 +26,25 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use grid_cli::client::Client;
 use grid_coordinator::ServerConfig;
-use grid_kernels::KernelSpec;
-use grid_protocol::api::JobRequest;
+use grid_kernels::spec::PrimesParams;
+use grid_kernels::{KernelSpec, ResultSummary};
+use grid_protocol::api::{JobRequest, JobState, JobStatus, WorkerInfo};
 use grid_worker_native::{self as worker, WorkerOptions};
-use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// The token every test coordinator uses.
 pub const TOKEN: &str = "test-token";
+
+/// Turns on the machine: a browser test takes it whole (write), every
+/// [`TestGrid`] and [`GridProcess`] of other tests a share of it (read), held
+/// until the coordinator stops. Fair: a browser test waiting for its turn
+/// holds back coordinators that start after it asked, so a test stops one
+/// coordinator before it starts the next (as restarts do anyway); starting a
+/// second beside the first could wait for ever.
+pub(crate) static TURNS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+type SharedTurn = tokio::sync::RwLockReadGuard<'static, ()>;
 
 /// Logs to the test's output when `RUST_LOG` is set.
 pub fn init_logging() {
@@ -46,6 +62,8 @@ pub struct TestGrid {
     pub data_dir: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
+    /// None in a browser test, which has the machine to itself.
+    _turn: Option<SharedTurn>,
 }
 
 impl TestGrid {
@@ -67,6 +85,18 @@ impl TestGrid {
         port: u16,
         adjust: impl FnOnce(&mut ServerConfig),
     ) -> TestGrid {
+        let turn = TURNS.read().await;
+        TestGrid::launch(data_dir, port, adjust, Some(turn)).await
+    }
+
+    /// [`TestGrid::start_on`] for a test that holds a turn already: a
+    /// browser test's, which is the whole machine.
+    pub(crate) async fn launch(
+        data_dir: &Path,
+        port: u16,
+        adjust: impl FnOnce(&mut ServerConfig),
+        turn: Option<SharedTurn>,
+    ) -> TestGrid {
         init_logging();
         let listener = bind_loopback(port).await;
         let addr = listener.local_addr().expect("local address");
@@ -85,6 +115,7 @@ impl TestGrid {
             data_dir: data_dir.to_path_buf(),
             stop: Some(stop),
             server: Some(server),
+            _turn: turn,
         };
         grid.wait_healthy().await;
         grid
@@ -184,6 +215,7 @@ pub struct GridProcess {
     pub child: Child,
     pub url: String,
     pub port: u16,
+    _turn: SharedTurn,
 }
 
 impl GridProcess {
@@ -200,6 +232,7 @@ impl GridProcess {
         port: u16,
         extra: &[&str],
     ) -> anyhow::Result<GridProcess> {
+        let turn = TURNS.read().await;
         std::fs::create_dir_all(data_dir)?;
         let log = File::options()
             .create(true)
@@ -217,7 +250,12 @@ impl GridProcess {
             .stderr(log)
             .spawn()
             .context("start grid serve")?;
-        let mut process = GridProcess { child, url, port };
+        let mut process = GridProcess {
+            child,
+            url,
+            port,
+            _turn: turn,
+        };
         let client = process.client();
         for _ in 0..400 {
             if client.health().await.is_ok() {
@@ -317,23 +355,37 @@ pub async fn grid_cli_async(url: &str, args: &[&str]) -> (i32, String, String) {
     .expect("the grid command's thread")
 }
 
-/// A job request with the default redundancy.
-pub fn job(kernel: &str, params: Value, tasks: u32) -> JobRequest {
+/// A job request for `spec` in `tasks` tasks, with the default redundancy.
+pub fn job(spec: KernelSpec, tasks: u32) -> JobRequest {
     JobRequest {
         tasks: Some(tasks),
-        ..JobRequest::new(KernelSpec::from_parts(kernel, params).expect("a valid kernel spec"))
+        ..JobRequest::new(spec)
     }
+}
+
+/// Count the primes in `start..end`.
+pub fn primes(start: u64, end: u64) -> KernelSpec {
+    KernelSpec::Primes(PrimesParams { start, end })
+}
+
+/// Fails unless `status` is of a primes job that counted `count` primes (a
+/// status has a result once its job is done).
+#[track_caller]
+pub fn assert_primes(status: &JobStatus, count: u64) {
+    assert_eq!(
+        status.result,
+        Some(ResultSummary::Primes { count }),
+        "{status:?}"
+    );
 }
 
 /// Submits a job and returns its id.
 pub async fn submit(client: &Client, request: &JobRequest) -> u64 {
-    let status = client.submit(request).await.expect("the job is accepted");
-    status["id"].as_u64().expect("a job id")
-}
-
-/// How many of a job's tasks are done, from a status object.
-pub fn tasks_done(status: &Value) -> u64 {
-    status["tasks"]["done"].as_u64().expect("tasks.done")
+    client
+        .submit(request)
+        .await
+        .expect("the job is accepted")
+        .id
 }
 
 /// Polls a job until `until` holds for its status, and returns that status.
@@ -344,8 +396,8 @@ pub async fn wait_until(
     job: u64,
     timeout: Duration,
     what: &str,
-    until: impl Fn(&Value) -> bool,
-) -> Value {
+    until: impl Fn(&JobStatus) -> bool,
+) -> JobStatus {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let last = match client.status(job).await {
@@ -353,12 +405,12 @@ pub async fn wait_until(
                 if until(&status) {
                     return status;
                 }
-                if matches!(status["state"].as_str(), Some("failed" | "cancelled")) {
-                    panic!("job {job} ended while waiting for {what}: {status}");
+                if matches!(status.state, JobState::Failed | JobState::Cancelled) {
+                    panic!("job {job} ended while waiting for {what}: {status:?}");
                 }
-                status
+                format!("{status:?}")
             }
-            Err(error) => Value::String(error.to_string()),
+            Err(error) => error.to_string(),
         };
         if tokio::time::Instant::now() > deadline {
             panic!("job {job}: no {what} within {timeout:?}; last seen: {last}");
@@ -369,33 +421,30 @@ pub async fn wait_until(
 
 /// Waits until at least `fraction` of a job's tasks are done, but it is not
 /// finished: the moment to interrupt something mid-job.
-pub async fn wait_partway(client: &Client, job: u64, fraction: f64) -> Value {
+pub async fn wait_partway(client: &Client, job: u64, fraction: f64) -> JobStatus {
     let status = wait_until(client, job, Duration::from_secs(60), "progress", |s| {
-        let total = s["tasks"]["total"].as_u64().unwrap_or(0) as f64;
-        tasks_done(s) as f64 >= fraction * total || s["state"] == "done"
+        f64::from(s.tasks.done) >= fraction * f64::from(s.tasks.total) || s.state == JobState::Done
     })
     .await;
     assert_ne!(
-        status["state"], "done",
-        "job {job} finished before it could be interrupted; make it bigger: {status}"
+        status.state,
+        JobState::Done,
+        "job {job} finished before it could be interrupted; make it bigger: {status:?}"
     );
     status
 }
 
 /// Polls a job until it is done, failed or cancelled.
-pub async fn wait_for_job(client: &Client, job: u64, timeout: Duration) -> Value {
-    wait_until(client, job, timeout, "end", |s| {
-        matches!(s["state"].as_str(), Some("done" | "failed" | "cancelled"))
-    })
-    .await
+pub async fn wait_for_job(client: &Client, job: u64, timeout: Duration) -> JobStatus {
+    wait_until(client, job, timeout, "end", |s| s.state.is_finished()).await
 }
 
 /// Polls the worker list until `until` holds for it.
 pub async fn wait_for_workers(
     client: &Client,
     what: &str,
-    until: impl Fn(&[Value]) -> bool,
-) -> Vec<Value> {
+    until: impl Fn(&[WorkerInfo]) -> bool,
+) -> Vec<WorkerInfo> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(workers) = client.workers().await {
@@ -410,10 +459,17 @@ pub async fn wait_for_workers(
     }
 }
 
+/// Worker `id`'s entry in the worker list; failing the test when it is not
+/// listed.
+pub async fn worker_info(client: &Client, id: u64) -> WorkerInfo {
+    let workers = client.workers().await.expect("the worker list");
+    match workers.iter().find(|w| w.id == id) {
+        Some(worker) => worker.clone(),
+        None => panic!("worker {id} is not listed: {workers:?}"),
+    }
+}
+
 /// The sum of `tasks_done` over a worker list.
-pub fn total_tasks_done(workers: &[Value]) -> u64 {
-    workers
-        .iter()
-        .map(|w| w["tasks_done"].as_u64().expect("tasks_done"))
-        .sum()
+pub fn total_tasks_done(workers: &[WorkerInfo]) -> u64 {
+    workers.iter().map(|w| w.tasks_done).sum()
 }

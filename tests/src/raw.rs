@@ -1,5 +1,6 @@
 //! The coordinator's two edges spoken by hand: [`http`] sends any request,
-//! with any token and any body, and returns the status and the JSON answer;
+//! with any token and any body, and returns the status and the body, which
+//! the test reads as the API type it expects;
 //! [`RawSocket`] is a worker connection on which the test chooses every frame,
 //! built straight on tokio-tungstenite as a third-party worker would be; and
 //! [`HandWorker`] is a whole worker written from the protocol's types on top
@@ -11,11 +12,12 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use grid_kernels::{TaskOutput, TaskRunner};
+use grid_protocol::api::ErrorBody;
 use grid_protocol::frame::ResultsFrameBuilder;
 use grid_protocol::{
     Batch, CoordinatorMessage, Hello, PROTOCOL_VERSION, WORKER_PATH, WorkerKind, WorkerMessage,
 };
-use serde_json::Value;
+use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -27,22 +29,39 @@ const RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct Answer {
     pub status: u16,
-    /// The body as JSON, or `Value::Null` when it is not JSON.
-    pub json: Value,
     pub text: String,
 }
 
 impl Answer {
-    /// The body's `error` string, asserting that there is a non-empty one.
-    pub fn error(&self) -> &str {
-        let error = self.json["error"].as_str().unwrap_or_default();
-        assert!(
-            !error.trim().is_empty(),
-            "HTTP {} without an error message: {}",
-            self.status,
-            self.text
-        );
-        error
+    /// The body read as `T`, failing the test when it is not one.
+    pub fn json<T: DeserializeOwned>(&self) -> T {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| {
+            panic!(
+                "HTTP {}: the body is not a {} ({e}): {}",
+                self.status,
+                std::any::type_name::<T>(),
+                self.text
+            )
+        })
+    }
+
+    /// The body's error sentence, if the body is an [`ErrorBody`] whose
+    /// sentence is not blank.
+    pub fn error_message(&self) -> Option<String> {
+        serde_json::from_str::<ErrorBody>(&self.text)
+            .ok()
+            .map(|body| body.error)
+            .filter(|error| !error.trim().is_empty())
+    }
+
+    /// The body's error sentence, asserting that there is one.
+    pub fn error(&self) -> String {
+        self.error_message().unwrap_or_else(|| {
+            panic!(
+                "HTTP {} without an error message: {}",
+                self.status, self.text
+            )
+        })
     }
 }
 
@@ -74,8 +93,7 @@ pub async fn http(
     let response = request.send().await.expect("the coordinator answers");
     let status = response.status().as_u16();
     let text = response.text().await.expect("a readable body");
-    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Answer { status, json, text }
+    Answer { status, text }
 }
 
 /// What ended a raw connection.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use grid_kernels::spec::MonteCarloParams;
-use grid_kernels::{KernelSpec, TaskOutput, TaskRunner};
+use grid_kernels::{KernelSpec, ResultSummary, TaskOutput, TaskRunner};
 use serde_json::json;
 
 use super::Ctx;
@@ -67,7 +67,7 @@ pub async fn efficiency(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
             samples: samples_per_task * u64::from(tasks),
             seed: SEED,
         });
-        let request = grid_tests::job("montecarlo-pi", spec.params_json(), tasks);
+        let request = grid_tests::job(spec.clone(), tasks);
         let load = env::load_average();
         let (serial_s, inside) = {
             let spec = spec.clone();
@@ -87,7 +87,10 @@ pub async fn efficiency(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
             let coordinator = Coordinator::start(&ctx.grid, &[]).await?;
             let workers = coordinator.start_workers(WORKERS).await?;
             let run = run_job(&coordinator, &workers, &request, Duration::from_secs(900)).await?;
-            let got = run.status["result"]["inside"].as_u64();
+            let got = match run.status.result {
+                Some(ResultSummary::MontecarloPi { inside, .. }) => Some(inside),
+                _ => None,
+            };
             if got != Some(inside) {
                 bail!("montecarlo answer {got:?} differs from the in-process {inside}");
             }

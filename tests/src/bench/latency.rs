@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use grid_protocol::api::JobRequest;
+use grid_protocol::api::{JobRequest, JobState};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -26,7 +26,7 @@ use super::socket::{Probe, Seen};
 use super::throughput::load_note;
 
 fn primes(end: u64, tasks: u32) -> JobRequest {
-    grid_tests::job("primes", json!({"start": 0, "end": end}), tasks)
+    grid_tests::job(grid_tests::primes(0, end), tasks)
 }
 
 fn ms(from: Instant, to: Instant) -> f64 {
@@ -81,8 +81,7 @@ async fn reissue(coordinator: &Coordinator, round: usize) -> anyhow::Result<f64>
     // 64 threads: an unknown-speed batch is one task per thread, so A is
     // leased the whole 64-task job at once, and so is B afterwards.
     let mut a = Probe::join(&coordinator.url, 64, &format!("holder-{round}"), false).await?;
-    let status = client.submit(&primes(6_400, 64)).await?;
-    let job = status["id"].as_u64().context("a job id")?;
+    let job = client.submit(&primes(6_400, 64)).await?.id;
     let (_, held) = a.next_batch(Duration::from_secs(10)).await?;
     if held.job != job {
         bail!("A was given job {} instead of {job}", held.job);
@@ -109,7 +108,7 @@ async fn reissue(coordinator: &Coordinator, round: usize) -> anyhow::Result<f64>
     // Let B finish the job so the next round starts on an empty grid.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if client.status(job).await?["state"] == "done" {
+        if client.status(job).await?.state == JobState::Done {
             break;
         }
         if Instant::now() > deadline {

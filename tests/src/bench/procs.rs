@@ -142,7 +142,7 @@ impl Coordinator {
                 .await
                 .map(|list| {
                     list.iter()
-                        .filter(|w| w["name"].as_str().is_some_and(|n| n.starts_with("bench-")))
+                        .filter(|w| w.name.as_ref().is_some_and(|n| n.starts_with("bench-")))
                         .count()
                 })
                 .unwrap_or(0);

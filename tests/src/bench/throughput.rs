@@ -6,7 +6,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use grid_protocol::api::JobRequest;
+use grid_kernels::ResultSummary;
+use grid_protocol::api::{JobRequest, JobState, JobStatus};
 use serde_json::{Value, json};
 
 use super::Ctx;
@@ -17,7 +18,7 @@ use super::socket::IdleSwarm;
 
 /// `grid submit primes --start 0 --end 10000000 --tasks 100000`.
 pub fn primes_job() -> JobRequest {
-    grid_tests::job("primes", json!({"start": 0, "end": 10_000_000}), 100_000)
+    grid_tests::job(grid_tests::primes(0, 10_000_000), 100_000)
 }
 
 /// The primes below 10^7.
@@ -39,7 +40,7 @@ pub struct JobRun {
     pub tasks: u64,
     pub coordinator_cpu_s: f64,
     pub workers_cpu_s: f64,
-    pub status: Value,
+    pub status: JobStatus,
 }
 
 impl JobRun {
@@ -54,7 +55,7 @@ impl JobRun {
             "tasks_per_s": self.tasks_per_s(),
             "coordinator_cpu_s": self.coordinator_cpu_s,
             "workers_cpu_s": self.workers_cpu_s,
-            "result": self.status["result"],
+            "result": self.status.result,
         })
     }
 }
@@ -72,27 +73,30 @@ pub async fn run_job(
     let cpu_before = coordinator.cpu_seconds()?;
     let workers_before = workers.cpu_seconds();
     let submitted_ms = unix_ms_f64();
-    let status = client.submit(request).await?;
-    let id = status["id"].as_u64().context("a job id")?;
+    let id = client.submit(request).await?.id;
     let deadline = tokio::time::Instant::now() + timeout;
     let status = loop {
         let status = client.status(id).await?;
-        match status["state"].as_str() {
-            Some("done") => break status,
-            Some("failed" | "cancelled") => bail!("job {id} ended badly: {status}"),
-            _ => {}
+        match status.state {
+            JobState::Done => break status,
+            JobState::Failed | JobState::Cancelled => {
+                bail!("job {id} ended badly: {status:?}")
+            }
+            JobState::Queued | JobState::Running => {}
         }
         if tokio::time::Instant::now() > deadline {
-            bail!("job {id} not done within {timeout:?}: {status}");
+            bail!("job {id} not done within {timeout:?}: {status:?}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let coordinator_cpu_s = coordinator.cpu_seconds()? - cpu_before;
     let workers_cpu_s = workers.cpu_seconds() - workers_before;
-    let finished_ms = status["finished_at"].as_f64().context("finished_at")?;
+    let finished_ms = status
+        .finished_at
+        .context("a done job without finished_at")? as f64;
     Ok(JobRun {
         wall_s: (finished_ms - submitted_ms).max(1.0) / 1000.0,
-        tasks: status["tasks"]["total"].as_u64().context("tasks.total")?,
+        tasks: status.tasks.total.into(),
         coordinator_cpu_s,
         workers_cpu_s,
         status,
@@ -132,9 +136,13 @@ async fn primes_once(ctx: &Ctx, profile: Option<&str>) -> anyhow::Result<JobRun>
 }
 
 fn check_primes(run: &JobRun) -> anyhow::Result<()> {
-    let count = run.status["result"]["count"].as_u64();
-    if count != Some(PRIMES_BELOW_1E7) {
-        bail!("wrong answer: {count:?} primes below 10^7, expected {PRIMES_BELOW_1E7}");
+    let result = &run.status.result;
+    if *result
+        != Some(ResultSummary::Primes {
+            count: PRIMES_BELOW_1E7,
+        })
+    {
+        bail!("wrong answer: {result:?} for the primes below 10^7, expected {PRIMES_BELOW_1E7}");
     }
     Ok(())
 }
@@ -289,7 +297,7 @@ pub async fn connections(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let listed = loop {
             let list = client.workers().await?;
-            let paused = list.iter().filter(|w| w["paused"] == true).count();
+            let paused = list.iter().filter(|w| w.paused).count();
             if paused >= n {
                 break list.len();
             }

@@ -4,19 +4,22 @@
 //! cancels jobs, downloads a result, groups a browser tab's connections, asks
 //! for a token and refuses a wrong one, and comes back after the coordinator
 //! restarts. Screenshots at laptop and phone sizes land in tests/artifacts/.
+//! Each test runs in a [`BrowserTest`], which stops what it started and
+//! fails on errors the last page logged that the test did not expect.
 
 use std::path::Path;
 use std::time::Duration;
 
 use grid_coordinator::export::colour;
+use grid_kernels::KernelSpec;
 use grid_kernels::mandelbrot::{escape_time, pixel_x, pixel_y};
 use grid_kernels::spec::MandelbrotParams;
+use grid_protocol::api::{ExportFormat, JobState};
 use grid_protocol::{Hello, PROTOCOL_VERSION, WorkerKind, WorkerMessage};
-use grid_tests::browser::exclusive;
-use grid_tests::dashboard::{DashboardBrowser, DashboardPage, LAPTOP, PHONE};
+use grid_tests::browser::BrowserTest;
+use grid_tests::dashboard::{DashboardPage, LAPTOP, PHONE};
 use grid_tests::raw::RawSocket;
-use grid_tests::{TOKEN, TestGrid, free_port, job, submit, wait_for_job, wait_for_workers};
-use serde_json::json;
+use grid_tests::{TOKEN, assert_primes, job, primes, submit, wait_for_job, wait_for_workers};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -155,44 +158,29 @@ fn digits(text: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_follows_jobs_to_their_results() {
-    let _turn = exclusive().await;
-    let dir = tempfile::tempdir().unwrap();
+    let mut test = BrowserTest::start().await;
     let downloads = tempfile::tempdir().unwrap();
-    let grid = TestGrid::start(dir.path()).await;
-    let client = grid.client();
+    let client = test.client();
 
     // A Mandelbrot job held back until the page resumes it, so the page is
     // surely watching while it runs; and one the page will cancel.
     let p = picture();
-    let params = serde_json::to_value(&p).unwrap();
-    let image = submit(&client, &job("mandelbrot", params, 32)).await;
+    let image = submit(&client, &job(KernelSpec::Mandelbrot(p.clone()), 32)).await;
     client.pause(image).await.unwrap();
-    let doomed = submit(
-        &client,
-        &job("primes", json!({"start": 0, "end": 4_000_000_000u64}), 400),
-    )
-    .await;
+    let doomed = submit(&client, &job(primes(0, 4_000_000_000u64), 400)).await;
     client.pause(doomed).await.unwrap();
 
-    let tab = browser_tab(&grid.url, "7f3a9c2e41d0b6aa").await;
+    let tab = browser_tab(test.url(), "7f3a9c2e41d0b6aa").await;
     wait_for_workers(&client, "a paused browser tab", |w| {
-        w.len() == 2 && w.iter().all(|w| w["paused"] == true)
+        w.len() == 2 && w.iter().all(|w| w.paused)
     })
     .await;
-    let worker = grid.worker(2, "native-1");
-    let primes = submit(
-        &client,
-        &job("primes", json!({"start": 0, "end": 1_000_000}), 4),
-    )
-    .await;
-    wait_for_job(&client, primes, WAIT).await;
+    test.add_worker(2, "native-1");
+    let counted = submit(&client, &job(primes(0, 1_000_000), 4)).await;
+    wait_for_job(&client, counted, WAIT).await;
 
-    let browser = DashboardBrowser::launch().await.expect("Chromium starts");
-    browser.allow_downloads(downloads.path()).await.unwrap();
-    let page = browser
-        .open(&format!("{}/dashboard#token={TOKEN}", grid.url), LAPTOP)
-        .await
-        .unwrap();
+    test.allow_downloads(downloads.path()).await.unwrap();
+    let page = test.open_dashboard(Some(TOKEN), LAPTOP).await;
     page.wait_for("document.body.dataset.connection === 'live'", WAIT)
         .await
         .unwrap();
@@ -209,7 +197,7 @@ async fn the_dashboard_follows_jobs_to_their_results() {
     page.wait_for(
         &format!(
             "document.querySelector('{} .answer')?.textContent.includes('primes')",
-            card(primes)
+            card(counted)
         ),
         WAIT,
     )
@@ -218,7 +206,7 @@ async fn the_dashboard_follows_jobs_to_their_results() {
     assert_eq!(
         digits(
             &page
-                .text(&format!("{} .answer", card(primes)))
+                .text(&format!("{} .answer", card(counted)))
                 .await
                 .unwrap()
         ),
@@ -325,13 +313,16 @@ async fn the_dashboard_follows_jobs_to_their_results() {
     )
     .await
     .unwrap();
-    assert_eq!(client.status(doomed).await.unwrap()["state"], "cancelled");
+    assert_eq!(
+        client.status(doomed).await.unwrap().state,
+        JobState::Cancelled
+    );
 
     // The PNG download is the coordinator's PNG.
     page.click(&format!("{} .downloads [data-format=\"png\"]", card(image)))
         .await
         .unwrap();
-    let expected = client.results(image, "png").await.unwrap();
+    let expected = client.results(image, ExportFormat::Png).await.unwrap();
     let file = downloads.path().join(format!("job-{image}-mandelbrot.png"));
     wait_for_file(&file, expected.len()).await;
     assert!(
@@ -341,7 +332,7 @@ async fn the_dashboard_follows_jobs_to_their_results() {
 
     // Opened after the fact (the token now from localStorage), the picture
     // comes from the results route instead, and is the same.
-    page.goto(&format!("{}/dashboard", grid.url)).await.unwrap();
+    page.goto(&test.dashboard_url(None)).await.unwrap();
     page.wait_for(&format!("document.querySelector('{}')", card(image)), WAIT)
         .await
         .unwrap();
@@ -385,12 +376,8 @@ async fn the_dashboard_follows_jobs_to_their_results() {
         .unwrap();
     page.screenshot("dashboard-phone").await.unwrap();
 
-    page.assert_no_errors();
-    page.close().await.unwrap();
-    browser.close().await;
     tab.abort();
-    worker.stop().await;
-    grid.stop().await;
+    test.finish(page).await;
 }
 
 /// Waits for a download to be complete under its final name.
@@ -406,29 +393,20 @@ async fn wait_for_file(path: &Path, len: usize) {
     }
 }
 
-/// Errors a refused token makes the browser itself log: the 401 of the
-/// monitor upgrade and of the page's token check. Anything else is a bug.
-fn assert_only_refusals(page: &DashboardPage) {
-    let errors = page.errors();
-    let other: Vec<_> = errors
-        .iter()
-        .filter(|e| !e.contains("401") && !e.contains("HTTP Authentication failed"))
-        .collect();
-    assert!(other.is_empty(), "unexpected errors: {other:#?}");
+/// From now on `page` may log the errors a refused token makes the browser
+/// itself log: the 401 of the monitor upgrade and of the page's token check.
+/// Anything else is a bug.
+fn expect_refusals(page: &mut DashboardPage) {
+    page.expect_errors("401");
+    page.expect_errors("HTTP Authentication failed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_asks_for_a_token_and_refuses_a_wrong_one() {
-    let _turn = exclusive().await;
-    let dir = tempfile::tempdir().unwrap();
-    let grid = TestGrid::start(dir.path()).await;
-    let browser = DashboardBrowser::launch().await.expect("Chromium starts");
+    let test = BrowserTest::start().await;
 
     // No token anywhere: the form.
-    let page = browser
-        .open(&format!("{}/dashboard", grid.url), LAPTOP)
-        .await
-        .unwrap();
+    let mut page = test.open_dashboard(None, LAPTOP).await;
     page.wait_for(
         "document.body.dataset.view === 'token' && !document.querySelector('#token-view').hidden",
         WAIT,
@@ -445,6 +423,7 @@ async fn the_dashboard_asks_for_a_token_and_refuses_a_wrong_one() {
     page.screenshot("dashboard-token-form").await.unwrap();
 
     // A wrong token: a clear message and the form again, nothing remembered.
+    expect_refusals(&mut page);
     page.eval::<bool>(
         "(() => { document.querySelector('#token-input').value = 'not-the-token'; \
                   document.querySelector('#token-form').requestSubmit(); return true; })()",
@@ -464,7 +443,7 @@ async fn the_dashboard_asks_for_a_token_and_refuses_a_wrong_one() {
             .unwrap(),
         ""
     );
-    assert_only_refusals(&page);
+    page.assert_no_errors();
 
     // The right one: live, and remembered for the next visit.
     page.eval::<bool>(&format!(
@@ -476,7 +455,7 @@ async fn the_dashboard_asks_for_a_token_and_refuses_a_wrong_one() {
     page.wait_for("document.body.dataset.connection === 'live'", WAIT)
         .await
         .unwrap();
-    page.goto(&format!("{}/dashboard", grid.url)).await.unwrap();
+    page.goto(&test.dashboard_url(None)).await.unwrap();
     page.wait_for("document.body.dataset.connection === 'live'", WAIT)
         .await
         .unwrap();
@@ -501,39 +480,30 @@ async fn the_dashboard_asks_for_a_token_and_refuses_a_wrong_one() {
     let refused = "document.body.dataset.view === 'token' \
                    && !document.querySelector('#token-error').hidden && location.hash === ''";
     page.wait_for(refused, WAIT).await.unwrap();
-    assert_only_refusals(&page);
+    page.assert_no_errors();
     page.close().await.unwrap();
-    let page = browser
-        .open(&format!("{}/dashboard#token=wrong", grid.url), PHONE)
-        .await
-        .unwrap();
+    let mut page = test.open_dashboard(Some("wrong"), PHONE).await;
+    expect_refusals(&mut page);
     page.wait_for(refused, WAIT).await.unwrap();
-    assert_only_refusals(&page);
     page.screenshot("dashboard-token-refused-phone")
         .await
         .unwrap();
 
-    page.close().await.unwrap();
-    browser.close().await;
-    grid.stop().await;
+    test.finish(page).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_reconnects_when_the_coordinator_comes_back() {
-    let _turn = exclusive().await;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port().unwrap();
-    let grid = TestGrid::start_on(dir.path(), port, |_| {}).await;
-    let client = grid.client();
-    let worker = grid.worker(1, "native-1");
-    let first = submit(&client, &job("primes", json!({"start": 0, "end": 1000}), 2)).await;
+    let mut test = BrowserTest::start().await;
+    let client = test.client();
+    test.add_worker(1, "native-1");
+    let first = submit(&client, &job(primes(0, 1000), 2)).await;
     wait_for_job(&client, first, WAIT).await;
 
-    let browser = DashboardBrowser::launch().await.expect("Chromium starts");
-    let page = browser
-        .open(&format!("{}/dashboard#token={TOKEN}", grid.url), PHONE)
-        .await
-        .unwrap();
+    let mut page = test.open_dashboard(Some(TOKEN), PHONE).await;
+    // While the coordinator is away the browser logs refused connections;
+    // nothing else.
+    page.expect_errors("ERR_CONNECTION_REFUSED");
     page.wait_for(
         &format!("document.querySelector('.job[data-job=\"{first}\"]')?.dataset.state === 'done'"),
         WAIT,
@@ -541,8 +511,7 @@ async fn the_dashboard_reconnects_when_the_coordinator_comes_back() {
     .await
     .unwrap();
 
-    worker.stop().await;
-    grid.stop().await;
+    test.stop_grid().await;
     page.wait_for("document.body.dataset.connection === 'reconnecting'", WAIT)
         .await
         .unwrap();
@@ -554,14 +523,14 @@ async fn the_dashboard_reconnects_when_the_coordinator_comes_back() {
             .contains("reconnecting")
     );
 
-    let grid = TestGrid::start_on(dir.path(), port, |_| {}).await;
+    test.start_grid_again().await;
     page.wait_for("document.body.dataset.connection === 'live'", WAIT)
         .await
         .unwrap();
     // The new snapshot has the old job, and events flow again.
-    let client = grid.client();
-    let worker = grid.worker(1, "native-2");
-    let second = submit(&client, &job("primes", json!({"start": 0, "end": 1000}), 2)).await;
+    let client = test.client();
+    test.add_worker(1, "native-2");
+    let second = submit(&client, &job(primes(0, 1000), 2)).await;
     page.wait_for(
         &format!(
             "document.querySelector('.job[data-job=\"{first}\"]')?.dataset.state === 'done' \
@@ -582,39 +551,22 @@ async fn the_dashboard_reconnects_when_the_coordinator_comes_back() {
         "168"
     );
 
-    // While the coordinator was away the browser logged refused connections;
-    // nothing else.
-    let errors = page.errors();
-    let other: Vec<_> = errors
-        .iter()
-        .filter(|e| !e.contains("ERR_CONNECTION_REFUSED"))
-        .collect();
-    assert!(other.is_empty(), "unexpected errors: {other:#?}");
-
-    page.close().await.unwrap();
-    browser.close().await;
-    worker.stop().await;
-    grid.stop().await;
+    test.finish(page).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_marks_a_quarantined_liar() {
-    let _turn = exclusive().await;
-    let dir = tempfile::tempdir().unwrap();
-    let grid = TestGrid::start_with(dir.path(), |c| c.scheduler.trust_after = None).await;
-    let client = grid.client();
-    let honest = [grid.worker(1, "honest-1"), grid.worker(1, "honest-2")];
-    let browser = DashboardBrowser::launch().await.expect("Chromium starts");
-    let page = browser
-        .open(&format!("{}/dashboard#token={TOKEN}", grid.url), LAPTOP)
-        .await
-        .unwrap();
+    let mut test = BrowserTest::start_with(|c| c.scheduler.trust_after = None).await;
+    let client = test.client();
+    test.add_worker(1, "honest-1");
+    test.add_worker(1, "honest-2");
+    let page = test.open_dashboard(Some(TOKEN), LAPTOP).await;
     page.wait_for("document.body.dataset.connection === 'live'", WAIT)
         .await
         .unwrap();
 
     // A worker that answers every task with a plausible wrong count.
-    let mut liar = grid_tests::raw::HandWorker::join(&grid.url, 1).await;
+    let mut liar = grid_tests::raw::HandWorker::join(test.url(), 1).await;
     let liar_id = liar.id;
     let lying = tokio::spawn(async move {
         loop {
@@ -629,13 +581,10 @@ async fn the_dashboard_marks_a_quarantined_liar() {
             liar.send(batch.batch, builder.finish()).await;
         }
     });
-    let mut request = job("primes", json!({"start": 0, "end": 1_000_000}), 60);
+    let mut request = job(primes(0, 1_000_000), 60);
     request.redundancy = Some(2);
     let id = submit(&client, &request).await;
-    assert_eq!(
-        wait_for_job(&client, id, WAIT).await["result"]["count"],
-        78_498
-    );
+    assert_primes(&wait_for_job(&client, id, WAIT).await, 78_498);
 
     let row = format!("tr[data-worker='{liar_id}']");
     page.wait_for(
@@ -649,12 +598,6 @@ async fn the_dashboard_marks_a_quarantined_liar() {
         .await
         .unwrap();
     assert!(honest_marked, "only the liar is marked");
-    page.assert_no_errors();
     lying.abort();
-    page.close().await.unwrap();
-    browser.close().await;
-    for worker in honest {
-        worker.stop().await;
-    }
-    grid.stop().await;
+    test.finish(page).await;
 }

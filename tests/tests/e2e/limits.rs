@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use grid_kernels::TaskOutput;
 use grid_protocol::WorkerMessage;
+use grid_protocol::api::WorkerInfo;
 use grid_protocol::frame::ResultsFrameBuilder;
 use grid_tests::raw::{HandWorker, RawSocket, hello};
-use grid_tests::{TestGrid, job, submit, wait_for_job};
-use serde_json::json;
+use grid_tests::{TestGrid, assert_primes, job, primes, submit, wait_for_job, worker_info};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -50,12 +50,23 @@ async fn a_forwarded_address_is_one_donor_with_a_capped_number_of_connections() 
 
     let workers = client.workers().await.unwrap();
     assert_eq!(workers.len(), 3, "{workers:?}");
-    let donor = |name: &str| workers.iter().find(|w| w["name"] == name).unwrap()["donor"].clone();
-    assert_eq!(donor("lab-a"), donor("lab-b"), "one address, one donor");
-    assert_ne!(donor("lab-a"), donor("home"));
-    let addr = |name: &str| workers.iter().find(|w| w["name"] == name).unwrap()["addr"].clone();
+    let named = |name: &str| -> &WorkerInfo {
+        workers
+            .iter()
+            .find(|w| w.name.as_deref() == Some(name))
+            .unwrap()
+    };
+    assert_eq!(
+        named("lab-a").donor,
+        named("lab-b").donor,
+        "one address, one donor"
+    );
+    assert_ne!(named("lab-a").donor, named("home").donor);
     assert!(
-        addr("lab-a").as_str().unwrap().starts_with("203.0.113.7"),
+        named("lab-a")
+            .addr
+            .as_deref()
+            .is_some_and(|addr| addr.starts_with("203.0.113.7")),
         "{workers:?}"
     );
     grid.stop().await;
@@ -83,11 +94,7 @@ async fn sampled_verification_catches_a_liar_that_has_no_replicas() {
     let client = grid.client();
     let mut liar = HandWorker::join(&grid.url, 1).await;
     let liar_id = liar.id;
-    let id = submit(
-        &client,
-        &job("primes", json!({"start": 0, "end": 1_000_000}), 10),
-    )
-    .await;
+    let id = submit(&client, &job(primes(0, 1_000_000), 10)).await;
     let batch = liar.next_batch().await;
     let mut builder = ResultsFrameBuilder::new(batch.batch);
     for task in batch.tasks.iter() {
@@ -100,18 +107,12 @@ async fn sampled_verification_catches_a_liar_that_has_no_replicas() {
     let ack = liar.send(batch.batch, builder.finish()).await;
     assert_eq!(ack.accepted, 0, "{ack:?}");
     assert_eq!(ack.rejected, batch.tasks.len() as u32);
-    let entry = client
-        .workers()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|w| w["id"] == liar_id)
-        .unwrap();
-    assert_eq!(entry["quarantined"], true, "{entry}");
+    let entry = worker_info(&client, liar_id).await;
+    assert!(entry.quarantined, "{entry:?}");
 
     let honest = grid.worker(1, "honest");
     let status = wait_for_job(&client, id, TIMEOUT).await;
-    assert_eq!(status["result"]["count"], 78_498, "{status}");
+    assert_primes(&status, 78_498);
     let metrics = reqwest::get(format!("{}/metrics", grid.url))
         .await
         .unwrap()

@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use grid_cli::client::Client;
 use grid_coordinator::{ServerConfig, tls};
-use grid_tests::{TOKEN, wait_for_job};
+use grid_tests::{TOKEN, assert_primes, primes, wait_for_job};
 use grid_worker_native::{self as worker, WorkerOptions};
-use serde_json::json;
 use tokio::sync::{oneshot, watch};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,19 +62,14 @@ async fn a_grid_served_over_tls_computes_and_refuses_untrusting_clients() {
     };
     let worker = tokio::spawn(worker::run(options, stopping));
     let job = client
-        .submit(&grid_tests::job(
-            "primes",
-            json!({"start": 0, "end": 1_000_000}),
-            8,
-        ))
+        .submit(&grid_tests::job(primes(0, 1_000_000), 8))
         .await
-        .unwrap()["id"]
-        .as_u64()
-        .unwrap();
+        .unwrap()
+        .id;
     let status = wait_for_job(&client, job, Duration::from_secs(60)).await;
-    assert_eq!(status["result"]["count"], 78_498, "{status}");
+    assert_primes(&status, 78_498);
     let workers = client.workers().await.unwrap();
-    assert_eq!(workers[0]["tasks_done"], 8);
+    assert_eq!(workers[0].tasks_done, 8);
 
     let _ = stop_worker.send(true);
     let _ = worker.await;

@@ -5,11 +5,11 @@
 
 use std::time::Duration;
 
+use grid_protocol::api::JobState;
 use grid_protocol::frame::ResultsFrameBuilder;
 use grid_protocol::{CloseCode, WorkerMessage};
 use grid_tests::raw::{RawSocket, hello};
-use grid_tests::{TestGrid, job, submit, wait_for_job, wait_for_workers};
-use serde_json::json;
+use grid_tests::{TestGrid, assert_primes, job, primes, submit, wait_for_job, wait_for_workers};
 
 /// What a bad connection does after it opens.
 enum Opening {
@@ -178,23 +178,19 @@ async fn bad_frames_are_closed_with_their_codes_and_others_carry_on() {
     let legit = grid.worker(1, "legit");
     let client = grid.client();
     // pi(10^9) = 50,847,534: a job that runs all through the abuse below.
-    let id = submit(
-        &client,
-        &job("primes", json!({"start": 0, "end": 1_000_000_000u64}), 400),
-    )
-    .await;
+    let id = submit(&client, &job(primes(0, 1_000_000_000u64), 400)).await;
 
     let failures = misclosed(&grid.url, cases()).await;
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
     // The bad connections are gone; the legitimate worker is untouched.
     let workers = wait_for_workers(&client, "only the legitimate worker", |w| w.len() == 1).await;
-    assert_eq!(workers[0]["name"], "legit");
-    assert_eq!(workers[0]["results_rejected"], 0);
+    assert_eq!(workers[0].name.as_deref(), Some("legit"));
+    assert_eq!(workers[0].results_rejected, 0);
     let status = wait_for_job(&client, id, Duration::from_secs(60)).await;
-    assert_eq!(status["state"], "done", "{status}");
-    assert_eq!(status["result"]["count"], 50_847_534, "{status}");
-    assert_eq!(status["tasks"]["done"], 400, "{status}");
+    assert_eq!(status.state, JobState::Done, "{status:?}");
+    assert_primes(&status, 50_847_534);
+    assert_eq!(status.tasks.done, 400, "{status:?}");
 
     legit.stop().await;
     grid.stop().await;

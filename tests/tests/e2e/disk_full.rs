@@ -9,10 +9,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use grid_kernels::spec::MandelbrotParams;
+use grid_kernels::{JobResult, KernelSpec};
+use grid_protocol::api::JobState;
 use grid_tests::{
-    TOKEN, TestGrid, free_port, grid_binary, job, submit, tasks_done, wait_for_job, wait_until,
+    TOKEN, TestGrid, assert_primes, free_port, grid_binary, job, primes, submit, wait_for_job,
+    wait_until,
 };
-use serde_json::Value;
 
 /// A tmpfs of a given size, unmounted when dropped.
 struct SmallDisk {
@@ -101,9 +103,10 @@ fn image_params() -> MandelbrotParams {
 }
 
 async fn pixels(grid: &TestGrid, id: u64) -> Vec<u32> {
-    let bytes = grid.client().results(id, "json").await.expect("results");
-    let image: Value = serde_json::from_slice(&bytes).unwrap();
-    serde_json::from_value(image["iterations"].clone()).unwrap()
+    match grid.client().result(id).await.expect("results") {
+        JobResult::Mandelbrot { iterations, .. } => iterations,
+        other => panic!("not an image: {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,18 +116,10 @@ async fn a_full_disk_at_start_up_is_a_clear_error_and_the_store_survives_it() {
     // A store with a finished job in it.
     let grid = TestGrid::start(&data).await;
     let worker = grid.worker(1, "w");
-    let id = submit(
-        &grid.client(),
-        &job(
-            "primes",
-            serde_json::json!({"start": 0, "end": 1_000_000}),
-            10,
-        ),
-    )
-    .await;
-    assert_eq!(
-        wait_for_job(&grid.client(), id, Duration::from_secs(60)).await["result"]["count"],
-        78_498
+    let id = submit(&grid.client(), &job(primes(0, 1_000_000), 10)).await;
+    assert_primes(
+        &wait_for_job(&grid.client(), id, Duration::from_secs(60)).await,
+        78_498,
     );
     worker.stop().await;
     grid.stop().await;
@@ -141,8 +136,8 @@ async fn a_full_disk_at_start_up_is_a_clear_error_and_the_store_survives_it() {
     std::fs::remove_file(filler).unwrap();
     let grid = TestGrid::start(&data).await;
     let status = grid.client().status(id).await.unwrap();
-    assert_eq!(status["state"], "done");
-    assert_eq!(status["result"]["count"], 78_498);
+    assert_eq!(status.state, JobState::Done);
+    assert_primes(&status, 78_498);
     grid.stop().await;
 }
 
@@ -155,27 +150,23 @@ async fn a_disk_that_fills_up_mid_job_loses_nothing_and_the_job_finishes_once_th
     let client = grid.client();
     let workers = [grid.worker(1, "w1"), grid.worker(1, "w2")];
     let params = image_params();
-    let id = submit(
-        &client,
-        &job("mandelbrot", serde_json::to_value(&params).unwrap(), 80),
-    )
-    .await;
+    let id = submit(&client, &job(KernelSpec::Mandelbrot(params.clone()), 80)).await;
 
     // The disk fills; the job stops short, and the coordinator keeps serving.
     let stuck = wait_until(&client, id, Duration::from_secs(60), "a stall", |s| {
-        tasks_done(s) > 0 && s["state"] == "running"
+        s.tasks.done > 0 && s.state == JobState::Running
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let later = client.status(id).await.unwrap();
-    assert_eq!(later["state"], "running", "{later}");
-    assert!(tasks_done(&later) < 80, "{later}");
-    assert!(tasks_done(&later) >= tasks_done(&stuck), "{later}");
+    assert_eq!(later.state, JobState::Running, "{later:?}");
+    assert!(later.tasks.done < 80, "{later:?}");
+    assert!(later.tasks.done >= stuck.tasks.done, "{later:?}");
 
     // Room again: the same workers carry the job to the exact image.
     disk.resize("64m");
     let done = wait_for_job(&client, id, Duration::from_secs(120)).await;
-    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done.state, JobState::Done, "{done:?}");
     let mut expected = Vec::new();
     grid_kernels::mandelbrot::render_rows(&params, 0, params.height, &mut expected);
     let got = pixels(&grid, id).await;
@@ -188,7 +179,10 @@ async fn a_disk_that_fills_up_mid_job_loses_nothing_and_the_job_finishes_once_th
 
     // And a restart finds it done, with the same image.
     let grid = TestGrid::start(&data).await;
-    assert_eq!(grid.client().status(id).await.unwrap()["state"], "done");
+    assert_eq!(
+        grid.client().status(id).await.unwrap().state,
+        JobState::Done
+    );
     assert!(pixels(&grid, id).await == expected);
     grid.stop().await;
 }

@@ -2,22 +2,29 @@
 //! coordinator: what `submit`, `status`, `jobs`, `results` and `cancel` print
 //! (JSON a script can parse, CSV, a PNG of the right size), and how they fail:
 //! a non-zero exit code with one line on stderr, and exit code 3 when a job
-//! being waited for is cancelled.
+//! being waited for is cancelled. What the commands print as JSON is read
+//! back as the API's types, as a script in Rust would.
 
 use std::time::Duration;
 
-use grid_kernels::spec::MandelbrotParams;
-use grid_protocol::api::JobRequest;
+use grid_kernels::spec::{MandelbrotParams, MonteCarloParams};
+use grid_kernels::{JobResult, KernelKind, KernelSpec, ResultSummary};
+use grid_protocol::api::{JobRequest, JobState, JobStatus};
 use grid_tests::{
-    TOKEN, TestGrid, free_port, grid_cli_async, grid_cli_with, job, submit, wait_for_job,
-    wait_for_workers,
+    TOKEN, TestGrid, assert_primes, free_port, grid_cli_async, grid_cli_with, job, primes, submit,
+    wait_for_job, wait_for_workers,
 };
-use serde_json::{Value, json};
+use serde::de::DeserializeOwned;
 
-/// Parses a command's stdout as JSON, naming the command on failure.
-fn parse(what: &str, stdout: &str) -> Value {
-    serde_json::from_str(stdout)
-        .unwrap_or_else(|e| panic!("{what} printed no JSON ({e}): {stdout}"))
+/// Parses a command's stdout as JSON of type `T`, naming the command on
+/// failure.
+fn parse<T: DeserializeOwned>(what: &str, stdout: &str) -> T {
+    serde_json::from_str(stdout).unwrap_or_else(|e| {
+        panic!(
+            "{what} printed no {} ({e}): {stdout}",
+            std::any::type_name::<T>()
+        )
+    })
 }
 
 /// Asserts that a command failed with `code` and one line on stderr, and
@@ -49,10 +56,10 @@ async fn submit_status_jobs_and_results_print_what_scripts_parse() {
     )
     .await;
     assert_eq!(out.0, 0, "{out:?}");
-    let status = parse("submit --wait --json", &out.1);
-    assert_eq!(status["state"], "done", "{status}");
-    assert_eq!(status["result"]["count"], 78_498, "{status}");
-    let waited = status["id"].as_u64().expect("an id");
+    let status: JobStatus = parse("submit --wait --json", &out.1);
+    assert_eq!(status.state, JobState::Done, "{status:?}");
+    assert_primes(&status, 78_498);
+    let waited = status.id;
 
     // submit --json without waiting: at least the id.
     let out = grid_cli_async(
@@ -63,37 +70,34 @@ async fn submit_status_jobs_and_results_print_what_scripts_parse() {
     )
     .await;
     assert_eq!(out.0, 0, "{out:?}");
-    let submitted = parse("submit --json", &out.1);
-    let id = submitted["id"].as_u64().expect("an id");
+    let id = parse::<JobStatus>("submit --json", &out.1).id;
     assert_ne!(id, waited);
     wait_for_job(&grid.client(), id, Duration::from_secs(30)).await;
 
     // status --json is the API's status object.
     let out = grid_cli_async(url, &["status", &id.to_string(), "--json"]).await;
     assert_eq!(out.0, 0, "{out:?}");
-    let status = parse("status --json", &out.1);
-    assert_eq!(status["id"], id);
-    assert_eq!(status["state"], "done");
-    assert_eq!(status["kernel"], "primes");
-    assert_eq!(status["tasks"]["total"], 4);
-    assert_eq!(status["result"]["count"], 9592);
+    let status: JobStatus = parse("status --json", &out.1);
+    assert_eq!(status.id, id);
+    assert_eq!(status.state, JobState::Done);
+    assert_eq!(status.spec.kind(), KernelKind::Primes);
+    assert_eq!(status.tasks.total, 4);
+    assert_primes(&status, 9592);
 
     // jobs --json lists both.
     let out = grid_cli_async(url, &["jobs", "--json"]).await;
     assert_eq!(out.0, 0, "{out:?}");
-    let jobs = parse("jobs --json", &out.1);
-    let ids: Vec<u64> = jobs
-        .as_array()
-        .expect("jobs --json is a list")
-        .iter()
-        .map(|j| j["id"].as_u64().unwrap())
-        .collect();
+    let jobs: Vec<JobStatus> = parse("jobs --json", &out.1);
+    let ids: Vec<u64> = jobs.iter().map(|j| j.id).collect();
     assert_eq!(ids, [waited, id]);
 
     // results: JSON by default, CSV on request.
     let out = grid_cli_async(url, &["results", &id.to_string()]).await;
     assert_eq!(out.0, 0, "{out:?}");
-    assert_eq!(parse("results", &out.1), json!({"count": 9592}));
+    assert_eq!(
+        parse::<JobResult>("results", &out.1),
+        JobResult::Primes { count: 9592 }
+    );
     let out = grid_cli_async(url, &["results", &id.to_string(), "--format", "csv"]).await;
     assert_eq!(out.0, 0, "{out:?}");
     assert_eq!(out.1.lines().collect::<Vec<_>>(), ["count", "9592"]);
@@ -144,9 +148,9 @@ async fn mandelbrot_results_export_as_csv_and_png() {
     )
     .await;
     assert_eq!(out.0, 0, "{out:?}");
-    let status = parse("submit mandelbrot", &out.1);
-    assert_eq!(status["params"], serde_json::to_value(&params).unwrap());
-    let id = status["id"].as_u64().unwrap().to_string();
+    let status: JobStatus = parse("submit mandelbrot", &out.1);
+    assert_eq!(status.spec, KernelSpec::Mandelbrot(params.clone()));
+    let id = status.id.to_string();
 
     let mut expected = Vec::new();
     grid_kernels::mandelbrot::render_rows(&params, 0, params.height, &mut expected);
@@ -196,8 +200,7 @@ async fn submit_file_takes_the_api_json() {
     let worker = grid.worker(1, "a");
     let (seed, samples) = (4242u64, 1_000_003u64);
     let request = job(
-        "montecarlo-pi",
-        json!({"samples": samples, "seed": seed}),
+        KernelSpec::MontecarloPi(MonteCarloParams { samples, seed }),
         9,
     );
     let file = dir.path().join("job.json");
@@ -215,12 +218,17 @@ async fn submit_file_takes_the_api_json() {
     )
     .await;
     assert_eq!(out.0, 0, "{out:?}");
-    let status = parse("submit --file", &out.1);
-    assert_eq!(status["kernel"], "montecarlo-pi");
-    assert_eq!(status["tasks"]["total"], 9);
+    let status: JobStatus = parse("submit --file", &out.1);
+    assert_eq!(status.spec.kind(), KernelKind::MontecarloPi);
+    assert_eq!(status.tasks.total, 9);
     let inside = grid_kernels::montecarlo::count_inside(seed, 0, samples);
-    assert_eq!(status["result"]["inside"], inside, "{status}");
-    assert_eq!(status["result"]["samples"], samples, "{status}");
+    assert!(
+        matches!(
+            status.result,
+            Some(ResultSummary::MontecarloPi { inside: i, samples: s, .. }) if i == inside && s == samples
+        ),
+        "{status:?}"
+    );
 
     worker.stop().await;
     grid.stop().await;
@@ -248,7 +256,7 @@ async fn cancel_stops_a_running_job_and_a_waiting_submit_exits_3() {
     });
     let id = loop {
         if let Some(job) = client.jobs().await.unwrap().first() {
-            break job["id"].as_u64().unwrap();
+            break job.id;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
@@ -256,29 +264,35 @@ async fn cancel_stops_a_running_job_and_a_waiting_submit_exits_3() {
     let out = waiting.await.unwrap();
     let line = one_line_failure("submit --wait of a cancelled job", &out, 3);
     assert!(line.contains("cancelled"), "{line}");
-    let status = parse("submit --wait --json of a cancelled job", &out.1);
-    assert_eq!(status["id"], id);
-    assert_eq!(status["state"], "cancelled");
+    let status: JobStatus = parse("submit --wait --json of a cancelled job", &out.1);
+    assert_eq!(status.id, id);
+    assert_eq!(status.state, JobState::Cancelled);
 
     // A job that stays running: two replicas, and only one worker to give
     // them. Cancel it with the command line.
     let worker = grid.worker(1, "a");
     let request = JobRequest {
         redundancy: Some(2),
-        ..job("primes", json!({"start": 0, "end": 1_000_000}), 8)
+        ..job(primes(0, 1_000_000), 8)
     };
     let running = submit(&client, &request).await;
     wait_for_workers(&client, "a replica of every task", |w| {
-        w.len() == 1 && w[0]["tasks_done"] == 8
+        w.len() == 1 && w[0].tasks_done == 8
     })
     .await;
-    assert_eq!(client.status(running).await.unwrap()["state"], "running");
+    assert_eq!(
+        client.status(running).await.unwrap().state,
+        JobState::Running
+    );
     let id = running.to_string();
     let out = grid_cli_async(&url, &["cancel", &id]).await;
     assert_eq!(out.0, 0, "{out:?}");
     let out = grid_cli_async(&url, &["status", &id, "--json"]).await;
     assert_eq!(out.0, 0, "{out:?}");
-    assert_eq!(parse("status", &out.1)["state"], "cancelled");
+    assert_eq!(
+        parse::<JobStatus>("status", &out.1).state,
+        JobState::Cancelled
+    );
 
     // Cancelling it again is refused (409), in one line.
     let out = grid_cli_async(&url, &["cancel", &id]).await;

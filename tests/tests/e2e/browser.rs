@@ -7,17 +7,20 @@
 //! Needs `/usr/bin/chromium` (installed by `scripts/install-chromium.sh` when
 //! missing) and builds `www/pkg` with `scripts/build-wasm.sh` when it is
 //! missing or stale. Also a quick parity check under Node, without a browser.
+//! Each test runs in a [`BrowserTest`]: a coordinator and Chromium of its
+//! own, and a last page that must have logged no error it did not expect.
 
 use std::time::Duration;
 
 use grid_cli::client::Client;
 use grid_kernels::spec::{HashsearchParams, MandelbrotParams, MonteCarloParams, PrimesParams};
-use grid_kernels::{Collator, KernelSpec, TaskRunner};
-use grid_tests::browser::{TestBrowser, TestPage, ensure_wasm_built, exclusive, repo_root};
-use grid_tests::{TestGrid, job, submit, tasks_done, wait_for_job, wait_for_workers, wait_partway};
+use grid_kernels::{Collator, JobResult, KernelSpec, TaskRunner};
+use grid_protocol::WorkerKind;
+use grid_protocol::api::JobState;
+use grid_tests::browser::{BrowserTest, PAGE_TIMEOUT, ensure_wasm_built, exclusive, repo_root};
+use grid_tests::{assert_primes, job, submit, wait_for_job, wait_for_workers, wait_partway};
 use serde_json::{Value, json};
 
-const PAGE_TIMEOUT: Duration = Duration::from_secs(60);
 const JOB_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// One job of each kernel, small enough for two browser threads on a laptop.
@@ -93,12 +96,9 @@ fn parity_cases() -> Vec<(KernelSpec, u32)> {
 async fn assert_long_primes_job_exact(client: &Client, id: u64) {
     let (_, tasks) = long_primes_job();
     let status = wait_for_job(client, id, JOB_TIMEOUT).await;
-    assert_eq!(status["state"], "done", "{status}");
-    assert_eq!(status["tasks"]["done"], tasks, "{status}");
-    assert_eq!(
-        status["result"]["count"], PRIMES_BELOW_TEN_BILLION,
-        "{status}"
-    );
+    assert_eq!(status.state, JobState::Done, "{status:?}");
+    assert_eq!(status.tasks.done, tasks, "{status:?}");
+    assert_primes(&status, PRIMES_BELOW_TEN_BILLION);
 }
 
 /// A primes job that keeps two browser threads busy for several seconds, in
@@ -113,11 +113,19 @@ fn long_primes_job() -> (KernelSpec, u32) {
     )
 }
 
+/// Submits [`long_primes_job`] and waits until a tenth of it is done.
+async fn long_primes_job_partway(client: &Client) -> u64 {
+    let (spec, tasks) = long_primes_job();
+    let id = submit(client, &job(spec, tasks)).await;
+    wait_partway(client, id, 0.1).await;
+    id
+}
+
 /// pi(10^10), from the literature.
 const PRIMES_BELOW_TEN_BILLION: u64 = 455_052_511;
 
 /// The job's result computed here, natively, as the results endpoint shows it.
-fn native_result(spec: &KernelSpec, tasks: u32) -> Value {
+fn native_result(spec: &KernelSpec, tasks: u32) -> JobResult {
     let mut runner = TaskRunner::new();
     let mut collator = Collator::new(spec.clone(), tasks);
     for index in 0..tasks {
@@ -125,57 +133,17 @@ fn native_result(spec: &KernelSpec, tasks: u32) -> Value {
             .add(index, &runner.run(spec, tasks, index))
             .expect("a fresh task");
     }
-    serde_json::to_value(collator.result()).expect("results are JSON")
-}
-
-async fn submit_spec(client: &Client, spec: &KernelSpec, tasks: u32) -> u64 {
-    submit(client, &job(spec.kind().name(), spec.params_json(), tasks)).await
-}
-
-async fn results_json(client: &Client, job: u64) -> Value {
-    let bytes = client.results(job, "json").await.expect("results");
-    serde_json::from_slice(&bytes).expect("results are JSON")
-}
-
-/// Opens the donor page with `threads` threads and waits until they are all
-/// connected.
-async fn open_donor_page(browser: &TestBrowser, grid: &TestGrid, threads: u32) -> TestPage {
-    let page = browser
-        .open(&format!("{}/?autostart=1&threads={threads}", grid.url))
-        .await
-        .expect("the donor page loads");
-    page.wait_for(
-        &format!(
-            "document.body.dataset.state === 'working' && \
-             document.querySelector('#connected-workers').textContent === '{threads}'"
-        ),
-        PAGE_TIMEOUT,
-    )
-    .await
-    .expect("the page's workers connect");
-    page
-}
-
-fn assert_no_console_errors(page: &TestPage) {
-    let errors = page.console_errors();
-    assert!(errors.is_empty(), "the page logged errors: {errors:#?}");
+    collator.result()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_workers_compute_every_kernel_exactly() {
-    let _one = exclusive().await;
-    ensure_wasm_built().expect("www/pkg builds");
-    let dir = tempfile::tempdir().unwrap();
-    let grid = TestGrid::start(dir.path()).await;
-    let client = grid.client();
-    let browser = TestBrowser::launch().await.expect("Chromium starts");
-    let page = open_donor_page(&browser, &grid, 2).await;
+    let test = BrowserTest::start().await;
+    let client = test.client();
+    let page = test.open_donor_page(2).await;
 
     // The page says what it connects to and which session it is.
-    assert_eq!(
-        page.text("#coordinator").await.unwrap(),
-        format!("http://{}", grid.addr)
-    );
+    assert_eq!(page.text("#coordinator").await.unwrap(), test.url());
     let session = page.text("#session").await.unwrap();
     assert!(!session.is_empty());
 
@@ -199,13 +167,13 @@ async fn browser_workers_compute_every_kernel_exactly() {
     let jobs = every_kernel();
     let mut ids = Vec::new();
     for (spec, tasks) in &jobs {
-        ids.push(submit_spec(&client, spec, *tasks).await);
+        ids.push(submit(&client, &job(spec.clone(), *tasks)).await);
     }
     for ((spec, tasks), id) in jobs.iter().zip(&ids) {
         let status = wait_for_job(&client, *id, JOB_TIMEOUT).await;
-        assert_eq!(status["state"], "done", "{}: {status}", spec.kind());
-        assert_eq!(status["tasks"]["done"], *tasks, "{status}");
-        let result = results_json(&client, *id).await;
+        assert_eq!(status.state, JobState::Done, "{}: {status:?}", spec.kind());
+        assert_eq!(status.tasks.done, *tasks, "{status:?}");
+        let result = client.result(*id).await.expect("results");
         assert_eq!(
             result,
             native_result(spec, *tasks),
@@ -225,16 +193,19 @@ async fn browser_workers_compute_every_kernel_exactly() {
     );
 
     // pi(5 * 10^6), from the literature rather than from the kernel.
-    assert_eq!(results_json(&client, ids[0]).await["count"], 348_513);
+    assert_eq!(
+        client.result(ids[0]).await.unwrap(),
+        JobResult::Primes { count: 348_513 }
+    );
 
     // Two browser worker connections, one donor session: this tab's.
     let workers = client.workers().await.unwrap();
     assert_eq!(workers.len(), 2, "{workers:#?}");
     for worker in &workers {
-        assert_eq!(worker["kind"], "browser", "{worker}");
-        assert_eq!(worker["threads"], 1, "{worker}");
-        assert_eq!(worker["session"], session.as_str(), "{worker}");
-        assert!(worker["tasks_done"].as_u64().unwrap() > 0, "{worker}");
+        assert_eq!(worker.kind, WorkerKind::Browser, "{worker:?}");
+        assert_eq!(worker.threads, 1, "{worker:?}");
+        assert_eq!(worker.session.as_ref(), Some(&session), "{worker:?}");
+        assert!(worker.tasks_done > 0, "{worker:?}");
     }
 
     // The page's figures follow.
@@ -258,25 +229,16 @@ async fn browser_workers_compute_every_kernel_exactly() {
         }
     }
 
-    assert_no_console_errors(&page);
-    page.close().await.unwrap();
-    browser.close().await;
-    grid.stop().await;
+    test.finish(page).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_and_resume_from_the_page_lose_no_task() {
-    let _one = exclusive().await;
-    ensure_wasm_built().expect("www/pkg builds");
-    let dir = tempfile::tempdir().unwrap();
-    let grid = TestGrid::start(dir.path()).await;
-    let client = grid.client();
-    let browser = TestBrowser::launch().await.expect("Chromium starts");
-    let page = open_donor_page(&browser, &grid, 2).await;
+    let test = BrowserTest::start().await;
+    let client = test.client();
+    let page = test.open_donor_page(2).await;
 
-    let (spec, tasks) = long_primes_job();
-    let id = submit_spec(&client, &spec, tasks).await;
-    wait_partway(&client, id, 0.1).await;
+    let id = long_primes_job_partway(&client).await;
 
     page.click("#pause").await.unwrap();
     page.wait_for(
@@ -289,15 +251,12 @@ async fn pause_and_resume_from_the_page_lose_no_task() {
     // Both connections paused, holding nothing: finished results were sent
     // and unstarted tasks handed back.
     wait_for_workers(&client, "paused workers holding no tasks", |workers| {
-        workers.len() == 2
-            && workers
-                .iter()
-                .all(|w| w["paused"] == true && w["tasks_in_flight"] == 0)
+        workers.len() == 2 && workers.iter().all(|w| w.paused && w.tasks_in_flight == 0)
     })
     .await;
     let paused = client.status(id).await.unwrap();
-    assert_eq!(paused["state"], "running", "{paused}");
-    assert!(tasks_done(&paused) < u64::from(tasks), "{paused}");
+    assert_eq!(paused.state, JobState::Running, "{paused:?}");
+    assert!(paused.tasks.done < paused.tasks.total, "{paused:?}");
 
     page.click("#pause").await.unwrap();
     page.wait_for(
@@ -309,68 +268,51 @@ async fn pause_and_resume_from_the_page_lose_no_task() {
     .expect("the page resumes");
     assert_long_primes_job_exact(&client, id).await;
 
-    assert_no_console_errors(&page);
-    page.close().await.unwrap();
-    browser.close().await;
-    grid.stop().await;
+    test.finish(page).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tab_closed_mid_batch_loses_no_task() {
-    let _one = exclusive().await;
-    ensure_wasm_built().expect("www/pkg builds");
-    let dir = tempfile::tempdir().unwrap();
-    let grid = TestGrid::start(dir.path()).await;
-    let client = grid.client();
-    let browser = TestBrowser::launch().await.expect("Chromium starts");
-    let first = open_donor_page(&browser, &grid, 2).await;
+    let test = BrowserTest::start().await;
+    let client = test.client();
+    let first = test.open_donor_page(2).await;
 
-    let (spec, tasks) = long_primes_job();
-    let id = submit_spec(&client, &spec, tasks).await;
-    wait_partway(&client, id, 0.1).await;
+    let id = long_primes_job_partway(&client).await;
     let workers = client.workers().await.unwrap();
     assert!(
-        workers
-            .iter()
-            .any(|w| w["tasks_in_flight"].as_u64().unwrap() > 0),
+        workers.iter().any(|w| w.tasks_in_flight > 0),
         "the tab should hold tasks when it closes: {workers:#?}"
     );
 
-    assert_no_console_errors(&first);
+    first.assert_no_errors();
     first.close().await.unwrap();
     wait_for_workers(&client, "the closed tab's workers to leave", |w| {
         w.is_empty()
     })
     .await;
     let orphaned = client.status(id).await.unwrap();
-    assert_eq!(orphaned["state"], "running", "{orphaned}");
+    assert_eq!(orphaned.state, JobState::Running, "{orphaned:?}");
 
-    let second = open_donor_page(&browser, &grid, 2).await;
+    let second = test.open_donor_page(2).await;
     assert_long_primes_job_exact(&client, id).await;
 
-    assert_no_console_errors(&second);
-    second.close().await.unwrap();
-    browser.close().await;
-    grid.stop().await;
+    test.finish(second).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_reconnects_when_the_coordinator_comes_back() {
-    let _one = exclusive().await;
-    ensure_wasm_built().expect("www/pkg builds");
-    let dir = tempfile::tempdir().unwrap();
-    let grid = TestGrid::start(dir.path()).await;
-    let port = grid.port();
-    let browser = TestBrowser::launch().await.expect("Chromium starts");
-    let page = open_donor_page(&browser, &grid, 2).await;
+    let mut test = BrowserTest::start().await;
+    let client = test.client();
+    let mut page = test.open_donor_page(2).await;
+    // The browser reports the refused connections while the coordinator is
+    // down; nothing else may be logged.
+    page.expect_errors("WebSocket connection to");
 
-    let (spec, tasks) = long_primes_job();
-    let id = submit_spec(&grid.client(), &spec, tasks).await;
-    wait_partway(&grid.client(), id, 0.1).await;
+    let id = long_primes_job_partway(&client).await;
 
     // A graceful restart: the workers are told "going away" and dial again
     // with backoff until the coordinator is back on the same port.
-    grid.stop().await;
+    test.stop_grid().await;
     page.wait_for(
         "document.body.dataset.state === 'reconnecting' && \
          document.querySelector('#connected-workers').textContent === '0'",
@@ -378,7 +320,8 @@ async fn the_page_reconnects_when_the_coordinator_comes_back() {
     )
     .await
     .expect("the page notices the coordinator left");
-    let grid = TestGrid::start_on(dir.path(), port, |_| {}).await;
+    test.start_grid_again().await;
+    let client = test.client();
     page.wait_for(
         "document.body.dataset.state === 'working' && \
          document.querySelector('#connected-workers').textContent === '2'",
@@ -386,45 +329,29 @@ async fn the_page_reconnects_when_the_coordinator_comes_back() {
     )
     .await
     .expect("the page reconnects");
-    let client = grid.client();
     assert_long_primes_job_exact(&client, id).await;
     let workers = client.workers().await.unwrap();
     assert_eq!(workers.len(), 2, "{workers:#?}");
 
-    // The browser reports the refused connections while the coordinator was
-    // down; nothing else may be logged.
-    let errors: Vec<String> = page
-        .console_errors()
-        .into_iter()
-        .filter(|e| !e.contains("WebSocket connection to"))
-        .collect();
-    assert!(errors.is_empty(), "the page logged errors: {errors:#?}");
-    page.close().await.unwrap();
-    browser.close().await;
-    grid.stop().await;
+    test.finish(page).await;
 }
 
 /// The CPU cap is a duty cycle the worker keeps, not a label: at 25% one
 /// thread spends at most about a quarter of the wall time in kernels.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cpu_cap_limits_compute_time() {
-    let _one = exclusive().await;
-    ensure_wasm_built().expect("www/pkg builds");
-    let dir = tempfile::tempdir().unwrap();
-    let grid = TestGrid::start(dir.path()).await;
-    let client = grid.client();
-    let browser = TestBrowser::launch().await.expect("Chromium starts");
-    let page = browser
-        .open(&format!("{}/?autostart=1&threads=1&cap=25", grid.url))
-        .await
-        .expect("the donor page loads");
+    let test = BrowserTest::start().await;
+    let client = test.client();
+    let page = test
+        .open_donor_page_with("autostart=1&threads=1&cap=25")
+        .await;
     page.wait_for("document.body.dataset.state === 'working'", PAGE_TIMEOUT)
         .await
         .expect("the page's worker connects");
     assert_eq!(page.text("#cap-value").await.unwrap(), "25%");
 
     let (spec, tasks) = long_primes_job();
-    let id = submit_spec(&client, &spec, tasks).await;
+    let id = submit(&client, &job(spec, tasks)).await;
     page.wait_for(
         "Number(document.querySelector('#compute-time').dataset.ms) > 0",
         PAGE_TIMEOUT,
@@ -447,10 +374,7 @@ async fn the_cpu_cap_limits_compute_time() {
     );
     client.cancel(id).await.unwrap();
 
-    assert_no_console_errors(&page);
-    page.close().await.unwrap();
-    browser.close().await;
-    grid.stop().await;
+    test.finish(page).await;
 }
 
 /// Every kernel's tasks through the built module under Node, compared with

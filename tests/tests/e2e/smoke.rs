@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use grid_tests::{TestGrid, wait_for_job};
-use serde_json::json;
+use grid_protocol::api::JobState;
+use grid_tests::{TestGrid, assert_primes, primes, total_tasks_done, wait_for_job};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_count_the_primes_below_ten_million() {
@@ -12,24 +12,15 @@ async fn two_workers_count_the_primes_below_ten_million() {
     let a = grid.worker(1, "a");
     let b = grid.worker(1, "b");
     let client = grid.client();
-    let request = grid_tests::job("primes", json!({"start": 0, "end": 10_000_000}), 200);
+    let request = grid_tests::job(primes(0, 10_000_000), 200);
     let submitted = client.submit(&request).await.unwrap();
-    let status = wait_for_job(
-        &client,
-        submitted["id"].as_u64().unwrap(),
-        Duration::from_secs(60),
-    )
-    .await;
-    assert_eq!(status["state"], "done", "{status}");
-    assert_eq!(status["result"]["count"], 664_579);
-    assert_eq!(status["tasks"]["done"], 200);
+    let status = wait_for_job(&client, submitted.id, Duration::from_secs(60)).await;
+    assert_eq!(status.state, JobState::Done, "{status:?}");
+    assert_primes(&status, 664_579);
+    assert_eq!(status.tasks.done, 200);
     let workers = client.workers().await.unwrap();
     assert_eq!(workers.len(), 2);
-    let done: u64 = workers
-        .iter()
-        .map(|w| w["tasks_done"].as_u64().unwrap())
-        .sum();
-    assert_eq!(done, 200, "{workers:?}");
+    assert_eq!(total_tasks_done(&workers), 200, "{workers:?}");
     a.stop().await;
     b.stop().await;
     grid.stop().await;

@@ -6,12 +6,14 @@
 
 use std::time::Duration;
 
-use grid_kernels::TaskOutput;
+use grid_kernels::{JobResult, TaskOutput};
+use grid_protocol::api::JobState;
 use grid_protocol::frame::ResultsFrameBuilder;
 use grid_protocol::{Batch, WorkerMessage};
 use grid_tests::raw::{HandWorker, RawSocket, hello};
-use grid_tests::{TestGrid, job, submit, wait_for_job, wait_for_workers};
-use serde_json::{Value, json};
+use grid_tests::{
+    TestGrid, assert_primes, job, primes, submit, wait_for_job, wait_for_workers, worker_info,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -19,7 +21,7 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 const PRIMES_BELOW_2M: u64 = 148_933;
 
 fn primes_job(redundancy: u32, tasks: u32) -> grid_protocol::api::JobRequest {
-    let mut request = job("primes", json!({"start": 0, "end": 2_000_000}), tasks);
+    let mut request = job(primes(0, 2_000_000), tasks);
     request.redundancy = Some(redundancy);
     request
 }
@@ -55,16 +57,6 @@ fn liar(
     })
 }
 
-async fn worker_entry(client: &grid_cli::client::Client, id: u64) -> Value {
-    client
-        .workers()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|w| w["id"] == id)
-        .unwrap_or(Value::Null)
-}
-
 async fn metric(url: &str, name: &str) -> f64 {
     let text = reqwest::get(format!("{url}/metrics"))
         .await
@@ -89,28 +81,28 @@ async fn a_liar_among_honest_workers_is_outvoted_and_quarantined() {
 
     let id = submit(&client, &primes_job(2, 200)).await;
     let status = wait_for_job(&client, id, TIMEOUT).await;
-    assert_eq!(status["state"], "done", "{status}");
-    assert_eq!(status["result"]["count"], PRIMES_BELOW_2M);
+    assert_eq!(status.state, JobState::Done, "{status:?}");
+    assert_primes(&status, PRIMES_BELOW_2M);
 
-    let entry = worker_entry(&client, liar_id).await;
-    assert_eq!(entry["quarantined"], true, "{entry}");
+    let entry = worker_info(&client, liar_id).await;
+    assert!(entry.quarantined, "{entry:?}");
     assert!(metric(&grid.url, "grid_donors_quarantined_total").await >= 1.0);
     for entry in client
         .workers()
         .await
         .unwrap()
         .iter()
-        .filter(|w| w["id"] != liar_id)
+        .filter(|w| w.id != liar_id)
     {
-        assert_eq!(
-            entry["quarantined"], false,
-            "an honest worker was quarantined: {entry}"
+        assert!(
+            !entry.quarantined,
+            "an honest worker was quarantined: {entry:?}"
         );
     }
     // A quarantined worker gets no more work.
     let next = submit(&client, &primes_job(1, 50)).await;
     wait_for_job(&client, next, TIMEOUT).await;
-    assert_eq!(worker_entry(&client, liar_id).await["tasks_in_flight"], 0);
+    assert_eq!(worker_info(&client, liar_id).await.tasks_in_flight, 0);
 
     lying.abort();
     for worker in honest {
@@ -135,11 +127,11 @@ async fn a_liar_that_earned_trust_is_caught_by_a_spot_check_and_its_work_redone(
     let sneaky_id = sneaky.id;
     let lying = liar(sneaky, |job| job != 1);
     let warmup = submit(&client, &primes_job(2, 20)).await;
-    assert_eq!(
-        wait_for_job(&client, warmup, TIMEOUT).await["result"]["count"],
-        PRIMES_BELOW_2M
+    assert_primes(
+        &wait_for_job(&client, warmup, TIMEOUT).await,
+        PRIMES_BELOW_2M,
     );
-    assert_eq!(worker_entry(&client, sneaky_id).await["trusted"], true);
+    assert!(worker_info(&client, sneaky_id).await.trusted);
     honest.stop().await;
 
     // On job 2, alone, it lies on everything. Its solo tasks are decided by
@@ -147,22 +139,20 @@ async fn a_liar_that_earned_trust_is_caught_by_a_spot_check_and_its_work_redone(
     // cannot finish on lies alone.
     let id = submit(&client, &primes_job(2, 200)).await;
     let partway = grid_tests::wait_until(&client, id, TIMEOUT, "the liar's solo answers", |s| {
-        grid_tests::tasks_done(s) >= 50
+        s.tasks.done >= 50
     })
     .await;
-    assert_ne!(partway["state"], "done", "{partway}");
+    assert_ne!(partway.state, JobState::Done, "{partway:?}");
 
     // Honest donors arrive, settle a spot-checked task against the liar, and
     // everything it decided alone is computed again.
     let honest = [grid.worker(1, "honest-2"), grid.worker(1, "honest-3")];
     let status = wait_for_job(&client, id, TIMEOUT).await;
-    assert_eq!(status["state"], "done", "{status}");
-    assert_eq!(
-        status["result"]["count"], PRIMES_BELOW_2M,
-        "a lie survived: {status}"
-    );
-    let entry = worker_entry(&client, sneaky_id).await;
-    assert_eq!(entry["quarantined"], true, "{entry}");
+    assert_eq!(status.state, JobState::Done, "{status:?}");
+    // A lie that survived would show in the count.
+    assert_primes(&status, PRIMES_BELOW_2M);
+    let entry = worker_info(&client, sneaky_id).await;
+    assert!(entry.quarantined, "{entry:?}");
     // At least the 50 tasks it was seen deciding alone were checked again
     // (job 1's solo tasks, decided honestly, are not: that job had ended).
     let rechecked = metric(&grid.url, "grid_tasks_rechecked_total").await;
@@ -171,9 +161,12 @@ async fn a_liar_that_earned_trust_is_caught_by_a_spot_check_and_its_work_redone(
         "only {rechecked} of the liar's tasks were checked again"
     );
     // The stored results agree with the result: the lies were replaced.
-    let exported = client.results(id, "json").await.unwrap();
-    let exported: serde_json::Value = serde_json::from_slice(&exported).unwrap();
-    assert_eq!(exported["count"], PRIMES_BELOW_2M);
+    assert_eq!(
+        client.result(id).await.unwrap(),
+        JobResult::Primes {
+            count: PRIMES_BELOW_2M
+        }
+    );
 
     lying.abort();
     for worker in honest {
@@ -188,11 +181,7 @@ async fn replays_and_claims_of_unleased_tasks_never_count() {
     let grid = TestGrid::start_with(dir.path(), |c| c.max_rejected_results = 10).await;
     let client = grid.client();
     let tasks = 20;
-    let id = submit(
-        &client,
-        &job("primes", json!({"start": 0, "end": 2_000_000}), tasks),
-    )
-    .await;
+    let id = submit(&client, &job(primes(0, 2_000_000), tasks)).await;
 
     // The replayer answers a batch honestly, then sends the same frame again.
     let mut replayer = HandWorker::join(&grid.url, 1).await;
@@ -219,14 +208,14 @@ async fn replays_and_claims_of_unleased_tasks_never_count() {
     }
     assert_eq!(rejected, 12);
     // Past ten rejected results the claimer is quarantined.
-    let entry = worker_entry(&client, claimer_id).await;
-    assert_eq!(entry["quarantined"], true, "{entry}");
+    let entry = worker_info(&client, claimer_id).await;
+    assert!(entry.quarantined, "{entry:?}");
 
     // An honest worker finishes; nothing was counted twice.
     let honest = grid.worker(1, "honest");
     let status = wait_for_job(&client, id, TIMEOUT).await;
-    assert_eq!(status["result"]["count"], PRIMES_BELOW_2M);
-    assert_eq!(status["tasks"]["done"], tasks);
+    assert_primes(&status, PRIMES_BELOW_2M);
+    assert_eq!(status.tasks.done, tasks);
     honest.stop().await;
     grid.stop().await;
 }
@@ -265,7 +254,7 @@ async fn a_flooder_and_a_giant_frame_are_closed_and_the_grid_carries_on() {
     assert_eq!(chatty.expect_close().await.code, 4003);
 
     let status = wait_for_job(&client, id, TIMEOUT).await;
-    assert_eq!(status["result"]["count"], PRIMES_BELOW_2M);
+    assert_primes(&status, PRIMES_BELOW_2M);
     assert!(
         metric(
             &grid.url,
@@ -301,14 +290,10 @@ async fn a_quarantined_donor_cannot_come_back_under_a_new_connection_nor_after_a
     let lying = liar(liar_worker, |_| true);
     let id = submit(&client, &primes_job(2, 100)).await;
     wait_for_workers(&client, "the liar quarantined", |list| {
-        list.iter()
-            .any(|w| w["id"] == liar_id && w["quarantined"] == true)
+        list.iter().any(|w| w.id == liar_id && w.quarantined)
     })
     .await;
-    assert_eq!(
-        wait_for_job(&client, id, TIMEOUT).await["result"]["count"],
-        PRIMES_BELOW_2M
-    );
+    assert_primes(&wait_for_job(&client, id, TIMEOUT).await, PRIMES_BELOW_2M);
     // The same tab reconnecting is refused with 4008.
     let mut again = RawSocket::connect(&grid.url).await;
     again
@@ -335,9 +320,7 @@ async fn a_quarantined_donor_cannot_come_back_under_a_new_connection_nor_after_a
     let (_socket, other_id) = RawSocket::join_with(&grid.url, other_tab).await;
     let workers = grid.client().workers().await.unwrap();
     assert!(
-        workers
-            .iter()
-            .any(|w| w["id"] == other_id && w["quarantined"] == false),
+        workers.iter().any(|w| w.id == other_id && !w.quarantined),
         "{workers:?}"
     );
     grid.stop().await;

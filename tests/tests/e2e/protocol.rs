@@ -8,12 +8,15 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use grid_kernels::{KernelSpec, TaskOutput};
+use grid_kernels::spec::HashsearchParams;
+use grid_kernels::{JobResult, KernelSpec, TaskOutput};
+use grid_protocol::api::JobState;
 use grid_protocol::frame::ResultsFrameBuilder;
-use grid_protocol::{CoordinatorMessage, WorkerMessage};
+use grid_protocol::{CoordinatorMessage, WorkerKind, WorkerMessage};
 use grid_tests::raw::{Ack, HandWorker, RawSocket, accepted, hello};
-use grid_tests::{TestGrid, job, submit, wait_for_job, wait_for_workers};
-use serde_json::json;
+use grid_tests::{
+    TestGrid, assert_primes, job, primes, submit, wait_for_job, wait_for_workers, worker_info,
+};
 use sha2::{Digest, Sha256};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -24,16 +27,13 @@ async fn a_hand_written_worker_computes_a_whole_job() {
     let grid = TestGrid::start(dir.path()).await;
     let client = grid.client();
     let mut worker = HandWorker::join(&grid.url, 2).await;
-    let params = json!({"start": 0, "end": 10_000_000});
-    let id = submit(&client, &job("primes", params.clone(), 16)).await;
+    let spec = primes(0, 10_000_000);
+    let id = submit(&client, &job(spec.clone(), 16)).await;
 
     let first = worker.next_batch().await;
     assert_eq!(first.job, id);
     assert_eq!(first.job_tasks, 16);
-    assert_eq!(
-        first.spec,
-        KernelSpec::from_parts("primes", params).unwrap()
-    );
+    assert_eq!(first.spec, spec);
     assert!(!first.tasks.is_empty() && first.tasks.end() <= 16);
     assert!(first.lease_ms > 0);
     worker.queue.push_front(first);
@@ -41,18 +41,18 @@ async fn a_hand_written_worker_computes_a_whole_job() {
     let mut answered = BTreeSet::new();
     worker.finish(&mut answered, 16).await;
     let status = wait_for_job(&client, id, TIMEOUT).await;
-    assert_eq!(status["state"], "done", "{status}");
-    assert_eq!(status["result"]["count"], 664_579);
-    assert_eq!(status["tasks"]["done"], 16);
+    assert_eq!(status.state, JobState::Done, "{status:?}");
+    assert_primes(&status, 664_579);
+    assert_eq!(status.tasks.done, 16);
 
     let workers = client.workers().await.unwrap();
     assert_eq!(workers.len(), 1);
-    assert_eq!(workers[0]["id"], worker.id);
-    assert_eq!(workers[0]["name"], "by-hand");
-    assert_eq!(workers[0]["kind"], "native");
-    assert_eq!(workers[0]["threads"], 2);
-    assert_eq!(workers[0]["tasks_done"], 16);
-    assert_eq!(workers[0]["results_rejected"], 0);
+    assert_eq!(workers[0].id, worker.id);
+    assert_eq!(workers[0].name.as_deref(), Some("by-hand"));
+    assert_eq!(workers[0].kind, WorkerKind::Native);
+    assert_eq!(workers[0].threads, 2);
+    assert_eq!(workers[0].tasks_done, 16);
+    assert_eq!(workers[0].results_rejected, 0);
     grid.stop().await;
 }
 
@@ -63,11 +63,7 @@ async fn acks_tell_duplicates_from_results_never_leased() {
     let client = grid.client();
     let mut worker = HandWorker::join(&grid.url, 2).await;
     let tasks = 20;
-    let id = submit(
-        &client,
-        &job("primes", json!({"start": 0, "end": 10_000_000}), tasks),
-    )
-    .await;
+    let id = submit(&client, &job(primes(0, 10_000_000), tasks)).await;
 
     let batch = worker.next_batch().await;
     let indices: Vec<u32> = batch.tasks.iter().collect();
@@ -128,11 +124,10 @@ async fn acks_tell_duplicates_from_results_never_leased() {
     let mut answered: BTreeSet<u32> = indices.iter().copied().collect();
     worker.finish(&mut answered, tasks).await;
     let status = wait_for_job(&client, id, TIMEOUT).await;
-    assert_eq!(status["result"]["count"], 664_579, "{status}");
-    assert_eq!(status["tasks"]["done"], tasks);
-    let workers = client.workers().await.unwrap();
-    let me = workers.iter().find(|w| w["id"] == worker.id).unwrap();
-    assert_eq!(me["results_rejected"], 3, "{workers:?}");
+    assert_primes(&status, 664_579);
+    assert_eq!(status.tasks.done, tasks);
+    let me = worker_info(&client, worker.id).await;
+    assert_eq!(me.results_rejected, 3, "{me:?}");
     grid.stop().await;
 }
 
@@ -143,11 +138,7 @@ async fn resending_a_whole_batch_is_a_duplicate() {
     let client = grid.client();
     // 80 threads: a first batch of 80 tasks, more than `max_rejected_results`.
     let mut worker = HandWorker::join(&grid.url, 80).await;
-    submit(
-        &client,
-        &job("primes", json!({"start": 0, "end": 10_000_000}), 1000),
-    )
-    .await;
+    submit(&client, &job(primes(0, 10_000_000), 1000)).await;
 
     let batch = worker.next_batch().await;
     let indices: Vec<u32> = batch.tasks.iter().collect();
@@ -168,8 +159,8 @@ async fn resending_a_whole_batch_is_a_duplicate() {
         },
         "{workers:?}"
     );
-    assert_eq!(workers[0]["results_rejected"], 0, "{workers:?}");
-    assert_eq!(workers[0]["quarantined"], false, "{workers:?}");
+    assert_eq!(workers[0].results_rejected, 0, "{workers:?}");
+    assert!(!workers[0].quarantined, "{workers:?}");
     grid.stop().await;
 }
 
@@ -182,11 +173,7 @@ async fn an_impossible_output_quarantines_its_donor_and_others_redo_the_task() {
     liar_hello.session = Some("liar-tab".into());
     let mut liar = HandWorker::join_with(&grid.url, liar_hello.clone()).await;
     let tasks = 4;
-    let job_id = submit(
-        &client,
-        &job("primes", json!({"start": 0, "end": 1000}), tasks),
-    )
-    .await;
+    let job_id = submit(&client, &job(primes(0, 1000), tasks)).await;
 
     // 251 primes in a task of 250 numbers cannot be right.
     let batch = liar.next_batch().await;
@@ -203,8 +190,7 @@ async fn an_impossible_output_quarantines_its_donor_and_others_redo_the_task() {
         }
     );
     wait_for_workers(&client, "the liar to be quarantined", |w| {
-        w.iter()
-            .any(|w| w["id"] == liar.id && w["quarantined"] == true)
+        w.iter().any(|w| w.id == liar.id && w.quarantined)
     })
     .await;
 
@@ -221,11 +207,10 @@ async fn an_impossible_output_quarantines_its_donor_and_others_redo_the_task() {
     // An honest worker does the whole job: pi(1000) = 168.
     let honest = grid.worker(1, "honest");
     let status = wait_for_job(&client, job_id, TIMEOUT).await;
-    assert_eq!(status["result"]["count"], 168, "{status}");
-    assert_eq!(status["tasks"]["done"], tasks);
-    let workers = client.workers().await.unwrap();
-    let me = workers.iter().find(|w| w["id"] == liar.id).unwrap();
-    assert_eq!(me["tasks_done"], 0, "{workers:?}");
+    assert_primes(&status, 168);
+    assert_eq!(status.tasks.done, tasks);
+    let me = worker_info(&client, liar.id).await;
+    assert_eq!(me.tasks_done, 0, "{me:?}");
 
     honest.stop().await;
     grid.stop().await;
@@ -241,8 +226,12 @@ async fn a_claimed_nonce_that_misses_the_difficulty_is_rejected() {
     let id = submit(
         &client,
         &job(
-            "hashsearch",
-            json!({"prefix": prefix, "difficulty": difficulty, "start": 0, "end": 1000}),
+            KernelSpec::Hashsearch(HashsearchParams {
+                prefix: prefix.into(),
+                difficulty,
+                start: 0,
+                end: 1000,
+            }),
             1,
         ),
     )
@@ -268,17 +257,18 @@ async fn a_claimed_nonce_that_misses_the_difficulty_is_rejected() {
             duplicate: 0,
             rejected: 1
         },
-        "a nonce that misses the difficulty was taken: {}",
+        "a nonce that misses the difficulty was taken: {:?}",
         client.status(id).await.unwrap()
     );
 
     // An honest worker finds the genuine nonces, and only those.
     let honest = grid.worker(1, "honest");
     let status = wait_for_job(&client, id, TIMEOUT).await;
-    assert_eq!(status["state"], "done", "{status}");
-    let result: serde_json::Value =
-        serde_json::from_slice(&client.results(id, "json").await.unwrap()).unwrap();
-    assert_eq!(result["nonces"], json!(genuine));
+    assert_eq!(status.state, JobState::Done, "{status:?}");
+    assert_eq!(
+        client.result(id).await.unwrap(),
+        JobResult::Hashsearch { nonces: genuine }
+    );
 
     honest.stop().await;
     grid.stop().await;
@@ -290,11 +280,7 @@ async fn a_hand_written_worker_is_revoked_when_its_job_is_cancelled() {
     let grid = TestGrid::start(dir.path()).await;
     let client = grid.client();
     let mut worker = HandWorker::join(&grid.url, 1).await;
-    let id = submit(
-        &client,
-        &job("primes", json!({"start": 0, "end": 10_000_000}), 10),
-    )
-    .await;
+    let id = submit(&client, &job(primes(0, 10_000_000), 10)).await;
     let batch = worker.next_batch().await;
     client.cancel(id).await.unwrap();
     loop {
@@ -311,7 +297,7 @@ async fn a_hand_written_worker_is_revoked_when_its_job_is_cancelled() {
     assert_eq!(ack.accepted, 0);
     assert_eq!(ack.rejected, 0, "{ack:?}");
     let status = client.status(id).await.unwrap();
-    assert_eq!(status["state"], "cancelled");
-    assert_eq!(status["tasks"]["done"], 0);
+    assert_eq!(status.state, JobState::Cancelled);
+    assert_eq!(status.tasks.done, 0);
     grid.stop().await;
 }

@@ -9,11 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use grid_protocol::WorkerMessage;
+use grid_protocol::api::JobState;
 use grid_tests::raw::{HandWorker, accepted, hello, http};
 use grid_tests::{
-    TOKEN, TestGrid, grid_cli_async, job, submit, total_tasks_done, wait_for_job, wait_for_workers,
+    TOKEN, TestGrid, assert_primes, grid_cli_async, job, primes, submit, total_tasks_done,
+    wait_for_job, wait_for_workers, worker_info,
 };
-use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -36,28 +37,28 @@ async fn replicas_never_go_to_two_connections_of_one_session() {
     }
     let workers = client.workers().await.unwrap();
     assert_eq!(workers.len(), 2);
-    assert_eq!(workers[0]["session"], "tab-1");
-    assert_eq!(workers[0]["donor"], workers[1]["donor"], "{workers:?}");
+    assert_eq!(workers[0].session.as_deref(), Some("tab-1"));
+    assert_eq!(workers[0].donor, workers[1].donor, "{workers:?}");
 
     let tasks = 12;
     let request = grid_protocol::api::JobRequest {
         redundancy: Some(2),
-        ..job("primes", json!({"start": 0, "end": 10_000_000}), tasks)
+        ..job(primes(0, 10_000_000), tasks)
     };
     let id = submit(&client, &request).await;
     // The tab answers one replica of each task, then has nothing it may do.
     wait_for_workers(&client, "one replica of every task", |w| {
-        total_tasks_done(w) >= u64::from(tasks) && w.iter().all(|w| w["tasks_in_flight"] == 0)
+        total_tasks_done(w) >= u64::from(tasks) && w.iter().all(|w| w.tasks_in_flight == 0)
     })
     .await;
     let status = client.status(id).await.unwrap();
-    assert_eq!(status["state"], "running", "{status}");
-    assert_eq!(status["tasks"]["done"], 0, "{status}");
+    assert_eq!(status.state, JobState::Running, "{status:?}");
+    assert_eq!(status.tasks.done, 0, "{status:?}");
 
     // Another donor supplies the second replicas.
     let other = grid.worker(1, "another-donor");
     let status = wait_for_job(&client, id, TIMEOUT).await;
-    assert_eq!(status["result"]["count"], 664_579, "{status}");
+    assert_primes(&status, 664_579);
     let workers = client.workers().await.unwrap();
     assert_eq!(
         total_tasks_done(&workers),
@@ -89,33 +90,23 @@ async fn a_paused_worker_gets_no_batches_until_it_resumes() {
     let mut paused = HandWorker::join(&grid.url, 4).await;
     paused.socket.send_message(&WorkerMessage::Pause {}).await;
     wait_for_workers(&client, "the worker to be paused", |w| {
-        w.len() == 1 && w[0]["paused"] == true
+        w.len() == 1 && w[0].paused
     })
     .await;
 
     let native = grid.worker(1, "native");
-    let first = submit(
-        &client,
-        &job("primes", json!({"start": 0, "end": 10_000_000}), 20),
-    )
-    .await;
+    let first = submit(&client, &job(primes(0, 10_000_000), 20)).await;
     let status = wait_for_job(&client, first, TIMEOUT).await;
-    assert_eq!(status["result"]["count"], 664_579);
-    let workers = client.workers().await.unwrap();
-    let me = workers.iter().find(|w| w["id"] == paused.id).unwrap();
-    assert_eq!(me["tasks_done"], 0, "{workers:?}");
+    assert_primes(&status, 664_579);
+    let me = worker_info(&client, paused.id).await;
+    assert_eq!(me.tasks_done, 0, "{me:?}");
 
     paused.socket.send_message(&WorkerMessage::Resume {}).await;
     wait_for_workers(&client, "the worker to resume", |w| {
-        w.iter()
-            .any(|w| w["id"] == paused.id && w["paused"] == false)
+        w.iter().any(|w| w.id == paused.id && !w.paused)
     })
     .await;
-    let second = submit(
-        &client,
-        &job("primes", json!({"start": 0, "end": 1_000_000}), 20),
-    )
-    .await;
+    let second = submit(&client, &job(primes(0, 1_000_000), 20)).await;
     // The first batch it ever receives is of the job submitted after resume.
     let batch = paused.next_batch().await;
     assert_eq!(batch.job, second, "a batch reached the worker while paused");
@@ -126,7 +117,7 @@ async fn a_paused_worker_gets_no_batches_until_it_resumes() {
         accepted(indices.len() as u32)
     );
     let status = wait_for_job(&client, second, TIMEOUT).await;
-    assert_eq!(status["result"]["count"], 78_498);
+    assert_primes(&status, 78_498);
 
     native.stop().await;
     grid.stop().await;
@@ -145,16 +136,12 @@ async fn a_task_that_fails_everywhere_fails_its_job() {
         let worker = HandWorker::join(&grid.url, threads).await;
         serving.push(worker.serve(Arc::default(), Some(0)));
     }
-    let id = submit(
-        &client,
-        &job("primes", json!({"start": 0, "end": 1_000_000}), 6),
-    )
-    .await;
+    let id = submit(&client, &job(primes(0, 1_000_000), 6)).await;
     let status = wait_for_job(&client, id, TIMEOUT).await;
-    assert_eq!(status["state"], "failed", "{status}");
-    let error = status["error"].as_str().unwrap_or_default();
-    assert!(error.contains("task 0"), "{status}");
-    assert!(status["result"].is_null(), "{status}");
+    assert_eq!(status.state, JobState::Failed, "{status:?}");
+    let error = status.error.as_deref().unwrap_or_default();
+    assert!(error.contains("task 0"), "{status:?}");
+    assert!(status.result.is_none(), "{status:?}");
     for task in serving {
         task.abort();
     }
@@ -176,13 +163,9 @@ async fn a_task_that_fails_everywhere_fails_its_job() {
 
     // The grid carries on.
     let worker = grid.worker(1, "native");
-    let next = submit(
-        &client,
-        &job("primes", json!({"start": 0, "end": 1_000_000}), 6),
-    )
-    .await;
+    let next = submit(&client, &job(primes(0, 1_000_000), 6)).await;
     let status = wait_for_job(&client, next, TIMEOUT).await;
-    assert_eq!(status["result"]["count"], 78_498, "{status}");
+    assert_primes(&status, 78_498);
     worker.stop().await;
     grid.stop().await;
 }

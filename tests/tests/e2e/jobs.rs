@@ -8,12 +8,13 @@
 use std::time::Duration;
 
 use grid_cli::client::Client;
-use grid_kernels::spec::MandelbrotParams;
-use grid_protocol::api::JobRequest;
+use grid_kernels::spec::{HashsearchParams, MandelbrotParams, MonteCarloParams};
+use grid_kernels::{JobResult, KernelSpec, ResultSummary};
+use grid_protocol::api::{JobRequest, JobState, JobStatus};
 use grid_tests::{
-    TestGrid, job, submit, total_tasks_done, wait_for_job, wait_for_workers, wait_until,
+    TestGrid, assert_primes, job, primes, submit, total_tasks_done, wait_for_job, wait_for_workers,
+    wait_until,
 };
-use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(60);
@@ -54,20 +55,12 @@ fn reference_nonces(prefix: &str, difficulty: u32, start: u64, end: u64) -> Vec<
         .collect()
 }
 
-async fn run(client: &Client, request: &JobRequest) -> Value {
+async fn run(client: &Client, request: &JobRequest) -> JobStatus {
     let id = submit(client, request).await;
     let status = wait_for_job(client, id, JOB_TIMEOUT).await;
-    assert_eq!(status["state"], "done", "{status}");
-    assert_eq!(
-        status["tasks"]["done"], status["tasks"]["total"],
-        "{status}"
-    );
+    assert_eq!(status.state, JobState::Done, "{status:?}");
+    assert_eq!(status.tasks.done, status.tasks.total, "{status:?}");
     status
-}
-
-async fn results_json(client: &Client, job: u64) -> Value {
-    let bytes = client.results(job, "json").await.expect("results");
-    serde_json::from_slice(&bytes).expect("results are JSON")
 }
 
 #[test]
@@ -86,25 +79,13 @@ async fn four_kernels_give_independently_known_answers() {
     let client = grid.client();
 
     // primes: pi(10^7) is in every table.
-    let status = run(
-        &client,
-        &job("primes", json!({"start": 0, "end": 10_000_000}), 100),
-    )
-    .await;
-    assert_eq!(status["result"]["count"], 664_579);
+    let status = run(&client, &job(primes(0, 10_000_000), 100)).await;
+    assert_primes(&status, 664_579);
 
     // primes far from zero, against the sieve above.
     let (start, end) = (1_000_000_000u64, 1_001_000_000u64);
-    let status = run(
-        &client,
-        &job("primes", json!({"start": start, "end": end}), 37),
-    )
-    .await;
-    assert_eq!(
-        status["result"]["count"],
-        reference_prime_count(start, end),
-        "{status}"
-    );
+    let status = run(&client, &job(primes(start, end), 37)).await;
+    assert_primes(&status, reference_prime_count(start, end));
 
     // mandelbrot: pixel for pixel against a local render.
     let params = MandelbrotParams {
@@ -116,15 +97,20 @@ async fn four_kernels_give_independently_known_answers() {
         y_max: 1.1,
         max_iter: 300,
     };
-    let request = job("mandelbrot", serde_json::to_value(&params).unwrap(), 10);
-    let id = run(&client, &request).await["id"].as_u64().unwrap();
-    let image = results_json(&client, id).await;
+    let request = job(KernelSpec::Mandelbrot(params.clone()), 10);
+    let id = run(&client, &request).await.id;
+    let image = client.result(id).await.unwrap();
     let mut expected = Vec::new();
     grid_kernels::mandelbrot::render_rows(&params, 0, params.height, &mut expected);
-    assert_eq!(image["width"], 123);
-    assert_eq!(image["height"], 77);
-    assert_eq!(image["max_iter"], 300);
-    let pixels: Vec<u32> = serde_json::from_value(image["iterations"].clone()).unwrap();
+    let JobResult::Mandelbrot {
+        width: 123,
+        height: 77,
+        max_iter: 300,
+        iterations: pixels,
+    } = image
+    else {
+        panic!("not a 123x77 image of 300 iterations: {image:?}")
+    };
     assert_eq!(pixels.len(), expected.len());
     let wrong = pixels.iter().zip(&expected).filter(|(a, b)| a != b).count();
     assert_eq!(wrong, 0, "{wrong} pixels differ from the local render");
@@ -134,19 +120,34 @@ async fn four_kernels_give_independently_known_answers() {
     let inside = grid_kernels::montecarlo::count_inside(seed, 0, samples);
     for tasks in [3, 64] {
         let request = job(
-            "montecarlo-pi",
-            json!({"samples": samples, "seed": seed}),
+            KernelSpec::MontecarloPi(MonteCarloParams { samples, seed }),
             tasks,
         );
         let status = run(&client, &request).await;
-        let result = results_json(&client, status["id"].as_u64().unwrap()).await;
-        assert_eq!(result["inside"], inside, "{tasks} tasks: {result}");
-        assert_eq!(result["samples"], samples, "{tasks} tasks: {result}");
+        let result = client.result(status.id).await.unwrap();
+        let expected = (inside, samples, 4.0 * inside as f64 / samples as f64);
+        let JobResult::MontecarloPi {
+            inside: got_inside,
+            samples: got_samples,
+            estimate,
+        } = result
+        else {
+            panic!("{tasks} tasks: not a montecarlo-pi result: {result:?}")
+        };
         assert_eq!(
-            result["estimate"].as_f64().unwrap(),
-            4.0 * inside as f64 / samples as f64
+            (got_inside, got_samples, estimate),
+            expected,
+            "{tasks} tasks"
         );
-        assert_eq!(status["result"], result, "the status shows the same result");
+        assert_eq!(
+            status.result,
+            Some(ResultSummary::MontecarloPi {
+                inside: got_inside,
+                samples: got_samples,
+                estimate
+            }),
+            "the status shows the same result"
+        );
     }
 
     // hashsearch: every qualifying nonce, and only those, in order.
@@ -154,14 +155,17 @@ async fn four_kernels_give_independently_known_answers() {
     let expected = reference_nonces(prefix, difficulty, start, end);
     assert!(expected.len() > 20, "too few nonces to test with");
     let request = job(
-        "hashsearch",
-        json!({"prefix": prefix, "difficulty": difficulty, "start": start, "end": end}),
+        KernelSpec::Hashsearch(HashsearchParams {
+            prefix: prefix.into(),
+            difficulty,
+            start,
+            end,
+        }),
         23,
     );
     let status = run(&client, &request).await;
-    let result = results_json(&client, status["id"].as_u64().unwrap()).await;
-    let nonces: Vec<u64> = serde_json::from_value(result["nonces"].clone()).unwrap();
-    assert_eq!(nonces, expected);
+    let result = client.result(status.id).await.unwrap();
+    assert_eq!(result, JobResult::Hashsearch { nonces: expected });
 
     a.stop().await;
     b.stop().await;
@@ -171,7 +175,7 @@ async fn four_kernels_give_independently_known_answers() {
 fn replicated(redundancy: u32, tasks: u32) -> JobRequest {
     JobRequest {
         redundancy: Some(redundancy),
-        ..job("primes", json!({"start": 0, "end": 10_000_000}), tasks)
+        ..job(primes(0, 10_000_000), tasks)
     }
 }
 
@@ -194,9 +198,9 @@ async fn redundancy_two_puts_each_task_on_two_different_workers() {
 
     let tasks = 60;
     let status = run(&client, &replicated(2, tasks)).await;
-    assert_eq!(status["result"]["count"], 664_579);
-    assert_eq!(status["redundancy"], 2);
-    assert_eq!(status["quorum"], 2);
+    assert_primes(&status, 664_579);
+    assert_eq!(status.redundancy, 2);
+    assert_eq!(status.quorum, 2);
 
     // Each task was accepted exactly twice (quorum 2, agreeing replicas), and
     // never twice from one worker: nobody did more than one replica a task.
@@ -204,7 +208,7 @@ async fn redundancy_two_puts_each_task_on_two_different_workers() {
     assert_eq!(total_tasks_done(&list), 2 * u64::from(tasks), "{list:?}");
     for worker in &list {
         assert!(
-            worker["tasks_done"].as_u64().unwrap() <= u64::from(tasks),
+            worker.tasks_done <= u64::from(tasks),
             "a worker answered some task twice: {list:?}"
         );
     }
@@ -232,10 +236,10 @@ async fn adaptive_replication_saves_replicas_but_not_correctness() {
     let tasks = 400;
     let request = JobRequest {
         redundancy: Some(2),
-        ..job("primes", json!({"start": 0, "end": 100_000_000}), tasks)
+        ..job(primes(0, 100_000_000), tasks)
     };
     let status = run(&client, &request).await;
-    assert_eq!(status["result"]["count"], 5_761_455, "{status}");
+    assert_primes(&status, 5_761_455);
 
     let list = client.workers().await.unwrap();
     let done = total_tasks_done(&list);
@@ -244,8 +248,8 @@ async fn adaptive_replication_saves_replicas_but_not_correctness() {
         "{done} results accepted for {tasks} tasks: {list:?}"
     );
     for worker in &list {
-        assert!(worker["tasks_done"].as_u64().unwrap() <= u64::from(tasks));
-        assert_eq!(worker["quarantined"], false, "{list:?}");
+        assert!(worker.tasks_done <= u64::from(tasks));
+        assert!(!worker.quarantined, "{list:?}");
     }
 
     for worker in workers {
@@ -266,21 +270,21 @@ async fn redundancy_two_waits_for_a_second_worker() {
     // The lone worker answers one replica of every task, then has nothing it
     // may take: the other replica must come from someone else.
     wait_for_workers(&client, "one replica of every task", |w| {
-        w.len() == 1 && w[0]["tasks_done"] == tasks && w[0]["tasks_in_flight"] == 0
+        w.len() == 1 && w[0].tasks_done == tasks && w[0].tasks_in_flight == 0
     })
     .await;
     let status = client.status(id).await.unwrap();
-    assert_eq!(status["state"], "running", "{status}");
-    assert_eq!(status["tasks"]["done"], 0, "{status}");
-    assert!(status["result"].is_null(), "{status}");
+    assert_eq!(status.state, JobState::Running, "{status:?}");
+    assert_eq!(status.tasks.done, 0, "{status:?}");
+    assert!(status.result.is_none(), "{status:?}");
 
     let b = grid.worker(1, "b");
     let status = wait_until(&client, id, JOB_TIMEOUT, "completion", |s| {
-        s["state"] == "done"
+        s.state == JobState::Done
     })
     .await;
-    assert_eq!(status["result"]["count"], 664_579);
-    assert_eq!(status["tasks"]["done"], tasks);
+    assert_primes(&status, 664_579);
+    assert_eq!(u64::from(status.tasks.done), tasks);
     let list = client.workers().await.unwrap();
     assert_eq!(total_tasks_done(&list), 2 * tasks, "{list:?}");
 

@@ -1,14 +1,16 @@
 //! Bad requests over HTTP: each gets the right 4xx status and a JSON body with
 //! a non-empty `error`, none of them creates a job, and the grid keeps working
-//! afterwards. The requests are sent raw, as any HTTP client could send them.
+//! afterwards. The requests are sent raw, as any HTTP client could send them,
+//! so they are written as JSON here; the answers are read as the API's types.
 
 use std::time::Duration;
 
+use grid_protocol::api::{JobState, JobStatus};
 use grid_tests::raw::{Answer, http};
-use grid_tests::{TOKEN, TestGrid, job, submit, wait_for_job};
+use grid_tests::{TOKEN, TestGrid, assert_primes, job, primes, submit, wait_for_job};
 use serde_json::{Value, json};
 
-fn primes(start: i64, end: i64) -> Value {
+fn primes_body(start: i64, end: i64) -> Value {
     json!({"kernel": "primes", "params": {"start": start, "end": end}})
 }
 
@@ -63,7 +65,7 @@ fn request(name: &'static str, method: &'static str, path: String, status: u16) 
 
 fn job_requests() -> Vec<Case> {
     let oversized = {
-        let mut body = primes(0, 1000);
+        let mut body = primes_body(0, 1000);
         body["params"]["padding"] = json!("x".repeat(64 * 1024));
         serde_json::to_vec(&body).unwrap()
     };
@@ -90,7 +92,7 @@ fn job_requests() -> Vec<Case> {
         ),
         post_job(
             "unknown top-level field",
-            with(primes(0, 1000), json!({"priority": 9})),
+            with(primes_body(0, 1000), json!({"priority": 9})),
             400,
         ),
         post_job(
@@ -103,8 +105,8 @@ fn job_requests() -> Vec<Case> {
             json!({"kernel": "primes", "params": {"start": 0}}),
             400,
         ),
-        post_job("negative start", primes(-1, 1000), 400),
-        post_job("end < start", primes(1000, 10), 400),
+        post_job("negative start", primes_body(-1, 1000), 400),
+        post_job("end < start", primes_body(1000, 10), 400),
         post_job(
             "end beyond 2^53",
             json!({"kernel": "primes", "params": {"start": 0, "end": 1u64 << 60}}),
@@ -126,46 +128,46 @@ fn job_requests() -> Vec<Case> {
         ),
         post_job(
             "tasks 0",
-            with(primes(0, 10_000_000), json!({"tasks": 0})),
+            with(primes_body(0, 10_000_000), json!({"tasks": 0})),
             400,
         ),
         post_job(
             "tasks over 1,000,000",
-            with(primes(0, 10_000_000), json!({"tasks": 1_000_001})),
+            with(primes_body(0, 10_000_000), json!({"tasks": 1_000_001})),
             400,
         ),
         post_job(
             "more tasks than values",
-            with(primes(0, 10), json!({"tasks": 11})),
+            with(primes_body(0, 10), json!({"tasks": 11})),
             400,
         ),
         post_job(
             "fractional tasks",
-            with(primes(0, 1000), json!({"tasks": 1.5})),
+            with(primes_body(0, 1000), json!({"tasks": 1.5})),
             400,
         ),
         post_job(
             "redundancy 0",
-            with(primes(0, 1000), json!({"redundancy": 0})),
+            with(primes_body(0, 1000), json!({"redundancy": 0})),
             400,
         ),
         post_job(
             "quorum > redundancy",
-            with(primes(0, 1000), json!({"redundancy": 2, "quorum": 3})),
+            with(primes_body(0, 1000), json!({"redundancy": 2, "quorum": 3})),
             400,
         ),
         post_job(
             "quorum 0",
-            with(primes(0, 1000), json!({"redundancy": 2, "quorum": 0})),
+            with(primes_body(0, 1000), json!({"redundancy": 2, "quorum": 0})),
             400,
         ),
         Case {
             token: Some("wrong-token"),
-            ..post_job("valid job, wrong token", primes(0, 1000), 401)
+            ..post_job("valid job, wrong token", primes_body(0, 1000), 401)
         },
         Case {
             token: None,
-            ..post_job("valid job, no token", primes(0, 1000), 401)
+            ..post_job("valid job, no token", primes_body(0, 1000), 401)
         },
     ]
 }
@@ -250,7 +252,7 @@ async fn send(base: &str, case: &Case) -> Answer {
 async fn job_count(base: &str) -> usize {
     let answer = http(base, "GET", "/api/jobs", Some(TOKEN), None).await;
     assert_eq!(answer.status, 200, "{}", answer.text);
-    answer.json.as_array().expect("a list of jobs").len()
+    answer.json::<Vec<JobStatus>>().len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,19 +263,11 @@ async fn bad_requests_get_4xx_json_errors_and_change_nothing() {
 
     // One finished job, and one that cannot start because no worker is left.
     let worker = grid.worker(1, "a");
-    let done = submit(
-        &client,
-        &job("primes", json!({"start": 0, "end": 100_000}), 4),
-    )
-    .await;
+    let done = submit(&client, &job(primes(0, 100_000), 4)).await;
     let status = wait_for_job(&client, done, Duration::from_secs(30)).await;
-    assert_eq!(status["result"]["count"], 9592);
+    assert_primes(&status, 9592);
     worker.stop().await;
-    let unfinished = submit(
-        &client,
-        &job("primes", json!({"start": 0, "end": 1_000_000}), 8),
-    )
-    .await;
+    let unfinished = submit(&client, &job(primes(0, 1_000_000), 8)).await;
     assert_eq!(job_count(&grid.url).await, 2);
 
     let mut failures = Vec::new();
@@ -282,8 +276,7 @@ async fn bad_requests_get_4xx_json_errors_and_change_nothing() {
         .chain(job_lookups(done, unfinished))
     {
         let answer = send(&grid.url, &case).await;
-        let error = answer.json["error"].as_str().unwrap_or_default();
-        if answer.status != case.status || error.trim().is_empty() {
+        if answer.status != case.status || answer.error_message().is_none() {
             failures.push(format!(
                 "{}: expected {} with an error, got {} {}",
                 case.name, case.status, answer.status, answer.text
@@ -295,19 +288,15 @@ async fn bad_requests_get_4xx_json_errors_and_change_nothing() {
     // Nothing was created, nothing was harmed.
     assert_eq!(job_count(&grid.url).await, 2);
     let status = client.status(done).await.unwrap();
-    assert_eq!(status["state"], "done");
-    assert_eq!(status["result"]["count"], 9592);
+    assert_eq!(status.state, JobState::Done);
+    assert_primes(&status, 9592);
 
     let worker = grid.worker(1, "b");
     let status = wait_for_job(&client, unfinished, Duration::from_secs(30)).await;
-    assert_eq!(status["result"]["count"], 78_498, "{status}");
-    let next = submit(
-        &client,
-        &job("primes", json!({"start": 0, "end": 10_000_000}), 10),
-    )
-    .await;
+    assert_primes(&status, 78_498);
+    let next = submit(&client, &job(primes(0, 10_000_000), 10)).await;
     let status = wait_for_job(&client, next, Duration::from_secs(30)).await;
-    assert_eq!(status["result"]["count"], 664_579, "{status}");
+    assert_primes(&status, 664_579);
     assert_eq!(job_count(&grid.url).await, 3);
 
     worker.stop().await;
@@ -333,15 +322,21 @@ async fn error_messages_name_what_is_wrong() {
     };
     let cases = [
         (json!({"kernel": "fibonacci", "params": {}}), "fibonacci"),
-        (primes(1000, 10), "start"),
+        (primes_body(1000, 10), "start"),
         (mandelbrot(0, 10, 10), "width"),
         (mandelbrot(10, 10, 0), "max_iter"),
-        (with(primes(0, 10_000_000), json!({"tasks": 0})), "tasks"),
         (
-            with(primes(0, 1000), json!({"redundancy": 2, "quorum": 3})),
+            with(primes_body(0, 10_000_000), json!({"tasks": 0})),
+            "tasks",
+        ),
+        (
+            with(primes_body(0, 1000), json!({"redundancy": 2, "quorum": 3})),
             "quorum",
         ),
-        (with(primes(0, 1000), json!({"colour": "red"})), "colour"),
+        (
+            with(primes_body(0, 1000), json!({"colour": "red"})),
+            "colour",
+        ),
     ];
     for (body, word) in cases {
         let answer = post(body.clone()).await;

@@ -8,11 +8,13 @@
 
 use std::time::Duration;
 
+use grid_kernels::spec::MonteCarloParams;
+use grid_kernels::{JobResult, KernelKind, KernelSpec, ResultSummary};
+use grid_protocol::api::JobState;
 use grid_tests::{
-    GridProcess, TestGrid, TestWorker, free_port, job, submit, tasks_done, wait_for_job,
+    GridProcess, TestGrid, TestWorker, assert_primes, free_port, job, primes, submit, wait_for_job,
     wait_for_workers, wait_partway, wait_until,
 };
-use serde_json::json;
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -23,7 +25,7 @@ const PI_2E9: u64 = 98_222_287;
 const PI_4E9: u64 = 189_961_812;
 
 fn primes_below(end: u64, tasks: u32) -> grid_protocol::api::JobRequest {
-    job("primes", json!({"start": 0, "end": end}), tasks)
+    job(primes(0, end), tasks)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -40,19 +42,19 @@ async fn a_worker_killed_mid_job_loses_nothing_and_counts_nothing_twice() {
     wait_partway(&client, id, 0.25).await;
     // Make sure the doomed worker holds work when it dies.
     wait_for_workers(&client, "work in flight on both workers", |w| {
-        w.len() == 2 && w.iter().all(|w| w["tasks_in_flight"].as_u64() > Some(0))
+        w.len() == 2 && w.iter().all(|w| w.tasks_in_flight > 0)
     })
     .await;
     doomed.kill();
     wait_for_workers(&client, "the killed worker to be gone", |w| {
-        w.len() == 1 && w[0]["name"] == "survivor"
+        w.len() == 1 && w[0].name.as_deref() == Some("survivor")
     })
     .await;
 
     let status = wait_for_job(&client, id, JOB_TIMEOUT).await;
-    assert_eq!(status["state"], "done", "{status}");
-    assert_eq!(status["result"]["count"], PI_2E9, "{status}");
-    assert_eq!(status["tasks"]["done"], tasks, "{status}");
+    assert_eq!(status.state, JobState::Done, "{status:?}");
+    assert_primes(&status, PI_2E9);
+    assert_eq!(status.tasks.done, tasks, "{status:?}");
 
     survivor.stop().await;
     grid.stop().await;
@@ -72,8 +74,7 @@ async fn a_coordinator_restarted_mid_job_finishes_the_same_job_exactly() {
     // or recomputed differently in `inside`.
     let (seed, samples) = (77u64, 150_000_000u64);
     let request = job(
-        "montecarlo-pi",
-        json!({"samples": samples, "seed": seed}),
+        KernelSpec::MontecarloPi(MonteCarloParams { samples, seed }),
         600,
     );
     let id = submit(&client, &request).await;
@@ -84,22 +85,30 @@ async fn a_coordinator_restarted_mid_job_finishes_the_same_job_exactly() {
     assert_eq!(grid.url, url);
     let client = grid.client();
     let restored = client.status(id).await.expect("the job survives a restart");
-    assert_eq!(restored["id"], id);
-    assert_eq!(restored["kernel"], "montecarlo-pi");
+    assert_eq!(restored.id, id);
+    assert_eq!(restored.spec.kind(), KernelKind::MontecarloPi);
     assert!(
-        tasks_done(&restored) >= tasks_done(&before),
-        "durable progress was lost: {before} then {restored}"
+        restored.tasks.done >= before.tasks.done,
+        "durable progress was lost: {before:?} then {restored:?}"
     );
 
     let status = wait_for_job(&client, id, JOB_TIMEOUT).await;
-    assert_eq!(status["state"], "done", "{status}");
-    assert_eq!(status["tasks"]["done"], 600, "{status}");
+    assert_eq!(status.state, JobState::Done, "{status:?}");
+    assert_eq!(status.tasks.done, 600, "{status:?}");
     let inside = grid_kernels::montecarlo::count_inside(seed, 0, samples);
-    assert_eq!(status["result"]["samples"], samples, "{status}");
-    assert_eq!(status["result"]["inside"], inside, "{status}");
+    let Some(ResultSummary::MontecarloPi {
+        samples: got_samples,
+        inside: got_inside,
+        ..
+    }) = status.result
+    else {
+        panic!("not a montecarlo-pi result: {status:?}")
+    };
+    assert_eq!(got_samples, samples, "{status:?}");
+    assert_eq!(got_inside, inside, "{status:?}");
     let jobs = client.jobs().await.unwrap();
     assert_eq!(jobs.len(), 1, "the restart made no new job: {jobs:?}");
-    assert_eq!(jobs[0]["id"], id);
+    assert_eq!(jobs[0].id, id);
 
     a.stop().await;
     b.stop().await;
@@ -130,12 +139,12 @@ async fn replica_votes_survive_a_restart() {
     let grid = TestGrid::start_on(dir.path(), port, strict).await;
     let client = grid.client();
     let restored = client.status(id).await.unwrap();
-    assert!(tasks_done(&restored) >= tasks_done(&before), "{restored}");
-    assert_eq!(restored["redundancy"], 2);
+    assert!(restored.tasks.done >= before.tasks.done, "{restored:?}");
+    assert_eq!(restored.redundancy, 2);
     let status = wait_for_job(&client, id, JOB_TIMEOUT).await;
-    assert_eq!(status["state"], "done", "{status}");
-    assert_eq!(status["result"]["count"], PI_2E9, "{status}");
-    assert_eq!(status["tasks"]["done"], tasks, "{status}");
+    assert_eq!(status.state, JobState::Done, "{status:?}");
+    assert_primes(&status, PI_2E9);
+    assert_eq!(status.tasks.done, tasks, "{status:?}");
 
     a.stop().await;
     b.stop().await;
@@ -157,10 +166,10 @@ async fn a_cancelled_job_stays_cancelled_and_ids_are_not_reused_after_a_restart(
     let next = submit(&client, &primes_below(10_000_000, 10)).await;
     assert!(next > cancelled, "job id {next} reused after {cancelled}");
     let status = wait_for_job(&client, next, JOB_TIMEOUT).await;
-    assert_eq!(status["result"]["count"], 664_579, "{status}");
+    assert_primes(&status, 664_579);
     let status = client.status(cancelled).await.unwrap();
-    assert_eq!(status["state"], "cancelled", "{status}");
-    assert_eq!(status["tasks"]["done"], 0, "{status}");
+    assert_eq!(status.state, JobState::Cancelled, "{status:?}");
+    assert_eq!(status.tasks.done, 0, "{status:?}");
 
     worker.stop().await;
     grid.stop().await;
@@ -185,19 +194,19 @@ async fn a_coordinator_killed_three_times_mid_job_finishes_it_exactly() {
             .await
             .unwrap_or_else(|e| panic!("restart {kill}: {e:#}"));
         let after = client.status(id).await.expect("the job survives SIGKILL");
-        assert_eq!(after["id"], id);
+        assert_eq!(after.id, id);
         assert!(
-            tasks_done(&after) >= tasks_done(&before),
-            "kill {kill} lost acknowledged results: {before} then {after}"
+            after.tasks.done >= before.tasks.done,
+            "kill {kill} lost acknowledged results: {before:?} then {after:?}"
         );
     }
 
     let status = wait_until(&client, id, JOB_TIMEOUT, "completion", |s| {
-        s["state"] == "done"
+        s.state == JobState::Done
     })
     .await;
-    assert_eq!(status["result"]["count"], PI_4E9, "{status}");
-    assert_eq!(status["tasks"]["done"], tasks, "{status}");
+    assert_primes(&status, PI_4E9);
+    assert_eq!(status.tasks.done, tasks, "{status:?}");
     let jobs = client.jobs().await.unwrap();
     assert_eq!(jobs.len(), 1, "{jobs:?}");
 
@@ -208,10 +217,11 @@ async fn a_coordinator_killed_three_times_mid_job_finishes_it_exactly() {
     process.kill();
     let process = GridProcess::serve_on(dir.path(), port, &[]).await.unwrap();
     let status = client.status(id).await.unwrap();
-    assert_eq!(status["state"], "done", "{status}");
-    assert_eq!(status["result"]["count"], PI_4E9, "{status}");
-    let result: serde_json::Value =
-        serde_json::from_slice(&client.results(id, "json").await.unwrap()).unwrap();
-    assert_eq!(result, json!({"count": PI_4E9}));
+    assert_eq!(status.state, JobState::Done, "{status:?}");
+    assert_primes(&status, PI_4E9);
+    assert_eq!(
+        client.result(id).await.unwrap(),
+        JobResult::Primes { count: PI_4E9 }
+    );
     process.kill();
 }

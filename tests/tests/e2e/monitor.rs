@@ -1,22 +1,40 @@
 //! The monitor channel and metrics: token checks on the upgrade, a snapshot
 //! first, then job events and Mandelbrot tiles that add up to the image.
+//! Text frames are read with `MonitorEvent::decode`, as the dashboard's
+//! types would be; tile frames byte by byte, as PROTOCOL.md lays them out.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use grid_protocol::api::JobRequest;
-use grid_tests::{TOKEN, TestGrid, wait_for_job};
-use serde_json::{Value, json};
+use grid_kernels::spec::MandelbrotParams;
+use grid_kernels::{KernelSpec, ResultSummary};
+use grid_protocol::api::{JobEvent, JobRequest, MonitorEvent};
+use grid_tests::{TOKEN, TestGrid, assert_primes, primes, wait_for_job};
 use tokio_tungstenite::tungstenite::Message;
 
 fn mandelbrot(width: u32, height: u32, tasks: u32) -> JobRequest {
     grid_tests::job(
-        "mandelbrot",
-        json!({"width": width, "height": height, "x_min": -2.0, "x_max": 1.0,
-                       "y_min": -1.0, "y_max": 1.0, "max_iter": 200}),
+        KernelSpec::Mandelbrot(MandelbrotParams {
+            width,
+            height,
+            x_min: -2.0,
+            x_max: 1.0,
+            y_min: -1.0,
+            y_max: 1.0,
+            max_iter: 200,
+        }),
         tasks,
     )
+}
+
+fn decode(text: &str) -> MonitorEvent {
+    MonitorEvent::decode(text).unwrap_or_else(|e| panic!("not a monitor event ({e}): {text}"))
+}
+
+/// Whether `event` is the `job` event `what` of job `id`.
+fn is_job_event(event: &MonitorEvent, what: JobEvent, id: u64) -> bool {
+    matches!(event, MonitorEvent::Job { event, job } if *event == what && job.id == id)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,47 +67,38 @@ async fn a_monitor_sees_a_snapshot_then_the_job_and_its_tiles() {
     let client = grid.client();
     // A job that is already done appears in the snapshot.
     let earlier = client
-        .submit(&grid_tests::job(
-            "primes",
-            json!({"start": 0, "end": 1000}),
-            1,
-        ))
+        .submit(&grid_tests::job(primes(0, 1000), 1))
         .await
         .unwrap();
     let worker = grid.worker(2, "painter");
-    wait_for_job(
-        &client,
-        earlier["id"].as_u64().unwrap(),
-        Duration::from_secs(30),
-    )
-    .await;
+    wait_for_job(&client, earlier.id, Duration::from_secs(30)).await;
 
     let url = format!("ws://{}/ws/monitor?token={TOKEN}", grid.addr);
     let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     let first = socket.next().await.unwrap().unwrap();
-    let snapshot: Value = serde_json::from_str(first.to_text().unwrap()).unwrap();
-    assert_eq!(snapshot["type"], "snapshot");
-    assert_eq!(snapshot["jobs"][0]["result"]["count"], 168);
-    assert_eq!(snapshot["workers"].as_array().unwrap().len(), 1);
+    let MonitorEvent::Snapshot { jobs, workers, .. } = decode(first.to_text().unwrap()) else {
+        panic!("the first frame is not a snapshot: {first:?}")
+    };
+    assert_primes(&jobs[0], 168);
+    assert_eq!(workers.len(), 1);
 
     let (width, height) = (64, 48);
-    let job = client.submit(&mandelbrot(width, height, 12)).await.unwrap()["id"]
-        .as_u64()
-        .unwrap();
+    let job = client
+        .submit(&mandelbrot(width, height, 12))
+        .await
+        .unwrap()
+        .id;
     let mut rows = BTreeSet::new();
     let mut events = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !events
-        .iter()
-        .any(|e: &Value| e["type"] == "job" && e["event"] == "done" && e["job"]["id"] == job)
-    {
+    while !events.iter().any(|e| is_job_event(e, JobEvent::Done, job)) {
         let message = tokio::time::timeout_at(deadline, socket.next())
             .await
             .expect("events keep coming until the job is done")
             .unwrap()
             .unwrap();
         match message {
-            Message::Text(text) => events.push(serde_json::from_str(&text).unwrap()),
+            Message::Text(text) => events.push(decode(&text)),
             Message::Binary(bytes) => {
                 assert_eq!(bytes[0], 0x02, "tile frame type");
                 assert_eq!(u64::from_le_bytes(bytes[1..9].try_into().unwrap()), job);
@@ -110,11 +119,23 @@ async fn a_monitor_sees_a_snapshot_then_the_job_and_its_tiles() {
     assert!(
         events
             .iter()
-            .any(|e| e["type"] == "job" && e["event"] == "submitted" && e["job"]["id"] == job)
+            .any(|e| is_job_event(e, JobEvent::Submitted, job))
     );
-    let done = events.iter().find(|e| e["event"] == "done").unwrap();
-    assert_eq!(done["job"]["tasks"]["done"], 12);
-    assert_eq!(done["job"]["result"]["width"], width);
+    let done = events
+        .iter()
+        .find_map(|e| match e {
+            MonitorEvent::Job {
+                event: JobEvent::Done,
+                job,
+            } => Some(job),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(done.tasks.done, 12);
+    assert!(
+        matches!(done.result, Some(ResultSummary::Mandelbrot { width: w, .. }) if w == width),
+        "{done:?}"
+    );
 
     // Throughput and worker figures arrive once a second.
     let mut saw = (false, false);
@@ -125,14 +146,16 @@ async fn a_monitor_sees_a_snapshot_then_the_job_and_its_tiles() {
             .unwrap()
             .unwrap();
         if let Message::Text(text) = message {
-            let event: Value = serde_json::from_str(&text).unwrap();
-            if event["type"] == "throughput" {
-                assert!(event["sample"]["tasks_per_s"].is_number());
-                saw.0 = true;
-            }
-            if event["type"] == "workers" {
-                assert_eq!(event["workers"][0]["tasks_done"], 13);
-                saw.1 = true;
+            match decode(&text) {
+                MonitorEvent::Throughput { sample } => {
+                    assert!(sample.tasks_per_s.is_finite(), "{sample:?}");
+                    saw.0 = true;
+                }
+                MonitorEvent::Workers { workers } => {
+                    assert_eq!(workers[0].tasks_done, 13);
+                    saw.1 = true;
+                }
+                _ => {}
             }
         }
     }
@@ -146,9 +169,7 @@ async fn metrics_count_jobs_tasks_and_workers() {
     let grid = TestGrid::start(dir.path()).await;
     let worker = grid.worker(1, "counted");
     let client = grid.client();
-    let job = client.submit(&mandelbrot(16, 16, 4)).await.unwrap()["id"]
-        .as_u64()
-        .unwrap();
+    let job = client.submit(&mandelbrot(16, 16, 4)).await.unwrap().id;
     wait_for_job(&client, job, Duration::from_secs(30)).await;
     let text = reqwest::get(format!("{}/metrics", grid.url))
         .await
