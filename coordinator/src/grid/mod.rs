@@ -56,8 +56,11 @@ pub struct WorkerConn {
     pub tasks_done: AtomicU64,
     pub results_rejected: AtomicU64,
     pub paused: AtomicBool,
-    /// Its donor's results failed validation: it gets no more work.
-    pub quarantined: AtomicBool,
+    /// Its donor's results failed validation: the connection is closed with
+    /// 4008 (see [`WorkerConn::quarantined`]).
+    quarantined: AtomicBool,
+    /// Rung when the connection must look at `quarantined`.
+    kick: tokio::sync::Notify,
 }
 
 impl WorkerConn {
@@ -80,6 +83,24 @@ impl WorkerConn {
 
     pub fn close(&self, code: CloseCode, reason: impl Into<String>) {
         let _ = self.outbox.try_send(Outbound::Close(code, reason.into()));
+    }
+
+    /// Marks the connection's donor quarantined and wakes the connection,
+    /// which closes itself with 4008 after what it is sending (the ack of
+    /// the frame that caught the donor goes out first).
+    fn quarantine(&self) {
+        self.quarantined.store(true, Ordering::Relaxed);
+        self.kick.notify_one();
+    }
+
+    /// Resolves once the connection's donor has been quarantined.
+    pub async fn quarantined(&self) {
+        loop {
+            if self.quarantined.load(Ordering::Relaxed) {
+                return;
+            }
+            self.kick.notified().await;
+        }
     }
 }
 
@@ -337,7 +358,7 @@ impl Grid {
                 } => {
                     let mut ids = Vec::new();
                     for worker in self.workers.iter().filter(|w| w.donor == donor) {
-                        worker.quarantined.store(true, Ordering::Relaxed);
+                        worker.quarantine();
                         ids.push(worker.id);
                     }
                     tracing::warn!(donor, workers = ?ids, %reason, reopened = reopened.len(), "donor quarantined");

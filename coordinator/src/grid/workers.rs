@@ -56,6 +56,7 @@ impl Grid {
             results_rejected: AtomicU64::new(0),
             paused: AtomicBool::new(false),
             quarantined: AtomicBool::new(false),
+            kick: tokio::sync::Notify::new(),
             hello,
         });
         scheduler.add_worker(id, donor, worker.hello.threads, self.now_ms());

@@ -6,7 +6,8 @@
 //! expects a hello first (within the hello timeout), then decodes every
 //! frame at the edge into a typed message and hands it to the [`Grid`]; it
 //! sends heartbeats, enforces the idle timeout and the message rate, and
-//! closes the connection with a code and a reason on anything malformed,
+//! closes the connection with a code and a reason on anything malformed (or
+//! with 4008 once its donor is quarantined, after the ack that said so),
 //! waiting for the worker's close frame before letting go (see
 //! [`super::linger`]).
 
@@ -258,6 +259,10 @@ where
                 worker.send(&CoordinatorMessage::Heartbeat {});
                 Step::Continue
             }
+            _ = worker.quarantined() => Step::End(End::Close(
+                CloseCode::Quarantined,
+                "this donor's results failed validation; it gets no more work".into(),
+            )),
             _ = sleep_until(idle_deadline) => Step::End(End::Close(
                 CloseCode::IdleTimeout,
                 format!("nothing received for {} ms", config.idle_timeout.as_millis()),

@@ -395,3 +395,58 @@ async fn a_worker_that_stops_reading_is_closed_after_the_idle_timeout() {
     assert!(acked.len() < frames.len(), "the coordinator had to wait");
     assert_eq!(acked, frames[..acked.len()], "no ack skipped");
 }
+
+/// A worker caught with an impossible output hears it: the ack that rejects
+/// the frame, then a close with 4008. Another connection of the same donor is
+/// closed too.
+#[tokio::test]
+async fn a_worker_whose_donor_is_quarantined_is_told_with_4008() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = open_grid(dir.path()).await;
+    let mut liar = Peer::join_as(&grid, 1, Some("tab")).await;
+    let mut same_tab = Peer::join_as(&grid, 1, Some("tab")).await;
+    let spec = KernelSpec::Primes(PrimesParams {
+        start: 0,
+        end: 1000,
+    });
+    grid.submit(JobRequest {
+        tasks: Some(10),
+        ..JobRequest::new(spec)
+    })
+    .await
+    .unwrap();
+    let batch: Batch = match liar.next_message().await {
+        CoordinatorMessage::Batch(batch) => batch,
+        other => panic!("expected a batch, got {other:?}"),
+    };
+    let task = batch.tasks.iter().next().unwrap();
+    let mut frame = ResultsFrameBuilder::new(batch.batch);
+    frame.push_bytes(task, &u64::MAX.to_le_bytes());
+    liar.send(Message::binary(frame.finish())).await;
+    // Its batches are revoked, then the frame is acked, then it is closed.
+    let ack = loop {
+        match liar.next_message().await {
+            CoordinatorMessage::Batch(_) | CoordinatorMessage::Revoke { .. } => continue,
+            message => break message,
+        }
+    };
+    assert_eq!(
+        ack,
+        CoordinatorMessage::Ack {
+            batch: batch.batch,
+            accepted: 0,
+            duplicate: 0,
+            rejected: 1
+        }
+    );
+    let (code, reason) = liar.expect_close().await;
+    assert_eq!(code, CloseCode::Quarantined.code());
+    assert!(reason.contains("failed validation"), "{reason}");
+    assert_eq!(
+        same_tab.expect_close().await.0,
+        CloseCode::Quarantined.code()
+    );
+    liar.close_and_wait().await;
+    same_tab.close_and_wait().await;
+    assert_eq!(grid.worker_count(), 0);
+}
