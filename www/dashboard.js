@@ -27,7 +27,7 @@ import { WorkerList } from "./dashboard/workers.js";
 const $ = (id) => document.getElementById(id);
 
 const jobs = new JobList($("jobs"), $("jobs-note"), $("job-template"));
-const workers = new WorkerList($("workers"), $("workers-note"));
+const workers = new WorkerList($("workers"), $("workers-note"), $("quarantine"));
 const chart = new ThroughputChart($("throughput"));
 
 /** The open channel, while there is a token to use. */
@@ -82,7 +82,7 @@ function handle(event) {
       workers.joined(event.worker);
       break;
     case "worker_quarantined":
-      workers.quarantined(event.workers);
+      workers.quarantined(event);
       break;
     case "worker_left":
       workers.left(event.worker);

@@ -159,6 +159,15 @@ impl RawSocket {
             .expect("send a text frame");
     }
 
+    /// Sends a text frame, reporting rather than failing on a broken
+    /// connection (for tests that go on talking after a close).
+    pub async fn try_send_text(&mut self, text: &str) -> Result<(), String> {
+        self.socket
+            .send(Message::text(text))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     pub async fn send_binary(&mut self, bytes: Vec<u8>) {
         self.socket
             .send(Message::binary(bytes))
@@ -168,6 +177,32 @@ impl RawSocket {
 
     pub async fn send_message(&mut self, message: &WorkerMessage) {
         self.send_text(&message.encode()).await;
+    }
+
+    /// The coordinator's next message other than a heartbeat, or the close
+    /// frame that ended the connection instead.
+    pub async fn receive_or_close(&mut self) -> Result<CoordinatorMessage, Closed> {
+        loop {
+            let frame = tokio::time::timeout(RECEIVE_TIMEOUT, self.socket.next())
+                .await
+                .expect("a message from the coordinator in time");
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    match CoordinatorMessage::decode(&text).expect("a valid coordinator message") {
+                        CoordinatorMessage::Heartbeat {} => continue,
+                        message => return Ok(message),
+                    }
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return Err(Closed {
+                        code: u16::from(frame.code),
+                        reason: frame.reason.to_string(),
+                    });
+                }
+                other => panic!("expected a coordinator message or a close, got {other:?}"),
+            }
+        }
     }
 
     /// The coordinator's next message other than a heartbeat.
@@ -319,6 +354,21 @@ impl HandWorker {
         match self.queue.pop_front() {
             Some(batch) => batch,
             None => self.socket.receive_batch().await,
+        }
+    }
+
+    /// The next batch, or the close frame if the coordinator closes the
+    /// connection first (as it does once the worker's donor is quarantined).
+    pub async fn next_batch_or_close(&mut self) -> Result<Batch, Closed> {
+        if let Some(batch) = self.queue.pop_front() {
+            return Ok(batch);
+        }
+        loop {
+            match self.socket.receive_or_close().await? {
+                CoordinatorMessage::Batch(batch) => return Ok(batch),
+                CoordinatorMessage::Welcome { .. } => panic!("a second welcome"),
+                _ => continue,
+            }
         }
     }
 

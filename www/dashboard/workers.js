@@ -13,10 +13,12 @@ export class WorkerList {
   /**
    * @param {HTMLTableSectionElement} body the table's tbody
    * @param {HTMLElement} note where "N more" and "no workers" are said
+   * @param {HTMLElement} quarantine the box listing quarantined donors
    */
-  constructor(body, note) {
+  constructor(body, note, quarantine) {
     this.body = body;
     this.note = note;
+    this.quarantine = quarantine;
     /** @type {Map<number, object>} worker id -> list entry plus `rate` */
     this.workers = new Map();
   }
@@ -36,12 +38,31 @@ export class WorkerList {
     this.render();
   }
 
-  /** A donor was caught sending wrong results: these connections get no more work. */
-  quarantined(ids) {
-    for (const id of ids) {
+  /**
+   * A donor was caught sending wrong results: its connections are marked
+   * (until they leave, which the coordinator makes them do at once) and the
+   * donor is listed below the table, with who it was and why.
+   */
+  quarantined(event) {
+    const names = [];
+    for (const id of event.workers) {
       const worker = this.workers.get(id);
       if (worker) Object.assign(worker, { quarantined: true, trusted: false });
+      names.push(worker?.name ? `${worker.name} (#${id})` : `worker #${id}`);
     }
+    const item = document.createElement("li");
+    item.dataset.donor = event.donor;
+    item.dataset.workers = event.workers.join(" ");
+    const who = document.createElement("strong");
+    who.textContent = names.length > 0 ? names.join(", ") : `donor ${event.donor}`;
+    const why = document.createElement("span");
+    const redone = event.reopened_tasks > 0
+      ? ` ${format.count(event.reopened_tasks)} tasks it decided alone are computed again.`
+      : "";
+    why.textContent = `: ${event.reason}.${redone}`;
+    item.append(who, why);
+    this.quarantine.querySelector("ul").prepend(item);
+    this.quarantine.hidden = false;
     this.render();
   }
 

@@ -192,3 +192,34 @@ async fn results_for_returned_tasks_are_duplicates_and_never_checked() {
     assert_eq!(outcome.duplicate, 1, "{outcome:?}");
     assert!(!grid.scheduler().standing(worker.donor).quarantined);
 }
+
+/// Once its donor is quarantined, a worker's frames are refused whole and
+/// unread, right answers included, until its connection is closed.
+#[tokio::test]
+async fn a_quarantined_donors_frames_are_refused_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = open_grid(dir.path()).await;
+    let (worker, mut queue) = join(&grid, 1);
+    grid.submit(primes_job(10))
+        .await
+        .expect("the job is accepted");
+    let batch = loop {
+        if let Outbound::Text(text) = queue.recv().await.expect("the outbox") {
+            if let CoordinatorMessage::Batch(batch) = CoordinatorMessage::decode(&text).unwrap() {
+                break batch;
+            }
+        }
+    };
+    grid.quarantine(worker.donor, "caught by a test".into())
+        .await;
+    let right = ResultsFrame {
+        batch: batch.batch,
+        results: vec![TaskResult {
+            task: 0,
+            output: Bytes::copy_from_slice(&25u64.to_le_bytes()),
+        }],
+    };
+    let outcome = grid.on_results(&worker, right).await.unwrap();
+    assert_eq!(outcome.rejected, 1, "{outcome:?}");
+    assert_eq!(grid.job_status(batch.job).unwrap().tasks.done, 0);
+}

@@ -570,7 +570,10 @@ async fn the_dashboard_marks_a_quarantined_liar() {
     let liar_id = liar.id;
     let lying = tokio::spawn(async move {
         loop {
-            let batch = liar.next_batch().await;
+            let batch = match liar.next_batch_or_close().await {
+                Ok(batch) => batch,
+                Err(closed) => return closed,
+            };
             let mut builder = grid_protocol::frame::ResultsFrameBuilder::new(batch.batch);
             for task in batch.tasks.iter() {
                 let grid_kernels::TaskOutput::Count(n) = liar.output(&batch, task) else {
@@ -578,7 +581,7 @@ async fn the_dashboard_marks_a_quarantined_liar() {
                 };
                 builder.push(task, &grid_kernels::TaskOutput::Count(n + 1));
             }
-            liar.send(batch.batch, builder.finish()).await;
+            liar.socket.send_binary(builder.finish()).await;
         }
     });
     let mut request = job(primes(0, 1_000_000), 60);
@@ -586,18 +589,29 @@ async fn the_dashboard_marks_a_quarantined_liar() {
     let id = submit(&client, &request).await;
     assert_primes(&wait_for_job(&client, id, WAIT).await, 78_498);
 
-    let row = format!("tr[data-worker='{liar_id}']");
+    // The liar is closed with 4008 and leaves the list; the dashboard names
+    // it among the quarantined donors, with why, and names no one else.
+    let item = format!("#quarantine li[data-workers~='{liar_id}']");
     page.wait_for(
-        &format!("document.querySelector(\"{row} .badge.quarantined\") !== null"),
+        &format!("document.querySelector(\"{item}\") !== null"),
         WAIT,
     )
     .await
-    .unwrap_or_else(|e| panic!("no quarantined badge: {e}"));
-    let honest_marked: bool = page
-        .eval("[...document.querySelectorAll('tr.worker .badge.quarantined')].length === 1")
+    .unwrap_or_else(|e| panic!("the liar is not listed as quarantined: {e}"));
+    let listed: bool = page
+        .eval("document.querySelectorAll('#quarantine li').length === 1")
         .await
         .unwrap();
-    assert!(honest_marked, "only the liar is marked");
-    lying.abort();
+    assert!(listed, "only the liar is listed");
+    let reason = page.text(&item).await.unwrap();
+    assert!(reason.contains("disagreed with the quorum"), "{reason}");
+    page.wait_for(
+        &format!("document.querySelector(\"tr[data-worker='{liar_id}']\") === null"),
+        WAIT,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the liar is still in the worker list: {e}"));
+    let closed = tokio::time::timeout(WAIT, lying).await.unwrap().unwrap();
+    assert_eq!(closed.code, 4008);
     test.finish(page).await;
 }

@@ -10,7 +10,7 @@ use grid_protocol::WorkerMessage;
 use grid_protocol::api::WorkerInfo;
 use grid_protocol::frame::ResultsFrameBuilder;
 use grid_tests::raw::{HandWorker, RawSocket, hello};
-use grid_tests::{TestGrid, assert_primes, job, primes, submit, wait_for_job, worker_info};
+use grid_tests::{TestGrid, assert_primes, job, primes, submit, wait_for_job, wait_for_workers};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -107,8 +107,12 @@ async fn sampled_verification_catches_a_liar_that_has_no_replicas() {
     let ack = liar.send(batch.batch, builder.finish()).await;
     assert_eq!(ack.accepted, 0, "{ack:?}");
     assert_eq!(ack.rejected, batch.tasks.len() as u32);
-    let entry = worker_info(&client, liar_id).await;
-    assert!(entry.quarantined, "{entry:?}");
+    // Quarantined, and told so after the ack.
+    assert_eq!(liar.socket.expect_close().await.code, 4008);
+    wait_for_workers(&client, "the liar gone", |list| {
+        list.iter().all(|w| w.id != liar_id)
+    })
+    .await;
 
     let honest = grid.worker(1, "honest");
     let status = wait_for_job(&client, id, TIMEOUT).await;
