@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 
 use grid_kernels::JobResult;
-use grid_protocol::api::{ErrorBody, ExportFormat, JobRequest, JobStatus, WorkerInfo};
+use grid_protocol::api::{ErrorBody, ExportFormat, Health, JobRequest, JobStatus, WorkerInfo};
 
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -92,10 +92,10 @@ impl Client {
             .context("the coordinator sent an unreadable answer")
     }
 
-    pub async fn health(&self) -> anyhow::Result<()> {
-        self.send(self.http.get(format!("{}/api/health", self.base)))
+    /// `GET /api/health`: whether the coordinator answers, and what.
+    pub async fn health(&self) -> anyhow::Result<Health> {
+        self.json(self.http.get(format!("{}/api/health", self.base)))
             .await
-            .map(drop)
     }
 
     pub async fn submit(&self, request: &JobRequest) -> anyhow::Result<JobStatus> {

@@ -50,8 +50,9 @@ impl KernelKind {
 }
 
 impl fmt::Display for KernelKind {
+    /// The name, padded as the format asks.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name())
     }
 }
 

@@ -63,8 +63,9 @@ impl JobState {
 }
 
 impl fmt::Display for JobState {
+    /// The name, padded as the format asks (`{:<10}` lines up a table).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name())
     }
 }
 
@@ -273,7 +274,7 @@ impl FromStr for ExportFormat {
 
 impl fmt::Display for ExportFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name())
     }
 }
 
@@ -469,6 +470,13 @@ mod tests {
             MonitorEvent::Throughput { sample }.encode(),
             r#"{"type":"throughput","sample":{"t":1,"tasks_per_s":2.5,"workers":3,"threads":6}}"#
         );
+    }
+
+    #[test]
+    fn states_pad_like_strings() {
+        assert_eq!(format!("[{:<8}]", JobState::Done), "[done    ]");
+        assert_eq!(JobState::from_name("cancelled"), Some(JobState::Cancelled));
+        assert!(JobState::Failed.is_finished() && !JobState::Running.is_finished());
     }
 
     #[test]
