@@ -207,21 +207,9 @@ impl RawSocket {
 
     /// The coordinator's next message other than a heartbeat.
     pub async fn receive(&mut self) -> CoordinatorMessage {
-        loop {
-            let frame = tokio::time::timeout(RECEIVE_TIMEOUT, self.socket.next())
-                .await
-                .expect("a message from the coordinator in time");
-            match frame {
-                Some(Ok(Message::Text(text))) => {
-                    match CoordinatorMessage::decode(&text).expect("a valid coordinator message") {
-                        CoordinatorMessage::Heartbeat {} => continue,
-                        message => return message,
-                    }
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                other => panic!("expected a coordinator message, got {other:?}"),
-            }
-        }
+        self.receive_or_close()
+            .await
+            .unwrap_or_else(|closed| panic!("expected a coordinator message, got {closed:?}"))
     }
 
     /// The next batch, skipping acks, revokes and heartbeats.

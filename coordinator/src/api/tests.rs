@@ -5,15 +5,14 @@ use std::sync::Arc;
 
 use grid_kernels::spec::PrimesParams;
 use grid_kernels::{KernelSpec, TaskRunner};
+use grid_protocol::ResultsFrame;
 use grid_protocol::api::{ErrorBody, JobState, JobStatus};
 use grid_protocol::frame::ResultsFrameBuilder;
-use grid_protocol::{CoordinatorMessage, Hello, PROTOCOL_VERSION, ResultsFrame, WorkerKind};
 use tokio::sync::{Semaphore, mpsc, watch};
 use warp::http::StatusCode;
 
 use super::*;
-use crate::ServerConfig;
-use crate::grid::Outbound;
+use crate::grid::testing::{join, next_batch, open_grid_with};
 
 const TOKEN: &str = "secret";
 
@@ -26,9 +25,7 @@ struct Api {
 
 async fn api() -> Api {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = ServerConfig::new(dir.path().to_path_buf(), TOKEN.into());
-    config.durability = crate::store::Durability::Normal;
-    let grid = Grid::open(config).await.unwrap();
+    let grid = open_grid_with(dir.path(), |c| c.token = TOKEN.into()).await;
     let (stop, shutdown) = watch::channel(false);
     let routes = routes(Shared {
         grid: grid.clone(),
@@ -175,24 +172,10 @@ async fn a_finished_job_cannot_change_and_an_unfinished_one_has_no_results() {
 
 /// Runs a one-task primes job to the end through the grid itself.
 async fn finished_job(api: &Api) -> u64 {
-    let (outbox, mut queue) = mpsc::channel(64);
-    let hello = Hello {
-        protocol: PROTOCOL_VERSION,
-        kind: WorkerKind::Native,
-        threads: 1,
-        name: None,
-        session: None,
-    };
-    let worker = api.grid.register_worker(hello, None, outbox).unwrap();
+    let (worker, mut queue) = join(&api.grid, 1);
     let submitted = reply(api, authorized("POST", "/api/jobs").body(PRIMES)).await;
     let status: JobStatus = serde_json::from_slice(submitted.body()).unwrap();
-    let batch = loop {
-        if let Some(Outbound::Text(text)) = queue.recv().await {
-            if let Ok(CoordinatorMessage::Batch(batch)) = CoordinatorMessage::decode(&text) {
-                break batch;
-            }
-        }
-    };
+    let batch = next_batch(&mut queue).await;
     let mut frame = ResultsFrameBuilder::new(batch.batch);
     frame.push(0, &TaskRunner::new().run(&batch.spec, 1, 0));
     let frame = ResultsFrame::decode_shared(&bytes::Bytes::from(frame.finish())).unwrap();

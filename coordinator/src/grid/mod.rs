@@ -484,4 +484,6 @@ fn row_of(spec: &KernelSpec, tasks: u32, task: u32) -> u32 {
 }
 
 #[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
 mod tests;

@@ -1,41 +1,9 @@
 //! The grid driven directly, without sockets: interleavings that the network
 //! makes possible but rare, replayed deterministically.
 
+use super::testing::{join, native_hello, next_batch, open_grid, primes_job};
 use super::*;
-use grid_kernels::spec::PrimesParams;
-use grid_protocol::{PROTOCOL_VERSION, TaskResult};
-
-async fn open_grid(dir: &std::path::Path) -> Arc<Grid> {
-    let mut config = ServerConfig::new(dir.to_path_buf(), "token".into());
-    config.durability = crate::store::Durability::Normal;
-    Grid::open(config).await.expect("the grid opens")
-}
-
-/// A worker admitted by the grid, with the receiving end of its outbox.
-fn join(grid: &Grid, threads: u32) -> (Arc<WorkerConn>, mpsc::Receiver<Outbound>) {
-    let (outbox, queue) = mpsc::channel(64);
-    let hello = Hello {
-        protocol: PROTOCOL_VERSION,
-        kind: WorkerKind::Native,
-        threads,
-        name: None,
-        session: None,
-    };
-    let worker = grid
-        .register_worker(hello, None, outbox)
-        .expect("the worker is admitted");
-    (worker, queue)
-}
-
-fn primes_job(tasks: u32) -> JobRequest {
-    JobRequest {
-        tasks: Some(tasks),
-        ..JobRequest::new(KernelSpec::Primes(PrimesParams {
-            start: 0,
-            end: 1000,
-        }))
-    }
-}
+use grid_protocol::TaskResult;
 
 /// A frame claiming task 0 of `batch` holds 25 primes (right for [0, 100)).
 fn frame(batch: u64) -> ResultsFrame {
@@ -67,15 +35,7 @@ async fn results_for_a_batch_granted_while_the_frame_was_in_flight_are_refused()
     grid.submit(primes_job(10))
         .await
         .expect("the job is accepted");
-    let granted = loop {
-        match queue.recv().await.expect("the worker's outbox") {
-            Outbound::Text(text) => match CoordinatorMessage::decode(&text).unwrap() {
-                CoordinatorMessage::Batch(batch) => break batch,
-                _ => continue,
-            },
-            Outbound::Close(code, reason) => panic!("closed: {code:?} {reason}"),
-        }
-    };
+    let granted = next_batch(&mut queue).await;
     assert_eq!(granted.batch, predicted, "the grid grants the predicted id");
 
     let checked = grid
@@ -119,13 +79,7 @@ async fn a_panic_under_the_scheduler_lock_does_not_stop_the_grid() {
         .submit(primes_job(4))
         .await
         .expect("the job is accepted");
-    let batch = loop {
-        if let Outbound::Text(text) = queue.recv().await.expect("the outbox") {
-            if let CoordinatorMessage::Batch(batch) = CoordinatorMessage::decode(&text).unwrap() {
-                break batch;
-            }
-        }
-    };
+    let batch = next_batch(&mut queue).await;
     assert_eq!(batch.job, status.id);
     assert!(grid.metrics().contains("grid_tasks_issued_total"));
 }
@@ -137,13 +91,7 @@ async fn a_panic_under_the_scheduler_lock_does_not_stop_the_grid() {
 async fn donors_are_addresses_and_loopback_connections_are_their_own() {
     let dir = tempfile::tempdir().unwrap();
     let grid = open_grid(dir.path()).await;
-    let hello = Hello {
-        protocol: PROTOCOL_VERSION,
-        kind: WorkerKind::Native,
-        threads: 1,
-        name: None,
-        session: None,
-    };
+    let hello = native_hello(1, None);
     let v4: SocketAddr = "192.0.2.7:4000".parse().unwrap();
     let mapped: SocketAddr = "[::ffff:192.0.2.7]:5000".parse().unwrap();
     let canonical = SocketAddr::new(mapped.ip().to_canonical(), mapped.port());
@@ -170,13 +118,7 @@ async fn results_for_returned_tasks_are_duplicates_and_never_checked() {
     grid.submit(primes_job(10))
         .await
         .expect("the job is accepted");
-    let batch = loop {
-        if let Outbound::Text(text) = queue.recv().await.expect("the outbox") {
-            if let CoordinatorMessage::Batch(batch) = CoordinatorMessage::decode(&text).unwrap() {
-                break batch;
-            }
-        }
-    };
+    let batch = next_batch(&mut queue).await;
     let tasks: Vec<u32> = batch.tasks.iter().collect();
     assert_eq!(tasks.len(), 2, "one task per thread to begin with");
     grid.on_return(&worker, batch.batch, &TaskRanges::from_indices([tasks[1]]));
@@ -203,13 +145,7 @@ async fn a_quarantined_donors_frames_are_refused_unread() {
     grid.submit(primes_job(10))
         .await
         .expect("the job is accepted");
-    let batch = loop {
-        if let Outbound::Text(text) = queue.recv().await.expect("the outbox") {
-            if let CoordinatorMessage::Batch(batch) = CoordinatorMessage::decode(&text).unwrap() {
-                break batch;
-            }
-        }
-    };
+    let batch = next_batch(&mut queue).await;
     grid.quarantine(worker.donor, "caught by a test".into())
         .await;
     let right = ResultsFrame {

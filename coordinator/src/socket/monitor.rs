@@ -71,7 +71,7 @@ pub async fn serve_monitor<S, R>(
         }
         let _ = sink.close().await;
     }
-    .instrument(tracing::info_span!("monitor"))
+    .instrument(tracing::debug_span!("monitor"))
     .await
 }
 

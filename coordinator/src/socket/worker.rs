@@ -96,7 +96,7 @@ pub async fn serve_worker<S, R>(
     S: Sink<Message, Error = WsError> + Send + Unpin + 'static,
     R: Stream<Item = Result<Message, WsError>> + Unpin,
 {
-    let span = tracing::info_span!("worker", ?addr, id = tracing::field::Empty);
+    let span = tracing::debug_span!("worker", ?addr, id = tracing::field::Empty);
     serve(grid, sink, stream, addr, shutdown, guard)
         .instrument(span)
         .await
@@ -249,6 +249,10 @@ where
     let mut heartbeat = tokio::time::interval_at(Instant::now() + phase, config.heartbeat);
     let mut idle_deadline = Instant::now() + config.idle_timeout;
     let mut rate = RateLimit::new(config.max_messages_per_second, config.message_burst);
+    // Made once: polled in every round, it stays registered with the
+    // connection's Notify rather than registering anew per message.
+    let quarantined = worker.quarantined();
+    tokio::pin!(quarantined);
     loop {
         let step = tokio::select! {
             _ = shutdown.changed() => Step::End(End::Close(
@@ -259,7 +263,7 @@ where
                 worker.send(&CoordinatorMessage::Heartbeat {});
                 Step::Continue
             }
-            _ = worker.quarantined() => Step::End(End::Close(
+            _ = &mut quarantined => Step::End(End::Close(
                 CloseCode::Quarantined,
                 "this donor's results failed validation; it gets no more work".into(),
             )),
@@ -283,7 +287,9 @@ where
                 )),
                 Some(Ok(message)) => {
                     idle_deadline = Instant::now() + config.idle_timeout;
-                    handle(grid, worker, message).await
+                    // Boxed: the results pipeline's future is large, and an idle
+                    // connection should not carry its room while it waits.
+                    Box::pin(handle(grid, worker, message)).await
                 }
             },
         };

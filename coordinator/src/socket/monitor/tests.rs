@@ -10,7 +10,7 @@ use grid_protocol::api::{JobEvent, JobRequest, MonitorEvent};
 use tokio::sync::Semaphore;
 
 use super::*;
-use crate::ServerConfig;
+use crate::grid::testing::open_grid;
 
 async fn next_event(from_server: &mut fmpsc::Receiver<Message>) -> MonitorEvent {
     loop {
@@ -31,9 +31,7 @@ async fn next_event(from_server: &mut fmpsc::Receiver<Message>) -> MonitorEvent 
 #[tokio::test]
 async fn a_snapshot_then_events_then_a_goodbye() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = ServerConfig::new(dir.path().to_path_buf(), "token".into());
-    config.durability = crate::store::Durability::Normal;
-    let grid = Grid::open(config).await.unwrap();
+    let grid = open_grid(dir.path()).await;
     let request = JobRequest {
         tasks: Some(2),
         ..JobRequest::new(KernelSpec::Primes(PrimesParams { start: 0, end: 100 }))

@@ -8,15 +8,15 @@ use futures_channel::mpsc as fmpsc;
 use futures_util::{SinkExt, StreamExt};
 use grid_kernels::spec::PrimesParams;
 use grid_kernels::{KernelSpec, TaskRunner};
+use grid_protocol::Batch;
 use grid_protocol::api::JobRequest;
 use grid_protocol::frame::ResultsFrameBuilder;
-use grid_protocol::{Batch, PROTOCOL_VERSION, WorkerKind};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 
 use super::*;
-use crate::ServerConfig;
+use crate::grid::testing::{native_hello, open_grid, open_grid_with};
 
 /// The worker's end of a connection under test.
 struct Peer {
@@ -83,14 +83,8 @@ impl Peer {
     }
 
     async fn hello(&mut self, threads: u32, session: Option<&str>) {
-        self.send_text(&WorkerMessage::Hello(Hello {
-            protocol: PROTOCOL_VERSION,
-            kind: WorkerKind::Native,
-            threads,
-            name: Some("test".into()),
-            session: session.map(str::to_string),
-        }))
-        .await;
+        self.send_text(&WorkerMessage::Hello(native_hello(threads, session)))
+            .await;
         match self.next_message().await {
             CoordinatorMessage::Welcome {
                 max_frame_bytes, ..
@@ -146,12 +140,6 @@ impl Peer {
 }
 
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-
-async fn open_grid(dir: &std::path::Path) -> Arc<Grid> {
-    let mut config = ServerConfig::new(dir.to_path_buf(), "token".into());
-    config.durability = crate::store::Durability::Normal;
-    Grid::open(config).await.expect("the grid opens")
-}
 
 #[tokio::test(start_paused = true)]
 async fn no_hello_in_time_is_closed_with_4004() {
@@ -226,14 +214,8 @@ async fn an_oversized_frame_is_closed_with_4003_and_a_second_hello_with_4002() {
     assert!(reason.starts_with("frame too large"), "{reason}");
 
     let mut peer = Peer::join(&grid, 1).await;
-    peer.send_text(&WorkerMessage::Hello(Hello {
-        protocol: PROTOCOL_VERSION,
-        kind: WorkerKind::Native,
-        threads: 1,
-        name: None,
-        session: None,
-    }))
-    .await;
+    peer.send_text(&WorkerMessage::Hello(native_hello(1, None)))
+        .await;
     assert_eq!(
         peer.expect_close().await,
         (
@@ -327,11 +309,11 @@ async fn acks_follow_the_order_of_the_frames() {
 /// A grid whose worker outbox holds two messages, and that never
 /// quarantines for unleased results.
 async fn small_outbox_grid(dir: &std::path::Path) -> Arc<Grid> {
-    let mut config = ServerConfig::new(dir.to_path_buf(), "token".into());
-    config.durability = crate::store::Durability::Normal;
-    config.worker_outbox = 2;
-    config.max_rejected_results = u64::MAX;
-    Grid::open(config).await.unwrap()
+    open_grid_with(dir, |c| {
+        c.worker_outbox = 2;
+        c.max_rejected_results = u64::MAX;
+    })
+    .await
 }
 
 /// Sends one results frame for each of `batches` (none exists: each is
