@@ -21,6 +21,7 @@ pub mod primes;
 pub mod runner;
 pub mod sha256x4;
 pub mod spec;
+pub mod wasm;
 
 pub use collate::{Collator, JobResult, ResultSummary};
 pub use output::{OutputError, TaskOutput};

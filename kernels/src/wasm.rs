@@ -1,0 +1,476 @@
+//! The contract of a user's WebAssembly kernel, shared by everything that
+//! prepares, runs or checks one: the WASI preview 1 functions a kernel may
+//! import ([`WASI_IMPORTS`]), the limits a job sets ([`WasmLimits`]), the
+//! names of what preparation adds to a module, and a task's outcome
+//! ([`WasmOutcome`]) with its one canonical byte form.
+//!
+//! A kernel is a WASI preview 1 *command*: it exports `_start` and `memory`;
+//! one task is one run, with the task's input on stdin, the job's arguments
+//! in argv and its output on stdout. Everything in an outcome is
+//! deterministic: the same prepared module, arguments, input and seed give
+//! the same bytes in every engine, traps included.
+//!
+//! Outcome bytes (little-endian):
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 1 | trap: 0 none, 1 out of fuel, 2 stack limit, 3 output limit, 4 a WebAssembly trap |
+//! | 1 | 4 | exit code, i32: `proc_exit`'s argument, 0 when `_start` returned or a trap ended the run |
+//! | 5 | 8 | fuel used, u64 |
+//! | 13 | 4 | n, stdout's length, u32 |
+//! | 17 | n | stdout |
+//! | 17 + n | 4 | m, stderr's length, u32 |
+//! | 21 + n | m | stderr (its first [`WasmLimits::stderr_bytes`] bytes) |
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The import module every kernel import must come from.
+pub const WASI_MODULE: &str = "wasi_snapshot_preview1";
+
+/// A WebAssembly value type in an import's signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ValType {
+    I32,
+    I64,
+}
+
+/// One function of the WASI subset: its name and signature. Every function
+/// returns a WASI errno (i32) except `proc_exit`, which does not return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WasiImport {
+    pub name: &'static str,
+    pub params: &'static [ValType],
+    pub results: &'static [ValType],
+}
+
+use ValType::{I32, I64};
+
+const ERRNO: &[ValType] = &[I32];
+
+/// The WASI preview 1 functions a kernel may import, and nothing else: the
+/// deterministic subset. The index of a function in this table is how the
+/// runtimes name it (`grid_wasi::Func`). Read-only input files (preopened
+/// directories) will add `path_open` and its kin here.
+pub const WASI_IMPORTS: &[WasiImport] = &[
+    WasiImport {
+        name: "args_get",
+        params: &[I32, I32],
+        results: ERRNO,
+    },
+    WasiImport {
+        name: "args_sizes_get",
+        params: &[I32, I32],
+        results: ERRNO,
+    },
+    WasiImport {
+        name: "environ_get",
+        params: &[I32, I32],
+        results: ERRNO,
+    },
+    WasiImport {
+        name: "environ_sizes_get",
+        params: &[I32, I32],
+        results: ERRNO,
+    },
+    WasiImport {
+        name: "fd_read",
+        params: &[I32, I32, I32, I32],
+        results: ERRNO,
+    },
+    WasiImport {
+        name: "fd_write",
+        params: &[I32, I32, I32, I32],
+        results: ERRNO,
+    },
+    WasiImport {
+        name: "fd_close",
+        params: &[I32],
+        results: ERRNO,
+    },
+    WasiImport {
+        name: "fd_fdstat_get",
+        params: &[I32, I32],
+        results: ERRNO,
+    },
+    WasiImport {
+        name: "fd_prestat_get",
+        params: &[I32, I32],
+        results: ERRNO,
+    },
+    WasiImport {
+        name: "fd_prestat_dir_name",
+        params: &[I32, I32, I32],
+        results: ERRNO,
+    },
+    WasiImport {
+        name: "fd_seek",
+        params: &[I32, I64, I32, I32],
+        results: ERRNO,
+    },
+    WasiImport {
+        name: "clock_res_get",
+        params: &[I32, I32],
+        results: ERRNO,
+    },
+    WasiImport {
+        name: "clock_time_get",
+        params: &[I32, I64, I32],
+        results: ERRNO,
+    },
+    WasiImport {
+        name: "random_get",
+        params: &[I32, I32],
+        results: ERRNO,
+    },
+    WasiImport {
+        name: "sched_yield",
+        params: &[],
+        results: ERRNO,
+    },
+    WasiImport {
+        name: "proc_exit",
+        params: &[I32],
+        results: &[],
+    },
+];
+
+/// The WASI function called `name`, with its index in [`WASI_IMPORTS`].
+pub fn wasi_import(name: &str) -> Option<(usize, &'static WasiImport)> {
+    WASI_IMPORTS
+        .iter()
+        .enumerate()
+        .find(|(_, i)| i.name == name)
+}
+
+/// Names of what preparation adds to a module, exported for the host.
+pub mod exports {
+    /// The entry point every kernel exports.
+    pub const START: &str = "_start";
+    /// The kernel's one memory.
+    pub const MEMORY: &str = "memory";
+    /// An i64 global: the fuel left. It starts at the job's fuel limit and
+    /// is charged as the kernel runs; below zero the kernel traps.
+    pub const FUEL: &str = "browsergrid.fuel";
+    /// An i32 global: why the kernel trapped, if preparation's own code
+    /// trapped it ([`super::Trap::code`]), else 0.
+    pub const TRAP: &str = "browsergrid.trap";
+}
+
+/// A job's limits on each of its tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WasmLimits {
+    /// Fuel a task may use; past it, the task ends with [`Trap::OutOfFuel`].
+    pub fuel: u64,
+    /// The most linear memory a task may have, in MiB (16 pages a MiB).
+    pub memory_mib: u32,
+    /// The most stdout a task may write; past it, [`Trap::OutputLimit`].
+    pub stdout_bytes: u32,
+    /// stderr beyond this many bytes is dropped (no trap).
+    pub stderr_bytes: u32,
+}
+
+impl WasmLimits {
+    /// The defaults of `grid submit wasm` and `grid run`.
+    pub const DEFAULT: WasmLimits = WasmLimits {
+        fuel: 100_000_000_000,
+        memory_mib: 256,
+        stdout_bytes: 64 * 1024 * 1024,
+        stderr_bytes: 4096,
+    };
+    /// The most memory a job may ask for (4 GiB is wasm32's whole space).
+    pub const MAX_MEMORY_MIB: u32 = 4096;
+    /// The most stdout a job may allow a task.
+    pub const MAX_STDOUT_BYTES: u32 = 256 * 1024 * 1024;
+
+    /// The memory limit in 64 KiB pages.
+    pub fn memory_pages(&self) -> u32 {
+        self.memory_mib.saturating_mul(16)
+    }
+}
+
+impl Default for WasmLimits {
+    fn default() -> WasmLimits {
+        WasmLimits::DEFAULT
+    }
+}
+
+/// Why a task's run ended early. All of these are deterministic: replicas
+/// agree on them like on any output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trap {
+    /// The task used all its fuel.
+    OutOfFuel,
+    /// Calls nested deeper than the prepared module allows.
+    StackLimit,
+    /// The task wrote more to stdout than the job allows.
+    OutputLimit,
+    /// A WebAssembly trap: `unreachable`, an out-of-bounds access, an
+    /// integer division by zero, a failed `call_indirect`, ...
+    Wasm,
+}
+
+impl Trap {
+    pub const ALL: [Trap; 4] = [
+        Trap::OutOfFuel,
+        Trap::StackLimit,
+        Trap::OutputLimit,
+        Trap::Wasm,
+    ];
+
+    /// Its code in the outcome bytes and in the `browsergrid.trap` global.
+    pub fn code(self) -> u8 {
+        match self {
+            Trap::OutOfFuel => 1,
+            Trap::StackLimit => 2,
+            Trap::OutputLimit => 3,
+            Trap::Wasm => 4,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Trap> {
+        Trap::ALL.into_iter().find(|t| t.code() == code)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Trap::OutOfFuel => "out_of_fuel",
+            Trap::StackLimit => "stack_limit",
+            Trap::OutputLimit => "output_limit",
+            Trap::Wasm => "wasm",
+        }
+    }
+}
+
+impl fmt::Display for Trap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+/// What one run of a kernel on one task gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WasmOutcome {
+    pub trap: Option<Trap>,
+    pub exit_code: i32,
+    pub fuel_used: u64,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// Why bytes are not an outcome.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutcomeError {
+    #[error("a wasm outcome is at least 21 bytes, got {0}")]
+    TooShort(usize),
+    #[error("unknown trap code {0}")]
+    UnknownTrap(u8),
+    #[error("the outcome's lengths do not add up to its {0} bytes")]
+    Lengths(usize),
+}
+
+impl WasmOutcome {
+    /// The bytes before stdout and stderr.
+    const FIXED: usize = 1 + 4 + 8 + 4 + 4;
+
+    /// Whether the task succeeded: no trap and exit code 0.
+    pub fn succeeded(&self) -> bool {
+        self.trap.is_none() && self.exit_code == 0
+    }
+
+    pub fn encoded_len(&self) -> usize {
+        Self::FIXED + self.stdout.len() + self.stderr.len()
+    }
+
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.reserve(self.encoded_len());
+        out.push(self.trap.map_or(0, Trap::code));
+        out.extend_from_slice(&self.exit_code.to_le_bytes());
+        out.extend_from_slice(&self.fuel_used.to_le_bytes());
+        out.extend_from_slice(&(self.stdout.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.stdout);
+        out.extend_from_slice(&(self.stderr.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.stderr);
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.encoded_len());
+        self.encode_into(&mut out);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<WasmOutcome, OutcomeError> {
+        if bytes.len() < Self::FIXED {
+            return Err(OutcomeError::TooShort(bytes.len()));
+        }
+        let trap = match bytes[0] {
+            0 => None,
+            code => Some(Trap::from_code(code).ok_or(OutcomeError::UnknownTrap(code))?),
+        };
+        let u32_at = |at: usize| -> Option<u32> {
+            bytes
+                .get(at..at + 4)
+                .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+        };
+        let exit_code = i32::from_le_bytes(bytes[1..5].try_into().expect("4 bytes"));
+        let fuel_used = u64::from_le_bytes(bytes[5..13].try_into().expect("8 bytes"));
+        let lengths = || OutcomeError::Lengths(bytes.len());
+        let stdout_len = u32_at(13).ok_or_else(lengths)? as usize;
+        let stdout_end = 17usize.checked_add(stdout_len).ok_or_else(lengths)?;
+        let stdout = bytes.get(17..stdout_end).ok_or_else(lengths)?.to_vec();
+        let stderr_len = u32_at(stdout_end).ok_or_else(lengths)? as usize;
+        let stderr_start = stdout_end + 4;
+        if bytes.len() != stderr_start + stderr_len {
+            return Err(lengths());
+        }
+        let stderr = bytes[stderr_start..].to_vec();
+        Ok(WasmOutcome {
+            trap,
+            exit_code,
+            fuel_used,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// Whether the outcome could come from a task under `limits`: the
+    /// coordinator's check of a worker's answer (replicas settle the rest).
+    pub fn check(&self, limits: &WasmLimits) -> Result<(), String> {
+        if self.fuel_used > limits.fuel {
+            return Err(format!(
+                "{} fuel used of a limit of {}",
+                self.fuel_used, limits.fuel
+            ));
+        }
+        if self.trap == Some(Trap::OutOfFuel) && self.fuel_used != limits.fuel {
+            return Err(format!(
+                "out of fuel after {} of {}",
+                self.fuel_used, limits.fuel
+            ));
+        }
+        if self.stdout.len() > limits.stdout_bytes as usize {
+            return Err(format!(
+                "{} bytes of stdout over a limit of {}",
+                self.stdout.len(),
+                limits.stdout_bytes
+            ));
+        }
+        if self.stderr.len() > limits.stderr_bytes as usize {
+            return Err(format!(
+                "{} bytes of stderr over a cap of {}",
+                self.stderr.len(),
+                limits.stderr_bytes
+            ));
+        }
+        if self.trap.is_some() && self.exit_code != 0 {
+            return Err("a trapped run with an exit code".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome() -> WasmOutcome {
+        WasmOutcome {
+            trap: None,
+            exit_code: 3,
+            fuel_used: 12_345,
+            stdout: b"hello\n".to_vec(),
+            stderr: b"warn".to_vec(),
+        }
+    }
+
+    #[test]
+    fn outcomes_have_the_documented_layout_and_read_back() {
+        let bytes = outcome().to_bytes();
+        assert_eq!(bytes[0], 0);
+        assert_eq!(i32::from_le_bytes(bytes[1..5].try_into().unwrap()), 3);
+        assert_eq!(u64::from_le_bytes(bytes[5..13].try_into().unwrap()), 12_345);
+        assert_eq!(u32::from_le_bytes(bytes[13..17].try_into().unwrap()), 6);
+        assert_eq!(&bytes[17..23], b"hello\n");
+        assert_eq!(u32::from_le_bytes(bytes[23..27].try_into().unwrap()), 4);
+        assert_eq!(&bytes[27..], b"warn");
+        assert_eq!(WasmOutcome::decode(&bytes), Ok(outcome()));
+        let trapped = WasmOutcome {
+            trap: Some(Trap::StackLimit),
+            exit_code: 0,
+            ..outcome()
+        };
+        assert_eq!(WasmOutcome::decode(&trapped.to_bytes()), Ok(trapped));
+    }
+
+    #[test]
+    fn malformed_outcomes_are_errors_not_panics() {
+        let bytes = outcome().to_bytes();
+        for cut in 0..bytes.len() {
+            assert!(WasmOutcome::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(WasmOutcome::decode(&longer).is_err());
+        let mut bad_trap = bytes.clone();
+        bad_trap[0] = 9;
+        assert_eq!(
+            WasmOutcome::decode(&bad_trap),
+            Err(OutcomeError::UnknownTrap(9))
+        );
+        let mut huge = bytes;
+        huge[13..17].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(WasmOutcome::decode(&huge).is_err());
+    }
+
+    #[test]
+    fn outcomes_that_break_the_limits_are_implausible() {
+        let limits = WasmLimits {
+            fuel: 100,
+            stdout_bytes: 4,
+            ..WasmLimits::DEFAULT
+        };
+        let ok = WasmOutcome {
+            stdout: b"ok".to_vec(),
+            fuel_used: 99,
+            ..outcome()
+        };
+        assert_eq!(ok.check(&limits), Ok(()));
+        for bad in [
+            WasmOutcome {
+                fuel_used: 101,
+                ..ok.clone()
+            },
+            WasmOutcome {
+                trap: Some(Trap::OutOfFuel),
+                exit_code: 0,
+                fuel_used: 50,
+                ..ok.clone()
+            },
+            WasmOutcome {
+                stdout: b"too long".to_vec(),
+                ..ok.clone()
+            },
+            WasmOutcome {
+                trap: Some(Trap::Wasm),
+                exit_code: 1,
+                ..ok.clone()
+            },
+        ] {
+            assert!(bad.check(&limits).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_import_table_names_each_function_once() {
+        let mut names: Vec<&str> = WASI_IMPORTS.iter().map(|i| i.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), WASI_IMPORTS.len());
+        assert_eq!(wasi_import("fd_write").map(|(i, _)| i), Some(5));
+        assert!(wasi_import("path_open").is_none());
+        let (_, exit) = wasi_import("proc_exit").unwrap();
+        assert!(exit.results.is_empty());
+    }
+}
