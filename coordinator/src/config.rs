@@ -45,8 +45,10 @@ pub struct ServerConfig {
     /// How often job progress is pushed to monitors; throughput and worker
     /// figures go every fourth tick.
     pub monitor_tick: Duration,
-    /// The largest HTTP request body.
+    /// The largest HTTP request body (blob uploads excepted).
     pub max_body_bytes: u64,
+    /// The largest blob (`PUT /api/blobs/...`): a module or an input file.
+    pub max_blob_bytes: u64,
     /// How often leases are checked and idle workers offered work.
     pub tick: Duration,
     /// How long shutdown waits for connections to close and for the HTTP
@@ -96,6 +98,7 @@ impl Default for ServerConfig {
             max_monitor_frame_bytes: 64 * 1024,
             monitor_tick: Duration::from_millis(250),
             max_body_bytes: 64 * 1024,
+            max_blob_bytes: 1 << 30,
             tick: Duration::from_millis(200),
             drain_timeout: Duration::from_secs(5),
             max_redundancy: 16,

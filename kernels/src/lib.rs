@@ -13,6 +13,7 @@
 
 pub mod chacha;
 pub mod collate;
+pub mod digest;
 pub mod hashsearch;
 pub mod mandelbrot;
 pub mod montecarlo;
@@ -24,6 +25,7 @@ pub mod spec;
 pub mod wasm;
 
 pub use collate::{Collator, JobResult, ResultSummary};
+pub use digest::ContentDigest;
 pub use output::{OutputError, TaskOutput};
 pub use runner::TaskRunner;
 pub use spec::{KernelKind, KernelSpec, SpecError, TaskDomain};

@@ -13,7 +13,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use grid_kernels::{KernelSpec, ResultSummary, SpecError};
+use grid_kernels::{ContentDigest, KernelSpec, ResultSummary, SpecError};
 use serde::{Deserialize, Serialize};
 
 use crate::WorkerKind;
@@ -282,6 +282,13 @@ impl fmt::Display for ExportFormat {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
+}
+
+/// The answer to `PUT /api/blobs/{digest}`: the blob stored, and its size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobInfo {
+    pub digest: ContentDigest,
+    pub size: u64,
 }
 
 /// `GET /api/health`: `{"status": "ok"}`.

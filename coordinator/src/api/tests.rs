@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
+use grid_kernels::ContentDigest;
 use grid_kernels::spec::PrimesParams;
 use grid_kernels::{KernelSpec, TaskRunner};
 use grid_protocol::ResultsFrame;
-use grid_protocol::api::{ErrorBody, JobState, JobStatus};
+use grid_protocol::api::{BlobInfo, ErrorBody, JobState, JobStatus};
 use grid_protocol::frame::ResultsFrameBuilder;
 use tokio::sync::{Semaphore, mpsc, watch};
 use warp::http::StatusCode;
@@ -238,4 +239,116 @@ async fn exports_name_their_type_and_file() {
     );
     let text = std::str::from_utf8(metrics.body()).unwrap();
     assert!(text.contains("grid_jobs{state=\"done\"} 1"), "{text}");
+}
+
+#[tokio::test]
+async fn blobs_are_stored_once_under_their_digest_and_served_immutable() {
+    let api = api().await;
+    let bytes = b"a module, say".to_vec();
+    let digest = ContentDigest::of(&bytes);
+    let path = format!("/api/blobs/{digest}");
+    let head = reply(&api, authorized("HEAD", &path)).await;
+    assert_eq!(head.status(), StatusCode::NOT_FOUND, "not uploaded yet");
+    let put = reply(&api, authorized("PUT", &path).body(bytes.clone())).await;
+    assert_eq!(put.status(), StatusCode::CREATED);
+    let info: BlobInfo = serde_json::from_slice(put.body()).unwrap();
+    assert_eq!(
+        info,
+        BlobInfo {
+            digest,
+            size: bytes.len() as u64
+        }
+    );
+    let again = reply(&api, authorized("PUT", &path).body(bytes.clone())).await;
+    assert_eq!(again.status(), StatusCode::OK, "idempotent");
+    let head = reply(&api, authorized("HEAD", &path)).await;
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(head.headers()["content-length"], bytes.len().to_string());
+    let got = reply(&api, authorized("GET", &path)).await;
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(got.body().as_ref(), &bytes[..]);
+    assert_eq!(
+        got.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(got.headers()["etag"], format!("\"{digest}\""));
+    let anonymous = reply(&api, warp::test::request().path(&path)).await;
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn bad_blob_uploads_get_a_sentence_and_store_nothing() {
+    let api = api().await;
+    let digest = ContentDigest::of(b"the right bytes");
+    let path = format!("/api/blobs/{digest}");
+    let wrong = reply(&api, authorized("PUT", &path).body("other bytes")).await;
+    assert_eq!(wrong.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        error_of(&wrong).contains("not the sha256:"),
+        "{}",
+        error_of(&wrong)
+    );
+    let not_a_digest = reply(&api, authorized("PUT", "/api/blobs/sha1:abc").body("x")).await;
+    assert_eq!(not_a_digest.status(), StatusCode::BAD_REQUEST);
+    assert!(error_of(&not_a_digest).contains("is not a content address"));
+    let escape = reply(&api, authorized("GET", "/api/blobs/tmp/x")).await;
+    assert_eq!(escape.status(), StatusCode::BAD_REQUEST);
+    assert!(!api.grid.blobs().contains(&digest));
+}
+
+#[tokio::test]
+async fn a_blob_over_the_limit_is_413() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = open_grid_with(dir.path(), |c| {
+        c.token = TOKEN.into();
+        c.max_blob_bytes = 10;
+    })
+    .await;
+    let (stop, shutdown) = watch::channel(false);
+    let routes = routes(Shared {
+        grid: grid.clone(),
+        shutdown,
+        connections: Arc::new(Semaphore::new(10)),
+        monitors: Arc::new(Semaphore::new(10)),
+        done: mpsc::channel(1).0,
+    });
+    let bytes = vec![7u8; 11];
+    let path = format!("/api/blobs/{}", ContentDigest::of(&bytes));
+    let response = authorized("PUT", &path).body(bytes).reply(&routes).await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    drop(stop);
+}
+
+#[tokio::test]
+async fn prepared_modules_are_served_to_anyone_with_their_digest() {
+    let api = api().await;
+    let digest = api
+        .grid
+        .modules()
+        .put_bytes(b"\0asm prepared")
+        .await
+        .unwrap();
+    let got = reply(
+        &api,
+        warp::test::request().path(&format!("/api/modules/{digest}")),
+    )
+    .await;
+    assert_eq!(got.status(), StatusCode::OK, "no token needed");
+    assert_eq!(got.body().as_ref(), b"\0asm prepared");
+    let missing = ContentDigest::of(b"nothing");
+    let none = reply(
+        &api,
+        warp::test::request().path(&format!("/api/modules/{missing}")),
+    )
+    .await;
+    assert_eq!(none.status(), StatusCode::NOT_FOUND);
+    // Uploads are not modules.
+    let upload = ContentDigest::of(b"an upload");
+    api.grid.blobs().put_bytes(b"an upload").await.unwrap();
+    let other = reply(
+        &api,
+        warp::test::request().path(&format!("/api/modules/{upload}")),
+    )
+    .await;
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
 }

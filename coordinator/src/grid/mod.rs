@@ -30,6 +30,7 @@ use grid_scheduler::{Effect, Recorded, Scheduler};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
+use crate::blobs::BlobStore;
 use crate::config::ServerConfig;
 use crate::jobs::{Job, JobLive};
 use crate::metrics::{Histogram, LATENCY_BOUNDS};
@@ -113,6 +114,12 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// 413: a body over its limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// 507: the coordinator has no room to store it.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -148,6 +155,10 @@ pub struct Grid {
     jobs: DashMap<u64, Arc<Job>>,
     workers: DashMap<u64, Arc<WorkerConn>>,
     store: Store,
+    /// What users upload: modules and inputs (token required to read).
+    blobs: BlobStore,
+    /// Prepared modules, which any worker may fetch by digest.
+    modules: BlobStore,
     started: tokio::time::Instant,
     epoch: u64,
     next_worker: AtomicU64,
@@ -186,6 +197,12 @@ impl Grid {
     pub async fn open(config: ServerConfig) -> anyhow::Result<Arc<Grid>> {
         let store = Store::open(&config.data_dir, config.durability)?;
         let epoch = store.epoch()?;
+        let open = |name| {
+            BlobStore::open(&config.data_dir, name).map_err(|e| {
+                anyhow::anyhow!("cannot open {}: {e}", config.data_dir.join(name).display())
+            })
+        };
+        let (blobs, modules) = (open("blobs")?, open("modules")?);
         let mut scheduler_config = config.scheduler.clone();
         scheduler_config.spot_check_seed = rand::random();
         let mut scheduler = Scheduler::new(scheduler_config);
@@ -196,6 +213,8 @@ impl Grid {
             jobs: DashMap::new(),
             workers: DashMap::new(),
             store,
+            blobs,
+            modules,
             started: tokio::time::Instant::now(),
             epoch,
             next_worker: AtomicU64::new(1),
@@ -297,6 +316,16 @@ impl Grid {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Users' uploads: modules and input files.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    /// Prepared modules, served to workers.
+    pub fn modules(&self) -> &BlobStore {
+        &self.modules
     }
 
     pub fn monitor(&self) -> &Monitor {
