@@ -47,6 +47,17 @@ fn result_text(status: &JobStatus) -> String {
             "{width}x{height} image (grid results {} --format png -o image.png)",
             status.id
         ),
+        ResultSummary::Wasm {
+            tasks_failed,
+            fuel_used,
+            ..
+        } => match tasks_failed {
+            0 => format!("all tasks succeeded, {fuel_used} fuel"),
+            n => format!(
+                "{n} of {} tasks failed, {fuel_used} fuel",
+                status.tasks.total
+            ),
+        },
     }
 }
 

@@ -53,8 +53,35 @@ fn csv(result: &JobResult) -> String {
                 let _ = writeln!(out, "{},{},{n}", i % *width as usize, i / *width as usize);
             }
         }
+        JobResult::Wasm { tasks } => {
+            out.push_str("task,name,exit_code,fuel_used,output_sha256,output_bytes,trap,stderr\n");
+            for t in tasks {
+                let _ = writeln!(
+                    out,
+                    "{},{},{},{},{},{},{},{}",
+                    t.task,
+                    csv_field(&t.name),
+                    t.exit_code,
+                    t.fuel_used,
+                    t.output_sha256,
+                    t.output_bytes,
+                    t.trap.map_or("", |trap| trap.name()),
+                    csv_field(&t.stderr)
+                );
+            }
+        }
     }
     out
+}
+
+/// A CSV field (RFC 4180): quoted, with quotes doubled, when it holds a
+/// comma, a quote or a line break.
+fn csv_field(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\"")).into()
+    } else {
+        text.into()
+    }
 }
 
 /// The colour of an escape count: black inside the set, outside a gradient

@@ -1,11 +1,59 @@
 //! Folding task outputs into a job's result as they arrive: a sum for primes
-//! and montecarlo-pi, a sorted list for hashsearch, an image for mandelbrot.
-//! The collator refuses to take a task twice, so a duplicate can never count.
+//! and montecarlo-pi, a sorted list for hashsearch, an image for mandelbrot,
+//! and for a wasm job how its tasks ended (each task's stdout stays in the
+//! store; a live job keeps only counts and its first failures, an export
+//! collator one line a task). The collator refuses to take a task twice, so a
+//! duplicate can never count.
 
 use serde::{Deserialize, Serialize};
 
+use crate::ContentDigest;
 use crate::output::{OutputError, TaskOutput};
 use crate::spec::{KernelSpec, TaskDomain};
+use crate::wasm::{Trap, WasmOutcome};
+
+/// The failures a wasm job's summary names, at most.
+pub const FAILURES_SHOWN: usize = 5;
+
+/// One task of a wasm job, as its export lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WasmTaskResult {
+    pub task: u32,
+    /// The task's name: its input file's name, or its line number.
+    pub name: String,
+    pub exit_code: i32,
+    pub fuel_used: u64,
+    /// The SHA-256 of its stdout.
+    pub output_sha256: ContentDigest,
+    pub output_bytes: u64,
+    pub trap: Option<Trap>,
+    /// Its stderr as text (invalid UTF-8 replaced).
+    pub stderr: String,
+}
+
+/// A failed task of a wasm job, as its status shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WasmFailure {
+    pub task: u32,
+    pub exit_code: i32,
+    pub trap: Option<Trap>,
+    pub stderr: String,
+}
+
+impl WasmTaskResult {
+    fn of(task: u32, outcome: &WasmOutcome) -> WasmTaskResult {
+        WasmTaskResult {
+            task,
+            name: task.to_string(),
+            exit_code: outcome.exit_code,
+            fuel_used: outcome.fuel_used,
+            output_sha256: ContentDigest::of(&outcome.stdout),
+            output_bytes: outcome.stdout.len() as u64,
+            trap: outcome.trap,
+            stderr: String::from_utf8_lossy(&outcome.stderr).into_owned(),
+        }
+    }
+}
 
 /// A job's result, whole or so far. Serialises to the documented JSON:
 /// `{"count"}`, `{"inside", "samples", "estimate"}`, `{"nonces"}` or
@@ -30,6 +78,11 @@ pub enum JobResult {
         height: u32,
         max_iter: u32,
         iterations: Vec<u32>,
+    },
+    /// A wasm job: one line a task, in task order. (Each task's stdout is
+    /// its own download.)
+    Wasm {
+        tasks: Vec<WasmTaskResult>,
     },
 }
 
@@ -57,6 +110,13 @@ pub enum ResultSummary {
         max_iter: u32,
         pixels: u64,
     },
+    /// A wasm job: how many tasks failed (a trap or a non-zero exit code),
+    /// the fuel all its tasks used, and the first few failures.
+    Wasm {
+        tasks_failed: u32,
+        fuel_used: u64,
+        failures: Vec<WasmFailure>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -74,6 +134,15 @@ enum Accumulator {
         height: u32,
         max_iter: u32,
     },
+    Wasm {
+        failed: u32,
+        fuel_used: u64,
+        /// The failures with the lowest task numbers, at most
+        /// [`FAILURES_SHOWN`], ascending.
+        failures: Vec<WasmFailure>,
+        /// One line a task, for an export; `None` in a live job.
+        lines: Option<Vec<Option<WasmTaskResult>>>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -86,9 +155,25 @@ pub struct Collator {
 }
 
 impl Collator {
-    /// A collator for a validated spec.
+    /// A collator for a validated spec, as a live job keeps it.
     pub fn new(spec: KernelSpec, tasks: u32) -> Collator {
+        Collator::with(spec, tasks, false)
+    }
+
+    /// A collator whose [`Collator::result`] lists a wasm job task by task
+    /// (for an export; a live job need not hold that).
+    pub fn for_export(spec: KernelSpec, tasks: u32) -> Collator {
+        Collator::with(spec, tasks, true)
+    }
+
+    fn with(spec: KernelSpec, tasks: u32, lines: bool) -> Collator {
         let acc = match &spec {
+            KernelSpec::Wasm(_) => Accumulator::Wasm {
+                failed: 0,
+                fuel_used: 0,
+                failures: Vec::new(),
+                lines: lines.then(|| vec![None; tasks as usize]),
+            },
             KernelSpec::Primes(_) => Accumulator::Count(0),
             KernelSpec::MontecarloPi(_) => Accumulator::Samples {
                 inside: 0,
@@ -160,6 +245,24 @@ impl Collator {
                 let offset = first as usize * p.width as usize;
                 image[offset..offset + counts.len()].copy_from_slice(counts);
             }
+            (
+                Accumulator::Wasm {
+                    failed,
+                    fuel_used,
+                    failures,
+                    lines,
+                },
+                TaskOutput::Wasm(outcome),
+            ) => {
+                *fuel_used += outcome.fuel_used;
+                if !outcome.succeeded() {
+                    *failed += 1;
+                    note_failure(failures, index, outcome);
+                }
+                if let Some(lines) = lines {
+                    lines[index as usize] = Some(WasmTaskResult::of(index, outcome));
+                }
+            }
             _ => unreachable!("check() rejects outputs of another kernel"),
         }
         self.collated[index as usize / 64] |= 1 << (index % 64);
@@ -215,6 +318,29 @@ impl Collator {
                 let offset = first as usize * p.width as usize;
                 image[offset..offset + counts.len()].copy_from_slice(counts);
             }
+            (
+                Accumulator::Wasm {
+                    failed,
+                    fuel_used,
+                    failures,
+                    lines,
+                },
+                TaskOutput::Wasm(old),
+                TaskOutput::Wasm(new),
+            ) => {
+                *fuel_used = *fuel_used - old.fuel_used + new.fuel_used;
+                failures.retain(|f| f.task != index);
+                if !old.succeeded() {
+                    *failed -= 1;
+                }
+                if !new.succeeded() {
+                    *failed += 1;
+                    note_failure(failures, index, new);
+                }
+                if let Some(lines) = lines {
+                    lines[index as usize] = Some(WasmTaskResult::of(index, new));
+                }
+            }
             _ => {
                 return Err(OutputError::Implausible {
                     task: index,
@@ -248,6 +374,9 @@ impl Collator {
                 height: *height,
                 max_iter: *max_iter,
                 iterations: counts.clone(),
+            },
+            Accumulator::Wasm { lines, .. } => JobResult::Wasm {
+                tasks: lines.iter().flatten().flatten().cloned().collect(),
             },
         }
     }
@@ -288,8 +417,46 @@ impl Collator {
                 max_iter: *max_iter,
                 pixels: counts.len() as u64,
             },
+            Accumulator::Wasm {
+                failed,
+                fuel_used,
+                failures,
+                ..
+            } => ResultSummary::Wasm {
+                tasks_failed: *failed,
+                fuel_used: *fuel_used,
+                failures: failures.clone(),
+            },
         }
     }
+}
+
+/// Keeps the failures with the lowest task numbers, at most
+/// [`FAILURES_SHOWN`], so the list does not depend on arrival order.
+fn note_failure(failures: &mut Vec<WasmFailure>, task: u32, outcome: &WasmOutcome) {
+    let at = failures.partition_point(|f| f.task < task);
+    if at >= FAILURES_SHOWN {
+        return;
+    }
+    let mut stderr = String::from_utf8_lossy(&outcome.stderr).into_owned();
+    if stderr.len() > 200 {
+        let mut end = 200;
+        while !stderr.is_char_boundary(end) {
+            end -= 1;
+        }
+        stderr.truncate(end);
+        stderr.push('…');
+    }
+    failures.insert(
+        at,
+        WasmFailure {
+            task,
+            exit_code: outcome.exit_code,
+            trap: outcome.trap,
+            stderr,
+        },
+    );
+    failures.truncate(FAILURES_SHOWN);
 }
 
 /// The montecarlo-pi estimate of pi: 4 * inside / samples (0 before any sample).
@@ -414,5 +581,98 @@ mod tests {
         let mut c = Collator::new(spec, 1);
         assert!(c.add(0, &TaskOutput::Nonces(vec![])).is_err());
         assert_eq!(c.collated(), 0);
+    }
+
+    fn wasm_spec() -> KernelSpec {
+        KernelSpec::Wasm(crate::wasm::WasmParams {
+            module: ContentDigest::of(b"prepared"),
+            source: ContentDigest::of(b"source"),
+            name: "k.wasm".into(),
+            args: vec![],
+            fuel: 1_000,
+            memory_mib: 16,
+            stdout_bytes: 100,
+            stderr_bytes: 100,
+            seed: 1,
+            description: None,
+        })
+    }
+
+    fn outcome(exit_code: i32, trap: Option<Trap>, fuel_used: u64) -> TaskOutput {
+        TaskOutput::Wasm(WasmOutcome {
+            trap,
+            exit_code,
+            fuel_used,
+            stdout: format!("out {exit_code}").into_bytes(),
+            stderr: b"err".to_vec(),
+        })
+    }
+
+    #[test]
+    fn a_live_wasm_job_counts_failures_and_fuel_and_names_the_first_failures() {
+        let mut c = Collator::new(wasm_spec(), 10);
+        // Out of order: the summary must not depend on arrival order.
+        for task in (0..10).rev() {
+            let output = if task % 2 == 1 {
+                outcome(1, None, 10)
+            } else if task == 4 {
+                outcome(0, Some(Trap::OutOfFuel), 1_000)
+            } else {
+                outcome(0, None, 10)
+            };
+            c.add(task, &output).unwrap();
+        }
+        let ResultSummary::Wasm {
+            tasks_failed,
+            fuel_used,
+            failures,
+        } = c.summary()
+        else {
+            panic!("a wasm summary")
+        };
+        assert_eq!(tasks_failed, 6);
+        assert_eq!(fuel_used, 9 * 10 + 1_000);
+        let shown: Vec<u32> = failures.iter().map(|f| f.task).collect();
+        assert_eq!(shown, vec![1, 3, 4, 5, 7]);
+        assert_eq!(failures[2].trap, Some(Trap::OutOfFuel));
+        assert_eq!(
+            c.result(),
+            JobResult::Wasm { tasks: vec![] },
+            "a live job keeps no lines"
+        );
+        // A re-check turns a failure into a success.
+        c.replace(1, &outcome(1, None, 10), &outcome(0, None, 20))
+            .unwrap();
+        let ResultSummary::Wasm {
+            tasks_failed,
+            fuel_used,
+            failures,
+        } = c.summary()
+        else {
+            panic!("a wasm summary")
+        };
+        assert_eq!((tasks_failed, fuel_used), (5, 9 * 10 + 1_000 + 10));
+        assert!(failures.iter().all(|f| f.task != 1));
+    }
+
+    #[test]
+    fn an_export_lists_every_wasm_task_in_order() {
+        let mut c = Collator::for_export(wasm_spec(), 3);
+        c.add(2, &outcome(0, None, 5)).unwrap();
+        c.add(0, &outcome(3, None, 7)).unwrap();
+        assert!(c.add(0, &outcome(0, None, 7)).is_err(), "twice");
+        c.add(1, &outcome(0, Some(Trap::Wasm), 9)).unwrap();
+        let JobResult::Wasm { tasks } = c.result() else {
+            panic!("a wasm result")
+        };
+        assert_eq!(tasks.iter().map(|t| t.task).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(tasks[0].exit_code, 3);
+        assert_eq!(tasks[0].output_sha256, ContentDigest::of(b"out 3"));
+        assert_eq!(tasks[0].output_bytes, 5);
+        assert_eq!(tasks[1].trap, Some(Trap::Wasm));
+        assert_eq!(tasks[2].stderr, "err");
+        // An outcome over the job's limits does not fit its task.
+        let mut big = Collator::new(wasm_spec(), 1);
+        assert!(big.add(0, &outcome(0, None, 1_001)).is_err());
     }
 }

@@ -24,10 +24,10 @@ pub mod sha256x4;
 pub mod spec;
 pub mod wasm;
 
-pub use collate::{Collator, JobResult, ResultSummary};
+pub use collate::{Collator, JobResult, ResultSummary, WasmFailure, WasmTaskResult};
 pub use digest::ContentDigest;
 pub use output::{OutputError, TaskOutput};
-pub use runner::TaskRunner;
+pub use runner::{NotBuiltIn, TaskRunner};
 pub use spec::{KernelKind, KernelSpec, SpecError, TaskDomain};
 
 /// The largest integer JavaScript represents exactly (`Number.MAX_SAFE_INTEGER`).

@@ -8,8 +8,10 @@
 //! | montecarlo-pi | inside: u64, samples: u64                           |
 //! | hashsearch    | the nonces found, ascending, each a u64 (maybe none) |
 //! | mandelbrot    | the band's counts, row-major, each a u32            |
+//! | wasm          | the task's outcome (see [`crate::wasm`])            |
 
 use crate::spec::{KernelKind, KernelSpec, TaskDomain};
+use crate::wasm::WasmOutcome;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskOutput {
@@ -21,6 +23,8 @@ pub enum TaskOutput {
     Nonces(Vec<u64>),
     /// mandelbrot: escape-time counts of the task's rows, row-major.
     Iterations(Vec<u32>),
+    /// wasm: how the user's kernel ended, and what it wrote.
+    Wasm(WasmOutcome),
 }
 
 /// Why bytes are not a valid output for a task.
@@ -47,6 +51,7 @@ impl TaskOutput {
             TaskOutput::Samples { .. } => 16,
             TaskOutput::Nonces(n) => 8 * n.len(),
             TaskOutput::Iterations(i) => 4 * i.len(),
+            TaskOutput::Wasm(outcome) => outcome.encoded_len(),
         }
     }
 
@@ -64,6 +69,7 @@ impl TaskOutput {
             TaskOutput::Iterations(counts) => counts
                 .iter()
                 .for_each(|n| out.extend_from_slice(&n.to_le_bytes())),
+            TaskOutput::Wasm(outcome) => outcome.encode_into(out),
         }
     }
 
@@ -119,6 +125,13 @@ impl TaskOutput {
                         .collect(),
                 ))
             }
+            KernelKind::Wasm => WasmOutcome::decode(bytes)
+                .map(TaskOutput::Wasm)
+                .map_err(|e| OutputError::Length {
+                    kernel: kind,
+                    expected: format!("an outcome ({e})"),
+                    got: bytes.len(),
+                }),
         }
     }
 
@@ -191,6 +204,9 @@ impl TaskOutput {
                         p.max_iter
                     )));
                 }
+            }
+            (TaskOutput::Wasm(outcome), KernelSpec::Wasm(p), TaskDomain::Input { .. }) => {
+                outcome.check(&p.limits()).map_err(implausible)?;
             }
             _ => return Err(implausible(format!("not a {} output", spec.kind()))),
         }

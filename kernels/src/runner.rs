@@ -19,10 +19,18 @@ impl TaskRunner {
         TaskRunner::default()
     }
 
-    /// Computes task `index` of a `tasks`-task job. The spec must be valid
-    /// ([`KernelSpec::validate`]) and `index < tasks`.
-    pub fn run(&mut self, spec: &KernelSpec, tasks: u32, index: u32) -> TaskOutput {
-        match (spec, spec.task(tasks, index)) {
+    /// Computes task `index` of a `tasks`-task job of a built-in kernel. The
+    /// spec must be valid ([`KernelSpec::validate`]) and `index < tasks`. A
+    /// wasm task is not this runner's: it needs a WebAssembly engine, its
+    /// module and its input.
+    pub fn run(
+        &mut self,
+        spec: &KernelSpec,
+        tasks: u32,
+        index: u32,
+    ) -> Result<TaskOutput, NotBuiltIn> {
+        Ok(match (spec, spec.task(tasks, index)) {
+            (KernelSpec::Wasm(_), _) => return Err(NotBuiltIn),
             (KernelSpec::Primes(_), TaskDomain::Range { start, end }) => {
                 TaskOutput::Count(primes::count_primes(start, end, &mut self.base_primes))
             }
@@ -41,9 +49,14 @@ impl TaskRunner {
                 TaskOutput::Iterations(counts)
             }
             _ => unreachable!("each kernel splits into its own kind of domain"),
-        }
+        })
     }
 }
+
+/// A task [`TaskRunner`] cannot run: a user's WebAssembly kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a wasm task runs in a WebAssembly engine, not in the built-in kernels")]
+pub struct NotBuiltIn;
 
 #[cfg(test)]
 mod tests {
@@ -57,7 +70,10 @@ mod tests {
         // Out of order, as a grid would deliver them.
         for index in (0..tasks).rev() {
             collator
-                .add(index, &runner.run(spec, tasks, index))
+                .add(
+                    index,
+                    &runner.run(spec, tasks, index).expect("a built-in kernel"),
+                )
                 .unwrap();
         }
         assert!(collator.is_complete());

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+use crate::wasm::WasmParams;
 use crate::{MAX_SAFE_INTEGER, MAX_TASKS};
 
 /// The largest Mandelbrot image, in pixels (64 MiB of iteration counts).
@@ -25,10 +26,21 @@ pub enum KernelKind {
     Mandelbrot,
     MontecarloPi,
     Hashsearch,
+    /// A user's WebAssembly module ([`crate::wasm`]).
+    Wasm,
 }
 
 impl KernelKind {
-    pub const ALL: [KernelKind; 4] = [
+    pub const ALL: [KernelKind; 5] = [
+        KernelKind::Primes,
+        KernelKind::Mandelbrot,
+        KernelKind::MontecarloPi,
+        KernelKind::Hashsearch,
+        KernelKind::Wasm,
+    ];
+
+    /// The kernels every worker runs, compiled in: all but `wasm`.
+    pub const BUILT_IN: [KernelKind; 4] = [
         KernelKind::Primes,
         KernelKind::Mandelbrot,
         KernelKind::MontecarloPi,
@@ -41,6 +53,7 @@ impl KernelKind {
             KernelKind::Mandelbrot => "mandelbrot",
             KernelKind::MontecarloPi => "montecarlo-pi",
             KernelKind::Hashsearch => "hashsearch",
+            KernelKind::Wasm => "wasm",
         }
     }
 
@@ -107,6 +120,7 @@ pub enum KernelSpec {
     Mandelbrot(MandelbrotParams),
     MontecarloPi(MonteCarloParams),
     Hashsearch(HashsearchParams),
+    Wasm(WasmParams),
 }
 
 /// The part of a job's domain one task covers.
@@ -117,6 +131,8 @@ pub enum TaskDomain {
     Range { start: u64, end: u64 },
     /// Image rows `first..first + count` (mandelbrot).
     Rows { first: u32, count: u32 },
+    /// The job's input number `index` (wasm): task i reads input i.
+    Input { index: u32 },
 }
 
 impl TaskDomain {
@@ -125,6 +141,7 @@ impl TaskDomain {
         match *self {
             TaskDomain::Range { start, end } => end - start,
             TaskDomain::Rows { count, .. } => u64::from(count),
+            TaskDomain::Input { .. } => 1,
         }
     }
 
@@ -137,7 +154,9 @@ impl TaskDomain {
 /// wrote the request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
-    #[error("unknown kernel '{0}' (known kernels: primes, mandelbrot, montecarlo-pi, hashsearch)")]
+    #[error(
+        "unknown kernel '{0}' (known kernels: primes, mandelbrot, montecarlo-pi, hashsearch, wasm)"
+    )]
     UnknownKernel(String),
     #[error("invalid parameters for {kernel}: {message}")]
     BadParams { kernel: KernelKind, message: String },
@@ -170,6 +189,7 @@ impl KernelSpec {
             KernelKind::Hashsearch => {
                 KernelSpec::Hashsearch(serde_json::from_value(params).map_err(bad)?)
             }
+            KernelKind::Wasm => KernelSpec::Wasm(serde_json::from_value(params).map_err(bad)?),
         })
     }
 
@@ -179,6 +199,7 @@ impl KernelSpec {
             KernelSpec::Mandelbrot(_) => KernelKind::Mandelbrot,
             KernelSpec::MontecarloPi(_) => KernelKind::MontecarloPi,
             KernelSpec::Hashsearch(_) => KernelKind::Hashsearch,
+            KernelSpec::Wasm(_) => KernelKind::Wasm,
         }
     }
 
@@ -189,6 +210,7 @@ impl KernelSpec {
             KernelSpec::Mandelbrot(p) => serde_json::to_value(p),
             KernelSpec::MontecarloPi(p) => serde_json::to_value(p),
             KernelSpec::Hashsearch(p) => serde_json::to_value(p),
+            KernelSpec::Wasm(p) => serde_json::to_value(p),
         }
         .expect("parameters are plain data")
     }
@@ -201,6 +223,8 @@ impl KernelSpec {
             KernelSpec::Hashsearch(p) => p.end.saturating_sub(p.start),
             KernelSpec::MontecarloPi(p) => p.samples,
             KernelSpec::Mandelbrot(p) => u64::from(p.height),
+            // One task an input; the job's inputs say how many.
+            KernelSpec::Wasm(_) => u64::from(MAX_TASKS),
         }
     }
 
@@ -208,6 +232,8 @@ impl KernelSpec {
     /// one core, small enough that a job spreads over many workers.
     pub fn default_tasks(&self) -> u32 {
         let per_task: u64 = match self {
+            // A wasm job has one task an input; the coordinator counts them.
+            KernelSpec::Wasm(_) => return 1,
             KernelSpec::Primes(_) => 10_000_000,
             KernelSpec::Hashsearch(_) => 20_000,
             KernelSpec::MontecarloPi(_) => 2_000_000,
@@ -225,6 +251,7 @@ impl KernelSpec {
     /// client reads exactly.
     pub fn validate(&self, tasks: u32) -> Result<(), SpecError> {
         match self {
+            KernelSpec::Wasm(p) => check_wasm(p)?,
             KernelSpec::Primes(p) => check_range("start", p.start, "end", p.end)?,
             KernelSpec::Hashsearch(p) => {
                 check_range("start", p.start, "end", p.end)?;
@@ -317,6 +344,7 @@ impl KernelSpec {
                 KernelSpec::Primes(_) | KernelSpec::Hashsearch(_) => "values in the range",
                 KernelSpec::MontecarloPi(_) => "samples",
                 KernelSpec::Mandelbrot(_) => "image rows",
+                KernelSpec::Wasm(_) => "tasks a job may have",
             };
             return Err(invalid(format!(
                 "tasks ({tasks}) must not exceed the number of {unit} ({units})"
@@ -349,8 +377,62 @@ impl KernelSpec {
                     count: (end - first) as u32,
                 }
             }
+            KernelSpec::Wasm(_) => TaskDomain::Input { index },
         }
     }
+}
+
+/// A wasm kernel's limits and names: within what any worker can hold, and
+/// text a JavaScript client reads exactly.
+fn check_wasm(p: &WasmParams) -> Result<(), SpecError> {
+    use crate::wasm::WasmLimits;
+    if p.fuel == 0 || p.fuel > MAX_SAFE_INTEGER {
+        return Err(invalid(format!(
+            "fuel must be between 1 and {MAX_SAFE_INTEGER}, got {}",
+            p.fuel
+        )));
+    }
+    if p.memory_mib == 0 || p.memory_mib > WasmLimits::MAX_MEMORY_MIB {
+        return Err(invalid(format!(
+            "memory_mib must be between 1 and {}, got {}",
+            WasmLimits::MAX_MEMORY_MIB,
+            p.memory_mib
+        )));
+    }
+    if p.stdout_bytes > WasmLimits::MAX_STDOUT_BYTES {
+        return Err(invalid(format!(
+            "stdout_bytes must be at most {}, got {}",
+            WasmLimits::MAX_STDOUT_BYTES,
+            p.stdout_bytes
+        )));
+    }
+    if p.stderr_bytes > WasmLimits::MAX_STDERR_BYTES {
+        return Err(invalid(format!(
+            "stderr_bytes must be at most {}, got {}",
+            WasmLimits::MAX_STDERR_BYTES,
+            p.stderr_bytes
+        )));
+    }
+    if p.seed > MAX_SAFE_INTEGER {
+        return Err(invalid(format!("seed must be at most {MAX_SAFE_INTEGER}")));
+    }
+    let argv_bytes: usize = p.argv().iter().map(|a| a.len() + 1).sum();
+    if argv_bytes > WasmLimits::MAX_ARGV_BYTES {
+        return Err(invalid(format!(
+            "the name and arguments take {argv_bytes} bytes, over the limit of {}",
+            WasmLimits::MAX_ARGV_BYTES
+        )));
+    }
+    if p.description
+        .as_ref()
+        .is_some_and(|d| d.len() > WasmLimits::MAX_DESCRIPTION_BYTES)
+    {
+        return Err(invalid(format!(
+            "the description must be at most {} bytes",
+            WasmLimits::MAX_DESCRIPTION_BYTES
+        )));
+    }
+    Ok(())
 }
 
 fn check_range(start_name: &str, start: u64, end_name: &str, end: u64) -> Result<(), SpecError> {

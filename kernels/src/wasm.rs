@@ -26,6 +26,54 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ContentDigest;
+
+/// A wasm job's kernel as every worker needs it: the prepared module, the
+/// argv it runs with, the limits it was prepared for, and the seed of its
+/// tasks' random streams. (Which input each task reads travels with the
+/// task in its batch, not here.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WasmParams {
+    /// The prepared module every worker runs (`GET /api/modules/...`).
+    pub module: ContentDigest,
+    /// The module as it was submitted, which `module` was prepared from.
+    pub source: ContentDigest,
+    /// argv[0]: the kernel's name (its file name, by default).
+    pub name: String,
+    /// argv[1..].
+    #[serde(default)]
+    pub args: Vec<String>,
+    pub fuel: u64,
+    pub memory_mib: u32,
+    pub stdout_bytes: u32,
+    pub stderr_bytes: u32,
+    /// Keys each task's `random_get` stream (with the module and the task).
+    pub seed: u64,
+    /// What the kernel does, in the submitter's words, for donors to read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+impl WasmParams {
+    pub fn limits(&self) -> WasmLimits {
+        WasmLimits {
+            fuel: self.fuel,
+            memory_mib: self.memory_mib,
+            stdout_bytes: self.stdout_bytes,
+            stderr_bytes: self.stderr_bytes,
+        }
+    }
+
+    /// argv: the name, then the arguments.
+    pub fn argv(&self) -> Vec<Vec<u8>> {
+        std::iter::once(&self.name)
+            .chain(&self.args)
+            .map(|a| a.as_bytes().to_vec())
+            .collect()
+    }
+}
+
 /// The import module every kernel import must come from.
 pub const WASI_MODULE: &str = "wasi_snapshot_preview1";
 
@@ -183,6 +231,12 @@ impl WasmLimits {
     pub const MAX_MEMORY_MIB: u32 = 4096;
     /// The most stdout a job may allow a task.
     pub const MAX_STDOUT_BYTES: u32 = 256 * 1024 * 1024;
+    /// The most stderr a job may keep of a task.
+    pub const MAX_STDERR_BYTES: u32 = 64 * 1024;
+    /// The most bytes argv may take (each argument and its NUL).
+    pub const MAX_ARGV_BYTES: usize = 64 * 1024;
+    /// The longest description a job may carry.
+    pub const MAX_DESCRIPTION_BYTES: usize = 4096;
 
     /// The memory limit in 64 KiB pages.
     pub fn memory_pages(&self) -> u32 {

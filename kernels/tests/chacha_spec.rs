@@ -164,7 +164,7 @@ fn the_kernel_gives_the_test_vector_tasks() {
             inside,
             samples: task_samples,
         };
-        assert_eq!(runner.run(&spec, tasks, index), expected);
+        assert_eq!(runner.run(&spec, tasks, index).unwrap(), expected);
         assert_eq!(
             task_output(samples, seed, tasks, index),
             expected.to_bytes()
@@ -188,7 +188,7 @@ fn the_kernel_computes_the_written_down_stream() {
     ] {
         let spec = KernelSpec::MontecarloPi(MonteCarloParams { samples, seed });
         assert_eq!(
-            runner.run(&spec, tasks, index).to_bytes(),
+            runner.run(&spec, tasks, index).unwrap().to_bytes(),
             task_output(samples, seed, tasks, index),
             "samples {samples}, seed {seed}, task {index} of {tasks}"
         );

@@ -351,7 +351,7 @@ pub enum MonitorEvent {
     /// The job's status after the change.
     Job {
         event: JobEvent,
-        job: JobStatus,
+        job: Box<JobStatus>,
     },
     WorkerJoined {
         worker: WorkerInfo,

@@ -654,7 +654,7 @@ mod tests {
             let Some(task) = worker.start_task() else {
                 break;
             };
-            let output = runner.run(&task.spec, task.job_tasks, task.index);
+            let output = runner.run(&task.spec, task.job_tasks, task.index).unwrap();
             worker.finish_task(&task, &output);
             ran += 1;
         }
@@ -1052,7 +1052,9 @@ mod tests {
         let fresh = worker.start_task().unwrap();
         assert_eq!((fresh.batch, fresh.index), (stale.batch, stale.index));
         let mut runner = TaskRunner::new();
-        let output = runner.run(&stale.spec, stale.job_tasks, stale.index);
+        let output = runner
+            .run(&stale.spec, stale.job_tasks, stale.index)
+            .unwrap();
         assert!(!worker.finish_task(&stale, &output));
         worker.fail_task(&failing, "panic: late");
         worker.end_turn();

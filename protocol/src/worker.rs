@@ -290,7 +290,7 @@ mod tests {
         let mut runner = TaskRunner::new();
         let mut done = Vec::new();
         while let Some(task) = core.next_task() {
-            let output = runner.run(&task.spec, task.job_tasks, task.index);
+            let output = runner.run(&task.spec, task.job_tasks, task.index).unwrap();
             assert!(core.complete(&task, &output));
             done.push(task.index);
         }

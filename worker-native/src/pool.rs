@@ -88,9 +88,10 @@ fn compute_thread(pool: Arc<Pool>) {
         }));
         let mut session = pool.lock();
         match output {
-            Ok(output) => {
+            Ok(Ok(output)) => {
                 session.finish_task(&task, &output);
             }
+            Ok(Err(error)) => session.fail_task(&task, &error.to_string()),
             Err(panic) => {
                 let message = panic
                     .downcast_ref::<&str>()

@@ -56,7 +56,10 @@ fn compute(spec_json: &str, tasks: u32, first: u32, count: u32) -> Result<Vec<u8
     let mut runner = TaskRunner::new();
     let mut bytes = Vec::new();
     for index in first..end {
-        runner.run(&spec, tasks, index).encode_into(&mut bytes);
+        runner
+            .run(&spec, tasks, index)
+            .map_err(|e| e.to_string())?
+            .encode_into(&mut bytes);
     }
     Ok(bytes)
 }

@@ -481,7 +481,14 @@ fn compute_turn() {
         with_app(|app| {
             app.current = None;
             app.compute_ms += finished - begun;
-            app.session.finish_task(&task, &output);
+            match &output {
+                Ok(output) => {
+                    app.session.finish_task(&task, output);
+                }
+                // Not offered to this worker (its hello does not list wasm);
+                // said as a failure all the same, so the task goes elsewhere.
+                Err(error) => app.session.fail_task(&task, &error.to_string()),
+            }
         });
         if finished - started >= SLICE_MS {
             break;

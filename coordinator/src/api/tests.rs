@@ -178,7 +178,7 @@ async fn finished_job(api: &Api) -> u64 {
     let status: JobStatus = serde_json::from_slice(submitted.body()).unwrap();
     let batch = next_batch(&mut queue).await;
     let mut frame = ResultsFrameBuilder::new(batch.batch);
-    frame.push(0, &TaskRunner::new().run(&batch.spec, 1, 0));
+    frame.push(0, &TaskRunner::new().run(&batch.spec, 1, 0).unwrap());
     let frame = ResultsFrame::decode_shared(&bytes::Bytes::from(frame.finish())).unwrap();
     api.grid.on_results(&worker, frame).await.unwrap();
     assert_eq!(

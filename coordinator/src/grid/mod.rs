@@ -342,7 +342,7 @@ impl Grid {
         if self.monitor.active() {
             self.monitor.publish(&MonitorEvent::Job {
                 event,
-                job: job.status(unix_ms()),
+                job: Box::new(job.status(unix_ms())),
             });
         }
     }
@@ -508,7 +508,7 @@ impl Grid {
 fn row_of(spec: &KernelSpec, tasks: u32, task: u32) -> u32 {
     match spec.task(tasks, task) {
         grid_kernels::TaskDomain::Rows { first, .. } => first,
-        grid_kernels::TaskDomain::Range { .. } => 0,
+        grid_kernels::TaskDomain::Range { .. } | grid_kernels::TaskDomain::Input { .. } => 0,
     }
 }
 

@@ -183,7 +183,7 @@ impl Store {
         match writes.try_send(write) {
             Ok(()) => {}
             Err(std::sync::mpsc::TrySendError::Full(write)) => {
-                tokio::task::spawn_blocking(move || writes.send(write))
+                tokio::task::spawn_blocking(move || writes.send(write).map_err(drop))
                     .await
                     .map_err(|_| StoreError::Closed)?
                     .map_err(|_| StoreError::Closed)?;
@@ -195,7 +195,8 @@ impl Store {
 
     /// Stores a new job, queued; the store assigns its id.
     pub async fn insert_job(&self, definition: JobDefinition) -> Result<u64, StoreError> {
-        self.send(|reply| Write::InsertJob(definition, reply)).await
+        self.send(|reply| Write::InsertJob(Box::new(definition), reply))
+            .await
     }
 
     /// Stores results and replicas durably. For each result, whether it was
@@ -255,7 +256,7 @@ impl Store {
             Ok(()) => {}
             Err(std::sync::mpsc::TrySendError::Full(write)) => {
                 let writes = self.writes.clone();
-                tokio::task::spawn_blocking(move || writes.send(write));
+                tokio::task::spawn_blocking(move || writes.send(write).map_err(drop));
             }
             Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
                 tracing::warn!(

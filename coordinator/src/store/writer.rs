@@ -16,7 +16,7 @@ use crate::metrics::Histogram;
 const MAX_GROUP: usize = 4096;
 
 pub(super) enum Write {
-    InsertJob(JobDefinition, oneshot::Sender<Result<u64, StoreError>>),
+    InsertJob(Box<JobDefinition>, oneshot::Sender<Result<u64, StoreError>>),
     /// Results and replicas of one frame; answered with how many result rows
     /// were new (a task already stored is never stored or counted again).
     Results {

@@ -130,7 +130,10 @@ fn native_result(spec: &KernelSpec, tasks: u32) -> JobResult {
     let mut collator = Collator::new(spec.clone(), tasks);
     for index in 0..tasks {
         collator
-            .add(index, &runner.run(spec, tasks, index))
+            .add(
+                index,
+                &runner.run(spec, tasks, index).expect("a built-in kernel"),
+            )
             .expect("a fresh task");
     }
     collator.result()
@@ -224,6 +227,7 @@ async fn browser_workers_compute_every_kernel_exactly() {
             let mut native = Vec::new();
             TaskRunner::new()
                 .run(spec, *tasks, index)
+                .expect("a built-in kernel")
                 .encode_into(&mut native);
             assert_eq!(wasm, native, "{} task {index}", spec.kind());
         }
@@ -436,7 +440,10 @@ async fn wasm_outputs_match_native_under_node() {
         let mut runner = TaskRunner::new();
         let mut native = Vec::new();
         for index in 0..*tasks {
-            runner.run(spec, *tasks, index).encode_into(&mut native);
+            runner
+                .run(spec, *tasks, index)
+                .expect("a built-in kernel")
+                .encode_into(&mut native);
         }
         let native_hex: String = native.iter().map(|b| format!("{b:02x}")).collect();
         assert!(

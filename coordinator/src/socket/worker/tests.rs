@@ -274,11 +274,11 @@ async fn acks_follow_the_order_of_the_frames() {
     let mut runner = TaskRunner::new();
     let mut frame = ResultsFrameBuilder::new(batch.batch);
     for task in batch.tasks.iter() {
-        frame.push(task, &runner.run(&spec, 10, task));
+        frame.push(task, &runner.run(&spec, 10, task).unwrap());
     }
     let unknown = {
         let mut frame = ResultsFrameBuilder::new(7);
-        frame.push(0, &runner.run(&spec, 10, 0));
+        frame.push(0, &runner.run(&spec, 10, 0).unwrap());
         frame.finish()
     };
     peer.send(Message::binary(unknown.clone())).await;
