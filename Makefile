@@ -37,6 +37,7 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(CARGO) clippy -p grid-worker-wasm --target wasm32-unknown-unknown --locked -- -D warnings
+	$(CARGO) clippy -p grid-wasi --target wasm32-unknown-unknown --locked -- -D warnings
 
 clean:
 	$(CARGO) clean
