@@ -75,7 +75,7 @@ pub async fn run(
                     _ = interval.tick() => grid.tick(),
                     _ = monitor.tick() => {
                         ticks += 1;
-                        grid.monitor_tick(ticks % 4 == 0);
+                        grid.monitor_tick(ticks.is_multiple_of(4));
                     }
                     _ = stopping.changed() => break,
                 }

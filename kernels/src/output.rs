@@ -109,13 +109,13 @@ impl TaskOutput {
                 })
             }
             KernelKind::Hashsearch => {
-                if bytes.len() % 8 != 0 {
+                if !bytes.len().is_multiple_of(8) {
                     return Err(length("a multiple of 8 bytes"));
                 }
                 Ok(TaskOutput::Nonces(u64s(bytes)))
             }
             KernelKind::Mandelbrot => {
-                if bytes.len() % 4 != 0 {
+                if !bytes.len().is_multiple_of(4) {
                     return Err(length("a multiple of 4 bytes"));
                 }
                 Ok(TaskOutput::Iterations(

@@ -75,13 +75,13 @@ impl Hello {
             ));
         }
         for (field, value) in [("name", &self.name), ("session", &self.session)] {
-            if let Some(value) = value {
-                if value.chars().count() > MAX_NAME_CHARS || value.chars().any(char::is_control) {
-                    return Err((
-                        CloseCode::BadHello,
-                        format!("{field} must be at most {MAX_NAME_CHARS} printable characters"),
-                    ));
-                }
+            if let Some(value) = value
+                && (value.chars().count() > MAX_NAME_CHARS || value.chars().any(char::is_control))
+            {
+                return Err((
+                    CloseCode::BadHello,
+                    format!("{field} must be at most {MAX_NAME_CHARS} printable characters"),
+                ));
             }
         }
         Ok(())

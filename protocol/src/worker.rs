@@ -191,10 +191,10 @@ impl WorkerCore {
     pub fn take_frames(&mut self, flush: bool) -> Vec<Vec<u8>> {
         if flush {
             for held in &mut self.batches {
-                if let Some(builder) = held.pending.take() {
-                    if !builder.is_empty() {
-                        self.ready.push_back(builder.finish());
-                    }
+                if let Some(builder) = held.pending.take()
+                    && !builder.is_empty()
+                {
+                    self.ready.push_back(builder.finish());
                 }
             }
         }

@@ -255,11 +255,11 @@ impl Scheduler {
 
     /// The worker is gone: its batches' tasks are re-issued.
     pub(crate) fn release_batch(&mut self, batch_id: BatchId) {
-        if let Some(batch) = self.batches.remove(&batch_id) {
-            if let Some(job) = self.jobs.get_mut(&batch.job) {
-                for &task in &batch.tasks {
-                    job.remove_holder(task, batch_id);
-                }
+        if let Some(batch) = self.batches.remove(&batch_id)
+            && let Some(job) = self.jobs.get_mut(&batch.job)
+        {
+            for &task in &batch.tasks {
+                job.remove_holder(task, batch_id);
             }
         }
     }

@@ -42,14 +42,14 @@ impl Scheduler {
     }
 
     pub fn set_worker_paused(&mut self, worker: WorkerId, paused: bool) {
-        if let Some(state) = self.workers.get_mut(&worker) {
-            if state.paused != paused {
-                state.paused = paused;
-                if paused {
-                    self.unpaused -= 1;
-                } else {
-                    self.unpaused += 1;
-                }
+        if let Some(state) = self.workers.get_mut(&worker)
+            && state.paused != paused
+        {
+            state.paused = paused;
+            if paused {
+                self.unpaused -= 1;
+            } else {
+                self.unpaused += 1;
             }
         }
         self.refresh_ready(worker);

@@ -565,19 +565,19 @@ fn on_panic(info: &std::panic::PanicHookInfo<'_>) {
     };
     APP.with(|cell| {
         // Borrowed only if the panic came from the driver itself, not a kernel.
-        if let Ok(mut app) = cell.try_borrow_mut() {
-            if let Some(app) = app.as_mut() {
-                if let Some(task) = app.current.take() {
-                    app.session.fail_task(&task, &format!("panic: {message}"));
-                }
-                app.session.stop();
-                app.pump();
-                if let Some(timer) = app.reconnect_timer.take() {
-                    scope().clear_timeout_with_handle(timer);
-                }
-                if let Some(socket) = app.socket.take() {
-                    socket.close("the worker crashed");
-                }
+        if let Ok(mut app) = cell.try_borrow_mut()
+            && let Some(app) = app.as_mut()
+        {
+            if let Some(task) = app.current.take() {
+                app.session.fail_task(&task, &format!("panic: {message}"));
+            }
+            app.session.stop();
+            app.pump();
+            if let Some(timer) = app.reconnect_timer.take() {
+                scope().clear_timeout_with_handle(timer);
+            }
+            if let Some(socket) = app.socket.take() {
+                socket.close("the worker crashed");
             }
         }
     });

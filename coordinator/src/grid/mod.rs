@@ -351,10 +351,10 @@ impl Grid {
     /// If a task panicked while holding it, its state is checked before use.
     fn scheduler(&self) -> MutexGuard<'_, Scheduler> {
         let relocked = crate::sync::relock(&self.scheduler, "scheduler");
-        if relocked.recovered {
-            if let Err(broken) = relocked.guard.check_consistency() {
-                tracing::error!(%broken, "the scheduler's state is inconsistent after a panic");
-            }
+        if relocked.recovered
+            && let Err(broken) = relocked.guard.check_consistency()
+        {
+            tracing::error!(%broken, "the scheduler's state is inconsistent after a panic");
         }
         relocked.guard
     }

@@ -293,15 +293,15 @@ impl Grid {
             let output = TaskOutput::decode(job.spec().kind(), &result.output)
                 .and_then(|o| o.check(job.spec(), job.tasks(), result.task).map(|()| o))
                 .map_err(|e| format!("task {} of job {}: {e}", result.task, job.id))?;
-            if let (TaskOutput::Nonces(nonces), KernelSpec::Hashsearch(p)) = (&output, job.spec()) {
-                if let Some(n) = nonces.iter().find(|&&n| {
+            if let (TaskOutput::Nonces(nonces), KernelSpec::Hashsearch(p)) = (&output, job.spec())
+                && let Some(n) = nonces.iter().find(|&&n| {
                     !grid_kernels::hashsearch::meets(p.prefix.as_bytes(), n, p.difficulty)
-                }) {
-                    return Err(format!(
-                        "task {} of job {}: nonce {n} does not have {} leading zero bits",
-                        result.task, job.id, p.difficulty
-                    ));
-                }
+                })
+            {
+                return Err(format!(
+                    "task {} of job {}: nonce {n} does not have {} leading zero bits",
+                    result.task, job.id, p.difficulty
+                ));
             }
             if job.spec().kind() != grid_kernels::KernelKind::Wasm
                 && self.verify_sampled(job.id, result.task)

@@ -13,10 +13,10 @@ impl Grid {
     /// browser tab (its session), else the connection itself; the epoch keeps
     /// connection donors of this run apart from votes stored by earlier runs.
     pub fn donor_of(&self, hello: &Hello, client: Option<SocketAddr>, connection: u64) -> u64 {
-        if let Some(ip) = client.map(|a| a.ip()).filter(|ip| !ip.is_loopback()) {
-            if self.config.distinct_addresses {
-                return id_from(&[b"address", ip.to_string().as_bytes()]);
-            }
+        if let Some(ip) = client.map(|a| a.ip()).filter(|ip| !ip.is_loopback())
+            && self.config.distinct_addresses
+        {
+            return id_from(&[b"address", ip.to_string().as_bytes()]);
         }
         match &hello.session {
             Some(session) => id_from(&[b"session", session.as_bytes()]),
@@ -66,11 +66,11 @@ impl Grid {
             .connections_total
             .fetch_add(1, Ordering::Relaxed);
         tracing::info!(worker = id, kind = worker.hello.kind.name(), threads = worker.hello.threads, name = ?worker.hello.name, "worker joined");
-        if self.monitor.active() {
-            if let Some(info) = self.workers().into_iter().find(|w| w.id == id) {
-                self.monitor
-                    .publish(&MonitorEvent::WorkerJoined { worker: info });
-            }
+        if self.monitor.active()
+            && let Some(info) = self.workers().into_iter().find(|w| w.id == id)
+        {
+            self.monitor
+                .publish(&MonitorEvent::WorkerJoined { worker: info });
         }
         Ok(worker)
     }

@@ -249,20 +249,20 @@ impl Harness {
                     return;
                 };
                 let leased = conn.batches.iter().any(|(g, _)| g.tasks.contains(task));
-                if let Some((grant, _)) = conn.batches.first() {
-                    if !leased {
-                        let recorded = self.s.record(
-                            conn.id,
-                            grant.batch,
-                            task,
-                            digest_of(grant.job, task),
-                            self.now,
-                        );
-                        assert!(
-                            matches!(recorded, Recorded::Rejected(_)),
-                            "forged result: {recorded:?}"
-                        );
-                    }
+                if let Some((grant, _)) = conn.batches.first()
+                    && !leased
+                {
+                    let recorded = self.s.record(
+                        conn.id,
+                        grant.batch,
+                        task,
+                        digest_of(grant.job, task),
+                        self.now,
+                    );
+                    assert!(
+                        matches!(recorded, Recorded::Rejected(_)),
+                        "forged result: {recorded:?}"
+                    );
                 }
             }
             Op::Return(slot) => {

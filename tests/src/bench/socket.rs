@@ -148,10 +148,10 @@ async fn probe_loop(mut socket: Socket, report: mpsc::UnboundedSender<Seen>, ans
                     at,
                     batch: Box::new(batch),
                 });
-                if let Some(frame) = frame {
-                    if socket.send(Message::binary(frame)).await.is_err() {
-                        return;
-                    }
+                if let Some(frame) = frame
+                    && socket.send(Message::binary(frame)).await.is_err()
+                {
+                    return;
                 }
             }
             CoordinatorMessage::Ack { accepted, .. } => {

@@ -368,10 +368,10 @@ async fn a_worker_that_stops_reading_is_closed_after_the_idle_timeout() {
     );
     let mut acked = Vec::new();
     while let Ok(message) = peer.from_server.try_recv() {
-        if let Message::Text(text) = message {
-            if let Ok(CoordinatorMessage::Ack { batch, .. }) = CoordinatorMessage::decode(&text) {
-                acked.push(batch);
-            }
+        if let Message::Text(text) = message
+            && let Ok(CoordinatorMessage::Ack { batch, .. }) = CoordinatorMessage::decode(&text)
+        {
+            acked.push(batch);
         }
     }
     assert!(acked.len() < frames.len(), "the coordinator had to wait");
