@@ -18,9 +18,10 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use grid_kernels::{Collator, KernelSpec, ResultSummary};
+use grid_kernels::{Collator, KernelKind, KernelSpec, ResultSummary};
+use grid_protocol::Hello;
 use grid_protocol::api::{JobEvent, JobState, JobStatus, TaskCounts};
-use grid_scheduler::{JobPlan, Replication};
+use grid_scheduler::{Capabilities, JobPlan, Replication};
 
 /// What a job is, fixed when it is submitted.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,8 +40,28 @@ impl JobDefinition {
             id,
             tasks: self.tasks,
             replication: self.replication,
+            needs: kernel_bit(self.spec.kind()),
         }
     }
+}
+
+/// Each kernel is one bit of the scheduler's capabilities.
+fn kernel_bit(kind: KernelKind) -> Capabilities {
+    let index = KernelKind::ALL
+        .iter()
+        .position(|k| *k == kind)
+        .expect("ALL lists every kernel");
+    Capabilities(1 << index)
+}
+
+/// What a worker offers: a bit for each kernel its hello says it runs.
+pub fn offers(hello: &Hello) -> Capabilities {
+    Capabilities(
+        KernelKind::ALL
+            .into_iter()
+            .filter(|&kind| hello.runs(kind))
+            .fold(0, |bits, kind| bits | kernel_bit(kind).0),
+    )
 }
 
 /// The part of a job that changes, as the store keeps it.
@@ -236,6 +257,21 @@ mod tests {
             replication: Replication::SINGLE,
             created_at: 10,
         }
+    }
+
+    #[test]
+    fn a_worker_is_offered_the_kernels_its_hello_names() {
+        let mut hello = crate::grid::testing::native_hello(1, None);
+        let primes = definition().plan(1).needs;
+        let wasm = kernel_bit(KernelKind::Wasm);
+        assert!(offers(&hello).covers(primes));
+        assert!(
+            !offers(&hello).covers(wasm),
+            "no kernels named: built-in only"
+        );
+        hello.kernels = Some(vec![KernelKind::Wasm, KernelKind::Primes]);
+        assert!(offers(&hello).covers(wasm) && offers(&hello).covers(primes));
+        assert!(!offers(&hello).covers(kernel_bit(KernelKind::Mandelbrot)));
     }
 
     #[test]

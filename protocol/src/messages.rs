@@ -6,7 +6,8 @@
 //! Decoding is strict: unknown message types and unknown or missing fields
 //! are errors, so a confused peer is told at once rather than half-understood.
 
-use grid_kernels::KernelSpec;
+use bytes::Bytes;
+use grid_kernels::{KernelKind, KernelSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::tasks::TaskRanges;
@@ -51,9 +52,21 @@ pub struct Hello {
     /// session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
+    /// The kernels this worker runs. Absent: the four built-in ones (a
+    /// worker that does not name `wasm` is never sent a wasm job's tasks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernels: Option<Vec<KernelKind>>,
 }
 
 impl Hello {
+    /// Whether this worker runs `kind` tasks.
+    pub fn runs(&self, kind: KernelKind) -> bool {
+        match &self.kernels {
+            Some(kernels) => kernels.contains(&kind),
+            None => KernelKind::BUILT_IN.contains(&kind),
+        }
+    }
+
     /// Checks the values of a decoded hello, naming the close code to use.
     pub fn validate(&self) -> Result<(), (CloseCode, String)> {
         if self.protocol != PROTOCOL_VERSION {
@@ -128,9 +141,38 @@ pub struct Batch {
     pub tasks: TaskRanges,
     /// How long the lease lasts without progress. Results extend it.
     pub lease_ms: u64,
+    /// For a wasm job: each task's input (its stdin), in the order of
+    /// `tasks`, base64 in the JSON. Empty for the built-in kernels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<TaskInput>,
+}
+
+/// One task's input bytes; base64 (standard alphabet, padded) on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TaskInput(pub Bytes);
+
+impl Serialize for TaskInput {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine as _;
+        serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskInput {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<TaskInput, D::Error> {
+        use base64::Engine as _;
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
+            .map(|bytes| TaskInput(Bytes::from(bytes)))
+            .map_err(|e| serde::de::Error::custom(format!("an input is not base64: {e}")))
+    }
 }
 
 /// Messages the coordinator sends.
+// A batch is most of what is sent and each message is built, encoded and
+// dropped (or decoded and consumed) at once: boxing it would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum CoordinatorMessage {
@@ -172,13 +214,17 @@ pub enum DecodeError {
     Invalid(String),
     #[error("invalid task ranges in batch {0}")]
     BadRanges(u64),
+    #[error("batch {0} does not carry one input per task")]
+    Inputs(u64),
 }
 
 impl DecodeError {
     pub fn close_code(&self) -> CloseCode {
         match self {
             DecodeError::TooLarge(_) => CloseCode::FrameTooLarge,
-            DecodeError::Invalid(_) | DecodeError::BadRanges(_) => CloseCode::MalformedFrame,
+            DecodeError::Invalid(_) | DecodeError::BadRanges(_) | DecodeError::Inputs(_) => {
+                CloseCode::MalformedFrame
+            }
         }
     }
 }
@@ -215,6 +261,9 @@ impl CoordinatorMessage {
             if batch.tasks.end() > batch.job_tasks {
                 return Err(DecodeError::BadRanges(batch.batch));
             }
+            if !batch.inputs.is_empty() && batch.inputs.len() as u64 != batch.tasks.len() {
+                return Err(DecodeError::Inputs(batch.batch));
+            }
         }
         Ok(message)
     }
@@ -237,6 +286,7 @@ mod tests {
             threads: 2,
             name: Some("lab-3".into()),
             session: None,
+            kernels: None,
         }
     }
 
@@ -261,6 +311,7 @@ mod tests {
             job_tasks: 10,
             tasks: TaskRanges::from_indices([0, 1, 2, 7]),
             lease_ms: 30_000,
+            inputs: Vec::new(),
         });
         assert_eq!(
             serde_json::from_str::<serde_json::Value>(&batch.encode()).unwrap(),
@@ -269,6 +320,55 @@ mod tests {
                    "job_tasks": 10, "tasks": [[0, 3], [7, 8]], "lease_ms": 30000})
         );
         assert_eq!(CoordinatorMessage::decode(&batch.encode()).unwrap(), batch);
+    }
+
+    #[test]
+    fn inputs_travel_as_base64_one_per_task() {
+        let batch = Batch {
+            batch: 9,
+            job: 3,
+            spec: KernelSpec::Primes(PrimesParams { start: 0, end: 10 }),
+            job_tasks: 10,
+            tasks: TaskRanges::from_indices([2, 5]),
+            lease_ms: 30_000,
+            inputs: vec![
+                TaskInput(Bytes::from_static(b"hi\n")),
+                TaskInput(Bytes::new()),
+            ],
+        };
+        let text = CoordinatorMessage::Batch(batch.clone()).encode();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["inputs"], json!(["aGkK", ""]));
+        assert_eq!(
+            CoordinatorMessage::decode(&text).unwrap(),
+            CoordinatorMessage::Batch(batch.clone())
+        );
+        let short = text.replace(r#","inputs":["aGkK","""#, r#","inputs":["aGkK""#);
+        assert_eq!(
+            CoordinatorMessage::decode(&short),
+            Err(DecodeError::Inputs(9))
+        );
+        let garbled = text.replace("aGkK", "a!kK");
+        assert!(matches!(
+            CoordinatorMessage::decode(&garbled),
+            Err(DecodeError::Invalid(e)) if e.contains("not base64")
+        ));
+    }
+
+    #[test]
+    fn a_hello_without_kernels_runs_the_built_in_ones() {
+        let mut hello = hello();
+        assert!(hello.runs(KernelKind::Primes));
+        assert!(!hello.runs(KernelKind::Wasm));
+        hello.kernels = Some(vec![KernelKind::Wasm]);
+        assert!(hello.runs(KernelKind::Wasm));
+        assert!(!hello.runs(KernelKind::Primes));
+        let text = WorkerMessage::Hello(hello.clone()).encode();
+        assert!(text.contains(r#""kernels":["wasm"]"#), "{text}");
+        assert_eq!(
+            WorkerMessage::decode(&text).unwrap(),
+            WorkerMessage::Hello(hello)
+        );
     }
 
     #[test]

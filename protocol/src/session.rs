@@ -586,6 +586,7 @@ mod tests {
             job_tasks: 10,
             tasks: TaskRanges::from_indices(indices.iter().copied()),
             lease_ms: 60_000,
+            inputs: Vec::new(),
         })
         .encode()
     }
@@ -610,6 +611,7 @@ mod tests {
             threads: 1,
             name: name.map(String::from),
             session: Some(session.into()),
+            kernels: None,
         })
     }
 

@@ -283,6 +283,7 @@ mod tests {
             job_tasks: 10,
             tasks: TaskRanges::from_indices(indices.iter().copied()),
             lease_ms: 1000,
+            inputs: Vec::new(),
         }
     }
 

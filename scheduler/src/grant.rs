@@ -18,7 +18,7 @@ impl Scheduler {
         if state.paused || state.batches.len() >= self.config.pipeline {
             return None;
         }
-        let donor = state.donor;
+        let (donor, offers) = (state.donor, state.offers);
         let standing = self.standing(donor);
         if standing.quarantined {
             return None;
@@ -27,7 +27,7 @@ impl Scheduler {
         let job_ids: Vec<JobId> = self
             .jobs
             .iter()
-            .filter(|(_, j)| !j.paused)
+            .filter(|(_, j)| !j.paused && offers.covers(j.plan.needs))
             .map(|(&id, _)| id)
             .collect();
         let active_workers = self.unpaused.max(1) as u64;
@@ -148,6 +148,7 @@ impl Scheduler {
         after: u64,
     ) -> Option<Grant> {
         let threads = u64::from(self.workers[&worker].threads);
+        let offers = self.workers[&worker].offers;
         let mut picked: Option<(JobId, Vec<u32>)> = None;
         for batch in self.batches.values() {
             if batch.worker == worker || now.saturating_sub(batch.granted_at) < after {
@@ -159,7 +160,7 @@ impl Scheduler {
             let Some(job) = self.jobs.get(&batch.job) else {
                 continue;
             };
-            if job.paused {
+            if job.paused || !offers.covers(job.plan.needs) {
                 continue;
             }
             let size = self.workers[&worker]

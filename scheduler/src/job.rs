@@ -11,7 +11,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::replication::Replication;
 use crate::speed::Speed;
-use crate::{BatchId, Digest, DonorId, JobId, WorkerId};
+use crate::{BatchId, Capabilities, Digest, DonorId, JobId, WorkerId};
 
 /// Hashes task indices and donor ids by one multiplication: the keys are not
 /// chosen by anyone who could aim for collisions (task indices are ours, donor
@@ -48,6 +48,8 @@ pub struct JobPlan {
     pub id: JobId,
     pub tasks: u32,
     pub replication: Replication,
+    /// What a worker must offer to be given the job's tasks.
+    pub needs: Capabilities,
 }
 
 impl JobPlan {
@@ -57,6 +59,7 @@ impl JobPlan {
             id,
             tasks,
             replication: Replication::SINGLE,
+            needs: Capabilities::NONE,
         }
     }
 }

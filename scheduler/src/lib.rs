@@ -68,6 +68,22 @@ pub type DonorId = u64;
 /// SHA-256 of a task's output bytes.
 pub type Digest = [u8; 32];
 
+/// What a worker can run, or what a job's tasks need, as a set of bits the
+/// scheduler does not interpret (the coordinator gives each kernel a bit).
+/// A worker gets a job's tasks only if it offers every bit the job needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Capabilities(pub u64);
+
+impl Capabilities {
+    pub const NONE: Capabilities = Capabilities(0);
+    pub const ALL: Capabilities = Capabilities(u64::MAX);
+
+    /// Whether every bit of `needs` is in `self`.
+    pub fn covers(self, needs: Capabilities) -> bool {
+        needs.0 & !self.0 == 0
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
     /// How long a batch should take at the worker's measured speed.
@@ -289,8 +305,14 @@ impl Scheduler {
                     batch.worker
                 ));
             }
-            if !self.jobs.contains_key(&batch.job) {
+            let Some(job) = self.jobs.get(&batch.job) else {
                 return Err(format!("batch {id} belongs to unknown job {}", batch.job));
+            };
+            if !worker.offers.covers(job.plan.needs) {
+                return Err(format!(
+                    "batch {id} of job {} went to worker {}, which cannot run it",
+                    batch.job, batch.worker
+                ));
             }
             let waiting = batch.waiting.iter().filter(|w| **w).count() as u32;
             if waiting != batch.outstanding || batch.waiting.len() != batch.tasks.len() {

@@ -8,12 +8,14 @@ use std::collections::{HashMap, VecDeque};
 use grid_protocol::TaskRanges;
 
 use crate::speed::Speed;
-use crate::{BatchId, DonorId, JobId, WorkerId};
+use crate::{BatchId, Capabilities, DonorId, JobId, WorkerId};
 
 #[derive(Debug)]
 pub(crate) struct WorkerState {
     pub donor: DonorId,
     pub threads: u32,
+    /// What it can run.
+    pub offers: Capabilities,
     pub paused: bool,
     /// Batches held, oldest first.
     pub batches: Vec<BatchId>,

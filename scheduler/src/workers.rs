@@ -7,15 +7,25 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::state::WorkerState;
-use crate::{BatchId, DonorId, JobId, Scheduler, WorkerId};
+use crate::{BatchId, Capabilities, DonorId, JobId, Scheduler, WorkerId};
 
 impl Scheduler {
-    pub fn add_worker(&mut self, worker: WorkerId, donor: DonorId, threads: u32, now: u64) {
+    /// A worker joins, offering `offers`: it is only given tasks of jobs
+    /// whose needs those cover.
+    pub fn add_worker(
+        &mut self,
+        worker: WorkerId,
+        donor: DonorId,
+        threads: u32,
+        offers: Capabilities,
+        now: u64,
+    ) {
         self.workers.insert(
             worker,
             WorkerState {
                 donor,
                 threads: threads.max(1),
+                offers,
                 paused: false,
                 batches: Vec::new(),
                 speed: HashMap::new(),

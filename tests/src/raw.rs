@@ -297,6 +297,7 @@ pub fn hello(threads: u32, name: &str) -> Hello {
         threads,
         name: Some(name.to_string()),
         session: None,
+        kernels: None,
     }
 }
 

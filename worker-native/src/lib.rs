@@ -77,6 +77,7 @@ pub async fn run(
         threads: u32::try_from(threads).context("too many threads")?,
         name: options.name.clone(),
         session: None,
+        kernels: None,
     };
     let pool = Arc::new(Pool::new(WorkerSession::new(hello)));
     let threads = pool::start_threads(&pool, threads)?;

@@ -164,6 +164,7 @@ mod tests {
             threads: 1,
             name: None,
             session: Some("tab".into()),
+            kernels: None,
         })
     }
 
@@ -225,6 +226,7 @@ mod tests {
             job_tasks: 10,
             tasks: TaskRanges::from_indices([0, 1, 2]),
             lease_ms: 60_000,
+            inputs: Vec::new(),
         });
         worker.on_text(&batch.encode(), 2).unwrap();
         let task = worker.start_task().unwrap();

@@ -234,6 +234,7 @@ fn start(url: String, session: String, name: Option<String>, cap: u32, paused: b
         threads: 1,
         name: name.filter(|n| !n.trim().is_empty()),
         session: Some(session),
+        kernels: None,
     });
     if paused {
         session.pause();

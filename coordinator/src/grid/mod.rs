@@ -441,6 +441,7 @@ impl Grid {
                     job_tasks: job.tasks(),
                     tasks: grant.tasks.clone(),
                     lease_ms: grant.lease_ms,
+                    inputs: Vec::new(),
                 }))
             });
             if !sent {

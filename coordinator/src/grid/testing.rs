@@ -29,6 +29,7 @@ pub(crate) fn native_hello(threads: u32, session: Option<&str>) -> Hello {
         threads,
         name: Some("test".into()),
         session: session.map(str::to_string),
+        kernels: None,
     }
 }
 

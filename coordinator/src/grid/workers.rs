@@ -59,7 +59,8 @@ impl Grid {
             kick: tokio::sync::Notify::new(),
             hello,
         });
-        scheduler.add_worker(id, donor, worker.hello.threads, self.now_ms());
+        let offers = crate::jobs::offers(&worker.hello);
+        scheduler.add_worker(id, donor, worker.hello.threads, offers, self.now_ms());
         self.workers.insert(id, worker.clone());
         drop(scheduler);
         self.counters

@@ -10,7 +10,7 @@ use super::*;
 fn one_batch() -> (Scheduler, Grant) {
     let mut s = Scheduler::new(config());
     s.add_job(JobPlan::single(1, 10));
-    s.add_worker(1, 1, 3, 0);
+    s.add_worker(1, 1, 3, Capabilities::ALL, 0);
     let grant = s.grant(1, 0).unwrap();
     assert_eq!(grant.tasks.len(), 3);
     assert_eq!(s.check_consistency(), Ok(()));

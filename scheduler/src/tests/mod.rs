@@ -35,6 +35,7 @@ fn plan(id: JobId, tasks: u32, redundancy: u32) -> JobPlan {
             quorum: redundancy / 2 + 1,
             max_replicas: redundancy + 2,
         },
+        needs: Capabilities::NONE,
     }
 }
 

@@ -75,6 +75,16 @@ impl Harness {
         if slot == 4 { 3 } else { u64::from(slot) }
     }
 
+    /// The browser tab (slots 3 and 4) runs only the first kind of kernel;
+    /// the others run everything.
+    fn offers(slot: u8) -> Capabilities {
+        if slot >= 3 {
+            Capabilities(1)
+        } else {
+            Capabilities::ALL
+        }
+    }
+
     fn digest(&self, donor: DonorId, job: JobId, task: u32) -> Digest {
         if Some(donor) == self.liar_donor {
             wrong_digest(job, task)
@@ -165,8 +175,10 @@ impl Harness {
                 if !self.conns.contains_key(&slot) {
                     self.next_id += 1;
                     let donor = Self::donor_for(slot);
+                    let threads = 1 + u32::from(slot % 3);
+                    let offers = Self::offers(slot);
                     self.s
-                        .add_worker(self.next_id, donor, 1 + u32::from(slot % 3), self.now);
+                        .add_worker(self.next_id, donor, threads, offers, self.now);
                     self.conns.insert(
                         slot,
                         Conn {
@@ -360,7 +372,9 @@ proptest! {
         // A liar only makes sense where replicas can outvote it.
         let liar = liar.filter(|_| jobs.iter().all(|&(_, r)| r >= 2));
         for (i, &(tasks, redundancy)) in jobs.iter().enumerate() {
-            s.add_job(plan(i as u64 + 1, tasks, redundancy));
+            // Even jobs need a kernel the browser tab does not run.
+            let id = i as u64 + 1;
+            s.add_job(JobPlan { needs: Capabilities(1 << (id % 2)), ..plan(id, tasks, redundancy) });
         }
         let mut h = Harness {
             s, now: 0, conns: BTreeMap::new(), next_id: 0, liar_donor: liar,

@@ -26,7 +26,7 @@ fn decided(grant: &Grant, results: &[Recorded]) -> Vec<(JobId, u32)> {
 fn a_single_worker_completes_a_job_in_batches() {
     let mut s = Scheduler::new(config());
     s.add_job(JobPlan::single(1, 10));
-    s.add_worker(7, 7, 2, 0);
+    s.add_worker(7, 7, 2, Capabilities::ALL, 0);
     let mut now = 0;
     let mut done = BTreeSet::new();
     while let Some(grant) = s.grant(7, now) {
@@ -49,10 +49,37 @@ fn a_single_worker_completes_a_job_in_batches() {
 }
 
 #[test]
+fn a_worker_gets_only_the_jobs_it_can_run_even_as_copies() {
+    let mut s = Scheduler::new(SchedulerConfig {
+        speculate_after_ms: Some(100),
+        ..config()
+    });
+    let wasm = Capabilities(0b10);
+    s.add_job(JobPlan {
+        needs: wasm,
+        ..JobPlan::single(1, 4)
+    });
+    s.add_worker(1, 1, 4, Capabilities(0b01), 0);
+    assert_eq!(s.grant(1, 0), None, "a worker without the kernel waits");
+    s.add_job(JobPlan::single(2, 4));
+    assert_eq!(
+        s.grant(1, 0).map(|g| g.job),
+        Some(2),
+        "it takes what it can run"
+    );
+    s.add_worker(2, 2, 4, Capabilities(0b11), 0);
+    let held = s.grant(2, 0).unwrap();
+    assert_eq!(held.job, 1);
+    // Worker 1 is idle and job 1's tasks have been held long: still no copies.
+    assert!(s.grant(1, 10_000).is_none());
+    assert_eq!(s.check_consistency(), Ok(()));
+}
+
+#[test]
 fn the_first_batch_probes_one_task_per_thread_and_later_ones_follow_speed() {
     let mut s = Scheduler::new(config());
     s.add_job(JobPlan::single(1, 100_000));
-    s.add_worker(1, 1, 4, 0);
+    s.add_worker(1, 1, 4, Capabilities::ALL, 0);
     let probe = s.grant(1, 0).unwrap();
     assert_eq!(probe.tasks.len(), 4);
     // Four tasks took 40 ms: 10 ms a task for the whole worker, so a 2 s batch is 200 tasks.
@@ -66,7 +93,7 @@ fn the_first_batch_probes_one_task_per_thread_and_later_ones_follow_speed() {
 fn batches_pipeline_up_to_the_limit() {
     let mut s = Scheduler::new(config());
     s.add_job(JobPlan::single(1, 100));
-    s.add_worker(1, 1, 1, 0);
+    s.add_worker(1, 1, 1, Capabilities::ALL, 0);
     assert!(s.grant(1, 0).is_some());
     assert!(s.grant(1, 0).is_some());
     assert!(
@@ -80,11 +107,11 @@ fn batches_pipeline_up_to_the_limit() {
 fn a_disconnected_workers_tasks_go_to_another_worker() {
     let mut s = Scheduler::new(config());
     s.add_job(JobPlan::single(1, 3));
-    s.add_worker(1, 1, 3, 0);
+    s.add_worker(1, 1, 3, Capabilities::ALL, 0);
     let lost = s.grant(1, 0).unwrap();
     assert_eq!(lost.tasks.len(), 3);
     s.remove_worker(1);
-    s.add_worker(2, 2, 3, 0);
+    s.add_worker(2, 2, 3, Capabilities::ALL, 0);
     let again = s.grant(2, 1).unwrap();
     assert_eq!(again.tasks, lost.tasks);
     assert_eq!(s.counters().tasks_reissued, 3);
@@ -99,7 +126,7 @@ fn a_disconnected_workers_tasks_go_to_another_worker() {
 fn decisions_the_store_could_not_keep_are_reopened_for_any_worker() {
     let mut s = Scheduler::new(config());
     s.add_job(JobPlan::single(1, 3));
-    s.add_worker(1, 1, 3, 0);
+    s.add_worker(1, 1, 3, Capabilities::ALL, 0);
     let grant = s.grant(1, 0).unwrap();
     assert_eq!(grant.tasks.len(), 3);
     deliver_all(&mut s, 1, &grant, 1);
@@ -110,7 +137,7 @@ fn decisions_the_store_could_not_keep_are_reopened_for_any_worker() {
     assert_eq!(s.reopen_unstored(99, &[0]), 0, "no such job");
     assert_eq!(s.progress(1), Some((1, 3)));
     s.remove_worker(1);
-    s.add_worker(2, 2, 3, 0);
+    s.add_worker(2, 2, 3, Capabilities::ALL, 0);
     let again = s.grant(2, 2).unwrap();
     assert_eq!(again.tasks.iter().collect::<Vec<_>>(), vec![0, 2]);
     for r in deliver_all(&mut s, 2, &again, 3) {
@@ -127,8 +154,8 @@ fn decisions_the_store_could_not_keep_are_reopened_for_any_worker() {
 fn an_expired_lease_is_reissued_and_the_late_result_still_counts_once() {
     let mut s = Scheduler::new(config());
     s.add_job(JobPlan::single(1, 1));
-    s.add_worker(1, 1, 1, 0);
-    s.add_worker(2, 2, 1, 0);
+    s.add_worker(1, 1, 1, Capabilities::ALL, 0);
+    s.add_worker(2, 2, 1, Capabilities::ALL, 0);
     let slow = s.grant(1, 0).unwrap();
     assert!(s.grant(2, 0).is_none(), "nothing else to give");
     assert!(s.expire(slow.lease_ms - 1).is_empty());
@@ -160,8 +187,8 @@ fn an_expired_lease_is_reissued_and_the_late_result_still_counts_once() {
 fn duplicates_and_unleased_results_never_count() {
     let mut s = Scheduler::new(config());
     s.add_job(JobPlan::single(1, 4));
-    s.add_worker(1, 1, 2, 0);
-    s.add_worker(2, 2, 2, 0);
+    s.add_worker(1, 1, 2, Capabilities::ALL, 0);
+    s.add_worker(2, 2, 2, Capabilities::ALL, 0);
     let a = s.grant(1, 0).unwrap();
     let b = s.grant(2, 0).unwrap();
     let task = a.tasks.iter().next().unwrap();
@@ -198,9 +225,9 @@ fn replicas_go_to_distinct_donors_and_agreement_decides() {
     let mut s = Scheduler::new(config());
     s.add_job(plan(1, 2, 2));
     // Workers 1 and 2 are two threads of one browser tab (donor 10).
-    s.add_worker(1, 10, 2, 0);
-    s.add_worker(2, 10, 2, 0);
-    s.add_worker(3, 30, 2, 0);
+    s.add_worker(1, 10, 2, Capabilities::ALL, 0);
+    s.add_worker(2, 10, 2, Capabilities::ALL, 0);
+    s.add_worker(3, 30, 2, Capabilities::ALL, 0);
     let first = s.grant(1, 0).unwrap();
     assert_eq!(first.tasks.len(), 2);
     assert!(
@@ -222,9 +249,9 @@ fn replicas_go_to_distinct_donors_and_agreement_decides() {
 fn disagreement_adds_a_replica_and_the_majority_wins() {
     let mut s = Scheduler::new(config());
     s.add_job(plan(1, 1, 2));
-    s.add_worker(1, 1, 1, 0);
-    s.add_worker(2, 2, 1, 0);
-    s.add_worker(3, 3, 1, 0);
+    s.add_worker(1, 1, 1, Capabilities::ALL, 0);
+    s.add_worker(2, 2, 1, Capabilities::ALL, 0);
+    s.add_worker(3, 3, 1, Capabilities::ALL, 0);
     let honest = s.grant(1, 0).unwrap();
     let liar = s.grant(2, 0).unwrap();
     assert!(s.grant(3, 0).is_none());
@@ -284,8 +311,8 @@ fn earn_trust(s: &mut Scheduler) {
 #[test]
 fn a_trusted_donor_decides_its_tasks_alone_without_spot_checks() {
     let mut s = Scheduler::new(trusting(0.0));
-    s.add_worker(1, 1, 4, 0);
-    s.add_worker(2, 2, 4, 0);
+    s.add_worker(1, 1, 4, Capabilities::ALL, 0);
+    s.add_worker(2, 2, 4, Capabilities::ALL, 0);
     earn_trust(&mut s);
     s.add_job(plan(1, 4, 2));
     let solo = s.grant(1, 10).unwrap();
@@ -307,8 +334,8 @@ fn a_trusted_donor_decides_its_tasks_alone_without_spot_checks() {
 #[test]
 fn spot_checks_keep_the_full_quorum_for_a_sampled_fraction() {
     let mut s = Scheduler::new(trusting(1.0));
-    s.add_worker(1, 1, 4, 0);
-    s.add_worker(2, 2, 4, 0);
+    s.add_worker(1, 1, 4, Capabilities::ALL, 0);
+    s.add_worker(2, 2, 4, Capabilities::ALL, 0);
     earn_trust(&mut s);
     s.add_job(plan(1, 4, 2));
     let first = s.grant(1, 10).unwrap();
@@ -326,13 +353,13 @@ fn spot_checks_keep_the_full_quorum_for_a_sampled_fraction() {
 #[test]
 fn an_untrusted_donor_taking_over_a_solo_task_needs_the_full_quorum() {
     let mut s = Scheduler::new(trusting(0.0));
-    s.add_worker(1, 1, 1, 0);
-    s.add_worker(2, 2, 1, 0);
+    s.add_worker(1, 1, 1, Capabilities::ALL, 0);
+    s.add_worker(2, 2, 1, Capabilities::ALL, 0);
     earn_trust(&mut s);
     s.add_job(plan(1, 1, 2));
     let solo = s.grant(1, 10).unwrap();
     s.remove_worker(1);
-    s.add_worker(3, 3, 1, 10);
+    s.add_worker(3, 3, 1, Capabilities::ALL, 10);
     let untrusted = s.grant(3, 11).unwrap();
     assert_eq!(untrusted.tasks, solo.tasks);
     assert_eq!(
@@ -356,8 +383,8 @@ fn an_untrusted_donor_taking_over_a_solo_task_needs_the_full_quorum() {
 fn quarantine_takes_back_work_and_reopens_what_the_donor_decided_alone() {
     let mut s = Scheduler::new(config());
     s.add_job(JobPlan::single(1, 4));
-    s.add_worker(1, 1, 2, 0);
-    s.add_worker(2, 2, 2, 0);
+    s.add_worker(1, 1, 2, Capabilities::ALL, 0);
+    s.add_worker(2, 2, 2, Capabilities::ALL, 0);
     let a = s.grant(1, 0).unwrap();
     deliver_all(&mut s, 1, &a, 1);
     let held = s.grant(1, 1).unwrap();
@@ -414,9 +441,10 @@ fn a_task_without_quorum_within_the_cap_fails_visibly() {
             quorum: 2,
             max_replicas: 2,
         },
+        needs: Capabilities::NONE,
     });
-    s.add_worker(1, 1, 1, 0);
-    s.add_worker(2, 2, 1, 0);
+    s.add_worker(1, 1, 1, Capabilities::ALL, 0);
+    s.add_worker(2, 2, 1, Capabilities::ALL, 0);
     let a = s.grant(1, 0).unwrap();
     let b = s.grant(2, 0).unwrap();
     s.record(1, a.batch, 0, digest_of(1, 0), 1);
@@ -435,9 +463,9 @@ fn stragglers_are_copied_to_idle_workers_and_the_first_result_wins() {
         ..config()
     });
     s.add_job(JobPlan::single(1, 2));
-    s.add_worker(1, 1, 2, 0);
+    s.add_worker(1, 1, 2, Capabilities::ALL, 0);
     let straggler = s.grant(1, 0).unwrap();
-    s.add_worker(2, 2, 2, 0);
+    s.add_worker(2, 2, 2, Capabilities::ALL, 0);
     assert!(s.grant(2, 100).is_none(), "too early to speculate");
     let copy = s.grant(2, 600).unwrap();
     assert!(copy.speculative);
@@ -457,7 +485,7 @@ fn stragglers_are_copied_to_idle_workers_and_the_first_result_wins() {
 fn returned_tasks_are_reissued_and_failures_fail_the_job_after_the_limit() {
     let mut s = Scheduler::new(config());
     s.add_job(JobPlan::single(1, 4));
-    s.add_worker(1, 1, 4, 0);
+    s.add_worker(1, 1, 4, Capabilities::ALL, 0);
     let batch = s.grant(1, 0).unwrap();
     assert_eq!(
         s.return_tasks(1, batch.batch, &TaskRanges::from_indices([2, 3])),
@@ -472,7 +500,7 @@ fn returned_tasks_are_reissued_and_failures_fail_the_job_after_the_limit() {
     // Task 0 fails three times, on three connections.
     s.fail_task(1, batch.batch, 0, 2).unwrap();
     for worker in [2, 3] {
-        s.add_worker(worker, worker, 1, 2);
+        s.add_worker(worker, worker, 1, Capabilities::ALL, 2);
         let retry = s.grant(worker, 3).unwrap();
         assert!(retry.tasks.contains(0));
         s.fail_task(worker, retry.batch, 0, 4).unwrap();
@@ -492,7 +520,7 @@ fn paused_jobs_and_workers_get_nothing_and_removed_jobs_revoke_their_batches() {
     let mut s = Scheduler::new(config());
     s.add_job(JobPlan::single(1, 10));
     s.add_job(JobPlan::single(2, 10));
-    s.add_worker(1, 1, 1, 0);
+    s.add_worker(1, 1, 1, Capabilities::ALL, 0);
     s.set_job_paused(1, true);
     let grant = s.grant(1, 0).unwrap();
     assert_eq!(grant.job, 2, "job 1 is paused");
@@ -518,8 +546,8 @@ fn restored_state_is_not_issued_again() {
     }
     // Before the restart donor 5 answered task 1; it still needs one more agreeing copy.
     s.restore_vote(1, 1, 5, digest_of(1, 1));
-    s.add_worker(1, 5, 8, 0);
-    s.add_worker(2, 6, 8, 0);
+    s.add_worker(1, 5, 8, Capabilities::ALL, 0);
+    s.add_worker(2, 6, 8, Capabilities::ALL, 0);
     let a = s.grant(1, 0).unwrap();
     assert_eq!(
         a.tasks.iter().collect::<Vec<_>>(),
@@ -544,9 +572,9 @@ fn a_late_answer_for_a_task_a_copy_won_is_stale_even_after_the_batch_finished() 
         ..config()
     });
     s.add_job(JobPlan::single(1, 2));
-    s.add_worker(1, 1, 2, 0);
+    s.add_worker(1, 1, 2, Capabilities::ALL, 0);
     let original = s.grant(1, 0).unwrap();
-    s.add_worker(2, 2, 2, 0);
+    s.add_worker(2, 2, 2, Capabilities::ALL, 0);
     let copy = s.grant(2, 10).unwrap();
     assert!(copy.speculative);
     // The copy answers task 1 first; the original then answers task 0, which
@@ -575,7 +603,7 @@ fn a_late_answer_for_a_task_a_copy_won_is_stale_even_after_the_batch_finished() 
 fn a_return_spanning_every_index_hands_back_the_batch_and_nothing_else() {
     let mut s = Scheduler::new(config());
     s.add_job(JobPlan::single(1, 10));
-    s.add_worker(1, 1, 4, 0);
+    s.add_worker(1, 1, 4, Capabilities::ALL, 0);
     let batch = s.grant(1, 0).unwrap();
     let held: Vec<u32> = batch.tasks.iter().collect();
     s.record(1, batch.batch, held[0], digest_of(1, held[0]), 1);
@@ -593,7 +621,7 @@ fn a_return_spanning_every_index_hands_back_the_batch_and_nothing_else() {
 fn results_nobody_awaited_are_never_accepted() {
     let mut s = Scheduler::new(config());
     s.add_job(JobPlan::single(1, 10));
-    s.add_worker(1, 1, 2, 0);
+    s.add_worker(1, 1, 2, Capabilities::ALL, 0);
     let batch = s.grant(1, 0).unwrap();
     let tasks: Vec<u32> = batch.tasks.iter().collect();
     assert!(s.awaits(batch.batch, tasks[0]));

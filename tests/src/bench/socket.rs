@@ -38,6 +38,7 @@ fn hello(threads: u32, name: &str) -> Hello {
         threads,
         name: Some(name.to_string()),
         session: None,
+        kernels: None,
     }
 }
 

@@ -49,6 +49,7 @@ async fn browser_tab(base: &str, session: &str) -> tokio::task::JoinHandle<()> {
                 threads: 1,
                 name: Some("alice's laptop".into()),
                 session: Some(session.into()),
+                kernels: None,
             }))
             .await;
         socket.receive().await; // the welcome
