@@ -230,7 +230,7 @@ fn detail_in_parens(detail: &str) -> String {
 
 /// A size in 64 KiB pages, as MiB for a person: "300 MiB", "1.06 MiB".
 pub(crate) fn pages_as_size(pages: u64) -> String {
-    if pages % 16 == 0 {
+    if pages.is_multiple_of(16) {
         format!("{} MiB", pages / 16)
     } else {
         format!("{:.2} MiB", pages as f64 / 16.0)
@@ -243,6 +243,20 @@ impl PrepareError {
     pub(crate) fn from_wasmparser(err: &wasmparser::BinaryReaderError) -> PrepareError {
         let message = err.message().to_string();
         let offset = err.offset();
+        // Without extended-const, wasmparser calls an i32.add in a constant
+        // expression non-constant.
+        if let Some(op) =
+            message.strip_prefix("constant expression required: non-constant operator: ")
+            && [
+                "i32.add", "i32.sub", "i32.mul", "i64.add", "i64.sub", "i64.mul",
+            ]
+            .contains(&op)
+        {
+            return PrepareError::Unsupported {
+                proposal: Proposal::ExtendedConst,
+                detail: format!("{op} in a constant expression"),
+            };
+        }
         let feature = [
             "not enabled",
             "must be enabled",

@@ -4,6 +4,7 @@
 //! differential fuzzing with wasm-smith ([`fuzz`]) and hostile shapes
 //! ([`hostile`]).
 
+mod refusals;
 mod runs;
 mod support;
 
