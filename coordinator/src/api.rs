@@ -23,8 +23,6 @@ use futures_util::StreamExt;
 use grid_kernels::ContentDigest;
 use grid_protocol::api::{BlobInfo, ErrorBody, Health, JobRequest};
 
-use crate::blobs::BlobError;
-
 /// What every route needs besides the grid.
 #[derive(Debug, Clone)]
 pub struct Shared {
@@ -370,7 +368,7 @@ fn blob_put(shared: Shared) -> impl Filter<Extract = (Response,), Error = Reject
                     .blobs()
                     .put(digest, body, limit)
                     .await
-                    .map_err(|e| reject(blob_error(e)))?;
+                    .map_err(|e| reject(ApiError::from(e)))?;
                 let status = if created {
                     StatusCode::CREATED
                 } else {
@@ -380,17 +378,6 @@ fn blob_put(shared: Shared) -> impl Filter<Extract = (Response,), Error = Reject
                 Ok::<_, Rejection>(json(&BlobInfo { digest, size }, status))
             },
         )
-}
-
-fn blob_error(error: BlobError) -> ApiError {
-    match error {
-        BlobError::Mismatch { .. } | BlobError::Incomplete { .. } => {
-            ApiError::BadRequest(error.to_string())
-        }
-        BlobError::TooLarge { .. } => ApiError::TooLarge(error.to_string()),
-        BlobError::DiskFull(_) => ApiError::Unavailable(error.to_string()),
-        BlobError::Io(_) => ApiError::Internal(error.to_string()),
-    }
 }
 
 /// `HEAD /api/blobs/{digest}`: 200 with its `Content-Length` if stored, so a

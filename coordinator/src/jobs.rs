@@ -18,8 +18,11 @@
 
 use std::sync::{Mutex, MutexGuard};
 
+use grid_kernels::wasm::WasmInputs;
 use grid_kernels::{Collator, KernelKind, KernelSpec, ResultSummary};
-use grid_protocol::Hello;
+use grid_protocol::{Hello, TaskInput};
+
+use crate::inputs::TaskInputs;
 use grid_protocol::api::{JobEvent, JobState, JobStatus, TaskCounts};
 use grid_scheduler::{Capabilities, JobPlan, Replication};
 
@@ -31,16 +34,20 @@ pub struct JobDefinition {
     pub replication: Replication,
     /// Unix milliseconds.
     pub created_at: u64,
+    /// Where a wasm job's tasks read their stdin; `None` for the built-in
+    /// kernels and for wasm jobs whose tasks read nothing.
+    pub inputs: Option<WasmInputs>,
 }
 
 impl JobDefinition {
-    /// What the scheduler needs of the job.
-    pub fn plan(&self, id: u64) -> JobPlan {
+    /// What the scheduler needs of the job, whose tasks read `inputs`.
+    pub fn plan(&self, id: u64, inputs: Option<&TaskInputs>) -> JobPlan {
         JobPlan {
             id,
             tasks: self.tasks,
             replication: self.replication,
             needs: kernel_bit(self.spec.kind()),
+            max_batch_tasks: inputs.and_then(TaskInputs::batch_cap),
         }
     }
 }
@@ -170,6 +177,8 @@ impl Lifecycle {
 pub struct Job {
     pub id: u64,
     pub definition: JobDefinition,
+    /// A live wasm job's inputs, which its batches carry.
+    pub inputs: Option<TaskInputs>,
     live: Mutex<JobLive>,
 }
 
@@ -185,11 +194,31 @@ pub struct JobLive {
 }
 
 impl Job {
-    pub fn new(id: u64, definition: JobDefinition, live: JobLive) -> Job {
+    pub fn new(
+        id: u64,
+        definition: JobDefinition,
+        inputs: Option<TaskInputs>,
+        live: JobLive,
+    ) -> Job {
         Job {
             id,
             definition,
+            inputs,
             live: Mutex::new(live),
+        }
+    }
+
+    /// What the scheduler needs of the job.
+    pub fn plan(&self) -> JobPlan {
+        self.definition.plan(self.id, self.inputs.as_ref())
+    }
+
+    /// The inputs of `tasks`, as a batch carries them (none for a job whose
+    /// tasks read nothing).
+    pub fn batch_inputs(&self, tasks: &grid_protocol::TaskRanges) -> Vec<TaskInput> {
+        match &self.inputs {
+            Some(inputs) => tasks.iter().map(|t| TaskInput(inputs.input(t))).collect(),
+            None => Vec::new(),
         }
     }
 
@@ -256,13 +285,14 @@ mod tests {
             tasks: 4,
             replication: Replication::SINGLE,
             created_at: 10,
+            inputs: None,
         }
     }
 
     #[test]
     fn a_worker_is_offered_the_kernels_its_hello_names() {
         let mut hello = crate::grid::testing::native_hello(1, None);
-        let primes = definition().plan(1).needs;
+        let primes = definition().plan(1, None).needs;
         let wasm = kernel_bit(KernelKind::Wasm);
         assert!(offers(&hello).covers(primes));
         assert!(

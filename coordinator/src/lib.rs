@@ -16,6 +16,7 @@ pub mod clock;
 pub mod config;
 pub mod export;
 pub mod grid;
+pub mod inputs;
 pub mod jobs;
 pub mod metrics;
 pub mod monitor;

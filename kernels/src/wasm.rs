@@ -74,6 +74,58 @@ impl WasmParams {
     }
 }
 
+/// Where a wasm job's tasks read their stdin from: uploaded blobs, named by
+/// digest. The coordinator splits them into tasks once, at submission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum WasmInputs {
+    /// One task per line of this blob: a task reads its line's bytes, its
+    /// newline included ([`split_lines`]).
+    Lines(ContentDigest),
+    /// One task per file, in this order: a task reads the whole file.
+    Files(Vec<InputFile>),
+}
+
+/// One input file of a job: its name (which names the task's output too)
+/// and its content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputFile {
+    pub name: String,
+    pub blob: ContentDigest,
+}
+
+impl WasmInputs {
+    /// The blobs the inputs are read from, each once.
+    pub fn blobs(&self) -> Vec<ContentDigest> {
+        let mut blobs = match self {
+            WasmInputs::Lines(blob) => vec![*blob],
+            WasmInputs::Files(files) => files.iter().map(|f| f.blob).collect(),
+        };
+        blobs.sort_unstable_by_key(|d| d.0);
+        blobs.dedup();
+        blobs
+    }
+}
+
+/// The lines of `text` as byte ranges: each ends after its `\n`, the last
+/// at the end of the text if it has none. An empty text has no lines; an
+/// empty line is a line (its task reads just `\n`).
+pub fn split_lines(text: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let mut lines = Vec::new();
+    let mut start = 0;
+    for (i, &byte) in text.iter().enumerate() {
+        if byte == b'\n' {
+            lines.push(start..i + 1);
+            start = i + 1;
+        }
+    }
+    if start < text.len() {
+        lines.push(start..text.len());
+    }
+    lines
+}
+
 /// The import module every kernel import must come from.
 pub const WASI_MODULE: &str = "wasi_snapshot_preview1";
 
@@ -427,6 +479,45 @@ impl WasmOutcome {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn lines_keep_their_newlines_and_a_last_line_needs_none() {
+        let text = b"a\n\nbc\nd";
+        let lines: Vec<&[u8]> = super::split_lines(text)
+            .into_iter()
+            .map(|r| &text[r])
+            .collect();
+        assert_eq!(lines, [&b"a\n"[..], b"\n", b"bc\n", b"d"]);
+        assert_eq!(super::split_lines(b"x\n").len(), 1);
+        assert!(super::split_lines(b"").is_empty());
+    }
+
+    #[test]
+    fn inputs_have_the_documented_json() {
+        use super::{InputFile, WasmInputs};
+        use crate::ContentDigest;
+        let digest = ContentDigest::of(b"x");
+        let lines: WasmInputs =
+            serde_json::from_value(serde_json::json!({"lines": digest.to_string()})).unwrap();
+        assert_eq!(lines, WasmInputs::Lines(digest));
+        let files = WasmInputs::Files(vec![
+            InputFile {
+                name: "b".into(),
+                blob: digest,
+            },
+            InputFile {
+                name: "a".into(),
+                blob: digest,
+            },
+        ]);
+        assert_eq!(
+            serde_json::to_value(&files).unwrap(),
+            serde_json::json!({"files": [{"name": "b", "blob": digest.to_string()},
+                                         {"name": "a", "blob": digest.to_string()}]})
+        );
+        assert_eq!(files.blobs(), [digest]);
+        assert!(serde_json::from_value::<WasmInputs>(serde_json::json!({"rows": 1})).is_err());
+    }
+
     use super::*;
 
     fn outcome() -> WasmOutcome {

@@ -13,7 +13,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use grid_kernels::{ContentDigest, KernelSpec, ResultSummary, SpecError};
+use grid_kernels::wasm::WasmInputs;
+use grid_kernels::{ContentDigest, KernelKind, KernelSpec, ResultSummary, SpecError};
 use serde::{Deserialize, Serialize};
 
 use crate::WorkerKind;
@@ -74,7 +75,7 @@ impl fmt::Display for JobState {
 /// "max_replicas"?}`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRequest {
-    pub spec: KernelSpec,
+    pub kernel: KernelRequest,
     /// How many tasks to split the job into; default: chosen per kernel.
     pub tasks: Option<u32>,
     /// Replicas per task; default 1.
@@ -83,6 +84,86 @@ pub struct JobRequest {
     pub quorum: Option<u32>,
     /// The most replicas a disagreement may add up to.
     pub max_replicas: Option<u32>,
+}
+
+/// What a job runs: a built-in kernel with its params, or a user's module,
+/// which the coordinator prepares into a [`KernelSpec::Wasm`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum KernelRequest {
+    BuiltIn(KernelSpec),
+    Wasm(WasmRequest),
+}
+
+impl From<KernelSpec> for KernelRequest {
+    fn from(spec: KernelSpec) -> KernelRequest {
+        KernelRequest::BuiltIn(spec)
+    }
+}
+
+impl From<WasmRequest> for KernelRequest {
+    fn from(request: WasmRequest) -> KernelRequest {
+        KernelRequest::Wasm(request)
+    }
+}
+
+impl KernelRequest {
+    pub fn kind(&self) -> KernelKind {
+        match self {
+            KernelRequest::BuiltIn(spec) => spec.kind(),
+            KernelRequest::Wasm(_) => KernelKind::Wasm,
+        }
+    }
+}
+
+/// The params of a `"kernel": "wasm"` request: a module uploaded with
+/// `PUT /api/blobs/...`, where each task's stdin comes from, and the
+/// options of `grid submit wasm`. Unset limits take
+/// [`grid_kernels::wasm::WasmLimits::DEFAULT`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WasmRequest {
+    /// The module as submitted (a WASI preview 1 command).
+    pub module: ContentDigest,
+    /// The tasks' inputs. Absent: `tasks` tasks (default 1) with empty stdin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<WasmInputs>,
+    /// argv[0]; default `kernel.wasm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// argv[1..].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout_bytes: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr_bytes: Option<u32>,
+    /// Keys the tasks' `random_get` streams; default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+impl WasmRequest {
+    /// A request for `module` with every option at its default.
+    pub fn new(module: ContentDigest) -> WasmRequest {
+        WasmRequest {
+            module,
+            inputs: None,
+            name: None,
+            args: Vec::new(),
+            description: None,
+            fuel: None,
+            memory_mib: None,
+            stdout_bytes: None,
+            stderr_bytes: None,
+            seed: None,
+        }
+    }
 }
 
 /// Why a job request body is not a job request.
@@ -119,10 +200,10 @@ fn empty_object() -> serde_json::Value {
 }
 
 impl JobRequest {
-    /// A request for `spec` with every option at its default.
-    pub fn new(spec: KernelSpec) -> JobRequest {
+    /// A request for `kernel` with every option at its default.
+    pub fn new(kernel: impl Into<KernelRequest>) -> JobRequest {
         JobRequest {
-            spec,
+            kernel: kernel.into(),
             tasks: None,
             redundancy: None,
             quorum: None,
@@ -136,8 +217,18 @@ impl JobRequest {
     pub fn decode(body: &[u8]) -> Result<JobRequest, RequestError> {
         let wire: JobRequestWire =
             serde_json::from_slice(body).map_err(|e| RequestError::Json(e.to_string()))?;
+        let kernel = if wire.kernel == KernelKind::Wasm.name() {
+            KernelRequest::Wasm(serde_json::from_value(wire.params).map_err(|e| {
+                SpecError::BadParams {
+                    kernel: KernelKind::Wasm,
+                    message: e.to_string(),
+                }
+            })?)
+        } else {
+            KernelRequest::BuiltIn(KernelSpec::from_parts(&wire.kernel, wire.params)?)
+        };
         Ok(JobRequest {
-            spec: KernelSpec::from_parts(&wire.kernel, wire.params)?,
+            kernel,
             tasks: wire.tasks,
             redundancy: wire.redundancy,
             quorum: wire.quorum,
@@ -152,8 +243,13 @@ impl JobRequest {
 
     fn wire(&self) -> JobRequestWire {
         JobRequestWire {
-            kernel: self.spec.kind().name().to_string(),
-            params: self.spec.params_json(),
+            kernel: self.kernel.kind().name().to_string(),
+            params: match &self.kernel {
+                KernelRequest::BuiltIn(spec) => spec.params_json(),
+                KernelRequest::Wasm(request) => {
+                    serde_json::to_value(request).expect("a wasm request is plain data")
+                }
+            },
             tasks: self.tasks,
             redundancy: self.redundancy,
             quorum: self.quorum,
@@ -401,7 +497,7 @@ mod tests {
         let request =
             JobRequest::decode(br#"{"kernel":"primes","params":{"start":0,"end":100},"tasks":4}"#)
                 .unwrap();
-        assert_eq!(request.spec, primes());
+        assert_eq!(request.kernel, KernelRequest::BuiltIn(primes()));
         assert_eq!(request.tasks, Some(4));
         assert_eq!(JobRequest::decode(&request.encode()).unwrap(), request);
 
@@ -427,6 +523,39 @@ mod tests {
             JobRequest::decode(b"not json"),
             Err(RequestError::Json(_))
         ));
+    }
+
+    #[test]
+    fn wasm_requests_name_an_uploaded_module_and_where_inputs_come_from() {
+        let module = ContentDigest::of(b"module");
+        let lines = ContentDigest::of(b"1\n2\n");
+        let body = format!(
+            r#"{{"kernel":"wasm","params":{{"module":"{module}","inputs":{{"lines":"{lines}"}},
+               "args":["-v"],"fuel":1000}},"redundancy":2}}"#
+        );
+        let request = JobRequest::decode(body.as_bytes()).unwrap();
+        let KernelRequest::Wasm(wasm) = &request.kernel else {
+            panic!("{request:?}")
+        };
+        assert_eq!(wasm.module, module);
+        assert_eq!(wasm.inputs, Some(WasmInputs::Lines(lines)));
+        assert_eq!(
+            (wasm.args.as_slice(), wasm.fuel),
+            (&["-v".to_string()][..], Some(1000))
+        );
+        assert_eq!(request.redundancy, Some(2));
+        assert_eq!(JobRequest::decode(&request.encode()).unwrap(), request);
+
+        let typo = body.replace("\"fuel\"", "\"feul\"");
+        let err = JobRequest::decode(typo.as_bytes()).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("invalid parameters for wasm: unknown field `feul`"),
+            "{err}"
+        );
+        let short = JobRequest::decode(br#"{"kernel":"wasm","params":{"module":"sha256:00"}}"#)
+            .unwrap_err();
+        assert!(short.to_string().contains("sha256"), "{short}");
     }
 
     #[test]

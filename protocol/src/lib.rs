@@ -31,7 +31,9 @@ pub mod worker;
 
 pub use close::CloseCode;
 pub use frame::{FrameError, ResultsFrame, TaskResult};
-pub use messages::{Batch, CoordinatorMessage, DecodeError, Hello, WorkerKind, WorkerMessage};
+pub use messages::{
+    Batch, CoordinatorMessage, DecodeError, Hello, TaskInput, WorkerKind, WorkerMessage,
+};
 pub use tasks::TaskRanges;
 
 /// The protocol version this crate speaks. A hello with another version is

@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use grid_kernels::{KernelSpec, TaskOutput};
 
 use crate::frame::ResultsFrameBuilder;
@@ -29,6 +30,8 @@ pub struct TaskRef {
     pub spec: Arc<KernelSpec>,
     pub job_tasks: u32,
     pub index: u32,
+    /// The task's input (a wasm task's stdin); empty if the batch has none.
+    pub input: Bytes,
     /// The connection generation of the core that handed it out.
     pub generation: u64,
 }
@@ -41,6 +44,8 @@ struct HeldBatch {
     job_tasks: u32,
     /// Tasks not started yet, as ranges, front first.
     todo: VecDeque<(u32, u32)>,
+    /// Their inputs, in the same order (empty if the batch has none).
+    inputs: VecDeque<Bytes>,
     /// Tasks handed to a thread and not yet completed.
     running: u32,
     /// Finished outputs not yet sent.
@@ -91,6 +96,7 @@ impl WorkerCore {
             spec: Arc::new(batch.spec),
             job_tasks: batch.job_tasks,
             todo,
+            inputs: batch.inputs.into_iter().map(|i| i.0).collect(),
             running: 0,
             pending: None,
         });
@@ -118,6 +124,7 @@ impl WorkerCore {
             spec: held.spec.clone(),
             job_tasks: held.job_tasks,
             index,
+            input: held.inputs.pop_front().unwrap_or_default(),
             generation: self.generation,
         })
     }
@@ -296,6 +303,30 @@ mod tests {
             done.push(task.index);
         }
         done
+    }
+
+    #[test]
+    fn each_task_gets_its_own_input_across_ranges() {
+        let mut core = WorkerCore::new(1);
+        core.on_batch(Batch {
+            inputs: [&b"zero"[..], b"one", b"five"]
+                .map(|b| crate::TaskInput(Bytes::from_static(b)))
+                .to_vec(),
+            ..batch(1, &[0, 1, 5])
+        });
+        core.on_batch(batch(2, &[7]));
+        let tasks: Vec<(u32, Bytes)> = std::iter::from_fn(|| core.next_task())
+            .map(|t| (t.index, t.input))
+            .collect();
+        assert_eq!(
+            tasks,
+            [
+                (0, Bytes::from_static(b"zero")),
+                (1, Bytes::from_static(b"one")),
+                (5, Bytes::from_static(b"five")),
+                (7, Bytes::new())
+            ]
+        );
     }
 
     #[test]

@@ -65,7 +65,13 @@ impl Scheduler {
         // Near the end, spread what is left instead of handing it to one worker.
         let left = job_state.issuable();
         size = size.min(left.div_ceil(2 * active_workers).max(threads.min(left)));
-        size.clamp(1, u64::from(self.config.max_batch_tasks)) as u32
+        let cap = job_state
+            .plan
+            .max_batch_tasks
+            .map_or(self.config.max_batch_tasks, |cap| {
+                cap.min(self.config.max_batch_tasks)
+            });
+        size.clamp(1, u64::from(cap.max(1))) as u32
     }
 
     fn lease(
@@ -169,7 +175,16 @@ impl Scheduler {
                 .map_or(threads, |s| {
                     (self.config.target_batch_ms as f64 / s.ms_per_task().max(1e-6)) as u64
                 })
-                .clamp(1, u64::from(self.config.max_batch_tasks)) as usize;
+                .clamp(
+                    1,
+                    u64::from(
+                        job.plan
+                            .max_batch_tasks
+                            .unwrap_or(u32::MAX)
+                            .min(self.config.max_batch_tasks)
+                            .max(1),
+                    ),
+                ) as usize;
             let entry = picked.get_or_insert_with(|| (batch.job, Vec::new()));
             for (i, &task) in batch.tasks.iter().enumerate() {
                 if entry.1.len() >= size {

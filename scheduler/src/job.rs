@@ -50,6 +50,9 @@ pub struct JobPlan {
     pub replication: Replication,
     /// What a worker must offer to be given the job's tasks.
     pub needs: Capabilities,
+    /// The most tasks in one of its batches, below the scheduler's own
+    /// `max_batch_tasks` (a job whose tasks carry large inputs).
+    pub max_batch_tasks: Option<u32>,
 }
 
 impl JobPlan {
@@ -60,6 +63,7 @@ impl JobPlan {
             tasks,
             replication: Replication::SINGLE,
             needs: Capabilities::NONE,
+            max_batch_tasks: None,
         }
     }
 }

@@ -9,6 +9,7 @@
 
 use super::*;
 use crate::jobs::{JobDefinition, Lifecycle, Refused, Transition};
+use grid_protocol::api::KernelRequest;
 use grid_scheduler::Replication;
 
 /// A transition applied in memory, to be committed.
@@ -20,8 +21,24 @@ struct Applied {
 impl Grid {
     pub async fn submit(&self, request: JobRequest) -> Result<JobStatus, ApiError> {
         let bad = |e: &dyn std::fmt::Display| ApiError::BadRequest(e.to_string());
-        let spec = request.spec;
-        let tasks = request.tasks.unwrap_or_else(|| spec.default_tasks());
+        let (spec, inputs, task_inputs) = match request.kernel {
+            KernelRequest::BuiltIn(KernelSpec::Wasm(_)) => {
+                return Err(bad(
+                    &"a wasm job names an uploaded module, not a prepared one",
+                ));
+            }
+            KernelRequest::BuiltIn(spec) => (spec, None, None),
+            KernelRequest::Wasm(wasm) => {
+                let prepared = self.prepare_wasm(wasm, request.tasks).await?;
+                let task_inputs = prepared.inputs.is_some().then_some(prepared.tasks.clone());
+                let tasks = prepared.tasks.len();
+                (prepared.spec, prepared.inputs, Some((tasks, task_inputs)))
+            }
+        };
+        let (tasks, task_inputs) = match task_inputs {
+            Some((tasks, inputs)) => (tasks, inputs),
+            None => (request.tasks.unwrap_or_else(|| spec.default_tasks()), None),
+        };
         spec.validate(tasks).map_err(|e| bad(&e))?;
         let replication = Replication::new(
             request.redundancy,
@@ -35,12 +52,14 @@ impl Grid {
             tasks,
             replication,
             created_at: unix_ms(),
+            inputs,
         };
         let id = self.store.insert_job(definition.clone()).await?;
         let collator = Collator::new(definition.spec.clone(), tasks);
         let job = Arc::new(Job::new(
             id,
             definition,
+            task_inputs,
             JobLive {
                 lifecycle: Lifecycle::queued(),
                 tasks_done: 0,
@@ -48,7 +67,7 @@ impl Grid {
             },
         ));
         self.jobs.insert(id, job.clone());
-        self.scheduler().add_job(job.definition.plan(id));
+        self.scheduler().add_job(job.plan());
         tracing::info!(job = id, kernel = %job.spec().kind(), tasks, redundancy = replication.redundancy, "job submitted");
         self.job_event(&job, JobEvent::Submitted);
         self.dispatch();

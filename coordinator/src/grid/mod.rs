@@ -10,6 +10,7 @@
 mod lifecycle;
 mod observe;
 mod results;
+mod wasm;
 mod workers;
 
 pub use workers::AddressSlot;
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use grid_kernels::{Collator, JobResult, KernelSpec, TaskOutput};
+use grid_kernels::{Collator, ContentDigest, JobResult, KernelSpec, TaskOutput};
 use grid_protocol::{
     Batch, CloseCode, CoordinatorMessage, Hello, ResultsFrame, TaskRanges, WorkerKind,
 };
@@ -30,9 +31,9 @@ use grid_scheduler::{Effect, Recorded, Scheduler};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
-use crate::blobs::BlobStore;
+use crate::blobs::{BlobError, BlobStore};
 use crate::config::ServerConfig;
-use crate::jobs::{Job, JobLive};
+use crate::jobs::{Job, JobDefinition, JobLive};
 use crate::metrics::{Histogram, LATENCY_BOUNDS};
 use crate::monitor::{Monitor, tile_frame};
 use crate::store::{ReplicaRow, ResultRow, Store, StoreError, StoredJob};
@@ -122,6 +123,19 @@ pub enum ApiError {
     Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<BlobError> for ApiError {
+    fn from(error: BlobError) -> ApiError {
+        match error {
+            BlobError::Mismatch { .. } | BlobError::Incomplete { .. } => {
+                ApiError::BadRequest(error.to_string())
+            }
+            BlobError::TooLarge { .. } => ApiError::TooLarge(error.to_string()),
+            BlobError::DiskFull(_) => ApiError::Unavailable(error.to_string()),
+            BlobError::Io(_) => ApiError::Internal(error.to_string()),
+        }
+    }
 }
 
 impl From<StoreError> for ApiError {
@@ -251,11 +265,15 @@ impl Grid {
             } else {
                 0
             };
+            let mut inputs = None;
             if !finished {
+                inputs = self
+                    .reload_inputs(&definition)
+                    .map_err(|e| anyhow::anyhow!("cannot resume job {id}: {e}"))?;
                 let kind = definition.spec.kind();
                 let mut c = Collator::new(definition.spec.clone(), definition.tasks);
                 let mut scheduler = self.scheduler();
-                scheduler.add_job(definition.plan(id));
+                scheduler.add_job(definition.plan(id, inputs.as_ref()));
                 self.store.for_each_result(id, |task, bytes| {
                     TaskOutput::decode(kind, bytes)
                         .and_then(|o| c.add(task, &o))
@@ -277,6 +295,7 @@ impl Grid {
             let job = Arc::new(Job::new(
                 id,
                 definition,
+                inputs,
                 JobLive {
                     lifecycle,
                     tasks_done,
@@ -441,7 +460,7 @@ impl Grid {
                     job_tasks: job.tasks(),
                     tasks: grant.tasks.clone(),
                     lease_ms: grant.lease_ms,
-                    inputs: Vec::new(),
+                    inputs: job.batch_inputs(&grant.tasks),
                 }))
             });
             if !sent {

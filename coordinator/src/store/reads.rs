@@ -38,7 +38,7 @@ impl Store {
         self.read(|conn| {
             let mut statement = conn.prepare(
                 "SELECT id, spec, tasks, redundancy, quorum, max_replicas, state, paused,
-                        created_at, started_at, finished_at, error, result, version
+                        created_at, started_at, finished_at, error, result, version, inputs
                  FROM jobs ORDER BY id",
             )?;
             // Text columns holding JSON or a state name are parsed here too;
@@ -58,6 +58,7 @@ impl Store {
             let rows = statement.query_map([], |r| {
                 let state: String = r.get(6)?;
                 let result: Option<String> = r.get(12)?;
+                let inputs: Option<String> = r.get(14)?;
                 Ok(StoredJob {
                     id: r.get(0)?,
                     definition: JobDefinition {
@@ -69,6 +70,7 @@ impl Store {
                             max_replicas: r.get(5)?,
                         },
                         created_at: r.get(8)?,
+                        inputs: parsed(14, inputs.map(|i| serde_json::from_str(&i)).transpose())?,
                     },
                     lifecycle: Lifecycle {
                         state: parsed(6, JobState::from_name(&state).ok_or(UnknownState(state)))?,

@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at  INTEGER,
     error        TEXT,
     result       TEXT,
-    version      INTEGER NOT NULL DEFAULT 0
+    version      INTEGER NOT NULL DEFAULT 0,
+    inputs       TEXT
 );
 CREATE TABLE IF NOT EXISTS results (
     job_id INTEGER NOT NULL REFERENCES jobs(id),
@@ -63,7 +64,10 @@ CREATE TABLE IF NOT EXISTS quarantine (
 
 /// Columns added since the first release, and their definitions: a file
 /// that lacks one gets it, with its default.
-const ADDED_COLUMNS: &[(&str, &str, &str)] = &[("jobs", "version", "INTEGER NOT NULL DEFAULT 0")];
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("jobs", "version", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "inputs", "TEXT"),
+];
 
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     for (table, column, definition) in ADDED_COLUMNS {

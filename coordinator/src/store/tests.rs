@@ -13,6 +13,7 @@ fn new_job() -> JobDefinition {
         tasks: 4,
         replication: Replication::SINGLE,
         created_at: 1,
+        inputs: None,
     }
 }
 

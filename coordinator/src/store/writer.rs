@@ -86,15 +86,19 @@ fn apply_group(conn: &mut Connection, group: &[Write]) -> Result<Vec<Answer>, St
             match write {
                 Write::InsertJob(job, _) => {
                     tx.execute(
-                        "INSERT INTO jobs (spec, tasks, redundancy, quorum, max_replicas, state, created_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6)",
+                        "INSERT INTO jobs (spec, tasks, redundancy, quorum, max_replicas, state,
+                                           created_at, inputs)
+                         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7)",
                         params![
                             serde_json::to_string(&job.spec).expect("specs are plain data"),
                             job.tasks,
                             job.replication.redundancy,
                             job.replication.quorum,
                             job.replication.max_replicas,
-                            job.created_at
+                            job.created_at,
+                            job.inputs
+                                .as_ref()
+                                .map(|i| serde_json::to_string(i).expect("inputs are plain data")),
                         ],
                     )?;
                     answers.push(Answer::Id(tx.last_insert_rowid() as u64));

@@ -36,6 +36,7 @@ fn plan(id: JobId, tasks: u32, redundancy: u32) -> JobPlan {
             max_replicas: redundancy + 2,
         },
         needs: Capabilities::NONE,
+        max_batch_tasks: None,
     }
 }
 

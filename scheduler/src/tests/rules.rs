@@ -76,6 +76,35 @@ fn a_worker_gets_only_the_jobs_it_can_run_even_as_copies() {
 }
 
 #[test]
+fn a_jobs_own_batch_cap_holds_for_fresh_tasks_and_copies() {
+    let mut s = Scheduler::new(SchedulerConfig {
+        speculate_after_ms: Some(100),
+        ..config()
+    });
+    s.add_job(JobPlan {
+        max_batch_tasks: Some(3),
+        ..JobPlan::single(1, 9)
+    });
+    s.add_worker(1, 1, 8, Capabilities::ALL, 0);
+    let probe = s.grant(1, 0).unwrap();
+    assert_eq!(
+        probe.tasks.len(),
+        3,
+        "one task a thread, but no more than 3"
+    );
+    deliver_all(&mut s, 1, &probe, 3);
+    // Fast: the speed says hundreds of tasks, the cap says 3.
+    assert_eq!(s.grant(1, 3).unwrap().tasks.len(), 3);
+    s.add_worker(2, 2, 8, Capabilities::ALL, 0);
+    assert_eq!(s.grant(2, 3).unwrap().tasks.len(), 3);
+    // Everything is held; an idle third worker gets copies, 3 at most.
+    s.add_worker(3, 3, 8, Capabilities::ALL, 0);
+    let copies = s.grant(3, 10_000).unwrap();
+    assert!(copies.speculative);
+    assert_eq!(copies.tasks.len(), 3);
+}
+
+#[test]
 fn the_first_batch_probes_one_task_per_thread_and_later_ones_follow_speed() {
     let mut s = Scheduler::new(config());
     s.add_job(JobPlan::single(1, 100_000));
@@ -442,6 +471,7 @@ fn a_task_without_quorum_within_the_cap_fails_visibly() {
             max_replicas: 2,
         },
         needs: Capabilities::NONE,
+        max_batch_tasks: None,
     });
     s.add_worker(1, 1, 1, Capabilities::ALL, 0);
     s.add_worker(2, 2, 1, Capabilities::ALL, 0);

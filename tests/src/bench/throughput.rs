@@ -174,7 +174,9 @@ pub async fn tiny_tasks(ctx: &mut Ctx) -> anyhow::Result<(Vec<Row>, f64)> {
     // itself costs, next to what the grid spends per task.
     let serial_us = tokio::task::spawn_blocking(|| {
         let request = primes_job();
-        let spec = request.spec;
+        let grid_protocol::api::KernelRequest::BuiltIn(spec) = request.kernel else {
+            unreachable!("primes is built in")
+        };
         let tasks = request.tasks.expect("a task count");
         let mut runner = grid_kernels::TaskRunner::new();
         (0..5)

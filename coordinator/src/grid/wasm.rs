@@ -1,0 +1,275 @@
+//! Wasm jobs at submission: the request's limits checked first, then the
+//! user's module read from the blob store and prepared once (on a blocking
+//! thread: it is CPU work proportional to the module), the prepared bytes
+//! stored where every worker fetches them (`GET /api/modules/...`), and the
+//! inputs split into tasks. Also the inputs of a wasm job being resumed.
+//! Nothing is stored until all of it has succeeded, so a refused module or
+//! a missing input changes nothing.
+
+use super::*;
+use crate::inputs::TaskInputs;
+use grid_kernels::wasm::{WasmInputs, WasmLimits, WasmParams};
+use grid_protocol::api::WasmRequest;
+
+/// A wasm request made into a job's kernel spec and tasks.
+pub(super) struct PreparedJob {
+    pub spec: KernelSpec,
+    pub inputs: Option<WasmInputs>,
+    pub tasks: TaskInputs,
+}
+
+impl Grid {
+    pub(super) async fn prepare_wasm(
+        &self,
+        request: WasmRequest,
+        tasks: Option<u32>,
+    ) -> Result<PreparedJob, ApiError> {
+        let bad = |e: &dyn std::fmt::Display| ApiError::BadRequest(e.to_string());
+        let defaults = WasmLimits::DEFAULT;
+        // The source digest stands in for the prepared one until there is one.
+        let mut params = WasmParams {
+            module: request.module,
+            source: request.module,
+            name: request.name.unwrap_or_else(|| "kernel.wasm".into()),
+            args: request.args,
+            fuel: request.fuel.unwrap_or(defaults.fuel),
+            memory_mib: request.memory_mib.unwrap_or(defaults.memory_mib),
+            stdout_bytes: request.stdout_bytes.unwrap_or(defaults.stdout_bytes),
+            stderr_bytes: request.stderr_bytes.unwrap_or(defaults.stderr_bytes),
+            seed: request.seed.unwrap_or(0),
+            description: request.description,
+        };
+        KernelSpec::Wasm(params.clone())
+            .validate(1)
+            .map_err(|e| bad(&e))?;
+
+        // The inputs first: they are cheap to check and the likelier mistake.
+        let inputs = request.inputs;
+        let blobs = self.blobs.clone();
+        let wanted = inputs.clone();
+        let task_inputs = tokio::task::spawn_blocking(move || match &wanted {
+            Some(inputs) => TaskInputs::load(inputs, tasks, |d| read_blob(&blobs, d)),
+            None => TaskInputs::empty(tasks.unwrap_or(1)),
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("loading inputs: {e}")))?
+        .map_err(|e| bad(&e))?;
+
+        let source = match self.blobs.read(&params.source).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                return Err(bad(&format!(
+                    "no module {0}: upload it first with PUT /api/blobs/{0} \
+                     (grid submit wasm does this for you)",
+                    params.source
+                )));
+            }
+            Err(e) => return Err(ApiError::Internal(format!("reading the module: {e}"))),
+        };
+        let limits = params.limits();
+        let prepared = tokio::task::spawn_blocking(move || {
+            grid_wasm_prep::prepare(&source, &limits, &grid_wasm_prep::Options::DEFAULT)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("preparing the module: {e}")))?
+        .map_err(|e| bad(&format!("the module cannot run on the grid: {e}")))?;
+        params.module = self
+            .modules
+            .put_bytes(&prepared.bytes)
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(
+            source = %params.source,
+            prepared = %params.module,
+            bytes = prepared.bytes.len(),
+            tasks = task_inputs.len(),
+            "module prepared"
+        );
+        Ok(PreparedJob {
+            spec: KernelSpec::Wasm(params),
+            inputs,
+            tasks: task_inputs,
+        })
+    }
+
+    /// A stored wasm job's inputs, read again from the blob store.
+    pub(super) fn reload_inputs(
+        &self,
+        definition: &JobDefinition,
+    ) -> Result<Option<TaskInputs>, crate::inputs::InputError> {
+        definition
+            .inputs
+            .as_ref()
+            .map(|inputs| {
+                TaskInputs::load(inputs, Some(definition.tasks), |d| {
+                    read_blob(&self.blobs, d)
+                })
+            })
+            .transpose()
+    }
+}
+
+fn read_blob(blobs: &BlobStore, digest: &ContentDigest) -> std::io::Result<Option<Bytes>> {
+    match std::fs::read(blobs.path(digest)) {
+        Ok(bytes) => Ok(Some(Bytes::from(bytes))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grid::testing::{join, native_hello, next_batch, open_grid};
+    use grid_kernels::KernelKind;
+    use grid_kernels::wasm::InputFile;
+
+    /// Echoes stdin to stdout: a WASI command in miniature.
+    const ECHO: &str = r#"(module
+      (import "wasi_snapshot_preview1" "fd_read"
+        (func $read (param i32 i32 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "fd_write"
+        (func $write (param i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (func (export "_start")
+        (i32.store (i32.const 0) (i32.const 64))
+        (i32.store (i32.const 4) (i32.const 1024))
+        (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+        (i32.store (i32.const 4) (i32.load (i32.const 8)))
+        (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+
+    async fn upload(grid: &Grid, bytes: &[u8]) -> ContentDigest {
+        grid.blobs().put_bytes(bytes).await.unwrap()
+    }
+
+    fn wasm_worker(grid: &Grid) -> mpsc::Receiver<Outbound> {
+        let (outbox, queue) = mpsc::channel(64);
+        let hello = Hello {
+            kernels: Some(vec![KernelKind::Wasm]),
+            ..native_hello(2, None)
+        };
+        grid.register_worker(hello, None, outbox).unwrap();
+        grid.dispatch();
+        queue
+    }
+
+    #[tokio::test]
+    async fn a_module_is_prepared_once_and_its_tasks_carry_their_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let grid = open_grid(dir.path()).await;
+        let module = upload(&grid, &wat::parse_str(ECHO).unwrap()).await;
+        let lines = upload(&grid, b"one\ntwo\nthree\n").await;
+        let mut request = WasmRequest::new(module);
+        request.inputs = Some(WasmInputs::Lines(lines));
+        request.args = vec!["--fast".into()];
+        let status = grid.submit(JobRequest::new(request)).await.unwrap();
+        assert_eq!(status.tasks.total, 3);
+        let KernelSpec::Wasm(params) = &status.spec else {
+            panic!("{status:?}")
+        };
+        assert_eq!(params.source, module);
+        assert_ne!(params.module, module, "the prepared module is another");
+        assert!(grid.modules.contains(&params.module));
+        assert_eq!(params.argv(), [b"kernel.wasm".to_vec(), b"--fast".to_vec()]);
+
+        // A worker that runs only the built-in kernels is not sent the job.
+        let (_plain, mut plain_queue) = join(&grid, 4);
+        let mut queue = wasm_worker(&grid);
+        let batch = next_batch(&mut queue).await;
+        let inputs: Vec<&[u8]> = batch.inputs.iter().map(|i| &i.0[..]).collect();
+        let expected: Vec<&[u8]> = batch
+            .tasks
+            .iter()
+            .map(|t| [&b"one\n"[..], b"two\n", b"three\n"][t as usize])
+            .collect();
+        assert_eq!(inputs, expected);
+        assert!(
+            plain_queue.try_recv().is_err(),
+            "no batch for a plain worker"
+        );
+
+        // The job comes back with its inputs after a restart.
+        drop(grid);
+        let grid = open_grid(dir.path()).await;
+        let job = grid.job(status.id).unwrap();
+        assert_eq!(job.inputs.as_ref().unwrap().input(2), &b"three\n"[..]);
+    }
+
+    #[tokio::test]
+    async fn refused_modules_and_missing_inputs_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let grid = open_grid(dir.path()).await;
+        let submit = |request: WasmRequest| grid.submit(JobRequest::new(request));
+
+        let absent = ContentDigest::of(b"absent");
+        let err = submit(WasmRequest::new(absent)).await.unwrap_err();
+        assert!(err.to_string().contains("no module sha256:"), "{err}");
+
+        let sockets = wat::parse_str(
+            r#"(module (import "wasi_snapshot_preview1" "sock_accept"
+                 (func (param i32 i32 i32) (result i32)))
+               (memory (export "memory") 1) (func (export "_start")))"#,
+        )
+        .unwrap();
+        let module = upload(&grid, &sockets).await;
+        let err = submit(WasmRequest::new(module)).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("the module cannot run on the grid")
+                && err.to_string().contains("sock_accept"),
+            "{err}"
+        );
+
+        let echo = upload(&grid, &wat::parse_str(ECHO).unwrap()).await;
+        let mut request = WasmRequest::new(echo);
+        request.inputs = Some(WasmInputs::Files(vec![InputFile {
+            name: "a.txt".into(),
+            blob: absent,
+        }]));
+        let err = submit(request).await.unwrap_err();
+        assert!(err.to_string().contains("no blob sha256:"), "{err}");
+
+        let mut request = WasmRequest::new(echo);
+        request.memory_mib = Some(0);
+        let err = submit(request).await.unwrap_err();
+        assert!(err.to_string().contains("memory_mib"), "{err}");
+
+        let err = grid
+            .submit(JobRequest {
+                tasks: Some(3),
+                ..JobRequest::new(WasmRequest {
+                    inputs: Some(WasmInputs::Lines(upload(&grid, b"1\n2\n").await)),
+                    ..WasmRequest::new(echo)
+                })
+            })
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("make 2 tasks"), "{err}");
+        assert!(grid.list_jobs().is_empty());
+        assert!(
+            std::fs::read_dir(grid.modules.dir()).unwrap().all(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                == "tmp"),
+            "nothing prepared was stored"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_inputs_a_wasm_job_has_its_task_count_and_batches_carry_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let grid = open_grid(dir.path()).await;
+        let echo = upload(&grid, &wat::parse_str(ECHO).unwrap()).await;
+        let status = grid
+            .submit(JobRequest {
+                tasks: Some(5),
+                ..JobRequest::new(WasmRequest::new(echo))
+            })
+            .await
+            .unwrap();
+        assert_eq!(status.tasks.total, 5);
+        let mut queue = wasm_worker(&grid);
+        assert!(next_batch(&mut queue).await.inputs.is_empty());
+    }
+}
