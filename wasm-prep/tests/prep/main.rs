@@ -4,6 +4,8 @@
 //! differential fuzzing with wasm-smith ([`fuzz`]) and hostile shapes
 //! ([`hostile`]).
 
+mod fuzz;
+mod hostile;
 mod refusals;
 mod runs;
 mod support;

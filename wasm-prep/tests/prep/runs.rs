@@ -200,6 +200,31 @@ fn unbounded_recursion_stops_at_the_same_depth_every_run() {
     );
 }
 
+#[test]
+fn calls_in_a_loop_do_not_add_up_on_the_stack() {
+    // 10,000 calls, direct and through a table, each returning: the depth
+    // never passes 2, whatever the number of calls.
+    let wat = r#"(module (memory (export "memory") 1)
+      (type $v (func))
+      (table 1 funcref) (elem (i32.const 0) $g)
+      (func $g (i32.store (i32.const 0) (i32.add (i32.load (i32.const 0)) (i32.const 1))))
+      (func $f (call $g) (call_indirect (type $v) (i32.const 0)))
+      (func (export "_start") (local $i i32)
+        (loop $l
+          (call $f)
+          (br_if $l (i32.lt_u (local.tee $i (i32.add (local.get $i) (i32.const 1)))
+                              (i32.const 5000))))))"#;
+    let options = Options {
+        stack_budget: 300,
+        ..Options::DEFAULT
+    };
+    let prepared = prep_with(wat, &WasmLimits::DEFAULT, &options);
+    let run = run_once(&prepared.bytes, &RunConfig::default());
+    assert_eq!((run.trap, run.trap_code), (None, Some(0)));
+    assert_eq!(words(&run.memory, 0..4), [10_000]);
+    assert_eq!(prepared.info.instrumentation.call_restores, 3);
+}
+
 const NANS: &str = r#"(module (memory (export "memory") 1)
   (func (export "_start")
     ;; 0: 0/0, stored
@@ -227,6 +252,10 @@ const NANS: &str = r#"(module (memory (export "memory") 1)
       (f32x4.splat (f32.reinterpret_i32 (i32.const 0xffa00002))))
     ;; 64: f64x2 sqrt of -1 and 4
     (v128.store (i32.const 64) (f64x2.sqrt (v128.const f64x2 -1 4)))
+    ;; 80: f64 lanes that are numbers though their halves look like f32 NaNs
+    (v128.store (i32.const 80)
+      (f64x2.add (v128.const i64x2 0x7fc000007fc00000 0x7fc000007fc00000)
+                 (v128.const f64x2 0 0)))
   ))"#;
 
 fn words(memory: &[u8], range: std::ops::Range<usize>) -> Vec<u32> {
@@ -251,6 +280,10 @@ fn nans_that_can_be_seen_are_canonical() {
     assert_eq!(words(m, 48..64), [NAN; 4]);
     assert_eq!(m[64..72], 0x7ff8_0000_0000_0000u64.to_le_bytes());
     assert_eq!(m[72..80], 2f64.to_le_bytes());
+    assert_eq!(
+        m[80..96],
+        [0x7fc0_0000_7fc0_0000u64.to_le_bytes(); 2].concat()
+    );
     // Without preparation the bit-moving instructions keep their bits: the
     // test can tell canonicalization from none.
     let o = &original.memory;

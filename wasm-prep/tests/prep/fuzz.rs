@@ -1,0 +1,340 @@
+//! Differential fuzzing: wasm-smith writes thousands of seeded modules of the
+//! allowed features, importing from the WASI subset and exporting `_start`
+//! and `memory`. Each is either refused with a sentence, or prepared, and
+//! the prepared module, run under wasmi with fuel and stack to spare, ends
+//! as the original does (trap or not, exit code) with the same stdout, the
+//! same final memory and the same results, NaN bits aside where the
+//! original's were not canonical (see [`same_but_nans`]).
+//!
+//! `GRID_PREP_FUZZ_SEEDS` sets how many modules (default 1500, about 30 s
+//! on 2 cores); `GRID_PREP_FUZZ_FIRST` the first seed (default 0).
+//! `make fuzz` runs many more.
+
+use arbitrary::Unstructured;
+use grid_kernels::wasm::{WASI_IMPORTS, WASI_MODULE, WasmLimits};
+use grid_wasm_prep::{Options, PrepareError, prepare};
+use wasm_smith::{Config, Module};
+
+use crate::support::{self, Run, RunConfig};
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The WASI subset, as a module wasm-smith picks imports from.
+fn wasi_imports() -> Vec<u8> {
+    let name = |t: &grid_kernels::wasm::ValType| match t {
+        grid_kernels::wasm::ValType::I32 => "i32",
+        grid_kernels::wasm::ValType::I64 => "i64",
+    };
+    let mut wat = String::from("(module\n");
+    for import in WASI_IMPORTS {
+        let params: Vec<_> = import.params.iter().map(name).collect();
+        let results: Vec<_> = import.results.iter().map(name).collect();
+        wat += &format!(
+            "(import \"{WASI_MODULE}\" \"{}\" (func (param {}) (result {})))\n",
+            import.name,
+            params.join(" "),
+            results.join(" ")
+        );
+    }
+    wat += ")";
+    crate::wasm(&wat)
+}
+
+/// What every generated module exports.
+const EXPORTS: &str = r#"(module
+  (memory (export "memory") 1 16)
+  (func (export "_start"))
+  (func (export "result") (result i32 i64 f64) unreachable))"#;
+
+/// The memory limit the generated memory's maximum (16 pages) matches, so
+/// that `memory.grow` behaves the same before and after preparation.
+const LIMITS: WasmLimits = WasmLimits {
+    fuel: 1 << 40,
+    memory_mib: 1,
+    ..WasmLimits::DEFAULT
+};
+
+fn config(seed: u64, imports: &[u8]) -> Config {
+    Config {
+        available_imports: Some(imports.to_vec()),
+        exports: Some(crate::wasm(EXPORTS)),
+        allow_start_export: false,
+        canonicalize_nans: true,
+        disallow_traps: seed.is_multiple_of(3),
+        // WebAssembly 2.0, as the preparer allows.
+        bulk_memory_enabled: true,
+        multi_value_enabled: true,
+        reference_types_enabled: true,
+        saturating_float_to_int_enabled: true,
+        sign_extension_ops_enabled: true,
+        simd_enabled: true,
+        relaxed_simd_enabled: false,
+        threads_enabled: false,
+        shared_everything_threads_enabled: false,
+        tail_call_enabled: false,
+        exceptions_enabled: false,
+        gc_enabled: false,
+        memory64_enabled: false,
+        extended_const_enabled: false,
+        wide_arithmetic_enabled: false,
+        custom_page_sizes_enabled: false,
+        compact_imports_enabled: false,
+        // The memory of EXPORTS is the only one.
+        max_memories: 0,
+        max_memory32_bytes: 16 << 16,
+        memory_max_size_required: true,
+        max_tables: 2,
+        max_table_elements: 1_000,
+        table_max_size_required: true,
+        max_funcs: 12,
+        max_instructions: 200,
+        max_nesting_depth: 8,
+        ..Config::default()
+    }
+}
+
+/// Seeded bytes for wasm-smith: splitmix64.
+fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5eed;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn generate(seed: u64, imports: &[u8]) -> Option<Vec<u8>> {
+    let data = bytes(seed, 512 + (seed % 8) as usize * 1024);
+    let mut u = Unstructured::new(&data);
+    Module::new(config(seed, imports), &mut u)
+        .ok()
+        .map(|m| m.to_bytes())
+}
+
+/// Whether `a` and `b` are equal but for NaNs: where they differ, `b` holds
+/// the canonical f32 or f64 NaN over bytes that are a NaN of that width in
+/// `a`.
+pub fn same_but_nans(a: &[u8], b: &[u8]) -> Result<(), String> {
+    if a.len() != b.len() {
+        return Err(format!("{} bytes before, {} after", a.len(), b.len()));
+    }
+    let f32_nan = |w: &[u8]| f32::from_le_bytes(w.try_into().unwrap()).is_nan();
+    let f64_nan = |w: &[u8]| f64::from_le_bytes(w.try_into().unwrap()).is_nan();
+    let canonical_f32 = 0x7fc0_0000u32.to_le_bytes();
+    let canonical_f64 = 0x7ff8_0000_0000_0000u64.to_le_bytes();
+    for i in (0..a.len()).filter(|&i| a[i] != b[i]) {
+        let nan_over = |width: usize| {
+            (i.saturating_sub(width - 1)..=i).any(|s| {
+                s + width <= a.len()
+                    && match width {
+                        4 => b[s..s + 4] == canonical_f32 && f32_nan(&a[s..s + 4]),
+                        _ => b[s..s + 8] == canonical_f64 && f64_nan(&a[s..s + 8]),
+                    }
+            })
+        };
+        if !(nan_over(4) || nan_over(8)) {
+            return Err(format!(
+                "byte {i} is {:#04x} before and {:#04x} after",
+                a[i], b[i]
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// How one seed went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// wasm-smith made nothing of the bytes.
+    NotGenerated,
+    Refused,
+    /// The original ran out of wasmi's fuel, or the prepared module hit its
+    /// own fuel or stack limit: nothing to compare.
+    Inconclusive,
+    Same,
+}
+
+pub fn check(seed: u64, imports: &[u8]) -> Result<Verdict, String> {
+    let Some(original) = generate(seed, imports) else {
+        return Ok(Verdict::NotGenerated);
+    };
+    let options = Options {
+        stack_budget: (1 << 30) - 1,
+        ..Options::DEFAULT
+    };
+    let prepared = match prepare(&original, &LIMITS, &options) {
+        Ok(prepared) => prepared,
+        Err(PrepareError::Internal(e)) => return Err(format!("internal error: {e}")),
+        Err(e) => {
+            let message = e.to_string();
+            if message.len() < 20 || !message.starts_with("the ") {
+                return Err(format!("a refusal that says little: {message}"));
+            }
+            return Ok(Verdict::Refused);
+        }
+    };
+    let config = RunConfig {
+        wasmi_fuel: Some(200_000),
+        then_call: Some("result"),
+        ..RunConfig::default()
+    };
+    let before = support::run_once(&original, &config);
+    if before.wasmi_fuel_exhausted {
+        return Ok(Verdict::Inconclusive);
+    }
+    let after = support::run_once(
+        &prepared.bytes,
+        &RunConfig {
+            wasmi_fuel: Some(20_000_000),
+            ..config.clone()
+        },
+    );
+    if after.trap_code != Some(0) || after.wasmi_fuel_exhausted {
+        return Ok(Verdict::Inconclusive);
+    }
+    compare(&before, &after)?;
+    if seed.is_multiple_of(2) {
+        limits_only_cut_runs_short(seed, &original, &after, &config)?;
+    }
+    Ok(Verdict::Same)
+}
+
+/// The prepared module's own limits: with exactly the fuel a run used it
+/// ends as before, with one less it runs out; with a small stack budget it
+/// ends as before or stops at the stack limit, having printed a prefix of
+/// the same output.
+fn limits_only_cut_runs_short(
+    seed: u64,
+    original: &[u8],
+    full: &Run,
+    config: &RunConfig,
+) -> Result<(), String> {
+    let run = |limits: &WasmLimits, options: &Options| -> Result<Run, String> {
+        let prepared = prepare(original, limits, options).map_err(|e| e.to_string())?;
+        Ok(support::run_once(
+            &prepared.bytes,
+            &RunConfig {
+                wasmi_fuel: Some(20_000_000),
+                ..config.clone()
+            },
+        ))
+    };
+    let large = Options {
+        stack_budget: (1 << 30) - 1,
+        ..Options::DEFAULT
+    };
+    let used = LIMITS.fuel - full.fuel_left.ok_or("no fuel global")? as u64;
+    let exact = run(
+        &WasmLimits {
+            fuel: used,
+            ..LIMITS
+        },
+        &large,
+    )?;
+    if (exact.trap_code, exact.ended()) != (Some(0), full.ended()) || exact.fuel_left != Some(0) {
+        return Err(format!(
+            "with exactly the {used} fuel it used: trap code {:?}, {:?} left",
+            exact.trap_code, exact.fuel_left
+        ));
+    }
+    let short = run(
+        &WasmLimits {
+            fuel: used - 1,
+            ..LIMITS
+        },
+        &large,
+    )?;
+    if short.trap_code != Some(1) || short.fuel_left.is_none_or(|left| left >= 0) {
+        return Err(format!(
+            "with one fuel less than the {used} it used: trap code {:?}, {:?} left",
+            short.trap_code, short.fuel_left
+        ));
+    }
+    let budget = 256 + (seed % 7) as u32 * 200;
+    let small = Options {
+        stack_budget: budget,
+        ..Options::DEFAULT
+    };
+    let cut = run(&LIMITS, &small)?;
+    match cut.trap_code {
+        Some(0) => compare(full, &cut).map_err(|e| format!("with a stack budget of {budget}: {e}")),
+        Some(2) if cut.trap.is_some() && full.stdout.starts_with(&cut.stdout) => Ok(()),
+        code => Err(format!(
+            "with a stack budget of {budget}: trap code {code:?}, {:?}",
+            cut.trap
+        )),
+    }
+}
+
+fn compare(before: &Run, after: &Run) -> Result<(), String> {
+    if before.trap != after.trap || before.exit != after.exit {
+        return Err(format!(
+            "ended differently: before {:?} exit {:?}, after {:?} exit {:?}",
+            before.trap, before.exit, after.trap, after.exit
+        ));
+    }
+    same_but_nans(&before.stdout, &after.stdout).map_err(|e| format!("stdout: {e}"))?;
+    same_but_nans(&before.stderr, &after.stderr).map_err(|e| format!("stderr: {e}"))?;
+    same_but_nans(&before.memory, &after.memory).map_err(|e| format!("memory: {e}"))?;
+    match (before.results, after.results) {
+        (Some((a0, a1, a2)), Some((b0, b1, b2))) => {
+            let f64_same = a2 == b2 || (f64::from_bits(a2).is_nan() && f64::from_bits(b2).is_nan());
+            if a0 != b0 || a1 != b1 || !f64_same {
+                return Err(format!(
+                    "results {:?} before, {:?} after",
+                    before.results, after.results
+                ));
+            }
+        }
+        (None, None) => {}
+        _ => return Err("results on one side only".into()),
+    }
+    Ok(())
+}
+
+#[test]
+fn the_nan_tolerant_comparison_tolerates_only_canonicalized_nans() {
+    let nan = 0x7fa0_0001u32.to_le_bytes();
+    let canonical = 0x7fc0_0000u32.to_le_bytes();
+    let a = [&[1, 2][..], &nan, &[3]].concat();
+    let b = [&[1, 2][..], &canonical, &[3]].concat();
+    assert_eq!(same_but_nans(&a, &b), Ok(()));
+    assert!(same_but_nans(&b, &a).is_err(), "only towards canonical");
+    assert!(same_but_nans(&[1, 2, 3], &[1, 2, 4]).is_err());
+    assert!(same_but_nans(&[1, 2, 3], &[1, 2]).is_err());
+}
+
+#[test]
+fn prepared_modules_behave_as_the_originals_do() {
+    let seeds = env_u64("GRID_PREP_FUZZ_SEEDS", 5000);
+    let first = env_u64("GRID_PREP_FUZZ_FIRST", 0);
+    let imports = wasi_imports();
+    let mut tally = std::collections::BTreeMap::<String, u64>::new();
+    let mut failures = Vec::new();
+    for seed in first..first + seeds {
+        match check(seed, &imports) {
+            Ok(verdict) => *tally.entry(format!("{verdict:?}")).or_default() += 1,
+            Err(e) => failures.push(format!("seed {seed}: {e}")),
+        }
+    }
+    println!(
+        "{seeds} seeds from {first}: {tally:?}, {} failures",
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // The comparison must have compared something.
+    assert!(
+        tally.get("Same").copied().unwrap_or(0) * 4 >= seeds,
+        "{tally:?}"
+    );
+}
