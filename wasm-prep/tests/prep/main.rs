@@ -1,12 +1,15 @@
 //! The preparer's tests, in one binary: refusals and their messages
 //! ([`refusals`]), prepared modules run under wasmi against the originals
 //! and against the cost model worked out by hand ([`runs`]), seeded
-//! differential fuzzing with wasm-smith ([`fuzz`]) and hostile shapes
-//! ([`hostile`]).
+//! differential fuzzing with wasm-smith ([`fuzz`]) against the originals with
+//! canonical NaNs ([`canonical`], written with [`rewrite`]), and hostile
+//! shapes ([`hostile`]).
 
+mod canonical;
 mod fuzz;
 mod hostile;
 mod refusals;
+mod rewrite;
 mod runs;
 mod support;
 
