@@ -2,8 +2,9 @@
 //! ([`refusals`]), prepared modules run under wasmi against the originals
 //! and against the cost model worked out by hand ([`runs`]), seeded
 //! differential fuzzing with wasm-smith ([`fuzz`]) against the originals with
-//! canonical NaNs ([`canonical`], written with [`rewrite`]), and hostile
-//! shapes ([`hostile`]).
+//! canonical NaNs ([`canonical`]), and hostile shapes ([`hostile`]). The
+//! tests' own module rewriting is in [`rewrite`]; [`support`] runs modules
+//! under wasmi, clear of a wasmi bug ([`wasmi_workaround`]).
 
 mod canonical;
 mod fuzz;
@@ -12,6 +13,7 @@ mod refusals;
 mod rewrite;
 mod runs;
 mod support;
+mod wasmi_workaround;
 
 use grid_kernels::wasm::WasmLimits;
 use grid_wasm_prep::{Options, PrepareError, Prepared, prepare};

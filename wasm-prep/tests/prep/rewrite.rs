@@ -1,7 +1,8 @@
 //! The tests' own module rewriter: every function body rewritten operator by
 //! operator, everything else copied. Used for the fuzz's reference
-//! ([`crate::canonical`]); it has nothing to do with the preparer's code
-//! and shares none of it.
+//! ([`crate::canonical`]) and to keep wasmi clear of a bug
+//! ([`crate::wasmi_workaround`]); it has nothing to do with the preparer's
+//! code and shares none of it.
 
 use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
 use wasm_encoder::{CodeSection, Function, RawSection, ValType};

@@ -225,6 +225,30 @@ fn calls_in_a_loop_do_not_add_up_on_the_stack() {
     assert_eq!(prepared.info.instrumentation.call_restores, 3);
 }
 
+#[test]
+fn a_guarded_division_after_a_fuel_check_still_divides() {
+    // Seed 5700's shape: a segment starts after `end`, so the prepared
+    // module checks fuel (an `if` on `i64.lt_s`) just before the guard
+    // wasm-smith writes around a division. The divisor is 1, never 0.
+    let wat = r#"(module (memory (export "memory") 1)
+      (func (export "_start") (local $d i32)
+        (block)
+        (i32.store (i32.const 0)
+          (i32.div_u (i32.const 7)
+            (select (i32.const 1) (local.get $d) (i32.eqz (local.get $d)))))))"#;
+    let config = RunConfig::default();
+    let before = run_once(&wasm(wat), &config);
+    let after = run_once(&prep(wat).bytes, &config);
+    assert_eq!(
+        (&before.trap, &before.memory[..4]),
+        (&None, &[7, 0, 0, 0][..])
+    );
+    assert_eq!(
+        (&after.trap, &after.memory[..4]),
+        (&None, &[7, 0, 0, 0][..])
+    );
+}
+
 const NANS: &str = r#"(module (memory (export "memory") 1)
   (func (export "_start")
     ;; 0: 0/0, stored
