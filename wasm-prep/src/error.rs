@@ -242,7 +242,7 @@ impl PrepareError {
     /// message says one is needed, invalid WebAssembly otherwise.
     pub(crate) fn from_wasmparser(err: &wasmparser::BinaryReaderError) -> PrepareError {
         let message = err.message().to_string();
-        let offset = err.offset();
+        let offset = u64::try_from(err.offset()).unwrap_or(u64::MAX);
         // Without extended-const, wasmparser calls an i32.add in a constant
         // expression non-constant.
         if let Some(op) =

@@ -88,9 +88,7 @@ mod tests {
             Some((Proposal::TailCall, "return_call".into()))
         );
         assert_eq!(
-            forbidden(&Operator::AtomicFence {
-                ordering: wasmparser::Ordering::SeqCst
-            }),
+            forbidden(&Operator::AtomicFence),
             Some((Proposal::Threads, "atomic_fence".into()))
         );
         assert_eq!(

@@ -85,7 +85,6 @@ fn config(seed: u64, imports: &[u8]) -> Config {
         extended_const_enabled: false,
         wide_arithmetic_enabled: false,
         custom_page_sizes_enabled: false,
-        compact_imports_enabled: false,
         // The memory of EXPORTS is the only one.
         max_memories: 0,
         max_memory32_bytes: 16 << 16,

@@ -8,7 +8,7 @@ use grid_kernels::wasm::WasmLimits;
 use grid_wasm_prep::{Options, PrepareError, Prepared, prepare};
 use wasm_encoder::{
     BlockType, CodeSection, ExportKind, ExportSection, Function, FunctionSection, Instruction,
-    MemArg, MemArgTarget, MemorySection, MemoryType, Module, TypeSection, ValType,
+    MemArg, MemorySection, MemoryType, Module, TypeSection, ValType,
 };
 
 /// A kernel whose `_start` has `locals` and runs `body`, built without the
@@ -107,8 +107,7 @@ fn the_shapes_that_grow_most_stay_within_a_multiple_of_the_input() {
     let addr = MemArg {
         offset: 0,
         align: 2,
-        target: MemArgTarget::Memory(0),
-        ordering: None,
+        memory_index: 0,
     };
     let shapes: Vec<(&str, Vec<u8>)> = vec![
         (

@@ -62,7 +62,6 @@ pub fn rewrite_bodies(
             Payload::CustomSection(_) => {}
             other => {
                 if let Some((id, range)) = other.as_section() {
-                    let range = range.start as usize..range.end as usize;
                     out.section(&RawSection {
                         id,
                         data: &module[range],
