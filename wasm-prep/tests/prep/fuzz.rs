@@ -1,6 +1,7 @@
 //! Differential fuzzing: wasm-smith writes thousands of seeded modules of the
-//! allowed features, importing from the WASI subset and exporting `_start`
-//! and `memory`. Each is either refused with a sentence, or prepared, and
+//! allowed features (externref made funcref), importing from the WASI subset
+//! and exporting `_start` and `memory`. Each is either refused with a
+//! sentence, or prepared (and then valid for wasmtime 48 without gc), and
 //! the prepared module, run under wasmi with fuel and stack to spare, ends
 //! as the original does (trap or not, exit code) with the same stdout, the
 //! same final memory and the same results, bit for bit: the original, that
@@ -17,6 +18,7 @@ use grid_wasm_prep::{Options, PrepareError, prepare};
 use wasm_smith::{Config, Module};
 
 use crate::canonical::canonical_nans;
+use crate::rewrite::extern_to_func;
 use crate::support::{self, Run, RunConfig};
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -117,9 +119,10 @@ fn bytes(seed: u64, len: usize) -> Vec<u8> {
 pub fn generate(seed: u64, imports: &[u8]) -> Option<Vec<u8>> {
     let data = bytes(seed, 512 + (seed % 8) as usize * 1024);
     let mut u = Unstructured::new(&data);
-    Module::new(config(seed, imports), &mut u)
-        .ok()
-        .map(|m| m.to_bytes())
+    let module = Module::new(config(seed, imports), &mut u).ok()?;
+    // wasm-smith writes externref where reference types are on; a kernel
+    // may use funcref only.
+    Some(extern_to_func(&module.to_bytes()).expect("wasm-smith's module re-encodes"))
 }
 
 /// How one seed went.
@@ -159,6 +162,9 @@ pub fn check_module(seed: u64, original: &[u8]) -> Result<Verdict, String> {
             return Ok(Verdict::Refused);
         }
     };
+    wasmparser::Validator::new_with_features(crate::WASMTIME_48_NO_GC)
+        .validate_all(&prepared.bytes)
+        .map_err(|e| format!("prepared, but wasmtime 48 without gc would refuse it: {e}"))?;
     let config = RunConfig {
         wasmi_fuel: Some(300_000),
         then_call: Some("result"),

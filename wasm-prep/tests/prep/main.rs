@@ -17,6 +17,23 @@ mod wasmi_workaround;
 
 use grid_kernels::wasm::WasmLimits;
 use grid_wasm_prep::{Options, PrepareError, Prepared, prepare};
+use wasmparser::WasmFeatures;
+
+/// The features wasmtime 48.0.8 validates a module with in the native
+/// worker, written down from its source (`Config::features` in
+/// src/config.rs): WebAssembly 3.0, less `GC_TYPES` and exceptions in a
+/// build without its `gc` feature, less threads without `threads` (the
+/// worker's build has neither), less what the worker turns off: relaxed
+/// SIMD, multi-memory, memory64 and tail calls. Whatever the preparer
+/// accepts must validate with these.
+pub const WASMTIME_48_NO_GC: WasmFeatures = WasmFeatures::WASM3
+    .difference(WasmFeatures::GC_TYPES)
+    .difference(WasmFeatures::EXCEPTIONS)
+    .difference(WasmFeatures::THREADS)
+    .difference(WasmFeatures::RELAXED_SIMD)
+    .difference(WasmFeatures::MULTI_MEMORY)
+    .difference(WasmFeatures::MEMORY64)
+    .difference(WasmFeatures::TAIL_CALL);
 
 /// A module from its text.
 pub fn wasm(wat: &str) -> Vec<u8> {

@@ -1,11 +1,12 @@
 //! The tests' own module rewriter: every function body rewritten operator by
 //! operator, everything else copied. Used for the fuzz's reference
-//! ([`crate::canonical`]) and to keep wasmi clear of a bug
+//! ([`crate::canonical`]) and its modules ([`extern_to_func`]), and to keep
+//! wasmi clear of a bug
 //! ([`crate::wasmi_workaround`]); it has nothing to do with the preparer's
 //! code and shares none of it.
 
-use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
-use wasm_encoder::{CodeSection, Function, RawSection, ValType};
+use wasm_encoder::reencode::{self, Reencode, RoundtripReencoder};
+use wasm_encoder::{AbstractHeapType, CodeSection, Function, RawSection, ValType};
 use wasmparser::{Operator, Parser, Payload, ValidPayload, Validator, WasmFeatures};
 
 /// `module` (valid) with each function body rewritten: `each` writes what
@@ -80,4 +81,29 @@ pub fn copy(f: &mut Function, op: Operator<'_>) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     f.instruction(&op);
     Ok(())
+}
+
+/// `module` with every `externref` a `funcref`. A kernel may not use
+/// externref; in a module whose host gives it none, every externref is null,
+/// and a funcref in its place behaves the same.
+pub fn extern_to_func(module: &[u8]) -> Result<Vec<u8>, String> {
+    struct ExternToFunc;
+    impl Reencode for ExternToFunc {
+        type Error = std::convert::Infallible;
+
+        fn abstract_heap_type(
+            &mut self,
+            ty: wasmparser::AbstractHeapType,
+        ) -> Result<AbstractHeapType, reencode::Error<Self::Error>> {
+            Ok(match ty {
+                wasmparser::AbstractHeapType::Extern => AbstractHeapType::Func,
+                other => reencode::utils::abstract_heap_type(self, other),
+            })
+        }
+    }
+    let mut out = wasm_encoder::Module::new();
+    ExternToFunc
+        .parse_core_module(&mut out, Parser::new(0), module)
+        .map_err(|e| e.to_string())?;
+    Ok(out.finish())
 }

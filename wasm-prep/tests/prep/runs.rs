@@ -249,6 +249,44 @@ fn a_guarded_division_after_a_fuel_check_still_divides() {
     );
 }
 
+#[test]
+fn funcref_tables_and_reference_instructions_run_as_before() {
+    // Reference types as a kernel may use them: funcref only, in several
+    // tables, with every table instruction, ref.func, ref.null, ref.is_null
+    // and a typed select.
+    let wat = r#"(module (memory (export "memory") 1)
+      (type $v (func (result i32)))
+      (table $t 2 10 funcref)
+      (table $u 1 funcref)
+      (elem declare func $a $b)
+      (func $a (result i32) (i32.const 11))
+      (func $b (result i32) (i32.const 22))
+      (func (export "_start")
+        (table.set $t (i32.const 0) (ref.func $a))
+        (table.fill $t (i32.const 1) (ref.func $b) (i32.const 1))
+        (i32.store (i32.const 0) (table.grow $t (ref.null func) (i32.const 3)))
+        (i32.store (i32.const 4) (table.size $t))
+        (i32.store (i32.const 8) (call_indirect $t (type $v) (i32.const 0)))
+        (i32.store (i32.const 12) (call_indirect $t (type $v) (i32.const 1)))
+        (i32.store (i32.const 16) (ref.is_null (table.get $t (i32.const 4))))
+        (table.copy $u $t (i32.const 0) (i32.const 1) (i32.const 1))
+        (i32.store (i32.const 20) (call_indirect $u (type $v) (i32.const 0)))
+        (i32.store (i32.const 24)
+          (ref.is_null (select (result funcref)
+            (ref.null func) (ref.func $a) (i32.const 0))))))"#;
+    let prepared = prep(wat);
+    wasmparser::Validator::new_with_features(crate::WASMTIME_48_NO_GC)
+        .validate_all(&prepared.bytes)
+        .expect("wasmtime 48 without gc validates it");
+    let config = RunConfig::default();
+    let before = run_once(&wasm(wat), &config);
+    let after = run_once(&prepared.bytes, &config);
+    assert_eq!(before.trap, None);
+    assert_eq!(words(&before.memory, 0..28), [2, 5, 11, 22, 1, 22, 0]);
+    assert_eq!((after.trap, after.trap_code), (None, Some(0)));
+    assert_eq!(words(&after.memory, 0..28), [2, 5, 11, 22, 1, 22, 0]);
+}
+
 const NANS: &str = r#"(module (memory (export "memory") 1)
   (func (export "_start")
     ;; 0: 0/0, stored
