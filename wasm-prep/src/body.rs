@@ -54,7 +54,7 @@ pub(crate) fn rewrite(
 ) -> Result<Vec<u8>, PrepareError> {
     let mut locals = body.get_locals_reader()?;
     let declarations = locals.get_count();
-    let declarations_start = position(locals.original_position())?;
+    let declarations_start = locals.original_position();
     let mut declared: u64 = 0;
     for _ in 0..declarations {
         let offset = locals.original_position();
@@ -69,7 +69,7 @@ pub(crate) fn rewrite(
         }
         validator.define_locals(offset, count, ty)?;
     }
-    let declarations_end = position(locals.original_position())?;
+    let declarations_end = locals.original_position();
     let params_and_locals = validator.len_locals();
 
     let mut writer = Writer::new(cx, index, params_and_locals);
@@ -90,7 +90,7 @@ pub(crate) fn rewrite(
         max_height = max_height.max(validator.operand_stack_height());
         let bytes = cx
             .module
-            .get(position(offset)?..position(end)?)
+            .get(offset..end)
             .ok_or_else(|| internal("an instruction outside the module"))?;
         writer.instruction(&op, bytes)?;
     }
@@ -319,10 +319,6 @@ fn scratch(slot: &mut Option<u32>, types: &mut Vec<ValType>, first: u32, ty: Val
         types.push(ty);
         first + types.len() as u32 - 1
     })
-}
-
-fn position(offset: u64) -> Result<usize, PrepareError> {
-    usize::try_from(offset).map_err(|_| internal("an offset past the address space"))
 }
 
 fn internal(what: &str) -> PrepareError {

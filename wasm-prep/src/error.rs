@@ -17,6 +17,10 @@ pub enum Proposal {
     Exceptions,
     /// Garbage collection, typed function references, custom descriptors.
     Gc,
+    /// `externref`, and any other reference type but `funcref`: they need a
+    /// garbage collector, which the native worker's wasmtime is built
+    /// without.
+    ExternRef,
     Memory64,
     MultiMemory,
     CustomPageSizes,
@@ -37,6 +41,7 @@ impl Proposal {
             Proposal::TailCall => "tail calls".into(),
             Proposal::Exceptions => "exception handling".into(),
             Proposal::Gc => "garbage collection or typed function references".into(),
+            Proposal::ExternRef => "externref (or another reference type but funcref)".into(),
             Proposal::Memory64 => "64-bit memories or tables (memory64)".into(),
             Proposal::MultiMemory => "more than one memory (multi-memory)".into(),
             Proposal::CustomPageSizes => "custom page sizes".into(),
@@ -60,6 +65,10 @@ impl Proposal {
                 "which browsergrid does not support; build with panic=abort or -fno-exceptions"
             }
             Proposal::Gc => "which browsergrid does not support",
+            Proposal::ExternRef => {
+                "which needs a garbage collector, and browsergrid's native engine runs \
+                 without one; a kernel may use funcref only"
+            }
             Proposal::Memory64 => "but a kernel's memory is 32-bit; build for wasm32",
             Proposal::MultiMemory => "but a kernel has exactly one memory",
             Proposal::CustomPageSizes
@@ -242,7 +251,7 @@ impl PrepareError {
     /// message says one is needed, invalid WebAssembly otherwise.
     pub(crate) fn from_wasmparser(err: &wasmparser::BinaryReaderError) -> PrepareError {
         let message = err.message().to_string();
-        let offset = err.offset();
+        let offset = u64::try_from(err.offset()).unwrap_or(u64::MAX);
         // Without extended-const, wasmparser calls an i32.add in a constant
         // expression non-constant.
         if let Some(op) =
@@ -255,6 +264,35 @@ impl PrepareError {
             return PrepareError::Unsupported {
                 proposal: Proposal::ExtendedConst,
                 detail: format!("{op} in a constant expression"),
+            };
+        }
+        // What the validator says of reference types outside the allowed
+        // ones, named here with their proposal.
+        let references = [
+            ("gc types are disallowed", Proposal::ExternRef, ""),
+            (
+                "function references required",
+                Proposal::Gc,
+                "a typed function reference ",
+            ),
+            (
+                "without the gc feature",
+                Proposal::Gc,
+                "a GC reference type ",
+            ),
+            (
+                "exception refs not supported",
+                Proposal::Exceptions,
+                "exnref ",
+            ),
+        ];
+        if let Some((_, proposal, what)) = references
+            .iter()
+            .find(|(needle, _, _)| message.contains(needle))
+        {
+            return PrepareError::Unsupported {
+                proposal: *proposal,
+                detail: format!("{what}at byte {offset}"),
             };
         }
         let feature = [

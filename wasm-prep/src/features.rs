@@ -6,20 +6,30 @@
 //!
 //! A kernel may use WebAssembly 2.0 and nothing newer: the MVP with mutable
 //! globals, sign extension, saturating float-to-int conversions, multi-value,
-//! bulk memory, reference types and 128-bit SIMD. Everything else is refused:
-//! threads and shared memory (a kernel runs on one thread), relaxed SIMD (its
-//! results differ between machines), memory64 and multiple memories (a kernel
-//! has one 32-bit memory), tail calls (they would skip the stack limit's
-//! bookkeeping), exceptions, GC and typed function references, extended
-//! constant expressions, and every proposal after them, until an engine we
-//! run on supports it everywhere and the preparer instruments it.
+//! bulk memory, reference types and 128-bit SIMD, except `externref`.
+//! Reference types stay with `funcref`: tables of functions (several of
+//! them, with `table.get`, `.set`, `.size`, `.grow`, `.fill`, `.copy`,
+//! `.init`), `ref.null func`, `ref.func`, `ref.is_null` and a typed
+//! `select`. `externref` needs a garbage collector in wasmtime, and the
+//! native worker's wasmtime is built without one (wasmtime 48 turns
+//! wasmparser's `GC_TYPES` off without its `gc` feature); browsers would
+//! run it, but a kernel runs everywhere or not at all.
+//!
+//! Everything else is refused: threads and shared memory (a kernel runs on
+//! one thread), relaxed SIMD (its results differ between machines), memory64
+//! and multiple memories (a kernel has one 32-bit memory), tail calls (they
+//! would skip the stack limit's bookkeeping), exceptions, GC and typed
+//! function references, extended constant expressions, and every proposal
+//! after them, until every engine we run on supports it and the preparer
+//! instruments it.
 
 use wasmparser::{Operator, WasmFeatures};
 
 use crate::error::Proposal;
 
-/// The features a kernel may use: exactly WebAssembly 2.0.
-pub const ALLOWED: WasmFeatures = WasmFeatures::WASM2;
+/// The features a kernel may use: WebAssembly 2.0 without the reference
+/// types that need a garbage collector (`externref`).
+pub const ALLOWED: WasmFeatures = WasmFeatures::WASM2.difference(WasmFeatures::GC_TYPES);
 
 /// The proposal an operator belongs to and its text name, if a kernel may
 /// not use it.
@@ -88,9 +98,7 @@ mod tests {
             Some((Proposal::TailCall, "return_call".into()))
         );
         assert_eq!(
-            forbidden(&Operator::AtomicFence {
-                ordering: wasmparser::Ordering::SeqCst
-            }),
+            forbidden(&Operator::AtomicFence),
             Some((Proposal::Threads, "atomic_fence".into()))
         );
         assert_eq!(

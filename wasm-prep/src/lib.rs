@@ -7,8 +7,9 @@
 //! the module, so they hold in every engine without its help:
 //!
 //! - **Validation** ([`features`], [`module`]): the module must be valid
-//!   WebAssembly 2.0 (no threads, relaxed SIMD, memory64, multiple memories,
-//!   tail calls, exceptions, GC, nor anything newer); import only the WASI
+//!   WebAssembly 2.0 without `externref` (no threads, relaxed SIMD, memory64,
+//!   multiple memories, tail calls, exceptions, GC, nor anything newer);
+//!   import only the WASI
 //!   functions of [`grid_kernels::wasm::WASI_IMPORTS`], each with exactly its
 //!   signature; export `_start` (of type [] -> []) and `memory`; define one
 //!   32-bit memory that starts within the job's limit; have no start section

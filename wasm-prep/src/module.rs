@@ -521,7 +521,7 @@ impl<'a> Walk<'a> {
     }
 
     /// A section's entries: its bytes after the count.
-    fn entries(&self, range: std::ops::Range<u64>) -> Result<&'a [u8], PrepareError> {
+    fn entries(&self, range: std::ops::Range<usize>) -> Result<&'a [u8], PrepareError> {
         let bytes = self.slice(range)?;
         // The count is a LEB128, maybe padded: skip its bytes as encoded.
         let len = bytes
@@ -542,12 +542,9 @@ impl<'a> Walk<'a> {
         Ok(())
     }
 
-    fn slice(&self, range: std::ops::Range<u64>) -> Result<&'a [u8], PrepareError> {
-        let start = usize::try_from(range.start).ok();
-        let end = usize::try_from(range.end).ok();
-        start
-            .zip(end)
-            .and_then(|(start, end)| self.module.get(start..end))
+    fn slice(&self, range: std::ops::Range<usize>) -> Result<&'a [u8], PrepareError> {
+        self.module
+            .get(range)
             .ok_or_else(|| PrepareError::Internal("a section outside the module".into()))
     }
 }

@@ -202,6 +202,42 @@ fn refused_proposals_are_named_with_the_instruction() {
             Proposal::Gc,
             "a struct or array type",
         ),
+        (
+            &kernel("(func (drop (ref.i31 (i32.const 1))))"),
+            Proposal::Gc,
+            "ref.i31 in function 1",
+        ),
+        (
+            &kernel("(table i64 1 funcref)"),
+            Proposal::Memory64,
+            "a 64-bit table",
+        ),
+        (
+            &kernel(
+                "(type $t (func)) (table 1 funcref)
+                 (func (return_call_indirect (type $t) (i32.const 0)))",
+            ),
+            Proposal::TailCall,
+            "return_call_indirect in function 1",
+        ),
+        (
+            &kernel("(func (try_table))"),
+            Proposal::Exceptions,
+            "try_table in function 1",
+        ),
+        (
+            &kernel(
+                "(func (result i64 i64)
+                   (i64.add128 (i64.const 1) (i64.const 1) (i64.const 1) (i64.const 1)))",
+            ),
+            Proposal::WideArithmetic,
+            "i64.add128 in function 1",
+        ),
+        (
+            r#"(module (memory (export "memory") 1 (pagesize 1)) (func (export "_start")))"#,
+            Proposal::CustomPageSizes,
+            "",
+        ),
     ];
     for (wat, proposal, detail) in cases {
         assert_eq!(unsupported(wat), (*proposal, detail.to_string()), "{wat}");
@@ -315,4 +351,64 @@ fn the_preparers_own_bounds_are_kept() {
         prepare(&module, &WasmLimits::DEFAULT, &bad),
         Err(PrepareError::Options(_))
     ));
+}
+
+#[test]
+fn reference_types_stop_at_funcref() {
+    // externref needs a garbage collector in wasmtime, which the native
+    // worker's is built without; GC's reference types, typed function
+    // references and exnref are refused with their proposals.
+    let cases: &[(&str, Proposal, &str)] = &[
+        ("(table 1 externref)", Proposal::ExternRef, "at byte 21"),
+        (
+            "(func (param externref))",
+            Proposal::ExternRef,
+            "at byte 14",
+        ),
+        (
+            "(func (drop (ref.null extern)))",
+            Proposal::ExternRef,
+            "at byte 53",
+        ),
+        (
+            "(global (mut externref) (ref.null extern))",
+            Proposal::ExternRef,
+            "at byte 26",
+        ),
+        ("(func (param anyref))", Proposal::ExternRef, "at byte 14"),
+        (
+            "(type $t (func)) (func (param (ref null $t)))",
+            Proposal::Gc,
+            "a typed function reference at byte 14",
+        ),
+        (
+            "(type $t (func)) (func (call_ref $t (ref.null $t)))",
+            Proposal::Gc,
+            "a typed function reference at byte 53",
+        ),
+        (
+            "(func (param exnref))",
+            Proposal::Exceptions,
+            "exnref at byte 14",
+        ),
+    ];
+    for (extra, proposal, detail) in cases {
+        let wat = kernel(extra);
+        assert_eq!(unsupported(&wat), (*proposal, detail.to_string()), "{wat}");
+    }
+    assert_eq!(
+        refusal(&kernel("(table 1 externref)")).to_string(),
+        "the module uses externref (or another reference type but funcref) (at byte 21), \
+         which needs a garbage collector, and browsergrid's native engine runs without one; \
+         a kernel may use funcref only"
+    );
+}
+
+#[test]
+fn what_the_preparer_allows_wasmtime_48_without_gc_validates() {
+    let beyond = grid_wasm_prep::features::ALLOWED.difference(crate::WASMTIME_48_NO_GC);
+    assert!(
+        beyond.is_empty(),
+        "allowed, but not by wasmtime: {beyond:?}"
+    );
 }

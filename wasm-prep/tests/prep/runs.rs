@@ -200,6 +200,93 @@ fn unbounded_recursion_stops_at_the_same_depth_every_run() {
     );
 }
 
+#[test]
+fn calls_in_a_loop_do_not_add_up_on_the_stack() {
+    // 10,000 calls, direct and through a table, each returning: the depth
+    // never passes 2, whatever the number of calls.
+    let wat = r#"(module (memory (export "memory") 1)
+      (type $v (func))
+      (table 1 funcref) (elem (i32.const 0) $g)
+      (func $g (i32.store (i32.const 0) (i32.add (i32.load (i32.const 0)) (i32.const 1))))
+      (func $f (call $g) (call_indirect (type $v) (i32.const 0)))
+      (func (export "_start") (local $i i32)
+        (loop $l
+          (call $f)
+          (br_if $l (i32.lt_u (local.tee $i (i32.add (local.get $i) (i32.const 1)))
+                              (i32.const 5000))))))"#;
+    let options = Options {
+        stack_budget: 300,
+        ..Options::DEFAULT
+    };
+    let prepared = prep_with(wat, &WasmLimits::DEFAULT, &options);
+    let run = run_once(&prepared.bytes, &RunConfig::default());
+    assert_eq!((run.trap, run.trap_code), (None, Some(0)));
+    assert_eq!(words(&run.memory, 0..4), [10_000]);
+    assert_eq!(prepared.info.instrumentation.call_restores, 3);
+}
+
+#[test]
+fn a_guarded_division_after_a_fuel_check_still_divides() {
+    // Seed 5700's shape: a segment starts after `end`, so the prepared
+    // module checks fuel (an `if` on `i64.lt_s`) just before the guard
+    // wasm-smith writes around a division. The divisor is 1, never 0.
+    let wat = r#"(module (memory (export "memory") 1)
+      (func (export "_start") (local $d i32)
+        (block)
+        (i32.store (i32.const 0)
+          (i32.div_u (i32.const 7)
+            (select (i32.const 1) (local.get $d) (i32.eqz (local.get $d)))))))"#;
+    let config = RunConfig::default();
+    let before = run_once(&wasm(wat), &config);
+    let after = run_once(&prep(wat).bytes, &config);
+    assert_eq!(
+        (&before.trap, &before.memory[..4]),
+        (&None, &[7, 0, 0, 0][..])
+    );
+    assert_eq!(
+        (&after.trap, &after.memory[..4]),
+        (&None, &[7, 0, 0, 0][..])
+    );
+}
+
+#[test]
+fn funcref_tables_and_reference_instructions_run_as_before() {
+    // Reference types as a kernel may use them: funcref only, in several
+    // tables, with every table instruction, ref.func, ref.null, ref.is_null
+    // and a typed select.
+    let wat = r#"(module (memory (export "memory") 1)
+      (type $v (func (result i32)))
+      (table $t 2 10 funcref)
+      (table $u 1 funcref)
+      (elem declare func $a $b)
+      (func $a (result i32) (i32.const 11))
+      (func $b (result i32) (i32.const 22))
+      (func (export "_start")
+        (table.set $t (i32.const 0) (ref.func $a))
+        (table.fill $t (i32.const 1) (ref.func $b) (i32.const 1))
+        (i32.store (i32.const 0) (table.grow $t (ref.null func) (i32.const 3)))
+        (i32.store (i32.const 4) (table.size $t))
+        (i32.store (i32.const 8) (call_indirect $t (type $v) (i32.const 0)))
+        (i32.store (i32.const 12) (call_indirect $t (type $v) (i32.const 1)))
+        (i32.store (i32.const 16) (ref.is_null (table.get $t (i32.const 4))))
+        (table.copy $u $t (i32.const 0) (i32.const 1) (i32.const 1))
+        (i32.store (i32.const 20) (call_indirect $u (type $v) (i32.const 0)))
+        (i32.store (i32.const 24)
+          (ref.is_null (select (result funcref)
+            (ref.null func) (ref.func $a) (i32.const 0))))))"#;
+    let prepared = prep(wat);
+    wasmparser::Validator::new_with_features(crate::WASMTIME_48_NO_GC)
+        .validate_all(&prepared.bytes)
+        .expect("wasmtime 48 without gc validates it");
+    let config = RunConfig::default();
+    let before = run_once(&wasm(wat), &config);
+    let after = run_once(&prepared.bytes, &config);
+    assert_eq!(before.trap, None);
+    assert_eq!(words(&before.memory, 0..28), [2, 5, 11, 22, 1, 22, 0]);
+    assert_eq!((after.trap, after.trap_code), (None, Some(0)));
+    assert_eq!(words(&after.memory, 0..28), [2, 5, 11, 22, 1, 22, 0]);
+}
+
 const NANS: &str = r#"(module (memory (export "memory") 1)
   (func (export "_start")
     ;; 0: 0/0, stored
@@ -227,6 +314,10 @@ const NANS: &str = r#"(module (memory (export "memory") 1)
       (f32x4.splat (f32.reinterpret_i32 (i32.const 0xffa00002))))
     ;; 64: f64x2 sqrt of -1 and 4
     (v128.store (i32.const 64) (f64x2.sqrt (v128.const f64x2 -1 4)))
+    ;; 80: f64 lanes that are numbers though their halves look like f32 NaNs
+    (v128.store (i32.const 80)
+      (f64x2.add (v128.const i64x2 0x7fc000007fc00000 0x7fc000007fc00000)
+                 (v128.const f64x2 0 0)))
   ))"#;
 
 fn words(memory: &[u8], range: std::ops::Range<usize>) -> Vec<u32> {
@@ -251,6 +342,10 @@ fn nans_that_can_be_seen_are_canonical() {
     assert_eq!(words(m, 48..64), [NAN; 4]);
     assert_eq!(m[64..72], 0x7ff8_0000_0000_0000u64.to_le_bytes());
     assert_eq!(m[72..80], 2f64.to_le_bytes());
+    assert_eq!(
+        m[80..96],
+        [0x7fc0_0000_7fc0_0000u64.to_le_bytes(); 2].concat()
+    );
     // Without preparation the bit-moving instructions keep their bits: the
     // test can tell canonicalization from none.
     let o = &original.memory;

@@ -3,9 +3,8 @@
 //! implemented: stdout and stderr, stdin, arguments, exit, a fixed clock and
 //! a seeded random source), and a runner that reports everything a
 //! comparison needs: trap or exit, output, final memory, and the prepared
-//! module's globals.
-//!
-//! Shared with `examples/measure.rs`, which includes this file by path.
+//! module's globals. What runs is the module as given, less a wasmi bug
+//! ([`crate::wasmi_workaround`]).
 #![allow(dead_code)]
 
 use grid_kernels::wasm::{ValType as WasiValType, WASI_IMPORTS, WASI_MODULE, exports};
@@ -271,8 +270,21 @@ fn wasi(name: &str, caller: &mut Caller<'_, Host>, params: &[Val]) -> Result<i32
     })
 }
 
-/// Runs `bytes`' `_start` (after instantiating it) under `config`.
+/// Runs `bytes`' `_start` (after instantiating it) under `config`, with
+/// the tests' workaround for a wasmi bug applied.
 pub fn run(engine: &Engine, linker: &Linker<Host>, bytes: &[u8], config: &RunConfig) -> Run {
+    let bytes = crate::wasmi_workaround::avoid_the_bug(bytes)
+        .unwrap_or_else(|e| panic!("the module to run is invalid: {e}"));
+    run_unaltered(engine, linker, &bytes, config)
+}
+
+/// Runs `bytes` as they are.
+pub fn run_unaltered(
+    engine: &Engine,
+    linker: &Linker<Host>,
+    bytes: &[u8],
+    config: &RunConfig,
+) -> Run {
     let module = Module::new(engine, bytes).expect("wasmi compiles the module");
     let host = Host {
         stdin: config.stdin.clone(),
