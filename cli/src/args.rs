@@ -89,6 +89,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run one task of a wasm program here, exactly as a worker would (the
+    /// same preparation, limits and WASI): stdin in, stdout out. Exits with
+    /// the program's exit code, or 3 if it trapped.
+    Run(RunArgs),
 }
 
 impl Command {
@@ -232,6 +236,10 @@ pub enum KernelArgs {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Run your own WebAssembly program (a WASI preview 1 command) once per
+    /// input: each line of --lines, or each file of --inputs, is one task's
+    /// stdin; its stdout is the task's result (`grid results JOB -o DIR`).
+    Wasm(WasmArgs),
     /// Find nonces whose SHA-256 with a prefix has leading zero bits.
     Hashsearch {
         #[arg(long)]
@@ -245,10 +253,72 @@ pub enum KernelArgs {
     },
 }
 
+/// `grid submit wasm`: the module, where its inputs come from, and its
+/// limits (unset ones take the coordinator's defaults).
+#[derive(Debug, Args, Clone)]
+pub struct WasmArgs {
+    /// The program: a .wasm file exporting _start and memory.
+    #[arg(long)]
+    pub module: PathBuf,
+    /// One task per line of this file (the line, newline included, is stdin).
+    #[arg(long, conflicts_with = "inputs")]
+    pub lines: Option<PathBuf>,
+    /// One task per file in this directory (in name order; the file is stdin).
+    #[arg(long)]
+    pub inputs: Option<PathBuf>,
+    /// The program's arguments (argv[1..]), split at whitespace.
+    #[arg(long, allow_hyphen_values = true)]
+    pub args: Option<String>,
+    /// argv[0] (default: the module's file name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// What the program does, for donors to read.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// The most fuel (about one unit a WebAssembly instruction) a task may use.
+    #[arg(long)]
+    pub fuel: Option<u64>,
+    /// The most memory a task may have, MiB.
+    #[arg(long = "memory")]
+    pub memory_mib: Option<u32>,
+    /// The most a task may write to stdout, bytes.
+    #[arg(long)]
+    pub stdout_bytes: Option<u32>,
+    /// Keys every task's random_get stream.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// `grid run`: one task of a wasm program, here, as a worker would run it.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// The program: a .wasm file exporting _start and memory.
+    pub module: PathBuf,
+    /// Its arguments (argv[1..]).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+    /// argv[0] (default: the module's file name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The task's index, which keys its random_get stream.
+    #[arg(long, default_value_t = 0)]
+    pub task: u32,
+    #[arg(long)]
+    pub fuel: Option<u64>,
+    #[arg(long = "memory")]
+    pub memory_mib: Option<u32>,
+    #[arg(long)]
+    pub stdout_bytes: Option<u32>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
 impl KernelArgs {
-    /// The kernel and params this subcommand names.
-    pub fn spec(&self) -> KernelSpec {
-        match self {
+    /// The kernel and params this subcommand names; `None` for `wasm`,
+    /// whose module and inputs must be uploaded first.
+    pub fn spec(&self) -> Option<KernelSpec> {
+        Some(match self {
+            KernelArgs::Wasm(_) => return None,
             &KernelArgs::Primes { start, end } => KernelSpec::Primes(PrimesParams { start, end }),
             &KernelArgs::Mandelbrot {
                 width,
@@ -281,6 +351,6 @@ impl KernelArgs {
                 start: *start,
                 end: *end,
             }),
-        }
+        })
     }
 }

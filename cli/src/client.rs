@@ -9,7 +9,7 @@ use anyhow::{Context, anyhow};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 
-use grid_kernels::JobResult;
+use grid_kernels::{ContentDigest, JobResult};
 use grid_protocol::api::{ErrorBody, ExportFormat, Health, JobRequest, JobStatus, WorkerInfo};
 
 #[derive(Debug, Clone)]
@@ -96,6 +96,50 @@ impl Client {
     pub async fn health(&self) -> anyhow::Result<Health> {
         self.json(self.http.get(format!("{}/api/health", self.base)))
             .await
+    }
+
+    /// Uploads `bytes` as a blob unless the coordinator has it already
+    /// (`HEAD` first): its digest either way, and whether it was sent.
+    pub async fn ensure_blob(&self, bytes: Vec<u8>) -> anyhow::Result<(ContentDigest, bool)> {
+        let digest = ContentDigest::of(&bytes);
+        let url = format!("{}/api/blobs/{digest}", self.base);
+        let head = self.http.head(&url);
+        let head = match &self.token {
+            Some(token) => head.bearer_auth(token),
+            None => head,
+        };
+        let present = head
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "cannot reach the coordinator at {}: {}",
+                    self.base,
+                    root_cause(&e)
+                )
+            })?
+            .status()
+            .is_success();
+        if present {
+            return Ok((digest, false));
+        }
+        self.send(self.http.put(&url).body(bytes)).await?;
+        Ok((digest, true))
+    }
+
+    /// What task `task` of wasm job `job` wrote to stdout.
+    pub async fn task_output(&self, job: u64, task: u32) -> anyhow::Result<Vec<u8>> {
+        let response = self
+            .send(
+                self.http
+                    .get(format!("{}/api/jobs/{job}/outputs/{task}", self.base)),
+            )
+            .await?;
+        Ok(response
+            .bytes()
+            .await
+            .context("the output download broke off")?
+            .to_vec())
     }
 
     pub async fn submit(&self, request: &JobRequest) -> anyhow::Result<JobStatus> {

@@ -15,12 +15,16 @@ use anyhow::{Context, bail};
 use grid_coordinator::config::DEFAULT_DATA_DIR;
 use grid_coordinator::store::Durability;
 use grid_coordinator::{ServerConfig, auth};
-use grid_protocol::api::{ExportFormat, JobRequest, JobState, JobStatus};
+use grid_kernels::wasm::{InputFile, WasmInputs, WasmLimits, WasmOutcome, WasmParams};
+use grid_kernels::{ContentDigest, JobResult, KernelKind, KernelSpec};
+use grid_protocol::api::{ExportFormat, JobRequest, JobState, JobStatus, WasmRequest};
 use grid_worker_native::{self as worker, WorkerOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
 
-use crate::args::{Cli, Command, ServeArgs, SubmitArgs, SyncMode, WorkerArgs};
+use crate::args::{
+    Cli, Command, KernelArgs, RunArgs, ServeArgs, SubmitArgs, SyncMode, WasmArgs, WorkerArgs,
+};
 use crate::client::Client;
 use crate::print::{print_jobs, print_json, print_status, print_workers};
 
@@ -79,6 +83,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("job {job} resumed");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run(args) => run_local(args),
         Command::Workers { json } => {
             let workers = client(&cli)?.workers().await?;
             if *json {
@@ -243,7 +248,8 @@ async fn run_worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<ExitCode> {
 
 async fn submit(client: &Client, args: &SubmitArgs) -> anyhow::Result<ExitCode> {
     let mut request = match (&args.kernel, &args.file) {
-        (Some(kernel), None) => JobRequest::new(kernel.spec()),
+        (Some(KernelArgs::Wasm(wasm)), None) => JobRequest::new(wasm_request(client, wasm).await?),
+        (Some(kernel), None) => JobRequest::new(kernel.spec().expect("a built-in kernel")),
         (None, Some(file)) => {
             let body =
                 std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -251,7 +257,7 @@ async fn submit(client: &Client, args: &SubmitArgs) -> anyhow::Result<ExitCode> 
                 .with_context(|| format!("{} is not a job request", file.display()))?
         }
         (None, None) => bail!(
-            "name a kernel (primes, mandelbrot, montecarlo-pi, hashsearch) or pass --file job.json"
+            "name a kernel (primes, mandelbrot, montecarlo-pi, hashsearch, wasm) or pass --file job.json"
         ),
         (Some(_), Some(_)) => bail!("pass either a kernel or --file, not both"),
     };
@@ -280,6 +286,156 @@ async fn submit(client: &Client, args: &SubmitArgs) -> anyhow::Result<ExitCode> 
         print_status(&status);
     }
     Ok(exit_for(&status))
+}
+
+/// Uploads a wasm job's module and inputs (what the coordinator lacks) and
+/// names them in a request.
+async fn wasm_request(client: &Client, args: &WasmArgs) -> anyhow::Result<WasmRequest> {
+    let read = |path: &Path| {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let (module, sent) = client.ensure_blob(read(&args.module)?).await?;
+    note_upload(&args.module, sent);
+    let inputs = match (&args.lines, &args.inputs) {
+        (Some(lines), _) => {
+            let (digest, sent) = client.ensure_blob(read(lines)?).await?;
+            note_upload(lines, sent);
+            Some(WasmInputs::Lines(digest))
+        }
+        (None, Some(dir)) => {
+            let mut files = Vec::new();
+            let mut uploaded = 0;
+            for path in input_files(dir)? {
+                let (blob, sent) = client.ensure_blob(read(&path)?).await?;
+                uploaded += usize::from(sent);
+                let name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .with_context(|| format!("{} has no UTF-8 file name", path.display()))?
+                    .to_string();
+                files.push(InputFile { name, blob });
+            }
+            eprintln!(
+                "inputs: {} files in {} ({uploaded} uploaded, {} already there)",
+                files.len(),
+                dir.display(),
+                files.len() - uploaded
+            );
+            Some(WasmInputs::Files(files))
+        }
+        (None, None) => None,
+    };
+    Ok(WasmRequest {
+        module,
+        inputs,
+        name: Some(program_name(&args.module, args.name.as_deref())),
+        args: split_args(args.args.as_deref()),
+        description: args.description.clone(),
+        fuel: args.fuel,
+        memory_mib: args.memory_mib,
+        stdout_bytes: args.stdout_bytes,
+        stderr_bytes: None,
+        seed: args.seed,
+    })
+}
+
+fn note_upload(path: &Path, sent: bool) {
+    eprintln!(
+        "{}: {}",
+        path.display(),
+        if sent { "uploaded" } else { "already there" }
+    );
+}
+
+/// The regular files of `dir`, in name order (hidden ones skipped).
+fn input_files(dir: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        if !hidden && entry.file_type()?.is_file() {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        bail!("{} holds no input files", dir.display());
+    }
+    Ok(files)
+}
+
+/// argv[0]: `--name`, else the module's file name.
+fn program_name(module: &Path, name: Option<&str>) -> String {
+    name.map(str::to_string).unwrap_or_else(|| {
+        module.file_name().map_or_else(
+            || "kernel.wasm".into(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    })
+}
+
+fn split_args(args: Option<&str>) -> Vec<String> {
+    args.map(|a| a.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// `grid run`: prepares the module as the coordinator would and runs one
+/// task with this process's stdin, as a worker would.
+fn run_local(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let source = std::fs::read(&args.module)
+        .with_context(|| format!("cannot read {}", args.module.display()))?;
+    let defaults = WasmLimits::DEFAULT;
+    let params = WasmParams {
+        module: ContentDigest::of(&source),
+        source: ContentDigest::of(&source),
+        name: program_name(&args.module, args.name.as_deref()),
+        args: args.args.clone(),
+        fuel: args.fuel.unwrap_or(defaults.fuel),
+        memory_mib: args.memory_mib.unwrap_or(defaults.memory_mib),
+        stdout_bytes: args.stdout_bytes.unwrap_or(defaults.stdout_bytes),
+        stderr_bytes: defaults.stderr_bytes,
+        seed: args.seed.unwrap_or(0),
+        description: None,
+    };
+    KernelSpec::Wasm(params.clone()).validate(1)?;
+    let limits = params.limits();
+    let prepared = grid_wasm_prep::prepare(&source, &limits, &grid_wasm_prep::Options::DEFAULT)
+        .with_context(|| format!("{} cannot run on the grid", args.module.display()))?;
+    let module = ContentDigest::of(&prepared.bytes);
+    let mut stdin = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin(), &mut stdin).context("cannot read stdin")?;
+    let config = grid_wasi::TaskConfig {
+        args: params.argv(),
+        stdin,
+        seed: grid_wasi::random_seed(params.seed, &module.0, args.task),
+        limits,
+    };
+    // wasmtime wants a deep stack; a thread of its own has one.
+    let outcome = std::thread::Builder::new()
+        .stack_size(grid_wasm_runtime::THREAD_STACK)
+        .spawn(move || -> anyhow::Result<WasmOutcome> {
+            let kernel = grid_wasm_runtime::Engine::new()?.compile(&prepared.bytes)?;
+            Ok(kernel.run(config, &limits)?)
+        })
+        .context("cannot start a thread")?
+        .join()
+        .map_err(|_| anyhow::anyhow!("the runtime panicked"))??;
+    std::io::stdout().write_all(&outcome.stdout)?;
+    std::io::stdout().flush()?;
+    std::io::stderr().write_all(&outcome.stderr)?;
+    match outcome.trap {
+        Some(trap) => {
+            eprintln!("grid: trapped ({trap}) after {} fuel", outcome.fuel_used);
+            Ok(ExitCode::from(JOB_FAILED))
+        }
+        None => {
+            eprintln!(
+                "grid: exit code {}, {} fuel",
+                outcome.exit_code, outcome.fuel_used
+            );
+            Ok(ExitCode::from(outcome.exit_code as u8))
+        }
+    }
 }
 
 fn exit_for(status: &JobStatus) -> ExitCode {
@@ -339,6 +495,11 @@ async fn results(
     format: ExportFormat,
     output: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
+    if let (ExportFormat::Json, Some(dir)) = (format, output)
+        && client.status(job).await?.spec.kind() == KernelKind::Wasm
+    {
+        return wasm_outputs(client, job, dir).await;
+    }
     let bytes = client.results(job, format).await?;
     match output {
         Some(path) => {
@@ -357,6 +518,37 @@ async fn results(
             }
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A wasm job's results as a directory: `results.json` (every task's exit
+/// code, fuel, trap and stderr) and each task's stdout as `<name>.out`.
+async fn wasm_outputs(client: &Client, job: u64, dir: &Path) -> anyhow::Result<ExitCode> {
+    let JobResult::Wasm { tasks } = client.result(job).await? else {
+        bail!("job {job} is not a wasm job");
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let index = dir.join("results.json");
+    std::fs::write(
+        &index,
+        serde_json::to_vec_pretty(&JobResult::Wasm {
+            tasks: tasks.clone(),
+        })?,
+    )
+    .with_context(|| format!("cannot write {}", index.display()))?;
+    let mut bytes = 0;
+    for task in &tasks {
+        let stdout = client.task_output(job, task.task).await?;
+        let path = dir.join(format!("{}.out", task.name));
+        std::fs::write(&path, &stdout)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        bytes += stdout.len();
+    }
+    eprintln!(
+        "wrote {} outputs ({bytes} bytes) and results.json to {}",
+        tasks.len(),
+        dir.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

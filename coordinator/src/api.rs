@@ -57,6 +57,7 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
         job_status(shared.clone()).boxed(),
         cancel(shared.clone()).boxed(),
         results(shared.clone()).boxed(),
+        task_output(shared.clone()).boxed(),
         pause(shared.clone(), true).boxed(),
         pause(shared.clone(), false).boxed(),
         workers(shared.clone()).boxed(),
@@ -278,6 +279,29 @@ fn monitor_socket(shared: Shared) -> impl Filter<Extract = (Response,), Error = 
                     StatusCode::SERVICE_UNAVAILABLE,
                 ),
             }
+        })
+}
+
+/// `GET /api/jobs/{id}/outputs/{task}`: what a decided task of a wasm job
+/// wrote to stdout, as it wrote it.
+fn task_output(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::get()
+        .and(warp::path("api"))
+        .and(warp::path("jobs"))
+        .and(job_id())
+        .and(warp::path("outputs"))
+        .and(warp::path::param::<u32>())
+        .and(warp::path::end())
+        .and(authorized(&shared))
+        .and(with_shared(shared))
+        .and_then(|id: u64, task: u32, shared: Shared| async move {
+            let stdout = shared.grid.task_output(id, task).await.map_err(reject)?;
+            let mut response = Response::new(stdout.into());
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/octet-stream"),
+            );
+            Ok::<_, Rejection>(response)
         })
 }
 

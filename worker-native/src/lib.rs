@@ -13,14 +13,17 @@
 //! - [`pool`]: the session under one lock, shared with the compute threads.
 //! - [`connection`]: dialling, one connection's life, and what comes after.
 //! - [`tls`]: the roots a `wss://` coordinator is checked against.
+//! - [`wasm`]: users' kernels, fetched, compiled once and run per task.
 
 mod connection;
 mod pool;
 pub mod tls;
+mod wasm;
 
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use grid_kernels::KernelKind;
 use grid_protocol::session::WorkerSession;
 use grid_protocol::{Hello, PROTOCOL_VERSION, WORKER_PATH, WorkerKind};
 use tokio::sync::watch;
@@ -77,10 +80,15 @@ pub async fn run(
         threads: u32::try_from(threads).context("too many threads")?,
         name: options.name.clone(),
         session: None,
-        kernels: None,
+        kernels: Some(KernelKind::ALL.to_vec()),
     };
+    let wasm = Arc::new(wasm::WasmKernels::new(
+        wasm::http_base(&url),
+        &tls,
+        tokio::runtime::Handle::current(),
+    )?);
     let pool = Arc::new(Pool::new(WorkerSession::new(hello)));
-    let threads = pool::start_threads(&pool, threads)?;
+    let threads = pool::start_threads(&pool, &wasm, threads)?;
     let result = connection::drive(&url, &tls, &pool, &mut shutdown).await;
     pool.stop();
     // Threads finish their current task and exit; do not wait on a long one.

@@ -16,10 +16,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
-use grid_kernels::TaskRunner;
+use grid_kernels::{KernelSpec, TaskRunner};
 use grid_protocol::session::WorkerSession;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use tokio::sync::Notify;
+
+use crate::wasm::WasmKernels;
 
 /// The session, shared by the connection and the compute threads.
 pub(crate) struct Pool {
@@ -52,23 +54,26 @@ impl Pool {
     }
 }
 
-/// Starts `threads` compute threads on `pool`.
+/// Starts `threads` compute threads on `pool`, with the stack wasmtime
+/// needs to run users' kernels.
 pub(crate) fn start_threads(
     pool: &Arc<Pool>,
+    wasm: &Arc<WasmKernels>,
     threads: usize,
 ) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
     (0..threads)
         .map(|i| {
-            let pool = pool.clone();
+            let (pool, wasm) = (pool.clone(), wasm.clone());
             std::thread::Builder::new()
                 .name(format!("grid-compute-{i}"))
-                .spawn(move || compute_thread(pool))
+                .stack_size(grid_wasm_runtime::THREAD_STACK)
+                .spawn(move || compute_thread(pool, wasm))
                 .context("cannot start a compute thread")
         })
         .collect()
 }
 
-fn compute_thread(pool: Arc<Pool>) {
+fn compute_thread(pool: Arc<Pool>, wasm: Arc<WasmKernels>) {
     let mut runner = TaskRunner::new();
     loop {
         let task = {
@@ -83,15 +88,18 @@ fn compute_thread(pool: Arc<Pool>) {
                 pool.work.wait(&mut session);
             }
         };
-        let output = catch_unwind(AssertUnwindSafe(|| {
-            runner.run(&task.spec, task.job_tasks, task.index)
+        let output = catch_unwind(AssertUnwindSafe(|| match &*task.spec {
+            KernelSpec::Wasm(params) => wasm.run(params, task.index, &task.input),
+            spec => runner
+                .run(spec, task.job_tasks, task.index)
+                .map_err(|e| e.to_string()),
         }));
         let mut session = pool.lock();
         match output {
             Ok(Ok(output)) => {
                 session.finish_task(&task, &output);
             }
-            Ok(Err(error)) => session.fail_task(&task, &error.to_string()),
+            Ok(Err(error)) => session.fail_task(&task, &error),
             Err(panic) => {
                 let message = panic
                     .downcast_ref::<&str>()

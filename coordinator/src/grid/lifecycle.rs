@@ -252,9 +252,13 @@ impl Grid {
         }
         let store = self.store.clone();
         let read = job.clone();
+        let names = match job.definition.inputs {
+            Some(_) => Some(self.task_names(&job).await?),
+            None => None,
+        };
         let result = tokio::task::spawn_blocking(move || -> Result<JobResult, StoreError> {
             let kind = read.spec().kind();
-            let mut collator = Collator::new(read.spec().clone(), read.tasks());
+            let mut collator = Collator::for_export(read.spec().clone(), read.tasks());
             store.for_each_result(read.id, |task, bytes| {
                 TaskOutput::decode(kind, bytes)
                     .and_then(|o| collator.add(task, &o))
@@ -268,11 +272,64 @@ impl Grid {
                     read.tasks()
                 )));
             }
-            Ok(collator.result())
+            let mut result = collator.result();
+            if let (JobResult::Wasm { tasks }, Some(names)) = (&mut result, names) {
+                for task in tasks {
+                    if let Some(name) = names.get(task.task as usize) {
+                        task.name.clone_from(name);
+                    }
+                }
+            }
+            Ok(result)
         })
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
         Ok((job, result))
+    }
+
+    /// A wasm job's task names (line numbers or file names), from its
+    /// inputs in memory or, for a finished job, from the blob store.
+    async fn task_names(&self, job: &Arc<Job>) -> Result<Vec<String>, ApiError> {
+        if let Some(inputs) = &job.inputs {
+            return Ok(inputs.names().to_vec());
+        }
+        let definition = job.definition.clone();
+        let blobs = self.blobs.clone();
+        tokio::task::spawn_blocking(move || super::wasm::load_inputs(&blobs, &definition))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map(|inputs| inputs.map(|i| i.names().to_vec()).unwrap_or_default())
+            .map_err(|e| ApiError::Internal(format!("job {}'s inputs: {e}", job.id)))
+    }
+
+    /// What task `task` of a wasm job wrote to stdout, once decided.
+    pub async fn task_output(&self, id: u64, task: u32) -> Result<Vec<u8>, ApiError> {
+        let job = self.known_job(id)?;
+        if job.spec().kind() != grid_kernels::KernelKind::Wasm {
+            return Err(ApiError::BadRequest(format!(
+                "job {id} runs {}; only wasm tasks have outputs of their own",
+                job.spec().kind()
+            )));
+        }
+        if task >= job.tasks() {
+            return Err(ApiError::NotFound(format!(
+                "job {id} has {} tasks; there is no task {task}",
+                job.tasks()
+            )));
+        }
+        let store = self.store.clone();
+        let bytes = tokio::task::spawn_blocking(move || store.result_output(id, task))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??
+            .ok_or_else(|| {
+                ApiError::NotFound(format!("task {task} of job {id} is not done yet"))
+            })?;
+        match TaskOutput::decode(grid_kernels::KernelKind::Wasm, &bytes) {
+            Ok(TaskOutput::Wasm(outcome)) => Ok(outcome.stdout),
+            _ => Err(ApiError::Internal(format!(
+                "job {id} task {task}: the stored output is not a wasm outcome"
+            ))),
+        }
     }
 
     pub(super) fn remove_from_scheduler(&self, job: u64) {

@@ -97,16 +97,20 @@ impl Grid {
         &self,
         definition: &JobDefinition,
     ) -> Result<Option<TaskInputs>, crate::inputs::InputError> {
-        definition
-            .inputs
-            .as_ref()
-            .map(|inputs| {
-                TaskInputs::load(inputs, Some(definition.tasks), |d| {
-                    read_blob(&self.blobs, d)
-                })
-            })
-            .transpose()
+        load_inputs(&self.blobs, definition)
     }
+}
+
+/// A job's inputs as its definition names them, read from `blobs`.
+pub(super) fn load_inputs(
+    blobs: &BlobStore,
+    definition: &JobDefinition,
+) -> Result<Option<TaskInputs>, crate::inputs::InputError> {
+    definition
+        .inputs
+        .as_ref()
+        .map(|inputs| TaskInputs::load(inputs, Some(definition.tasks), |d| read_blob(blobs, d)))
+        .transpose()
 }
 
 fn read_blob(blobs: &BlobStore, digest: &ContentDigest) -> std::io::Result<Option<Bytes>> {

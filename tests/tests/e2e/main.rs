@@ -32,3 +32,4 @@ mod silent_coordinator;
 mod smoke;
 mod startup;
 mod tls;
+mod wasm;

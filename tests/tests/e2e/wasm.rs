@@ -1,0 +1,249 @@
+//! Users' WebAssembly kernels end to end: `grid submit wasm` uploads a
+//! module and its inputs, the coordinator prepares the module once, native
+//! workers fetch and run it one task per input, and `grid results -o DIR`
+//! writes each task's stdout; `grid run` runs one task locally with the same
+//! preparation. Also the sandbox seen from outside: a loop that never ends
+//! runs out of fuel and the job still finishes, a module importing what the
+//! grid does not offer is refused at submission and changes nothing.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use grid_kernels::wasm::Trap;
+use grid_kernels::{JobResult, ResultSummary};
+use grid_protocol::api::{JobState, JobStatus};
+use grid_tests::{TestGrid, grid_binary, grid_cli_async, wait_for_workers};
+
+/// Echoes stdin to stdout, upper-cased, then writes argv[1] if there is one.
+const SHOUT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "args_sizes_get" (func $sizes (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "args_get" (func $args (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start") (local $n i32) (local $i i32) (local $c i32)
+    ;; read stdin into 1024.. (one read is enough for these small inputs)
+    (i32.store (i32.const 0) (i32.const 1024))
+    (i32.store (i32.const 4) (i32.const 4096))
+    (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (local.set $n (i32.load (i32.const 8)))
+    (block $done (loop $up
+      (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+      (local.set $c (i32.load8_u (i32.add (i32.const 1024) (local.get $i))))
+      (if (i32.and (i32.ge_u (local.get $c) (i32.const 97)) (i32.le_u (local.get $c) (i32.const 122)))
+        (then (i32.store8 (i32.add (i32.const 1024) (local.get $i)) (i32.sub (local.get $c) (i32.const 32)))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $up)))
+    (i32.store (i32.const 4) (local.get $n))
+    (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+    ;; argv: pointers at 16.., strings at 256..; print argv[1] if present
+    (drop (call $sizes (i32.const 12) (i32.const 40)))
+    (if (i32.ge_u (i32.load (i32.const 12)) (i32.const 2))
+      (then
+        (drop (call $args (i32.const 16) (i32.const 256)))
+        (i32.store (i32.const 0) (i32.load (i32.const 20)))
+        (i32.store (i32.const 4) (i32.sub (i32.add (i32.const 256) (i32.load (i32.const 40)))
+                                          (i32.add (i32.load (i32.const 20)) (i32.const 1))))
+        (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))))"#;
+
+/// Never ends.
+const SPIN: &str = r#"(module (memory (export "memory") 1)
+  (func (export "_start") (loop $l (br $l))))"#;
+
+/// Imports a socket call, which the grid does not offer.
+const SOCKETS: &str = r#"(module
+  (import "wasi_snapshot_preview1" "sock_accept" (func (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 1) (func (export "_start")))"#;
+
+fn write_module(dir: &Path, name: &str, wat: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, wat::parse_str(wat).expect("the test's WAT")).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+/// `grid run MODULE ARGS...` with `stdin`: (exit code, stdout, stderr).
+fn grid_run(args: &[&str], stdin: &[u8]) -> (i32, Vec<u8>, String) {
+    let mut child = Command::new(grid_binary())
+        .arg("run")
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the grid binary");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        output.stdout,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn grid_run_runs_one_task_here_as_a_worker_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let shout = write_module(dir.path(), "shout.wasm", SHOUT);
+    let (code, stdout, stderr) = grid_run(&[&shout, "!"], b"hello\n");
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, b"HELLO\n!");
+    assert!(stderr.contains("exit code 0"), "{stderr}");
+
+    let spin = write_module(dir.path(), "spin.wasm", SPIN);
+    let (code, stdout, stderr) = grid_run(&["--fuel", "100000", &spin], b"");
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stdout.is_empty());
+    assert!(stderr.contains("trapped (out_of_fuel)"), "{stderr}");
+
+    let sockets = write_module(dir.path(), "sockets.wasm", SOCKETS);
+    let (code, _, stderr) = grid_run(&[&sockets], b"");
+    assert_eq!(code, 1);
+    assert!(stderr.contains("sock_accept"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wasm_job_runs_one_task_per_line_and_its_outputs_come_back_as_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = TestGrid::start(&dir.path().join("data")).await;
+    let workers = [grid.worker(2, "a"), grid.worker(2, "b")];
+    wait_for_workers(&grid.client(), "two workers", |w| w.len() == 2).await;
+    let shout = write_module(dir.path(), "shout.wasm", SHOUT);
+    let lines = dir.path().join("names.txt");
+    std::fs::write(&lines, "ada\ngrace\nbarbara\nfrances\n").unwrap();
+    let lines = lines.to_string_lossy().into_owned();
+
+    let out = grid_cli_async(
+        &grid.url,
+        &[
+            "submit",
+            "wasm",
+            "--module",
+            &shout,
+            "--lines",
+            &lines,
+            "--args",
+            "!",
+            "--redundancy",
+            "2",
+            "--wait",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.0, 0, "{out:?}");
+    let status: JobStatus = serde_json::from_str(&out.1).expect("a status");
+    assert_eq!((status.state, status.tasks.total), (JobState::Done, 4));
+    assert!(out.2.contains("shout.wasm: uploaded"), "{}", out.2);
+    let Some(ResultSummary::Wasm {
+        tasks_failed,
+        fuel_used,
+        ..
+    }) = status.result
+    else {
+        panic!("{status:?}")
+    };
+    assert_eq!(tasks_failed, 0);
+    assert!(fuel_used > 0);
+
+    // The module is uploaded once: a second job finds it there.
+    let again = grid_cli_async(
+        &grid.url,
+        &[
+            "submit", "wasm", "--module", &shout, "--tasks", "1", "--wait",
+        ],
+    )
+    .await;
+    assert_eq!(again.0, 0, "{again:?}");
+    assert!(again.2.contains("shout.wasm: already there"), "{}", again.2);
+
+    let outputs = dir.path().join("out");
+    let got = grid_cli_async(
+        &grid.url,
+        &[
+            "results",
+            &status.id.to_string(),
+            "-o",
+            &outputs.to_string_lossy(),
+        ],
+    )
+    .await;
+    assert_eq!(got.0, 0, "{got:?}");
+    for (line, name) in ["ADA", "GRACE", "BARBARA", "FRANCES"].iter().enumerate() {
+        let path = outputs.join(format!("{}.out", line + 1));
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{name}\n!"),
+            "{}",
+            path.display()
+        );
+    }
+    let index: JobResult =
+        serde_json::from_slice(&std::fs::read(outputs.join("results.json")).unwrap()).unwrap();
+    let JobResult::Wasm { tasks } = index else {
+        panic!("{index:?}")
+    };
+    assert_eq!(
+        tasks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        ["1", "2", "3", "4"]
+    );
+    assert!(tasks.iter().all(|t| t.exit_code == 0 && t.trap.is_none()));
+    for worker in workers {
+        worker.stop().await;
+    }
+    grid.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_never_ends_runs_out_of_fuel_and_a_refused_module_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = TestGrid::start(&dir.path().join("data")).await;
+    let worker = grid.worker(2, "a");
+    wait_for_workers(&grid.client(), "a worker", |w| w.len() == 1).await;
+
+    let sockets = write_module(dir.path(), "sockets.wasm", SOCKETS);
+    let refused = grid_cli_async(
+        &grid.url,
+        &["submit", "wasm", "--module", &sockets, "--wait"],
+    )
+    .await;
+    assert_eq!(refused.0, 1, "{refused:?}");
+    assert!(
+        refused.2.contains("sock_accept") && refused.2.contains("HTTP 400"),
+        "{}",
+        refused.2
+    );
+    assert!(grid.client().jobs().await.unwrap().is_empty());
+
+    let spin = write_module(dir.path(), "spin.wasm", SPIN);
+    let out = grid_cli_async(
+        &grid.url,
+        &[
+            "submit", "wasm", "--module", &spin, "--tasks", "3", "--fuel", "1000000", "--wait",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.0, 0, "{out:?}");
+    let status: JobStatus = serde_json::from_str(&out.1).expect("a status");
+    assert_eq!(status.state, JobState::Done, "a trap is an outcome");
+    let Some(ResultSummary::Wasm {
+        tasks_failed,
+        fuel_used,
+        failures,
+    }) = status.result
+    else {
+        panic!("{status:?}")
+    };
+    assert_eq!(tasks_failed, 3);
+    assert!(
+        failures.iter().all(|f| f.trap == Some(Trap::OutOfFuel)),
+        "{failures:?}"
+    );
+    // Every task used its whole allowance, and no more: the count is the
+    // module's own, the same on every engine.
+    assert_eq!(fuel_used, 3 * 1_000_000, "{fuel_used}");
+    worker.stop().await;
+    grid.stop().await;
+}
