@@ -97,7 +97,8 @@ impl Default for ServerConfig {
             max_monitors: 256,
             max_monitor_frame_bytes: 64 * 1024,
             monitor_tick: Duration::from_millis(250),
-            max_body_bytes: 64 * 1024,
+            // A wasm job's request lists its input files: about 9,000 fit.
+            max_body_bytes: 1024 * 1024,
             max_blob_bytes: 1 << 30,
             tick: Duration::from_millis(200),
             drain_timeout: Duration::from_secs(5),

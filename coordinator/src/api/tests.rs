@@ -115,7 +115,7 @@ async fn bad_requests_get_a_sentence_and_change_nothing() {
             "redundancy must be between 1 and 16, got 99",
         ),
         (
-            authorized("POST", "/api/jobs").body(vec![b' '; 64 * 1024 + 1]),
+            authorized("POST", "/api/jobs").body(vec![b' '; 1024 * 1024 + 1]),
             StatusCode::PAYLOAD_TOO_LARGE,
             "request body too large",
         ),

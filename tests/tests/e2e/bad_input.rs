@@ -66,7 +66,7 @@ fn request(name: &'static str, method: &'static str, path: String, status: u16) 
 fn job_requests() -> Vec<Case> {
     let oversized = {
         let mut body = primes_body(0, 1000);
-        body["params"]["padding"] = json!("x".repeat(64 * 1024));
+        body["params"]["padding"] = json!("x".repeat(1024 * 1024));
         serde_json::to_vec(&body).unwrap()
     };
     vec![
@@ -79,7 +79,7 @@ fn job_requests() -> Vec<Case> {
         // An empty body goes without a Content-Length, which the size limit
         // needs: 411 Length Required.
         post_raw("empty body", Vec::new(), 411),
-        post_raw("body over 64 KiB", oversized, 413),
+        post_raw("body over 1 MiB", oversized, 413),
         post_job(
             "unknown kernel",
             json!({"kernel": "fibonacci", "params": {}}),
