@@ -43,8 +43,37 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// The path workers connect to.
 pub const WORKER_PATH: &str = "/ws/worker";
 
+/// The coordinator's HTTP base for a worker's socket URL, where a worker
+/// fetches prepared modules (`ws://h:p/ws/worker` gives `http://h:p`,
+/// `wss://` gives `https://`).
+pub fn http_base(socket_url: &str) -> String {
+    let base = socket_url.strip_suffix(WORKER_PATH).unwrap_or(socket_url);
+    if let Some(rest) = base.strip_prefix("wss://") {
+        format!("https://{rest}")
+    } else if let Some(rest) = base.strip_prefix("ws://") {
+        format!("http://{rest}")
+    } else {
+        base.to_string()
+    }
+}
+
 /// The largest text frame a peer may send: control messages are small.
 pub const MAX_TEXT_FRAME_BYTES: usize = 64 * 1024;
 
 /// The largest binary (results) frame a worker may send.
 pub const MAX_RESULTS_FRAME_BYTES: usize = 16 * 1024 * 1024;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_http_base_follows_the_socket_url() {
+        assert_eq!(
+            super::http_base("ws://127.0.0.1:9/ws/worker"),
+            "http://127.0.0.1:9"
+        );
+        assert_eq!(
+            super::http_base("wss://grid.example/ws/worker"),
+            "https://grid.example"
+        );
+    }
+}

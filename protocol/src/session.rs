@@ -407,6 +407,15 @@ impl WorkerSession {
         self.core.next_task()
     }
 
+    /// The kernel of the task [`Self::start_task`] would return, without
+    /// starting it (`None` when it would return none).
+    pub fn next_spec(&self) -> Option<&KernelSpec> {
+        if !self.is_connected() || self.paused || self.stopping {
+            return None;
+        }
+        self.core.next_spec()
+    }
+
     /// Records a computed output. False if it was dropped: its batch was
     /// revoked, or it belongs to an earlier connection.
     pub fn finish_task(&mut self, task: &TaskRef, output: &TaskOutput) -> bool {
@@ -738,6 +747,18 @@ mod tests {
         assert_eq!(decoded(&worker.take_outgoing(5)), [r#"{"type":"resume"}"#]);
         worker.on_text(&batch(3, &[1, 2, 3]), 6).unwrap();
         assert_eq!(run_turn(&mut worker, 100), 3);
+    }
+
+    #[test]
+    fn the_next_spec_is_shown_only_when_a_task_would_start() {
+        let mut worker = connected();
+        assert!(worker.next_spec().is_none());
+        worker.on_text(&batch(1, &[0, 1]), 2).unwrap();
+        assert_eq!(worker.next_spec().map(|s| s.kind().name()), Some("primes"));
+        assert_eq!(worker.queued_tasks(), 2, "looking takes nothing");
+        worker.pause();
+        assert!(worker.next_spec().is_none());
+        assert!(worker.start_task().is_none());
     }
 
     #[test]

@@ -108,6 +108,16 @@ impl WorkerCore {
         self.batches.retain(|b| b.id != batch);
     }
 
+    /// The kernel of the task [`Self::next_task`] would hand out, without
+    /// taking it: a driver that must prepare something first (a user's
+    /// module to fetch and compile) looks before it takes.
+    pub fn next_spec(&self) -> Option<&KernelSpec> {
+        self.batches
+            .iter()
+            .find(|b| !b.todo.is_empty())
+            .map(|b| b.spec.as_ref())
+    }
+
     /// The next task to compute, oldest batch first.
     pub fn next_task(&mut self) -> Option<TaskRef> {
         let held = self.batches.iter_mut().find(|b| !b.todo.is_empty())?;
@@ -303,6 +313,29 @@ mod tests {
             done.push(task.index);
         }
         done
+    }
+
+    #[test]
+    fn the_next_spec_is_the_next_tasks_and_looking_takes_nothing() {
+        let mut core = WorkerCore::new(1);
+        assert!(core.next_spec().is_none());
+        core.on_batch(batch(1, &[0]));
+        core.on_batch(Batch {
+            spec: KernelSpec::Primes(PrimesParams { start: 0, end: 10 }),
+            ..batch(2, &[3])
+        });
+        let first = core.next_spec().cloned();
+        assert_eq!(first, core.next_spec().cloned());
+        assert_eq!(core.queued_tasks(), 2);
+        let task = core.next_task().unwrap();
+        assert_eq!(Some(task.spec.as_ref()), first.as_ref());
+        // Batch 1 is running but has nothing left to start: batch 2 is next.
+        assert_eq!(
+            core.next_spec(),
+            Some(&KernelSpec::Primes(PrimesParams { start: 0, end: 10 }))
+        );
+        assert_eq!(core.next_task().unwrap().batch, 2);
+        assert!(core.next_spec().is_none());
     }
 
     #[test]

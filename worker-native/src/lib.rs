@@ -83,7 +83,7 @@ pub async fn run(
         kernels: Some(KernelKind::ALL.to_vec()),
     };
     let wasm = Arc::new(wasm::WasmKernels::new(
-        wasm::http_base(&url),
+        grid_protocol::http_base(&url),
         &tls,
         tokio::runtime::Handle::current(),
     )?);

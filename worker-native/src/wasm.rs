@@ -117,35 +117,3 @@ impl WasmKernels {
         Ok(bytes)
     }
 }
-
-/// The coordinator's HTTP base for a worker URL (`ws://h:p/ws/worker` gives
-/// `http://h:p`).
-pub(crate) fn http_base(socket_url: &str) -> String {
-    let base = socket_url
-        .strip_suffix(grid_protocol::WORKER_PATH)
-        .unwrap_or(socket_url);
-    if let Some(rest) = base.strip_prefix("wss://") {
-        format!("https://{rest}")
-    } else if let Some(rest) = base.strip_prefix("ws://") {
-        format!("http://{rest}")
-    } else {
-        base.to_string()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_http_base_follows_the_socket_url() {
-        assert_eq!(
-            http_base("ws://127.0.0.1:9/ws/worker"),
-            "http://127.0.0.1:9"
-        );
-        assert_eq!(
-            http_base("wss://grid.example/ws/worker"),
-            "https://grid.example"
-        );
-    }
-}
