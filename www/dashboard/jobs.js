@@ -47,6 +47,12 @@ function describe(status) {
     case "hashsearch":
       text = `${JSON.stringify(p.prefix)}, ${p.difficulty} bits, ${range(p.start, p.end)}`;
       break;
+    case "wasm":
+      // argv as the program sees it, then what the submitter said it does.
+      text = [p.name, ...(p.args ?? [])].join(" ");
+      if (p.description) text += ` — ${p.description}`;
+      text += `, up to ${format.count(p.fuel)} fuel a task`;
+      break;
     default:
       text = JSON.stringify(p);
   }
@@ -289,6 +295,19 @@ class JobCard {
         break;
       case "mandelbrot":
         this.showImage();
+        break;
+      case "wasm":
+        if (value) {
+          // Fuel is the grid's unit of donated compute: one a WebAssembly
+          // instruction of the user's program, the same in every engine.
+          answer = `${format.count(value.fuel_used)} fuel${sofar}`;
+          const first = value.failures?.[0];
+          detail = value.tasks_failed === 0
+            ? "every task exited 0"
+            : `${format.counted(value.tasks_failed, "task")} failed; task ${first.task}: ` +
+              (first.trap ? `trap ${first.trap}` : `exit code ${first.exit_code}`) +
+              (first.stderr ? ` (${first.stderr.slice(0, 120)})` : "");
+        }
         break;
     }
     if (status.state === "failed") {

@@ -14,7 +14,7 @@ use grid_coordinator::export::colour;
 use grid_kernels::KernelSpec;
 use grid_kernels::mandelbrot::{escape_time, pixel_x, pixel_y};
 use grid_kernels::spec::MandelbrotParams;
-use grid_protocol::api::{ExportFormat, JobState};
+use grid_protocol::api::{ExportFormat, JobRequest, JobState, WasmRequest};
 use grid_protocol::{Hello, PROTOCOL_VERSION, WorkerKind, WorkerMessage};
 use grid_tests::browser::BrowserTest;
 use grid_tests::dashboard::{DashboardPage, LAPTOP, PHONE};
@@ -179,6 +179,26 @@ async fn the_dashboard_follows_jobs_to_their_results() {
     test.add_worker(2, "native-1");
     let counted = submit(&client, &job(primes(0, 1_000_000), 4)).await;
     wait_for_job(&client, counted, WAIT).await;
+    // A user's kernel: two tasks that spin until their fuel runs out.
+    let spin = r#"(module (memory (export "memory") 1)
+      (func (export "_start") (loop $l (br $l))))"#;
+    let (module, _) = client
+        .ensure_blob(wat::parse_str(spin).unwrap())
+        .await
+        .unwrap();
+    let spinning = client
+        .submit(&JobRequest {
+            tasks: Some(2),
+            ..JobRequest::new(WasmRequest {
+                fuel: Some(50_000),
+                description: Some("spins until its fuel runs out".into()),
+                ..WasmRequest::new(module)
+            })
+        })
+        .await
+        .unwrap()
+        .id;
+    wait_for_job(&client, spinning, WAIT).await;
 
     test.allow_downloads(downloads.path()).await.unwrap();
     let page = test.open_dashboard(Some(TOKEN), LAPTOP).await;
@@ -212,6 +232,37 @@ async fn the_dashboard_follows_jobs_to_their_results() {
                 .unwrap()
         ),
         "78498"
+    );
+    // The wasm job: argv and what it does, fuel as its answer, its failures.
+    page.wait_for(
+        &format!(
+            "document.querySelector('{} .answer')?.textContent.includes('fuel')",
+            card(spinning)
+        ),
+        WAIT,
+    )
+    .await
+    .unwrap();
+    let answer = page
+        .text(&format!("{} .answer", card(spinning)))
+        .await
+        .unwrap();
+    assert_eq!(digits(&answer), "100000", "{answer}");
+    let detail = page
+        .text(&format!("{} .answer-detail", card(spinning)))
+        .await
+        .unwrap();
+    assert!(
+        detail.starts_with("2 tasks failed; task 0: trap out_of_fuel"),
+        "{detail}"
+    );
+    let params = page
+        .text(&format!("{} .params", card(spinning)))
+        .await
+        .unwrap();
+    assert!(
+        params.starts_with("kernel.wasm — spins until its fuel runs out"),
+        "{params}"
     );
     page.wait_for(
         &format!(
