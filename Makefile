@@ -7,7 +7,7 @@ CARGO ?= cargo
 GRID_ADDR ?= 127.0.0.1:8080
 GRID_DATA ?= ./grid-data
 
-.PHONY: all build wasm run test bench lint clean
+.PHONY: all build wasm examples run test bench lint clean
 
 all: build
 
@@ -19,12 +19,16 @@ build: wasm
 wasm:
 	scripts/build-wasm.sh
 
+## examples: build the example kernels into examples/build (installs wasm32-wasip1 and clang for WASI)
+examples:
+	scripts/build-examples.sh
+
 ## run: build, start a coordinator with two local workers, run a demo job, print the URLs
 run: build
 	GRID_ADDR=$(GRID_ADDR) GRID_DATA=$(GRID_DATA) scripts/run-demo.sh
 
-## test: the whole suite, unit to end-to-end, including headless Chromium
-test: wasm
+## test: the whole suite, unit to end-to-end, including headless Chromium and the example kernels
+test: wasm examples
 	scripts/install-chromium.sh
 	$(CARGO) test --workspace --locked
 

@@ -22,6 +22,7 @@ mod cli;
 mod dashboard;
 mod disk_full;
 mod donors;
+mod examples;
 mod faults;
 mod hostile;
 mod jobs;
