@@ -10,6 +10,12 @@
 //! `setTimeout` for the idle part of the CPU cap's duty cycle), so socket
 //! messages and page commands are handled between tasks.
 //!
+//! A task of a user's kernel (a wasm job) needs its module compiled first:
+//! the turn does not take such a task until it is ([`WorkerSession::next_spec`]
+//! looks without taking); it starts the fetch and compile once
+//! ([`user_kernel::load`]) and computing resumes when that ends. The tasks of
+//! a module that cannot be had fail with the reason, as natively.
+//!
 //! JavaScript is single-threaded here, so all state lives in thread-locals
 //! borrowed briefly by each callback. The kernel runs while the state is not
 //! borrowed, so that a panic inside it can still reach the state, name the
@@ -17,7 +23,7 @@
 
 use std::cell::{Cell, RefCell};
 
-use grid_kernels::TaskRunner;
+use grid_kernels::{KernelKind, KernelSpec, TaskRunner};
 use grid_protocol::close::close_reason;
 use grid_protocol::session::{Ended, Fault, Next, Outgoing, TICK_MS, WorkerSession};
 use grid_protocol::worker::TaskRef;
@@ -32,6 +38,7 @@ use web_sys::{
 
 use crate::pacing::{DutyCycle, RateMeter, SLICE_MS};
 use crate::page::{Command, Event as PageEvent, State, Status};
+use crate::user_kernel::{self, Availability};
 
 /// Unsent bytes on the socket above which computing waits for the network.
 const MAX_BUFFERED_BYTES: u32 = 4 * 1024 * 1024;
@@ -51,7 +58,7 @@ fn scope() -> DedicatedWorkerGlobalScope {
 }
 
 /// `performance.now()` of the current global, a window or a worker.
-fn now() -> f64 {
+pub(crate) fn now() -> f64 {
     thread_local! {
         static PERFORMANCE: Performance = js_sys::Reflect::get(&js_sys::global(), &"performance".into())
             .expect("a global performance object")
@@ -127,6 +134,9 @@ struct App {
     /// The browser cannot make a WebSocket for the URL at all; not retried.
     unusable_url: Option<String>,
     compute_scheduled: bool,
+    /// The next task's module is being fetched and compiled: no compute
+    /// turn until it is.
+    waiting_for_module: bool,
     callbacks: Callbacks,
     last_status: Option<Status>,
 }
@@ -234,7 +244,8 @@ fn start(url: String, session: String, name: Option<String>, cap: u32, paused: b
         threads: 1,
         name: name.filter(|n| !n.trim().is_empty()),
         session: Some(session),
-        kernels: None,
+        // Users' kernels run on the browser's own WebAssembly engine.
+        kernels: user_kernel::supported().then(|| KernelKind::ALL.to_vec()),
     });
     if paused {
         session.pause();
@@ -251,6 +262,7 @@ fn start(url: String, session: String, name: Option<String>, cap: u32, paused: b
         reconnect_timer: None,
         unusable_url: None,
         compute_scheduled: false,
+        waiting_for_module: false,
         callbacks,
         last_status: None,
     };
@@ -426,7 +438,7 @@ impl App {
     }
 
     fn schedule_compute(&mut self, delay_ms: f64) {
-        if self.compute_scheduled || !self.session.has_work() {
+        if self.compute_scheduled || self.waiting_for_module || !self.session.has_work() {
             return;
         }
         self.compute_scheduled = true;
@@ -457,6 +469,44 @@ impl App {
     }
 }
 
+/// What a compute turn does next.
+enum Step {
+    Run(TaskRef),
+    /// The task's module cannot be had: fail it with the reason.
+    Fail(TaskRef, String),
+    /// The next task's module is on its way: end the turn.
+    Wait,
+}
+
+impl App {
+    /// The next step of a compute turn: the next task, unless its module
+    /// must be fetched and compiled first.
+    fn next_step(&mut self) -> Option<Step> {
+        if let Some(KernelSpec::Wasm(params)) = self.session.next_spec() {
+            let module = params.module;
+            match user_kernel::availability(&module, now()) {
+                Availability::Ready => {}
+                Availability::Loading => return Some(Step::Wait),
+                Availability::Missing => {
+                    user_kernel::load(&grid_protocol::http_base(&self.url), module, || {
+                        with_app(|app| {
+                            app.waiting_for_module = false;
+                            app.schedule_compute(0.0);
+                        });
+                    });
+                    return Some(Step::Wait);
+                }
+                Availability::Failed(reason) => {
+                    let task = self.session.start_task()?;
+                    return Some(Step::Fail(task, reason));
+                }
+            }
+        }
+        self.current = self.session.start_task();
+        self.current.clone().map(Step::Run)
+    }
+}
+
 /// One compute turn: tasks until the slice is used up, then results out and
 /// the next turn scheduled after the idle time the CPU cap asks for.
 fn compute_turn() {
@@ -464,20 +514,28 @@ fn compute_turn() {
     if with_app(|app| app.compute_scheduled = false).is_none() {
         return;
     }
-    let next = || {
-        with_app(|app| {
-            app.current = app.session.start_task();
-            app.current.clone()
-        })
-        .flatten()
-    };
-    while let Some(task) = next() {
+    while let Some(step) = with_app(App::next_step).flatten() {
+        let task = match step {
+            Step::Run(task) => task,
+            Step::Fail(task, reason) => {
+                with_app(|app| app.session.fail_task(&task, &reason));
+                continue;
+            }
+            Step::Wait => {
+                with_app(|app| app.waiting_for_module = true);
+                break;
+            }
+        };
         let begun = now();
-        let output = RUNNER.with(|runner| {
-            runner
-                .borrow_mut()
-                .run(&task.spec, task.job_tasks, task.index)
-        });
+        let output = match task.spec.as_ref() {
+            KernelSpec::Wasm(params) => user_kernel::run(params, task.index, &task.input),
+            spec => RUNNER.with(|runner| {
+                runner
+                    .borrow_mut()
+                    .run(spec, task.job_tasks, task.index)
+                    .map_err(|e| e.to_string())
+            }),
+        };
         let finished = now();
         with_app(|app| {
             app.current = None;
@@ -486,9 +544,9 @@ fn compute_turn() {
                 Ok(output) => {
                     app.session.finish_task(&task, output);
                 }
-                // Not offered to this worker (its hello does not list wasm);
-                // said as a failure all the same, so the task goes elsewhere.
-                Err(error) => app.session.fail_task(&task, &error.to_string()),
+                // The module could not run here (a host fault): the task
+                // goes elsewhere.
+                Err(error) => app.session.fail_task(&task, error),
             }
         });
         if finished - started >= SLICE_MS {

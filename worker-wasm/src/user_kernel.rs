@@ -1,0 +1,407 @@
+//! Users' kernels in the browser: a prepared module fetched once from the
+//! coordinator (`GET /api/modules/sha256:<hex>`, checked against its digest),
+//! compiled once with `WebAssembly.compile` and kept for later tasks (the
+//! last [`CACHED_MODULES`]), then run once per task in a fresh
+//! `WebAssembly.Instance` with the task's stdin, the job's argv and limits
+//! and the task's `random_get` seed. The native worker does the same with
+//! wasmtime (`worker-native/src/wasm.rs`, `grid_wasm_runtime`).
+//!
+//! WASI is [`grid_wasi::Wasi`], the very code the native worker runs: each
+//! import of `wasi_snapshot_preview1` is a closure made once for the life of
+//! the Web Worker that hands the call to the current run's `Wasi`, with the
+//! instance's memory as a [`Memory`] (a fresh `Uint8Array` view on every
+//! access, since `memory.grow` detaches the old buffer). A [`Stop`]
+//! (`proc_exit`, stdout over its limit) unwinds the kernel by throwing a
+//! sentinel from the import; the run catches whatever `_start` throws and
+//! [`crate::outcome`] turns it, the stop and the prepared globals into the
+//! task's outcome exactly as the native runtime does.
+//!
+//! The kernel runs on the Web Worker's own stack and calls back into this
+//! module for WASI. The prepared stack limit should always come first; if
+//! the engine's stack runs out while a WASI call is inside this module's
+//! Rust code, that code was cut off halfway and this instance of the worker
+//! cannot be trusted: it panics, which fails the task and has the page
+//! replace the Web Worker.
+
+use std::cell::{Cell, RefCell};
+
+use grid_kernels::wasm::{ValType, WASI_MODULE, WasmParams, exports};
+use grid_kernels::{ContentDigest, TaskOutput};
+use grid_wasi::{Func, Memory, Stop, TaskConfig, Wasi, random_seed};
+use js_sys::{Function, Object, Reflect, Uint8Array, WebAssembly};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+
+use crate::outcome::{Ended, HostFault, RunEnd, outcome};
+
+/// Compiled modules kept at once; the least recently used go first.
+const CACHED_MODULES: usize = 4;
+/// How long a fetch of a module may take, as the native worker allows.
+const FETCH_TIMEOUT_MS: u32 = 300_000;
+/// How long a module that could not be had is not asked for again: its
+/// tasks fail at once meanwhile, with the reason.
+const FAILURE_KEPT_MS: f64 = 60_000.0;
+
+enum Slot {
+    Loading,
+    Ready(WebAssembly::Module),
+    Failed { reason: String, at: f64 },
+}
+
+/// Where a job's module is in this worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Availability {
+    /// Never asked for (or forgotten): [`load`] it.
+    Missing,
+    Loading,
+    Ready,
+    /// It cannot be had; the sentence says why.
+    Failed(String),
+}
+
+/// One task's run, reached by the imports while the kernel runs.
+struct Run {
+    wasi: Wasi,
+    memory: Option<WebAssembly::Memory>,
+    stop: Option<Stop>,
+}
+
+thread_local! {
+    /// Most recently used last.
+    static MODULES: RefCell<Vec<(ContentDigest, Slot)>> = const { RefCell::new(Vec::new()) };
+    static RUN: RefCell<Option<Run>> = const { RefCell::new(None) };
+    /// True while a WASI call is inside this module's code.
+    static IN_HOST: Cell<bool> = const { Cell::new(false) };
+    /// What an import throws to unwind a stopped run.
+    static SENTINEL: JsValue = js_sys::Error::new("browsergrid: the kernel's run stopped").into();
+    /// The import object, made once: `{wasi_snapshot_preview1: {...}}`.
+    static IMPORTS: Object = imports();
+}
+
+/// Whether this global can run users' kernels at all.
+pub fn supported() -> bool {
+    Reflect::has(&js_sys::global(), &"WebAssembly".into()).unwrap_or(false)
+}
+
+/// Where `module` is; `now` is `performance.now()`, to forget failures.
+pub fn availability(module: &ContentDigest, now: f64) -> Availability {
+    MODULES.with(|modules| {
+        let mut modules = modules.borrow_mut();
+        let Some(position) = modules.iter().position(|(d, _)| d == module) else {
+            return Availability::Missing;
+        };
+        let answer = match &modules[position].1 {
+            Slot::Loading => Availability::Loading,
+            Slot::Ready(_) => Availability::Ready,
+            Slot::Failed { at, .. } if now - at > FAILURE_KEPT_MS => {
+                modules.remove(position);
+                return Availability::Missing;
+            }
+            Slot::Failed { reason, .. } => Availability::Failed(reason.clone()),
+        };
+        let entry = modules.remove(position);
+        modules.push(entry);
+        answer
+    })
+}
+
+/// Fetches and compiles `module` from the coordinator at `base`
+/// (`http://host:port`) in the background, then calls `done`.
+pub fn load(base: &str, module: ContentDigest, done: impl FnOnce() + 'static) {
+    MODULES.with(|modules| {
+        let mut modules = modules.borrow_mut();
+        modules.retain(|(d, _)| *d != module);
+        while modules.len() >= CACHED_MODULES {
+            // The oldest that is not on its way.
+            match modules
+                .iter()
+                .position(|(_, s)| !matches!(s, Slot::Loading))
+            {
+                Some(oldest) => drop(modules.remove(oldest)),
+                None => break,
+            }
+        }
+        modules.push((module, Slot::Loading));
+    });
+    let url = format!("{base}/api/modules/{module}");
+    wasm_bindgen_futures::spawn_local(async move {
+        let slot = match fetch_and_compile(&url, &module).await {
+            Ok(compiled) => Slot::Ready(compiled),
+            Err(reason) => {
+                web_sys::console::warn_1(&reason.clone().into());
+                Slot::Failed {
+                    reason,
+                    at: crate::web::now(),
+                }
+            }
+        };
+        MODULES.with(|modules| {
+            if let Some(entry) = modules.borrow_mut().iter_mut().find(|(d, _)| *d == module) {
+                entry.1 = slot;
+            }
+        });
+        done();
+    });
+}
+
+async fn fetch_and_compile(
+    url: &str,
+    module: &ContentDigest,
+) -> Result<WebAssembly::Module, String> {
+    let fetch_error = |e: JsValue| format!("cannot fetch the module {module}: {}", describe(&e));
+    let init = web_sys::RequestInit::new();
+    init.set_signal(Some(&web_sys::AbortSignal::timeout_with_u32(
+        FETCH_TIMEOUT_MS,
+    )));
+    let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+    let response: web_sys::Response = JsFuture::from(scope.fetch_with_str_and_init(url, &init))
+        .await
+        .map_err(fetch_error)?
+        .unchecked_into();
+    if !response.ok() {
+        return Err(format!(
+            "cannot fetch the module {module}: HTTP {} from {url}",
+            response.status()
+        ));
+    }
+    let buffer = JsFuture::from(response.array_buffer().map_err(fetch_error)?)
+        .await
+        .map_err(fetch_error)?;
+    let got = ContentDigest::of(&Uint8Array::new(&buffer).to_vec());
+    if got != *module {
+        return Err(format!(
+            "cannot fetch the module {module}: the coordinator sent {got} instead"
+        ));
+    }
+    let compiled = JsFuture::from(WebAssembly::compile(&buffer))
+        .await
+        .map_err(|e| format!("the prepared module does not compile: {}", describe(&e)))?;
+    Ok(compiled.unchecked_into())
+}
+
+/// Runs one task of a wasm job whose module is [`Availability::Ready`]: its
+/// outcome, or why it could not run here (a host fault), which the worker
+/// reports as the task's failure.
+pub fn run(params: &WasmParams, task: u32, input: &[u8]) -> Result<TaskOutput, String> {
+    let module = MODULES
+        .with(|modules| {
+            modules.borrow().iter().find_map(|(d, s)| match s {
+                Slot::Ready(m) if *d == params.module => Some(m.clone()),
+                _ => None,
+            })
+        })
+        .ok_or_else(|| format!("the module {} is not compiled here", params.module))?;
+    let limits = params.limits();
+    let config = TaskConfig {
+        args: params.argv(),
+        stdin: input.to_vec(),
+        seed: random_seed(params.seed, &params.module.0, task),
+        limits,
+    };
+    let end = run_instance(&module, config).map_err(|e| e.to_string())?;
+    let outcome = outcome(&limits, end).map_err(|e| e.to_string())?;
+    Ok(TaskOutput::Wasm(outcome))
+}
+
+fn run_instance(module: &WebAssembly::Module, config: TaskConfig) -> Result<RunEnd, HostFault> {
+    let wasi = Wasi::new(config).map_err(|e| HostFault::Config(e.to_string()))?;
+    let instance = IMPORTS
+        .with(|imports| WebAssembly::Instance::new(module, imports))
+        .map_err(|e| HostFault::Instantiate(describe(&e)))?;
+    let exported = instance.exports();
+    let export = |name: &str| Reflect::get(&exported, &name.into()).unwrap_or(JsValue::UNDEFINED);
+    let start: Function = export(exports::START)
+        .dyn_into()
+        .map_err(|_| HostFault::Instantiate("no _start function".into()))?;
+    let memory = export(exports::MEMORY)
+        .dyn_into::<WebAssembly::Memory>()
+        .ok();
+    RUN.with(|run| {
+        *run.borrow_mut() = Some(Run {
+            wasi,
+            memory,
+            stop: None,
+        })
+    });
+    let result = start.call0(&JsValue::UNDEFINED);
+    if IN_HOST.get() {
+        panic!(
+            "the kernel's run was cut off inside a WASI call ({}); this worker cannot go on",
+            result.err().map_or_else(String::new, |e| describe(&e))
+        );
+    }
+    let Run { wasi, stop, .. } = RUN
+        .with(|run| run.borrow_mut().take())
+        .expect("the run is still there");
+    let ended = match result {
+        Ok(_) => Ended::Returned,
+        Err(error) => classify(&error),
+    };
+    let global = |name: &str| export(name).dyn_into::<WebAssembly::Global>().ok();
+    let fuel_left = global(exports::FUEL)
+        .and_then(|g| i64::try_from(g.value()).ok())
+        .ok_or_else(|| HostFault::Engine("no fuel global: is the module prepared?".into()))?;
+    let trap_code = global(exports::TRAP)
+        .and_then(|g| g.value().as_f64())
+        .ok_or_else(|| HostFault::Engine("no trap global: is the module prepared?".into()))?;
+    let (stdout, stderr) = wasi.finish();
+    Ok(RunEnd {
+        ended,
+        stop,
+        trap_code: trap_code as i32,
+        fuel_left,
+        stdout,
+        stderr,
+    })
+}
+
+/// What `_start` threw: a trap, the engine's own stack running out (V8:
+/// `RangeError: Maximum call stack size exceeded`; SpiderMonkey:
+/// `InternalError: too much recursion`), or something else. The host's
+/// sentinel counts as a trap: the stop it stands for is read first.
+fn classify(error: &JsValue) -> Ended {
+    if error.is_instance_of::<WebAssembly::RuntimeError>()
+        || SENTINEL.with(|sentinel| sentinel == error)
+    {
+        return Ended::Threw;
+    }
+    let field = |name: &str| {
+        Reflect::get(error, &name.into())
+            .ok()
+            .and_then(|v| v.as_string())
+            .unwrap_or_default()
+    };
+    let (name, message) = (field("name"), field("message"));
+    let overflow = (name == "RangeError" && message.contains("call stack"))
+        || (name == "InternalError" && message.contains("too much recursion"));
+    if overflow {
+        Ended::EngineStack
+    } else {
+        Ended::Other(describe(error))
+    }
+}
+
+/// A thrown value as one line.
+fn describe(error: &JsValue) -> String {
+    if let Some(text) = error.as_string() {
+        return text;
+    }
+    if let Some(error) = error.dyn_ref::<js_sys::Error>() {
+        return error.to_string().into();
+    }
+    match js_sys::JSON::stringify(error) {
+        Ok(text) => text.into(),
+        Err(_) => format!("{error:?}"),
+    }
+}
+
+/// `{wasi_snapshot_preview1: {args_get: ..., ...}}`, one closure per
+/// function of the contract, kept for the life of the Web Worker.
+fn imports() -> Object {
+    let wasi = Object::new();
+    for func in Func::ALL {
+        let closure = Closure::<
+            dyn Fn(JsValue, JsValue, JsValue, JsValue) -> Result<JsValue, JsValue>,
+        >::new(move |a, b, c, d| host_call(func, [a, b, c, d]));
+        Reflect::set(&wasi, &func.name().into(), closure.as_ref())
+            .expect("setting a property of a plain object");
+        closure.forget();
+    }
+    let imports = Object::new();
+    Reflect::set(&imports, &WASI_MODULE.into(), &wasi)
+        .expect("setting a property of a plain object");
+    imports
+}
+
+/// One import call from the kernel: its arguments as raw u64s (an i32 as
+/// its unsigned bits, an i64 BigInt as its two's complement), the errno
+/// back, or the sentinel thrown when the run stops.
+fn host_call(func: Func, raw: [JsValue; 4]) -> Result<JsValue, JsValue> {
+    IN_HOST.set(true);
+    let answer = RUN.with(|run| {
+        let mut run = run.borrow_mut();
+        let run = run
+            .as_mut()
+            .expect("a kernel calls WASI only while it runs");
+        let params = func.import().params;
+        let mut args = [0u64; 4];
+        for ((arg, value), ty) in args.iter_mut().zip(raw).zip(params) {
+            *arg = match ty {
+                ValType::I32 => value.as_f64().map_or(0, |v| u64::from(v as i32 as u32)),
+                ValType::I64 => i64::try_from(value).map_or(0, |v| v as u64),
+            };
+        }
+        let args = &args[..params.len()];
+        let answer = match &run.memory {
+            Some(memory) => run.wasi.call(func, args, &mut JsMemory(memory)),
+            // Preparation requires the export; without it every pointer faults.
+            None => run.wasi.call(func, args, &mut [][..]),
+        };
+        if let Err(stop) = answer {
+            run.stop = Some(stop);
+        }
+        answer
+    });
+    IN_HOST.set(false);
+    match answer {
+        Ok(errno) => Ok(JsValue::from(errno as i32)),
+        Err(_) => Err(SENTINEL.with(JsValue::clone)),
+    }
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// An `ArrayBuffer` read for its length as a double: a 4 GiB memory's
+    /// length does not fit a u32.
+    type SizedBuffer;
+    #[wasm_bindgen(method, getter, js_name = byteLength)]
+    fn byte_length(this: &SizedBuffer) -> f64;
+}
+
+/// The kernel's memory, through a fresh view of its current buffer on every
+/// access.
+struct JsMemory<'a>(&'a WebAssembly::Memory);
+
+impl JsMemory<'_> {
+    /// A view of `len` bytes at `addr`, if they are all inside the memory;
+    /// `Some(None)` for an empty region inside it.
+    fn view(&self, addr: u32, len: usize) -> Option<Option<Uint8Array>> {
+        let buffer = self.0.buffer();
+        let size = buffer.unchecked_ref::<SizedBuffer>().byte_length();
+        if f64::from(addr) + len as f64 > size {
+            return None;
+        }
+        if len == 0 {
+            return Some(None);
+        }
+        let len = u32::try_from(len).ok()?;
+        Some(Some(Uint8Array::new_with_byte_offset_and_length(
+            &buffer, addr, len,
+        )))
+    }
+}
+
+impl Memory for JsMemory<'_> {
+    fn read(&self, addr: u32, buf: &mut [u8]) -> bool {
+        match self.view(addr, buf.len()) {
+            Some(Some(view)) => {
+                view.copy_to(buf);
+                true
+            }
+            Some(None) => true,
+            None => false,
+        }
+    }
+
+    fn write(&mut self, addr: u32, data: &[u8]) -> bool {
+        match self.view(addr, data.len()) {
+            Some(Some(view)) => {
+                view.copy_from(data);
+                true
+            }
+            Some(None) => true,
+            None => false,
+        }
+    }
+}
