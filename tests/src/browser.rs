@@ -71,6 +71,7 @@ pub fn ensure_wasm_built() -> anyhow::Result<()> {
                 "worker-wasm",
                 "kernels/src",
                 "protocol/src",
+                "wasi/src",
                 "Cargo.lock",
                 "scripts/build-wasm.sh",
             ]
@@ -124,6 +125,53 @@ pub fn ensure_chromium() -> anyhow::Result<PathBuf> {
         })
         .clone()
         .map_err(anyhow::Error::msg)
+}
+
+/// Where Debian puts Firefox ESR; `FIREFOX` overrides it.
+pub const DEFAULT_FIREFOX: &str = "/usr/bin/firefox-esr";
+
+/// The Firefox binary, installed with `scripts/install-chromium.sh` (which
+/// installs Firefox ESR too) if it is missing.
+pub fn ensure_firefox() -> anyhow::Result<PathBuf> {
+    static INSTALLED: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            let path = std::env::var_os("FIREFOX")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_FIREFOX));
+            if path.is_file() {
+                return Ok(path);
+            }
+            eprintln!("{} is missing: running scripts/install-chromium.sh", path.display());
+            let status = Command::new("bash")
+                .arg(repo_root().join("scripts/install-chromium.sh"))
+                .status()
+                .map_err(|e| format!("cannot run scripts/install-chromium.sh: {e}"))?;
+            if status.success() && path.is_file() {
+                Ok(path)
+            } else {
+                Err(format!(
+                    "Firefox is not at {} and scripts/install-chromium.sh did not install it ({status})",
+                    path.display()
+                ))
+            }
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+/// For a browser test that drives a browser other than Chromium: its turn
+/// ([`exclusive`]) and a coordinator with the test settings on a fresh data
+/// directory (returned too: it lives as long as the coordinator).
+pub async fn exclusive_grid() -> (
+    TestGrid,
+    tokio::sync::RwLockWriteGuard<'static, ()>,
+    tempfile::TempDir,
+) {
+    let turn = exclusive().await;
+    let dir = tempfile::tempdir().expect("a data directory");
+    let grid = TestGrid::launch(dir.path(), 0, |_| {}, None).await;
+    (grid, turn, dir)
 }
 
 /// Browser tests run alone, without another test's coordinator beside

@@ -1,0 +1,370 @@
+//! Users' WebAssembly kernels in the browser: a browser worker (headless
+//! Chromium, and Firefox) and a native worker compute every task of wasm
+//! jobs with redundancy 2 and quorum 2, so a task is decided only when the
+//! browser's outcome and the native one are the same bytes: floating point
+//! that makes NaNs (scalar, converted, SIMD), stdin, argv, `random_get`,
+//! the clocks, `proc_exit`, stderr, running out of fuel and the prepared
+//! stack limit. The answers are also checked against oracles written here
+//! (the float arithmetic redone in Rust, the canonical NaN bits, the WASI
+//! clock's fixed start), not against either worker.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use grid_cli::client::Client;
+use grid_kernels::wasm::{Trap, WasmInputs};
+use grid_kernels::{JobResult, WasmTaskResult};
+use grid_protocol::WorkerKind;
+use grid_protocol::api::{JobRequest, JobState, WasmRequest, WorkerInfo};
+use grid_tests::browser::{BrowserTest, ensure_firefox, ensure_wasm_built, exclusive_grid};
+use grid_tests::wait_for_workers;
+
+const JOB_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Iterations of the float loop, per task.
+const FLOAT_ITERATIONS: u32 = 300_000;
+
+/// Reads a line from stdin; its first byte is `x`. Sums `sqrt(i·x + 1) /
+/// (i + 0.5)` in f64 and `i / (f32(x) + 0.25)` in f32 over
+/// [`FLOAT_ITERATIONS`], then writes 100 raw bytes: the two sums, and NaNs
+/// made every way a kernel can (0/0, sqrt of a negative, inf − inf,
+/// inf × 0, demoted, promoted, through reinterpret and in SIMD lanes), next
+/// to infinities that must stay what they are.
+fn floats_wat() -> String {
+    format!(
+        r#"(module
+  (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start") (local $x f64) (local $i i32) (local $acc f64) (local $accf f32)
+    (i32.store (i32.const 0) (i32.const 1024))
+    (i32.store (i32.const 4) (i32.const 64))
+    (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (local.set $x (f64.convert_i32_u (i32.load8_u (i32.const 1024))))
+    (block $done (loop $l
+      (br_if $done (i32.ge_u (local.get $i) (i32.const {FLOAT_ITERATIONS})))
+      (local.set $acc (f64.add (local.get $acc)
+        (f64.div
+          (f64.sqrt (f64.add (f64.mul (f64.convert_i32_u (local.get $i)) (local.get $x)) (f64.const 1)))
+          (f64.add (f64.convert_i32_u (local.get $i)) (f64.const 0.5)))))
+      (local.set $accf (f32.add (local.get $accf)
+        (f32.div (f32.convert_i32_u (local.get $i))
+                 (f32.add (f32.demote_f64 (local.get $x)) (f32.const 0.25)))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $l)))
+    (f64.store (i32.const 2048) (local.get $acc))
+    (f32.store (i32.const 2056) (local.get $accf))
+    (f32.store (i32.const 2060) (f32.div (f32.const 0) (f32.const 0)))
+    (f64.store (i32.const 2064) (f64.div (f64.sub (local.get $x) (local.get $x)) (f64.const 0)))
+    (f32.store (i32.const 2072) (f32.sqrt (f32.neg (f32.demote_f64 (local.get $x)))))
+    (f64.store (i32.const 2076) (f64.sqrt (f64.neg (local.get $x))))
+    (f32.store (i32.const 2084) (f32.demote_f64 (f64.div (f64.const 0) (f64.sub (local.get $x) (local.get $x)))))
+    (f64.store (i32.const 2088) (f64.promote_f32 (f32.sqrt (f32.const -2))))
+    (f64.store (i32.const 2096) (f64.neg (f64.div (local.get $x) (f64.const 0))))
+    (i64.store (i32.const 2104) (i64.reinterpret_f64 (f64.sub (f64.const inf) (f64.div (local.get $x) (f64.const 0)))))
+    (f32.store (i32.const 2112) (f32.mul (f32.const inf) (f32.sub (f32.const 1) (f32.const 1))))
+    (v128.store (i32.const 2116)
+      (f32x4.div (v128.const f32x4 0 1 -1 0) (v128.const f32x4 0 0 0 0)))
+    (v128.store (i32.const 2132) (f64x2.sqrt (f64x2.splat (f64.neg (local.get $x)))))
+    (i32.store (i32.const 0) (i32.const 2048))
+    (i32.store (i32.const 4) (i32.const 100))
+    (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#
+    )
+}
+
+const NAN32: [u8; 4] = 0x7fc0_0000u32.to_le_bytes();
+const NAN64: [u8; 8] = 0x7ff8_0000_0000_0000u64.to_le_bytes();
+
+/// What [`floats_wat`] writes for an input starting with `first`, computed
+/// here in Rust: IEEE arithmetic in the same order gives the same bits, and
+/// every NaN a prepared module stores is the canonical one.
+fn floats_expected(first: u8) -> Vec<u8> {
+    let x = f64::from(first);
+    let (mut acc, mut accf) = (0f64, 0f32);
+    for i in 0..FLOAT_ITERATIONS {
+        acc += (f64::from(i) * x + 1.0).sqrt() / (f64::from(i) + 0.5);
+        accf += i as f32 / (x as f32 + 0.25);
+    }
+    let mut out = Vec::new();
+    out.extend(acc.to_le_bytes());
+    out.extend(accf.to_le_bytes());
+    out.extend(NAN32); // 0/0
+    out.extend(NAN64); // 0/0
+    out.extend(NAN32); // sqrt(-x)
+    out.extend(NAN64); // sqrt(-x)
+    out.extend(NAN32); // demoted 0/0
+    out.extend(NAN64); // promoted sqrt(-2)
+    out.extend(f64::NEG_INFINITY.to_le_bytes());
+    out.extend(NAN64); // inf - inf, reinterpreted
+    out.extend(NAN32); // inf * 0
+    for lane in [
+        NAN32,
+        f32::INFINITY.to_le_bytes(),
+        f32::NEG_INFINITY.to_le_bytes(),
+        NAN32,
+    ] {
+        out.extend(lane);
+    }
+    out.extend(NAN64);
+    out.extend(NAN64);
+    assert_eq!(out.len(), 100);
+    out
+}
+
+/// Writes 16 bytes of `random_get`, three clock readings (realtime,
+/// monotonic with a precision of -1 as an i64, realtime), argc and argv's
+/// size, argv's strings, then stdin; stdin again on stderr; and exits with
+/// stdin's first byte mod 3 through `proc_exit`.
+const IO: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "random_get" (func $random (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "args_sizes_get" (func $sizes (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "args_get" (func $args (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 4096))
+    (i32.store (i32.const 4) (i32.const 256))
+    (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (drop (call $random (i32.const 1024) (i32.const 16)))
+    (drop (call $clock (i32.const 0) (i64.const 1) (i32.const 1040)))
+    (drop (call $clock (i32.const 1) (i64.const -1) (i32.const 1048)))
+    (drop (call $clock (i32.const 0) (i64.const 0) (i32.const 1056)))
+    (drop (call $sizes (i32.const 1064) (i32.const 1068)))
+    (drop (call $args (i32.const 512) (i32.const 1072)))
+    (i32.store (i32.const 16) (i32.const 1024))
+    (i32.store (i32.const 20) (i32.add (i32.const 48) (i32.load (i32.const 1068))))
+    (i32.store (i32.const 24) (i32.const 4096))
+    (i32.store (i32.const 28) (i32.load (i32.const 8)))
+    (drop (call $write (i32.const 1) (i32.const 16) (i32.const 2) (i32.const 32)))
+    (drop (call $write (i32.const 2) (i32.const 24) (i32.const 1) (i32.const 32)))
+    (call $exit (i32.rem_u (i32.load8_u (i32.const 4096)) (i32.const 3)))))"#;
+
+/// 2026-01-01T00:00:00Z in nanoseconds: where the WASI realtime clock
+/// starts; every read advances the clocks by 1000 ns.
+const REALTIME_START_NS: u64 = 1_767_225_600 * 1_000_000_000;
+
+/// Never ends.
+const SPIN: &str = r#"(module (memory (export "memory") 1)
+  (func (export "_start") (loop $l (br $l))))"#;
+
+/// Recurses without end, with a frame of a few locals.
+const RECURSE: &str = r#"(module (memory (export "memory") 1)
+  (func $down (param $n i32) (result i32) (local $a i64) (local $b f64)
+    (call $down (i32.add (local.get $n) (i32.const 1))))
+  (func (export "_start") (drop (call $down (i32.const 0)))))"#;
+
+/// Uploads `wat` as a module (and `lines`, if any, as the tasks' stdin)
+/// and submits a job every task of which needs the browser's and the native
+/// worker's outcomes to agree.
+async fn submit_wasm(
+    client: &Client,
+    wat: &str,
+    lines: Option<&str>,
+    edit: impl FnOnce(&mut WasmRequest),
+) -> u64 {
+    let module = wat::parse_str(wat).expect("the test's WAT");
+    let (module, _) = client
+        .ensure_blob(module)
+        .await
+        .expect("the module uploads");
+    let mut request = WasmRequest::new(module);
+    if let Some(lines) = lines {
+        let (blob, _) = client
+            .ensure_blob(lines.as_bytes().to_vec())
+            .await
+            .expect("the inputs upload");
+        request.inputs = Some(WasmInputs::Lines(blob));
+    }
+    edit(&mut request);
+    let mut job = JobRequest::new(request);
+    job.tasks = lines.is_none().then_some(3);
+    job.redundancy = Some(2);
+    job.quorum = Some(2);
+    client.submit(&job).await.expect("the job is accepted").id
+}
+
+/// Waits for a job to be done with every task decided, and returns its
+/// per-task lines.
+async fn done(client: &Client, id: u64) -> Vec<WasmTaskResult> {
+    let status = grid_tests::wait_for_job(client, id, JOB_TIMEOUT).await;
+    assert_eq!(status.state, JobState::Done, "{status:?}");
+    assert_eq!(status.tasks.done, status.tasks.total, "{status:?}");
+    match client.result(id).await.expect("the job's result") {
+        JobResult::Wasm { tasks } => {
+            assert_eq!(tasks.len(), status.tasks.total as usize);
+            tasks
+        }
+        other => panic!("not a wasm result: {other:?}"),
+    }
+}
+
+/// Checks that both workers computed every task (each task needs one replica
+/// from each) and nobody was quarantined or rejected.
+fn assert_both_computed_everything(workers: &[WorkerInfo], tasks: u64) {
+    assert_eq!(workers.len(), 2, "{workers:#?}");
+    for kind in [WorkerKind::Browser, WorkerKind::Native] {
+        let worker = workers
+            .iter()
+            .find(|w| w.kind == kind)
+            .unwrap_or_else(|| panic!("no {kind:?} worker: {workers:#?}"));
+        assert!(
+            worker.tasks_done >= tasks,
+            "{worker:?} did not do all {tasks} tasks"
+        );
+        assert!(!worker.quarantined, "{worker:?}");
+        assert_eq!(worker.results_rejected, 0, "{worker:?}");
+    }
+}
+
+const FLOAT_LINES: &str = "a\nz\n0\n~\n \nQ\n";
+const IO_LINES: &str = "hello\nworld\n!\nbrowsergrid\n";
+
+/// Submits the four jobs (floats, I/O, fuel, stack) and checks every outcome
+/// against this file's oracles; returns the number of tasks.
+async fn run_the_four_jobs(client: &Client) -> u64 {
+    let floats = submit_wasm(client, &floats_wat(), Some(FLOAT_LINES), |_| {}).await;
+    let io = submit_wasm(client, IO, Some(IO_LINES), |r| {
+        r.name = Some("io.wasm".into());
+        r.args = vec!["-n".into(), "ünïcode".into()];
+        r.seed = Some(7);
+    })
+    .await;
+    let spin = submit_wasm(client, SPIN, None, |r| r.fuel = Some(1_000_000)).await;
+    let recurse = submit_wasm(client, RECURSE, None, |_| {}).await;
+
+    let tasks = done(client, floats).await;
+    for (task, line) in tasks.iter().zip(FLOAT_LINES.lines()) {
+        assert_eq!((task.trap, task.exit_code), (None, 0), "{task:?}");
+        let stdout = client.task_output(floats, task.task).await.unwrap();
+        assert_eq!(
+            stdout,
+            floats_expected(line.as_bytes()[0]),
+            "task {}",
+            task.task
+        );
+    }
+
+    let tasks = done(client, io).await;
+    let mut randoms = Vec::new();
+    for (task, line) in tasks.iter().zip(IO_LINES.lines()) {
+        let stdin = format!("{line}\n");
+        assert_eq!(task.trap, None, "{task:?}");
+        assert_eq!(
+            task.exit_code,
+            i32::from(line.as_bytes()[0] % 3),
+            "{task:?}"
+        );
+        assert_eq!(task.stderr, stdin, "{task:?}");
+        let stdout = client.task_output(io, task.task).await.unwrap();
+        let argv = "io.wasm\0-n\0ünïcode\0".as_bytes();
+        assert_eq!(stdout.len(), 48 + argv.len() + stdin.len(), "{stdout:?}");
+        let u64_at = |at: usize| u64::from_le_bytes(stdout[at..at + 8].try_into().unwrap());
+        let u32_at = |at: usize| u32::from_le_bytes(stdout[at..at + 4].try_into().unwrap());
+        assert_eq!(u64_at(16), REALTIME_START_NS);
+        assert_eq!(u64_at(24), 1000);
+        assert_eq!(u64_at(32), REALTIME_START_NS + 2000);
+        assert_eq!((u32_at(40), u32_at(44) as usize), (3, argv.len()));
+        assert_eq!(&stdout[48..48 + argv.len()], argv);
+        assert_eq!(&stdout[48 + argv.len()..], stdin.as_bytes());
+        randoms.push(stdout[..16].to_vec());
+    }
+    randoms.sort();
+    randoms.dedup();
+    assert_eq!(randoms.len(), 4, "each task has its own random stream");
+
+    for task in done(client, spin).await {
+        assert_eq!(task.trap, Some(Trap::OutOfFuel), "{task:?}");
+        assert_eq!(task.fuel_used, 1_000_000, "{task:?}");
+    }
+    for task in done(client, recurse).await {
+        assert_eq!(task.trap, Some(Trap::StackLimit), "{task:?}");
+        assert!(task.fuel_used > 0, "{task:?}");
+    }
+    (FLOAT_LINES.lines().count() + IO_LINES.lines().count() + 3 + 3) as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_and_native_workers_agree_on_every_wasm_outcome() {
+    let mut test = BrowserTest::start().await;
+    let client = test.client();
+    test.add_worker(1, "native");
+    let page = test.open_donor_page(1).await;
+    wait_for_workers(&client, "a browser and a native worker", |w| w.len() == 2).await;
+
+    let tasks = run_the_four_jobs(&client).await;
+    assert_both_computed_everything(&client.workers().await.unwrap(), tasks);
+    let compute = page.text("#compute-time").await.unwrap();
+    let done = page.text("#tasks-done").await.unwrap();
+    eprintln!("the Chromium worker computed {done} tasks in {compute}");
+    test.finish(page).await;
+}
+
+/// A headless Firefox with a throwaway profile, killed when dropped.
+struct Firefox {
+    child: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Firefox {
+    fn open(url: &str) -> Firefox {
+        let binary = ensure_firefox().expect("Firefox is installed");
+        let profile = tempfile::tempdir().expect("a profile folder");
+        // No first-run pages, no updates or telemetry: the donor page only.
+        std::fs::write(
+            profile.path().join("user.js"),
+            [
+                r#"user_pref("browser.shell.checkDefaultBrowser", false);"#,
+                r#"user_pref("browser.startup.homepage_override.mstone", "ignore");"#,
+                r#"user_pref("app.update.enabled", false);"#,
+                r#"user_pref("datareporting.policy.dataSubmissionEnabled", false);"#,
+                r#"user_pref("toolkit.telemetry.reportingpolicy.firstRun", false);"#,
+                r#"user_pref("browser.aboutwelcome.enabled", false);"#,
+            ]
+            .join("\n"),
+        )
+        .unwrap();
+        let child = Command::new(binary)
+            .args(["--headless", "--no-remote", "--profile"])
+            .arg(profile.path())
+            .arg(url)
+            .env("MOZ_HEADLESS", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Firefox starts");
+        Firefox {
+            child,
+            _profile: profile,
+        }
+    }
+}
+
+impl Drop for Firefox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firefox_and_native_workers_agree_on_every_wasm_outcome() {
+    ensure_wasm_built().expect("www/pkg builds");
+    let (grid, _turn, _dir) = exclusive_grid().await;
+    let client = grid.client();
+    let native = grid.worker(1, "native");
+    let firefox = Firefox::open(&format!("{}/?autostart=1&threads=1", grid.url));
+    wait_for_workers(&client, "Firefox's worker beside the native one", |w| {
+        w.len() == 2 && w.iter().any(|w| w.kind == WorkerKind::Browser)
+    })
+    .await;
+
+    let tasks = run_the_four_jobs(&client).await;
+    assert_both_computed_everything(&client.workers().await.unwrap(), tasks);
+    drop(firefox);
+    native.stop().await;
+    grid.stop().await;
+}
