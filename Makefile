@@ -33,7 +33,7 @@ test: wasm examples
 	$(CARGO) test --workspace --locked
 
 ## bench: benchmarks that report figures (never pass/fail on speed)
-bench: build
+bench: build examples
 	scripts/bench.sh
 
 ## lint: formatting and clippy, as CI expects them

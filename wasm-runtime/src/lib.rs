@@ -85,8 +85,20 @@ impl Engine {
     /// Compiles a prepared module and links it to the WASI subset. Do it
     /// once per module and worker; [`Kernel::run`] is per task.
     pub fn compile(&self, prepared: &[u8]) -> Result<Kernel, CompileError> {
-        let module = Module::new(&self.engine, prepared)
-            .map_err(|e| CompileError::Module(format!("{e:#}")))?;
+        self.link(prepared, true)
+    }
+
+    /// Compiles a module as it was submitted, without preparation: it runs
+    /// unmetered (its outcome says 0 fuel), with no stack limit of its own
+    /// and with the engine's NaN bits. Not for tasks, whose outcomes must
+    /// agree across engines; for measuring what preparation costs.
+    pub fn compile_unprepared(&self, module: &[u8]) -> Result<Kernel, CompileError> {
+        self.link(module, false)
+    }
+
+    fn link(&self, bytes: &[u8], prepared: bool) -> Result<Kernel, CompileError> {
+        let module =
+            Module::new(&self.engine, bytes).map_err(|e| CompileError::Module(format!("{e:#}")))?;
         let mut linker: Linker<Run> = Linker::new(&self.engine);
         for func in Func::ALL {
             let import = func.import();
@@ -107,7 +119,7 @@ impl Engine {
         let pre = linker
             .instantiate_pre(&module)
             .map_err(|e| CompileError::Module(format!("{e:#}")))?;
-        Ok(Kernel { pre })
+        Ok(Kernel { pre, prepared })
     }
 }
 
@@ -187,6 +199,8 @@ fn call(
 #[derive(Clone)]
 pub struct Kernel {
     pre: InstancePre<Run>,
+    /// Whether the module carries the prepared globals.
+    prepared: bool,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -216,6 +230,7 @@ impl Kernel {
         };
         let fuel_left = match global(&mut store, exports::FUEL) {
             Some(Val::I64(left)) => left,
+            _ if !self.prepared => limits.fuel as i64,
             _ => {
                 return Err(HostFault::Engine(
                     "no fuel global: is the module prepared?".into(),
@@ -224,6 +239,7 @@ impl Kernel {
         };
         let trap_code = match global(&mut store, exports::TRAP) {
             Some(Val::I32(code)) => code,
+            _ if !self.prepared => 0,
             _ => {
                 return Err(HostFault::Engine(
                     "no trap global: is the module prepared?".into(),

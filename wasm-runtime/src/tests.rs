@@ -193,3 +193,30 @@ fn a_module_that_is_not_prepared_or_not_wasm_does_not_compile() {
         Err(CompileError::Module(_))
     ));
 }
+
+#[test]
+fn an_unprepared_module_runs_unmetered_for_comparison_only() {
+    let bare = wat::parse_str(
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 16) "hi")
+            (func (export "_start")
+              (i32.store (i32.const 0) (i32.const 16)) (i32.store (i32.const 4) (i32.const 2))
+              (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
+    )
+    .unwrap();
+    let engine = Engine::new().unwrap();
+    let outcome = engine
+        .compile_unprepared(&bare)
+        .unwrap()
+        .run(task(b""), &LIMITS)
+        .unwrap();
+    assert_eq!(
+        (outcome.trap, outcome.fuel_used, outcome.stdout.as_slice()),
+        (None, 0, &b"hi"[..])
+    );
+    // The same module as a task's is refused a result: it has no fuel global.
+    let as_task = engine.compile(&bare).unwrap().run(task(b""), &LIMITS);
+    assert!(matches!(as_task, Err(HostFault::Engine(_))), "{as_task:?}");
+}

@@ -36,7 +36,7 @@ impl Goal {
 /// One figure of one benchmark.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
-    /// The benchmark's number in issue 6 (1 to 6).
+    /// The benchmark's number (1 to 6 from issue 6, 7 users' kernels).
     pub bench: u32,
     pub figure: String,
     pub unit: String,

@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Names, in the order they run: `throughput` (1), `dask` (2), `efficiency`
-//! (3), `connections` (4), `latency` (5), `wasm` (6). Other options:
+//! (3), `connections` (4), `latency` (5), `wasm` (6), `kernels` (7, users'
+//! kernels: what preparation costs, tiny wasm tasks). Other options:
 //! `--grid PATH` (the `grid` binary; default `target/release/grid`),
 //! `--connections N` (default 10,000), `--dask-tasks N` (submit only N of the
 //! 100,000 tasks to Dask and extrapolate), `--efficiency-work S` (seconds of
@@ -26,6 +27,8 @@ mod dask;
 mod efficiency;
 #[path = "../bench/env.rs"]
 mod env;
+#[path = "../bench/kernels.rs"]
+mod kernels;
 #[path = "../bench/latency.rs"]
 mod latency;
 #[path = "../bench/procs.rs"]
@@ -46,13 +49,14 @@ use anyhow::{Context, bail};
 
 use report::Row;
 
-const NAMES: [&str; 6] = [
+const NAMES: [&str; 7] = [
     "throughput",
     "dask",
     "efficiency",
     "connections",
     "latency",
     "wasm",
+    "kernels",
 ];
 
 /// Settings and raw results shared by the benchmarks.
@@ -198,6 +202,7 @@ async fn bench() -> anyhow::Result<()> {
             "connections" => throughput::connections(&mut ctx).await,
             "latency" => latency::latency(&mut ctx).await,
             "wasm" => wasm::wasm(&mut ctx).await,
+            "kernels" => kernels::kernels(&mut ctx).await,
             _ => unreachable!("names are checked"),
         };
         match outcome {

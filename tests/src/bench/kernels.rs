@@ -1,0 +1,230 @@
+//! Benchmark 7: users' kernels. What preparation costs (the time to prepare
+//! the example modules, and how much slower a prepared module runs than the
+//! module as submitted, both on wasmtime in this process: fuel, the stack
+//! limit and NaN canonicalization are what the difference buys), and what
+//! the grid does with tiny wasm tasks end to end (tasks per second through
+//! a coordinator and two worker processes, each task a fresh instance).
+//!
+//! The examples come from `make examples` (examples/build); without them
+//! their rows say so.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use grid_kernels::wasm::{WasmLimits, WasmOutcome};
+use grid_protocol::api::{JobRequest, WasmRequest};
+use grid_wasi::TaskConfig;
+use serde_json::json;
+
+use super::Ctx;
+use super::procs::Coordinator;
+use super::report::{Goal, Row};
+use super::throughput::run_job;
+
+/// One run of a kernel: its argv and stdin.
+struct Workload {
+    example: &'static str,
+    what: &'static str,
+    args: &'static [&'static str],
+    stdin: Vec<u8>,
+}
+
+fn workloads() -> Vec<Workload> {
+    // About a megabyte of text for the word counter: the repository's
+    // protocol description, repeated.
+    let protocol =
+        std::fs::read(grid_tests::browser::repo_root().join("PROTOCOL.md")).unwrap_or_default();
+    let text: Vec<u8> = protocol.iter().copied().cycle().take(1 << 20).collect();
+    vec![
+        Workload {
+            example: "pathtracer",
+            what: "path tracer, 320x240, 16 samples (f64 arithmetic)",
+            args: &["--width", "320", "--height", "240", "--samples", "16"],
+            stdin: Vec::new(),
+        },
+        Workload {
+            example: "sweep",
+            what: "parameter sweep, 27 oscillators x 20,000 RK4 steps",
+            args: &["--steps", "20000"],
+            stdin: std::fs::read(
+                grid_tests::browser::repo_root().join("examples/sweep/params.txt"),
+            )
+            .unwrap_or_default(),
+        },
+        Workload {
+            example: "wordfreq",
+            what: "word count of 1 MiB of text (C, wasi-libc)",
+            args: &[],
+            stdin: text,
+        },
+    ]
+}
+
+fn example_path(name: &str) -> PathBuf {
+    grid_tests::browser::repo_root()
+        .join("examples/build")
+        .join(format!("{name}.wasm"))
+}
+
+/// The best of `runs` timings of `kernel` on `work`, and its outcome.
+fn time_runs(
+    kernel: &grid_wasm_runtime::Kernel,
+    work: &Workload,
+    module_sha256: &[u8; 32],
+    runs: usize,
+) -> anyhow::Result<(f64, WasmOutcome)> {
+    let limits = WasmLimits::DEFAULT;
+    let mut best = f64::INFINITY;
+    let mut outcome = None;
+    for _ in 0..runs + 1 {
+        let config = TaskConfig {
+            args: std::iter::once(work.example.as_bytes().to_vec())
+                .chain(work.args.iter().map(|a| a.as_bytes().to_vec()))
+                .collect(),
+            stdin: work.stdin.clone(),
+            seed: grid_wasi::random_seed(0, module_sha256, 0),
+            limits,
+        };
+        let started = Instant::now();
+        let ran = kernel.run(config, &limits)?;
+        best = best.min(started.elapsed().as_secs_f64() * 1000.0);
+        outcome = Some(ran);
+    }
+    Ok((best, outcome.expect("at least one run")))
+}
+
+/// Preparation time and the prepared/original run-time ratio per example,
+/// and the raw figures.
+fn instrumentation(runs: usize) -> anyhow::Result<(Vec<Row>, serde_json::Value)> {
+    let engine = grid_wasm_runtime::Engine::new()?;
+    let mut rows = Vec::new();
+    let mut raw = Vec::new();
+    for work in workloads() {
+        let path = example_path(work.example);
+        let Ok(source) = std::fs::read(&path) else {
+            rows.push(Row::missing(
+                7,
+                &format!("prepared / original, {}", work.what),
+                format!("{} is missing: run `make examples`", path.display()),
+            ));
+            continue;
+        };
+        let mut prepare_ms = Vec::new();
+        let mut prepared = None;
+        for _ in 0..5 {
+            let started = Instant::now();
+            prepared = Some(grid_wasm_prep::prepare(
+                &source,
+                &WasmLimits::DEFAULT,
+                &grid_wasm_prep::Options::DEFAULT,
+            )?);
+            prepare_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        let prepared = prepared.expect("prepared");
+        let digest = grid_kernels::ContentDigest::of(&prepared.bytes).0;
+        let original = engine.compile_unprepared(&source)?;
+        let metered = engine.compile(&prepared.bytes)?;
+        let runs = runs.max(3);
+        let (original_ms, plain) = time_runs(&original, &work, &digest, runs)?;
+        let (prepared_ms, outcome) = time_runs(&metered, &work, &digest, runs)?;
+        let same = plain.stdout == outcome.stdout;
+        let ratio = prepared_ms / original_ms;
+        rows.push(
+            Row::new(
+                7,
+                &format!("prepared / original run time, {}", work.what),
+                "x",
+                &[ratio],
+            )
+            .goal(Goal::AtMost(2.0))
+            .note(format!(
+                "{prepared_ms:.1} ms vs {original_ms:.1} ms on wasmtime, best of {runs}; \
+                 {} fuel; same stdout: {same}",
+                outcome.fuel_used
+            )),
+        );
+        let kib = source.len() as f64 / 1024.0;
+        rows.push(
+            Row::new(
+                7,
+                &format!("preparing {}.wasm ({kib:.0} KiB)", work.example),
+                "ms",
+                &prepare_ms,
+            )
+            .note(format!(
+                "{} -> {} bytes ({:+.0}%)",
+                source.len(),
+                prepared.bytes.len(),
+                (prepared.bytes.len() as f64 / source.len() as f64 - 1.0) * 100.0
+            )),
+        );
+        raw.push(json!({
+            "example": work.example,
+            "original_ms": original_ms,
+            "prepared_ms": prepared_ms,
+            "fuel_used": outcome.fuel_used,
+            "same_stdout": same,
+            "prepare_ms": prepare_ms,
+            "source_bytes": source.len(),
+            "prepared_bytes": prepared.bytes.len(),
+        }));
+    }
+    Ok((rows, json!(raw)))
+}
+
+/// Writes its task's four bytes of stdin back: about the least a task can do.
+const TINY: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 64)) (i32.store (i32.const 4) (i32.const 16))
+    (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (i32.store (i32.const 4) (i32.load (i32.const 8)))
+    (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+
+const TINY_TASKS: usize = 20_000;
+
+/// Tiny wasm tasks through a coordinator and two worker processes.
+async fn tiny_tasks(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
+    let mut rates = Vec::new();
+    let mut raw = Vec::new();
+    for _ in 0..ctx.expensive_runs() {
+        let coordinator = Coordinator::start(&ctx.grid, &[]).await?;
+        let workers = coordinator.start_workers(2).await?;
+        let client = coordinator.client();
+        let (module, _) = client.ensure_blob(wat::parse_str(TINY)?).await?;
+        let lines: String = (0..TINY_TASKS).map(|i| format!("{i:03}\n")).collect();
+        let (lines, _) = client.ensure_blob(lines.into_bytes()).await?;
+        let request = JobRequest::new(WasmRequest {
+            inputs: Some(grid_kernels::wasm::WasmInputs::Lines(lines)),
+            ..WasmRequest::new(module)
+        });
+        let run = run_job(&coordinator, &workers, &request, Duration::from_secs(600)).await?;
+        rates.push(run.tasks_per_s());
+        raw.push(run.json());
+    }
+    ctx.raw.insert("kernels_tiny_tasks".into(), json!(raw));
+    Ok(vec![
+        Row::new(
+            7,
+            &format!("tiny wasm tasks through the grid ({TINY_TASKS} tasks, 2 workers x 1 thread)"),
+            "tasks/s",
+            &rates,
+        )
+        .note("each task a fresh instance of a prepared module, its input inline in the batch"),
+    ])
+}
+
+pub async fn kernels(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
+    // wasmtime wants the stack a worker's compute thread has.
+    let runs = ctx.runs;
+    let (mut rows, raw) = std::thread::Builder::new()
+        .stack_size(grid_wasm_runtime::THREAD_STACK)
+        .spawn(move || instrumentation(runs))?
+        .join()
+        .map_err(|_| anyhow::anyhow!("the instrumentation benchmark panicked"))??;
+    ctx.raw.insert("kernels_instrumentation".into(), raw);
+    rows.extend(tiny_tasks(ctx).await?);
+    Ok(rows)
+}
