@@ -30,7 +30,7 @@ const FLOAT_ITERATIONS: u32 = 300_000;
 /// made every way a kernel can (0/0, sqrt of a negative, inf − inf,
 /// inf × 0, demoted, promoted, through reinterpret and in SIMD lanes), next
 /// to infinities that must stay what they are.
-fn floats_wat() -> String {
+fn floats_wat(iterations: u32) -> String {
     format!(
         r#"(module
   (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
@@ -42,7 +42,7 @@ fn floats_wat() -> String {
     (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
     (local.set $x (f64.convert_i32_u (i32.load8_u (i32.const 1024))))
     (block $done (loop $l
-      (br_if $done (i32.ge_u (local.get $i) (i32.const {FLOAT_ITERATIONS})))
+      (br_if $done (i32.ge_u (local.get $i) (i32.const {iterations})))
       (local.set $acc (f64.add (local.get $acc)
         (f64.div
           (f64.sqrt (f64.add (f64.mul (f64.convert_i32_u (local.get $i)) (local.get $x)) (f64.const 1)))
@@ -156,6 +156,35 @@ const RECURSE: &str = r#"(module (memory (export "memory") 1)
     (call $down (i32.add (local.get $n) (i32.const 1))))
   (func (export "_start") (drop (call $down (i32.const 0)))))"#;
 
+/// Recurses without end with a heavy frame (64 v128 locals, which engines
+/// keep in 16 bytes each but the stack limit weighs at 8), writing a dot
+/// to stdout at every level: the prepared limit must still come before the
+/// engine's own stack, at the same depth everywhere, WASI calls included.
+fn heavy_recursion_wat() -> String {
+    let locals: String = (0..64).map(|i| format!("(local $v{i} v128) ")).collect();
+    format!(
+        r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func $down (param $n i32) {locals}
+    (local.set $v63 (i32x4.splat (local.get $n)))
+    (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (call $down (i32x4.extract_lane 3 (i32x4.add (local.get $v63) (i32x4.splat (i32.const 1))))))
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 1))
+    (i32.store8 (i32.const 16) (i32.const 46))
+    (call $down (i32.const 0))))"#
+    )
+}
+
+/// The levels of [`heavy_recursion_wat`] that write their dot, by the stack
+/// model of `wasm-prep/src/stack.rs` (a frame weighs 64 + 8 × (params +
+/// locals) + 8 × its deepest operand stack; the budget is 256 KiB):
+/// `_start` weighs 64 + 8 × 2 = 80, each level 64 + 8 × 65 + 8 × 4 = 616,
+/// and level k enters at 80 + 616 k, over 262144 first at k = 426.
+const HEAVY_RECURSION_DEPTH: usize = 425;
+
 /// Uploads `wat` as a module (and `lines`, if any, as the tasks' stdin)
 /// and submits a job every task of which needs the browser's and the native
 /// worker's outcomes to agree.
@@ -222,10 +251,16 @@ fn assert_both_computed_everything(workers: &[WorkerInfo], tasks: u64) {
 const FLOAT_LINES: &str = "a\nz\n0\n~\n \nQ\n";
 const IO_LINES: &str = "hello\nworld\n!\nbrowsergrid\n";
 
-/// Submits the four jobs (floats, I/O, fuel, stack) and checks every outcome
+/// Submits the jobs (floats, I/O, fuel, two stacks) and checks every outcome
 /// against this file's oracles; returns the number of tasks.
-async fn run_the_four_jobs(client: &Client) -> u64 {
-    let floats = submit_wasm(client, &floats_wat(), Some(FLOAT_LINES), |_| {}).await;
+async fn run_every_job(client: &Client) -> u64 {
+    let floats = submit_wasm(
+        client,
+        &floats_wat(FLOAT_ITERATIONS),
+        Some(FLOAT_LINES),
+        |_| {},
+    )
+    .await;
     let io = submit_wasm(client, IO, Some(IO_LINES), |r| {
         r.name = Some("io.wasm".into());
         r.args = vec!["-n".into(), "ünïcode".into()];
@@ -234,6 +269,7 @@ async fn run_the_four_jobs(client: &Client) -> u64 {
     .await;
     let spin = submit_wasm(client, SPIN, None, |r| r.fuel = Some(1_000_000)).await;
     let recurse = submit_wasm(client, RECURSE, None, |_| {}).await;
+    let heavy = submit_wasm(client, &heavy_recursion_wat(), None, |_| {}).await;
 
     let tasks = done(client, floats).await;
     for (task, line) in tasks.iter().zip(FLOAT_LINES.lines()) {
@@ -283,7 +319,13 @@ async fn run_the_four_jobs(client: &Client) -> u64 {
         assert_eq!(task.trap, Some(Trap::StackLimit), "{task:?}");
         assert!(task.fuel_used > 0, "{task:?}");
     }
-    (FLOAT_LINES.lines().count() + IO_LINES.lines().count() + 3 + 3) as u64
+    for task in done(client, heavy).await {
+        assert_eq!(task.trap, Some(Trap::StackLimit), "{task:?}");
+        let stdout = client.task_output(heavy, task.task).await.unwrap();
+        assert!(stdout.iter().all(|&b| b == b'.'), "{stdout:?}");
+        assert_eq!(stdout.len(), HEAVY_RECURSION_DEPTH, "{task:?}");
+    }
+    (FLOAT_LINES.lines().count() + IO_LINES.lines().count() + 3 * 3) as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,7 +336,7 @@ async fn chromium_and_native_workers_agree_on_every_wasm_outcome() {
     let page = test.open_donor_page(1).await;
     wait_for_workers(&client, "a browser and a native worker", |w| w.len() == 2).await;
 
-    let tasks = run_the_four_jobs(&client).await;
+    let tasks = run_every_job(&client).await;
     assert_both_computed_everything(&client.workers().await.unwrap(), tasks);
     let compute = page.text("#compute-time").await.unwrap();
     let done = page.text("#tasks-done").await.unwrap();
@@ -362,7 +404,7 @@ async fn firefox_and_native_workers_agree_on_every_wasm_outcome() {
     })
     .await;
 
-    let tasks = run_the_four_jobs(&client).await;
+    let tasks = run_every_job(&client).await;
     assert_both_computed_everything(&client.workers().await.unwrap(), tasks);
     drop(firefox);
     native.stop().await;
