@@ -156,6 +156,9 @@ pub struct FrameOutcome {
 #[derive(Debug, Default)]
 pub struct GridCounters {
     pub results_implausible: AtomicU64,
+    /// Fuel of the wasm tasks decided since the coordinator started: the
+    /// compute users' kernels were given, in the unit every engine agrees on.
+    pub fuel_used: AtomicU64,
     /// Sampled results the coordinator re-computed and found wrong.
     pub results_verified_wrong: AtomicU64,
     pub connections_total: AtomicU64,

@@ -183,6 +183,13 @@ impl Grid {
         );
         family(
             &mut out,
+            "grid_fuel_used_total",
+            "counter",
+            "Fuel of users' kernel tasks decided: one unit per WebAssembly instruction of the submitted module, the same in every engine.",
+            &[("", self.counters.fuel_used.load(Ordering::Relaxed) as f64)],
+        );
+        family(
+            &mut out,
             "grid_quorum_disagreements_total",
             "counter",
             "Tasks whose replicas disagreed.",

@@ -378,6 +378,11 @@ impl Grid {
                 continue;
             }
             self.tasks_done.fetch_add(1, Ordering::Relaxed);
+            if let TaskOutput::Wasm(outcome) = output {
+                self.counters
+                    .fuel_used
+                    .fetch_add(outcome.fuel_used, Ordering::Relaxed);
+            }
             if let (TaskOutput::Iterations(counts), KernelSpec::Mandelbrot(p)) =
                 (output, job.spec())
             {
