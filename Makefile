@@ -7,7 +7,7 @@ CARGO ?= cargo
 GRID_ADDR ?= 127.0.0.1:8080
 GRID_DATA ?= ./grid-data
 
-.PHONY: all build wasm examples run test bench lint clean
+.PHONY: all build wasm examples run test bench fuzz lint clean
 
 all: build
 
@@ -35,6 +35,11 @@ test: wasm examples
 ## bench: benchmarks that report figures (never pass/fail on speed)
 bench: build examples
 	scripts/bench.sh
+
+## fuzz: the preparer's differential fuzz over many more modules than make test (GRID_PREP_FUZZ_SEEDS, default 100000; GRID_PREP_FUZZ_FIRST, default 5000)
+fuzz:
+	GRID_PREP_FUZZ_SEEDS=$${GRID_PREP_FUZZ_SEEDS:-100000} GRID_PREP_FUZZ_FIRST=$${GRID_PREP_FUZZ_FIRST:-5000} \
+		$(CARGO) test -p grid-wasm-prep --test prep --locked -- fuzz --nocapture
 
 ## lint: formatting and clippy, as CI expects them
 lint:
