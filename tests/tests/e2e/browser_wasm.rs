@@ -6,7 +6,8 @@
 //! the clocks, `proc_exit`, stderr, running out of fuel and the prepared
 //! stack limit. The answers are also checked against oracles written here
 //! (the float arithmetic redone in Rust, the canonical NaN bits, the WASI
-//! clock's fixed start), not against either worker.
+//! clock's fixed start), not against either worker. And a module a browser
+//! cannot fetch is its tasks' failure, never an outcome.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -409,4 +410,41 @@ async fn firefox_and_native_workers_agree_on_every_wasm_outcome() {
     drop(firefox);
     native.stop().await;
     grid.stop().await;
+}
+
+/// A module that cannot be had is a failure of its tasks, not an outcome: the
+/// browser reports each with `failed` (after one fetch: the failure is kept)
+/// until the coordinator gives up on the task and fails the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_the_browser_cannot_fetch_fails_its_tasks() {
+    let test = BrowserTest::start().await;
+    let client = test.client();
+    let module = wat::parse_str(SPIN).expect("the test's WAT");
+    let (module, _) = client
+        .ensure_blob(module)
+        .await
+        .expect("the module uploads");
+    let mut job = JobRequest::new(WasmRequest::new(module));
+    job.tasks = Some(1);
+    let status = client.submit(&job).await.expect("the job is accepted");
+    // The prepared module goes missing before any worker fetched it.
+    let grid_kernels::KernelSpec::Wasm(params) = &status.spec else {
+        panic!("{status:?}")
+    };
+    let prepared = test
+        .grid()
+        .data_dir
+        .join("modules")
+        .join(params.module.to_string());
+    std::fs::remove_file(&prepared).expect("the prepared module is stored");
+
+    let mut page = test.open_donor_page(1).await;
+    page.expect_errors("404");
+    let status = grid_tests::wait_for_job(&client, status.id, JOB_TIMEOUT).await;
+    assert_eq!(status.state, JobState::Failed, "{status:?}");
+    // The browser said `failed` for the task each time it was given it (the
+    // coordinator keeps the workers' sentences in its log, not the job's).
+    let error = status.error.unwrap_or_default();
+    assert!(error.contains("task 0 failed on 3 workers"), "{error}");
+    test.finish(page).await;
 }
