@@ -4,7 +4,9 @@
 //! writes each task's stdout; `grid run` runs one task locally with the same
 //! preparation. Also the sandbox seen from outside: a loop that never ends
 //! runs out of fuel and the job still finishes, a module importing what the
-//! grid does not offer is refused at submission and changes nothing.
+//! grid does not offer is refused at submission and changes nothing, and the
+//! hostile examples (memory, output, stack, NaN bits, imports) are stopped as
+//! their headers say.
 
 use std::io::Write;
 use std::path::Path;
@@ -257,4 +259,51 @@ async fn a_task_that_never_ends_runs_out_of_fuel_and_a_refused_module_changes_no
     );
     worker.stop().await;
     grid.stop().await;
+}
+
+/// The hostile examples (examples/hostile) under `grid run`: each is stopped
+/// the way its header says, by the limits built into the prepared module.
+#[test]
+fn the_hostile_examples_are_stopped_as_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = |name: &str| {
+        let wat = std::fs::read_to_string(
+            grid_tests::browser::repo_root().join(format!("examples/hostile/{name}.wat")),
+        )
+        .unwrap();
+        write_module(dir.path(), &format!("{name}.wasm"), &wat)
+    };
+
+    // Memory: the job's limit is the most memory.grow gets, in pages.
+    let grow = hostile("grow");
+    let (code, stdout, stderr) = grid_run(&["--memory", "64", &grow], b"");
+    assert_eq!((code, stdout.as_slice()), (0, &b"1024\n"[..]), "{stderr}");
+    let (_, stdout, _) = grid_run(&[&grow], b"");
+    assert_eq!(stdout, b"4096\n", "256 MiB by default");
+
+    // Output: the write that would pass the limit ends the run, with the
+    // limit's worth of stdout kept.
+    let (code, stdout, stderr) = grid_run(&["--stdout-bytes", "100000", &hostile("scribble")], b"");
+    assert_eq!(code, 3, "{stderr}");
+    assert_eq!(stdout.len(), 100_000);
+    assert!(stderr.contains("trapped (output_limit)"), "{stderr}");
+
+    // Stack: unbounded recursion meets the prepared limit, not the engine's.
+    let (code, _, stderr) = grid_run(&[&hostile("recurse")], b"");
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("trapped (stack_limit)"), "{stderr}");
+
+    // NaNs: the bits a kernel can see are the canonical ones, whatever the
+    // hardware's default NaN (x86 sets the sign bit).
+    let (code, stdout, stderr) = grid_run(&[&hostile("nan")], b"");
+    assert_eq!(code, 0, "{stderr}");
+    let mut canonical = Vec::new();
+    canonical.extend(0x7fc0_0000u32.to_le_bytes().repeat(2));
+    canonical.extend(0x7ff8_0000_0000_0000u64.to_le_bytes().repeat(2));
+    assert_eq!(stdout, canonical);
+
+    // Imports: what the grid does not offer is refused before anything runs.
+    let (code, _, stderr) = grid_run(&[&hostile("sockets")], b"");
+    assert_eq!(code, 1);
+    assert!(stderr.contains("sock_accept"), "{stderr}");
 }
