@@ -275,6 +275,14 @@ pub struct WasmArgs {
     /// What the program does, for donors to read.
     #[arg(long)]
     pub description: Option<String>,
+    #[command(flatten)]
+    pub limits: WasmLimitArgs,
+}
+
+/// A wasm task's limits and seed, for `grid submit wasm` and `grid run`
+/// alike (unset: the defaults of `WasmLimits::DEFAULT`).
+#[derive(Debug, Args, Clone)]
+pub struct WasmLimitArgs {
     /// The most fuel (about one unit a WebAssembly instruction) a task may use.
     #[arg(long)]
     pub fuel: Option<u64>,
@@ -303,14 +311,8 @@ pub struct RunArgs {
     /// The task's index, which keys its random_get stream.
     #[arg(long, default_value_t = 0)]
     pub task: u32,
-    #[arg(long)]
-    pub fuel: Option<u64>,
-    #[arg(long = "memory")]
-    pub memory_mib: Option<u32>,
-    #[arg(long)]
-    pub stdout_bytes: Option<u32>,
-    #[arg(long)]
-    pub seed: Option<u64>,
+    #[command(flatten)]
+    pub limits: WasmLimitArgs,
 }
 
 impl KernelArgs {

@@ -331,11 +331,11 @@ async fn wasm_request(client: &Client, args: &WasmArgs) -> anyhow::Result<WasmRe
         name: Some(program_name(&args.module, args.name.as_deref())),
         args: split_args(args.args.as_deref()),
         description: args.description.clone(),
-        fuel: args.fuel,
-        memory_mib: args.memory_mib,
-        stdout_bytes: args.stdout_bytes,
+        fuel: args.limits.fuel,
+        memory_mib: args.limits.memory_mib,
+        stdout_bytes: args.limits.stdout_bytes,
         stderr_bytes: None,
-        seed: args.seed,
+        seed: args.limits.seed,
     })
 }
 
@@ -390,26 +390,25 @@ fn run_local(args: &RunArgs) -> anyhow::Result<ExitCode> {
         source: ContentDigest::of(&source),
         name: program_name(&args.module, args.name.as_deref()),
         args: args.args.clone(),
-        fuel: args.fuel.unwrap_or(defaults.fuel),
-        memory_mib: args.memory_mib.unwrap_or(defaults.memory_mib),
-        stdout_bytes: args.stdout_bytes.unwrap_or(defaults.stdout_bytes),
+        fuel: args.limits.fuel.unwrap_or(defaults.fuel),
+        memory_mib: args.limits.memory_mib.unwrap_or(defaults.memory_mib),
+        stdout_bytes: args.limits.stdout_bytes.unwrap_or(defaults.stdout_bytes),
         stderr_bytes: defaults.stderr_bytes,
-        seed: args.seed.unwrap_or(0),
+        seed: args.limits.seed.unwrap_or(0),
         description: None,
     };
     KernelSpec::Wasm(params.clone()).validate(1)?;
     let limits = params.limits();
     let prepared = grid_wasm_prep::prepare(&source, &limits, &grid_wasm_prep::Options::DEFAULT)
         .with_context(|| format!("{} cannot run on the grid", args.module.display()))?;
-    let module = ContentDigest::of(&prepared.bytes);
+    // The task is keyed by the prepared module, as on the grid.
+    let params = WasmParams {
+        module: ContentDigest::of(&prepared.bytes),
+        ..params
+    };
     let mut stdin = Vec::new();
     std::io::Read::read_to_end(&mut std::io::stdin(), &mut stdin).context("cannot read stdin")?;
-    let config = grid_wasi::TaskConfig {
-        args: params.argv(),
-        stdin,
-        seed: grid_wasi::random_seed(params.seed, &module.0, args.task),
-        limits,
-    };
+    let config = grid_wasi::TaskConfig::of_task(&params, args.task, stdin);
     // wasmtime wants a deep stack; a thread of its own has one.
     let outcome = std::thread::Builder::new()
         .stack_size(grid_wasm_runtime::THREAD_STACK)

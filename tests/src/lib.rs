@@ -355,6 +355,32 @@ pub async fn grid_cli_async(url: &str, args: &[&str]) -> (i32, String, String) {
     .expect("the grid command's thread")
 }
 
+/// `grid run ARGS...` (one wasm task, run locally) with `stdin`: (exit
+/// code, stdout, stderr).
+pub fn grid_run(args: &[&str], stdin: &[u8]) -> (i32, Vec<u8>, String) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(grid_binary())
+        .arg("run")
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the grid binary");
+    let mut input = child.stdin.take().expect("a piped stdin");
+    // A kernel that does not read all of stdin closes it early: not an error.
+    let _ = input.write_all(stdin);
+    drop(input);
+    let output = child.wait_with_output().expect("the grid binary's output");
+    (
+        output.status.code().unwrap_or(-1),
+        output.stdout,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// A job request for `spec` in `tasks` tasks, with the default redundancy.
 pub fn job(spec: KernelSpec, tasks: u32) -> JobRequest {
     JobRequest {

@@ -3,7 +3,7 @@
 //! seed is derived ([`random_seed`]), so every replica of a task draws the
 //! same random bytes and different tasks draw different ones.
 
-use grid_kernels::wasm::WasmLimits;
+use grid_kernels::wasm::{WasmLimits, WasmParams};
 use sha2::{Digest, Sha256};
 
 /// The inputs of one run of a kernel on one task.
@@ -31,6 +31,18 @@ pub enum ConfigError {
 }
 
 impl TaskConfig {
+    /// Task `task` of a wasm job with `params`, reading `stdin`: the job's
+    /// argv and limits, and the task's random seed. Every worker builds a
+    /// task's run from here, so replicas are given the same.
+    pub fn of_task(params: &WasmParams, task: u32, stdin: Vec<u8>) -> TaskConfig {
+        TaskConfig {
+            args: params.argv(),
+            stdin,
+            seed: random_seed(params.seed, &params.module.0, task),
+            limits: params.limits(),
+        }
+    }
+
     /// Whether a kernel can be given this argv: no NUL inside an argument,
     /// and `args_sizes_get`'s two counts fit in a u32. The argv pointers
     /// and strings must also fit in the kernel's memory; a kernel that

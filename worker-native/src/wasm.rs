@@ -15,7 +15,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use grid_kernels::wasm::{WasmOutcome, WasmParams};
 use grid_kernels::{ContentDigest, TaskOutput};
-use grid_wasi::{TaskConfig, random_seed};
+use grid_wasi::TaskConfig;
 use grid_wasm_runtime::{Engine, Kernel};
 use parking_lot::Mutex;
 
@@ -65,14 +65,10 @@ impl WasmKernels {
         input: &Bytes,
     ) -> Result<TaskOutput, String> {
         let kernel = self.kernel(&params.module)?;
-        let limits = params.limits();
-        let config = TaskConfig {
-            args: params.argv(),
-            stdin: input.to_vec(),
-            seed: random_seed(params.seed, &params.module.0, task),
-            limits,
-        };
-        let outcome: WasmOutcome = kernel.run(config, &limits).map_err(|e| e.to_string())?;
+        let config = TaskConfig::of_task(params, task, input.to_vec());
+        let outcome: WasmOutcome = kernel
+            .run(config, &params.limits())
+            .map_err(|e| e.to_string())?;
         Ok(TaskOutput::Wasm(outcome))
     }
 

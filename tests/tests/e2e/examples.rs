@@ -9,14 +9,12 @@
 //! only.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use grid_kernels::{JobResult, ResultSummary};
 use grid_protocol::api::{JobState, JobStatus};
 use grid_tests::browser::repo_root;
-use grid_tests::{TestGrid, grid_binary, grid_cli_async, wait_for_workers};
+use grid_tests::{TestGrid, grid_cli_async, grid_run, wait_for_workers};
 
 /// A built example, or a failure that says how to build it.
 fn example(name: &str) -> String {
@@ -62,22 +60,6 @@ async fn outputs(
         panic!("{index:?}")
     };
     tasks
-}
-
-fn grid_run(args: &[&str], stdin: &[u8]) -> Vec<u8> {
-    let mut child = Command::new(grid_binary())
-        .arg("run")
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "{output:?}");
-    output.stdout
 }
 
 fn no_failures(status: &JobStatus) {
@@ -127,7 +109,8 @@ async fn example_kernels_agree_across_workers_and_with_their_references() {
     let argv: Vec<&str> = args.split(' ').collect();
     let mut whole_args = vec![pathtracer.as_str()];
     whole_args.extend(&argv);
-    let whole = grid_run(&whole_args, b"");
+    let (code, whole, stderr) = grid_run(&whole_args, b"");
+    assert_eq!(code, 0, "{stderr}");
     assert_eq!(image.len(), width * height * 3);
     assert!(image == whole, "the strips differ from the whole image");
 

@@ -8,14 +8,12 @@
 //! hostile examples (memory, output, stack, NaN bits, imports) are stopped as
 //! their headers say.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use grid_kernels::wasm::Trap;
 use grid_kernels::{JobResult, ResultSummary};
 use grid_protocol::api::{JobState, JobStatus};
-use grid_tests::{TestGrid, grid_binary, grid_cli_async, wait_for_workers};
+use grid_tests::{TestGrid, grid_cli_async, grid_run, wait_for_workers};
 
 /// Echoes stdin to stdout, upper-cased, then writes argv[1] if there is one.
 const SHOUT: &str = r#"(module
@@ -62,26 +60,6 @@ fn write_module(dir: &Path, name: &str, wat: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, wat::parse_str(wat).expect("the test's WAT")).unwrap();
     path.to_string_lossy().into_owned()
-}
-
-/// `grid run MODULE ARGS...` with `stdin`: (exit code, stdout, stderr).
-fn grid_run(args: &[&str], stdin: &[u8]) -> (i32, Vec<u8>, String) {
-    let mut child = Command::new(grid_binary())
-        .arg("run")
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the grid binary");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let output = child.wait_with_output().unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        output.stdout,
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 #[test]
