@@ -27,7 +27,7 @@ use std::cell::{Cell, RefCell};
 
 use grid_kernels::wasm::{ValType, WASI_MODULE, WasmParams, exports};
 use grid_kernels::{ContentDigest, TaskOutput};
-use grid_wasi::{Func, Memory, Stop, TaskConfig, Wasi, random_seed};
+use grid_wasi::{Func, Memory, Stop, TaskConfig, Wasi};
 use js_sys::{Function, Object, Reflect, Uint8Array, WebAssembly};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -192,13 +192,8 @@ pub fn run(params: &WasmParams, task: u32, input: &[u8]) -> Result<TaskOutput, S
             })
         })
         .ok_or_else(|| format!("the module {} is not compiled here", params.module))?;
-    let limits = params.limits();
-    let config = TaskConfig {
-        args: params.argv(),
-        stdin: input.to_vec(),
-        seed: random_seed(params.seed, &params.module.0, task),
-        limits,
-    };
+    let config = TaskConfig::of_task(params, task, input.to_vec());
+    let limits = config.limits;
     let end = run_instance(&module, config).map_err(|e| e.to_string())?;
     let outcome = outcome(&limits, end).map_err(|e| e.to_string())?;
     Ok(TaskOutput::Wasm(outcome))
