@@ -3,8 +3,8 @@
 //! jobs with redundancy 2 and quorum 2, so a task is decided only when the
 //! browser's outcome and the native one are the same bytes: floating point
 //! that makes NaNs (scalar, converted, SIMD), stdin, argv, `random_get`,
-//! the clocks, `proc_exit`, stderr, running out of fuel and the prepared
-//! stack limit. The answers are also checked against oracles written here
+//! the clocks, `proc_exit`, stderr, WebAssembly traps, the stdout and memory
+//! limits, running out of fuel and the prepared stack limit. The answers are also checked against oracles written here
 //! (the float arithmetic redone in Rust, the canonical NaN bits, the WASI
 //! clock's fixed start), not against either worker. And a module a browser
 //! cannot fetch is its tasks' failure, never an outcome.
@@ -147,6 +147,50 @@ const IO: &str = r#"(module
 /// starts; every read advances the clocks by 1000 ns.
 const REALTIME_START_NS: u64 = 1_767_225_600 * 1_000_000_000;
 
+/// Ends as stdin's first byte says: `u` unreachable, `d` an integer
+/// division by zero, `m` a load out of bounds (all three trap 4), `o`
+/// writing 100 bytes at a time for ever (the stdout limit), `g` growing
+/// memory past the job's 1 MiB (-1), then by a page (1, the old size), and
+/// writing those and the size (2), `x` writing `x` and `proc_exit(42)`.
+const ENDINGS: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (func (export "_start") (local $c i32)
+    (i32.store (i32.const 0) (i32.const 1024))
+    (i32.store (i32.const 4) (i32.const 16))
+    (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (local.set $c (i32.load8_u (i32.const 1024)))
+    (if (i32.eq (local.get $c) (i32.const 117)) (then unreachable))
+    (if (i32.eq (local.get $c) (i32.const 100))
+      (then (drop (i32.div_s (i32.const 1) (i32.sub (local.get $c) (local.get $c))))))
+    (if (i32.eq (local.get $c) (i32.const 109))
+      (then (drop (i32.load (i32.const 0x7fffffff)))))
+    (if (i32.eq (local.get $c) (i32.const 111))
+      (then
+        (i32.store (i32.const 16) (i32.const 1024))
+        (i32.store (i32.const 20) (i32.const 100))
+        (loop $w
+          (drop (call $write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))
+          (br $w))))
+    (if (i32.eq (local.get $c) (i32.const 103))
+      (then
+        (i32.store (i32.const 32) (memory.grow (i32.const 1000)))
+        (i32.store (i32.const 36) (memory.grow (i32.const 1)))
+        (i32.store (i32.const 40) (memory.size))
+        (i32.store (i32.const 16) (i32.const 32))
+        (i32.store (i32.const 20) (i32.const 12))
+        (drop (call $write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))))
+    (if (i32.eq (local.get $c) (i32.const 120))
+      (then
+        (i32.store (i32.const 16) (i32.const 1024))
+        (i32.store (i32.const 20) (i32.const 1))
+        (drop (call $write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))
+        (call $exit (i32.const 42))))))"#;
+
+const ENDING_LINES: &str = "u\nd\nm\no\ng\nx\n";
+
 /// Never ends.
 const SPIN: &str = r#"(module (memory (export "memory") 1)
   (func (export "_start") (loop $l (br $l))))"#;
@@ -252,7 +296,7 @@ fn assert_both_computed_everything(workers: &[WorkerInfo], tasks: u64) {
 const FLOAT_LINES: &str = "a\nz\n0\n~\n \nQ\n";
 const IO_LINES: &str = "hello\nworld\n!\nbrowsergrid\n";
 
-/// Submits the jobs (floats, I/O, fuel, two stacks) and checks every outcome
+/// Submits the jobs (floats, I/O, every way to end, fuel, two stacks) and checks every outcome
 /// against this file's oracles; returns the number of tasks.
 async fn run_every_job(client: &Client) -> u64 {
     let floats = submit_wasm(
@@ -266,6 +310,11 @@ async fn run_every_job(client: &Client) -> u64 {
         r.name = Some("io.wasm".into());
         r.args = vec!["-n".into(), "ünïcode".into()];
         r.seed = Some(7);
+    })
+    .await;
+    let endings = submit_wasm(client, ENDINGS, Some(ENDING_LINES), |r| {
+        r.memory_mib = Some(1);
+        r.stdout_bytes = Some(1000);
     })
     .await;
     let spin = submit_wasm(client, SPIN, None, |r| r.fuel = Some(1_000_000)).await;
@@ -312,6 +361,30 @@ async fn run_every_job(client: &Client) -> u64 {
     randoms.dedup();
     assert_eq!(randoms.len(), 4, "each task has its own random stream");
 
+    let tasks = done(client, endings).await;
+    let mut endings_seen = Vec::new();
+    for task in &tasks {
+        let stdout = client.task_output(endings, task.task).await.unwrap();
+        endings_seen.push((task.trap, task.exit_code, stdout));
+    }
+    let mut output_limit = b"o\n".to_vec();
+    output_limit.resize(100, 0);
+    let grown: Vec<u8> = [u32::MAX, 1, 2]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    assert_eq!(
+        endings_seen,
+        [
+            (Some(Trap::Wasm), 0, Vec::new()),
+            (Some(Trap::Wasm), 0, Vec::new()),
+            (Some(Trap::Wasm), 0, Vec::new()),
+            (Some(Trap::OutputLimit), 0, output_limit.repeat(10)),
+            (None, 0, grown),
+            (None, 42, b"x".to_vec()),
+        ]
+    );
+
     for task in done(client, spin).await {
         assert_eq!(task.trap, Some(Trap::OutOfFuel), "{task:?}");
         assert_eq!(task.fuel_used, 1_000_000, "{task:?}");
@@ -326,7 +399,8 @@ async fn run_every_job(client: &Client) -> u64 {
         assert!(stdout.iter().all(|&b| b == b'.'), "{stdout:?}");
         assert_eq!(stdout.len(), HEAVY_RECURSION_DEPTH, "{task:?}");
     }
-    (FLOAT_LINES.lines().count() + IO_LINES.lines().count() + 3 * 3) as u64
+    (FLOAT_LINES.lines().count() + IO_LINES.lines().count() + ENDING_LINES.lines().count() + 3 * 3)
+        as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
