@@ -161,16 +161,18 @@ pub fn ensure_firefox() -> anyhow::Result<PathBuf> {
 }
 
 /// For a browser test that drives a browser other than Chromium: its turn
-/// ([`exclusive`]) and a coordinator with the test settings on a fresh data
-/// directory (returned too: it lives as long as the coordinator).
-pub async fn exclusive_grid() -> (
+/// ([`exclusive`]) and a coordinator with the test settings, adjusted, on a
+/// fresh data directory (returned too: it lives as long as the coordinator).
+pub async fn exclusive_grid(
+    adjust: fn(&mut ServerConfig),
+) -> (
     TestGrid,
     tokio::sync::RwLockWriteGuard<'static, ()>,
     tempfile::TempDir,
 ) {
     let turn = exclusive().await;
     let dir = tempfile::tempdir().expect("a data directory");
-    let grid = TestGrid::launch(dir.path(), 0, |_| {}, None).await;
+    let grid = TestGrid::launch(dir.path(), 0, adjust, None).await;
     (grid, turn, dir)
 }
 
