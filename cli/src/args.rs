@@ -70,7 +70,8 @@ pub enum Command {
         job: u64,
         #[arg(long, default_value_t = ExportFormat::Json)]
         format: ExportFormat,
-        /// Write to this file instead of standard output.
+        /// Write to this file instead of standard output (for a wasm job in
+        /// JSON: a directory of each task's stdout, and index.json).
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
@@ -260,10 +261,12 @@ pub struct WasmArgs {
     /// The program: a .wasm file exporting _start and memory.
     #[arg(long)]
     pub module: PathBuf,
-    /// One task per line of this file (the line, newline included, is stdin).
+    /// One task per line of this file (the line, without its newline, is
+    /// stdin; tasks are named by line number from 0).
     #[arg(long, conflicts_with = "inputs")]
     pub lines: Option<PathBuf>,
-    /// One task per file in this directory (in name order; the file is stdin).
+    /// One task per file in this directory (in byte order of their names;
+    /// the file is stdin, its name the task's).
     #[arg(long)]
     pub inputs: Option<PathBuf>,
     /// The program's arguments (argv[1..]), split at whitespace.

@@ -28,6 +28,9 @@ use crate::args::{
 use crate::client::Client;
 use crate::print::{print_jobs, print_json, print_status, print_workers};
 
+/// The file `grid results JOB -o DIR` lists a wasm job's tasks in.
+const INDEX_FILE: &str = "index.json";
+
 /// The exit code for a job that failed or was cancelled.
 const JOB_FAILED: u8 = 3;
 
@@ -422,14 +425,18 @@ fn run_local(args: &RunArgs) -> anyhow::Result<ExitCode> {
     std::io::stdout().write_all(&outcome.stdout)?;
     std::io::stdout().flush()?;
     std::io::stderr().write_all(&outcome.stderr)?;
+    let output = ContentDigest::of(&outcome.stdout);
     match outcome.trap {
         Some(trap) => {
-            eprintln!("grid: trapped ({trap}) after {} fuel", outcome.fuel_used);
+            eprintln!(
+                "grid: trapped ({trap}) after {} fuel, stdout {output}",
+                outcome.fuel_used
+            );
             Ok(ExitCode::from(JOB_FAILED))
         }
         None => {
             eprintln!(
-                "grid: exit code {}, {} fuel",
+                "grid: exit code {}, {} fuel, stdout {output}",
                 outcome.exit_code, outcome.fuel_used
             );
             Ok(ExitCode::from(outcome.exit_code as u8))
@@ -520,14 +527,15 @@ async fn results(
     Ok(ExitCode::SUCCESS)
 }
 
-/// A wasm job's results as a directory: `results.json` (every task's exit
-/// code, fuel, trap and stderr) and each task's stdout as `<name>.out`.
+/// A wasm job's results as a directory: each task's stdout as a file named
+/// after the task, and `index.json` (every task's exit code, fuel, output
+/// digest, trap and stderr).
 async fn wasm_outputs(client: &Client, job: u64, dir: &Path) -> anyhow::Result<ExitCode> {
     let JobResult::Wasm { tasks } = client.result(job).await? else {
         bail!("job {job} is not a wasm job");
     };
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let index = dir.join("results.json");
+    let index = dir.join(INDEX_FILE);
     std::fs::write(
         &index,
         serde_json::to_vec_pretty(&JobResult::Wasm {
@@ -538,13 +546,23 @@ async fn wasm_outputs(client: &Client, job: u64, dir: &Path) -> anyhow::Result<E
     let mut bytes = 0;
     for task in &tasks {
         let stdout = client.task_output(job, task.task).await?;
-        let path = dir.join(format!("{}.out", task.name));
+        // Names are plain file names (the coordinator checks); anything
+        // else is written under the task's number rather than elsewhere.
+        let plain = !task.name.is_empty()
+            && !task.name.starts_with('.')
+            && !task.name.contains(['/', '\\'])
+            && task.name != INDEX_FILE;
+        let path = if plain {
+            dir.join(&task.name)
+        } else {
+            dir.join(task.task.to_string())
+        };
         std::fs::write(&path, &stdout)
             .with_context(|| format!("cannot write {}", path.display()))?;
         bytes += stdout.len();
     }
     eprintln!(
-        "wrote {} outputs ({bytes} bytes) and results.json to {}",
+        "wrote {} outputs ({bytes} bytes) and {INDEX_FILE} to {}",
         tasks.len(),
         dir.display()
     );

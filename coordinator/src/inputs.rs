@@ -44,7 +44,9 @@ pub enum InputError {
     Count { inputs: u32, tasks: u32 },
     #[error("two input files are named {0:?}: names must be unique")]
     DuplicateName(String),
-    #[error("input file name {0:?} is not a plain file name")]
+    #[error(
+        "input file name {0:?} is not a plain file name (nor index.json, which grid results writes)"
+    )]
     BadName(String),
 }
 
@@ -86,12 +88,12 @@ impl TaskInputs {
                 for (i, line) in lines.into_iter().enumerate() {
                     if line.len() > MAX_TASK_INPUT_BYTES {
                         return Err(InputError::TooLarge {
-                            what: format!("line {}", i + 1),
+                            what: format!("line {i} (counting from 0)"),
                             bytes: line.len(),
                         });
                     }
                     loaded.inputs.push(text.slice(line));
-                    loaded.names.push((i + 1).to_string());
+                    loaded.names.push(i.to_string());
                 }
                 loaded
             }
@@ -140,7 +142,8 @@ impl TaskInputs {
         self.inputs.get(task as usize).cloned().unwrap_or_default()
     }
 
-    /// Task `task`'s name: its line number, its file's name, or its index.
+    /// Task `task`'s name: its line number (from 0), its file's name, or its
+    /// index.
     pub fn name(&self, task: u32) -> String {
         self.names
             .get(task as usize)
@@ -172,9 +175,11 @@ fn check_count(count: usize) -> Result<(), InputError> {
     Ok(())
 }
 
-/// A name becomes an output file's name: no paths, nothing hidden or odd.
+/// A name becomes an output file's name: no paths, nothing hidden or odd,
+/// and not the name of the index `grid results -o DIR` writes beside them.
 fn check_name(name: &str) -> Result<(), InputError> {
     let plain = !name.is_empty()
+        && name != "index.json"
         && name.len() <= 255
         && !name.starts_with('.')
         && !name.contains(['/', '\\'])
@@ -213,11 +218,11 @@ mod tests {
         let blobs = store(&[text]);
         let inputs = load(&WasmInputs::Lines(ContentDigest::of(text)), None, &blobs).unwrap();
         assert_eq!(inputs.len(), 3);
-        assert_eq!(inputs.input(0), &b"3 4\n"[..]);
-        assert_eq!(inputs.input(1), &b"\n"[..]);
+        assert_eq!(inputs.input(0), &b"3 4"[..]);
+        assert_eq!(inputs.input(1), &b""[..]);
         assert_eq!(inputs.input(2), &b"5 6"[..]);
-        assert_eq!(inputs.names(), ["1", "2", "3"]);
-        assert_eq!(inputs.batch_cap(), Some((BATCH_INPUT_BYTES / 4) as u32));
+        assert_eq!(inputs.names(), ["0", "1", "2"]);
+        assert_eq!(inputs.batch_cap(), Some((BATCH_INPUT_BYTES / 3) as u32));
         let wrong = load(&WasmInputs::Lines(ContentDigest::of(text)), Some(2), &blobs);
         assert_eq!(
             wrong,
@@ -247,7 +252,7 @@ mod tests {
             (inputs.input(0), inputs.input(1)),
             (Bytes::from(a), Bytes::new())
         );
-        for bad in ["", "../x", "a/b", ".hidden", "tab\there"] {
+        for bad in ["", "../x", "a/b", ".hidden", "tab\there", "index.json"] {
             assert_eq!(
                 load(&WasmInputs::Files(vec![file(bad, a)]), None, &blobs),
                 Err(InputError::BadName(bad.into())),
@@ -281,7 +286,7 @@ mod tests {
         assert_eq!(
             load(&WasmInputs::Lines(ContentDigest::of(&long)), None, &blobs),
             Err(InputError::TooLarge {
-                what: "line 2".into(),
+                what: "line 1 (counting from 0)".into(),
                 bytes: MAX_TASK_INPUT_BYTES + 1
             })
         );

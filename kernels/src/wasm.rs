@@ -79,8 +79,8 @@ impl WasmParams {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum WasmInputs {
-    /// One task per line of this blob: a task reads its line's bytes, its
-    /// newline included ([`split_lines`]).
+    /// One task per line of this blob: a task reads its line's bytes,
+    /// without its newline ([`split_lines`]).
     Lines(ContentDigest),
     /// One task per file, in this order: a task reads the whole file.
     Files(Vec<InputFile>),
@@ -108,15 +108,20 @@ impl WasmInputs {
     }
 }
 
-/// The lines of `text` as byte ranges: each ends after its `\n`, the last
-/// at the end of the text if it has none. An empty text has no lines; an
-/// empty line is a line (its task reads just `\n`).
+/// The lines of `text` as byte ranges, without their newlines (`\n`, or
+/// `\r\n`); the last line needs none. An empty text has no lines; an
+/// empty line is a line (its task reads nothing).
 pub fn split_lines(text: &[u8]) -> Vec<std::ops::Range<usize>> {
     let mut lines = Vec::new();
     let mut start = 0;
     for (i, &byte) in text.iter().enumerate() {
         if byte == b'\n' {
-            lines.push(start..i + 1);
+            let end = if i > start && text[i - 1] == b'\r' {
+                i - 1
+            } else {
+                i
+            };
+            lines.push(start..end);
             start = i + 1;
         }
     }
@@ -480,13 +485,13 @@ impl WasmOutcome {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn lines_keep_their_newlines_and_a_last_line_needs_none() {
-        let text = b"a\n\nbc\nd";
+    fn lines_lose_their_newlines_and_a_last_line_needs_none() {
+        let text = b"a\n\nbc\r\nd";
         let lines: Vec<&[u8]> = super::split_lines(text)
             .into_iter()
             .map(|r| &text[r])
             .collect();
-        assert_eq!(lines, [&b"a\n"[..], b"\n", b"bc\n", b"d"]);
+        assert_eq!(lines, [&b"a"[..], b"", b"bc", b"d"]);
         assert_eq!(super::split_lines(b"x\n").len(), 1);
         assert!(super::split_lines(b"").is_empty());
     }

@@ -184,7 +184,7 @@ mod tests {
         let expected: Vec<&[u8]> = batch
             .tasks
             .iter()
-            .map(|t| [&b"one\n"[..], b"two\n", b"three\n"][t as usize])
+            .map(|t| [&b"one"[..], b"two", b"three"][t as usize])
             .collect();
         assert_eq!(inputs, expected);
         assert!(
@@ -196,7 +196,7 @@ mod tests {
         drop(grid);
         let grid = open_grid(dir.path()).await;
         let job = grid.job(status.id).unwrap();
-        assert_eq!(job.inputs.as_ref().unwrap().input(2), &b"three\n"[..]);
+        assert_eq!(job.inputs.as_ref().unwrap().input(2), &b"three"[..]);
     }
 
     #[tokio::test]

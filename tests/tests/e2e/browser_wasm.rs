@@ -351,7 +351,8 @@ async fn run_every_job(client: &Client) -> u64 {
     let tasks = done(client, io).await;
     let mut randoms = Vec::new();
     for (task, line) in tasks.iter().zip(IO_LINES.lines()) {
-        let stdin = format!("{line}\n");
+        // A task reads its line without the newline.
+        let stdin = line.to_string();
         assert_eq!(task.trap, None, "{task:?}");
         assert_eq!(
             task.exit_code,
@@ -382,7 +383,8 @@ async fn run_every_job(client: &Client) -> u64 {
         let stdout = client.task_output(endings, task.task).await.unwrap();
         endings_seen.push((task.trap, task.exit_code, stdout));
     }
-    let mut output_limit = b"o\n".to_vec();
+    // The task read its line, "o" (without the newline), into the buffer.
+    let mut output_limit = b"o".to_vec();
     output_limit.resize(100, 0);
     let grown: Vec<u8> = [u32::MAX, 1, 2]
         .iter()

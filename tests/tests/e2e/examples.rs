@@ -55,7 +55,7 @@ async fn outputs(
     .await;
     assert_eq!(got.0, 0, "{got:?}");
     let index: JobResult =
-        serde_json::from_slice(&std::fs::read(dir.join("results.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
     let JobResult::Wasm { tasks } = index else {
         panic!("{index:?}")
     };
@@ -104,7 +104,7 @@ async fn example_kernels_agree_across_workers_and_with_their_references() {
     let tasks = outputs(&grid, status.id, &out).await;
     let mut image = Vec::new();
     for task in &tasks {
-        image.extend(std::fs::read(out.join(format!("{}.out", task.name))).unwrap());
+        image.extend(std::fs::read(out.join(&task.name)).unwrap());
     }
     let argv: Vec<&str> = args.split(' ').collect();
     let mut whole_args = vec![pathtracer.as_str()];
@@ -132,7 +132,7 @@ async fn example_kernels_agree_across_workers_and_with_their_references() {
     assert_eq!(tasks.len(), std::fs::read_dir(&texts).unwrap().count());
     for task in &tasks {
         let text = std::fs::read_to_string(texts.join(&task.name)).unwrap();
-        let got = std::fs::read_to_string(out.join(format!("{}.out", task.name))).unwrap();
+        let got = std::fs::read_to_string(out.join(&task.name)).unwrap();
         assert_eq!(got, top_words(&text, 10), "{}", task.name);
     }
 

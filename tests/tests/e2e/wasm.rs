@@ -69,7 +69,11 @@ fn grid_run_runs_one_task_here_as_a_worker_would() {
     let (code, stdout, stderr) = grid_run(&[&shout, "!"], b"hello\n");
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout, b"HELLO\n!");
-    assert!(stderr.contains("exit code 0"), "{stderr}");
+    let digest = grid_kernels::ContentDigest::of(b"HELLO\n!");
+    assert!(
+        stderr.contains(&format!("exit code 0, ")) && stderr.contains(&format!("stdout {digest}")),
+        "{stderr}"
+    );
 
     let spin = write_module(dir.path(), "spin.wasm", SPIN);
     let (code, stdout, stderr) = grid_run(&["--fuel", "100000", &spin], b"");
@@ -150,23 +154,24 @@ async fn a_wasm_job_runs_one_task_per_line_and_its_outputs_come_back_as_files() 
     )
     .await;
     assert_eq!(got.0, 0, "{got:?}");
+    // One task a line, the line without its newline; named from 0.
     for (line, name) in ["ADA", "GRACE", "BARBARA", "FRANCES"].iter().enumerate() {
-        let path = outputs.join(format!("{}.out", line + 1));
+        let path = outputs.join(line.to_string());
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
-            format!("{name}\n!"),
+            format!("{name}!"),
             "{}",
             path.display()
         );
     }
     let index: JobResult =
-        serde_json::from_slice(&std::fs::read(outputs.join("results.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(outputs.join("index.json")).unwrap()).unwrap();
     let JobResult::Wasm { tasks } = index else {
         panic!("{index:?}")
     };
     assert_eq!(
         tasks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
-        ["1", "2", "3", "4"]
+        ["0", "1", "2", "3"]
     );
     assert!(tasks.iter().all(|t| t.exit_code == 0 && t.trap.is_none()));
     for worker in workers {
