@@ -71,7 +71,7 @@ fn grid_run_runs_one_task_here_as_a_worker_would() {
     assert_eq!(stdout, b"HELLO\n!");
     let digest = grid_kernels::ContentDigest::of(b"HELLO\n!");
     assert!(
-        stderr.contains(&format!("exit code 0, ")) && stderr.contains(&format!("stdout {digest}")),
+        stderr.contains("exit code 0, ") && stderr.contains(&format!("stdout {digest}")),
         "{stderr}"
     );
 
