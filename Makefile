@@ -11,8 +11,8 @@ GRID_DATA ?= ./grid-data
 
 all: build
 
-## build: the release binary target/release/grid and the browser worker in www/pkg
-build: wasm
+## build: the release binary target/release/grid, the browser worker in www/pkg and the example kernels in examples/build
+build: wasm examples
 	$(CARGO) build --release -p grid-cli --bin grid
 
 ## wasm: compile the browser worker (installs the wasm target and wasm-bindgen-cli if missing)
