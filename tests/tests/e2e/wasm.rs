@@ -199,6 +199,48 @@ async fn a_task_that_never_ends_runs_out_of_fuel_and_a_refused_module_changes_no
         "{}",
         refused.2
     );
+    // Shared memory, relaxed SIMD and bytes that are not a module: each
+    // refused with a sentence that names the problem.
+    let refusals = [
+        (
+            "shared.wasm",
+            wat::parse_str(
+                r#"(module (memory (export "memory") 1 1 shared) (func (export "_start")))"#,
+            )
+            .unwrap(),
+            "shared",
+        ),
+        (
+            "relaxed.wasm",
+            wat::parse_str(
+                r#"(module (memory (export "memory") 1)
+                  (func (export "_start")
+                    (drop (i32x4.relaxed_trunc_f32x4_s (v128.const i32x4 0 0 0 0)))))"#,
+            )
+            .unwrap(),
+            "relaxed",
+        ),
+        (
+            "garbage.wasm",
+            b"\0asm\x01\0\0\0\x01\xff".to_vec(),
+            "not valid webassembly",
+        ),
+    ];
+    for (name, bytes, says) in refusals {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let refused = grid_cli_async(
+            &grid.url,
+            &["submit", "wasm", "--module", &path.to_string_lossy()],
+        )
+        .await;
+        assert_eq!(refused.0, 1, "{name}: {refused:?}");
+        assert!(
+            refused.2.to_lowercase().contains(says) && refused.2.contains("HTTP 400"),
+            "{name}: {}",
+            refused.2
+        );
+    }
     assert!(grid.client().jobs().await.unwrap().is_empty());
 
     let spin = write_module(dir.path(), "spin.wasm", SPIN);
