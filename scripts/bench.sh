@@ -17,6 +17,12 @@ cd "$(dirname "$0")/.."
 
 cargo build --release --locked -p grid-cli --bin grid
 cargo build --release --locked -p grid-tests --bin bench --bin bench_wasm
+# The Rust example kernels built for this machine too: benchmark 7 compares
+# them with the same source as prepared WebAssembly.
+for example in pathtracer sweep; do
+    cargo build --release --locked --manifest-path "examples/$example/Cargo.toml" \
+        --target-dir examples/target
+done
 
 # 10,000 idle connections need as many descriptors on each side; the bench
 # raises its own limit as far as it may, and the coordinator inherits it.
