@@ -78,11 +78,7 @@ fn run_native(binary: &PathBuf, work: &Workload) -> anyhow::Result<Vec<u8>> {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(&work.stdin)?;
+    child.stdin.take().expect("piped").write_all(&work.stdin)?;
     Ok(child.wait_with_output()?.stdout)
 }
 
