@@ -222,6 +222,15 @@ function render() {
   const busy = statuses.find((s) => s.job != null);
   $("job").textContent = busy ? `#${busy.job}` : "–";
   $("kernel").textContent = busy ? busy.kernel : "–";
+  // A user's program: what it is called, what its submitter says it does,
+  // and the digest of the exact module this browser runs.
+  const program = busy?.program;
+  $("program").hidden = !program;
+  if (program) {
+    $("program-name").textContent = program.name;
+    $("program-description").textContent = program.description ?? "(no description)";
+    $("program-module").textContent = program.module;
+  }
 
   $("start").textContent = page.started ? "Stop" : "Start";
   $("pause").disabled = !page.started;

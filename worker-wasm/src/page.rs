@@ -6,6 +6,7 @@
 //! [`Status`] carries the figures the page shows, read from the worker's
 //! [`WorkerSession`] plus the browser's own figures.
 
+use grid_kernels::KernelSpec;
 use grid_protocol::session::WorkerSession;
 use serde::{Deserialize, Serialize};
 
@@ -98,6 +99,8 @@ pub struct Status {
     /// The job and kernel of the oldest batch held.
     pub job: Option<u64>,
     pub kernel: Option<&'static str>,
+    /// For a wasm job: which program it is, for the donor to see.
+    pub program: Option<Program>,
     /// Milliseconds spent running kernels.
     pub compute_ms: f64,
     /// Tasks received and not started.
@@ -118,11 +121,29 @@ impl Status {
             rate,
             job: job.map(|(id, _)| id),
             kernel: job.map(|(_, spec)| spec.kind().name()),
+            program: job.and_then(|(_, spec)| match spec {
+                KernelSpec::Wasm(p) => Some(Program {
+                    name: p.name.clone(),
+                    module: p.module.to_string(),
+                    description: p.description.clone(),
+                }),
+                _ => None,
+            }),
             compute_ms,
             queued: session.queued_tasks(),
             error: session.last_error().map(String::from),
         }
     }
+}
+
+/// The user's program a wasm job runs: its name (argv[0]), the digest of
+/// the prepared module every worker runs, and what its submitter says it
+/// does.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Program {
+    pub name: String,
+    pub module: String,
+    pub description: Option<String>,
 }
 
 /// What a worker tells the page.
@@ -240,6 +261,7 @@ mod tests {
                 rate: 1.5,
                 job: Some(3),
                 kernel: Some("primes"),
+                program: None,
                 compute_ms: 12.0,
                 queued: 2,
                 error: None,
@@ -250,6 +272,49 @@ mod tests {
         assert_eq!(status.state, State::Reconnecting);
         assert_eq!(status.error.as_deref(), Some("the connection dropped"));
         assert_eq!((status.worker, status.queued, status.job), (None, 0, None));
+    }
+
+    #[test]
+    fn a_wasm_jobs_program_is_named_for_the_donor() {
+        let mut worker = session();
+        worker.on_open(0);
+        worker.on_text(&welcome(), 1).unwrap();
+        let digest = grid_kernels::ContentDigest::of(b"prepared");
+        let params = grid_kernels::wasm::WasmParams {
+            module: digest,
+            source: digest,
+            name: "sweep.wasm".into(),
+            args: Vec::new(),
+            fuel: 1000,
+            memory_mib: 1,
+            stdout_bytes: 10,
+            stderr_bytes: 10,
+            seed: 0,
+            description: Some("an oscillator sweep".into()),
+        };
+        let batch = CoordinatorMessage::Batch(Batch {
+            batch: 1,
+            job: 4,
+            spec: KernelSpec::Wasm(params),
+            job_tasks: 2,
+            tasks: TaskRanges::from_indices([0, 1]),
+            lease_ms: 60_000,
+            inputs: Vec::new(),
+        });
+        worker.on_text(&batch.encode(), 2).unwrap();
+        let status = Status::of(&worker, false, 0.0, 0.0);
+        assert_eq!(
+            (status.job, status.kernel, status.program),
+            (
+                Some(4),
+                Some("wasm"),
+                Some(Program {
+                    name: "sweep.wasm".into(),
+                    module: digest.to_string(),
+                    description: Some("an oscillator sweep".into()),
+                })
+            )
+        );
     }
 
     #[test]
@@ -284,7 +349,12 @@ mod tests {
             tasks_done: 7,
             rate: 1.5,
             job: Some(2),
-            kernel: Some("primes"),
+            kernel: Some("wasm"),
+            program: Some(Program {
+                name: "sweep.wasm".into(),
+                module: "sha256:ab".into(),
+                description: Some("an oscillator sweep".into()),
+            }),
             compute_ms: 12.0,
             queued: 4,
             error: None,
@@ -292,7 +362,9 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<serde_json::Value>(&status.encode()).unwrap(),
             serde_json::json!({"type": "status", "state": "working", "worker": 3,
-                "tasks_done": 7, "rate": 1.5, "job": 2, "kernel": "primes",
+                "tasks_done": 7, "rate": 1.5, "job": 2, "kernel": "wasm",
+                "program": {"name": "sweep.wasm", "module": "sha256:ab",
+                            "description": "an oscillator sweep"},
                 "compute_ms": 12.0, "queued": 4, "error": null})
         );
     }
