@@ -136,7 +136,8 @@ pub struct ServeArgs {
     /// Messages a worker may send per second before it is disconnected.
     #[arg(long, default_value_t = defaults().max_messages_per_second)]
     pub max_message_rate: f64,
-    /// The fraction of results (0 to 1) the coordinator re-computes itself.
+    /// The fraction of results (0 to 1) the coordinator re-computes itself
+    /// (wasm tasks too, at their full cost).
     #[arg(long, default_value_t = defaults().verify_rate)]
     pub verify_rate: f64,
     /// Results agreeing with a quorum before a donor is trusted and its

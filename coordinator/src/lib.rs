@@ -26,6 +26,7 @@ pub mod store;
 pub mod sync;
 pub mod tls;
 pub mod upgrade;
+pub mod verify;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -186,6 +186,8 @@ pub struct Grid {
     pub batch_latency: Histogram,
     /// Keys which results the coordinator re-computes; random per run.
     verify_seed: u64,
+    /// Re-computes them.
+    verifier: Arc<crate::verify::Verifier>,
     /// Open worker connections per remote address (loopback not counted).
     per_address: DashMap<std::net::IpAddr, usize>,
 }
@@ -230,6 +232,7 @@ impl Grid {
             jobs: DashMap::new(),
             workers: DashMap::new(),
             store,
+            verifier: Arc::new(crate::verify::Verifier::new(modules.clone())),
             blobs,
             modules,
             started: tokio::time::Instant::now(),

@@ -199,6 +199,81 @@ mod tests {
         assert_eq!(job.inputs.as_ref().unwrap().input(2), &b"three"[..]);
     }
 
+    /// With `verify_rate` 1, the coordinator re-runs every wasm task through
+    /// the prepared module: a wrong stdout is caught, the right one passes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sampled_wasm_results_are_re_run_by_the_coordinator() {
+        let dir = tempfile::tempdir().unwrap();
+        let grid = crate::grid::testing::open_grid_with(dir.path(), |c| c.verify_rate = 1.0).await;
+        let module = upload(&grid, &wat::parse_str(ECHO).unwrap()).await;
+        let lines = upload(&grid, b"right\n").await;
+        let status = grid
+            .submit(JobRequest::new(WasmRequest {
+                inputs: Some(WasmInputs::Lines(lines)),
+                ..WasmRequest::new(module)
+            }))
+            .await
+            .unwrap();
+        let KernelSpec::Wasm(params) = status.spec else {
+            panic!()
+        };
+        let (outbox, mut queue) = mpsc::channel(64);
+        let worker = grid
+            .register_worker(
+                Hello {
+                    kernels: Some(vec![KernelKind::Wasm]),
+                    ..native_hello(1, None)
+                },
+                None,
+                outbox,
+            )
+            .unwrap();
+        grid.dispatch();
+        let batch = next_batch(&mut queue).await;
+
+        // The honest outcome, from the reference runtime.
+        let prepared = std::fs::read(grid.modules.path(&params.module)).unwrap();
+        let honest = std::thread::Builder::new()
+            .stack_size(grid_wasm_runtime::THREAD_STACK)
+            .spawn(move || {
+                let kernel = grid_wasm_runtime::Engine::new()
+                    .unwrap()
+                    .compile(&prepared)
+                    .unwrap();
+                let config = grid_wasi::TaskConfig::of_task(&params, 0, b"right".to_vec());
+                kernel.run(config, &params.limits()).unwrap()
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(honest.stdout, b"right");
+        let frame = |outcome: &grid_kernels::wasm::WasmOutcome| grid_protocol::ResultsFrame {
+            batch: batch.batch,
+            results: vec![grid_protocol::TaskResult {
+                task: 0,
+                output: Bytes::from(TaskOutput::Wasm(outcome.clone()).to_bytes()),
+            }],
+        };
+        let lie = grid_kernels::wasm::WasmOutcome {
+            stdout: b"wrong".to_vec(),
+            ..honest.clone()
+        };
+        let resolved = grid.resolve_frame(&worker, &frame(&honest)).unwrap();
+        let checked = grid
+            .check_frame(&worker, &resolved, frame(&honest))
+            .await
+            .expect("the honest outcome passes");
+        assert_eq!(checked.len(), 1);
+        let counted = |grid: &Grid| grid.counters.results_verified_wrong.load(Ordering::Relaxed);
+        assert_eq!(counted(&grid), 0);
+
+        let resolved = grid.resolve_frame(&worker, &frame(&lie)).unwrap();
+        let verdict = grid.check_frame(&worker, &resolved, frame(&lie)).await;
+        assert!(verdict.is_err(), "the lie is refused");
+        assert_eq!(counted(&grid), 1, "by the coordinator's own run");
+        assert!(grid.scheduler().standing(worker.donor).quarantined);
+    }
+
     #[tokio::test]
     async fn refused_modules_and_missing_inputs_change_nothing() {
         let dir = tempfile::tempdir().unwrap();
