@@ -264,6 +264,36 @@ async fn tiny_tasks(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
     ])
 }
 
+/// The path tracer's frames per minute on two native workers: a 320x240
+/// frame at 16 samples a pixel in 24 strips of 10 rows, each a task.
+async fn frames(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
+    let figure = "path tracer frames per minute, 320x240 x 16 spp, 2 workers x 1 thread";
+    let Ok(module) = std::fs::read(example_path("pathtracer")) else {
+        return Ok(vec![Row::missing(7, figure, "run `make examples`")]);
+    };
+    let mut per_minute = Vec::new();
+    for _ in 0..ctx.expensive_runs() {
+        let coordinator = Coordinator::start(&ctx.grid, &[]).await?;
+        let workers = coordinator.start_workers(2).await?;
+        let client = coordinator.client();
+        let (module, _) = client.ensure_blob(module.clone()).await?;
+        let strips: String = (0..24).map(|i| format!("0 {} 320 10\n", i * 10)).collect();
+        let (strips, _) = client.ensure_blob(strips.into_bytes()).await?;
+        let request = JobRequest::new(WasmRequest {
+            inputs: Some(grid_kernels::wasm::WasmInputs::Lines(strips)),
+            args: ["--width", "320", "--height", "240", "--samples", "16"]
+                .map(String::from)
+                .to_vec(),
+            ..WasmRequest::new(module)
+        });
+        let run = run_job(&coordinator, &workers, &request, Duration::from_secs(600)).await?;
+        per_minute.push(60.0 / run.wall_s);
+    }
+    Ok(vec![Row::new(7, figure, "frames/min", &per_minute).note(
+        "submit to the last strip collated, module fetched and compiled by each worker included",
+    )])
+}
+
 pub async fn kernels(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
     // wasmtime wants the stack a worker's compute thread has.
     let runs = ctx.runs;
@@ -274,5 +304,6 @@ pub async fn kernels(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
         .map_err(|_| anyhow::anyhow!("the instrumentation benchmark panicked"))??;
     ctx.raw.insert("kernels_instrumentation".into(), raw);
     rows.extend(tiny_tasks(ctx).await?);
+    rows.extend(frames(ctx).await?);
     Ok(rows)
 }

@@ -332,3 +332,72 @@ fn the_hostile_examples_are_stopped_as_documented() {
     assert_eq!(code, 1);
     assert!(stderr.contains("sock_accept"), "{stderr}");
 }
+
+/// Hostile kernels beside an honest job on the same two workers: every
+/// hostile task ends in its documented trap, and the honest job's answer is
+/// exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_jobs_leave_the_other_jobs_on_the_grid_exact() {
+    use grid_protocol::api::{JobRequest, WasmRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let grid = TestGrid::start(&dir.path().join("data")).await;
+    let workers = [grid.worker(1, "a"), grid.worker(1, "b")];
+    let client = grid.client();
+    wait_for_workers(&client, "two workers", |w| w.len() == 2).await;
+
+    let mut hostile = Vec::new();
+    for (name, trap, adjust) in [
+        (
+            "spin",
+            Some(Trap::OutOfFuel),
+            (|r: &mut WasmRequest| r.fuel = Some(5_000_000)) as fn(&mut WasmRequest),
+        ),
+        ("recurse", Some(Trap::StackLimit), |_| {}),
+        ("scribble", Some(Trap::OutputLimit), |r| {
+            r.stdout_bytes = Some(100_000)
+        }),
+        ("grow", None, |r| r.memory_mib = Some(64)),
+    ] {
+        let wat = std::fs::read_to_string(
+            grid_tests::browser::repo_root().join(format!("examples/hostile/{name}.wat")),
+        )
+        .unwrap();
+        let (module, _) = client
+            .ensure_blob(wat::parse_str(&wat).unwrap())
+            .await
+            .unwrap();
+        let mut request = WasmRequest::new(module);
+        adjust(&mut request);
+        let status = client
+            .submit(&JobRequest {
+                tasks: Some(4),
+                ..JobRequest::new(request)
+            })
+            .await
+            .unwrap();
+        hostile.push((name, trap, status.id));
+    }
+    let honest = grid_tests::submit(
+        &client,
+        &grid_tests::job(grid_tests::primes(0, 1_000_000), 8),
+    )
+    .await;
+
+    let status =
+        grid_tests::wait_for_job(&client, honest, std::time::Duration::from_secs(60)).await;
+    grid_tests::assert_primes(&status, 78_498);
+    for (name, trap, job) in hostile {
+        let status =
+            grid_tests::wait_for_job(&client, job, std::time::Duration::from_secs(60)).await;
+        assert_eq!(status.state, JobState::Done, "{name}: {status:?}");
+        let JobResult::Wasm { tasks } = client.result(job).await.unwrap() else {
+            panic!("{name}")
+        };
+        assert_eq!(tasks.len(), 4, "{name}");
+        assert!(tasks.iter().all(|t| t.trap == trap), "{name}: {tasks:?}");
+    }
+    for worker in workers {
+        worker.stop().await;
+    }
+    grid.stop().await;
+}
