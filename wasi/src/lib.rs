@@ -77,6 +77,7 @@ mod func;
 mod host;
 mod iovec;
 mod memory;
+mod outcome;
 mod random;
 
 #[cfg(test)]
@@ -89,3 +90,4 @@ pub use func::Func;
 pub use host::{Stop, Wasi};
 pub use iovec::IOV_MAX;
 pub use memory::Memory;
+pub use outcome::{Ended, HostFault, RunEnd, outcome};

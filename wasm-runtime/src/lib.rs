@@ -19,8 +19,8 @@
 //! thread's stack, so threads that run kernels need at least
 //! [`THREAD_STACK`]; the prepared module's own stack limit is far below.
 
-use grid_kernels::wasm::{Trap, WasmLimits, WasmOutcome, exports};
-use grid_wasi::{Func, Stop, TaskConfig, Wasi};
+use grid_kernels::wasm::{WasmLimits, WasmOutcome, exports};
+use grid_wasi::{Ended, Func, RunEnd, Stop, TaskConfig, Wasi, outcome};
 use wasmtime::{Caller, Config, FuncType, InstancePre, Linker, Module, Store, Val, ValType};
 
 /// The most of a thread's stack wasmtime may use for one kernel.
@@ -37,18 +37,9 @@ pub enum CompileError {
     Module(String),
 }
 
-/// A run that ended for a reason outside the task: not an outcome.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HostFault {
-    #[error("the task's configuration is not acceptable: {0}")]
-    Config(String),
-    #[error("cannot instantiate the kernel: {0}")]
-    Instantiate(String),
-    #[error("the engine's own stack ran out (the prepared limit should have come first)")]
-    EngineStack,
-    #[error("the run failed outside the kernel: {0}")]
-    Engine(String),
-}
+/// A run that ended for a reason outside the task: not an outcome (the
+/// rules are `grid_wasi`'s, shared with the browser).
+pub use grid_wasi::HostFault;
 
 /// A wasmtime engine set up for prepared kernels. Cheap to clone.
 #[derive(Clone)]
@@ -246,40 +237,30 @@ impl Kernel {
                 ));
             }
         };
-        let (trap, exit_code) = match ended {
-            Ok(()) => (None, 0),
-            Err(error) => match store.data().stop {
-                Some(Stop::Exit(code)) => (None, code),
-                Some(Stop::OutputLimit) => (Some(Trap::OutputLimit), 0),
-                None => {
-                    let prepared = u8::try_from(trap_code).ok().and_then(Trap::from_code);
-                    match (prepared, error.downcast_ref::<wasmtime::Trap>()) {
-                        (Some(trap), _) => (Some(trap), 0),
-                        (None, Some(wasmtime::Trap::StackOverflow)) => {
-                            return Err(HostFault::EngineStack);
-                        }
-                        (None, Some(_)) => (Some(Trap::Wasm), 0),
-                        (None, None) => return Err(HostFault::Engine(format!("{error:#}"))),
-                    }
-                }
+        let ended = match ended {
+            Ok(()) => Ended::Returned,
+            Err(error) => match error.downcast_ref::<wasmtime::Trap>() {
+                Some(wasmtime::Trap::StackOverflow) => Ended::EngineStack,
+                Some(_) => Ended::Threw,
+                // A WASI stop unwinds with our own error; the rules read the
+                // stop itself.
+                None if store.data().stop.is_some() => Ended::Threw,
+                None => Ended::Other(format!("{error:#}")),
             },
         };
-        let fuel_used = if trap == Some(Trap::OutOfFuel) {
-            limits.fuel
-        } else {
-            limits
-                .fuel
-                .saturating_sub(u64::try_from(fuel_left).unwrap_or(0))
-        };
-        let Run { wasi, .. } = store.into_data();
+        let Run { wasi, stop } = store.into_data();
         let (stdout, stderr) = wasi.finish();
-        Ok(WasmOutcome {
-            trap,
-            exit_code,
-            fuel_used,
-            stdout,
-            stderr,
-        })
+        outcome(
+            limits,
+            RunEnd {
+                ended,
+                stop,
+                trap_code,
+                fuel_left,
+                stdout,
+                stderr,
+            },
+        )
     }
 }
 

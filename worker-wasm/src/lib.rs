@@ -6,8 +6,6 @@
 //! - [`pacing`]: the CPU cap as a duty cycle, and the task rate.
 //! - [`page`]: the messages between the donor page and its Web Workers, and
 //!   the page's figures read from the session.
-//! - [`outcome`]: how a run of a user's kernel becomes the task's outcome,
-//!   by the native runtime's rules.
 //! - [`user_kernel`] (wasm only): users' kernels fetched, compiled with the
 //!   browser's own WebAssembly engine and run one instance a task, WASI
 //!   answered by [`grid_wasi`].
@@ -19,7 +17,6 @@
 //! a task's output is byte-identical in a browser and natively. [`run_task`]
 //! and [`run_tasks`] expose them directly for parity checks and benchmarks.
 
-pub mod outcome;
 pub mod pacing;
 pub mod page;
 #[cfg(target_arch = "wasm32")]

@@ -13,7 +13,7 @@
 //! access, since `memory.grow` detaches the old buffer). A [`Stop`]
 //! (`proc_exit`, stdout over its limit) unwinds the kernel by throwing a
 //! sentinel from the import; the run catches whatever `_start` throws and
-//! [`crate::outcome`] turns it, the stop and the prepared globals into the
+//! [`grid_wasi::outcome`] turns it, the stop and the prepared globals into the
 //! task's outcome exactly as the native runtime does.
 //!
 //! The kernel runs on the Web Worker's own stack and calls back into this
@@ -33,7 +33,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
-use crate::outcome::{Ended, HostFault, RunEnd, outcome};
+use grid_wasi::{Ended, HostFault, RunEnd, outcome};
 
 /// Compiled modules kept at once; the least recently used go first.
 const CACHED_MODULES: usize = 4;

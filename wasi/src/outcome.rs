@@ -1,12 +1,9 @@
-//! How a run of a user's kernel in the browser becomes a task's outcome,
-//! or a [`HostFault`] that says nothing about the task. Plain code, tested
-//! natively: the browser side ([`crate::user_kernel`]) only reads what the
-//! run left (how `_start` ended, the WASI stop, the two globals) and calls
-//! [`outcome`].
-//!
-//! The rules are the native runtime's (`grid_wasm_runtime::Kernel::run`),
-//! rule for rule, so that a browser and a native worker give the same bytes
-//! for every task, traps included:
+//! How a run of a user's kernel becomes a task's outcome, or a
+//! [`HostFault`] that says nothing about the task: one set of rules for
+//! every runtime. The native runtime (`grid-wasm-runtime`) and the browser
+//! worker only read what the run left (how `_start` ended, the WASI stop,
+//! the two prepared globals) and call [`outcome`], so a browser and a
+//! native worker give the same bytes for every task, traps included:
 //!
 //! 1. `_start` returned: no trap, exit code 0.
 //! 2. It threw, and a WASI call had stopped the run: `proc_exit(code)` is
@@ -22,18 +19,19 @@
 //! less what `browsergrid.fuel` has left (at least 0).
 
 use grid_kernels::wasm::{Trap, WasmLimits, WasmOutcome};
-use grid_wasi::Stop;
 
-/// How `_start` ended, as the browser reports it.
+use crate::Stop;
+
+/// How `_start` ended, as the runtime reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ended {
     Returned,
-    /// It threw a `WebAssembly.RuntimeError` (a trap), or the host's
-    /// sentinel after a WASI [`Stop`].
+    /// It trapped (a `WebAssembly.RuntimeError`, a wasmtime trap), or the
+    /// host unwound it after a WASI [`Stop`].
     Threw,
     /// The engine's own stack ran out: V8's `RangeError` ("Maximum call
     /// stack size exceeded"), SpiderMonkey's `InternalError` ("too much
-    /// recursion").
+    /// recursion"), wasmtime's stack-overflow trap.
     EngineStack,
     /// Something else was thrown, described.
     Other(String),
@@ -41,25 +39,16 @@ pub enum Ended {
 
 /// A run that ended for a reason outside the task: not an outcome. The
 /// worker reports it as the task's failure, and the task goes elsewhere.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HostFault {
+    #[error("the task's configuration is not acceptable: {0}")]
     Config(String),
+    #[error("cannot instantiate the kernel: {0}")]
     Instantiate(String),
+    #[error("the engine's own stack ran out (the prepared limit should have come first)")]
     EngineStack,
+    #[error("the run failed outside the kernel: {0}")]
     Engine(String),
-}
-
-impl std::fmt::Display for HostFault {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HostFault::Config(e) => write!(f, "the task's configuration is not acceptable: {e}"),
-            HostFault::Instantiate(e) => write!(f, "cannot instantiate the kernel: {e}"),
-            HostFault::EngineStack => f.write_str(
-                "the engine's own stack ran out (the prepared limit should have come first)",
-            ),
-            HostFault::Engine(e) => write!(f, "the run failed outside the kernel: {e}"),
-        }
-    }
 }
 
 /// What a finished run left behind.
