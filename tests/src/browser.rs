@@ -101,30 +101,7 @@ pub fn ensure_wasm_built() -> anyhow::Result<()> {
 /// missing.
 pub fn ensure_chromium() -> anyhow::Result<PathBuf> {
     static INSTALLED: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    INSTALLED
-        .get_or_init(|| {
-            let path = std::env::var_os("CHROMIUM")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_CHROMIUM));
-            if path.is_file() {
-                return Ok(path);
-            }
-            eprintln!("{} is missing: running scripts/install-chromium.sh", path.display());
-            let status = Command::new("bash")
-                .arg(repo_root().join("scripts/install-chromium.sh"))
-                .status()
-                .map_err(|e| format!("cannot run scripts/install-chromium.sh: {e}"))?;
-            if status.success() && path.is_file() {
-                Ok(path)
-            } else {
-                Err(format!(
-                    "Chromium is not at {} and scripts/install-chromium.sh did not install it ({status})",
-                    path.display()
-                ))
-            }
-        })
-        .clone()
-        .map_err(anyhow::Error::msg)
+    ensure_browser(&INSTALLED, "Chromium", "CHROMIUM", DEFAULT_CHROMIUM)
 }
 
 /// Where Debian puts Firefox ESR; `FIREFOX` overrides it.
@@ -134,11 +111,22 @@ pub const DEFAULT_FIREFOX: &str = "/usr/bin/firefox-esr";
 /// installs Firefox ESR too) if it is missing.
 pub fn ensure_firefox() -> anyhow::Result<PathBuf> {
     static INSTALLED: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    INSTALLED
+    ensure_browser(&INSTALLED, "Firefox", "FIREFOX", DEFAULT_FIREFOX)
+}
+
+/// A browser's binary (`$env`, else `default`), installed once per process
+/// with `scripts/install-chromium.sh` if it is missing.
+fn ensure_browser(
+    installed: &OnceLock<Result<PathBuf, String>>,
+    name: &str,
+    env: &str,
+    default: &str,
+) -> anyhow::Result<PathBuf> {
+    installed
         .get_or_init(|| {
-            let path = std::env::var_os("FIREFOX")
+            let path = std::env::var_os(env)
                 .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_FIREFOX));
+                .unwrap_or_else(|| PathBuf::from(default));
             if path.is_file() {
                 return Ok(path);
             }
@@ -151,7 +139,7 @@ pub fn ensure_firefox() -> anyhow::Result<PathBuf> {
                 Ok(path)
             } else {
                 Err(format!(
-                    "Firefox is not at {} and scripts/install-chromium.sh did not install it ({status})",
+                    "{name} is not at {} and scripts/install-chromium.sh did not install it ({status})",
                     path.display()
                 ))
             }

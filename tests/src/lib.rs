@@ -355,6 +355,16 @@ pub async fn grid_cli_async(url: &str, args: &[&str]) -> (i32, String, String) {
     .expect("the grid command's thread")
 }
 
+/// The coordinator at `url`'s Prometheus text (`GET /metrics`).
+pub async fn metrics(url: &str) -> String {
+    reqwest::get(format!("{url}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the metrics text")
+}
+
 /// `grid run ARGS...` (one wasm task, run locally) with `stdin`: (exit
 /// code, stdout, stderr).
 pub fn grid_run(args: &[&str], stdin: &[u8]) -> (i32, Vec<u8>, String) {

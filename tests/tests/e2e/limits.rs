@@ -117,12 +117,7 @@ async fn sampled_verification_catches_a_liar_that_has_no_replicas() {
     let honest = grid.worker(1, "honest");
     let status = wait_for_job(&client, id, TIMEOUT).await;
     assert_primes(&status, 78_498);
-    let metrics = reqwest::get(format!("{}/metrics", grid.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = grid_tests::metrics(&grid.url).await;
     assert!(
         metrics.contains("grid_results_verified_wrong_total 1"),
         "{metrics}"

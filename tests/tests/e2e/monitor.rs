@@ -171,12 +171,7 @@ async fn metrics_count_jobs_tasks_and_workers() {
     let client = grid.client();
     let job = client.submit(&mandelbrot(16, 16, 4)).await.unwrap().id;
     wait_for_job(&client, job, Duration::from_secs(30)).await;
-    let text = reqwest::get(format!("{}/metrics", grid.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = grid_tests::metrics(&grid.url).await;
     let value = |line: &str| -> f64 {
         text.lines()
             .find_map(|l| l.strip_prefix(line).map(|v| v.trim().parse().unwrap()))

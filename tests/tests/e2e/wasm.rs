@@ -272,12 +272,7 @@ async fn a_task_that_never_ends_runs_out_of_fuel_and_a_refused_module_changes_no
     // module's own, the same on every engine.
     assert_eq!(fuel_used, 3 * 1_000_000, "{fuel_used}");
     // The same figure is the grid's count of compute given to users' kernels.
-    let metrics = reqwest::get(format!("{}/metrics", grid.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = grid_tests::metrics(&grid.url).await;
     assert!(
         metrics.contains("\ngrid_fuel_used_total 3000000\n"),
         "{metrics}"
