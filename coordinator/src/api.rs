@@ -58,6 +58,7 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
         cancel(shared.clone()).boxed(),
         results(shared.clone()).boxed(),
         task_output(shared.clone()).boxed(),
+        fuel(shared.clone()).boxed(),
         pause(shared.clone(), true).boxed(),
         pause(shared.clone(), false).boxed(),
         workers(shared.clone()).boxed(),
@@ -303,6 +304,17 @@ fn task_output(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rej
             );
             Ok::<_, Rejection>(response)
         })
+}
+
+/// `GET /api/jobs/{id}/fuel`: the fuel a wasm job's decided tasks used, in
+/// brief (see [`crate::grid::FuelSummary`]), in any state of the job.
+fn fuel(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::get().and(job_route(&shared, Some("fuel"))).and_then(
+        |id: u64, shared: Shared| async move {
+            let summary = shared.grid.fuel(id).await.map_err(reject)?;
+            Ok::<_, Rejection>(json(&summary, StatusCode::OK))
+        },
+    )
 }
 
 #[derive(Debug, Deserialize)]

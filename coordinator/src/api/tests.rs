@@ -352,3 +352,84 @@ async fn prepared_modules_are_served_to_anyone_with_their_digest() {
     .await;
     assert_eq!(other.status(), StatusCode::NOT_FOUND);
 }
+
+/// `GET /api/jobs/{id}/fuel` sums up the stored outcomes of a wasm job's
+/// decided tasks, so far and at the end, and refuses other kernels.
+#[tokio::test]
+async fn a_wasm_jobs_fuel_per_task_is_summed_up() {
+    use grid_kernels::wasm::WasmOutcome;
+    use grid_kernels::{KernelKind, TaskOutput};
+    use grid_protocol::Hello;
+    use grid_protocol::api::{JobRequest, WasmRequest};
+
+    let api = api().await;
+    let module =
+        wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start")))"#)
+            .unwrap();
+    let module = api.grid.blobs().put_bytes(&module).await.unwrap();
+    let fuel = [500u64, 100, 300, 200, 400, 100];
+    let status = api
+        .grid
+        .submit(JobRequest {
+            tasks: Some(fuel.len() as u32),
+            ..JobRequest::new(WasmRequest::new(module))
+        })
+        .await
+        .unwrap();
+    let path = format!("/api/jobs/{}/fuel", status.id);
+    let summary = |response: warp::http::Response<bytes::Bytes>| {
+        assert_eq!(response.status(), StatusCode::OK);
+        serde_json::from_slice::<serde_json::Value>(response.body()).unwrap()
+    };
+    let none = summary(reply(&api, authorized("GET", &path)).await);
+    assert_eq!(none["tasks"], 0, "{none}");
+    assert!(none["median"].is_null(), "{none}");
+
+    let (outbox, mut queue) = mpsc::channel(64);
+    let worker = api
+        .grid
+        .register_worker(
+            Hello {
+                kernels: Some(vec![KernelKind::Wasm]),
+                ..crate::grid::testing::native_hello(2, None)
+            },
+            None,
+            outbox,
+        )
+        .unwrap();
+    api.grid.dispatch();
+    while api.grid.job_status(status.id).unwrap().state != JobState::Done {
+        let batch = next_batch(&mut queue).await;
+        let mut frame = ResultsFrameBuilder::new(batch.batch);
+        for task in batch.tasks.iter() {
+            let outcome = WasmOutcome {
+                trap: None,
+                exit_code: 0,
+                fuel_used: fuel[task as usize],
+                stdout: vec![b'x'; task as usize],
+                stderr: Vec::new(),
+            };
+            frame.push(task, &TaskOutput::Wasm(outcome));
+        }
+        let frame = ResultsFrame::decode_shared(&bytes::Bytes::from(frame.finish())).unwrap();
+        api.grid.on_results(&worker, frame).await.unwrap();
+    }
+    let done = summary(reply(&api, authorized("GET", &path)).await);
+    assert_eq!(
+        done,
+        serde_json::json!({"tasks": 6, "total": 1600, "min": 100, "median": 200, "max": 500,
+            "bin_width": 21, "bins": [2, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1]})
+    );
+
+    let unauthorized = reply(&api, warp::test::request().path(&path)).await;
+    assert_eq!(unauthorized.status(), StatusCode::UNAUTHORIZED);
+    let primes = finished_job(&api).await;
+    let refused = reply(&api, authorized("GET", &format!("/api/jobs/{primes}/fuel"))).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        error_of(&refused),
+        format!("job {primes} runs primes; only wasm tasks use fuel")
+    );
+    let missing = reply(&api, authorized("GET", "/api/jobs/99/fuel")).await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}

@@ -7,12 +7,14 @@
 //! synchronous decisions; each job's collator behind its own. No lock is held
 //! across an `.await`.
 
+mod fuel;
 mod lifecycle;
 mod observe;
 mod results;
 mod wasm;
 mod workers;
 
+pub use fuel::FuelSummary;
 pub use workers::AddressSlot;
 
 use std::collections::HashMap;
