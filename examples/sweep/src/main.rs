@@ -11,13 +11,21 @@
 //! with `--lines` gives each task one line; a task given a whole file sweeps
 //! all of its lines.
 //!
-//! - stdout: one line per input line, eight space-separated fields:
-//!   `a b c x v energy peak random`, where `x` and `v` are the final
-//!   position and velocity, `energy` is `v^2/2 + b x^2/2 + c x^4/4` at the
-//!   end, `peak` the largest `|x|` seen, and `random` the 8 bytes drawn for
-//!   the jitter in hex. Floats are printed with 17 digits after the point,
-//!   more than enough to tell any two f64 values apart, so redundant runs
-//!   can be compared byte for byte.
+//! - stdout: one line per input line, a JSON object of the task's
+//!   parameters and its results (JSON Lines, written by hand: no crates):
+//!
+//!   ```text
+//!   {"a":1e-1,"b":1e0,"c":5e-1,"steps":1000,"dt":1e-3,"x":...,"v":...,"energy":...,"peak":...,"random":"14e8314f5c9e0fc0"}
+//!   ```
+//!
+//!   `x` and `v` are the final position and velocity, `energy` is
+//!   `v^2/2 + b x^2/2 + c x^4/4` at the end, `peak` the largest `|x|` seen,
+//!   and `random` the 8 bytes drawn for the jitter in hex. Numbers are
+//!   written in Rust's shortest exponent form (`{:e}`), which reads back to
+//!   the same f64, bit for bit, so redundant runs can be compared byte for
+//!   byte; a result that is not finite (an oscillator that blew up) is
+//!   `null`, since JSON has no infinity. `examples/sweep/table.py` turns a
+//!   job's outputs into one CSV table.
 //! - Blank lines and lines starting with `#` are skipped.
 //! - exit code: 0, or 2 with a message on stderr for a bad line or option.
 //!
@@ -74,13 +82,13 @@ fn run() -> Result<(), String> {
     let options = Options::parse(std::env::args().skip(1))?;
     let stdin = std::io::stdin().lock();
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
-    for (number, line) in stdin.lines().enumerate() {
+    for (index, line) in stdin.lines().enumerate() {
         let line = line.map_err(|e| format!("reading stdin: {e}"))?;
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let params = Params::parse(line).map_err(|e| format!("line {}: {e}", number + 1))?;
+        let params = Params::parse(line).map_err(|e| format!("line {}: {e}", index + 1))?;
 
         let mut random = [0u8; 8];
         wasi::random_bytes(&mut random)
@@ -90,12 +98,30 @@ fn run() -> Result<(), String> {
         let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
         writeln!(
             stdout,
-            "{:.17e} {:.17e} {:.17e} {:.17e} {:.17e} {:.17e} {:.17e} {hex}",
-            params.a, params.b, params.c, result.x, result.v, result.energy, result.peak
+            "{{\"a\":{},\"b\":{},\"c\":{},\"steps\":{},\"dt\":{},\"x\":{},\"v\":{},\"energy\":{},\"peak\":{},\"random\":\"{hex}\"}}",
+            number(params.a),
+            number(params.b),
+            number(params.c),
+            options.steps,
+            number(options.dt),
+            number(result.x),
+            number(result.v),
+            number(result.energy),
+            number(result.peak),
         )
         .map_err(|e| format!("writing stdout: {e}"))?;
     }
     stdout.flush().map_err(|e| format!("writing stdout: {e}"))
+}
+
+/// A float as a JSON number: the shortest digits that read back to the same
+/// f64 (`1e-1`, `3.9433496862971673e-1`), or `null` if it is not finite.
+fn number(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:e}")
+    } else {
+        "null".into()
+    }
 }
 
 /// The job's arguments: how to integrate.
@@ -274,6 +300,23 @@ mod tests {
             },
         );
         assert!(out.energy < 0.5 * 0.5 && out.energy > 0.0, "{out:?}");
+    }
+
+    #[test]
+    fn numbers_are_json_and_read_back_exactly() {
+        for x in [0.1, 1.0, -0.25, 3.9433496862971673e-1, 5e-324, f64::MAX] {
+            let text = number(x);
+            assert_eq!(
+                text.parse::<f64>().unwrap().to_bits(),
+                x.to_bits(),
+                "{text}"
+            );
+            assert!(!text.contains(['E', '+', 'i', 'N']), "{text}");
+        }
+        assert_eq!(number(0.1), "1e-1");
+        assert_eq!(number(-0.0), "-0e0");
+        assert_eq!(number(f64::INFINITY), "null");
+        assert_eq!(number(f64::NAN), "null");
     }
 
     #[test]

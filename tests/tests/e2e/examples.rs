@@ -5,8 +5,10 @@
 //! references computed here, independently of the kernels: the path
 //! tracer's strips put together are the image `grid run` renders whole, the
 //! C word counter agrees with a word count written in Rust, and the
-//! parameter sweep's random draws depend on the task and the job's seed
-//! only.
+//! parameter sweep prints, for each line, the JSON object an RK4 written
+//! here computes from the random bytes it drew (which depend on the task and
+//! the job's seed only), and its table script turns `grid results -o` into
+//! those numbers, bit for bit.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -136,11 +138,26 @@ async fn example_kernels_agree_across_workers_and_with_their_references() {
         assert_eq!(got, top_words(&text, 10), "{}", task.name);
     }
 
-    // The sweep: the same seed draws the same bytes, another seed others.
-    let params = repo_root().join("examples/sweep/params.txt");
-    let params = params.to_string_lossy();
+    // The sweep: each line's JSON object, exactly as computed here from
+    // the bytes it drew; the same seed draws the same bytes, another seed
+    // others; and the table script gives back every number, bit for bit.
+    let params_path = repo_root().join("examples/sweep/params.txt");
+    let params_text = std::fs::read_to_string(&params_path).unwrap();
+    let lines: Vec<[f64; 3]> = params_text
+        .lines()
+        .map(|line| {
+            let v: Vec<f64> = line
+                .split_whitespace()
+                .map(|f| f.parse().unwrap())
+                .collect();
+            [v[0], v[1], v[2]]
+        })
+        .collect();
+    let params = params_path.to_string_lossy();
     let sweep = example("sweep");
+    let steps = 200;
     let mut drawn = Vec::new();
+    let mut first = None;
     for seed in ["1", "1", "2"] {
         let status = run_job(
             &grid,
@@ -152,24 +169,156 @@ async fn example_kernels_agree_across_workers_and_with_their_references() {
                 "--seed",
                 seed,
                 "--args",
-                "--steps 200",
+                &format!("--steps {steps}"),
             ],
         )
         .await;
         no_failures(&status);
         let out = dir.path().join(format!("sweep-{}", status.id));
         let tasks = outputs(&grid, status.id, &out).await;
-        drawn.push(tasks.iter().map(|t| t.output_sha256).collect::<Vec<_>>());
+        assert_eq!(tasks.len(), lines.len());
+        let mut randoms = Vec::new();
+        for (task, &[a, b, c]) in tasks.iter().zip(&lines) {
+            let got = std::fs::read_to_string(out.join(&task.name)).unwrap();
+            let object: serde_json::Value = serde_json::from_str(&got).expect("one JSON object");
+            let random = object["random"].as_str().expect("random bytes in hex");
+            let expected = SweepLine::compute(a, b, c, steps, random);
+            assert_eq!(got, expected.json(random), "task {}", task.name);
+            randoms.push(random.to_string());
+        }
+        drawn.push(randoms);
+        first.get_or_insert((out, tasks));
     }
     assert_eq!(drawn[0], drawn[1], "one seed, one answer");
     assert!(
         drawn[0].iter().zip(&drawn[2]).all(|(a, b)| a != b),
         "another seed draws other numbers for every task"
     );
+    let (out, tasks) = first.unwrap();
+    assert_sweep_table(&out, &tasks, &lines, steps, &drawn[0]);
+
     for worker in workers {
         worker.stop().await;
     }
     grid.stop().await;
+}
+
+/// One line of the sweep, computed here: the Duffing oscillator
+/// `x'' + a x' + b x + c x^3 = 0` from `x = 1 + jitter`, `x' = 0`, by
+/// classic RK4 with steps of 0.001, the jitter taken from the 8 random bytes
+/// the kernel says it drew (their top 53 bits as a fraction `u` of one,
+/// `(u - 0.5) * 1e-9`).
+struct SweepLine {
+    a: f64,
+    b: f64,
+    c: f64,
+    steps: u32,
+    x: f64,
+    v: f64,
+    energy: f64,
+    peak: f64,
+}
+
+impl SweepLine {
+    fn compute(a: f64, b: f64, c: f64, steps: u32, random_hex: &str) -> SweepLine {
+        let random = u64::from_str_radix(random_hex, 16).unwrap().swap_bytes();
+        let unit = (random >> 11) as f64 / (1u64 << 53) as f64;
+        let h = 1e-3;
+        let f = |x: f64, v: f64| -a * v - b * x - c * x * x * x;
+        let (mut x, mut v) = (1.0 + (unit - 0.5) * 1e-9, 0.0f64);
+        let mut peak = x.abs();
+        for _ in 0..steps {
+            let (k1x, k1v) = (v, f(x, v));
+            let (k2x, k2v) = (v + 0.5 * h * k1v, f(x + 0.5 * h * k1x, v + 0.5 * h * k1v));
+            let (k3x, k3v) = (v + 0.5 * h * k2v, f(x + 0.5 * h * k2x, v + 0.5 * h * k2v));
+            let (k4x, k4v) = (v + h * k3v, f(x + h * k3x, v + h * k3v));
+            x += h / 6.0 * (k1x + 2.0 * k2x + 2.0 * k3x + k4x);
+            v += h / 6.0 * (k1v + 2.0 * k2v + 2.0 * k3v + k4v);
+            peak = peak.max(x.abs());
+        }
+        let energy = 0.5 * v * v + 0.5 * b * x * x + 0.25 * c * x * x * x * x;
+        SweepLine {
+            a,
+            b,
+            c,
+            steps,
+            x,
+            v,
+            energy,
+            peak,
+        }
+    }
+
+    /// The kernel's output line: floats in Rust's shortest exponent form.
+    fn json(&self, random_hex: &str) -> String {
+        format!(
+            "{{\"a\":{:e},\"b\":{:e},\"c\":{:e},\"steps\":{},\"dt\":1e-3,\"x\":{:e},\"v\":{:e},\"energy\":{:e},\"peak\":{:e},\"random\":\"{random_hex}\"}}\n",
+            self.a, self.b, self.c, self.steps, self.x, self.v, self.energy, self.peak
+        )
+    }
+}
+
+/// `examples/sweep/table.py` over what `grid results -o` wrote: a CSV with
+/// one row per task in task order, its fuel from index.json, and every
+/// parameter and result reading back to the same f64 as computed here.
+fn assert_sweep_table(
+    out: &std::path::Path,
+    tasks: &[grid_kernels::WasmTaskResult],
+    lines: &[[f64; 3]],
+    steps: u32,
+    randoms: &[String],
+) {
+    let script = repo_root().join("examples/sweep/table.py");
+    let ran = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(out)
+        .output()
+        .expect("python3 runs examples/sweep/table.py");
+    assert!(ran.status.success(), "{ran:?}");
+    let csv = String::from_utf8(ran.stdout).unwrap();
+    let mut rows = csv.lines();
+    assert_eq!(
+        rows.next(),
+        Some("task,name,exit_code,trap,fuel_used,a,b,c,steps,dt,x,v,energy,peak,random")
+    );
+    let rows: Vec<Vec<&str>> = rows.map(|r| r.split(',').collect()).collect();
+    assert_eq!(rows.len(), lines.len(), "{csv}");
+    let bits = |cell: &str| cell.parse::<f64>().unwrap().to_bits();
+    for (i, row) in rows.iter().enumerate() {
+        let [a, b, c] = lines[i];
+        let line = SweepLine::compute(a, b, c, steps, &randoms[i]);
+        let task = &tasks[i];
+        assert_eq!(
+            row[..5],
+            [
+                &*i.to_string(),
+                &*i.to_string(),
+                "0",
+                "",
+                &*task.fuel_used.to_string()
+            ],
+            "{row:?}"
+        );
+        let numbers = [
+            a,
+            b,
+            c,
+            f64::from(steps),
+            1e-3,
+            line.x,
+            line.v,
+            line.energy,
+            line.peak,
+        ];
+        for (cell, want) in row[5..14].iter().zip(numbers) {
+            assert_eq!(
+                bits(cell),
+                want.to_bits(),
+                "row {i}: {cell} is not {want:e}"
+            );
+        }
+        assert_eq!(row[14], randoms[i]);
+    }
 }
 
 /// The `count word` lines of the `top` most frequent words (ASCII letters,
