@@ -3,14 +3,18 @@
 // Everything on the page comes from the monitor channel (dashboard/monitor.js);
 // there is no polling. A snapshot replaces what the page knew, events change
 // it, tiles paint Mandelbrot pictures. HTTP is only for what a person asks
-// for: pausing, resuming and cancelling a job, downloading a result, and the
-// picture of a job that finished before the page saw it.
+// for: pausing, resuming and cancelling a job, downloading a result, the
+// picture of a job that finished before the page saw it, and an open wasm
+// job's fuel per task and first outputs.
 //
 // The modules, one concern each:
 //   dashboard/token.js      the token: #token=..., localStorage, the form
 //   dashboard/api.js        authorized requests and downloads
 //   dashboard/monitor.js    the socket, frame decoding, reconnecting
 //   dashboard/jobs.js       job cards
+//   dashboard/wasm.js       a wasm job's failures, fuel per task and gallery
+//   dashboard/histogram.js  the fuel histogram
+//   dashboard/images.js     which outputs are pictures (PNG, PPM), as PNGs
 //   dashboard/workers.js    the worker list, grouped by donor
 //   dashboard/chart.js      the throughput chart
 //   dashboard/mandelbrot.js the PNG export's colours on a canvas

@@ -158,6 +158,15 @@ impl DashboardPage {
         text.with_context(|| format!("no element matches {selector}"))
     }
 
+    /// The trimmed texts of every element matching `selector`, in order.
+    pub async fn texts(&self, selector: &str) -> anyhow::Result<Vec<String>> {
+        let selector = serde_json::to_string(selector)?;
+        self.eval(&format!(
+            "[...document.querySelectorAll({selector})].map(e => e.textContent.trim())"
+        ))
+        .await
+    }
+
     /// Saves a PNG of the whole page (beyond the window, at the window's
     /// width) as `tests/artifacts/{name}.png`, prints its path and returns it.
     pub async fn screenshot(&self, name: &str) -> anyhow::Result<PathBuf> {

@@ -1,5 +1,5 @@
-// The job API with the bearer token: job actions, result downloads, and a
-// token check. Every request goes through `request`, which turns a refusal
+// The job API with the bearer token: job actions, result downloads, a wasm
+// job's fuel per task and task outputs, and a token check. Every request goes through `request`, which turns a refusal
 // (401) into a call to `onRefused` and any other error into an ApiError with
 // the coordinator's own sentence.
 
@@ -55,6 +55,16 @@ export class Api {
   /** A done job's result; for mandelbrot {width, height, max_iter, iterations}. */
   async results(id) {
     return (await this.request("GET", `api/jobs/${id}/results?format=json`)).json();
+  }
+
+  /** A wasm job's fuel per task in brief: {tasks, total, min, median, max, bin_width, bins}. */
+  async fuel(id) {
+    return (await this.request("GET", `api/jobs/${id}/fuel`)).json();
+  }
+
+  /** What a wasm job's task wrote to stdout: the response, to read as far as needed. */
+  async output(id, task) {
+    return this.request("GET", `api/jobs/${id}/outputs/${task}`);
   }
 
   /** Saves a done job's result as a file (json, csv or png). */

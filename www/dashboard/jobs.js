@@ -2,11 +2,14 @@
 // and updated in place from status objects. A card shows the job's state and
 // progress, its rate and ETA (worked out here from the progress events), the
 // pause, resume and cancel buttons while it is live, the downloads once it is
-// done, and its result: a running total, a nonce list or a picture.
+// done, and its result: a running total, a nonce list or a picture; for a
+// wasm job also its first failures, its fuel per task and a gallery of its
+// first outputs when they are pictures (dashboard/wasm.js).
 
 import * as format from "./format.js";
 import { ApiError } from "./api.js";
 import { MandelbrotImage } from "./mandelbrot.js";
+import { WasmDetails } from "./wasm.js";
 
 // Beyond this many jobs, the oldest are not shown (`grid status` lists them).
 const MAX_CARDS = 100;
@@ -189,6 +192,7 @@ class JobCard {
     this.history = [];
     this.image = null;
     this.fetching = false;
+    this.wasm = status.kernel === "wasm" ? new WasmDetails($(".wasm"), () => this.list.api) : null;
     this.confirmTimer = null;
 
     this.el.pause.addEventListener("click", () =>
@@ -301,13 +305,10 @@ class JobCard {
           // Fuel is the grid's unit of donated compute: one a WebAssembly
           // instruction of the user's program, the same in every engine.
           answer = `${format.count(value.fuel_used)} fuel${sofar}`;
-          const first = value.failures?.[0];
-          detail = value.tasks_failed === 0
-            ? "every task exited 0"
-            : `${format.counted(value.tasks_failed, "task")} failed; task ${first.task}: ` +
-              (first.trap ? `trap ${first.trap}` : `exit code ${first.exit_code}`) +
-              (first.stderr ? ` (${first.stderr.slice(0, 120)})` : "");
+          // The first failures themselves are listed below (wasm.js).
+          detail = value.tasks_failed === 0 ? "every task exited 0" : `${format.counted(value.tasks_failed, "task")} failed`;
         }
+        this.wasm?.update(status, this.root.open, this.key, (text) => this.say(text));
         break;
     }
     if (status.state === "failed") {

@@ -2,8 +2,9 @@
 //! workers: it follows a Mandelbrot job to its picture (pixels checked against
 //! the PNG export's colours of natively computed counts), pauses, resumes and
 //! cancels jobs, downloads a result, groups a browser tab's connections, asks
-//! for a token and refuses a wrong one, and comes back after the coordinator
-//! restarts. Screenshots at laptop and phone sizes land in tests/artifacts/.
+//! for a token and refuses a wrong one, comes back after the coordinator
+//! restarts, and shows a wasm job's failures, fuel per task and first
+//! outputs as pictures. Screenshots at laptop and phone sizes land in tests/artifacts/.
 //! Each test runs in a [`BrowserTest`], which stops what it started and
 //! fails on errors the last page logged that the test did not expect.
 
@@ -19,7 +20,9 @@ use grid_protocol::{Hello, PROTOCOL_VERSION, WorkerKind, WorkerMessage};
 use grid_tests::browser::BrowserTest;
 use grid_tests::dashboard::{DashboardPage, LAPTOP, PHONE};
 use grid_tests::raw::RawSocket;
-use grid_tests::{TOKEN, assert_primes, job, primes, submit, wait_for_job, wait_for_workers};
+use grid_tests::{
+    TOKEN, assert_primes, grid_cli_async, job, primes, submit, wait_for_job, wait_for_workers,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -252,9 +255,12 @@ async fn the_dashboard_follows_jobs_to_their_results() {
         .text(&format!("{} .answer-detail", card(spinning)))
         .await
         .unwrap();
-    assert!(
-        detail.starts_with("2 tasks failed; task 0: trap out_of_fuel"),
-        "{detail}"
+    assert_eq!(detail, "2 tasks failed");
+    assert_eq!(
+        page.texts(&format!("{} .failures li", card(spinning)))
+            .await
+            .unwrap(),
+        ["task 0: trap out_of_fuel", "task 1: trap out_of_fuel"]
     );
     let params = page
         .text(&format!("{} .params", card(spinning)))
@@ -429,6 +435,302 @@ async fn the_dashboard_follows_jobs_to_their_results() {
     page.screenshot("dashboard-phone").await.unwrap();
 
     tab.abort();
+    test.finish(page).await;
+}
+
+/// Echoes stdin to stdout, 64 KiB at a time.
+const ECHO: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (func (export "_start")
+    (loop $more
+      (i32.store (i32.const 0) (i32.const 1024))
+      (i32.store (i32.const 4) (i32.const 65536))
+      (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+      (if (i32.gt_u (i32.load (i32.const 8)) (i32.const 0))
+        (then
+          (i32.store (i32.const 4) (i32.load (i32.const 8)))
+          (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 12)))
+          (br $more))))))"#;
+
+/// Says what is wrong on stderr and exits 3.
+const COMPLAIN: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 64) "bad input: no such parameter\n")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 64))
+    (i32.store (i32.const 4) (i32.const 29))
+    (drop (call $write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (call $exit (i32.const 3))))"#;
+
+/// `grid submit wasm ARGS --wait --json` against the test's grid: the job's id.
+async fn submit_wasm(test: &BrowserTest, args: &[&str]) -> u64 {
+    let mut all = vec!["submit", "wasm"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--wait", "--json"]);
+    let (code, stdout, stderr) = grid_cli_async(test.url(), &all).await;
+    assert_eq!(code, 0, "{stderr}");
+    let status: grid_protocol::api::JobStatus = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(status.state, JobState::Done, "{status:?}");
+    status.id
+}
+
+/// Each task's fuel, from `grid results JOB --format json`.
+async fn fuel_of_tasks(test: &BrowserTest, job: u64) -> Vec<u64> {
+    let (code, stdout, stderr) = grid_cli_async(
+        test.url(),
+        &["results", &job.to_string(), "--format", "json"],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let grid_kernels::JobResult::Wasm { tasks } = serde_json::from_str(&stdout).unwrap() else {
+        panic!("{stdout}")
+    };
+    tasks.iter().map(|t| t.fuel_used).collect()
+}
+
+/// The card shows the fuel per task that the export gives: its minimum,
+/// its median (the lower middle one of an even count) and its maximum.
+async fn assert_fuel_figures(page: &DashboardPage, test: &BrowserTest, job: u64) {
+    let card = format!(".job[data-job=\"{job}\"]");
+    page.wait_for(
+        &format!("document.querySelector('{card} .fuel')?.hidden === false"),
+        WAIT,
+    )
+    .await
+    .unwrap();
+    let mut fuel = fuel_of_tasks(test, job).await;
+    fuel.sort_unstable();
+    let expected = [fuel[0], fuel[(fuel.len() - 1) / 2], fuel[fuel.len() - 1]];
+    let mut shown = Vec::new();
+    for figure in ["min", "median", "max"] {
+        let text = page.text(&format!("{card} .fuel .{figure}")).await.unwrap();
+        shown.push(digits(&text).parse::<u64>().unwrap());
+    }
+    assert_eq!(shown, expected, "min, median and max fuel of {fuel:?}");
+    let bins: String = page
+        .eval(&format!(
+            "document.querySelector('{card} .fuel canvas').dataset.bins"
+        ))
+        .await
+        .unwrap();
+    assert!(bins.parse::<u32>().unwrap() >= 1, "a histogram: {bins}");
+}
+
+/// Waits until a card's gallery is complete: its caption written and every
+/// thumbnail decoded. Returns each thumbnail's natural size.
+async fn gallery(page: &DashboardPage, job: u64) -> Vec<(u32, u32)> {
+    let card = format!(".job[data-job=\"{job}\"]");
+    page.wait_for(
+        &format!(
+            "document.querySelector('{card} .gallery-caption')?.textContent !== '' \
+             && [...document.querySelectorAll('{card} .gallery img')].every(i => i.complete)"
+        ),
+        WAIT,
+    )
+    .await
+    .unwrap();
+    page.eval(&format!(
+        "[...document.querySelectorAll('{card} .gallery img')].map(i => [i.naturalWidth, i.naturalHeight])"
+    ))
+    .await
+    .unwrap()
+}
+
+/// A wasm job's card: the first failed tasks with their exit code and
+/// stderr, the fuel per task (the figures `grid results --format json`
+/// gives), and a gallery of the first outputs that are pictures: the path
+/// tracer's PPM tiles, pixel for pixel what the tasks wrote, and PNG files
+/// echoed back as they were, up to the first output that is not a picture.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_a_wasm_jobs_failures_fuel_and_pictures() {
+    let mut test = BrowserTest::start().await;
+    test.add_worker(2, "native-1");
+    let client = test.client();
+    let dir = tempfile::tempdir().unwrap();
+
+    // Two PNGs from the coordinator's own encoder, and a file that is not one.
+    let inputs = dir.path().join("inputs");
+    std::fs::create_dir(&inputs).unwrap();
+    let mut pngs = Vec::new();
+    for (name, width, height) in [("a.png", 40, 30), ("b.png", 24, 16)] {
+        let p = MandelbrotParams {
+            width,
+            height,
+            ..picture()
+        };
+        let id = submit(&client, &job(KernelSpec::Mandelbrot(p), 2)).await;
+        wait_for_job(&client, id, WAIT).await;
+        let png = client.results(id, ExportFormat::Png).await.unwrap();
+        std::fs::write(inputs.join(name), &png).unwrap();
+        pngs.push(png);
+    }
+    std::fs::write(inputs.join("c.txt"), "not a picture\n").unwrap();
+    std::fs::write(inputs.join("d.png"), &pngs[0]).unwrap();
+    let echo = dir.path().join("echo.wasm");
+    std::fs::write(&echo, wat::parse_str(ECHO).unwrap()).unwrap();
+    let echoed = submit_wasm(
+        &test,
+        &[
+            "--module",
+            &echo.to_string_lossy(),
+            "--inputs",
+            &inputs.to_string_lossy(),
+        ],
+    )
+    .await;
+
+    // The path tracer in 16 x 12 tiles of a 48 x 36 image, each a PPM.
+    let tiles: String = (0..3)
+        .flat_map(|y| (0..3).map(move |x| format!("{} {} 16 12\n", x * 16, y * 12)))
+        .collect();
+    let lines = dir.path().join("tiles.txt");
+    std::fs::write(&lines, tiles).unwrap();
+    let pathtracer = grid_tests::browser::repo_root().join("examples/build/pathtracer.wasm");
+    assert!(
+        pathtracer.is_file(),
+        "{} is missing: run `make examples` (make test does)",
+        pathtracer.display()
+    );
+    let traced = submit_wasm(
+        &test,
+        &[
+            "--module",
+            &pathtracer.to_string_lossy(),
+            "--lines",
+            &lines.to_string_lossy(),
+            "--args",
+            "--width 48 --height 36 --samples 2 --ppm",
+        ],
+    )
+    .await;
+
+    // Seven tasks that fail, each saying why on stderr.
+    let complain = dir.path().join("complain.wasm");
+    std::fs::write(&complain, wat::parse_str(COMPLAIN).unwrap()).unwrap();
+    let complaining = submit_wasm(
+        &test,
+        &["--module", &complain.to_string_lossy(), "--tasks", "7"],
+    )
+    .await;
+
+    let page = test.open_dashboard(Some(TOKEN), LAPTOP).await;
+    let card = |id: u64| format!(".job[data-job=\"{id}\"]");
+    for id in [echoed, traced, complaining] {
+        page.wait_for(&format!("document.querySelector('{}')", card(id)), WAIT)
+            .await
+            .unwrap();
+        // Unfolded, as a person would to look: that is when the card asks.
+        page.eval::<bool>(&format!(
+            "document.querySelector('{}').open = true",
+            card(id)
+        ))
+        .await
+        .unwrap();
+    }
+
+    // The failures: the first five, their exit code and stderr, and a count
+    // of the rest.
+    assert_eq!(
+        page.text(&format!("{} .answer-detail", card(complaining)))
+            .await
+            .unwrap(),
+        "7 tasks failed"
+    );
+    let failures = page
+        .texts(&format!("{} .failures li .what", card(complaining)))
+        .await
+        .unwrap();
+    assert_eq!(
+        failures,
+        (0..5)
+            .map(|t| format!("task {t}: exit code 3"))
+            .collect::<Vec<_>>()
+    );
+    let stderr = page
+        .texts(&format!("{} .failures .stderr", card(complaining)))
+        .await
+        .unwrap();
+    assert_eq!(stderr, vec!["bad input: no such parameter"; 5]);
+    assert!(
+        page.text(&format!("{} .failures .more", card(complaining)))
+            .await
+            .unwrap()
+            .starts_with("and 2 more failed tasks"),
+    );
+
+    // Fuel per task, as the export gives it, for each job.
+    for id in [echoed, traced, complaining] {
+        assert_fuel_figures(&page, &test, id).await;
+    }
+
+    // The path tracer's first six tiles, each pixel for pixel its PPM.
+    assert_eq!(gallery(&page, traced).await, vec![(16, 12); 6]);
+    let out = dir.path().join("traced");
+    let (code, _, stderr) = grid_cli_async(
+        test.url(),
+        &["results", &traced.to_string(), "-o", &out.to_string_lossy()],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let shown: Vec<Vec<u8>> = page
+        .eval(&format!(
+            "[...document.querySelectorAll('{} .gallery img')].map(img => {{ \
+                const g = Object.assign(document.createElement('canvas'), \
+                    {{width: img.naturalWidth, height: img.naturalHeight}}).getContext('2d'); \
+                g.drawImage(img, 0, 0); \
+                const rgba = g.getImageData(0, 0, img.naturalWidth, img.naturalHeight).data; \
+                return Array.from(rgba).filter((_, i) => i % 4 !== 3); \
+            }})",
+            card(traced)
+        ))
+        .await
+        .unwrap();
+    for (task, rgb) in shown.iter().enumerate() {
+        let ppm = std::fs::read(out.join(task.to_string())).unwrap();
+        assert!(ppm.starts_with(b"P6\n16 12\n255\n"), "task {task}");
+        assert!(
+            rgb[..] == ppm[ppm.len() - 16 * 12 * 3..],
+            "task {task}'s thumbnail is not its tile"
+        );
+    }
+    assert!(
+        page.text(&format!("{} .gallery-caption", card(traced)))
+            .await
+            .unwrap()
+            .starts_with("The first 6 outputs of 9"),
+    );
+
+    // The PNGs as they were, up to c.txt; each opens full size.
+    assert_eq!(gallery(&page, echoed).await, vec![(40, 30), (24, 16)]);
+    let links: Vec<(String, String, usize)> = page
+        .eval(&format!(
+            "Promise.all([...document.querySelectorAll('{} .gallery a')].map(async a => \
+                [a.href, a.target, (await (await fetch(a.href)).arrayBuffer()).byteLength]))",
+            card(echoed)
+        ))
+        .await
+        .unwrap();
+    for ((href, target, len), png) in links.iter().zip(&pngs) {
+        assert!(
+            href.starts_with("blob:") && target == "_blank",
+            "{href} {target}"
+        );
+        assert_eq!(*len, png.len());
+    }
+    // Every task failed: nothing to show.
+    assert!(
+        page.eval::<bool>(&format!(
+            "document.querySelector('{} .gallery').hidden",
+            card(complaining)
+        ))
+        .await
+        .unwrap()
+    );
+    page.screenshot("dashboard-wasm").await.unwrap();
     test.finish(page).await;
 }
 
