@@ -1,14 +1,17 @@
 // The donor page: consent, controls, and the Web Workers that compute.
 //
 // Each thread is one dedicated module Web Worker (worker.js) running the Rust
-// worker compiled to WebAssembly, with its own connection to the coordinator.
+// worker compiled to WebAssembly, with its own connection to the coordinator
+// (and, for users' kernels, a kernel thread of its own nested in it: kernel.js).
 // All of a tab's workers share one donor session id. This file only starts
 // and stops them, relays the donor's controls as commands, and adds up the
 // figures they report. Messages both ways are JSON text; the Rust side is
 // worker-wasm/src/page.rs.
 //
 // URL parameters: ?autostart=1 starts without the click (kiosks, tests),
-// ?threads=N and ?cap=P preset the controls, ?name=... the donor name.
+// ?threads=N and ?cap=P preset the controls, ?name=... the donor name,
+// ?task_limit_ms=MS stops a user's task that runs longer than that as a host
+// fault (tests; by default the limit follows the task's fuel).
 
 const MAX_THREADS = 64;
 const STOP_GRACE_MS = 5000;
@@ -28,6 +31,9 @@ const page = {
   cap: clampInt(params.get("cap") ?? 100, 10, 100),
   name: params.get("name") ?? localStorage.getItem("browsergrid.name") ?? "",
   session: randomId(),
+  taskLimitMs: params.has("task_limit_ms")
+    ? clampInt(params.get("task_limit_ms"), 1, 2 ** 31 - 1)
+    : null,
   /** @type {Slot[]} */
   slots: [],
   // Figures of workers already gone, so totals never go backwards.
@@ -87,6 +93,7 @@ function onWorkerMessage(slot, message) {
         name: page.name.trim() || null,
         cap: page.cap,
         paused: isPaused(),
+        task_limit_ms: page.taskLimitMs,
       });
       break;
     case "status":

@@ -2,6 +2,8 @@
 // WebAssembly worker and hands over to it. The protocol loop, the kernels and
 // the pacing are all Rust (worker-wasm); this file only loads them and
 // reports a failure to load or a crash to the page, which replaces the worker.
+// Users' kernels run on a kernel thread the Rust side starts inside this one
+// (kernel.js); its errors are handled there and never reach this file.
 
 import init, { run } from "./pkg/grid_worker_wasm.js";
 

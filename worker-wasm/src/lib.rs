@@ -1,7 +1,9 @@
 //! The browsergrid browser worker, compiled to WebAssembly. One instance runs
 //! in each dedicated module Web Worker of the donor page (`www/worker.js`
 //! loads it and calls [`run`]); each is one worker connection to the
-//! coordinator, with one compute thread.
+//! coordinator, with one compute thread. Users' kernels run on a kernel
+//! thread of its own, a nested Web Worker where `www/kernel.js` loads this
+//! same module and calls [`run_kernel_thread`].
 //!
 //! - [`pacing`]: the CPU cap as a duty cycle, and the task rate.
 //! - [`page`]: the messages between the donor page and its Web Workers, and
@@ -9,6 +11,8 @@
 //! - [`user_kernel`] (wasm only): users' kernels fetched, compiled with the
 //!   browser's own WebAssembly engine and run one instance a task, WASI
 //!   answered by [`grid_wasi`].
+//! - [`kernel_thread`] (wasm only): the nested Web Worker that runs them,
+//!   its messages, and the session's handle on it.
 //! - [`web`] (wasm only): the driver of the protocol session
 //!   ([`grid_protocol::session::WorkerSession`], shared with the native
 //!   worker) over a browser WebSocket, timers, the page and the panic hook.
@@ -17,6 +21,8 @@
 //! a task's output is byte-identical in a browser and natively. [`run_task`]
 //! and [`run_tasks`] expose them directly for parity checks and benchmarks.
 
+#[cfg(target_arch = "wasm32")]
+pub mod kernel_thread;
 pub mod pacing;
 pub mod page;
 #[cfg(target_arch = "wasm32")]
@@ -33,6 +39,29 @@ use wasm_bindgen::prelude::*;
 #[wasm_bindgen]
 pub fn run() {
     web::run();
+}
+
+/// Starts a kernel thread in the current Web Worker: runs the users' tasks
+/// its session sends, one at a time.
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen]
+pub fn run_kernel_thread() {
+    kernel_thread::serve();
+}
+
+/// A panic as one line: its message and where it happened.
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn panic_message(info: &std::panic::PanicHookInfo<'_>) -> String {
+    let payload = info
+        .payload()
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("the worker panicked");
+    match info.location() {
+        Some(at) => format!("{payload} at {}:{}:{}", at.file(), at.line(), at.column()),
+        None => payload.to_string(),
+    }
 }
 
 /// Computes task `index` of a `tasks`-task job of `spec_json` (the API's

@@ -27,6 +27,12 @@ pub enum Command {
         /// Start paused (the donor paused before this worker was added).
         #[serde(default)]
         paused: bool,
+        /// How long a user's task may run before it is stopped as a host
+        /// fault, instead of the limit worked out from its fuel
+        /// ([`crate::pacing::task_time_limit_ms`]): the page's
+        /// `?task_limit_ms=` parameter, for tests.
+        #[serde(default)]
+        task_limit_ms: Option<u64>,
     },
     /// Hand back unstarted tasks and ask the coordinator for no more.
     Pause {},
@@ -329,6 +335,20 @@ mod tests {
                 name: None,
                 cap: 80,
                 paused: false,
+                task_limit_ms: None,
+            })
+        );
+        assert_eq!(
+            Command::decode(
+                r#"{"type":"start","url":"ws://h/ws/worker","session":"ab12","cap":80,"task_limit_ms":1500}"#
+            ),
+            Ok(Command::Start {
+                url: "ws://h/ws/worker".into(),
+                session: "ab12".into(),
+                name: None,
+                cap: 80,
+                paused: false,
+                task_limit_ms: Some(1500),
             })
         );
         assert_eq!(

@@ -6,9 +6,14 @@
 //! and the task's `random_get` seed. The native worker does the same with
 //! wasmtime (`worker-native/src/wasm.rs`, `grid_wasm_runtime`).
 //!
+//! The two halves run on two threads: [`load`] and [`compiled`] on the
+//! session's Web Worker, which keeps the compiled modules and posts one with
+//! each task, and [`run`] on its kernel thread ([`crate::kernel_thread`]),
+//! which instantiates what it is given and keeps nothing between tasks.
+//!
 //! WASI is [`grid_wasi::Wasi`], the very code the native worker runs: each
 //! import of `wasi_snapshot_preview1` is a closure made once for the life of
-//! the Web Worker that hands the call to the current run's `Wasi`, with the
+//! the thread that hands the call to the current run's `Wasi`, with the
 //! instance's memory as a [`Memory`] (a fresh `Uint8Array` view on every
 //! access, since `memory.grow` detaches the old buffer). A [`Stop`]
 //! (`proc_exit`, stdout over its limit) unwinds the kernel by throwing a
@@ -16,17 +21,17 @@
 //! [`grid_wasi::outcome`] turns it, the stop and the prepared globals into the
 //! task's outcome exactly as the native runtime does.
 //!
-//! The kernel runs on the Web Worker's own stack and calls back into this
+//! The kernel runs on the kernel thread's own stack and calls back into this
 //! module for WASI. The prepared stack limit should always come first; if
 //! the engine's stack runs out while a WASI call is inside this module's
-//! Rust code, that code was cut off halfway and this instance of the worker
-//! cannot be trusted: it panics, which fails the task and has the page
-//! replace the Web Worker.
+//! Rust code, that code was cut off halfway and this instance cannot be
+//! trusted: it panics, which the kernel thread reports as a crash, and the
+//! session fails the task and starts a fresh kernel thread.
 
 use std::cell::{Cell, RefCell};
 
-use grid_kernels::wasm::{ValType, WASI_MODULE, WasmParams, exports};
-use grid_kernels::{ContentDigest, TaskOutput};
+use grid_kernels::ContentDigest;
+use grid_kernels::wasm::{ValType, WASI_MODULE, WasmOutcome, WasmParams, exports};
 use grid_wasi::{Func, Memory, Stop, TaskConfig, Wasi};
 use js_sys::{Function, Object, Reflect, Uint8Array, WebAssembly};
 use wasm_bindgen::JsCast;
@@ -79,9 +84,13 @@ thread_local! {
     static IMPORTS: Object = imports();
 }
 
-/// Whether this global can run users' kernels at all.
+/// Whether this global can run users' kernels at all: it has a WebAssembly
+/// engine and can start the kernel thread.
 pub fn supported() -> bool {
-    Reflect::has(&js_sys::global(), &"WebAssembly".into()).unwrap_or(false)
+    let global = js_sys::global();
+    ["WebAssembly", "Worker"]
+        .iter()
+        .all(|name| Reflect::has(&global, &(*name).into()).unwrap_or(false))
 }
 
 /// Where `module` is; `now` is `performance.now()`, to forget failures.
@@ -180,23 +189,30 @@ async fn fetch_and_compile(
     Ok(compiled.unchecked_into())
 }
 
-/// Runs one task of a wasm job whose module is [`Availability::Ready`]: its
-/// outcome, or why it could not run here (a host fault), which the worker
-/// reports as the task's failure.
-pub fn run(params: &WasmParams, task: u32, input: &[u8]) -> Result<TaskOutput, String> {
-    let module = MODULES
-        .with(|modules| {
-            modules.borrow().iter().find_map(|(d, s)| match s {
-                Slot::Ready(m) if *d == params.module => Some(m.clone()),
-                _ => None,
-            })
+/// The compiled `module`, if it is [`Availability::Ready`], for the kernel
+/// thread.
+pub fn compiled(module: &ContentDigest) -> Option<WebAssembly::Module> {
+    MODULES.with(|modules| {
+        modules.borrow().iter().find_map(|(d, s)| match s {
+            Slot::Ready(m) if d == module => Some(m.clone()),
+            _ => None,
         })
-        .ok_or_else(|| format!("the module {} is not compiled here", params.module))?;
-    let config = TaskConfig::of_task(params, task, input.to_vec());
+    })
+}
+
+/// Runs one task of a wasm job with its compiled `module`: its outcome, or
+/// why it could not run here (a host fault), which the worker reports as
+/// the task's failure.
+pub fn run(
+    module: &WebAssembly::Module,
+    params: &WasmParams,
+    task: u32,
+    input: Vec<u8>,
+) -> Result<WasmOutcome, String> {
+    let config = TaskConfig::of_task(params, task, input);
     let limits = config.limits;
-    let end = run_instance(&module, config).map_err(|e| e.to_string())?;
-    let outcome = outcome(&limits, end).map_err(|e| e.to_string())?;
-    Ok(TaskOutput::Wasm(outcome))
+    let end = run_instance(module, config).map_err(|e| e.to_string())?;
+    outcome(&limits, end).map_err(|e| e.to_string())
 }
 
 fn run_instance(module: &WebAssembly::Module, config: TaskConfig) -> Result<RunEnd, HostFault> {
@@ -278,7 +294,7 @@ fn classify(error: &JsValue) -> Ended {
 }
 
 /// A thrown value as one line.
-fn describe(error: &JsValue) -> String {
+pub(crate) fn describe(error: &JsValue) -> String {
     if let Some(text) = error.as_string() {
         return text;
     }
@@ -292,7 +308,7 @@ fn describe(error: &JsValue) -> String {
 }
 
 /// `{wasi_snapshot_preview1: {args_get: ..., ...}}`, one closure per
-/// function of the contract, kept for the life of the Web Worker.
+/// function of the contract, kept for the life of the thread.
 fn imports() -> Object {
     let wasi = Object::new();
     for func in Func::ALL {

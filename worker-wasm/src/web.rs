@@ -5,29 +5,46 @@
 //! when a connection is dead and when to dial again are the session's; this
 //! file only moves bytes and events between it and the browser.
 //!
-//! Computing happens in turns of about [`SLICE_MS`] (at least one task), each
-//! followed by a yield to the event loop (a `MessageChannel` message, or a
-//! `setTimeout` for the idle part of the CPU cap's duty cycle), so socket
-//! messages and page commands are handled between tasks.
+//! The built-in kernels compute on this thread in turns of about [`SLICE_MS`]
+//! (at least one task; their tasks are small), each followed by a yield to
+//! the event loop (a `MessageChannel` message, or a `setTimeout` for the idle
+//! part of the CPU cap's duty cycle), so socket messages and page commands
+//! are handled between tasks.
 //!
-//! A task of a user's kernel (a wasm job) needs its module compiled first:
-//! the turn does not take such a task until it is ([`WorkerSession::next_spec`]
-//! looks without taking); it starts the fetch and compile once
-//! ([`user_kernel::load`]) and computing resumes when that ends. The tasks of
-//! a module that cannot be had fail with the reason, as natively.
+//! A task of a user's kernel (a wasm job) runs on the kernel thread
+//! ([`KernelThread`], a nested Web Worker started when first needed), one
+//! task at a time, while this thread goes on answering the socket: a task
+//! may take longer than the coordinator's idle timeout. Its module is
+//! fetched and compiled here first: the turn does not take such a task until
+//! it is ([`WorkerSession::next_spec`] looks without taking); it starts the
+//! fetch and compile once ([`user_kernel::load`]) and computing resumes when
+//! that ends. The tasks of a module that cannot be had fail with the reason,
+//! as natively. When the kernel thread answers, the outcome is recorded and
+//! the next task waits out the CPU cap's idle time for the whole run.
+//!
+//! A running task is stopped by terminating its kernel thread, and a fresh
+//! one is started for the next task:
+//!
+//! | when | the task |
+//! |---|---|
+//! | the wall-clock backstop ([`task_time_limit_ms`] of its fuel, or the page's `task_limit_ms`) | failed, as a host fault |
+//! | the kernel thread crashed (a panic, an uncaught error, out of memory) | failed, as a host fault |
+//! | the donor paused | failed, saying so |
+//! | the donor stopped, or the connection ended | dropped: the coordinator re-issues a closed connection's tasks |
 //!
 //! JavaScript is single-threaded here, so all state lives in thread-locals
-//! borrowed briefly by each callback. The kernel runs while the state is not
-//! borrowed, so that a panic inside it can still reach the state, name the
-//! task to the coordinator and save what is finished.
+//! borrowed briefly by each callback. A built-in kernel runs while the state
+//! is not borrowed, so that a panic inside it can still reach the state,
+//! name the task to the coordinator and save what is finished.
 
 use std::cell::{Cell, RefCell};
 
-use grid_kernels::{KernelKind, KernelSpec, TaskRunner};
+use grid_kernels::{KernelKind, KernelSpec, TaskOutput, TaskRunner};
 use grid_protocol::close::close_reason;
 use grid_protocol::session::{Ended, Fault, Next, Outgoing, TICK_MS, WorkerSession};
 use grid_protocol::worker::TaskRef;
 use grid_protocol::{CloseCode, Hello, PROTOCOL_VERSION, WorkerKind};
+use grid_wasi::HostFault;
 use js_sys::{ArrayBuffer, Function};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -36,7 +53,8 @@ use web_sys::{
     WebSocket,
 };
 
-use crate::pacing::{DutyCycle, RateMeter, SLICE_MS};
+use crate::kernel_thread::{self, KernelThread, Reply};
+use crate::pacing::{DutyCycle, RateMeter, SLICE_MS, task_time_limit_ms};
 use crate::page::{Command, Event as PageEvent, State, Status};
 use crate::user_kernel::{self, Availability};
 
@@ -44,6 +62,9 @@ use crate::user_kernel::{self, Availability};
 const MAX_BUFFERED_BYTES: u32 = 4 * 1024 * 1024;
 /// The window of the task rate shown to the donor.
 const RATE_WINDOW_MS: f64 = 5_000.0;
+/// How long after a kernel thread failed to start users' tasks fail at once
+/// with the reason, before another is tried.
+const KERNEL_RETRY_MS: f64 = 60_000.0;
 
 thread_local! {
     static APP: RefCell<Option<App>> = const { RefCell::new(None) };
@@ -114,16 +135,41 @@ impl Socket {
 struct Callbacks {
     compute: Function,
     reconnect: Function,
+    /// Checks the running user's task against its wall-clock limit.
+    backstop: Function,
     /// Posting to it runs a compute turn as soon as queued events are handled.
     channel: MessageChannel,
+}
+
+/// A user's task on the kernel thread.
+struct Running {
+    task: TaskRef,
+    /// Names it in the kernel thread's answer.
+    seq: u64,
+    begun: f64,
+    /// When the backstop stops it (`performance.now()`).
+    deadline: f64,
+    timer: Option<i32>,
 }
 
 struct App {
     url: String,
     session: WorkerSession,
-    /// The task being computed, for the panic hook to name.
+    /// The built-in kernel's task being computed, for the panic hook to name.
     current: Option<TaskRef>,
+    /// Started when a user's task first needs it; replaced after a crash or
+    /// an interrupted task.
+    kernel: Option<KernelThread>,
+    /// Why the last kernel thread could not start, and when.
+    kernel_broken: Option<(String, f64)>,
+    running: Option<Running>,
+    next_seq: u64,
+    /// The page's wall-clock limit for users' tasks, instead of their fuel's.
+    task_limit_ms: Option<f64>,
     duty: DutyCycle,
+    /// No compute turn starts before this (`performance.now()`): the CPU
+    /// cap's idle time after the last turn or user's task.
+    rest_until: f64,
     rate: RateMeter,
     /// Milliseconds spent in kernels, over all connections.
     compute_ms: f64,
@@ -134,9 +180,9 @@ struct App {
     /// The browser cannot make a WebSocket for the URL at all; not retried.
     unusable_url: Option<String>,
     compute_scheduled: bool,
-    /// The next task's module is being fetched and compiled: no compute
-    /// turn until it is.
-    waiting_for_module: bool,
+    /// The next task's module is being fetched and compiled, or the kernel
+    /// thread is starting: no compute turn until it is done.
+    waiting: bool,
     callbacks: Callbacks,
     last_status: Option<Status>,
 }
@@ -167,9 +213,13 @@ fn handle_command(command: Command) {
             name,
             cap,
             paused,
-        } => start(url, session, name, cap, paused),
+            task_limit_ms,
+        } => start(url, session, name, cap, paused, task_limit_ms),
         Command::Pause {} => {
             with_app(|app| {
+                app.interrupt(Some(
+                    "the donor paused the worker while the task ran; its kernel thread was stopped",
+                ));
                 app.session.pause();
                 app.pump();
             });
@@ -187,6 +237,7 @@ fn handle_command(command: Command) {
         Command::Stop {} => {
             with_app(|app| {
                 app.session.stop();
+                app.interrupt(None);
                 app.pump();
                 if let Some(timer) = app.reconnect_timer.take() {
                     scope().clear_timeout_with_handle(timer);
@@ -204,7 +255,14 @@ fn handle_command(command: Command) {
     report();
 }
 
-fn start(url: String, session: String, name: Option<String>, cap: u32, paused: bool) {
+fn start(
+    url: String,
+    session: String,
+    name: Option<String>,
+    cap: u32,
+    paused: bool,
+    task_limit_ms: Option<u64>,
+) {
     if APP.with(|app| app.borrow().is_some()) {
         web_sys::console::warn_1(&"start: this worker is already started".into());
         return;
@@ -218,6 +276,10 @@ fn start(url: String, session: String, name: Option<String>, cap: u32, paused: b
         report();
     });
     let tick = Closure::<dyn FnMut()>::new(tick);
+    let backstop = Closure::<dyn FnMut()>::new(|| {
+        with_app(App::on_backstop);
+        report();
+    });
     let channel = MessageChannel::new().expect("MessageChannel");
     channel
         .port1()
@@ -225,6 +287,7 @@ fn start(url: String, session: String, name: Option<String>, cap: u32, paused: b
     let callbacks = Callbacks {
         compute: compute.as_ref().unchecked_ref::<Function>().clone(),
         reconnect: reconnect.as_ref().unchecked_ref::<Function>().clone(),
+        backstop: backstop.as_ref().unchecked_ref::<Function>().clone(),
         channel,
     };
     if let Err(error) = scope().set_interval_with_callback_and_timeout_and_arguments_0(
@@ -237,6 +300,7 @@ fn start(url: String, session: String, name: Option<String>, cap: u32, paused: b
     compute.forget();
     reconnect.forget();
     tick.forget();
+    backstop.forget();
 
     let mut session = WorkerSession::new(Hello {
         protocol: PROTOCOL_VERSION,
@@ -254,7 +318,13 @@ fn start(url: String, session: String, name: Option<String>, cap: u32, paused: b
         url,
         session,
         current: None,
+        kernel: None,
+        kernel_broken: None,
+        running: None,
+        next_seq: 0,
+        task_limit_ms: task_limit_ms.map(|ms| ms as f64),
         duty: DutyCycle::new(cap),
+        rest_until: 0.0,
         rate: RateMeter::new(RATE_WINDOW_MS),
         compute_ms: 0.0,
         socket: None,
@@ -262,7 +332,7 @@ fn start(url: String, session: String, name: Option<String>, cap: u32, paused: b
         reconnect_timer: None,
         unusable_url: None,
         compute_scheduled: false,
-        waiting_for_module: false,
+        waiting: false,
         callbacks,
         last_status: None,
     };
@@ -350,6 +420,7 @@ impl App {
     }
 
     fn on_close(&mut self, event: JsValue) {
+        self.interrupt(None);
         let event = event.unchecked_into::<CloseEvent>();
         let opened = self.socket.take().is_some_and(|s| s.opened);
         let next = if opened {
@@ -381,6 +452,7 @@ impl App {
         if let Some(socket) = self.socket.take() {
             socket.close(&fault.to_string());
         }
+        self.interrupt(None);
         let next = self
             .session
             .on_closed(Ended::Fault(fault), now_ms(), js_sys::Math::random());
@@ -437,11 +509,21 @@ impl App {
         }
     }
 
+    /// The CPU cap's idle time after `busy_ms` of computing.
+    fn rest_after(&mut self, busy_ms: f64) {
+        self.rest_until = now() + self.duty.idle_after(busy_ms);
+    }
+
     fn schedule_compute(&mut self, delay_ms: f64) {
-        if self.compute_scheduled || self.waiting_for_module || !self.session.has_work() {
+        if self.compute_scheduled
+            || self.waiting
+            || self.running.is_some()
+            || !self.session.has_work()
+        {
             return;
         }
         self.compute_scheduled = true;
+        let delay_ms = delay_ms.max(self.rest_until - now());
         // Let the network catch up before making more results.
         let backlog = self.socket.as_ref().map_or(0, |s| s.ws.buffered_amount());
         let delay_ms = if backlog > MAX_BUFFERED_BYTES {
@@ -471,10 +553,14 @@ impl App {
 
 /// What a compute turn does next.
 enum Step {
+    /// A built-in kernel's task, here.
     Run(TaskRef),
+    /// A user's task, on the kernel thread: the turn ends.
+    Dispatch(TaskRef),
     /// The task's module cannot be had: fail it with the reason.
     Fail(TaskRef, String),
-    /// The next task's module is on its way: end the turn.
+    /// The next task's module or the kernel thread is on its way: end the
+    /// turn.
     Wait,
 }
 
@@ -490,7 +576,7 @@ impl App {
                 Availability::Missing => {
                     user_kernel::load(&grid_protocol::http_base(&self.url), module, || {
                         with_app(|app| {
-                            app.waiting_for_module = false;
+                            app.waiting = false;
                             app.schedule_compute(0.0);
                         });
                     });
@@ -501,9 +587,198 @@ impl App {
                     return Some(Step::Fail(task, reason));
                 }
             }
+            if self
+                .kernel_broken
+                .as_ref()
+                .is_some_and(|(_, at)| now() - at >= KERNEL_RETRY_MS)
+            {
+                self.kernel_broken = None;
+            }
+            if self.kernel.is_none() && self.kernel_broken.is_none() {
+                self.start_kernel();
+            }
+            if let Some((reason, _)) = &self.kernel_broken {
+                let reason = reason.clone();
+                let task = self.session.start_task()?;
+                return Some(Step::Fail(task, reason));
+            }
+            if !self.kernel.as_ref().is_some_and(KernelThread::is_ready) {
+                return Some(Step::Wait);
+            }
+            return self.session.start_task().map(Step::Dispatch);
         }
         self.current = self.session.start_task();
         self.current.clone().map(Step::Run)
+    }
+
+    fn start_kernel(&mut self) {
+        let on_reply = |reply: Reply| {
+            with_app(|app| app.on_kernel_reply(reply));
+            report();
+        };
+        match KernelThread::start(on_reply) {
+            Ok(kernel) => self.kernel = Some(kernel),
+            Err(error) => {
+                web_sys::console::error_1(&error.clone().into());
+                self.kernel_broken = Some((error, now()));
+            }
+        }
+    }
+
+    /// Hands a user's task to the (ready) kernel thread and arms the
+    /// backstop.
+    fn dispatch(&mut self, task: TaskRef) {
+        let KernelSpec::Wasm(params) = task.spec.as_ref() else {
+            unreachable!("only users' tasks go to the kernel thread")
+        };
+        let (Some(kernel), Some(module)) = (&self.kernel, user_kernel::compiled(&params.module))
+        else {
+            let error = format!("the module {} is not compiled here", params.module);
+            self.session.fail_task(&task, &error);
+            return;
+        };
+        self.next_seq += 1;
+        let message = kernel_thread::Task {
+            seq: self.next_seq,
+            module,
+            params: params.clone(),
+            index: task.index,
+            input: task.input.to_vec(),
+        };
+        if let Err(error) = kernel.send(&message) {
+            if let Some(kernel) = self.kernel.take() {
+                kernel.stop();
+            }
+            self.session.fail_task(&task, &error);
+            return;
+        }
+        let begun = now();
+        let limit = self
+            .task_limit_ms
+            .unwrap_or_else(|| task_time_limit_ms(params.fuel));
+        self.running = Some(Running {
+            task,
+            seq: self.next_seq,
+            begun,
+            deadline: begun + limit,
+            timer: None,
+        });
+        self.arm_backstop();
+    }
+
+    /// A timer for the running task's deadline (in steps, if it is beyond
+    /// the longest delay a timer takes).
+    fn arm_backstop(&mut self) {
+        let Some(running) = &mut self.running else {
+            return;
+        };
+        let delay = (running.deadline - now()).clamp(0.0, f64::from(i32::MAX));
+        match scope().set_timeout_with_callback_and_timeout_and_arguments_0(
+            &self.callbacks.backstop,
+            delay.ceil() as i32,
+        ) {
+            Ok(timer) => running.timer = Some(timer),
+            Err(error) => web_sys::console::error_2(&"cannot arm the backstop:".into(), &error),
+        }
+    }
+
+    /// The running task's timer fired: past its deadline, it is stopped and
+    /// failed as a host fault, and goes to another worker.
+    fn on_backstop(&mut self) {
+        let Some(running) = &mut self.running else {
+            return;
+        };
+        running.timer = None;
+        if now() < running.deadline {
+            self.arm_backstop();
+            return;
+        }
+        let fault = HostFault::Engine(format!(
+            "the task ran past this worker's wall-clock limit of {:.1} s; its kernel thread was stopped",
+            (running.deadline - running.begun) / 1000.0
+        ))
+        .to_string();
+        web_sys::console::warn_1(&fault.clone().into());
+        self.interrupt(Some(&fault));
+        self.end_kernel_task();
+    }
+
+    fn on_kernel_reply(&mut self, reply: Reply) {
+        match reply {
+            Reply::Ready => {
+                if let Some(kernel) = &mut self.kernel {
+                    kernel.set_ready();
+                }
+                self.waiting = false;
+                self.schedule_compute(0.0);
+            }
+            Reply::Done { seq, result } => {
+                let Some(running) = self.running.take_if(|r| r.seq == seq) else {
+                    return;
+                };
+                if let Some(timer) = running.timer {
+                    scope().clear_timeout_with_handle(timer);
+                }
+                let busy = now() - running.begun;
+                self.compute_ms += busy;
+                self.rest_after(busy);
+                match result {
+                    Ok(outcome) => {
+                        self.session
+                            .finish_task(&running.task, &TaskOutput::Wasm(outcome));
+                    }
+                    // The module could not run here (a host fault): the task
+                    // goes elsewhere.
+                    Err(fault) => self.session.fail_task(&running.task, &fault),
+                }
+                self.end_kernel_task();
+            }
+            Reply::Crashed(error) => {
+                let error = format!("the kernel thread crashed: {error}");
+                web_sys::console::warn_1(&error.clone().into());
+                if let Some(kernel) = self.kernel.take() {
+                    if !kernel.is_ready() {
+                        self.kernel_broken = Some((error.clone(), now()));
+                    }
+                    kernel.stop();
+                }
+                // The turn may have waited for it to start: look afresh.
+                self.waiting = false;
+                self.interrupt(Some(&HostFault::Engine(error).to_string()));
+                self.end_kernel_task();
+            }
+        }
+    }
+
+    /// Stops the running user's task, if there is one, by terminating its
+    /// kernel thread (a fresh one starts for the next task). The task is
+    /// failed with `fault` (it goes to another worker), or without one
+    /// dropped (its connection is gone or going, and the coordinator
+    /// re-issues it).
+    fn interrupt(&mut self, fault: Option<&str>) {
+        let Some(running) = self.running.take() else {
+            return;
+        };
+        if let Some(kernel) = self.kernel.take() {
+            kernel.stop();
+        }
+        if let Some(timer) = running.timer {
+            scope().clear_timeout_with_handle(timer);
+        }
+        let busy = now() - running.begun;
+        self.compute_ms += busy;
+        self.rest_after(busy);
+        if let Some(fault) = fault {
+            self.session.fail_task(&running.task, fault);
+        }
+    }
+
+    /// After a user's task: what is ready goes out, and the next turn comes
+    /// after the cap's idle time.
+    fn end_kernel_task(&mut self) {
+        self.session.end_turn();
+        self.pump();
+        self.schedule_compute(0.0);
     }
 }
 
@@ -517,25 +792,26 @@ fn compute_turn() {
     while let Some(step) = with_app(App::next_step).flatten() {
         let task = match step {
             Step::Run(task) => task,
+            Step::Dispatch(task) => {
+                with_app(|app| app.dispatch(task));
+                break;
+            }
             Step::Fail(task, reason) => {
                 with_app(|app| app.session.fail_task(&task, &reason));
                 continue;
             }
             Step::Wait => {
-                with_app(|app| app.waiting_for_module = true);
+                with_app(|app| app.waiting = true);
                 break;
             }
         };
         let begun = now();
-        let output = match task.spec.as_ref() {
-            KernelSpec::Wasm(params) => user_kernel::run(params, task.index, &task.input),
-            spec => RUNNER.with(|runner| {
-                runner
-                    .borrow_mut()
-                    .run(spec, task.job_tasks, task.index)
-                    .map_err(|e| e.to_string())
-            }),
-        };
+        let output = RUNNER.with(|runner| {
+            runner
+                .borrow_mut()
+                .run(&task.spec, task.job_tasks, task.index)
+                .map_err(|e| e.to_string())
+        });
         let finished = now();
         with_app(|app| {
             app.current = None;
@@ -544,8 +820,6 @@ fn compute_turn() {
                 Ok(output) => {
                     app.session.finish_task(&task, output);
                 }
-                // The module could not run here (a host fault): the task
-                // goes elsewhere.
                 Err(error) => app.session.fail_task(&task, error),
             }
         });
@@ -556,8 +830,8 @@ fn compute_turn() {
     with_app(|app| {
         app.session.end_turn();
         app.pump();
-        let busy = now() - started;
-        app.schedule_compute(app.duty.idle_after(busy));
+        app.rest_after(now() - started);
+        app.schedule_compute(0.0);
     });
 }
 
@@ -582,10 +856,12 @@ fn tick() {
 fn report() {
     let status = with_app(|app| {
         let retrying = app.reconnect_timer.is_some();
+        // A user's task counts while it runs, not only once it is done.
+        let running_ms = app.running.as_ref().map_or(0.0, |r| now() - r.begun);
         let mut status = Status::of(
             &app.session,
             retrying,
-            app.compute_ms,
+            app.compute_ms + running_ms,
             app.rate.per_second(),
         );
         if let Some(reason) = &app.unusable_url {
@@ -612,16 +888,7 @@ fn on_panic(info: &std::panic::PanicHookInfo<'_>) {
     if CRASHED.replace(true) {
         return;
     }
-    let payload = info
-        .payload()
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("the worker panicked");
-    let message = match info.location() {
-        Some(at) => format!("{payload} at {}:{}:{}", at.file(), at.line(), at.column()),
-        None => payload.to_string(),
-    };
+    let message = crate::panic_message(info);
     APP.with(|cell| {
         // Borrowed only if the panic came from the driver itself, not a kernel.
         if let Ok(mut app) = cell.try_borrow_mut()

@@ -8,9 +8,18 @@
 //! (the float arithmetic redone in Rust, the canonical NaN bits, the WASI
 //! clock's fixed start), not against either worker. And a module a browser
 //! cannot fetch is its tasks' failure, never an outcome.
+//!
+//! A user's task runs on the browser worker's kernel thread, off the thread
+//! of its socket: a task longer than the coordinator's idle timeout
+//! completes on the same connection with the sum its oracle gives, and the
+//! donor's pause stops it (the task is given back failed, then done after
+//! the resume); a task past the page's wall-clock limit is stopped, reported
+//! as a host fault until the job fails on 3 workers, and the kernel thread
+//! that replaces the stopped one computes the next job, all on one
+//! connection.
 
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use grid_cli::client::Client;
 use grid_coordinator::ServerConfig;
@@ -18,7 +27,9 @@ use grid_kernels::wasm::{Trap, WasmInputs};
 use grid_kernels::{JobResult, WasmTaskResult};
 use grid_protocol::WorkerKind;
 use grid_protocol::api::{JobRequest, JobState, WasmRequest, WorkerInfo};
-use grid_tests::browser::{BrowserTest, ensure_firefox, ensure_wasm_built, exclusive_grid};
+use grid_tests::browser::{
+    BrowserTest, PAGE_TIMEOUT, ensure_firefox, ensure_wasm_built, exclusive_grid,
+};
 use grid_tests::wait_for_workers;
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(180);
@@ -538,4 +549,214 @@ async fn a_module_the_browser_cannot_fetch_fails_its_tasks() {
     let error = status.error.unwrap_or_default();
     assert!(error.contains("task 0 failed on 3 workers"), "{error}");
     test.finish(page).await;
+}
+
+/// Adds `i` for `i` in 0..`n` into an i64 that wraps, and writes the sum as 8
+/// bytes: a loop as long as a test needs, with an answer known in advance.
+fn long_sum_wat(n: u64) -> String {
+    format!(
+        r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start") (local $i i64) (local $sum i64)
+    (block $done (loop $l
+      (br_if $done (i64.ge_u (local.get $i) (i64.const {n})))
+      (local.set $sum (i64.add (local.get $sum) (local.get $i)))
+      (local.set $i (i64.add (local.get $i) (i64.const 1)))
+      (br $l)))
+    (i64.store (i32.const 16) (local.get $sum))
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 8))
+    (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#
+    )
+}
+
+/// What [`long_sum_wat`] writes: n(n - 1)/2, wrapped to 64 bits.
+fn long_sum_expected(n: u64) -> Vec<u8> {
+    let sum = u128::from(n) * u128::from(n - 1) / 2;
+    (sum as u64).to_le_bytes().to_vec()
+}
+
+/// Iterations of [`long_sum_wat`]: some seconds in Chromium on the machine
+/// this was written on, well past [`short_idle_timeout`]'s 2 s.
+const LONG_SUM_ITERATIONS: u64 = 12_000_000_000;
+
+/// The coordinator closes a worker it hears nothing from for 2 s (the
+/// session sends heartbeats every 500 ms, when it can).
+fn short_idle_timeout(config: &mut ServerConfig) {
+    config.idle_timeout = Duration::from_secs(2);
+    config.heartbeat = Duration::from_millis(500);
+}
+
+/// The one browser worker connected, by `/api/workers`.
+async fn browser_worker(client: &Client) -> WorkerInfo {
+    let workers = client.workers().await.expect("the workers");
+    let browsers: Vec<_> = workers
+        .into_iter()
+        .filter(|w| w.kind == WorkerKind::Browser)
+        .collect();
+    assert_eq!(browsers.len(), 1, "{browsers:#?}");
+    browsers.into_iter().next().unwrap()
+}
+
+/// The Prometheus counter of connections the coordinator closed for
+/// silence, 0 if none was.
+async fn idle_closes(url: &str) -> u64 {
+    let metrics = grid_tests::metrics(url).await;
+    metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("grid_connections_closed_total{reason=\"idle_timeout\"} ")
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_task_longer_than_the_idle_timeout_completes_and_a_pause_stops_it() {
+    let test = BrowserTest::start_with(short_idle_timeout).await;
+    let client = test.client();
+    let page = test.open_donor_page(1).await;
+    let worker = browser_worker(&client).await;
+
+    let module = wat::parse_str(long_sum_wat(LONG_SUM_ITERATIONS)).expect("the test's WAT");
+    let (module, _) = client
+        .ensure_blob(module)
+        .await
+        .expect("the module uploads");
+    let mut request = WasmRequest::new(module);
+    request.name = Some("long-sum.wasm".into());
+    request.fuel = Some(20 * LONG_SUM_ITERATIONS);
+    let mut job = JobRequest::new(request);
+    job.tasks = Some(1);
+    let id = client.submit(&job).await.expect("the job is accepted").id;
+
+    // While the task runs, the page names the program, and a pause stops
+    // it: the task comes back (failed) without an outcome.
+    page.wait_for(
+        "document.querySelector('#program-name').textContent === 'long-sum.wasm'",
+        PAGE_TIMEOUT,
+    )
+    .await
+    .expect("the page shows the program that runs");
+    page.click("#pause").await.unwrap();
+    page.wait_for("document.body.dataset.state === 'paused'", PAGE_TIMEOUT)
+        .await
+        .expect("the page pauses");
+    let deadline = Instant::now() + PAGE_TIMEOUT;
+    while browser_worker(&client).await.tasks_in_flight > 0 {
+        assert!(Instant::now() < deadline, "the paused worker kept its task");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = client.status(id).await.unwrap();
+    assert_eq!(
+        status.tasks.done, 0,
+        "the pause stopped the task: {status:?}"
+    );
+
+    // Resumed, the task runs to its end on the kernel thread, for longer
+    // than the idle timeout, while the socket's thread keeps the connection.
+    page.click("#pause").await.unwrap();
+    let started = Instant::now();
+    let tasks = done(&client, id).await;
+    eprintln!(
+        "the task of {LONG_SUM_ITERATIONS} iterations took about {:.1} s in Chromium",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!((tasks[0].trap, tasks[0].exit_code), (None, 0), "{tasks:?}");
+    let stdout = client.task_output(id, 0).await.unwrap();
+    assert_eq!(stdout, long_sum_expected(LONG_SUM_ITERATIONS));
+
+    let after = browser_worker(&client).await;
+    assert_eq!(after.id, worker.id, "the worker kept its connection");
+    assert_eq!(after.results_rejected, 0, "{after:?}");
+    assert_eq!(idle_closes(test.url()).await, 0);
+    test.finish(page).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_past_the_wall_clock_limit_is_a_host_fault_and_the_kernel_thread_is_replaced() {
+    let test = BrowserTest::start().await;
+    let client = test.client();
+    let page = test
+        .open_donor_page_with("autostart=1&threads=1&task_limit_ms=1500")
+        .await;
+    page.wait_for(
+        "document.body.dataset.state === 'working' && \
+         document.querySelector('#connected-workers').textContent === '1'",
+        PAGE_TIMEOUT,
+    )
+    .await
+    .expect("the page's worker connects");
+    let worker = browser_worker(&client).await;
+
+    // Fuel for hours: only the wall-clock limit ends it.
+    let module = wat::parse_str(SPIN).expect("the test's WAT");
+    let (module, _) = client
+        .ensure_blob(module)
+        .await
+        .expect("the module uploads");
+    let mut request = WasmRequest::new(module);
+    request.fuel = Some(1 << 50);
+    let mut job = JobRequest::new(request);
+    job.tasks = Some(1);
+    let spin = client.submit(&job).await.expect("the job is accepted").id;
+    let status = grid_tests::wait_for_job(&client, spin, JOB_TIMEOUT).await;
+    assert_eq!(status.state, JobState::Failed, "{status:?}");
+    let error = status.error.unwrap_or_default();
+    assert!(error.contains("failed on 3 workers"), "{error}");
+
+    // A fresh kernel thread computes the next job, on the same connection.
+    let n = 1000;
+    let module = wat::parse_str(long_sum_wat(n)).expect("the test's WAT");
+    let (module, _) = client
+        .ensure_blob(module)
+        .await
+        .expect("the module uploads");
+    let mut job = JobRequest::new(WasmRequest::new(module));
+    job.tasks = Some(2);
+    let id = client.submit(&job).await.expect("the job is accepted").id;
+    for task in done(&client, id).await {
+        assert_eq!((task.trap, task.exit_code), (None, 0), "{task:?}");
+        let stdout = client.task_output(id, task.task).await.unwrap();
+        assert_eq!(stdout, long_sum_expected(n));
+    }
+    assert_eq!(browser_worker(&client).await.id, worker.id);
+    test.finish(page).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firefox_runs_a_users_task_longer_than_the_idle_timeout() {
+    // SpiderMonkey takes about three times V8's time over this loop.
+    const FIREFOX_ITERATIONS: u64 = LONG_SUM_ITERATIONS / 3;
+    ensure_wasm_built().expect("www/pkg builds");
+    let (grid, _turn, _dir) = exclusive_grid(short_idle_timeout).await;
+    let client = grid.client();
+    let firefox = Firefox::open(&format!("{}/?autostart=1&threads=1", grid.url));
+    wait_for_workers(&client, "Firefox's worker", |w| w.len() == 1).await;
+    let worker = browser_worker(&client).await;
+
+    let module = wat::parse_str(long_sum_wat(FIREFOX_ITERATIONS)).expect("the test's WAT");
+    let (module, _) = client
+        .ensure_blob(module)
+        .await
+        .expect("the module uploads");
+    let mut request = WasmRequest::new(module);
+    request.fuel = Some(20 * FIREFOX_ITERATIONS);
+    let mut job = JobRequest::new(request);
+    job.tasks = Some(1);
+    let id = client.submit(&job).await.expect("the job is accepted").id;
+    let started = Instant::now();
+    let tasks = done(&client, id).await;
+    eprintln!(
+        "the task of {FIREFOX_ITERATIONS} iterations took about {:.1} s in Firefox",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!((tasks[0].trap, tasks[0].exit_code), (None, 0), "{tasks:?}");
+    let stdout = client.task_output(id, 0).await.unwrap();
+    assert_eq!(stdout, long_sum_expected(FIREFOX_ITERATIONS));
+    assert_eq!(browser_worker(&client).await.id, worker.id);
+    assert_eq!(idle_closes(&grid.url).await, 0);
+    drop(firefox);
+    grid.stop().await;
 }
