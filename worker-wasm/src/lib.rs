@@ -19,7 +19,8 @@
 //!
 //! The kernels are [`grid_kernels`], the very code the native worker runs, so
 //! a task's output is byte-identical in a browser and natively. [`run_task`]
-//! and [`run_tasks`] expose them directly for parity checks and benchmarks.
+//! and [`run_tasks`] expose them directly for parity checks and benchmarks,
+//! and `run_user_task` a user's kernel's task as the kernel thread runs it.
 
 #[cfg(target_arch = "wasm32")]
 pub mod kernel_thread;
@@ -47,6 +48,27 @@ pub fn run() {
 #[wasm_bindgen]
 pub fn run_kernel_thread() {
     kernel_thread::serve();
+}
+
+/// Runs task `index` of a wasm job whose params are `params_json` (the
+/// job's `WasmParams`), with its compiled prepared `module` and `input` as
+/// stdin, on the calling thread, and returns the outcome's bytes: what the
+/// kernel thread does for a task, for parity checks and benchmarks. An
+/// error is the host fault.
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen]
+pub fn run_user_task(
+    module: &js_sys::WebAssembly::Module,
+    params_json: &str,
+    index: u32,
+    input: Vec<u8>,
+) -> Result<Vec<u8>, JsError> {
+    let params: grid_kernels::wasm::WasmParams = serde_json::from_str(params_json)
+        .map_err(|e| JsError::new(&format!("invalid params: {e}")))?;
+    let outcome = user_kernel::run(module, &params, index, input).map_err(|e| JsError::new(&e))?;
+    let mut bytes = Vec::with_capacity(outcome.encoded_len());
+    outcome.encode_into(&mut bytes);
+    Ok(bytes)
 }
 
 /// A panic as one line: its message and where it happened.

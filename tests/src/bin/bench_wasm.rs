@@ -1,5 +1,5 @@
 //! Benchmark: each kernel's tasks in WebAssembly in headless Chromium against
-//! the same tasks natively, as a markdown table. It reports figures and checks
+//! the same tasks natively, as markdown tables. It reports figures and checks
 //! that the bytes agree; it never fails on speed.
 //!
 //! ```text
@@ -11,14 +11,34 @@
 //! its `run_tasks` export on the page; each figure is the best of N runs after
 //! a warm-up, timed with `performance.now()` around the call on one side and
 //! `Instant` around the same loop over `TaskRunner` on the other.
+//!
+//! Users' kernels (issue 11), with the path tracer from `make examples`
+//! (`examples/build/pathtracer.wasm`; without it these rows say so):
+//!
+//! - One task, a whole 320x240 frame at 16 samples a pixel, of the module the
+//!   coordinator prepared: in Chromium through the worker's `run_user_task`
+//!   export (the kernel thread's own code: a fresh instance, WASI from
+//!   `grid_wasi`), against wasmtime through `grid_wasm_runtime` as `grid run`
+//!   and the native worker run it. Best of N after a warm-up each, and the
+//!   outcomes must be the same bytes.
+//! - Frames per minute on one Chromium tab with 2 worker threads against a
+//!   real coordinator: the frame in 24 strips of 10 rows, each a task, from
+//!   submission to the last strip collated, as benchmark 7 measures two
+//!   native workers (`tests/src/bench/kernels.rs`); each run a fresh tab,
+//!   whose workers fetch and compile the module.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use grid_cli::client::Client;
 use grid_kernels::spec::{HashsearchParams, MandelbrotParams, MonteCarloParams, PrimesParams};
+use grid_kernels::wasm::{WasmInputs, WasmParams};
 use grid_kernels::{KernelSpec, TaskRunner};
+use grid_protocol::WorkerKind;
+use grid_protocol::api::{JobRequest, JobState, WasmRequest};
 use grid_tests::TestGrid;
-use grid_tests::browser::{TestBrowser, ensure_wasm_built};
+use grid_tests::browser::{PAGE_TIMEOUT, TestBrowser, TestPage, ensure_wasm_built, repo_root};
+use grid_wasi::TaskConfig;
 use serde::Deserialize;
 
 /// A run of consecutive tasks of one job.
@@ -159,6 +179,8 @@ async fn bench() -> anyhow::Result<()> {
         "Best of {repeat} runs after a warm-up; outputs byte-identical. \
          {version}; worker module {wasm_bytes} bytes."
     );
+    println!();
+    users_kernels(&grid, &browser, &page, repeat).await?;
     let errors = page.console_errors();
     page.close().await?;
     browser.close().await;
@@ -167,6 +189,209 @@ async fn bench() -> anyhow::Result<()> {
         bail!("the page logged errors: {errors:#?}");
     }
     Ok(())
+}
+
+/// The path tracer's argv after its name: one 320x240 frame at 16 samples.
+const PATHTRACER_ARGS: [&str; 6] = ["--width", "320", "--height", "240", "--samples", "16"];
+
+/// The path tracer in Chromium against wasmtime, one task; then its frames
+/// per minute on a Chromium tab of 2 worker threads.
+async fn users_kernels(
+    grid: &TestGrid,
+    browser: &TestBrowser,
+    page: &TestPage,
+    repeat: usize,
+) -> anyhow::Result<()> {
+    let example = repo_root().join("examples/build/pathtracer.wasm");
+    let Ok(module) = std::fs::read(&example) else {
+        println!(
+            "Users' kernels: not measured, {} is missing (run `make examples`).",
+            example.display()
+        );
+        return Ok(());
+    };
+    let client = grid.client();
+    let (module, _) = client.ensure_blob(module).await?;
+    let request = || WasmRequest {
+        args: PATHTRACER_ARGS.map(String::from).to_vec(),
+        ..WasmRequest::new(module)
+    };
+
+    // One task of the module as the coordinator prepared it. No worker is
+    // connected: the job only prepares the module, and is then cancelled.
+    let mut job = JobRequest::new(request());
+    job.tasks = Some(1);
+    let status = client.submit(&job).await?;
+    let KernelSpec::Wasm(params) = status.spec else {
+        bail!("not a wasm job: {status:?}")
+    };
+    let prepared = std::fs::read(
+        grid.data_dir
+            .join("modules")
+            .join(params.module.to_string()),
+    )
+    .context("the prepared module in the coordinator's store")?;
+    let native_params = params.clone();
+    let (native_ms, native_bytes) = std::thread::Builder::new()
+        .stack_size(grid_wasm_runtime::THREAD_STACK)
+        .spawn(move || pathtracer_natively(&prepared, &native_params, repeat))?
+        .join()
+        .map_err(|_| anyhow::anyhow!("the native run panicked"))??;
+    let script = format!(
+        "(async () => {{ \
+            const wasm = await import('/pkg/grid_worker_wasm.js'); \
+            await wasm.default(); \
+            const response = await fetch('/api/modules/{module}'); \
+            const module = await WebAssembly.compile(await response.arrayBuffer()); \
+            const params = {params}; \
+            let best = Infinity, bytes; \
+            for (let i = 0; i <= {repeat}; i++) {{ \
+                const t0 = performance.now(); \
+                bytes = wasm.run_user_task(module, params, 0, new Uint8Array()); \
+                const ms = performance.now() - t0; \
+                if (i > 0) best = Math.min(best, ms); \
+            }} \
+            return {{ ms: best, hex: Array.from(bytes, b => b.toString(16).padStart(2, '0')).join('') }}; \
+        }})()",
+        module = params.module,
+        params = serde_json::to_string(&serde_json::to_string(&params)?)?,
+    );
+    let chromium: WasmRun = page.eval(&script).await?;
+    client.cancel(status.id).await?;
+    if chromium.hex != hex(&native_bytes) {
+        bail!("the path tracer's outcome in Chromium differs from wasmtime's");
+    }
+
+    let per_minute = frames_per_minute(grid, browser, &client, request, repeat.min(3)).await?;
+    let median = {
+        let mut sorted = per_minute.clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted[sorted.len() / 2]
+    };
+    let (low, high) = per_minute
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+
+    println!("| users' kernel: path tracer, 320x240 x 16 spp | figure |");
+    println!("|---|---:|");
+    println!(
+        "| one task in Chromium / on wasmtime, same prepared module | {:.2}x ({:.1} / {native_ms:.1} ms) |",
+        chromium.ms / native_ms,
+        chromium.ms
+    );
+    println!(
+        "| frames per minute, one Chromium tab x 2 worker threads, 24 strips | {median:.0} ({low:.0}-{high:.0}, {} runs) |",
+        per_minute.len()
+    );
+    println!();
+    println!(
+        "One task: best of {repeat} after a warm-up on each side, outcomes byte-identical. \
+         Frames: submission to the last strip collated, a fresh tab each run."
+    );
+    Ok(())
+}
+
+/// The best of `repeat` runs (after a warm-up) of task 0 of the path
+/// tracer's job on wasmtime, and its outcome's bytes. Needs a thread with
+/// [`grid_wasm_runtime::THREAD_STACK`].
+fn pathtracer_natively(
+    prepared: &[u8],
+    params: &WasmParams,
+    repeat: usize,
+) -> anyhow::Result<(f64, Vec<u8>)> {
+    let engine = grid_wasm_runtime::Engine::new()?;
+    let kernel = engine.compile(prepared)?;
+    let limits = params.limits();
+    let mut best = f64::MAX;
+    let mut bytes = Vec::new();
+    for i in 0..=repeat {
+        let config = TaskConfig::of_task(params, 0, Vec::new());
+        let started = Instant::now();
+        let outcome = kernel.run(config, &limits)?;
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        if i > 0 {
+            best = best.min(ms);
+        }
+        bytes.clear();
+        outcome.encode_into(&mut bytes);
+    }
+    Ok((best, bytes))
+}
+
+/// Frames per minute of the path tracer in 24 strips on a fresh donor tab
+/// with 2 worker threads, `runs` times.
+async fn frames_per_minute(
+    grid: &TestGrid,
+    browser: &TestBrowser,
+    client: &Client,
+    request: impl Fn() -> WasmRequest,
+    runs: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let strips: String = (0..24).map(|i| format!("0 {} 320 10\n", i * 10)).collect();
+    let (strips, _) = client.ensure_blob(strips.into_bytes()).await?;
+    let mut per_minute = Vec::new();
+    for _ in 0..runs {
+        let tab = browser
+            .open(&format!("{}/?autostart=1&threads=2", grid.url))
+            .await?;
+        let deadline = Instant::now() + PAGE_TIMEOUT;
+        loop {
+            let workers = client.workers().await?;
+            if workers
+                .iter()
+                .filter(|w| w.kind == WorkerKind::Browser)
+                .count()
+                == 2
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the tab's 2 workers did not connect: {workers:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let job = JobRequest::new(WasmRequest {
+            inputs: Some(WasmInputs::Lines(strips)),
+            ..request()
+        });
+        let submitted_ms = unix_ms();
+        let id = client.submit(&job).await?.id;
+        let status = grid_tests::wait_for_job(client, id, Duration::from_secs(600)).await;
+        if status.state != JobState::Done {
+            bail!("the frame's job ended badly: {status:?}");
+        }
+        let finished_ms = status
+            .finished_at
+            .context("a done job without finished_at")? as f64;
+        per_minute.push(60_000.0 / (finished_ms - submitted_ms).max(1.0));
+        let errors = tab.console_errors();
+        tab.close().await?;
+        if !errors.is_empty() {
+            bail!("the donor tab logged errors: {errors:#?}");
+        }
+        // The tab's workers leave before the next run's arrive.
+        let deadline = Instant::now() + PAGE_TIMEOUT;
+        while client
+            .workers()
+            .await?
+            .iter()
+            .any(|w| w.kind == WorkerKind::Browser)
+        {
+            if Instant::now() > deadline {
+                bail!("the closed tab's workers are still connected");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(per_minute)
+}
+
+fn unix_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64()
+        * 1000.0
 }
 
 #[tokio::main]
