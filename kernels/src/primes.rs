@@ -123,10 +123,11 @@ pub fn count_primes(start: u64, end: u64, base: &mut BasePrimes) -> u64 {
     let marked = &base_primes[base_primes.partition_point(|&p| p <= 13)..];
     let small = marked.partition_point(|&p| (p as usize) < SEGMENT_ODDS);
     let (small, large) = marked.split_at(small);
-    let mut next: Vec<u32> = Vec::with_capacity(small.len());
+    let mut next: Vec<u32> = Vec::new();
 
     let total_odds = (last - low) / 2 + 1;
-    let mut segment = vec![0u8; SEGMENT_ODDS];
+    // No wider than the range: tiny tasks are common.
+    let mut segment = vec![0u8; (SEGMENT_ODDS as u64).min(total_odds) as usize];
     let mut offset = 0;
     while offset < total_odds {
         let odds = (SEGMENT_ODDS as u64).min(total_odds - offset) as usize;
