@@ -434,6 +434,20 @@ impl WorkerSession {
         }
     }
 
+    /// A started task is abandoned unfinished (the donor paused while it
+    /// ran): hand it back to the coordinator, which re-issues it without
+    /// counting a failure. Call it after [`Self::pause`], so that `pause`
+    /// reaches the coordinator before the task does and it is not given
+    /// straight back.
+    pub fn return_task(&mut self, task: &TaskRef) {
+        if !self.is_connected() {
+            return;
+        }
+        if let Some(returned) = self.core.give_back(task) {
+            self.send(&returned);
+        }
+    }
+
     /// The end of a compute turn: finished batches (and full frames) go out
     /// at once; partial ones wait for the flush.
     pub fn end_turn(&mut self) {
@@ -747,6 +761,38 @@ mod tests {
         assert_eq!(decoded(&worker.take_outgoing(5)), [r#"{"type":"resume"}"#]);
         worker.on_text(&batch(3, &[1, 2, 3]), 6).unwrap();
         assert_eq!(run_turn(&mut worker, 100), 3);
+    }
+
+    #[test]
+    fn a_task_abandoned_at_a_pause_goes_back_after_the_pause_and_its_batch_ends() {
+        let mut worker = connected();
+        worker.on_text(&batch(1, &[0, 1, 2]), 2).unwrap();
+        let first = worker.start_task().unwrap();
+        let second = worker.start_task().unwrap();
+        worker.finish_task(&first, &TaskOutput::Count(7));
+        worker.pause();
+        worker.return_task(&second);
+        assert_eq!(
+            decoded(&worker.take_outgoing(3)),
+            [
+                "results 1 [0]",
+                r#"{"type":"pause"}"#,
+                r#"{"type":"return","batch":1,"tasks":[[2,3]]}"#,
+                r#"{"type":"return","batch":1,"tasks":[[1,2]]}"#
+            ]
+        );
+        // Nothing of batch 1 is left to send, and the task is not counted.
+        assert_eq!(worker.tasks_done(), 1);
+        worker.end_turn();
+        assert!(worker.take_outgoing(4).is_empty());
+        // Handing back twice, or a task of a revoked batch, sends nothing.
+        worker.return_task(&second);
+        worker.resume();
+        worker.on_text(&batch(2, &[4]), 5).unwrap();
+        let third = worker.start_task().unwrap();
+        worker.on_text(r#"{"type":"revoke","batch":2}"#, 6).unwrap();
+        worker.return_task(&third);
+        assert_eq!(decoded(&worker.take_outgoing(7)), [r#"{"type":"resume"}"#]);
     }
 
     #[test]

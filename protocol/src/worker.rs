@@ -202,6 +202,32 @@ impl WorkerCore {
         })
     }
 
+    /// Hands a started task back without a result (the donor paused while it
+    /// ran, and its computation was abandoned) and returns the `return`
+    /// message for it: unlike [`Self::fail`], the coordinator counts nothing
+    /// against the task. `None` for a task of another connection, or of a
+    /// batch revoked meanwhile (the coordinator no longer waits for it).
+    pub fn give_back(&mut self, task: &TaskRef) -> Option<WorkerMessage> {
+        if !self.owns(task) {
+            return None;
+        }
+        let position = self.batches.iter().position(|b| b.id == task.batch)?;
+        let held = &mut self.batches[position];
+        held.running -= 1;
+        if held.is_finished() {
+            let held = self.batches.remove(position).expect("present");
+            if let Some(builder) = held.pending {
+                self.ready.push_back(builder.finish());
+            }
+        }
+        let tasks = TaskRanges::from_ranges(vec![(task.index, task.index + 1)])
+            .expect("one task is an ordered range");
+        Some(WorkerMessage::Return {
+            batch: task.batch,
+            tasks,
+        })
+    }
+
     /// Results frames ready to send. With `flush` true, outputs of unfinished
     /// batches are sent too (call it every few hundred milliseconds so leases
     /// see progress and results are not held back).

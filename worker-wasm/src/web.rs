@@ -29,7 +29,7 @@
 //! |---|---|
 //! | the wall-clock backstop ([`task_time_limit_ms`] of its fuel, or the page's `task_limit_ms`) | failed, as a host fault |
 //! | the kernel thread crashed (a panic, an uncaught error, out of memory) | failed, as a host fault |
-//! | the donor paused | failed, saying so |
+//! | the donor paused | handed back (`return`), after the `pause` |
 //! | the donor stopped, or the connection ended | dropped: the coordinator re-issues a closed connection's tasks |
 //!
 //! JavaScript is single-threaded here, so all state lives in thread-locals
@@ -217,10 +217,13 @@ fn handle_command(command: Command) {
         } => start(url, session, name, cap, paused, task_limit_ms),
         Command::Pause {} => {
             with_app(|app| {
-                app.interrupt(Some(
-                    "the donor paused the worker while the task ran; its kernel thread was stopped",
-                ));
+                // The task goes back unfinished, after the pause, and is
+                // not counted against it.
+                let abandoned = app.interrupt(None);
                 app.session.pause();
+                if let Some(task) = abandoned {
+                    app.session.return_task(&task);
+                }
                 app.pump();
             });
         }
@@ -752,13 +755,11 @@ impl App {
 
     /// Stops the running user's task, if there is one, by terminating its
     /// kernel thread (a fresh one starts for the next task). The task is
-    /// failed with `fault` (it goes to another worker), or without one
-    /// dropped (its connection is gone or going, and the coordinator
-    /// re-issues it).
-    fn interrupt(&mut self, fault: Option<&str>) {
-        let Some(running) = self.running.take() else {
-            return;
-        };
+    /// failed with `fault` (it goes to another worker); without one it is
+    /// returned to the caller, who hands it back (a pause) or drops it (its
+    /// connection is gone or going, and the coordinator re-issues it).
+    fn interrupt(&mut self, fault: Option<&str>) -> Option<TaskRef> {
+        let running = self.running.take()?;
         if let Some(kernel) = self.kernel.take() {
             kernel.stop();
         }
@@ -771,6 +772,7 @@ impl App {
         if let Some(fault) = fault {
             self.session.fail_task(&running.task, fault);
         }
+        Some(running.task)
     }
 
     /// After a user's task: what is ready goes out, and the next turn comes
