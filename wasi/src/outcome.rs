@@ -3,20 +3,43 @@
 //! every runtime. The native runtime (`grid-wasm-runtime`) and the browser
 //! worker only read what the run left (how `_start` ended, the WASI stop,
 //! the two prepared globals) and call [`outcome`], so a browser and a
-//! native worker give the same bytes for every task, traps included:
+//! native worker give the same bytes for every task, traps included. The
+//! first rule that applies decides:
 //!
-//! 1. `_start` returned: no trap, exit code 0.
-//! 2. It threw, and a WASI call had stopped the run: `proc_exit(code)` is
+//! 1. `browsergrid.fuel` is below zero, however the run ended (returned,
+//!    stopped, trapped, even the engine's own stack running out or anything
+//!    else thrown): [`Trap::OutOfFuel`].
+//! 2. `_start` returned: no trap, exit code 0.
+//! 3. It threw, and a WASI call had stopped the run: `proc_exit(code)` is
 //!    exit code `code`; stdout over its limit is [`Trap::OutputLimit`].
-//! 3. It threw with the prepared trap code set (`browsergrid.trap`): that
+//! 4. It threw with the prepared trap code set (`browsergrid.trap`): that
 //!    trap ([`Trap::OutOfFuel`], [`Trap::StackLimit`]).
-//! 4. Otherwise the engine's own stack ran out: a host fault, since where
+//! 5. Otherwise the engine's own stack ran out: a host fault, since where
 //!    that happens differs between engines and machines; any other
 //!    `WebAssembly.RuntimeError` is [`Trap::Wasm`]; anything else thrown is
 //!    a host fault.
 //!
 //! Fuel used is the job's fuel on [`Trap::OutOfFuel`], else the fuel limit
-//! less what `browsergrid.fuel` has left (at least 0).
+//! less what `browsergrid.fuel` has left.
+//!
+//! Why rule 1 comes first: the prepared module charges fuel at the start of
+//! every segment of code but checks what is left only at a function's
+//! entry, at loop headers, before a call that may reach a WASI import and
+//! after bulk operations' charges (`grid_wasm_prep::fuel`, rule 5). A charge
+//! that takes the fuel below zero may therefore not trap at once; the run
+//! goes on, without a loop iteration or a call, to the next check or its
+//! end. Fuel only ever decreases, so a run that ends below zero is one that
+//! checking after every charge would have stopped, with trap 1 and the
+//! job's fuel used, at the first charge past zero; and nothing it did since
+//! can be seen: no import ran (each is checked before the call), so stdout,
+//! stderr and the exit code are what they were then. Whatever ended it
+//! afterwards (a return, a trap of any kind, the engine's stack) is an
+//! artefact of checking late, and rule 1 gives the outcome that checking at
+//! once would have: even a host fault, which came after the charge past
+//! zero, and that charge comes at the same point in every engine. A WASI
+//! stop (rule 3) never comes with fuel below zero: a stop ends the run
+//! inside an import call, and the fuel was checked just before it. Exactly
+//! zero left is not out of fuel.
 
 use grid_kernels::wasm::{Trap, WasmLimits, WasmOutcome};
 
@@ -68,6 +91,7 @@ pub struct RunEnd {
 /// The task's outcome, by the rules in this module's header.
 pub fn outcome(limits: &WasmLimits, end: RunEnd) -> Result<WasmOutcome, HostFault> {
     let (trap, exit_code) = match end.ended {
+        _ if end.fuel_left < 0 => (Some(Trap::OutOfFuel), 0),
         Ended::Returned => (None, 0),
         thrown => match end.stop {
             Some(Stop::Exit(code)) => (None, code),
@@ -149,6 +173,42 @@ mod tests {
         assert_eq!(summary(fuel), Ok((Some(Trap::OutOfFuel), 0, 1000)));
         let stack = end(Ended::EngineStack, None, 2, 400);
         assert_eq!(summary(stack), Ok((Some(Trap::StackLimit), 0, 600)));
+    }
+
+    #[test]
+    fn fuel_below_zero_is_out_of_fuel_however_the_run_ended() {
+        // The last charge did not check: the run went on to its end, or to
+        // a trap of its own, the stack limit, or the engine's stack.
+        for (ended, trap_code) in [
+            (Ended::Returned, 0),
+            (Ended::Threw, 0),
+            (Ended::Threw, 2),
+            (Ended::Threw, 1),
+            (Ended::EngineStack, 0),
+            (Ended::Other("RangeError: x".into()), 0),
+        ] {
+            let run = end(ended.clone(), None, trap_code, -7);
+            let outcome = outcome(&LIMITS, run).unwrap_or_else(|e| panic!("{ended:?}: {e}"));
+            assert_eq!(
+                (outcome.trap, outcome.exit_code, outcome.fuel_used),
+                (Some(Trap::OutOfFuel), 0, 1000),
+                "{ended:?}, trap code {trap_code}"
+            );
+            assert_eq!(outcome.stdout, b"out", "what was written before stays");
+        }
+        // The least fuel below zero, and exactly zero, which is not out.
+        assert_eq!(
+            summary(end(Ended::Returned, None, 0, -1)),
+            Ok((Some(Trap::OutOfFuel), 0, 1000))
+        );
+        assert_eq!(
+            summary(end(Ended::Returned, None, 0, 0)),
+            Ok((None, 0, 1000))
+        );
+        assert_eq!(
+            summary(end(Ended::Threw, None, 0, i64::MIN)),
+            Ok((Some(Trap::OutOfFuel), 0, 1000))
+        );
     }
 
     #[test]
