@@ -295,9 +295,29 @@ impl WasmLimits {
     /// The longest description a job may carry.
     pub const MAX_DESCRIPTION_BYTES: usize = 4096;
 
+    /// The wall-clock backstop of a task, whatever its fuel: time to start
+    /// an instance and answer WASI calls, which fuel does not count.
+    pub const TIME_FLOOR_MS: u64 = 60_000;
+    /// The slowest rate at which a worker is taken to burn a prepared
+    /// module's fuel: 20 million a second, some 50 times below what
+    /// wasmtime, V8 and SpiderMonkey reach on plain loops, to leave room for
+    /// cache-missing memory access, a slow or throttled machine and a busy
+    /// browser.
+    pub const SLOWEST_FUEL_PER_MS: u64 = 20_000;
+
     /// The memory limit in 64 KiB pages.
     pub fn memory_pages(&self) -> u32 {
         self.memory_mib.saturating_mul(16)
+    }
+
+    /// How long a task may run before its worker stops it and reports a
+    /// host fault (a wall-clock backstop, the same in every worker):
+    /// [`Self::TIME_FLOOR_MS`] plus its fuel at
+    /// [`Self::SLOWEST_FUEL_PER_MS`]. A task of the default fuel (10^11)
+    /// gets 84 minutes. It only catches what fuel cannot: a runtime that
+    /// hangs or dies silently, or a task whose time goes into WASI calls.
+    pub fn time_limit_ms(&self) -> u64 {
+        Self::TIME_FLOOR_MS.saturating_add(self.fuel / Self::SLOWEST_FUEL_PER_MS)
     }
 }
 
@@ -484,6 +504,17 @@ impl WasmOutcome {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_tasks_time_limit_grows_with_its_fuel() {
+        let limit = |fuel| WasmLimits { fuel, ..WasmLimits::DEFAULT }.time_limit_ms();
+        assert_eq!(limit(0), WasmLimits::TIME_FLOOR_MS);
+        assert_eq!(limit(1_000_000_000), 110_000);
+        assert_eq!(WasmLimits::DEFAULT.time_limit_ms(), 60_000 + 5_000_000);
+        // The most fuel a job may have still gives a limit a timer can take.
+        assert_eq!(limit((1 << 53) - 1), 60_000 + ((1 << 53) - 1) / 20_000);
+    }
+
     #[test]
     fn lines_lose_their_newlines_and_a_last_line_needs_none() {
         let text = b"a\n\nbc\r\nd";

@@ -1,8 +1,8 @@
 //! Timing rules only the browser worker has, as plain arithmetic: how long to
 //! idle after a compute slice so that a CPU cap holds ([`DutyCycle`]), the
-//! task rate shown to the donor ([`RateMeter`]), and how long a user's task
-//! may run on the kernel thread before it is stopped
-//! ([`task_time_limit_ms`]). Times are milliseconds as
+//! task rate shown to the donor ([`RateMeter`]). (How long a user's task may
+//! run before it is stopped is the same in every worker:
+//! [`grid_kernels::wasm::WasmLimits::time_limit_ms`].) Times are milliseconds as
 //! `f64`, the unit of `performance.now()`. The protocol's timing (flushes,
 //! heartbeats, timeouts, reconnect backoff) is the session's, in
 //! [`grid_protocol::session`].
@@ -13,24 +13,6 @@ use std::collections::VecDeque;
 /// socket messages (revoke, heartbeat) and page commands (pause, stop) are
 /// handled between tasks. A turn always runs at least one task.
 pub const SLICE_MS: f64 = 10.0;
-
-/// The wall-clock backstop of a user's task, whatever its fuel: time to
-/// start an instance and answer WASI calls, which fuel does not count.
-pub const TASK_TIME_FLOOR_MS: f64 = 60_000.0;
-/// The slowest rate at which a browser is taken to burn a prepared module's
-/// fuel: 20 million a second, some 50 times below what V8 and SpiderMonkey
-/// reach on plain loops, to leave room for cache-missing memory access, a
-/// slow or throttled machine and a busy browser.
-pub const SLOWEST_FUEL_PER_MS: f64 = 20_000.0;
-
-/// How long a user's task with `fuel` may run on the kernel thread before the
-/// worker stops it and reports a host fault: [`TASK_TIME_FLOOR_MS`] plus its
-/// fuel at [`SLOWEST_FUEL_PER_MS`]. A task of the default fuel (10^11) gets
-/// 84 minutes. The limit only catches what fuel cannot: a kernel thread that
-/// hangs or dies silently, or a task whose time goes into WASI calls.
-pub fn task_time_limit_ms(fuel: u64) -> f64 {
-    TASK_TIME_FLOOR_MS + fuel as f64 / SLOWEST_FUEL_PER_MS
-}
 
 /// A CPU cap enforced as a duty cycle: after computing for `busy` ms the
 /// worker idles for `busy * (100 - percent) / percent` ms, so that over any
@@ -117,16 +99,6 @@ mod tests {
                 assert!((share * 100.0 - f64::from(percent)).abs() < 1e-9);
             }
         }
-    }
-
-    #[test]
-    fn a_tasks_time_limit_grows_with_its_fuel() {
-        assert_eq!(task_time_limit_ms(0), TASK_TIME_FLOOR_MS);
-        assert_eq!(task_time_limit_ms(1_000_000_000), 110_000.0);
-        let default = task_time_limit_ms(100_000_000_000);
-        assert_eq!(default, 60_000.0 + 5_000_000.0);
-        // The largest fuel a job may have is still a finite limit.
-        assert!(task_time_limit_ms((1 << 53) - 1).is_finite());
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub enum Command {
         paused: bool,
         /// How long a user's task may run before it is stopped as a host
         /// fault, instead of the limit worked out from its fuel
-        /// ([`crate::pacing::task_time_limit_ms`]): the page's
+        /// ([`grid_kernels::wasm::WasmLimits::time_limit_ms`]): the page's
         /// `?task_limit_ms=` parameter, for tests.
         #[serde(default)]
         task_limit_ms: Option<u64>,

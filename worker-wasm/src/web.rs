@@ -27,7 +27,7 @@
 //!
 //! | when | the task |
 //! |---|---|
-//! | the wall-clock backstop ([`task_time_limit_ms`] of its fuel, or the page's `task_limit_ms`) | failed, as a host fault |
+//! | the wall-clock backstop ([`WasmLimits::time_limit_ms`](grid_kernels::wasm::WasmLimits::time_limit_ms) of its fuel, or the page's `task_limit_ms`) | failed, as a host fault |
 //! | the kernel thread crashed (a panic, an uncaught error, out of memory) | failed, as a host fault |
 //! | the donor paused | handed back (`return`), after the `pause` |
 //! | the donor stopped, or the connection ended | dropped: the coordinator re-issues a closed connection's tasks |
@@ -54,7 +54,7 @@ use web_sys::{
 };
 
 use crate::kernel_thread::{self, KernelThread, Reply};
-use crate::pacing::{DutyCycle, RateMeter, SLICE_MS, task_time_limit_ms};
+use crate::pacing::{DutyCycle, RateMeter, SLICE_MS};
 use crate::page::{Command, Event as PageEvent, State, Status};
 use crate::user_kernel::{self, Availability};
 
@@ -658,7 +658,7 @@ impl App {
         let begun = now();
         let limit = self
             .task_limit_ms
-            .unwrap_or_else(|| task_time_limit_ms(params.fuel));
+            .unwrap_or_else(|| params.limits().time_limit_ms() as f64);
         self.running = Some(Running {
             task,
             seq: self.next_seq,
