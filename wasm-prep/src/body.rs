@@ -14,8 +14,9 @@
 //! Instructions are copied as they were encoded: preparation appends
 //! globals and locals after the module's own, so no index in them changes.
 //! The prepared body is the submitted locals, then the scratch locals the
-//! instrumentation needed (one of each kind at most), then the stack
-//! prologue, then the segments, each after its charge.
+//! instrumentation needed (the fuel's shadow local first, then one of each
+//! kind at most), then the stack prologue, then the segments, each after
+//! its charge.
 
 use wasm_encoder::{Encode, ValType};
 use wasmparser::{
@@ -24,12 +25,13 @@ use wasmparser::{
 };
 
 use crate::error::PrepareError;
+use crate::fuel::Counter;
 use crate::nan::{self, Canon};
 use crate::{Globals, Instrumentation, Options, features, fuel, stack};
 
 /// The most scratch locals a function gets: the frame level, a length, a
-/// grow's result, and one f32, f64 and v128.
-pub(crate) const MAX_SCRATCH_LOCALS: u32 = 6;
+/// grow's result, the fuel left, and one f32, f64 and v128.
+pub(crate) const MAX_SCRATCH_LOCALS: u32 = 7;
 
 /// What a body's rewrite needs to know about its module.
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +40,11 @@ pub(crate) struct Context<'a> {
     pub module: &'a [u8],
     pub globals: Globals,
     pub imported_functions: u32,
+    /// Whether an imported function may be in a table, so that a
+    /// `call_indirect` may call it: only if the module refers to one
+    /// outside code (an element segment, an export, a global's
+    /// initializer), as `ref.func` requires.
+    pub imports_in_tables: bool,
     pub options: &'a Options,
 }
 
@@ -92,7 +99,7 @@ pub(crate) fn rewrite(
             .module
             .get(offset..end)
             .ok_or_else(|| internal("an instruction outside the module"))?;
-        writer.instruction(&op, bytes)?;
+        writer.instruction(&op, bytes, validator.control_stack_height())?;
     }
     ops.get_binary_reader()
         .finish_expression(&validator.visitor(ops.original_position()))?;
@@ -117,6 +124,16 @@ struct Writer<'a> {
     /// The current segment's instructions, and their cost.
     segment: Vec<u8>,
     cost: u64,
+    /// Whether the current segment is the function's first, and whether
+    /// its charge checks the fuel left: at the function's entry and loop
+    /// headers ([`fuel`] rule 5).
+    entry: bool,
+    checked: bool,
+    counter: Counter,
+    /// Whether `browsergrid.fuel` has every charge so far: always with
+    /// [`Counter::Global`]; with [`Counter::Shadowed`], once written back
+    /// in the current segment (its charge went to the local only).
+    synced: bool,
     /// The first scratch local's index, and the scratch locals' types.
     first_scratch: u32,
     scratch_types: Vec<ValType>,
@@ -131,14 +148,26 @@ struct Writer<'a> {
 
 impl<'a> Writer<'a> {
     fn new(cx: &'a Context<'a>, index: u32, params_and_locals: u32) -> Writer<'a> {
+        // The shadow local is the first scratch local, in every function.
+        let mut scratch_types = Vec::new();
+        let counter = if cx.options.check_every_charge {
+            Counter::Global
+        } else {
+            scratch_types.push(ValType::I64);
+            Counter::Shadowed(params_and_locals)
+        };
         Writer {
             cx,
             index,
             out: Vec::new(),
             segment: Vec::new(),
             cost: 0,
+            entry: true,
+            checked: true,
+            counter,
+            synced: counter == Counter::Global,
             first_scratch: params_and_locals,
-            scratch_types: Vec::new(),
+            scratch_types,
             level: None,
             length: None,
             grown: None,
@@ -150,8 +179,13 @@ impl<'a> Writer<'a> {
     }
 
     /// One submitted instruction, `bytes` its encoding, with what goes
-    /// around it.
-    fn instruction(&mut self, op: &Operator<'_>, bytes: &[u8]) -> Result<(), PrepareError> {
+    /// around it. `height` is the number of control frames open after it.
+    fn instruction(
+        &mut self,
+        op: &Operator<'_>,
+        bytes: &[u8],
+        height: u32,
+    ) -> Result<(), PrepareError> {
         let globals = self.cx.globals;
         if let Some(canon) = nan::before(op) {
             let scratch = self.canon_scratch(canon);
@@ -163,14 +197,28 @@ impl<'a> Writer<'a> {
             | Operator::MemoryCopy { .. }
             | Operator::MemoryInit { .. } => {
                 let length = self.length_scratch();
-                fuel::charge_length(&mut self.segment, globals, length, fuel::BYTES_SHIFT);
+                fuel::charge_length(
+                    &mut self.segment,
+                    globals,
+                    self.counter,
+                    length,
+                    fuel::BYTES_SHIFT,
+                );
+                self.synced = true;
                 self.counts.length_charges += 1;
             }
             Operator::TableFill { .. }
             | Operator::TableCopy { .. }
             | Operator::TableInit { .. } => {
                 let length = self.length_scratch();
-                fuel::charge_length(&mut self.segment, globals, length, fuel::ELEMENTS_SHIFT);
+                fuel::charge_length(
+                    &mut self.segment,
+                    globals,
+                    self.counter,
+                    length,
+                    fuel::ELEMENTS_SHIFT,
+                );
+                self.synced = true;
                 self.counts.length_charges += 1;
             }
             Operator::MemoryGrow { .. } | Operator::TableGrow { .. } => {
@@ -178,6 +226,24 @@ impl<'a> Writer<'a> {
                 fuel::before_grow(&mut self.segment, delta);
             }
             _ => {}
+        }
+
+        // Imported functions are the only effects a run can show (output,
+        // proc_exit): none may run once the fuel is out, though the last
+        // charge may not have checked.
+        let may_call_import = match op {
+            Operator::Call { function_index } => *function_index < self.cx.imported_functions,
+            Operator::CallIndirect { .. } => self.cx.imports_in_tables,
+            _ => false,
+        };
+        // The global may lag behind the local until something could see it.
+        if !self.synced && !quiet(op, height) {
+            fuel::sync(&mut self.segment, globals, self.counter);
+            self.synced = true;
+        }
+        if may_call_import && !self.cx.options.check_every_charge {
+            fuel::check(&mut self.segment, globals, self.counter);
+            self.counts.fuel_checks += 1;
         }
 
         self.segment.extend_from_slice(bytes);
@@ -195,7 +261,15 @@ impl<'a> Writer<'a> {
                     Operator::MemoryGrow { .. } => fuel::PAGE_SHIFT,
                     _ => fuel::GROWN_ELEMENTS_SHIFT,
                 };
-                fuel::after_grow(&mut self.segment, globals, delta, grown, shift);
+                fuel::after_grow(
+                    &mut self.segment,
+                    globals,
+                    self.counter,
+                    delta,
+                    grown,
+                    shift,
+                );
+                self.synced = true;
                 self.counts.length_charges += 1;
             }
             _ => {}
@@ -209,11 +283,10 @@ impl<'a> Writer<'a> {
         // A segment starts after each of these; after the function's own
         // `end` (the validator accepted it, so nothing follows) the last
         // segment is written out.
-        if matches!(
-            op,
-            Operator::Loop { .. } | Operator::If { .. } | Operator::Else | Operator::End
-        ) {
-            self.end_segment();
+        match op {
+            Operator::Loop { .. } => self.end_segment(true),
+            Operator::If { .. } | Operator::Else | Operator::End => self.end_segment(false),
+            _ => {}
         }
 
         if self.out.len() + self.segment.len() > self.cx.options.max_function_bytes {
@@ -225,17 +298,28 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
-    /// The current segment ends: its charge, then its instructions.
-    fn end_segment(&mut self) {
-        fuel::charge(&mut self.out, self.cx.globals, self.cost);
+    /// The current segment ends: its charge, then its instructions. The
+    /// next one's charge checks if `next_checked`.
+    fn end_segment(&mut self, next_checked: bool) {
+        let globals = self.cx.globals;
+        fuel::charge(&mut self.out, globals, self.counter, self.cost, self.entry);
+        if self.checked || self.cx.options.check_every_charge {
+            fuel::check(&mut self.out, globals, self.counter);
+            self.counts.fuel_checks += 1;
+        }
         self.out.append(&mut self.segment);
         self.cost = 0;
+        self.entry = false;
+        self.checked = next_checked;
+        self.synced = self.counter == Counter::Global;
         self.counts.fuel_charges += 1;
     }
 
     /// After a call that may enter a prepared function: back to this
-    /// frame's level.
+    /// frame's level, and the fuel it left.
     fn restore(&mut self) {
+        fuel::reload(&mut self.segment, self.cx.globals, self.counter);
+        self.synced = true;
         let level = scratch(
             &mut self.level,
             &mut self.scratch_types,
@@ -310,6 +394,62 @@ impl<'a> Writer<'a> {
         }
         counts.add(&self.counts);
         Ok(body)
+    }
+}
+
+/// Whether `op` can neither trap, nor call, nor leave the function (`height`
+/// control frames are open after it): while only such instructions run,
+/// nothing can see `browsergrid.fuel`, so it may lag behind the shadow
+/// local. Anything not listed may (loads, stores, division, `unreachable`,
+/// calls, table accesses, bulk operations, SIMD, ...), and is preceded by
+/// a write-back.
+fn quiet(op: &Operator<'_>, height: u32) -> bool {
+    use Operator::*;
+    // A branch to the function's own label returns.
+    let stays = |depth: u32| depth.saturating_add(1) < height;
+    match op {
+        Br { relative_depth } | BrIf { relative_depth } => stays(*relative_depth),
+        BrTable { targets } => {
+            stays(targets.default()) && targets.targets().all(|t| t.is_ok_and(stays))
+        }
+        // The function's own `end` returns.
+        End => height > 0,
+        Nop
+        | Block { .. }
+        | Loop { .. }
+        | If { .. }
+        | Else
+        | Drop
+        | Select
+        | TypedSelect { .. } => true,
+        LocalGet { .. }
+        | LocalSet { .. }
+        | LocalTee { .. }
+        | GlobalGet { .. }
+        | GlobalSet { .. } => true,
+        I32Const { .. } | I64Const { .. } | F32Const { .. } | F64Const { .. } => true,
+        MemorySize { .. } | MemoryGrow { .. } | TableSize { .. } | DataDrop { .. } => true,
+        ElemDrop { .. } | RefNull { .. } | RefIsNull | RefFunc { .. } => true,
+        I32Eqz | I32Eq | I32Ne | I32LtS | I32LtU | I32GtS | I32GtU | I32LeS | I32LeU | I32GeS
+        | I32GeU | I64Eqz | I64Eq | I64Ne | I64LtS | I64LtU | I64GtS | I64GtU | I64LeS | I64LeU
+        | I64GeS | I64GeU | F32Eq | F32Ne | F32Lt | F32Gt | F32Le | F32Ge | F64Eq | F64Ne
+        | F64Lt | F64Gt | F64Le | F64Ge => true,
+        I32Clz | I32Ctz | I32Popcnt | I32Add | I32Sub | I32Mul | I32And | I32Or | I32Xor
+        | I32Shl | I32ShrS | I32ShrU | I32Rotl | I32Rotr | I64Clz | I64Ctz | I64Popcnt | I64Add
+        | I64Sub | I64Mul | I64And | I64Or | I64Xor | I64Shl | I64ShrS | I64ShrU | I64Rotl
+        | I64Rotr => true,
+        F32Abs | F32Neg | F32Ceil | F32Floor | F32Trunc | F32Nearest | F32Sqrt | F32Add
+        | F32Sub | F32Mul | F32Div | F32Min | F32Max | F32Copysign | F64Abs | F64Neg | F64Ceil
+        | F64Floor | F64Trunc | F64Nearest | F64Sqrt | F64Add | F64Sub | F64Mul | F64Div
+        | F64Min | F64Max | F64Copysign => true,
+        I32WrapI64 | I64ExtendI32S | I64ExtendI32U | F32ConvertI32S | F32ConvertI32U
+        | F32ConvertI64S | F32ConvertI64U | F32DemoteF64 | F64ConvertI32S | F64ConvertI32U
+        | F64ConvertI64S | F64ConvertI64U | F64PromoteF32 | I32ReinterpretF32
+        | I64ReinterpretF64 | F32ReinterpretI32 | F64ReinterpretI64 => true,
+        I32Extend8S | I32Extend16S | I64Extend8S | I64Extend16S | I64Extend32S => true,
+        I32TruncSatF32S | I32TruncSatF32U | I32TruncSatF64S | I32TruncSatF64U | I64TruncSatF32S
+        | I64TruncSatF32U | I64TruncSatF64S | I64TruncSatF64U => true,
+        _ => false,
     }
 }
 

@@ -17,8 +17,10 @@
 //!   [`PrepareError`] whose message names the problem.
 //! - **Fuel** ([`fuel`]): every instruction costs 1, charged per segment of
 //!   straight-line code at its start, plus bulk operations by their length,
-//!   in the exported i64 global `browsergrid.fuel`; below zero the kernel
-//!   traps with `browsergrid.trap` = 1.
+//!   in the exported i64 global `browsergrid.fuel`; a run that ends with it
+//!   below zero ran out of fuel. The kernel checks at function entries, loop
+//!   headers and before calls to WASI, and then traps with
+//!   `browsergrid.trap` = 1.
 //! - **Stack** ([`stack`]): a call depth limit by estimated frame sizes,
 //!   the same in every engine; past it the kernel traps with
 //!   `browsergrid.trap` = 2.
@@ -71,6 +73,12 @@ pub struct Options {
     /// The most elements a table may start with, and the maximum every
     /// table gets, so that `table.grow` fails at the same size everywhere.
     pub max_table_elements: u32,
+    /// Check the fuel left after every charge, as preparation once did,
+    /// rather than at function entries, loop headers and before calls that
+    /// may reach an import ([`fuel`] rule 5). The outcome of every run is
+    /// the same either way; the tests compare the two. Off by default: it
+    /// costs up to a third more run time on branchy code.
+    pub check_every_charge: bool,
 }
 
 impl Options {
@@ -82,6 +90,7 @@ impl Options {
         max_locals: 40_000,
         max_function_bytes: 7_654_321,
         max_table_elements: 1_000_000,
+        check_every_charge: false,
     };
 
     /// Whether these bounds can be kept: the prepared module must still be
@@ -158,6 +167,10 @@ pub struct Info {
 pub struct Instrumentation {
     /// Segment charges ([`fuel`] rule 2).
     pub fuel_charges: u64,
+    /// Checks of the fuel left ([`fuel`] rule 5): segment charges that
+    /// check, and checks before calls that may reach an import (charges by
+    /// length, which all check, are not counted here).
+    pub fuel_checks: u64,
     /// Charges by a bulk operation's length or a grow's delta (rule 3).
     pub length_charges: u64,
     /// Values canonicalized ([`nan`]).
@@ -171,6 +184,7 @@ pub struct Instrumentation {
 impl Instrumentation {
     fn add(&mut self, other: &Instrumentation) {
         self.fuel_charges += other.fuel_charges;
+        self.fuel_checks += other.fuel_checks;
         self.length_charges += other.length_charges;
         self.nan_sites += other.nan_sites;
         self.call_restores += other.call_restores;

@@ -29,7 +29,7 @@ use wasm_encoder::{
 use wasmparser::{
     CompositeInnerType, Encoding, ExternalKind, FuncType, FuncValidatorAllocations,
     OperatorsReaderAllocations, Parser, Payload, SectionLimited, TableInit, TypeRef, ValidPayload,
-    Validator,
+    Validator, WasmModuleResources,
 };
 
 use crate::body::{self, Context};
@@ -67,6 +67,9 @@ struct Walk<'a> {
     /// Each function's type index, imported functions first.
     func_types: Vec<u32>,
     imported_functions: u32,
+    /// Whether an imported function may be called through a table, known
+    /// at the first function body ([`Context::imports_in_tables`]).
+    imports_in_tables: Option<bool>,
     memories: u32,
     /// The added globals, once the global section is written.
     globals: Option<Globals>,
@@ -92,6 +95,7 @@ impl<'a> Walk<'a> {
             types: Vec::new(),
             func_types: Vec::new(),
             imported_functions: 0,
+            imports_in_tables: None,
             memories: 0,
             globals: None,
             exports_seen: false,
@@ -308,13 +312,19 @@ impl<'a> Walk<'a> {
                     ));
                 };
                 let globals = self.globals.ok_or(PrepareError::NoStart)?;
+                let mut validator = func.into_validator(std::mem::take(&mut self.func_allocs));
+                let imports = self.imported_functions;
+                let resources = validator.resources();
+                let imports_in_tables = *self.imports_in_tables.get_or_insert_with(|| {
+                    (0..imports).any(|f| resources.is_function_referenced(f))
+                });
                 let cx = Context {
                     module: self.module,
                     globals,
                     imported_functions: self.imported_functions,
+                    imports_in_tables,
                     options: self.options,
                 };
-                let mut validator = func.into_validator(std::mem::take(&mut self.func_allocs));
                 let index = validator.index();
                 let prepared = body::rewrite(
                     &cx,

@@ -7,7 +7,11 @@
 //! same final memory and the same results, bit for bit: the original, that
 //! is, with its NaNs made canonical where preparation makes them so
 //! ([`crate::canonical`], which says why the original itself cannot be the
-//! reference).
+//! reference). And it gives the same outcome, fuel included, as the same
+//! module prepared to check its fuel after every charge
+//! ([`Options::check_every_charge`], the model before checks were left
+//! out): with fuel to spare, and with limits that cut the run short at
+//! points all through it.
 //!
 //! `GRID_PREP_FUZZ_SEEDS` sets how many modules (default 5000);
 //! `GRID_PREP_FUZZ_FIRST` the first seed (default 0).
@@ -183,6 +187,23 @@ pub fn check_module(seed: u64, original: &[u8]) -> Result<Verdict, String> {
             ..config.clone()
         },
     );
+    let eager = prepare(
+        &original,
+        &LIMITS,
+        &Options {
+            check_every_charge: true,
+            ..options.clone()
+        },
+    )
+    .map_err(|e| format!("prepared, but not with every charge checked: {e}"))?;
+    let eager = support::run_once(
+        &eager.bytes,
+        &RunConfig {
+            wasmi_fuel: Some(20_000_000),
+            ..config.clone()
+        },
+    );
+    same_as_eager(&eager, &after, LIMITS.fuel).map_err(|e| format!("with fuel to spare: {e}"))?;
     if after.trap_code != Some(0) || after.wasmi_fuel_exhausted {
         return Ok(Verdict::Inconclusive);
     }
@@ -193,10 +214,78 @@ pub fn check_module(seed: u64, original: &[u8]) -> Result<Verdict, String> {
     Ok(Verdict::Same)
 }
 
+/// A run's outcome by the host's rules (`grid_wasi::outcome`, written again
+/// here from its documentation): fuel below zero is out of fuel with the
+/// whole limit used, however the run ended; else how it ended. `None` if
+/// wasmi's own fuel, a backstop, stopped it.
+#[derive(Debug, PartialEq)]
+pub struct Outcome {
+    pub ended: String,
+    pub fuel_used: u64,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+pub fn outcome(run: &Run, limit: u64) -> Option<Outcome> {
+    if run.wasmi_fuel_exhausted {
+        return None;
+    }
+    // No globals: it did not instantiate (a segment out of bounds; wasmi's
+    // message names its store, which differs between runs).
+    let Some(left) = run.fuel_left else {
+        return Some(Outcome {
+            ended: "not instantiated".to_string(),
+            fuel_used: 0,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        });
+    };
+    let ended = match (&run.trap, run.exit, run.trap_code) {
+        _ if left < 0 => "out of fuel".to_string(),
+        (None, None, _) => "returned".to_string(),
+        (_, Some(code), _) => format!("exit {code}"),
+        (Some(_), None, Some(2)) => "stack limit".to_string(),
+        (Some(trap), None, code) => format!("trap code {code:?}: {trap}"),
+    };
+    Some(Outcome {
+        ended,
+        fuel_used: if left < 0 { limit } else { limit - left as u64 },
+        stdout: run.stdout.clone(),
+        stderr: run.stderr.clone(),
+    })
+}
+
+/// The prepared run `lazy` (with `limit` fuel) has the outcome of `eager`,
+/// the same module prepared to check after every charge, which ran out of
+/// fuel, if it did, at the charge that took it below zero.
+pub fn same_as_eager(eager: &Run, lazy: &Run, limit: u64) -> Result<(), String> {
+    let out = eager.fuel_left.is_some_and(|left| left < 0);
+    if !eager.wasmi_fuel_exhausted && out != (eager.trap_code == Some(1) && eager.trap.is_some()) {
+        return Err(format!(
+            "checking every charge, {:?} left but trap code {:?}",
+            eager.fuel_left, eager.trap_code
+        ));
+    }
+    match (outcome(eager, limit), outcome(lazy, limit)) {
+        (Some(a), Some(b)) if a != b => Err(format!(
+            "checking every charge: {} with {} fuel used, {} bytes of stdout; checking \
+             fewer: {} with {} fuel used, {} bytes of stdout",
+            a.ended,
+            a.fuel_used,
+            a.stdout.len(),
+            b.ended,
+            b.fuel_used,
+            b.stdout.len()
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The prepared module's own limits: with exactly the fuel a run used it
-/// ends as before, with one less it runs out; with a small stack budget it
-/// ends as before or stops at the stack limit, having printed a prefix of
-/// the same output.
+/// ends as before, with one less it runs out, and with a fifth, two, three
+/// and four fifths it ends as it does checking every charge; with a small
+/// stack budget it ends as before or stops at the stack limit, having
+/// printed a prefix of the same output.
 fn limits_only_cut_runs_short(
     seed: u64,
     original: &[u8],
@@ -204,21 +293,32 @@ fn limits_only_cut_runs_short(
     config: &RunConfig,
 ) -> Result<(), String> {
     let run = |limits: &WasmLimits, options: &Options| -> Result<Run, String> {
-        let prepared = prepare(original, limits, options).map_err(|e| e.to_string())?;
         Ok(support::run_once(
-            &prepared.bytes,
+            &prepare(original, limits, options)
+                .map_err(|e| e.to_string())?
+                .bytes,
             &RunConfig {
                 wasmi_fuel: Some(20_000_000),
                 ..config.clone()
             },
         ))
     };
+    let eager_too = |limits: &WasmLimits, options: &Options| -> Result<Run, String> {
+        let eager = Options {
+            check_every_charge: true,
+            ..options.clone()
+        };
+        let (lazy, eager) = (run(limits, options)?, run(limits, &eager)?);
+        same_as_eager(&eager, &lazy, limits.fuel)
+            .map_err(|e| format!("with {} fuel: {e}", limits.fuel))?;
+        Ok(lazy)
+    };
     let large = Options {
         stack_budget: (1 << 30) - 1,
         ..Options::DEFAULT
     };
     let used = LIMITS.fuel - full.fuel_left.ok_or("no fuel global")? as u64;
-    let exact = run(
+    let exact = eager_too(
         &WasmLimits {
             fuel: used,
             ..LIMITS
@@ -231,18 +331,24 @@ fn limits_only_cut_runs_short(
             exact.trap_code, exact.fuel_left
         ));
     }
-    let short = run(
+    let short = eager_too(
         &WasmLimits {
             fuel: used - 1,
             ..LIMITS
         },
         &large,
     )?;
-    if short.trap_code != Some(1) || short.fuel_left.is_none_or(|left| left >= 0) {
+    // It may not trap at once (the last charge may not check), but it ends
+    // with the fuel below zero, which is running out.
+    if short.fuel_left.is_none_or(|left| left >= 0) {
         return Err(format!(
             "with one fuel less than the {used} it used: trap code {:?}, {:?} left",
             short.trap_code, short.fuel_left
         ));
+    }
+    for fifths in 1..5 {
+        let fuel = used * fifths / 5;
+        eager_too(&WasmLimits { fuel, ..LIMITS }, &large)?;
     }
     let budget = 256 + (seed % 7) as u32 * 200;
     let small = Options {

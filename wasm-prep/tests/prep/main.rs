@@ -1,12 +1,14 @@
 //! The preparer's tests, in one binary: refusals and their messages
 //! ([`refusals`]), prepared modules run under wasmi against the originals
-//! and against the cost model worked out by hand ([`runs`]), seeded
+//! and against the cost model worked out by hand ([`runs`]), against the
+//! same modules checking their fuel after every charge ([`checks`]), seeded
 //! differential fuzzing with wasm-smith ([`fuzz`]) against the originals with
 //! canonical NaNs ([`canonical`]), and hostile shapes ([`hostile`]). The
 //! tests' own module rewriting is in [`rewrite`]; [`support`] runs modules
 //! under wasmi, clear of a wasmi bug ([`wasmi_workaround`]).
 
 mod canonical;
+mod checks;
 mod fuzz;
 mod hostile;
 mod refusals;
