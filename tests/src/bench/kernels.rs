@@ -88,31 +88,37 @@ fn example_path(name: &str) -> PathBuf {
         .join(format!("{name}.wasm"))
 }
 
-/// The best of `runs` timings of `kernel` on `work`, and its outcome.
-fn time_runs(
+/// One run of `kernel` on `work`: milliseconds, and the outcome.
+fn time_run(
     kernel: &grid_wasm_runtime::Kernel,
     work: &Workload,
     module_sha256: &[u8; 32],
-    runs: usize,
 ) -> anyhow::Result<(f64, WasmOutcome)> {
     let limits = WasmLimits::DEFAULT;
-    let mut best = f64::INFINITY;
-    let mut outcome = None;
-    for _ in 0..runs + 1 {
-        let config = TaskConfig {
-            args: std::iter::once(work.example.as_bytes().to_vec())
-                .chain(work.args.iter().map(|a| a.as_bytes().to_vec()))
-                .collect(),
-            stdin: work.stdin.clone(),
-            seed: grid_wasi::random_seed(0, module_sha256, 0),
-            limits,
-        };
-        let started = Instant::now();
-        let ran = kernel.run(config, &limits)?;
-        best = best.min(started.elapsed().as_secs_f64() * 1000.0);
-        outcome = Some(ran);
-    }
-    Ok((best, outcome.expect("at least one run")))
+    let config = TaskConfig {
+        args: std::iter::once(work.example.as_bytes().to_vec())
+            .chain(work.args.iter().map(|a| a.as_bytes().to_vec()))
+            .collect(),
+        stdin: work.stdin.clone(),
+        seed: grid_wasi::random_seed(0, module_sha256, 0),
+        limits,
+    };
+    let started = Instant::now();
+    let outcome = kernel.run(config, &limits)?;
+    Ok((started.elapsed().as_secs_f64() * 1000.0, outcome))
+}
+
+/// How many rounds to time a kernel that takes `ms` a run: about 1.5 s of
+/// it, at least `runs` and 5 rounds, at most 200. The word counter's runs
+/// are a few milliseconds long, and a busy machine's noise is not.
+fn rounds(ms: f64, runs: usize) -> usize {
+    ((1500.0 / ms.max(0.1)) as usize).clamp(runs.max(5), 200)
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
 }
 
 /// Preparation time and the prepared/original run-time ratio per example,
@@ -146,30 +152,43 @@ fn instrumentation(runs: usize) -> anyhow::Result<(Vec<Row>, serde_json::Value)>
         let digest = grid_kernels::ContentDigest::of(&prepared.bytes).0;
         let original = engine.compile_unprepared(&source)?;
         let metered = engine.compile(&prepared.bytes)?;
-        let runs = runs.max(3);
-        let (original_ms, plain) = time_runs(&original, &work, &digest, runs)?;
-        let (prepared_ms, outcome) = time_runs(&metered, &work, &digest, runs)?;
+        // A warm-up of each, then rounds of one run of each in turn, so
+        // that a change in the machine's load falls on both alike: the
+        // figure is the median of the rounds' ratios.
+        let (warm_ms, plain) = time_run(&original, &work, &digest)?;
+        let (_, outcome) = time_run(&metered, &work, &digest)?;
         let same = plain.stdout == outcome.stdout;
-        let ratio = prepared_ms / original_ms;
+        let rounds = rounds(warm_ms, runs);
+        let (mut original_ms, mut prepared_ms, mut ratios) = (vec![], vec![], vec![]);
+        for _ in 0..rounds {
+            let (a, _) = time_run(&original, &work, &digest)?;
+            let (b, _) = time_run(&metered, &work, &digest)?;
+            original_ms.push(a);
+            prepared_ms.push(b);
+            ratios.push(b / a);
+        }
+        let (original_median, prepared_median) = (median(&original_ms), median(&prepared_ms));
         rows.push(
             Row::new(
                 7,
                 &format!("prepared / original run time, {}", work.what),
                 "x",
-                &[ratio],
+                &ratios,
             )
             // Issue 11: instrumentation costs at most 15 %.
             .goal(Goal::AtMost(1.15))
             .note(format!(
-                "{prepared_ms:.1} ms vs {original_ms:.1} ms on wasmtime, best of {runs}; \
-                 {} fuel; same stdout: {same}",
+                "medians {prepared_median:.1} ms vs {original_median:.1} ms on wasmtime, \
+                 {rounds} rounds; {} fuel; same stdout: {same}",
                 outcome.fuel_used
             )),
         );
+        rows.push(in_v8(&work, &source, &prepared.bytes, rounds));
         if let Some(native) = native_binary(work.example) {
+            let best_prepared = prepared_ms.iter().copied().fold(f64::INFINITY, f64::min);
             let mut best = f64::INFINITY;
             let mut same_as_native = false;
-            for _ in 0..runs + 1 {
+            for _ in 0..runs.max(3) + 1 {
                 let started = Instant::now();
                 let stdout = run_native(&native, &work)?;
                 best = best.min(started.elapsed().as_secs_f64() * 1000.0);
@@ -180,11 +199,11 @@ fn instrumentation(runs: usize) -> anyhow::Result<(Vec<Row>, serde_json::Value)>
                     7,
                     &format!("prepared wasm / native build, {}", work.what),
                     "x",
-                    &[prepared_ms / best],
+                    &[best_prepared / best],
                 )
                 .goal(Goal::AtMost(1.15))
                 .note(format!(
-                    "{prepared_ms:.1} ms on wasmtime vs {best:.1} ms natively (the same \
+                    "best {best_prepared:.1} ms on wasmtime vs {best:.1} ms natively (the same \
                      source built for the host, process start included); same bytes: \
                      {same_as_native}"
                 )),
@@ -217,6 +236,114 @@ fn instrumentation(runs: usize) -> anyhow::Result<(Vec<Row>, serde_json::Value)>
         }));
     }
     Ok((rows, json!(raw)))
+}
+
+/// Times the module as submitted and as prepared in V8, in turn, `rounds`
+/// times after three warm-ups each (V8 compiles with Liftoff first and
+/// tiers hot functions up to TurboFan): each run a fresh instance of the
+/// compiled module and a fresh `node:wasi`, timed around `_start`, after a
+/// garbage collection. Prints
+/// the times as JSON. `node:wasi` is not the grid's WASI (its `random_get`
+/// is random), but both modules get the same one.
+const V8_TIMER: &str = r#"
+import { WASI } from 'node:wasi';
+import fs from 'node:fs';
+const [dir, rounds] = [process.argv[2], Number(process.argv[3])];
+const args = JSON.parse(fs.readFileSync(`${dir}/args.json`, 'utf8'));
+const compiled = {};
+for (const name of ['original', 'prepared'])
+  compiled[name] = new WebAssembly.Module(fs.readFileSync(`${dir}/${name}.wasm`));
+function run(name) {
+  // Node 20 crashes after a hundred or so runs if it has not collected
+  // the earlier instances' memories (node --expose-gc).
+  gc();
+  const stdin = fs.openSync(`${dir}/stdin`, 'r');
+  const stdout = fs.openSync(`${dir}/${name}.stdout`, 'w');
+  const stderr = fs.openSync('/dev/null', 'w');
+  const wasi = new WASI({ version: 'preview1', args, env: {}, stdin, stdout, stderr,
+                          returnOnExit: true });
+  const instance = new WebAssembly.Instance(compiled[name], wasi.getImportObject());
+  const started = process.hrtime.bigint();
+  wasi.start(instance);
+  const ms = Number(process.hrtime.bigint() - started) / 1e6;
+  for (const fd of [stdin, stdout, stderr]) fs.closeSync(fd);
+  return ms;
+}
+const times = { original: [], prepared: [] };
+for (let i = 0; i < 3 + rounds; i++)
+  for (const name of ['original', 'prepared']) {
+    const ms = run(name);
+    if (i >= 3) times[name].push(ms);
+  }
+console.log(JSON.stringify(times));
+"#;
+
+/// The prepared / original ratio in V8 (Node's), if `node` is installed.
+fn in_v8(work: &Workload, original: &[u8], prepared: &[u8], rounds: usize) -> Row {
+    let figure = format!("the same in V8 (node), {}", work.what);
+    match time_in_node(work, original, prepared, rounds) {
+        Ok(Some((ratios, note))) => Row::new(7, &figure, "x", &ratios)
+            .goal(Goal::AtMost(1.15))
+            .note(note),
+        Ok(None) => Row::missing(7, &figure, "`node` is not installed"),
+        Err(e) => Row::missing(7, &figure, format!("failed: {e:#}")),
+    }
+}
+
+fn time_in_node(
+    work: &Workload,
+    original: &[u8],
+    prepared: &[u8],
+    rounds: usize,
+) -> anyhow::Result<Option<(Vec<f64>, String)>> {
+    use std::process::Command;
+    let Ok(version) = Command::new("node").arg("--version").output() else {
+        return Ok(None);
+    };
+    let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
+    let scratch = super::env::bench_dir().join("scratch");
+    std::fs::create_dir_all(&scratch)?;
+    let dir = tempfile::Builder::new()
+        .prefix("v8-")
+        .tempdir_in(&scratch)?;
+    let at = |name: &str| dir.path().join(name);
+    std::fs::write(at("timer.mjs"), V8_TIMER)?;
+    std::fs::write(at("original.wasm"), original)?;
+    std::fs::write(at("prepared.wasm"), prepared)?;
+    std::fs::write(at("stdin"), &work.stdin)?;
+    let args: Vec<&str> = std::iter::once(work.example)
+        .chain(work.args.iter().copied())
+        .collect();
+    std::fs::write(at("args.json"), serde_json::to_vec(&args)?)?;
+    let ran = Command::new("node")
+        .arg("--expose-gc")
+        .arg(at("timer.mjs"))
+        .arg(dir.path())
+        .arg(rounds.to_string())
+        .output()?;
+    anyhow::ensure!(
+        ran.status.success(),
+        "node: {}",
+        String::from_utf8_lossy(&ran.stderr).trim()
+    );
+    let times: serde_json::Value = serde_json::from_slice(&ran.stdout)?;
+    let series = |name: &str| -> Vec<f64> {
+        times[name]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
+            .unwrap_or_default()
+    };
+    let (a, b) = (series("original"), series("prepared"));
+    anyhow::ensure!(!a.is_empty() && a.len() == b.len(), "node gave no times");
+    let ratios = a.iter().zip(&b).map(|(a, b)| b / a).collect();
+    let same = std::fs::read(at("original.stdout"))? == std::fs::read(at("prepared.stdout"))?;
+    let note = format!(
+        "medians {:.1} ms vs {:.1} ms in node {version} (node:wasi), {rounds} rounds after \
+         3 warm-ups; same stdout: {same}",
+        median(&b),
+        median(&a)
+    );
+    Ok(Some((ratios, note)))
 }
 
 /// Writes its task's four bytes of stdin back: about the least a task can do.
