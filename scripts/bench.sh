@@ -17,6 +17,11 @@ cd "$(dirname "$0")/.."
 
 cargo build --release --locked -p grid-cli --bin grid
 cargo build --release --locked -p grid-tests --bin bench --bin bench_wasm
+# Benchmark 6's hashsearch rows without SHA-NI: sha2's portable backend,
+# forced by a cfg, in a target directory of its own (the kernels crate
+# alone, about 45 s the first time).
+RUSTFLAGS='--cfg sha2_backend="soft"' CARGO_TARGET_DIR=target/sha2-soft \
+    cargo build --release --locked -p grid-kernels --example hashsearch_native
 # The Rust example kernels built for this machine too: benchmark 7 compares
 # them with the same source as prepared WebAssembly.
 for example in pathtracer sweep; do

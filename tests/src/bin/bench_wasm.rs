@@ -173,6 +173,9 @@ async fn bench() -> anyhow::Result<()> {
             case.spec.kind(),
             wasm_best / native_ms
         );
+        if matches!(case.spec, KernelSpec::Hashsearch(_)) {
+            hashsearch_without_sha_ni(count, wasm_best, repeat);
+        }
     }
     println!();
     println!(
@@ -189,6 +192,61 @@ async fn bench() -> anyhow::Result<()> {
         bail!("the page logged errors: {errors:#?}");
     }
     Ok(())
+}
+
+/// The hashsearch case natively without SHA-NI, so that its ratio says
+/// what it measures: the same nonces through sha2's portable code (the
+/// `hashsearch_native` example built with `--cfg sha2_backend="soft"` into
+/// `target/sha2-soft`, as `scripts/bench.sh` does) and through the
+/// four-lane code the WebAssembly worker runs, compiled natively. Rows are
+/// left out, with a note, when that build is missing.
+fn hashsearch_without_sha_ni(count: u32, wasm_ms: f64, repeat: usize) {
+    #[derive(Deserialize)]
+    struct Native {
+        sha2_ms: f64,
+        four_lane_ms: f64,
+    }
+    let binary = grid_tests::browser::repo_root()
+        .join("target/sha2-soft/release/examples/hashsearch_native");
+    let run = std::process::Command::new(&binary)
+        .args(["--repeat", &repeat.to_string()])
+        .output();
+    let native: Native = match run {
+        Ok(output) if output.status.success() => match serde_json::from_slice(&output.stdout) {
+            Ok(native) => native,
+            Err(error) => {
+                eprintln!("hashsearch_native printed something else: {error}");
+                return;
+            }
+        },
+        Ok(output) => {
+            eprintln!(
+                "{} failed: {}",
+                binary.display(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            return;
+        }
+        Err(error) => {
+            eprintln!(
+                "no hashsearch row without SHA-NI: {} ({error}; scripts/bench.sh builds it)",
+                binary.display()
+            );
+            return;
+        }
+    };
+    for (what, native_ms) in [
+        ("hashsearch, native sha2 without SHA-NI", native.sha2_ms),
+        (
+            "hashsearch, native four-lane code as in wasm",
+            native.four_lane_ms,
+        ),
+    ] {
+        println!(
+            "| {what} | {count} | {native_ms:.1} | {wasm_ms:.1} | {:.2}x |",
+            wasm_ms / native_ms
+        );
+    }
 }
 
 /// The path tracer's argv after its name: one 320x240 frame at 16 samples.
