@@ -6,10 +6,12 @@
 //! - stdin: one line `TILE_X TILE_Y TILE_W TILE_H`, the tile's top-left
 //!   pixel and size. Empty input renders the whole image.
 //! - argv: `--width W --height H --samples S` (the whole image's size and the
-//!   samples per pixel; 320, 240 and 16 by default) and `--ppm`.
+//!   samples per pixel; 320, 240 and 16 by default), and `--ppm` or `--png`.
 //! - stdout: the tile's pixels, row by row from the top, as raw RGB8
-//!   (exactly `TILE_W * TILE_H * 3` bytes), or with `--ppm` as a binary PPM
-//!   (P6) image of the tile.
+//!   (exactly `TILE_W * TILE_H * 3` bytes); with `--ppm` a binary PPM (P6)
+//!   image of the tile; with `--png` a PNG of it (uncompressed: deflate's
+//!   stored blocks, so the encoder is a few lines and its bytes are the
+//!   same everywhere), which the dashboard's gallery shows.
 //! - exit code: 0, or 2 with a message on stderr for a bad line or option.
 //!
 //! Determinism: the only floating-point operations are `+ - * /`, `sqrt`,
@@ -49,11 +51,16 @@ fn run() -> Result<(), String> {
         .map_err(|e| format!("reading stdin: {e}"))?;
     let tile = Tile::parse(&input, &options)?;
 
-    let mut out = Vec::new();
-    if options.ppm {
-        out.extend_from_slice(format!("P6\n{} {}\n255\n", tile.w, tile.h).as_bytes());
-    }
-    out.extend_from_slice(&render(&tile, &options));
+    let pixels = render(&tile, &options);
+    let out = match options.format {
+        Format::Raw => pixels,
+        Format::Ppm => {
+            let mut out = format!("P6\n{} {}\n255\n", tile.w, tile.h).into_bytes();
+            out.extend_from_slice(&pixels);
+            out
+        }
+        Format::Png => png(tile.w, tile.h, &pixels),
+    };
 
     let mut stdout = std::io::stdout().lock();
     stdout
@@ -71,7 +78,15 @@ struct Options {
     width: u32,
     height: u32,
     samples: u32,
-    ppm: bool,
+    format: Format,
+}
+
+/// How stdout carries the tile's pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Format {
+    Raw,
+    Ppm,
+    Png,
 }
 
 /// Bounds that keep one task's work and output sane.
@@ -84,13 +99,17 @@ impl Options {
             width: 320,
             height: 240,
             samples: 16,
-            ppm: false,
+            format: Format::Raw,
         };
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let (field, max) = match arg.as_str() {
                 "--ppm" => {
-                    options.ppm = true;
+                    options.format = Format::Ppm;
+                    continue;
+                }
+                "--png" => {
+                    options.format = Format::Png;
                     continue;
                 }
                 "--width" => (&mut options.width, MAX_SIDE),
@@ -98,7 +117,7 @@ impl Options {
                 "--samples" => (&mut options.samples, MAX_SAMPLES),
                 _ => {
                     return Err(format!(
-                        "unknown argument {arg:?} (expected --width W --height H --samples S --ppm)"
+                        "unknown argument {arg:?} (expected --width W --height H --samples S --ppm --png)"
                     ));
                 }
             };
@@ -457,6 +476,82 @@ fn to_rgb8(c: Vec3) -> [u8; 3] {
     [channel(c.x), channel(c.y), channel(c.z)]
 }
 
+// ---------------------------------------------------------------------------
+// PNG, uncompressed
+
+/// A PNG of `w` x `h` RGB8 `pixels`: the signature, IHDR, one IDAT holding a
+/// zlib stream of stored (uncompressed) deflate blocks, each row behind
+/// filter byte 0, and IEND.
+fn png(w: u32, h: u32, pixels: &[u8]) -> Vec<u8> {
+    let row = w as usize * 3;
+    let mut raw = Vec::with_capacity(pixels.len() + h as usize);
+    for line in pixels.chunks(row.max(1)).take(h as usize) {
+        raw.push(0);
+        raw.extend_from_slice(line);
+    }
+    // zlib: CMF 0x78 (deflate, 32 KiB window), FLG 0x01 (a multiple of 31
+    // with CMF), the blocks, then the Adler-32 of the raw bytes.
+    let mut zlib = vec![0x78, 0x01];
+    let mut blocks = raw.chunks(0xffff).peekable();
+    if blocks.peek().is_none() {
+        zlib.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
+    }
+    while let Some(block) = blocks.next() {
+        let len = block.len() as u16;
+        zlib.push(u8::from(blocks.peek().is_none()));
+        zlib.extend_from_slice(&len.to_le_bytes());
+        zlib.extend_from_slice(&(!len).to_le_bytes());
+        zlib.extend_from_slice(block);
+    }
+    zlib.extend_from_slice(&adler32(&raw).to_be_bytes());
+
+    let mut header = Vec::with_capacity(13);
+    header.extend_from_slice(&w.to_be_bytes());
+    header.extend_from_slice(&h.to_be_bytes());
+    header.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB, no interlace
+    let mut out = vec![0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1a, b'\n'];
+    chunk(&mut out, b"IHDR", &header);
+    chunk(&mut out, b"IDAT", &zlib);
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+/// One PNG chunk: length, type, data, CRC-32 of type and data.
+fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    out.extend_from_slice(kind);
+    out.extend_from_slice(data);
+    let crc = crc32(kind.iter().chain(data));
+    out.extend_from_slice(&crc.to_be_bytes());
+}
+
+/// CRC-32 (ISO-HDLC, reflected polynomial 0xEDB88320), bit by bit: PNG
+/// chunks here are few, so no table.
+fn crc32<'a>(bytes: impl IntoIterator<Item = &'a u8>) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xedb8_8320 & 0u32.wrapping_sub(crc & 1));
+        }
+    }
+    !crc
+}
+
+/// Adler-32, as zlib ends a stream with.
+fn adler32(bytes: &[u8]) -> u32 {
+    let (mut a, mut b) = (1u32, 0u32);
+    for chunk in bytes.chunks(5552) {
+        for &byte in chunk {
+            a += u32::from(byte);
+            b += a;
+        }
+        a %= 65_521;
+        b %= 65_521;
+    }
+    (b << 16) | a
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -468,9 +563,16 @@ mod tests {
     #[test]
     fn options_have_defaults_and_bounds() {
         let o = Options::parse(args("")).unwrap();
-        assert_eq!((o.width, o.height, o.samples, o.ppm), (320, 240, 16, false));
+        assert_eq!(
+            (o.width, o.height, o.samples, o.format),
+            (320, 240, 16, Format::Raw)
+        );
         let o = Options::parse(args("--ppm --width 64 --height 48 --samples 2")).unwrap();
-        assert_eq!((o.width, o.height, o.samples, o.ppm), (64, 48, 2, true));
+        assert_eq!(
+            (o.width, o.height, o.samples, o.format),
+            (64, 48, 2, Format::Ppm)
+        );
+        assert_eq!(Options::parse(args("--png")).unwrap().format, Format::Png);
         assert!(Options::parse(args("--width 0")).is_err());
         assert!(Options::parse(args("--samples")).is_err());
         assert!(Options::parse(args("--depth 3")).is_err());
@@ -557,5 +659,79 @@ mod tests {
         assert_eq!(to_rgb8(sky), to_rgb8(SKY));
         let ball = to_rgb8(render_pixel(&camera, 32, 24, 64));
         assert!(ball.iter().all(|&c| c > 60), "{ball:?}");
+    }
+
+    #[test]
+    fn the_checksums_match_their_published_values() {
+        // CRC-32 of "123456789" is its standard check value; an IEND
+        // chunk's CRC is AE 42 60 82 in every PNG; Adler-32 of "Wikipedia".
+        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+        assert_eq!(crc32(b"IEND"), 0xae42_6082);
+        assert_eq!(adler32(b"Wikipedia"), 0x11e6_0398);
+        // Past the 5552-byte stretch where the sums are reduced.
+        let long: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + 3) as u8).collect();
+        let (mut a, mut b) = (1u64, 0u64);
+        for &x in &long {
+            a = (a + u64::from(x)) % 65_521;
+            b = (b + a) % 65_521;
+        }
+        assert_eq!(adler32(&long), ((b << 16) | a) as u32);
+    }
+
+    /// The rows inside a PNG made by [`png`], read back by walking its
+    /// chunks and stored blocks (and checking every checksum).
+    fn unpng(bytes: &[u8]) -> (u32, u32, Vec<u8>) {
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        let (mut at, mut header, mut zlib) = (8, None, Vec::new());
+        while at < bytes.len() {
+            let len = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            let kind = &bytes[at + 4..at + 8];
+            let data = &bytes[at + 8..at + 8 + len];
+            let crc = u32::from_be_bytes(bytes[at + 8 + len..at + 12 + len].try_into().unwrap());
+            assert_eq!(crc, crc32(kind.iter().chain(data)));
+            match kind {
+                b"IHDR" => header = Some(data.to_vec()),
+                b"IDAT" => zlib.extend_from_slice(data),
+                b"IEND" => assert_eq!(at + 12, bytes.len(), "IEND comes last"),
+                other => panic!("unexpected chunk {other:?}"),
+            }
+            at += 12 + len;
+        }
+        let header = header.expect("an IHDR");
+        assert_eq!(&header[8..], &[8, 2, 0, 0, 0]);
+        let w = u32::from_be_bytes(header[..4].try_into().unwrap());
+        let h = u32::from_be_bytes(header[4..8].try_into().unwrap());
+        assert_eq!(&zlib[..2], &[0x78, 0x01]);
+        assert_eq!((u32::from(zlib[0]) << 8 | u32::from(zlib[1])) % 31, 0);
+        let (mut at, mut raw) = (2, Vec::new());
+        loop {
+            let last = zlib[at] == 1;
+            let len = u16::from_le_bytes([zlib[at + 1], zlib[at + 2]]);
+            let nlen = u16::from_le_bytes([zlib[at + 3], zlib[at + 4]]);
+            assert_eq!(nlen, !len);
+            raw.extend_from_slice(&zlib[at + 5..at + 5 + len as usize]);
+            at += 5 + len as usize;
+            if last {
+                break;
+            }
+        }
+        assert_eq!(zlib[at..], adler32(&raw).to_be_bytes());
+        let row = w as usize * 3 + 1;
+        assert_eq!(raw.len(), row * h as usize);
+        let mut pixels = Vec::new();
+        for line in raw.chunks(row) {
+            assert_eq!(line[0], 0, "filter type 0");
+            pixels.extend_from_slice(&line[1..]);
+        }
+        (w, h, pixels)
+    }
+
+    #[test]
+    fn a_png_holds_the_tiles_pixels() {
+        // Small, and big enough for several stored blocks (65,535 bytes).
+        for (w, h) in [(1, 1), (7, 3), (200, 150)] {
+            let pixels: Vec<u8> = (0..w * h * 3).map(|i| (i * 31 % 251) as u8).collect();
+            assert_eq!(unpng(&png(w, h, &pixels)), (w, h, pixels));
+        }
     }
 }
