@@ -185,16 +185,7 @@ impl WorkerCore {
         if !self.owns(task) {
             return None;
         }
-        if let Some(position) = self.batches.iter().position(|b| b.id == task.batch) {
-            let held = &mut self.batches[position];
-            held.running -= 1;
-            if held.is_finished() {
-                let held = self.batches.remove(position).expect("present");
-                if let Some(builder) = held.pending {
-                    self.ready.push_back(builder.finish());
-                }
-            }
-        }
+        self.release(task);
         Some(WorkerMessage::Failed {
             batch: task.batch,
             task: task.index,
@@ -208,10 +199,24 @@ impl WorkerCore {
     /// against the task. `None` for a task of another connection, or of a
     /// batch revoked meanwhile (the coordinator no longer waits for it).
     pub fn give_back(&mut self, task: &TaskRef) -> Option<WorkerMessage> {
-        if !self.owns(task) {
+        if !self.owns(task) || !self.release(task) {
             return None;
         }
-        let position = self.batches.iter().position(|b| b.id == task.batch)?;
+        let tasks = TaskRanges::from_ranges(vec![(task.index, task.index + 1)])
+            .expect("one task is an ordered range");
+        Some(WorkerMessage::Return {
+            batch: task.batch,
+            tasks,
+        })
+    }
+
+    /// A started task of this connection ends without an output: its batch
+    /// runs one task fewer, and a batch that is now finished goes out.
+    /// False if the batch is gone (revoked).
+    fn release(&mut self, task: &TaskRef) -> bool {
+        let Some(position) = self.batches.iter().position(|b| b.id == task.batch) else {
+            return false;
+        };
         let held = &mut self.batches[position];
         held.running -= 1;
         if held.is_finished() {
@@ -220,12 +225,7 @@ impl WorkerCore {
                 self.ready.push_back(builder.finish());
             }
         }
-        let tasks = TaskRanges::from_ranges(vec![(task.index, task.index + 1)])
-            .expect("one task is an ordered range");
-        Some(WorkerMessage::Return {
-            batch: task.batch,
-            tasks,
-        })
+        true
     }
 
     /// Results frames ready to send. With `flush` true, outputs of unfinished

@@ -18,6 +18,38 @@ function niceCeiling(value) {
   return 10 * power;
 }
 
+/**
+ * Sizes `canvas` to its CSS box at the device's pixel ratio and clears it;
+ * returns its 2D context (in CSS pixels), its size and the chart colours
+ * from the stylesheet, or null while it has no size. Every chart of the
+ * dashboard draws on one of these.
+ */
+export function clearCanvas(canvas) {
+  const ratio = window.devicePixelRatio || 1;
+  const cssWidth = canvas.clientWidth;
+  const cssHeight = canvas.clientHeight;
+  if (!cssWidth || !cssHeight) return null;
+  canvas.width = Math.round(cssWidth * ratio);
+  canvas.height = Math.round(cssHeight * ratio);
+  const g = canvas.getContext("2d");
+  g.setTransform(ratio, 0, 0, ratio, 0, 0);
+  g.clearRect(0, 0, cssWidth, cssHeight);
+  const style = getComputedStyle(canvas);
+  const colour = (name, fallback) => style.getPropertyValue(name).trim() || fallback;
+  g.font = `11px ${style.fontFamily}`;
+  return {
+    g,
+    cssWidth,
+    cssHeight,
+    colors: {
+      line: colour("--chart-line", "#2f6fed"),
+      fill: colour("--chart-fill", "rgba(47,111,237,0.15)"),
+      grid: colour("--chart-grid", "#dde1e8"),
+      text: colour("--chart-text", "#5d6678"),
+    },
+  };
+}
+
 export class ThroughputChart {
   /** @param {HTMLCanvasElement} canvas */
   constructor(canvas) {
@@ -45,29 +77,15 @@ export class ThroughputChart {
   }
 
   draw() {
-    const canvas = this.canvas;
-    const ratio = window.devicePixelRatio || 1;
-    const cssWidth = canvas.clientWidth;
-    const cssHeight = canvas.clientHeight;
-    if (!cssWidth || !cssHeight) return;
-    canvas.width = Math.round(cssWidth * ratio);
-    canvas.height = Math.round(cssHeight * ratio);
-    const g = canvas.getContext("2d");
-    g.setTransform(ratio, 0, 0, ratio, 0, 0);
-    g.clearRect(0, 0, cssWidth, cssHeight);
-
-    const style = getComputedStyle(canvas);
-    const line = style.getPropertyValue("--chart-line").trim() || "#2f6fed";
-    const fill = style.getPropertyValue("--chart-fill").trim() || "rgba(47,111,237,0.15)";
-    const grid = style.getPropertyValue("--chart-grid").trim() || "#dde1e8";
-    const text = style.getPropertyValue("--chart-text").trim() || "#5d6678";
-    g.font = `11px ${style.fontFamily}`;
+    const surface = clearCanvas(this.canvas);
+    if (!surface) return;
+    const { g, cssWidth, cssHeight, colors: { line, fill, grid, text } } = surface;
 
     const end = this.latest?.t ?? Date.now();
     const span = Math.min(MAX_WINDOW_MS, Math.max(MIN_WINDOW_MS, end - (this.samples[0]?.t ?? end)));
     const start = end - span;
     const shown = this.samples.filter((s) => s.t >= start);
-    canvas.dataset.samples = shown.length;
+    this.canvas.dataset.samples = shown.length;
     const top = niceCeiling(Math.max(...shown.map((s) => s.tasks_per_s), 0) * 1.1);
 
     const left = 4;

@@ -3,6 +3,7 @@
 // the range under them and the largest count above. A wasm job's card uses
 // it for the fuel its tasks used, from GET /api/jobs/{id}/fuel.
 
+import { clearCanvas } from "./chart.js";
 import * as format from "./format.js";
 
 export class Histogram {
@@ -23,23 +24,10 @@ export class Histogram {
   }
 
   draw() {
-    const canvas = this.canvas;
-    const ratio = window.devicePixelRatio || 1;
-    const cssWidth = canvas.clientWidth;
-    const cssHeight = canvas.clientHeight;
-    if (!cssWidth || !cssHeight || !this.data) return;
-    canvas.width = Math.round(cssWidth * ratio);
-    canvas.height = Math.round(cssHeight * ratio);
-    const g = canvas.getContext("2d");
-    g.setTransform(ratio, 0, 0, ratio, 0, 0);
-    g.clearRect(0, 0, cssWidth, cssHeight);
-
-    const style = getComputedStyle(canvas);
-    const line = style.getPropertyValue("--chart-line").trim() || "#2f6fed";
-    const fill = style.getPropertyValue("--chart-fill").trim() || "rgba(47,111,237,0.15)";
-    const grid = style.getPropertyValue("--chart-grid").trim() || "#dde1e8";
-    const text = style.getPropertyValue("--chart-text").trim() || "#5d6678";
-    g.font = `11px ${style.fontFamily}`;
+    if (!this.data) return;
+    const surface = clearCanvas(this.canvas);
+    if (!surface) return;
+    const { g, cssWidth, cssHeight, colors: { line, fill, grid, text } } = surface;
 
     const { min, max, bins } = this.data;
     const tallest = Math.max(...bins, 1);
