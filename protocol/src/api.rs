@@ -314,6 +314,10 @@ pub struct WorkerInfo {
     pub connected_at: u64,
     pub paused: bool,
     pub tasks_done: u64,
+    /// The fuel of this connection's accepted results of users' kernels:
+    /// the compute it donated, counted the same in every engine.
+    #[serde(default)]
+    pub fuel_used: u64,
     pub tasks_in_flight: u32,
     pub results_rejected: u64,
     /// Results of this donor that matched a quorum of others.
@@ -409,6 +413,9 @@ pub struct ThroughputSample {
 pub struct WorkerStats {
     pub id: u64,
     pub tasks_done: u64,
+    /// As in [`WorkerInfo::fuel_used`].
+    #[serde(default)]
+    pub fuel_used: u64,
     pub tasks_in_flight: u32,
     /// Tasks per second over the last second.
     pub rate: f64,

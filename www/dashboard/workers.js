@@ -66,7 +66,7 @@ export class WorkerList {
     this.render();
   }
 
-  /** The once-a-second figures: tasks_done, tasks_in_flight, rate, paused. */
+  /** The once-a-second figures: tasks_done, fuel_used, tasks_in_flight, rate, paused. */
   figures(list) {
     for (const figures of list) {
       const worker = this.workers.get(figures.id);
@@ -175,6 +175,7 @@ function row(w, kind, groupPaused = false) {
     nameCell(title, subtitle, kind === "member" ? badges.slice(1) : badges, w.connected_at),
     cell(format.count(w.threads), "num"),
     cell(format.count(w.tasks_done), "num"),
+    cell(format.count(w.fuel_used ?? 0), "num fuel"),
     cell(format.rate(w.rate), "num"),
     cell(format.count(w.tasks_in_flight), "num in-flight"),
     since(w.connected_at),
@@ -204,6 +205,7 @@ function groupRow(members) {
     ),
     cell(format.count(sum("threads")), "num"),
     cell(format.count(sum("tasks_done")), "num"),
+    cell(format.count(sum("fuel_used")), "num fuel"),
     cell(format.rate(sum("rate")), "num"),
     cell(format.count(sum("tasks_in_flight")), "num in-flight"),
     since(connectedAt),

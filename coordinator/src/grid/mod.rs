@@ -58,6 +58,10 @@ pub struct WorkerConn {
     pub connected_at: u64,
     outbox: mpsc::Sender<Outbound>,
     pub tasks_done: AtomicU64,
+    /// The fuel of its accepted wasm results ([`WorkerInfo::fuel_used`]).
+    ///
+    /// [`WorkerInfo::fuel_used`]: grid_protocol::api::WorkerInfo::fuel_used
+    pub fuel_used: AtomicU64,
     pub results_rejected: AtomicU64,
     pub paused: AtomicBool,
     /// Its donor's results failed validation: the connection is closed with

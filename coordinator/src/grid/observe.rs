@@ -45,6 +45,7 @@ impl Grid {
                 .map(|w| WorkerStats {
                     id: w.id,
                     tasks_done: w.tasks_done,
+                    fuel_used: w.fuel_used,
                     tasks_in_flight: w.tasks_in_flight,
                     rate: rates.get(&w.id).copied().unwrap_or(0.0),
                     paused: w.paused,

@@ -148,6 +148,7 @@ impl Grid {
         let mut replicas = Vec::new();
         let mut to_collate = Vec::new();
         let mut rechecks = Vec::new();
+        let mut fuel = 0u64;
         let effects = {
             let mut scheduler = self.scheduler();
             for result in checked {
@@ -172,6 +173,9 @@ impl Grid {
                 match (recorded, checked) {
                     (Recorded::Accepted { decided, recheck }, Some((job, bytes, output, d))) => {
                         outcome.accepted += 1;
+                        if let TaskOutput::Wasm(run) = &output {
+                            fuel = fuel.saturating_add(run.fuel_used);
+                        }
                         if job.definition.replication.redundancy > 1 {
                             replicas.push(ReplicaRow {
                                 job: job.id,
@@ -248,6 +252,7 @@ impl Grid {
         worker
             .tasks_done
             .fetch_add(u64::from(outcome.accepted), Ordering::Relaxed);
+        worker.fuel_used.fetch_add(fuel, Ordering::Relaxed);
         if let Some(job) = &job {
             let to_collate: Vec<(u32, TaskOutput)> = to_collate
                 .into_iter()

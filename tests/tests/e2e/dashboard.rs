@@ -12,9 +12,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use grid_coordinator::export::colour;
-use grid_kernels::KernelSpec;
 use grid_kernels::mandelbrot::{escape_time, pixel_x, pixel_y};
 use grid_kernels::spec::MandelbrotParams;
+use grid_kernels::{KernelSpec, ResultSummary};
 use grid_protocol::api::{ExportFormat, JobRequest, JobState, WasmRequest};
 use grid_protocol::{Hello, PROTOCOL_VERSION, WorkerKind, WorkerMessage};
 use grid_tests::browser::BrowserTest;
@@ -730,6 +730,27 @@ async fn the_dashboard_shows_a_wasm_jobs_failures_fuel_and_pictures() {
         .await
         .unwrap()
     );
+    // The workers table shows the compute the worker donated, in fuel: the
+    // API's figure, which is the three wasm jobs' fuel (one worker ran every
+    // task of them, failed ones included).
+    let mut jobs_fuel = 0;
+    for id in [echoed, traced, complaining] {
+        match client.status(id).await.unwrap().result {
+            Some(ResultSummary::Wasm { fuel_used, .. }) => jobs_fuel += fuel_used,
+            other => panic!("job {id}: {other:?}"),
+        }
+    }
+    let worker = &client.workers().await.unwrap()[0];
+    assert_eq!(worker.fuel_used, jobs_fuel, "{worker:?}");
+    page.wait_for(
+        &format!(
+            "document.querySelector('#workers tr[data-worker] td.fuel')\
+                ?.textContent.replace(/\\D/g, '') === '{jobs_fuel}'"
+        ),
+        WAIT,
+    )
+    .await
+    .expect("the workers table shows the worker's fuel");
     page.screenshot("dashboard-wasm").await.unwrap();
     test.finish(page).await;
 }

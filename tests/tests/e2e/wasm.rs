@@ -130,6 +130,17 @@ async fn a_wasm_job_runs_one_task_per_line_and_its_outputs_come_back_as_files() 
     };
     assert_eq!(tasks_failed, 0);
     assert!(fuel_used > 0);
+    // The compute each worker donated: the two donors each ran every task
+    // once (replicas go to distinct donors), so each reports the job's fuel.
+    let donated: Vec<u64> = grid
+        .client()
+        .workers()
+        .await
+        .unwrap()
+        .iter()
+        .map(|w| w.fuel_used)
+        .collect();
+    assert_eq!(donated, [fuel_used, fuel_used]);
 
     // The module is uploaded once: a second job finds it there.
     let again = grid_cli_async(
