@@ -507,7 +507,13 @@ mod tests {
 
     #[test]
     fn a_tasks_time_limit_grows_with_its_fuel() {
-        let limit = |fuel| WasmLimits { fuel, ..WasmLimits::DEFAULT }.time_limit_ms();
+        let limit = |fuel| {
+            WasmLimits {
+                fuel,
+                ..WasmLimits::DEFAULT
+            }
+            .time_limit_ms()
+        };
         assert_eq!(limit(0), WasmLimits::TIME_FLOOR_MS);
         assert_eq!(limit(1_000_000_000), 110_000);
         assert_eq!(WasmLimits::DEFAULT.time_limit_ms(), 60_000 + 5_000_000);
