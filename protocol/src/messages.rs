@@ -295,7 +295,7 @@ mod tests {
         let text = WorkerMessage::Hello(hello()).encode();
         assert_eq!(
             serde_json::from_str::<serde_json::Value>(&text).unwrap(),
-            json!({"type": "hello", "protocol": 1, "kind": "native", "threads": 2, "name": "lab-3"})
+            json!({"type": "hello", "protocol": 2, "kind": "native", "threads": 2, "name": "lab-3"})
         );
         assert_eq!(
             WorkerMessage::Heartbeat {}.encode(),
@@ -401,9 +401,9 @@ mod tests {
             "[]",
             "{}",
             r#"{"type":"launch"}"#,
-            r#"{"type":"hello","protocol":1}"#,
+            r#"{"type":"hello","protocol":2}"#,
             r#"{"type":"hello","protocol":"1","kind":"native","threads":2}"#,
-            r#"{"type":"hello","protocol":1,"kind":"toaster","threads":2}"#,
+            r#"{"type":"hello","protocol":2,"kind":"toaster","threads":2}"#,
             r#"{"type":"heartbeat","extra":1}"#,
             r#"{"type":"return","batch":1,"tasks":[[5,2]]}"#,
             r#"{"type":"return","batch":1,"tasks":[[0,4294967296]]}"#,
@@ -552,9 +552,12 @@ mod tests {
     #[test]
     fn hello_values_are_checked() {
         hello().validate().unwrap();
-        let mut h = hello();
-        h.protocol = 2;
-        assert_eq!(h.validate().unwrap_err().0, CloseCode::UnsupportedVersion);
+        // Version 1 (before users' kernels) and a later one are refused.
+        for version in [1, PROTOCOL_VERSION + 1] {
+            let mut h = hello();
+            h.protocol = version;
+            assert_eq!(h.validate().unwrap_err().0, CloseCode::UnsupportedVersion);
+        }
         let mut h = hello();
         h.threads = 0;
         assert_eq!(h.validate().unwrap_err().0, CloseCode::BadHello);

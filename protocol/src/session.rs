@@ -645,7 +645,7 @@ mod tests {
         assert_eq!(
             hello,
             [
-                r#"{"type":"hello","protocol":1,"kind":"browser","threads":1,"name":"kiosk","session":"tab-1"}"#
+                r#"{"type":"hello","protocol":2,"kind":"browser","threads":1,"name":"kiosk","session":"tab-1"}"#
             ]
         );
         worker.on_text(&welcome(), 1).unwrap();
@@ -968,7 +968,7 @@ mod tests {
         worker.on_open(now + 250);
         assert_eq!(
             decoded(&worker.take_outgoing(now + 250)),
-            [r#"{"type":"hello","protocol":1,"kind":"browser","threads":1,"session":"s"}"#]
+            [r#"{"type":"hello","protocol":2,"kind":"browser","threads":1,"session":"s"}"#]
         );
     }
 

@@ -61,7 +61,7 @@ fn cases() -> Vec<(&'static str, Opening, CloseCode)> {
         ),
         (
             "hello missing its kind",
-            Text(r#"{"type": "hello", "protocol": 1, "threads": 1}"#.into()),
+            Text(r#"{"type": "hello", "protocol": 2, "threads": 1}"#.into()),
             CloseCode::MalformedFrame,
         ),
         (
