@@ -203,6 +203,27 @@ const ENDINGS: &str = r#"(module
 
 const ENDING_LINES: &str = "u\nd\nm\no\ng\nx\n";
 
+/// Runs out of fuel (at `LAPSE_FUEL`) in a segment that is not checked
+/// (the one after a block's end), then returns (line "r"), traps ("t") or
+/// calls `proc_exit` ("x"): each is trap 1 with the job's fuel used, as if
+/// the charge that went below zero had trapped at once.
+const LAPSE: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 1))
+    (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (block)
+    nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop nop
+    (if (i32.eq (i32.load8_u (i32.const 16)) (i32.const 116)) (then unreachable))
+    (if (i32.eq (i32.load8_u (i32.const 16)) (i32.const 120)) (then (call $exit (i32.const 3))))))"#;
+
+/// Enough for the entry segment (about 20 instructions), not for the
+/// 200-odd after the block.
+const LAPSE_FUEL: u64 = 100;
+
 /// Never ends.
 const SPIN: &str = r#"(module (memory (export "memory") 1)
   (func (export "_start") (loop $l (br $l))))"#;
@@ -344,6 +365,10 @@ async fn run_every_job(client: &Client) -> u64 {
     })
     .await;
     let spin = submit_wasm(client, SPIN, None, |r| r.fuel = Some(1_000_000)).await;
+    let lapse = submit_wasm(client, LAPSE, Some("r\nt\nx\n"), |r| {
+        r.fuel = Some(LAPSE_FUEL)
+    })
+    .await;
     let recurse = submit_wasm(client, RECURSE, None, |_| {}).await;
     let heavy = submit_wasm(client, &heavy_recursion_wat(), None, |_| {}).await;
 
@@ -417,6 +442,13 @@ async fn run_every_job(client: &Client) -> u64 {
         assert_eq!(task.trap, Some(Trap::OutOfFuel), "{task:?}");
         assert_eq!(task.fuel_used, 1_000_000, "{task:?}");
     }
+    for task in done(client, lapse).await {
+        assert_eq!(
+            (task.trap, task.exit_code, task.fuel_used, task.output_bytes),
+            (Some(Trap::OutOfFuel), 0, LAPSE_FUEL, 0),
+            "{task:?}"
+        );
+    }
     for task in done(client, recurse).await {
         assert_eq!(task.trap, Some(Trap::StackLimit), "{task:?}");
         assert!(task.fuel_used > 0, "{task:?}");
@@ -427,8 +459,11 @@ async fn run_every_job(client: &Client) -> u64 {
         assert!(stdout.iter().all(|&b| b == b'.'), "{stdout:?}");
         assert_eq!(stdout.len(), HEAVY_RECURSION_DEPTH, "{task:?}");
     }
-    (FLOAT_LINES.lines().count() + IO_LINES.lines().count() + ENDING_LINES.lines().count() + 3 * 3)
-        as u64
+    (FLOAT_LINES.lines().count()
+        + IO_LINES.lines().count()
+        + ENDING_LINES.lines().count()
+        + 3 * 3
+        + 3) as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
