@@ -123,7 +123,15 @@ impl Client {
         if present {
             return Ok((digest, false));
         }
-        self.send(self.http.put(&url).body(bytes)).await?;
+        // Always with its length: hyper leaves Content-Length out of a PUT
+        // whose body is empty, and the coordinator requires it (an empty
+        // input file is a task's input like any other).
+        let put = self
+            .http
+            .put(&url)
+            .header(reqwest::header::CONTENT_LENGTH, bytes.len())
+            .body(bytes);
+        self.send(put).await?;
         Ok((digest, true))
     }
 
