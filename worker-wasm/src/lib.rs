@@ -63,9 +63,37 @@ pub fn run_user_task(
     index: u32,
     input: Vec<u8>,
 ) -> Result<Vec<u8>, JsError> {
+    outcome_bytes(params_json, |params| {
+        user_kernel::run(module, params, index, input)
+    })
+}
+
+/// [`run_user_task`] for the module as it was submitted, unprepared and
+/// unmetered: for measuring what preparation costs in this engine, never
+/// for a task.
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen]
+pub fn run_unprepared_task(
+    module: &js_sys::WebAssembly::Module,
+    params_json: &str,
+    index: u32,
+    input: Vec<u8>,
+) -> Result<Vec<u8>, JsError> {
+    outcome_bytes(params_json, |params| {
+        user_kernel::run_unprepared(module, params, index, input)
+    })
+}
+
+/// Decodes a job's `WasmParams` from JSON, runs `run` with them and
+/// encodes its outcome.
+#[cfg(target_arch = "wasm32")]
+fn outcome_bytes(
+    params_json: &str,
+    run: impl FnOnce(&grid_kernels::wasm::WasmParams) -> Result<grid_kernels::wasm::WasmOutcome, String>,
+) -> Result<Vec<u8>, JsError> {
     let params: grid_kernels::wasm::WasmParams = serde_json::from_str(params_json)
         .map_err(|e| JsError::new(&format!("invalid params: {e}")))?;
-    let outcome = user_kernel::run(module, &params, index, input).map_err(|e| JsError::new(&e))?;
+    let outcome = run(&params).map_err(|e| JsError::new(&e))?;
     let mut bytes = Vec::with_capacity(outcome.encoded_len());
     outcome.encode_into(&mut bytes);
     Ok(bytes)

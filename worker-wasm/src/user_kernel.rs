@@ -211,11 +211,35 @@ pub fn run(
 ) -> Result<WasmOutcome, String> {
     let config = TaskConfig::of_task(params, task, input);
     let limits = config.limits;
-    let end = run_instance(module, config).map_err(|e| e.to_string())?;
+    let end = run_instance(module, config, true).map_err(|e| e.to_string())?;
     outcome(&limits, end).map_err(|e| e.to_string())
 }
 
-fn run_instance(module: &WebAssembly::Module, config: TaskConfig) -> Result<RunEnd, HostFault> {
+/// [`run`] for a module as it was submitted, not prepared: it runs
+/// unmetered (its outcome says 0 fuel), with no stack limit of its own and
+/// the engine's NaN bits. Not for tasks, whose outcomes must agree across
+/// engines; for measuring what preparation costs, as the native runtime's
+/// `compile_unprepared` is.
+pub fn run_unprepared(
+    module: &WebAssembly::Module,
+    params: &WasmParams,
+    task: u32,
+    input: Vec<u8>,
+) -> Result<WasmOutcome, String> {
+    let config = TaskConfig::of_task(params, task, input);
+    let limits = config.limits;
+    let end = run_instance(module, config, false).map_err(|e| e.to_string())?;
+    outcome(&limits, end).map_err(|e| e.to_string())
+}
+
+/// One run of `module`; without the prepared globals (`prepared` false),
+/// the fuel is taken as untouched and no prepared trap as set.
+fn run_instance(
+    module: &WebAssembly::Module,
+    config: TaskConfig,
+    prepared: bool,
+) -> Result<RunEnd, HostFault> {
+    let fuel = config.limits.fuel;
     let wasi = Wasi::new(config).map_err(|e| HostFault::Config(e.to_string()))?;
     let instance = IMPORTS
         .with(|imports| WebAssembly::Instance::new(module, imports))
@@ -250,12 +274,24 @@ fn run_instance(module: &WebAssembly::Module, config: TaskConfig) -> Result<RunE
         Err(error) => classify(&error),
     };
     let global = |name: &str| export(name).dyn_into::<WebAssembly::Global>().ok();
-    let fuel_left = global(exports::FUEL)
-        .and_then(|g| i64::try_from(g.value()).ok())
-        .ok_or_else(|| HostFault::Engine("no fuel global: is the module prepared?".into()))?;
-    let trap_code = global(exports::TRAP)
-        .and_then(|g| g.value().as_f64())
-        .ok_or_else(|| HostFault::Engine("no trap global: is the module prepared?".into()))?;
+    let fuel_left = match global(exports::FUEL).and_then(|g| i64::try_from(g.value()).ok()) {
+        Some(left) => left,
+        None if !prepared => i64::try_from(fuel).unwrap_or(i64::MAX),
+        None => {
+            return Err(HostFault::Engine(
+                "no fuel global: is the module prepared?".into(),
+            ));
+        }
+    };
+    let trap_code = match global(exports::TRAP).and_then(|g| g.value().as_f64()) {
+        Some(code) => code,
+        None if !prepared => 0.0,
+        None => {
+            return Err(HostFault::Engine(
+                "no trap global: is the module prepared?".into(),
+            ));
+        }
+    };
     let (stdout, stderr) = wasi.finish();
     Ok(RunEnd {
         ended,

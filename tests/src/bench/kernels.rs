@@ -20,45 +20,7 @@ use super::Ctx;
 use super::procs::Coordinator;
 use super::report::{Goal, Row};
 use super::throughput::run_job;
-
-/// One run of a kernel: its argv and stdin.
-struct Workload {
-    example: &'static str,
-    what: &'static str,
-    args: &'static [&'static str],
-    stdin: Vec<u8>,
-}
-
-fn workloads() -> Vec<Workload> {
-    // About a megabyte of text for the word counter: the repository's
-    // protocol description, repeated.
-    let protocol =
-        std::fs::read(grid_tests::browser::repo_root().join("PROTOCOL.md")).unwrap_or_default();
-    let text: Vec<u8> = protocol.iter().copied().cycle().take(1 << 20).collect();
-    vec![
-        Workload {
-            example: "pathtracer",
-            what: "path tracer, 320x240, 16 samples (f64 arithmetic)",
-            args: &["--width", "320", "--height", "240", "--samples", "16"],
-            stdin: Vec::new(),
-        },
-        Workload {
-            example: "sweep",
-            what: "parameter sweep, 27 oscillators x 20,000 RK4 steps",
-            args: &["--steps", "20000"],
-            stdin: std::fs::read(
-                grid_tests::browser::repo_root().join("examples/sweep/params.txt"),
-            )
-            .unwrap_or_default(),
-        },
-        Workload {
-            example: "wordfreq",
-            what: "word count of 1 MiB of text (C, wasi-libc)",
-            args: &[],
-            stdin: text,
-        },
-    ]
-}
+use super::workloads::{Workload, workloads};
 
 /// The example built for the host by scripts/bench.sh, if it was.
 fn native_binary(name: &str) -> Option<PathBuf> {

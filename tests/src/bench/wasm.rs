@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::Ctx;
 use super::env;
-use super::report::Row;
+use super::report::{Goal, Row};
 use super::throughput::load_note;
 
 /// One row of `bench_wasm`'s table.
@@ -69,6 +69,7 @@ pub async fn wasm(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
     let mut order = Vec::new();
     let mut loads = Vec::new();
     let mut footers = Vec::new();
+    let mut instrumentation = Vec::new();
     for i in 0..ctx.expensive_runs() {
         loads.push(env::load_average());
         let mut command = Command::new(&binary);
@@ -95,7 +96,19 @@ pub async fn wasm(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
             }
             by_kernel.entry(row.kernel.clone()).or_default().push(row);
         }
-        footers.extend(stdout.lines().last().map(str::to_string));
+        footers.extend(
+            stdout
+                .lines()
+                .find(|line| line.starts_with("Best of"))
+                .map(str::to_string),
+        );
+        for line in stdout.lines() {
+            if let Some(json) = line.strip_prefix("instrumentation: ") {
+                let rounds: Instrumentation = serde_json::from_str(json)
+                    .with_context(|| format!("bench_wasm's instrumentation line {json}"))?;
+                instrumentation.push(rounds);
+            }
+        }
     }
     let mut rows = Vec::new();
     let mut raw = serde_json::Map::new();
@@ -127,6 +140,7 @@ pub async fn wasm(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
     if let Some(first) = rows.first_mut() {
         first.note = format!("{}; {}", first.note, load_note(&loads));
     }
+    rows.extend(instrumentation_rows(&instrumentation));
     ctx.raw.insert(
         "wasm".into(),
         json!({"bench_wasm": "--repeat 5", "kernels": raw, "footers": footers}),
@@ -134,9 +148,97 @@ pub async fn wasm(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
     Ok(rows)
 }
 
+/// One workload's rounds in Chromium, as `bench_wasm` prints them: users'
+/// kernels as submitted and as prepared, timed in turn.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct Instrumentation {
+    what: Option<String>,
+    #[serde(default)]
+    ratios: Vec<f64>,
+    #[serde(default)]
+    original_ms: f64,
+    #[serde(default)]
+    prepared_ms: f64,
+    #[serde(default)]
+    same_stdout: bool,
+    /// The example module that was not built.
+    missing: Option<String>,
+}
+
+/// Benchmark 7's instrumentation figure in Chromium: every round of every
+/// invocation, per workload, against the issue's 15 %.
+fn instrumentation_rows(all: &[Instrumentation]) -> Vec<Row> {
+    let mut by_what: BTreeMap<&str, Vec<&Instrumentation>> = BTreeMap::new();
+    let mut rows = Vec::new();
+    for rounds in all {
+        match (&rounds.what, &rounds.missing) {
+            (Some(what), _) => by_what.entry(what).or_default().push(rounds),
+            (None, Some(path)) => rows.push(Row::missing(
+                7,
+                "prepared / original run time in Chromium",
+                format!("{path} is missing (make examples)"),
+            )),
+            (None, None) => {}
+        }
+    }
+    for (what, runs) in by_what {
+        let ratios: Vec<f64> = runs.iter().flat_map(|r| r.ratios.iter().copied()).collect();
+        let median = |v: Vec<f64>| super::env::Stat::of(&v).map_or(f64::NAN, |s| s.median);
+        rows.push(
+            Row::new(
+                7,
+                &format!("the same in Chromium's V8, {what}"),
+                "x",
+                &ratios,
+            )
+            .goal(Goal::AtMost(1.15))
+            .note(format!(
+                "medians {:.1} ms prepared vs {:.1} ms as submitted, through the worker's own code, {} rounds in {} invocations; same stdout: {}",
+                median(runs.iter().map(|r| r.prepared_ms).collect()),
+                median(runs.iter().map(|r| r.original_ms).collect()),
+                ratios.len(),
+                runs.len(),
+                runs.iter().all(|r| r.same_stdout)
+            )),
+        );
+    }
+    rows
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn folds_the_instrumentation_lines_per_workload() {
+        let line = |json: &str| serde_json::from_str::<Instrumentation>(json).unwrap();
+        let all = [
+            line(
+                r#"{"what": "w", "ratios": [1.0, 1.2], "original_ms": 5.0, "prepared_ms": 6.0, "same_stdout": true}"#,
+            ),
+            line(
+                r#"{"what": "w", "ratios": [1.1], "original_ms": 5.0, "prepared_ms": 5.5, "same_stdout": true}"#,
+            ),
+            line(r#"{"missing": "examples/build/x.wasm"}"#),
+        ];
+        let rows = instrumentation_rows(&all);
+        assert_eq!(rows.len(), 2);
+        let row = rows
+            .iter()
+            .find(|r| r.figure.contains("Chromium's V8, w"))
+            .unwrap();
+        let stat = row.stat.as_ref().unwrap();
+        assert_eq!(
+            (stat.median, stat.min, stat.max, stat.runs),
+            (1.1, 1.0, 1.2, 3)
+        );
+        assert!(
+            row.note
+                .contains("3 rounds in 2 invocations; same stdout: true"),
+            "{}",
+            row.note
+        );
+    }
 
     #[test]
     fn reads_the_wasm_table() {

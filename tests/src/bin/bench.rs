@@ -41,6 +41,8 @@ mod socket;
 mod throughput;
 #[path = "../bench/wasm.rs"]
 mod wasm;
+#[path = "../bench/workloads.rs"]
+mod workloads;
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use grid_cli::client::Client;
 use grid_kernels::spec::{HashsearchParams, MandelbrotParams, MonteCarloParams, PrimesParams};
-use grid_kernels::wasm::{WasmInputs, WasmParams};
+use grid_kernels::wasm::{WasmInputs, WasmOutcome, WasmParams};
 use grid_kernels::{KernelSpec, TaskRunner};
 use grid_protocol::WorkerKind;
 use grid_protocol::api::{JobRequest, JobState, WasmRequest};
@@ -40,6 +40,9 @@ use grid_tests::TestGrid;
 use grid_tests::browser::{PAGE_TIMEOUT, TestBrowser, TestPage, ensure_wasm_built, repo_root};
 use grid_wasi::TaskConfig;
 use serde::Deserialize;
+
+#[path = "../bench/workloads.rs"]
+mod workloads;
 
 /// A run of consecutive tasks of one job.
 struct Case {
@@ -184,6 +187,7 @@ async fn bench() -> anyhow::Result<()> {
     );
     println!();
     users_kernels(&grid, &browser, &page, repeat).await?;
+    instrumentation_in_chromium(&grid, &page).await?;
     let errors = page.console_errors();
     page.close().await?;
     browser.close().await;
@@ -247,6 +251,105 @@ fn hashsearch_without_sha_ni(count: u32, wasm_ms: f64, repeat: usize) {
             wasm_ms / native_ms
         );
     }
+}
+
+/// What preparation costs in Chromium's V8: each example's workload
+/// (`workloads.rs`, the same as benchmark 7's on wasmtime and in node) run
+/// by the page through the worker's own code, as submitted
+/// (`run_unprepared_task`) and as the coordinator prepared it
+/// (`run_user_task`), in alternating rounds after three warm-ups, each a
+/// fresh instance of a module compiled once; about 1.5 s of each, 5 to 200
+/// rounds. Prints one line a workload, `instrumentation: {json}` with every
+/// round's prepared / submitted ratio, which benchmark 6 folds into its
+/// table; the stdouts of the two runs must agree.
+async fn instrumentation_in_chromium(grid: &TestGrid, page: &TestPage) -> anyhow::Result<()> {
+    #[derive(Deserialize)]
+    struct Rounds {
+        ratios: Vec<f64>,
+        original_ms: f64,
+        prepared_ms: f64,
+        original: String,
+        prepared: String,
+    }
+    let client = grid.client();
+    for work in workloads::workloads() {
+        let path = repo_root().join(format!("examples/build/{}.wasm", work.example));
+        let Ok(module) = std::fs::read(&path) else {
+            println!(
+                "instrumentation: {{\"missing\": {:?}}}",
+                path.display().to_string()
+            );
+            continue;
+        };
+        let (source, _) = client.ensure_blob(module).await?;
+        let (stdin, _) = client.ensure_blob(work.stdin.clone()).await?;
+        // A job of one task has the coordinator prepare the module; no
+        // worker is connected, and it is cancelled.
+        let mut job = JobRequest::new(WasmRequest {
+            args: work.args.iter().map(|a| a.to_string()).collect(),
+            ..WasmRequest::new(source)
+        });
+        job.tasks = Some(1);
+        let status = client.submit(&job).await?;
+        client.cancel(status.id).await?;
+        let KernelSpec::Wasm(params) = status.spec else {
+            bail!("not a wasm job: {status:?}")
+        };
+        let script = format!(
+            "(async () => {{ \
+                const wasm = await import('/pkg/grid_worker_wasm.js'); \
+                await wasm.default(); \
+                const auth = {{ headers: {{ authorization: 'Bearer {token}' }} }}; \
+                const get = async (url, options) => \
+                    new Uint8Array(await (await fetch(url, options)).arrayBuffer()); \
+                const prepared = await WebAssembly.compile(await get('/api/modules/{module}')); \
+                const original = await WebAssembly.compile(await get('/api/blobs/{source}', auth)); \
+                const stdin = await get('/api/blobs/{stdin}', auth); \
+                const params = {params}; \
+                const timed = (run, module) => {{ \
+                    const t0 = performance.now(); \
+                    const bytes = run(module, params, 0, stdin); \
+                    return [performance.now() - t0, bytes]; \
+                }}; \
+                const hex = (bytes) => Array.from(bytes, b => b.toString(16).padStart(2, '0')).join(''); \
+                let [ms] = timed(wasm.run_user_task, prepared); \
+                const rounds = Math.max(5, Math.min(200, Math.round(1500 / Math.max(ms, 0.1)))); \
+                const ratios = [], originals = [], prepareds = []; \
+                let o, p; \
+                for (let i = 0; i < 3 + rounds; i++) {{ \
+                    o = timed(wasm.run_unprepared_task, original); \
+                    p = timed(wasm.run_user_task, prepared); \
+                    if (i >= 3) {{ ratios.push(p[0] / o[0]); originals.push(o[0]); prepareds.push(p[0]); }} \
+                }} \
+                const median = (v) => v.slice().sort((a, b) => a - b)[v.length >> 1]; \
+                return {{ ratios, original_ms: median(originals), prepared_ms: median(prepareds), \
+                          original: hex(o[1]), prepared: hex(p[1]) }}; \
+            }})()",
+            token = grid_tests::TOKEN,
+            module = params.module,
+            params = serde_json::to_string(&serde_json::to_string(&params)?)?,
+        );
+        let rounds: Rounds = page.eval(&script).await?;
+        let stdout = |hex: &str| -> anyhow::Result<Vec<u8>> {
+            let bytes = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+                .collect::<Result<Vec<u8>, _>>()?;
+            Ok(WasmOutcome::decode(&bytes)?.stdout)
+        };
+        let same = stdout(&rounds.original)? == stdout(&rounds.prepared)?;
+        println!(
+            "instrumentation: {}",
+            serde_json::json!({
+                "what": work.what,
+                "ratios": rounds.ratios,
+                "original_ms": rounds.original_ms,
+                "prepared_ms": rounds.prepared_ms,
+                "same_stdout": same,
+            })
+        );
+    }
+    Ok(())
 }
 
 /// The path tracer's argv after its name: one 320x240 frame at 16 samples.
