@@ -145,7 +145,10 @@ async fn a_wasm_job_runs_one_task_per_line_and_its_outputs_come_back_as_files() 
     // An empty input is a blob like any other (it once failed with 411).
     let client = grid.client();
     assert!(client.ensure_blob(Vec::new()).await.unwrap().1, "uploaded");
-    assert!(!client.ensure_blob(Vec::new()).await.unwrap().1, "already there");
+    assert!(
+        !client.ensure_blob(Vec::new()).await.unwrap().1,
+        "already there"
+    );
 
     // The module is uploaded once: a second job finds it there.
     let again = grid_cli_async(
