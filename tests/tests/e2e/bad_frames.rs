@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use grid_protocol::api::JobState;
 use grid_protocol::frame::ResultsFrameBuilder;
-use grid_protocol::{CloseCode, WorkerMessage};
+use grid_protocol::{CloseCode, PROTOCOL_VERSION, WorkerMessage};
 use grid_tests::raw::{RawSocket, hello};
 use grid_tests::{TestGrid, assert_primes, job, primes, submit, wait_for_job, wait_for_workers};
 
@@ -45,23 +45,30 @@ fn cases() -> Vec<(&'static str, Opening, CloseCode)> {
             CloseCode::MalformedFrame,
         ),
         (
-            "protocol 2",
-            Text(hello_text(2, 1, "future")),
+            "a later protocol",
+            Text(hello_text(PROTOCOL_VERSION + 1, 1, "future")),
+            CloseCode::UnsupportedVersion,
+        ),
+        (
+            "protocol 1, before users' kernels",
+            Text(hello_text(1, 1, "past")),
             CloseCode::UnsupportedVersion,
         ),
         (
             "threads 0",
-            Text(hello_text(1, 0, "idle")),
+            Text(hello_text(PROTOCOL_VERSION, 0, "idle")),
             CloseCode::BadHello,
         ),
         (
             "name too long",
-            Text(hello_text(1, 1, &"n".repeat(65))),
+            Text(hello_text(PROTOCOL_VERSION, 1, &"n".repeat(65))),
             CloseCode::BadHello,
         ),
         (
             "hello missing its kind",
-            Text(r#"{"type": "hello", "protocol": 2, "threads": 1}"#.into()),
+            Text(format!(
+                r#"{{"type": "hello", "protocol": {PROTOCOL_VERSION}, "threads": 1}}"#
+            )),
             CloseCode::MalformedFrame,
         ),
         (
@@ -81,7 +88,7 @@ fn cases() -> Vec<(&'static str, Opening, CloseCode)> {
         ),
         (
             "second hello",
-            HelloThenText(hello_text(1, 1, "again")),
+            HelloThenText(hello_text(PROTOCOL_VERSION, 1, "again")),
             CloseCode::ProtocolViolation,
         ),
         (
@@ -145,11 +152,15 @@ async fn misclosed(url: &str, cases: Vec<(&'static str, Opening, CloseCode)>) ->
             Opening::Text(text) => socket.send_text(&text).await,
             Opening::Binary(bytes) => socket.send_binary(bytes).await,
             Opening::HelloThenText(text) => {
-                socket.send_text(&hello_text(1, 1, name)).await;
+                socket
+                    .send_text(&hello_text(PROTOCOL_VERSION, 1, name))
+                    .await;
                 socket.send_text(&text).await;
             }
             Opening::HelloThenBinary(bytes) => {
-                socket.send_text(&hello_text(1, 1, name)).await;
+                socket
+                    .send_text(&hello_text(PROTOCOL_VERSION, 1, name))
+                    .await;
                 socket.send_binary(bytes).await;
             }
             Opening::Silence => {}
