@@ -70,6 +70,7 @@ pub async fn wasm(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
     let mut loads = Vec::new();
     let mut footers = Vec::new();
     let mut instrumentation = Vec::new();
+    let mut pathtracer = Vec::new();
     for i in 0..ctx.expensive_runs() {
         loads.push(env::load_average());
         let mut command = Command::new(&binary);
@@ -103,6 +104,11 @@ pub async fn wasm(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
                 .map(str::to_string),
         );
         for line in stdout.lines() {
+            if let Some(json) = line.strip_prefix("pathtracer: ") {
+                let run: PathTracer = serde_json::from_str(json)
+                    .with_context(|| format!("bench_wasm's path tracer line {json}"))?;
+                pathtracer.push(run);
+            }
             if let Some(json) = line.strip_prefix("instrumentation: ") {
                 let rounds: Instrumentation = serde_json::from_str(json)
                     .with_context(|| format!("bench_wasm's instrumentation line {json}"))?;
@@ -141,11 +147,56 @@ pub async fn wasm(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
         first.note = format!("{}; {}", first.note, load_note(&loads));
     }
     rows.extend(instrumentation_rows(&instrumentation));
+    rows.extend(pathtracer_rows(&pathtracer));
     ctx.raw.insert(
         "wasm".into(),
         json!({"bench_wasm": "--repeat 5", "kernels": raw, "footers": footers}),
     );
     Ok(rows)
+}
+
+/// The path tracer in Chromium, as one invocation of `bench_wasm` prints it:
+/// one frame's task against the same prepared module on wasmtime (best of
+/// N each), and frames per minute on one tab of two worker threads.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct PathTracer {
+    chromium_ms: f64,
+    wasmtime_ms: f64,
+    frames_per_minute: Vec<f64>,
+}
+
+/// Benchmark 7's path tracer rows in Chromium, over every invocation.
+fn pathtracer_rows(runs: &[PathTracer]) -> Vec<Row> {
+    if runs.is_empty() {
+        return Vec::new();
+    }
+    let ratios: Vec<f64> = runs.iter().map(|r| r.chromium_ms / r.wasmtime_ms).collect();
+    let frames: Vec<f64> = runs
+        .iter()
+        .flat_map(|r| r.frames_per_minute.iter().copied())
+        .collect();
+    let median = |v: Vec<f64>| super::env::Stat::of(&v).map_or(f64::NAN, |s| s.median);
+    vec![
+        Row::new(
+            7,
+            "path tracer, one frame in Chromium / on wasmtime, the same prepared module",
+            "x",
+            &ratios,
+        )
+        .goal(Goal::AtMost(1.3))
+        .note(format!(
+            "medians {:.1} ms in Chromium vs {:.1} ms on wasmtime, best of 5 each",
+            median(runs.iter().map(|r| r.chromium_ms).collect()),
+            median(runs.iter().map(|r| r.wasmtime_ms).collect())
+        )),
+        Row::new(
+            7,
+            "path tracer frames per minute, 320x240 x 16 spp in 24 strips, one Chromium tab x 2 worker threads",
+            "frames/min",
+            &frames,
+        )
+        .note("submission to the last strip collated, a fresh tab each run"),
+    ]
 }
 
 /// One workload's rounds in Chromium, as `bench_wasm` prints them: users'
@@ -208,6 +259,25 @@ fn instrumentation_rows(all: &[Instrumentation]) -> Vec<Row> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn folds_the_path_tracer_lines() {
+        let runs: Vec<PathTracer> = [
+            r#"{"chromium_ms": 110.0, "wasmtime_ms": 100.0, "frames_per_minute": [300.0, 320.0]}"#,
+            r#"{"chromium_ms": 90.0, "wasmtime_ms": 100.0, "frames_per_minute": [310.0]}"#,
+        ]
+        .iter()
+        .map(|json| serde_json::from_str(json).unwrap())
+        .collect();
+        let rows = pathtracer_rows(&runs);
+        let stat = |row: &Row| {
+            let s = row.stat.as_ref().unwrap();
+            (s.median, s.runs)
+        };
+        assert_eq!(stat(&rows[0]), (1.0, 2));
+        assert_eq!(stat(&rows[1]), (310.0, 3));
+        assert!(pathtracer_rows(&[]).is_empty());
+    }
 
     #[test]
     fn folds_the_instrumentation_lines_per_workload() {

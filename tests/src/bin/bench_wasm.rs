@@ -449,6 +449,15 @@ async fn users_kernels(
         "One task: best of {repeat} after a warm-up on each side, outcomes byte-identical. \
          Frames: submission to the last strip collated, a fresh tab each run."
     );
+    // The same figures for benchmark 6 to fold into `make bench`'s table.
+    println!(
+        "pathtracer: {}",
+        serde_json::json!({
+            "chromium_ms": chromium.ms,
+            "wasmtime_ms": native_ms,
+            "frames_per_minute": per_minute,
+        })
+    );
     Ok(())
 }
 
