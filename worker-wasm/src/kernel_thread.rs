@@ -258,8 +258,13 @@ pub fn serve() {
         Closure::<dyn FnMut(MessageEvent)>::new(|event: MessageEvent| {
             match Task::decode(&event.data()) {
                 Ok(task) => {
-                    let result =
-                        user_kernel::run(&task.module, &task.params, task.index, task.input);
+                    let result = user_kernel::run(
+                        &task.module,
+                        user_kernel::Preparation::Prepared,
+                        &task.params,
+                        task.index,
+                        task.input,
+                    );
                     reply(&Reply::Done {
                         seq: task.seq,
                         result,

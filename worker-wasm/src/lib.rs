@@ -32,6 +32,8 @@ pub mod user_kernel;
 pub mod web;
 
 use grid_kernels::{KernelSpec, TaskRunner};
+#[cfg(target_arch = "wasm32")]
+use user_kernel::Preparation;
 use wasm_bindgen::prelude::*;
 
 /// Starts the worker in the current Web Worker: listens for the page's
@@ -63,9 +65,7 @@ pub fn run_user_task(
     index: u32,
     input: Vec<u8>,
 ) -> Result<Vec<u8>, JsError> {
-    outcome_bytes(params_json, |params| {
-        user_kernel::run(module, params, index, input)
-    })
+    task_bytes(module, Preparation::Prepared, params_json, index, input)
 }
 
 /// [`run_user_task`] for the module as it was submitted, unprepared and
@@ -79,21 +79,23 @@ pub fn run_unprepared_task(
     index: u32,
     input: Vec<u8>,
 ) -> Result<Vec<u8>, JsError> {
-    outcome_bytes(params_json, |params| {
-        user_kernel::run_unprepared(module, params, index, input)
-    })
+    task_bytes(module, Preparation::AsSubmitted, params_json, index, input)
 }
 
-/// Decodes a job's `WasmParams` from JSON, runs `run` with them and
-/// encodes its outcome.
+/// [`user_kernel::run`] with the job's `WasmParams` decoded from JSON, its
+/// outcome encoded.
 #[cfg(target_arch = "wasm32")]
-fn outcome_bytes(
+fn task_bytes(
+    module: &js_sys::WebAssembly::Module,
+    preparation: Preparation,
     params_json: &str,
-    run: impl FnOnce(&grid_kernels::wasm::WasmParams) -> Result<grid_kernels::wasm::WasmOutcome, String>,
+    index: u32,
+    input: Vec<u8>,
 ) -> Result<Vec<u8>, JsError> {
     let params: grid_kernels::wasm::WasmParams = serde_json::from_str(params_json)
         .map_err(|e| JsError::new(&format!("invalid params: {e}")))?;
-    let outcome = run(&params).map_err(|e| JsError::new(&e))?;
+    let outcome = user_kernel::run(module, preparation, &params, index, input)
+        .map_err(|e| JsError::new(&e))?;
     let mut bytes = Vec::with_capacity(outcome.encoded_len());
     outcome.encode_into(&mut bytes);
     Ok(bytes)

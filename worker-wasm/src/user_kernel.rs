@@ -200,45 +200,43 @@ pub fn compiled(module: &ContentDigest) -> Option<WebAssembly::Module> {
     })
 }
 
+/// Whether a module is the one the coordinator prepared (every task's) or
+/// the one that was submitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preparation {
+    Prepared,
+    /// Unmetered (its outcome says 0 fuel), with no stack limit of its own
+    /// and the engine's NaN bits. Never for tasks, whose outcomes must
+    /// agree across engines; for measuring what preparation costs, as the
+    /// native runtime's `compile_unprepared` is.
+    AsSubmitted,
+}
+
 /// Runs one task of a wasm job with its compiled `module`: its outcome, or
 /// why it could not run here (a host fault), which the worker reports as
 /// the task's failure.
 pub fn run(
     module: &WebAssembly::Module,
+    preparation: Preparation,
     params: &WasmParams,
     task: u32,
     input: Vec<u8>,
 ) -> Result<WasmOutcome, String> {
     let config = TaskConfig::of_task(params, task, input);
     let limits = config.limits;
-    let end = run_instance(module, config, true).map_err(|e| e.to_string())?;
+    let end = run_instance(module, preparation, config).map_err(|e| e.to_string())?;
     outcome(&limits, end).map_err(|e| e.to_string())
 }
 
-/// [`run`] for a module as it was submitted, not prepared: it runs
-/// unmetered (its outcome says 0 fuel), with no stack limit of its own and
-/// the engine's NaN bits. Not for tasks, whose outcomes must agree across
-/// engines; for measuring what preparation costs, as the native runtime's
-/// `compile_unprepared` is.
-pub fn run_unprepared(
-    module: &WebAssembly::Module,
-    params: &WasmParams,
-    task: u32,
-    input: Vec<u8>,
-) -> Result<WasmOutcome, String> {
-    let config = TaskConfig::of_task(params, task, input);
-    let limits = config.limits;
-    let end = run_instance(module, config, false).map_err(|e| e.to_string())?;
-    outcome(&limits, end).map_err(|e| e.to_string())
-}
-
-/// One run of `module`; without the prepared globals (`prepared` false),
-/// the fuel is taken as untouched and no prepared trap as set.
+/// One run of `module`; without the prepared globals
+/// ([`Preparation::AsSubmitted`]) the fuel is taken as untouched and no
+/// prepared trap as set.
 fn run_instance(
     module: &WebAssembly::Module,
+    preparation: Preparation,
     config: TaskConfig,
-    prepared: bool,
 ) -> Result<RunEnd, HostFault> {
+    let prepared = preparation == Preparation::Prepared;
     let fuel = config.limits.fuel;
     let wasi = Wasi::new(config).map_err(|e| HostFault::Config(e.to_string()))?;
     let instance = IMPORTS
