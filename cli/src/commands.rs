@@ -329,6 +329,7 @@ async fn wasm_request(client: &Client, args: &WasmArgs) -> anyhow::Result<WasmRe
         (None, None) => None,
     };
     Ok(WasmRequest {
+        files: std::collections::BTreeMap::new(),
         module,
         inputs,
         name: Some(program_name(&args.module, args.name.as_deref())),
@@ -399,6 +400,7 @@ fn run_local(args: &RunArgs) -> anyhow::Result<ExitCode> {
         stderr_bytes: defaults.stderr_bytes,
         seed: args.limits.seed.unwrap_or(0),
         description: None,
+        files: Vec::new(),
     };
     KernelSpec::Wasm(params.clone()).validate(1)?;
     let limits = params.limits();

@@ -43,6 +43,7 @@ impl JobDefinition {
     /// What the scheduler needs of the job, whose tasks read `inputs`.
     pub fn plan(&self, id: u64, inputs: Option<&TaskInputs>) -> JobPlan {
         JobPlan {
+            locality: Vec::new(),
             id,
             tasks: self.tasks,
             replication: self.replication,
@@ -217,7 +218,10 @@ impl Job {
     /// tasks read nothing).
     pub fn batch_inputs(&self, tasks: &grid_protocol::TaskRanges) -> Vec<TaskInput> {
         match &self.inputs {
-            Some(inputs) => tasks.iter().map(|t| TaskInput(inputs.input(t))).collect(),
+            Some(inputs) => tasks
+                .iter()
+                .map(|t| TaskInput::Inline(inputs.input(t)))
+                .collect(),
             None => Vec::new(),
         }
     }

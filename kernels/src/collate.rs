@@ -595,6 +595,7 @@ mod tests {
             stderr_bytes: 100,
             seed: 1,
             description: None,
+            files: Vec::new(),
         })
     }
 

@@ -432,6 +432,7 @@ fn check_wasm(p: &WasmParams) -> Result<(), SpecError> {
             WasmLimits::MAX_DESCRIPTION_BYTES
         )));
     }
+    crate::wasm::check_files(&p.files).map_err(invalid)?;
     Ok(())
 }
 

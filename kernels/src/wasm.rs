@@ -53,6 +53,75 @@ pub struct WasmParams {
     /// What the kernel does, in the submitter's words, for donors to read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Read-only files every task sees under `/data/<name>`, sorted by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<MountedFile>,
+}
+
+/// A read-only file of a job, mounted in every task's `/data` directory:
+/// its name there, and the blob holding its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountedFile {
+    pub name: String,
+    pub blob: ContentDigest,
+    /// The blob's length in bytes, so workers can make room before fetching.
+    pub size: u64,
+}
+
+/// The directory the job's files are mounted in, as kernels see it: the
+/// one preopened directory, at fd 3.
+pub const DATA_DIR: &str = "/data";
+/// The most files one job may mount.
+pub const MAX_FILES: usize = 64;
+/// The longest file name, in bytes.
+pub const MAX_FILE_NAME_BYTES: usize = 255;
+
+/// Whether `name` can name a file in `/data`: 1 to 255 bytes of printable
+/// characters, not `.` or `..`, no `/` or `\\`, no NUL. The error says why not.
+pub fn check_file_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_FILE_NAME_BYTES {
+        return Err(format!(
+            "a file name must be 1 to {MAX_FILE_NAME_BYTES} bytes, got {:?}",
+            name
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("{name:?} cannot name a file"));
+    }
+    if name
+        .chars()
+        .any(|c| c == '/' || c == '\\' || c.is_control())
+    {
+        return Err(format!(
+            "the file name {name:?} holds a slash, a backslash or a control character"
+        ));
+    }
+    Ok(())
+}
+
+/// The job's files in the order they are mounted (by name), each name
+/// once and valid; the error names the first problem.
+pub fn check_files(files: &[MountedFile]) -> Result<(), String> {
+    if files.len() > MAX_FILES {
+        return Err(format!(
+            "a job may mount at most {MAX_FILES} files, got {}",
+            files.len()
+        ));
+    }
+    for file in files {
+        check_file_name(&file.name)?;
+    }
+    for pair in files.windows(2) {
+        if pair[0].name >= pair[1].name {
+            return Err(if pair[0].name == pair[1].name {
+                format!("the file name {:?} is given twice", pair[0].name)
+            } else {
+                "the files must be sorted by name".to_string()
+            });
+        }
+    }
+    Ok(())
 }
 
 impl WasmParams {
@@ -156,8 +225,7 @@ const ERRNO: &[ValType] = &[I32];
 
 /// The WASI preview 1 functions a kernel may import, and nothing else: the
 /// deterministic subset. The index of a function in this table is how the
-/// runtimes name it (`grid_wasi::Func`). Read-only input files (preopened
-/// directories) will add `path_open` and its kin here.
+/// runtimes name it (`grid_wasi::Func`); new functions go at the end.
 pub const WASI_IMPORTS: &[WasiImport] = &[
     WasiImport {
         name: "args_get",
@@ -238,6 +306,42 @@ pub const WASI_IMPORTS: &[WasiImport] = &[
         name: "proc_exit",
         params: &[I32],
         results: &[],
+    },
+    // The read-only files under /data (protocol 3).
+    WasiImport {
+        name: "path_open",
+        params: &[I32, I32, I32, I32, I32, I64, I64, I32, I32],
+        results: ERRNO,
+    },
+    WasiImport {
+        name: "path_filestat_get",
+        params: &[I32, I32, I32, I32, I32],
+        results: ERRNO,
+    },
+    WasiImport {
+        name: "fd_filestat_get",
+        params: &[I32, I32],
+        results: ERRNO,
+    },
+    WasiImport {
+        name: "fd_readdir",
+        params: &[I32, I32, I32, I64, I32],
+        results: ERRNO,
+    },
+    WasiImport {
+        name: "fd_pread",
+        params: &[I32, I32, I32, I64, I32],
+        results: ERRNO,
+    },
+    WasiImport {
+        name: "fd_tell",
+        params: &[I32, I32],
+        results: ERRNO,
+    },
+    WasiImport {
+        name: "fd_advise",
+        params: &[I32, I64, I64, I32],
+        results: ERRNO,
     },
 ];
 
@@ -650,13 +754,51 @@ mod tests {
     }
 
     #[test]
+    fn file_names_are_single_printable_path_components() {
+        for good in ["scene.bin", "a", "data set.csv", &"x".repeat(255)] {
+            assert_eq!(check_file_name(good), Ok(()), "{good:?}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "/etc",
+            "a\\b",
+            "tab\there",
+            &"x".repeat(256),
+        ] {
+            assert!(check_file_name(bad).is_err(), "{bad:?}");
+        }
+        let file = |name: &str| MountedFile {
+            name: name.into(),
+            blob: ContentDigest::of(name.as_bytes()),
+            size: 1,
+        };
+        assert_eq!(check_files(&[file("a"), file("b")]), Ok(()));
+        assert!(
+            check_files(&[file("b"), file("a")])
+                .unwrap_err()
+                .contains("sorted")
+        );
+        assert!(
+            check_files(&[file("a"), file("a")])
+                .unwrap_err()
+                .contains("twice")
+        );
+        let many: Vec<MountedFile> = (0..=MAX_FILES).map(|i| file(&format!("{i:03}"))).collect();
+        assert!(check_files(&many).unwrap_err().contains("at most"));
+    }
+
+    #[test]
     fn the_import_table_names_each_function_once() {
         let mut names: Vec<&str> = WASI_IMPORTS.iter().map(|i| i.name).collect();
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), WASI_IMPORTS.len());
         assert_eq!(wasi_import("fd_write").map(|(i, _)| i), Some(5));
-        assert!(wasi_import("path_open").is_none());
+        assert_eq!(wasi_import("path_open").map(|(i, _)| i), Some(16));
+        assert!(wasi_import("path_unlink_file").is_none());
         let (_, exit) = wasi_import("proc_exit").unwrap();
         assert!(exit.results.is_empty());
     }

@@ -10,6 +10,7 @@
 //! field); answers are read leniently, so a client keeps working when a
 //! newer coordinator adds a field.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -146,6 +147,10 @@ pub struct WasmRequest {
     /// Keys the tasks' `random_get` streams; default 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    /// Read-only files every task sees as `/data/<name>`: uploaded blobs,
+    /// by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, ContentDigest>,
 }
 
 impl WasmRequest {
@@ -162,6 +167,7 @@ impl WasmRequest {
             stdout_bytes: None,
             stderr_bytes: None,
             seed: None,
+            files: BTreeMap::new(),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! are errors, so a confused peer is told at once rather than half-understood.
 
 use bytes::Bytes;
-use grid_kernels::{KernelKind, KernelSpec};
+use grid_kernels::{ContentDigest, KernelKind, KernelSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::tasks::TaskRanges;
@@ -17,6 +17,10 @@ use crate::{CloseCode, MAX_TEXT_FRAME_BYTES, PROTOCOL_VERSION};
 pub const MAX_NAME_CHARS: usize = 64;
 /// The most threads one worker connection may claim.
 pub const MAX_THREADS: u32 = 1024;
+/// The most blobs a `hello` or a `holding` message may list (each list):
+/// 512 digests take 37 KiB, inside [`MAX_TEXT_FRAME_BYTES`]. A worker
+/// holding more reports the ones it used last.
+pub const MAX_HOLDINGS: usize = 512;
 
 /// What kind of program a worker is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -56,6 +60,10 @@ pub struct Hello {
     /// worker that does not name `wasm` is never sent a wasm job's tasks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernels: Option<Vec<KernelKind>>,
+    /// The blobs this worker's cache holds (files of wasm jobs), so the
+    /// coordinator can send it tasks whose files it already has.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<ContentDigest>,
 }
 
 impl Hello {
@@ -97,6 +105,15 @@ impl Hello {
                 ));
             }
         }
+        if self.holds.len() > MAX_HOLDINGS {
+            return Err((
+                CloseCode::BadHello,
+                format!(
+                    "holds lists {} blobs, more than the {MAX_HOLDINGS} allowed",
+                    self.holds.len()
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -123,6 +140,14 @@ pub enum WorkerMessage {
     Pause {},
     /// Send batches again.
     Resume {},
+    /// The worker's cache gained or lost these blobs since its hello or its
+    /// last `holding`. At most [`MAX_HOLDINGS`] in each list.
+    Holding {
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        added: Vec<ContentDigest>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        removed: Vec<ContentDigest>,
+    },
 }
 
 /// A lease on some tasks of one job, with everything needed to compute them.
@@ -142,30 +167,75 @@ pub struct Batch {
     /// How long the lease lasts without progress. Results extend it.
     pub lease_ms: u64,
     /// For a wasm job: each task's input (its stdin), in the order of
-    /// `tasks`, base64 in the JSON. Empty for the built-in kernels.
+    /// `tasks`. Empty for the built-in kernels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inputs: Vec<TaskInput>,
+    /// For a wasm job with files or blob inputs: the capability that lets
+    /// this worker read them (`GET /api/blobs/...` with the header
+    /// `Grid-Capability`) while it holds this batch's lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
 }
 
-/// One task's input bytes; base64 (standard alphabet, padded) on the wire.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct TaskInput(pub Bytes);
+/// One task's input: its bytes inline (base64, standard alphabet, padded,
+/// as a JSON string), or, past [`INLINE_INPUT_BYTES`], a blob the worker
+/// fetches (`{"blob": "sha256:...", "size": n}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskInput {
+    Inline(Bytes),
+    Blob { blob: ContentDigest, size: u64 },
+}
+
+/// The largest input sent inside a batch; larger ones are blob references.
+pub const INLINE_INPUT_BYTES: u64 = 64 * 1024;
+
+impl Default for TaskInput {
+    fn default() -> TaskInput {
+        TaskInput::Inline(Bytes::new())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlobInput {
+    blob: ContentDigest,
+    size: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum WireInput<'a> {
+    #[serde(borrow)]
+    Inline(std::borrow::Cow<'a, str>),
+    Blob(BlobInput),
+}
 
 impl Serialize for TaskInput {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use base64::Engine as _;
-        serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+        match self {
+            TaskInput::Inline(bytes) => {
+                serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+            }
+            TaskInput::Blob { blob, size } => BlobInput {
+                blob: *blob,
+                size: *size,
+            }
+            .serialize(serializer),
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for TaskInput {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<TaskInput, D::Error> {
         use base64::Engine as _;
-        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        base64::engine::general_purpose::STANDARD
-            .decode(text.as_bytes())
-            .map(|bytes| TaskInput(Bytes::from(bytes)))
-            .map_err(|e| serde::de::Error::custom(format!("an input is not base64: {e}")))
+        match WireInput::deserialize(deserializer)? {
+            WireInput::Inline(text) => base64::engine::general_purpose::STANDARD
+                .decode(text.as_bytes())
+                .map(|bytes| TaskInput::Inline(Bytes::from(bytes)))
+                .map_err(|e| serde::de::Error::custom(format!("an input is not base64: {e}"))),
+            WireInput::Blob(BlobInput { blob, size }) => Ok(TaskInput::Blob { blob, size }),
+        }
     }
 }
 
@@ -236,10 +306,18 @@ impl WorkerMessage {
         }
         let message: WorkerMessage =
             serde_json::from_str(text).map_err(|e| DecodeError::Invalid(e.to_string()))?;
-        if let WorkerMessage::Return { batch, tasks } = &message {
-            tasks
+        match &message {
+            WorkerMessage::Return { batch, tasks } => tasks
                 .validate()
-                .map_err(|_| DecodeError::BadRanges(*batch))?;
+                .map_err(|_| DecodeError::BadRanges(*batch))?,
+            WorkerMessage::Holding { added, removed }
+                if added.len() > MAX_HOLDINGS || removed.len() > MAX_HOLDINGS =>
+            {
+                return Err(DecodeError::Invalid(format!(
+                    "a holding message lists at most {MAX_HOLDINGS} blobs in each list"
+                )));
+            }
+            _ => {}
         }
         Ok(message)
     }
@@ -281,6 +359,7 @@ mod tests {
 
     fn hello() -> Hello {
         Hello {
+            holds: Vec::new(),
             protocol: PROTOCOL_VERSION,
             kind: WorkerKind::Native,
             threads: 2,
@@ -295,13 +374,14 @@ mod tests {
         let text = WorkerMessage::Hello(hello()).encode();
         assert_eq!(
             serde_json::from_str::<serde_json::Value>(&text).unwrap(),
-            json!({"type": "hello", "protocol": 2, "kind": "native", "threads": 2, "name": "lab-3"})
+            json!({"type": "hello", "protocol": PROTOCOL_VERSION, "kind": "native", "threads": 2, "name": "lab-3"})
         );
         assert_eq!(
             WorkerMessage::Heartbeat {}.encode(),
             r#"{"type":"heartbeat"}"#
         );
         let batch = CoordinatorMessage::Batch(Batch {
+            capability: None,
             batch: 9,
             job: 3,
             spec: KernelSpec::Primes(PrimesParams {
@@ -325,6 +405,7 @@ mod tests {
     #[test]
     fn inputs_travel_as_base64_one_per_task() {
         let batch = Batch {
+            capability: None,
             batch: 9,
             job: 3,
             spec: KernelSpec::Primes(PrimesParams { start: 0, end: 10 }),
@@ -332,8 +413,8 @@ mod tests {
             tasks: TaskRanges::from_indices([2, 5]),
             lease_ms: 30_000,
             inputs: vec![
-                TaskInput(Bytes::from_static(b"hi\n")),
-                TaskInput(Bytes::new()),
+                TaskInput::Inline(Bytes::from_static(b"hi\n")),
+                TaskInput::Inline(Bytes::new()),
             ],
         };
         let text = CoordinatorMessage::Batch(batch.clone()).encode();
@@ -353,6 +434,65 @@ mod tests {
             CoordinatorMessage::decode(&garbled),
             Err(DecodeError::Invalid(e)) if e.contains("not base64")
         ));
+    }
+
+    #[test]
+    fn large_inputs_travel_as_blobs_under_the_batch_capability() {
+        let blob = ContentDigest::of(b"a large input");
+        let batch = Batch {
+            capability: Some("17.abcdef".into()),
+            batch: 17,
+            job: 3,
+            spec: KernelSpec::Primes(PrimesParams { start: 0, end: 10 }),
+            job_tasks: 10,
+            tasks: TaskRanges::from_indices([2, 5]),
+            lease_ms: 30_000,
+            inputs: vec![
+                TaskInput::Blob { blob, size: 13 },
+                TaskInput::Inline(Bytes::from_static(b"hi\n")),
+            ],
+        };
+        let text = CoordinatorMessage::Batch(batch.clone()).encode();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            json["inputs"],
+            json!([{"blob": blob.to_string(), "size": 13}, "aGkK"])
+        );
+        assert_eq!(json["capability"], "17.abcdef");
+        assert_eq!(
+            CoordinatorMessage::decode(&text).unwrap(),
+            CoordinatorMessage::Batch(batch)
+        );
+        let odd = text.replace(r#""size":13"#, r#""size":13,"offset":0"#);
+        assert!(CoordinatorMessage::decode(&odd).is_err());
+    }
+
+    #[test]
+    fn holdings_are_bounded() {
+        let digest = ContentDigest::of(b"x");
+        let holding = WorkerMessage::Holding {
+            added: vec![digest],
+            removed: Vec::new(),
+        };
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&holding.encode()).unwrap(),
+            json!({"type": "holding", "added": [digest.to_string()]})
+        );
+        assert_eq!(WorkerMessage::decode(&holding.encode()).unwrap(), holding);
+        let too_many = WorkerMessage::Holding {
+            added: Vec::new(),
+            removed: vec![digest; MAX_HOLDINGS + 1],
+        };
+        assert!(matches!(
+            WorkerMessage::decode(&too_many.encode()),
+            Err(DecodeError::Invalid(e)) if e.contains("at most")
+        ));
+        let mut hello = hello();
+        hello.holds = vec![digest; MAX_HOLDINGS + 1];
+        assert_eq!(hello.validate().unwrap_err().0, CloseCode::BadHello);
+        hello.holds.truncate(MAX_HOLDINGS);
+        assert!(hello.validate().is_ok());
+        assert!(WorkerMessage::Hello(hello).encode().len() < MAX_TEXT_FRAME_BYTES);
     }
 
     #[test]

@@ -38,13 +38,13 @@
 //! something, close the socket on a [`Fault`], and do what
 //! [`WorkerSession::on_closed`] answers.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
-use grid_kernels::{KernelSpec, TaskOutput};
+use grid_kernels::{ContentDigest, KernelSpec, TaskOutput};
 
 use crate::backoff::Backoff;
 use crate::close::CloseCode;
-use crate::messages::{CoordinatorMessage, Hello, WorkerMessage};
+use crate::messages::{CoordinatorMessage, Hello, MAX_HOLDINGS, WorkerMessage};
 use crate::worker::{TaskRef, WorkerCore};
 
 /// How often drivers call [`WorkerSession::tick`].
@@ -190,6 +190,10 @@ pub struct WorkerSession {
     results_rejected: u64,
     error: Option<String>,
     refused: Option<String>,
+    /// What the worker's cache holds, as the driver last said.
+    holds: BTreeSet<ContentDigest>,
+    /// What this connection's coordinator was told it holds.
+    reported: BTreeSet<ContentDigest>,
 }
 
 impl WorkerSession {
@@ -211,6 +215,8 @@ impl WorkerSession {
             results_rejected: 0,
             error: None,
             refused: None,
+            holds: BTreeSet::new(),
+            reported: BTreeSet::new(),
         }
     }
 
@@ -238,6 +244,24 @@ impl WorkerSession {
         self.outgoing.clear();
     }
 
+    /// What the worker's cache holds now, the blobs used last first. The
+    /// first [`MAX_HOLDINGS`] go in every hello; while connected, a change
+    /// is sent at once as a `holding` message with what was added and
+    /// removed. Saying the same again sends nothing.
+    pub fn set_holdings(&mut self, holds: impl IntoIterator<Item = ContentDigest>) {
+        self.holds = holds.into_iter().take(MAX_HOLDINGS).collect();
+        if matches!(self.phase, Phase::Offline) {
+            return;
+        }
+        let added: Vec<ContentDigest> = self.holds.difference(&self.reported).copied().collect();
+        let removed: Vec<ContentDigest> = self.reported.difference(&self.holds).copied().collect();
+        if added.is_empty() && removed.is_empty() {
+            return;
+        }
+        self.reported = self.holds.clone();
+        self.send(&WorkerMessage::Holding { added, removed });
+    }
+
     // --- The connection ---------------------------------------------------
 
     /// The socket opened: say hello (and, if the donor paused meanwhile,
@@ -245,7 +269,11 @@ impl WorkerSession {
     pub fn on_open(&mut self, now: u64) {
         self.reset_connection(Phase::Greeting { opened: now });
         self.last_received = now;
-        let hello = WorkerMessage::Hello(self.hello.clone());
+        self.reported = self.holds.clone();
+        let hello = WorkerMessage::Hello(Hello {
+            holds: self.reported.iter().copied().collect(),
+            ..self.hello.clone()
+        });
         self.send(&hello);
         if self.paused || self.stopping {
             self.send(&WorkerMessage::Pause {});
@@ -600,6 +628,7 @@ mod tests {
 
     fn batch(id: u64, indices: &[u32]) -> String {
         CoordinatorMessage::Batch(Batch {
+            capability: None,
             batch: id,
             job: 3,
             spec: KernelSpec::Primes(PrimesParams {
@@ -629,6 +658,7 @@ mod tests {
 
     fn browser(session: &str, name: Option<&str>) -> WorkerSession {
         WorkerSession::new(Hello {
+            holds: Vec::new(),
             protocol: PROTOCOL_VERSION,
             kind: WorkerKind::Browser,
             threads: 1,
@@ -645,7 +675,7 @@ mod tests {
         assert_eq!(
             hello,
             [
-                r#"{"type":"hello","protocol":2,"kind":"browser","threads":1,"name":"kiosk","session":"tab-1"}"#
+                r#"{"type":"hello","protocol":3,"kind":"browser","threads":1,"name":"kiosk","session":"tab-1"}"#
             ]
         );
         worker.on_text(&welcome(), 1).unwrap();
@@ -898,6 +928,58 @@ mod tests {
     }
 
     #[test]
+    fn holdings_go_in_every_hello_and_changes_go_at_once() {
+        let [a, b, c] = [b"a", b"b", b"c"].map(|x| ContentDigest::of(x));
+        let mut worker = browser("tab-1", None);
+        worker.set_holdings([a, b]);
+        assert!(worker.take_outgoing(0).is_empty(), "offline: nothing sent");
+        worker.on_open(0);
+        let hello = decoded(&worker.take_outgoing(0));
+        let WorkerMessage::Hello(sent) = WorkerMessage::decode(&hello[0]).unwrap() else {
+            panic!("{hello:?}")
+        };
+        let mut expected = vec![a, b];
+        expected.sort_by_key(|d| d.0);
+        assert_eq!(sent.holds, expected);
+        worker.on_text(&welcome(), 1).unwrap();
+        worker.set_holdings([b, a]);
+        assert!(worker.take_outgoing(2).is_empty(), "no change, no message");
+        worker.set_holdings([c, b]);
+        let out = decoded(&worker.take_outgoing(3));
+        assert_eq!(
+            out.iter()
+                .map(|t| WorkerMessage::decode(t).unwrap())
+                .collect::<Vec<_>>(),
+            [WorkerMessage::Holding {
+                added: vec![c],
+                removed: vec![a]
+            }]
+        );
+        // A new connection is told everything again, in its hello.
+        worker.on_closed(Ended::Dropped(String::new()), 4, 0.5);
+        worker.on_open(10);
+        let hello = decoded(&worker.take_outgoing(10));
+        let WorkerMessage::Hello(sent) = WorkerMessage::decode(&hello[0]).unwrap() else {
+            panic!("{hello:?}")
+        };
+        assert_eq!(sent.holds.len(), 2);
+        assert!(sent.holds.contains(&c) && sent.holds.contains(&b));
+        // Past the limit, the ones used last are kept.
+        let many: Vec<ContentDigest> = (0..MAX_HOLDINGS as u32 + 10)
+            .map(|i| ContentDigest::of(&i.to_le_bytes()))
+            .collect();
+        worker.set_holdings(many.iter().copied());
+        let out = decoded(&worker.take_outgoing(11));
+        let WorkerMessage::Holding { added, removed } = WorkerMessage::decode(&out[0]).unwrap()
+        else {
+            panic!("{out:?}")
+        };
+        assert_eq!(added.len(), MAX_HOLDINGS);
+        assert!(!added.contains(&many[MAX_HOLDINGS]));
+        assert_eq!(removed.len(), 2);
+    }
+
+    #[test]
     fn protocol_faults_are_reported_not_ignored() {
         let mut worker = browser("s", None);
         worker.on_open(0);
@@ -968,7 +1050,7 @@ mod tests {
         worker.on_open(now + 250);
         assert_eq!(
             decoded(&worker.take_outgoing(now + 250)),
-            [r#"{"type":"hello","protocol":2,"kind":"browser","threads":1,"session":"s"}"#]
+            [r#"{"type":"hello","protocol":3,"kind":"browser","threads":1,"session":"s"}"#]
         );
     }
 

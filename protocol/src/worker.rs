@@ -11,11 +11,10 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use grid_kernels::{KernelSpec, TaskOutput};
 
 use crate::frame::ResultsFrameBuilder;
-use crate::messages::{Batch, WorkerMessage};
+use crate::messages::{Batch, TaskInput, WorkerMessage};
 use crate::tasks::TaskRanges;
 
 /// A results frame is sent once it holds this many bytes, even if its batch is
@@ -31,7 +30,9 @@ pub struct TaskRef {
     pub job_tasks: u32,
     pub index: u32,
     /// The task's input (a wasm task's stdin); empty if the batch has none.
-    pub input: Bytes,
+    pub input: TaskInput,
+    /// The batch's capability for reading its job's blobs, if it has one.
+    pub capability: Option<Arc<str>>,
     /// The connection generation of the core that handed it out.
     pub generation: u64,
 }
@@ -45,7 +46,8 @@ struct HeldBatch {
     /// Tasks not started yet, as ranges, front first.
     todo: VecDeque<(u32, u32)>,
     /// Their inputs, in the same order (empty if the batch has none).
-    inputs: VecDeque<Bytes>,
+    inputs: VecDeque<TaskInput>,
+    capability: Option<Arc<str>>,
     /// Tasks handed to a thread and not yet completed.
     running: u32,
     /// Finished outputs not yet sent.
@@ -96,7 +98,8 @@ impl WorkerCore {
             spec: Arc::new(batch.spec),
             job_tasks: batch.job_tasks,
             todo,
-            inputs: batch.inputs.into_iter().map(|i| i.0).collect(),
+            inputs: batch.inputs.into_iter().collect(),
+            capability: batch.capability.map(Arc::from),
             running: 0,
             pending: None,
         });
@@ -135,6 +138,7 @@ impl WorkerCore {
             job_tasks: held.job_tasks,
             index,
             input: held.inputs.pop_front().unwrap_or_default(),
+            capability: held.capability.clone(),
             generation: self.generation,
         })
     }
@@ -312,11 +316,13 @@ impl WorkerCore {
 mod tests {
     use super::*;
     use crate::frame::ResultsFrame;
+    use bytes::Bytes;
     use grid_kernels::TaskRunner;
     use grid_kernels::spec::PrimesParams;
 
     fn batch(id: u64, indices: &[u32]) -> Batch {
         Batch {
+            capability: None,
             batch: id,
             job: 1,
             spec: KernelSpec::Primes(PrimesParams {
@@ -369,21 +375,22 @@ mod tests {
         let mut core = WorkerCore::new(1);
         core.on_batch(Batch {
             inputs: [&b"zero"[..], b"one", b"five"]
-                .map(|b| crate::TaskInput(Bytes::from_static(b)))
+                .map(|b| crate::TaskInput::Inline(Bytes::from_static(b)))
                 .to_vec(),
             ..batch(1, &[0, 1, 5])
         });
         core.on_batch(batch(2, &[7]));
-        let tasks: Vec<(u32, Bytes)> = std::iter::from_fn(|| core.next_task())
+        let tasks: Vec<(u32, TaskInput)> = std::iter::from_fn(|| core.next_task())
             .map(|t| (t.index, t.input))
             .collect();
+        let inline = |b: &'static [u8]| TaskInput::Inline(Bytes::from_static(b));
         assert_eq!(
             tasks,
             [
-                (0, Bytes::from_static(b"zero")),
-                (1, Bytes::from_static(b"one")),
-                (5, Bytes::from_static(b"five")),
-                (7, Bytes::new())
+                (0, inline(b"zero")),
+                (1, inline(b"one")),
+                (5, inline(b"five")),
+                (7, inline(b""))
             ]
         );
     }

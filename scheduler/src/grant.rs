@@ -7,9 +7,9 @@
 
 use grid_protocol::TaskRanges;
 
-use crate::job::Holder;
+use crate::job::{Holder, JobState};
 use crate::state::BatchState;
-use crate::{DonorId, Grant, JobId, Scheduler, WorkerId};
+use crate::{Capabilities, DonorId, Grant, JobId, Scheduler, WorkerId};
 
 impl Scheduler {
     /// The next batch for `worker`, if it has room and there is work it may take.
@@ -24,12 +24,7 @@ impl Scheduler {
             return None;
         }
         let (rate, seed) = (self.config.spot_check_rate, self.config.spot_check_seed);
-        let job_ids: Vec<JobId> = self
-            .jobs
-            .iter()
-            .filter(|(_, j)| !j.paused && offers.covers(j.plan.needs))
-            .map(|(&id, _)| id)
-            .collect();
+        let job_ids = self.jobs_in_order(worker, offers, now);
         let active_workers = self.unpaused.max(1) as u64;
         for job in job_ids {
             let size = self.batch_size(worker, job, active_workers);
@@ -46,6 +41,73 @@ impl Scheduler {
         }
         let after = self.config.speculate_after_ms?;
         self.speculate(worker, donor, now, after)
+    }
+
+    /// The jobs `worker` may work on, in the order it should try them.
+    /// Oldest first, unless some job's tasks read blobs (locality): then
+    /// 1. a job that has had no batch out for `locality_patience_ms`, so
+    ///    no job starves while workers serve the files they hold;
+    /// 2. jobs whose blobs the worker holds, oldest first;
+    /// 3. jobs no worker is on, fewest bytes to fetch first (new files
+    ///    spread over workers instead of every worker fetching one);
+    /// 4. the rest, fewest bytes to fetch first.
+    fn jobs_in_order(&mut self, worker: WorkerId, offers: Capabilities, now: u64) -> Vec<JobId> {
+        let eligible = |j: &JobState| !j.paused && offers.covers(j.plan.needs) && j.issuable() > 0;
+        let mut ids: Vec<JobId> = Vec::new();
+        let mut local = false;
+        for (&id, job) in self.jobs.iter_mut() {
+            if !(!job.paused && offers.covers(job.plan.needs)) {
+                continue;
+            }
+            if job.batches_out == 0 && job.idle_since.is_none() {
+                job.idle_since = Some(now);
+            }
+            local |= !job.plan.locality.is_empty() && eligible(job);
+            ids.push(id);
+        }
+        if !local {
+            return ids;
+        }
+        let holds = &self.workers[&worker].holds;
+        let patience = self.config.locality_patience_ms;
+        let mut keyed: Vec<((u8, u64, JobId), JobId)> = ids
+            .into_iter()
+            .map(|id| {
+                let job = &self.jobs[&id];
+                let missing: u64 = job
+                    .plan
+                    .locality
+                    .iter()
+                    .filter(|(key, _)| !holds.contains(key))
+                    .map(|(_, bytes)| bytes)
+                    .sum();
+                let starving = job
+                    .idle_since
+                    .is_some_and(|since| now.saturating_sub(since) >= patience);
+                let rank = if starving && eligible(job) {
+                    (0, 0, id)
+                } else if missing == 0 {
+                    (1, 0, id)
+                } else if job.batches_out == 0 {
+                    (2, missing, id)
+                } else {
+                    (3, missing, id)
+                };
+                (rank, id)
+            })
+            .collect();
+        keyed.sort_unstable();
+        keyed.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// A batch of `job` was closed (finished at `now`, or ended otherwise).
+    pub(crate) fn batch_closed(&mut self, job: JobId, now: Option<u64>) {
+        if let Some(job) = self.jobs.get_mut(&job) {
+            job.batches_out = job.batches_out.saturating_sub(1);
+            if job.batches_out == 0 {
+                job.idle_since = now;
+            }
+        }
     }
 
     fn batch_size(&self, worker: WorkerId, job: JobId, active_workers: u64) -> u32 {
@@ -98,6 +160,8 @@ impl Scheduler {
         self.refresh_ready(worker);
         let trusted = self.standing(donor).trusted;
         let job_state = self.jobs.get_mut(&job).expect("caller checked");
+        job_state.batches_out += 1;
+        job_state.idle_since = None;
         let mut reissued = 0;
         for &task in &tasks {
             if job_state.add_holder(

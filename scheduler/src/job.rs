@@ -53,6 +53,10 @@ pub struct JobPlan {
     /// The most tasks in one of its batches, below the scheduler's own
     /// `max_batch_tasks` (a job whose tasks carry large inputs).
     pub max_batch_tasks: Option<u32>,
+    /// What its tasks read from workers' caches (its files and module), as
+    /// opaque keys with their sizes in bytes: workers that hold them are
+    /// preferred (locality scheduling).
+    pub locality: Vec<(u64, u64)>,
 }
 
 impl JobPlan {
@@ -64,6 +68,7 @@ impl JobPlan {
             replication: Replication::SINGLE,
             needs: Capabilities::NONE,
             max_batch_tasks: None,
+            locality: Vec::new(),
         }
     }
 }
@@ -146,6 +151,11 @@ pub(crate) struct JobState {
     sole: IntMap<DonorId, Vec<u32>>,
     /// Decided tasks reopened for a second look.
     rechecking: IntSet<u32>,
+    /// Batches of this job that are out (leased and not closed).
+    pub batches_out: u32,
+    /// Since when the job has had no batch out, if it has none and a grant
+    /// has looked at it since (locality's patience counts from there).
+    pub idle_since: Option<u64>,
 }
 
 impl JobState {
@@ -160,6 +170,8 @@ impl JobState {
             paused: false,
             sole: IntMap::default(),
             rechecking: IntSet::default(),
+            batches_out: 0,
+            idle_since: None,
             plan,
         }
     }

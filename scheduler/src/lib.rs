@@ -6,7 +6,10 @@
 //! returns: the coordinator stores and collates the result that decided it.
 //!
 //! The rules it owns:
-//! - Jobs are served oldest first. A batch holds tasks of one job, sized so it
+//! - Jobs are served oldest first, except that a worker is given jobs whose
+//!   blobs its cache holds first (locality, BOINC's "locality scheduling"),
+//!   within a patience after which any job left without a batch is served.
+//!   A batch holds tasks of one job, sized so it
 //!   takes about [`SchedulerConfig::target_batch_ms`] at the worker's measured
 //!   speed, and shrinking near the end of a job so the tail spreads out.
 //! - Every batch is a lease with a deadline; results extend it. A lease that
@@ -113,6 +116,9 @@ pub struct SchedulerConfig {
     /// Keys the choice of spot-checked tasks, so that donors cannot predict
     /// it. The coordinator picks it at random.
     pub spot_check_seed: u64,
+    /// Locality scheduling: how long a job with work left may go without a
+    /// batch out before any worker takes it, whatever it holds.
+    pub locality_patience_ms: u64,
 }
 
 impl Default for SchedulerConfig {
@@ -128,6 +134,7 @@ impl Default for SchedulerConfig {
             trust_after: Some(20),
             spot_check_rate: 0.1,
             spot_check_seed: 0x9e37_79b9_7f4a_7c15,
+            locality_patience_ms: 5_000,
         }
     }
 }
@@ -315,6 +322,13 @@ impl Scheduler {
                 ));
             }
             let waiting = batch.waiting.iter().filter(|w| **w).count() as u32;
+            let out = self.batches.values().filter(|b| b.job == batch.job).count() as u32;
+            if out != job.batches_out {
+                return Err(format!(
+                    "job {} counts {} batches out, {out} by scan",
+                    batch.job, job.batches_out
+                ));
+            }
             if waiting != batch.outstanding || batch.waiting.len() != batch.tasks.len() {
                 return Err(format!(
                     "batch {id}: {} outstanding, {waiting} waiting",

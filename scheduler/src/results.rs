@@ -192,6 +192,7 @@ impl Scheduler {
 
     fn finish_batch(&mut self, batch_id: BatchId, now: u64) {
         let batch = self.batches.remove(&batch_id).expect("present");
+        self.batch_closed(batch.job, Some(now));
         let Some(worker) = self.workers.get_mut(&batch.worker) else {
             return;
         };
@@ -230,6 +231,7 @@ impl Scheduler {
         let Some(batch) = self.batches.remove(&batch_id) else {
             return;
         };
+        self.batch_closed(batch.job, None);
         if let Some(worker) = self.workers.get_mut(&batch.worker) {
             worker.batches.retain(|&b| b != batch_id);
             remember_closed(
@@ -256,7 +258,10 @@ impl Scheduler {
     /// The worker is gone: its batches' tasks are re-issued.
     pub(crate) fn release_batch(&mut self, batch_id: BatchId) {
         if let Some(batch) = self.batches.remove(&batch_id)
-            && let Some(job) = self.jobs.get_mut(&batch.job)
+            && let Some(job) = {
+                self.batch_closed(batch.job, None);
+                self.jobs.get_mut(&batch.job)
+            }
         {
             for &task in &batch.tasks {
                 job.remove_holder(task, batch_id);

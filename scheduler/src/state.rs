@@ -3,7 +3,7 @@
 //! batches) and per batch (its tasks, which still await a result, its lease).
 //! Plain data: the rules that change them live with the events that do.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use grid_protocol::TaskRanges;
 
@@ -27,6 +27,8 @@ pub(crate) struct WorkerState {
     /// Its last closed batches (finished, revoked, returned) and their
     /// tasks: a result that races the close is stale, not unleased.
     pub recently_closed: VecDeque<(BatchId, TaskRanges)>,
+    /// The locality keys of what its cache holds (`JobPlan::locality`).
+    pub holds: HashSet<u64>,
 }
 
 #[derive(Debug)]

@@ -4,7 +4,7 @@
 //! Also the questions the coordinator asks about leases: which job a batch
 //! belongs to, whether a task is in it, what a worker holds.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::state::WorkerState;
 use crate::{BatchId, Capabilities, DonorId, JobId, Scheduler, WorkerId};
@@ -31,6 +31,7 @@ impl Scheduler {
                 speed: HashMap::new(),
                 last_finish: now,
                 recently_closed: VecDeque::new(),
+                holds: HashSet::new(),
             },
         );
         self.unpaused += 1;
@@ -48,6 +49,17 @@ impl Scheduler {
             self.ready.insert(worker);
         } else {
             self.ready.remove(&worker);
+        }
+    }
+
+    /// The worker's cache gained `added` and lost `removed` (locality
+    /// keys, as in [`crate::JobPlan::locality`]).
+    pub fn update_holdings(&mut self, worker: WorkerId, added: &[u64], removed: &[u64]) {
+        if let Some(state) = self.workers.get_mut(&worker) {
+            for key in removed {
+                state.holds.remove(key);
+            }
+            state.holds.extend(added.iter().copied());
         }
     }
 

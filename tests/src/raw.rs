@@ -292,6 +292,7 @@ pub struct Ack {
 /// A valid native hello.
 pub fn hello(threads: u32, name: &str) -> Hello {
     Hello {
+        holds: Vec::new(),
         protocol: PROTOCOL_VERSION,
         kind: WorkerKind::Native,
         threads,

@@ -3,6 +3,7 @@
 //! seed is derived ([`random_seed`]), so every replica of a task draws the
 //! same random bytes and different tasks draw different ones.
 
+use bytes::Bytes;
 use grid_kernels::wasm::{WasmLimits, WasmParams};
 use sha2::{Digest, Sha256};
 
@@ -19,6 +20,16 @@ pub struct TaskConfig {
     /// The job's limits; this crate enforces `stdout_bytes` and
     /// `stderr_bytes` (the runtime enforces fuel and memory).
     pub limits: WasmLimits,
+    /// The job's read-only files, seen under `/data`, sorted by name
+    /// (`WasmParams::files`, with their bytes). Shared, never copied per task.
+    pub files: Vec<DataFile>,
+}
+
+/// One read-only file of `/data`: its name there and its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataFile {
+    pub name: String,
+    pub bytes: Bytes,
 }
 
 /// Why a [`TaskConfig`] cannot be given to a kernel.
@@ -40,6 +51,7 @@ impl TaskConfig {
             stdin,
             seed: random_seed(params.seed, &params.module.0, task),
             limits: params.limits(),
+            files: Vec::new(),
         }
     }
 
@@ -88,6 +100,7 @@ mod tests {
 
     fn config(args: &[&[u8]]) -> TaskConfig {
         TaskConfig {
+            files: Vec::new(),
             args: args.iter().map(|a| a.to_vec()).collect(),
             stdin: Vec::new(),
             seed: [0; 32],

@@ -25,6 +25,13 @@ pub enum Func {
     RandomGet,
     SchedYield,
     ProcExit,
+    PathOpen,
+    PathFilestatGet,
+    FdFilestatGet,
+    FdReaddir,
+    FdPread,
+    FdTell,
+    FdAdvise,
 }
 
 // A function added to the contract must be added here too.
@@ -32,7 +39,7 @@ const _: () = assert!(Func::ALL.len() == WASI_IMPORTS.len());
 
 impl Func {
     /// Every function, in the order of `WASI_IMPORTS`.
-    pub const ALL: [Func; 16] = [
+    pub const ALL: [Func; 23] = [
         Func::ArgsGet,
         Func::ArgsSizesGet,
         Func::EnvironGet,
@@ -49,6 +56,13 @@ impl Func {
         Func::RandomGet,
         Func::SchedYield,
         Func::ProcExit,
+        Func::PathOpen,
+        Func::PathFilestatGet,
+        Func::FdFilestatGet,
+        Func::FdReaddir,
+        Func::FdPread,
+        Func::FdTell,
+        Func::FdAdvise,
     ];
 
     /// The function at `index` in `WASI_IMPORTS`.
@@ -91,6 +105,13 @@ impl Func {
             Func::RandomGet => "random_get",
             Func::SchedYield => "sched_yield",
             Func::ProcExit => "proc_exit",
+            Func::PathOpen => "path_open",
+            Func::PathFilestatGet => "path_filestat_get",
+            Func::FdFilestatGet => "fd_filestat_get",
+            Func::FdReaddir => "fd_readdir",
+            Func::FdPread => "fd_pread",
+            Func::FdTell => "fd_tell",
+            Func::FdAdvise => "fd_advise",
         }
     }
 }

@@ -84,7 +84,7 @@ mod random;
 mod tests;
 
 pub use clock::{REALTIME_START_NS, TICK_NS};
-pub use config::{ConfigError, RANDOM_SEED_DOMAIN, TaskConfig, random_seed};
+pub use config::{ConfigError, DataFile, RANDOM_SEED_DOMAIN, TaskConfig, random_seed};
 pub use errno::Errno;
 pub use func::Func;
 pub use host::{Stop, Wasi};

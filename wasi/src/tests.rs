@@ -24,6 +24,7 @@ const SPIPE: u32 = 70;
 
 fn config() -> TaskConfig {
     TaskConfig {
+        files: Vec::new(),
         args: vec![b"kernel".to_vec(), b"ab".to_vec(), Vec::new()],
         stdin: b"hello world".to_vec(),
         seed: random_seed(1, &[7; 32], 0),

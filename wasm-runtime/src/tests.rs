@@ -46,6 +46,7 @@ fn write(fd: u32, len: u32) -> String {
 
 fn task(stdin: &[u8]) -> TaskConfig {
     TaskConfig {
+        files: Vec::new(),
         args: vec![b"k.wasm".to_vec()],
         stdin: stdin.to_vec(),
         seed: [7; 32],

@@ -75,6 +75,7 @@ pub async fn run(
     let tls = tls::client_config(options.ca_cert.as_deref())?;
     let threads = options.threads.max(1);
     let hello = Hello {
+        holds: Vec::new(),
         protocol: PROTOCOL_VERSION,
         kind: WorkerKind::Native,
         threads: u32::try_from(threads).context("too many threads")?,

@@ -89,7 +89,7 @@ fn compute_thread(pool: Arc<Pool>, wasm: Arc<WasmKernels>) {
             }
         };
         let output = catch_unwind(AssertUnwindSafe(|| match &*task.spec {
-            KernelSpec::Wasm(params) => wasm.run(params, task.index, &task.input),
+            KernelSpec::Wasm(params) => wasm.run(params, &task),
             spec => runner
                 .run(spec, task.job_tasks, task.index)
                 .map_err(|e| e.to_string()),

@@ -15,6 +15,8 @@ use anyhow::Context;
 use bytes::Bytes;
 use grid_kernels::wasm::{WasmOutcome, WasmParams};
 use grid_kernels::{ContentDigest, TaskOutput};
+use grid_protocol::TaskInput;
+use grid_protocol::worker::TaskRef;
 use grid_wasi::TaskConfig;
 use grid_wasm_runtime::{Engine, Kernel};
 use parking_lot::Mutex;
@@ -58,14 +60,13 @@ impl WasmKernels {
     /// Runs one task of a wasm job: its outcome, or why it could not run
     /// here (the module could not be had, or the engine failed outside the
     /// kernel), which the worker reports as the task's failure.
-    pub(crate) fn run(
-        &self,
-        params: &WasmParams,
-        task: u32,
-        input: &Bytes,
-    ) -> Result<TaskOutput, String> {
+    pub(crate) fn run(&self, params: &WasmParams, task: &TaskRef) -> Result<TaskOutput, String> {
         let kernel = self.kernel(&params.module)?;
-        let config = TaskConfig::of_task(params, task, input.to_vec());
+        let input = match &task.input {
+            TaskInput::Inline(bytes) => bytes.clone(),
+            TaskInput::Blob { blob, .. } => return Err(format!("cannot fetch input {blob} yet")),
+        };
+        let config = TaskConfig::of_task(params, task.index, input.to_vec());
         let outcome: WasmOutcome = kernel
             .run(config, &params.limits())
             .map_err(|e| e.to_string())?;

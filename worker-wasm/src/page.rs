@@ -186,6 +186,7 @@ mod tests {
 
     fn session() -> WorkerSession {
         WorkerSession::new(Hello {
+            holds: Vec::new(),
             protocol: PROTOCOL_VERSION,
             kind: WorkerKind::Browser,
             threads: 1,
@@ -244,6 +245,7 @@ mod tests {
         worker.on_open(0);
         worker.on_text(&welcome(), 1).unwrap();
         let batch = CoordinatorMessage::Batch(Batch {
+            capability: None,
             batch: 1,
             job: 3,
             spec: KernelSpec::Primes(PrimesParams {
@@ -297,8 +299,10 @@ mod tests {
             stderr_bytes: 10,
             seed: 0,
             description: Some("an oscillator sweep".into()),
+            files: Vec::new(),
         };
         let batch = CoordinatorMessage::Batch(Batch {
+            capability: None,
             batch: 1,
             job: 4,
             spec: KernelSpec::Wasm(params),

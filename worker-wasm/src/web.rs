@@ -306,6 +306,7 @@ fn start(
     backstop.forget();
 
     let mut session = WorkerSession::new(Hello {
+        holds: Vec::new(),
         protocol: PROTOCOL_VERSION,
         kind: WorkerKind::Browser,
         threads: 1,
@@ -640,13 +641,18 @@ impl App {
             self.session.fail_task(&task, &error);
             return;
         };
+        let grid_protocol::TaskInput::Inline(input) = &task.input else {
+            self.session
+                .fail_task(&task, "inputs held as blobs are not fetched here yet");
+            return;
+        };
         self.next_seq += 1;
         let message = kernel_thread::Task {
             seq: self.next_seq,
             module,
             params: params.clone(),
             index: task.index,
-            input: task.input.to_vec(),
+            input: input.to_vec(),
         };
         if let Err(error) = kernel.send(&message) {
             if let Some(kernel) = self.kernel.take() {

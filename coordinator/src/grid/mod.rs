@@ -466,6 +466,7 @@ impl Grid {
             };
             let sent = self.workers.get(&worker_id).is_some_and(|worker| {
                 worker.send(&CoordinatorMessage::Batch(Batch {
+                    capability: None,
                     batch: grant.batch,
                     job: grant.job,
                     spec: job.spec().clone(),

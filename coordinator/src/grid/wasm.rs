@@ -38,6 +38,7 @@ impl Grid {
             stderr_bytes: request.stderr_bytes.unwrap_or(defaults.stderr_bytes),
             seed: request.seed.unwrap_or(0),
             description: request.description,
+            files: Vec::new(),
         };
         KernelSpec::Wasm(params.clone())
             .validate(1)
@@ -127,6 +128,7 @@ mod tests {
     use crate::grid::testing::{join, native_hello, next_batch, open_grid};
     use grid_kernels::KernelKind;
     use grid_kernels::wasm::InputFile;
+    use grid_protocol::TaskInput;
 
     /// Echoes stdin to stdout: a WASI command in miniature.
     const ECHO: &str = r#"(module
@@ -180,7 +182,14 @@ mod tests {
         let (_plain, mut plain_queue) = join(&grid, 4);
         let mut queue = wasm_worker(&grid);
         let batch = next_batch(&mut queue).await;
-        let inputs: Vec<&[u8]> = batch.inputs.iter().map(|i| &i.0[..]).collect();
+        let inputs: Vec<&[u8]> = batch
+            .inputs
+            .iter()
+            .map(|i| match i {
+                TaskInput::Inline(bytes) => &bytes[..],
+                TaskInput::Blob { .. } => panic!("small inputs travel inline"),
+            })
+            .collect();
         let expected: Vec<&[u8]> = batch
             .tasks
             .iter()

@@ -62,6 +62,10 @@ impl Grid {
         });
         let offers = crate::jobs::offers(&worker.hello);
         scheduler.add_worker(id, donor, worker.hello.threads, offers, self.now_ms());
+        if !worker.hello.holds.is_empty() {
+            let holds: Vec<u64> = worker.hello.holds.iter().map(locality_key).collect();
+            scheduler.update_holdings(id, &holds, &[]);
+        }
         self.workers.insert(id, worker.clone());
         drop(scheduler);
         self.counters
@@ -152,6 +156,21 @@ impl Grid {
         }
     }
 
+    /// The worker's cache changed: the scheduler prefers it for jobs that
+    /// read what it now holds.
+    pub fn on_holding(
+        &self,
+        worker: &WorkerConn,
+        added: &[ContentDigest],
+        removed: &[ContentDigest],
+    ) {
+        let added: Vec<u64> = added.iter().map(locality_key).collect();
+        let removed: Vec<u64> = removed.iter().map(locality_key).collect();
+        self.scheduler()
+            .update_holdings(worker.id, &added, &removed);
+        self.dispatch();
+    }
+
     pub fn on_return(&self, worker: &WorkerConn, batch: u64, tasks: &TaskRanges) {
         let returned = self.scheduler().return_tasks(worker.id, batch, tasks);
         tracing::debug!(worker = worker.id, batch, ?returned, "tasks returned");
@@ -195,4 +214,11 @@ impl Drop for AddressSlot {
             }
         }
     }
+}
+
+/// A blob as the scheduler's locality keys name it: its digest's first
+/// eight bytes (digests are uniform; a collision only misplaces a
+/// preference).
+pub(crate) fn locality_key(digest: &ContentDigest) -> u64 {
+    u64::from_le_bytes(digest.0[..8].try_into().expect("eight bytes"))
 }

@@ -325,6 +325,10 @@ async fn handle(grid: &Grid, worker: &Arc<WorkerConn>, message: Message) -> Step
             grid.set_worker_paused(worker, true);
             Step::Continue
         }
+        Ok(WorkerMessage::Holding { added, removed }) => {
+            grid.on_holding(worker, &added, &removed);
+            Step::Continue
+        }
         Ok(WorkerMessage::Resume {}) => {
             grid.set_worker_paused(worker, false);
             Step::Continue

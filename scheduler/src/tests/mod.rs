@@ -28,6 +28,7 @@ fn wrong_digest(job: JobId, task: u32) -> Digest {
 
 fn plan(id: JobId, tasks: u32, redundancy: u32) -> JobPlan {
     JobPlan {
+        locality: Vec::new(),
         id,
         tasks,
         replication: Replication {

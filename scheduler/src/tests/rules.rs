@@ -463,6 +463,7 @@ fn quarantine_takes_back_work_and_reopens_what_the_donor_decided_alone() {
 fn a_task_without_quorum_within_the_cap_fails_visibly() {
     let mut s = Scheduler::new(config());
     s.add_job(JobPlan {
+        locality: Vec::new(),
         id: 1,
         tasks: 1,
         replication: Replication {

@@ -58,6 +58,7 @@ fn time_run(
 ) -> anyhow::Result<(f64, WasmOutcome)> {
     let limits = WasmLimits::DEFAULT;
     let config = TaskConfig {
+        files: Vec::new(),
         args: std::iter::once(work.example.as_bytes().to_vec())
             .chain(work.args.iter().map(|a| a.as_bytes().to_vec()))
             .collect(),

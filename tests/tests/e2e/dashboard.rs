@@ -47,6 +47,7 @@ async fn browser_tab(base: &str, session: &str) -> tokio::task::JoinHandle<()> {
         let mut socket = RawSocket::connect(base).await;
         socket
             .send_message(&WorkerMessage::Hello(Hello {
+                holds: Vec::new(),
                 protocol: PROTOCOL_VERSION,
                 kind: WorkerKind::Browser,
                 threads: 1,
