@@ -19,7 +19,7 @@
 use std::sync::{Mutex, MutexGuard};
 
 use grid_kernels::wasm::WasmInputs;
-use grid_kernels::{Collator, KernelKind, KernelSpec, ResultSummary};
+use grid_kernels::{Collator, ContentDigest, KernelKind, KernelSpec, ResultSummary};
 use grid_protocol::{Hello, TaskInput};
 
 use crate::inputs::TaskInputs;
@@ -42,14 +42,53 @@ pub struct JobDefinition {
 impl JobDefinition {
     /// What the scheduler needs of the job, whose tasks read `inputs`.
     pub fn plan(&self, id: u64, inputs: Option<&TaskInputs>) -> JobPlan {
+        let locality = match &self.spec {
+            KernelSpec::Wasm(params) => params
+                .files
+                .iter()
+                .map(|f| (crate::grid::locality_key(&f.blob), f.size))
+                .collect(),
+            _ => Vec::new(),
+        };
         JobPlan {
-            locality: Vec::new(),
             id,
             tasks: self.tasks,
             replication: self.replication,
             needs: kernel_bit(self.spec.kind()),
             max_batch_tasks: inputs.and_then(TaskInputs::batch_cap),
+            locality,
         }
+    }
+
+    /// The uploaded blobs a worker computing this job's tasks may read: its
+    /// mounted files and the input files its tasks read (not the module as
+    /// submitted, nor a lines input: those reach workers otherwise).
+    pub fn worker_blobs(&self) -> Vec<ContentDigest> {
+        let mut blobs: Vec<ContentDigest> = match &self.spec {
+            KernelSpec::Wasm(params) => params.files.iter().map(|f| f.blob).collect(),
+            _ => Vec::new(),
+        };
+        if let Some(WasmInputs::Files(files)) = &self.inputs {
+            blobs.extend(files.iter().map(|f| f.blob));
+        }
+        blobs.sort_unstable_by_key(|d| d.0);
+        blobs.dedup();
+        blobs
+    }
+
+    /// Every uploaded blob the job uses: the module as submitted, its
+    /// files and its inputs. None of them may go while the job exists.
+    pub fn blobs(&self) -> Vec<ContentDigest> {
+        let mut blobs = self.worker_blobs();
+        if let KernelSpec::Wasm(params) = &self.spec {
+            blobs.push(params.source);
+        }
+        if let Some(inputs) = &self.inputs {
+            blobs.extend(inputs.blobs());
+        }
+        blobs.sort_unstable_by_key(|d| d.0);
+        blobs.dedup();
+        blobs
     }
 }
 

@@ -7,6 +7,7 @@
 //! synchronous decisions; each job's collator behind its own. No lock is held
 //! across an `.await`.
 
+mod capability;
 mod fuel;
 mod lifecycle;
 mod observe;
@@ -15,7 +16,7 @@ mod wasm;
 mod workers;
 
 pub use fuel::FuelSummary;
-pub use workers::AddressSlot;
+pub use workers::{AddressSlot, locality_key};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -196,6 +197,8 @@ pub struct Grid {
     verifier: Arc<crate::verify::Verifier>,
     /// Open worker connections per remote address (loopback not counted).
     per_address: DashMap<std::net::IpAddr, usize>,
+    /// Keys the batches' blob capabilities; random per run.
+    capability_secret: [u8; 32],
 }
 
 pub use crate::clock::unix_ms;
@@ -250,6 +253,7 @@ impl Grid {
             batch_latency: Histogram::new(LATENCY_BOUNDS),
             verify_seed: rand::random(),
             per_address: DashMap::new(),
+            capability_secret: rand::random(),
             config,
         });
         let restore = grid.clone();

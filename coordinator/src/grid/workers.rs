@@ -219,6 +219,6 @@ impl Drop for AddressSlot {
 /// A blob as the scheduler's locality keys name it: its digest's first
 /// eight bytes (digests are uniform; a collision only misplaces a
 /// preference).
-pub(crate) fn locality_key(digest: &ContentDigest) -> u64 {
+pub fn locality_key(digest: &ContentDigest) -> u64 {
     u64::from_le_bytes(digest.0[..8].try_into().expect("eight bytes"))
 }
