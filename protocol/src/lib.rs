@@ -22,6 +22,7 @@
 
 pub mod api;
 pub mod backoff;
+pub mod cache;
 pub mod close;
 pub mod frame;
 pub mod messages;
