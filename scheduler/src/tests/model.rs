@@ -30,6 +30,8 @@ enum Op {
     Tick(u16),
     /// The worker pauses (true) or resumes (false).
     Pause(u8, bool),
+    /// The worker's cache gains (true) or loses (false) a job's file.
+    Hold(u8, u8, bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -44,6 +46,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..5).prop_map(Op::Fail),
         1 => (0u16..3000).prop_map(Op::Tick),
         1 => (0u8..5, any::<bool>()).prop_map(|(w, p)| Op::Pause(w, p)),
+        1 => (0u8..5, 0u8..4, any::<bool>()).prop_map(|(w, f, h)| Op::Hold(w, f, h)),
     ]
 }
 
@@ -311,6 +314,14 @@ impl Harness {
                 self.now += u64::from(ms);
                 self.s.expire(self.now);
             }
+            Op::Hold(slot, file, held) => {
+                if let Some(conn) = self.conns.get(&slot) {
+                    let key = [u64::from(file)];
+                    let (added, removed): (&[u64], &[u64]) =
+                        if held { (&key, &[]) } else { (&[], &key) };
+                    self.s.update_holdings(conn.id, added, removed);
+                }
+            }
         }
     }
 
@@ -374,7 +385,9 @@ proptest! {
         for (i, &(tasks, redundancy)) in jobs.iter().enumerate() {
             // Even jobs need a kernel the browser tab does not run.
             let id = i as u64 + 1;
-            s.add_job(JobPlan { needs: Capabilities(1 << (id % 2)), ..plan(id, tasks, redundancy) });
+            // Jobs read files 0 to 2 (job 4 reads none), for locality.
+            let locality = if id % 4 == 0 { Vec::new() } else { vec![(id % 4 - 1, 1 << 20)] };
+            s.add_job(JobPlan { needs: Capabilities(1 << (id % 2)), locality, ..plan(id, tasks, redundancy) });
         }
         let mut h = Harness {
             s, now: 0, conns: BTreeMap::new(), next_id: 0, liar_donor: liar,
