@@ -200,6 +200,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let workers: Vec<_> = (0..args.local_workers)
         .map(|i| {
             let options = WorkerOptions {
+                cache: Default::default(),
                 url: local_url.clone(),
                 threads: 1,
                 name: Some(format!("local-{}", i + 1)),
@@ -233,6 +234,7 @@ async fn run_worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<ExitCode> {
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     let options = WorkerOptions {
+        cache: Default::default(),
         url: cli.url.clone(),
         threads,
         name: args.name.clone(),

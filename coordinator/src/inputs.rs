@@ -1,17 +1,24 @@
 //! A wasm job's tasks as the coordinator hands them out: each task's stdin
 //! and its name, split once from the job's input blobs (at submission, and
-//! again when a restarted coordinator resumes the job) and then sent inline
-//! in batches. The blobs are read through a function, so the rules here
-//! (how lines and files become tasks, what is too large) are tested without
-//! a disk.
+//! again when a restarted coordinator resumes the job) and then sent in
+//! batches: inline, or for an input file over [`INLINE_INPUT_BYTES`] as a
+//! reference to its blob, which the worker fetches under the batch's
+//! capability (such a file is never read by the coordinator). The blobs
+//! are read through functions, so the rules here (how lines and files
+//! become tasks, what is too large) are tested without a disk.
 
 use bytes::Bytes;
 use grid_kernels::ContentDigest;
 use grid_kernels::wasm::{WasmInputs, split_lines};
+use grid_protocol::TaskInput;
+use grid_protocol::messages::INLINE_INPUT_BYTES;
 
-/// The most bytes of stdin one task may have: a batch carries its tasks'
-/// inputs inline, and a worker must be able to hold a batch.
+/// The most bytes of stdin one task may have inline: a line of a lines
+/// input (a batch carries those inline, and a worker must hold a batch).
 pub const MAX_TASK_INPUT_BYTES: usize = 1 << 20;
+/// The most bytes of an input file, which travels as a blob past
+/// [`INLINE_INPUT_BYTES`]: a worker holds one in memory while it runs.
+pub const MAX_INPUT_FILE_BYTES: u64 = 256 << 20;
 /// The most tasks a wasm job may have.
 pub const MAX_TASKS: u32 = 1_000_000;
 /// The most input bytes one batch should carry; batches of a job with large
@@ -21,7 +28,7 @@ pub const BATCH_INPUT_BYTES: usize = 4 << 20;
 /// Each task's stdin and name.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TaskInputs {
-    inputs: Vec<Bytes>,
+    inputs: Vec<TaskInput>,
     names: Vec<String>,
 }
 
@@ -36,8 +43,12 @@ pub enum InputError {
     Unreadable(ContentDigest, String),
     #[error("the inputs make no tasks: {0}")]
     Empty(&'static str),
-    #[error("{what} is {bytes} bytes; a task's input may be at most {MAX_TASK_INPUT_BYTES} bytes")]
-    TooLarge { what: String, bytes: usize },
+    #[error("{what} is {bytes} bytes; a task's input may be at most {limit} bytes")]
+    TooLarge {
+        what: String,
+        bytes: u64,
+        limit: u64,
+    },
     #[error("the inputs make {count} tasks; a job may have at most {MAX_TASKS}")]
     TooMany { count: u64 },
     #[error("the inputs make {inputs} tasks but the request asks for {tasks}")]
@@ -62,16 +73,18 @@ impl TaskInputs {
             });
         }
         Ok(TaskInputs {
-            inputs: vec![Bytes::new(); tasks as usize],
+            inputs: vec![TaskInput::default(); tasks as usize],
             names: (0..tasks).map(|t| t.to_string()).collect(),
         })
     }
 
     /// Splits `inputs` into tasks, reading each blob with `read` (which says
-    /// `Ok(None)` for a blob the store lacks). `tasks`, if given, must agree.
+    /// `Ok(None)` for a blob the store lacks) unless `size` (a stored blob's
+    /// length) says it travels as a reference. `tasks`, if given, must agree.
     pub fn load(
         inputs: &WasmInputs,
         tasks: Option<u32>,
+        size: impl Fn(&ContentDigest) -> Option<u64>,
         mut read: impl FnMut(&ContentDigest) -> std::io::Result<Option<Bytes>>,
     ) -> Result<TaskInputs, InputError> {
         let mut fetch = |digest: &ContentDigest| match read(digest) {
@@ -89,10 +102,11 @@ impl TaskInputs {
                     if line.len() > MAX_TASK_INPUT_BYTES {
                         return Err(InputError::TooLarge {
                             what: format!("line {i} (counting from 0)"),
-                            bytes: line.len(),
+                            bytes: line.len() as u64,
+                            limit: MAX_TASK_INPUT_BYTES as u64,
                         });
                     }
-                    loaded.inputs.push(text.slice(line));
+                    loaded.inputs.push(TaskInput::Inline(text.slice(line)));
                     loaded.names.push(i.to_string());
                 }
                 loaded
@@ -106,14 +120,23 @@ impl TaskInputs {
                     if !names.insert(file.name.as_str()) {
                         return Err(InputError::DuplicateName(file.name.clone()));
                     }
-                    let bytes = fetch(&file.blob)?;
-                    if bytes.len() > MAX_TASK_INPUT_BYTES {
+                    let length = size(&file.blob).ok_or(InputError::Missing(file.blob))?;
+                    if length > MAX_INPUT_FILE_BYTES {
                         return Err(InputError::TooLarge {
                             what: format!("input file {:?}", file.name),
-                            bytes: bytes.len(),
+                            bytes: length,
+                            limit: MAX_INPUT_FILE_BYTES,
                         });
                     }
-                    loaded.inputs.push(bytes);
+                    let input = if length > INLINE_INPUT_BYTES {
+                        TaskInput::Blob {
+                            blob: file.blob,
+                            size: length,
+                        }
+                    } else {
+                        TaskInput::Inline(fetch(&file.blob)?)
+                    };
+                    loaded.inputs.push(input);
                     loaded.names.push(file.name.clone());
                 }
                 loaded
@@ -137,8 +160,8 @@ impl TaskInputs {
         self.inputs.is_empty()
     }
 
-    /// Task `task`'s stdin (empty past the end).
-    pub fn input(&self, task: u32) -> Bytes {
+    /// Task `task`'s stdin (empty past the end), as a batch carries it.
+    pub fn input(&self, task: u32) -> TaskInput {
         self.inputs.get(task as usize).cloned().unwrap_or_default()
     }
 
@@ -158,7 +181,15 @@ impl TaskInputs {
     /// The most tasks a batch of this job may carry, so that its inputs stay
     /// near [`BATCH_INPUT_BYTES`]; `None` when inputs do not matter.
     pub fn batch_cap(&self) -> Option<u32> {
-        let largest = self.inputs.iter().map(Bytes::len).max().unwrap_or(0);
+        let largest = self
+            .inputs
+            .iter()
+            .map(|input| match input {
+                TaskInput::Inline(bytes) => bytes.len(),
+                TaskInput::Blob { .. } => 0,
+            })
+            .max()
+            .unwrap_or(0);
         (largest > 0).then(|| (BATCH_INPUT_BYTES / largest).max(1) as u32)
     }
 }
@@ -209,7 +240,16 @@ mod tests {
         tasks: Option<u32>,
         store: &HashMap<ContentDigest, Bytes>,
     ) -> Result<TaskInputs, InputError> {
-        TaskInputs::load(inputs, tasks, |d| Ok(store.get(d).cloned()))
+        TaskInputs::load(
+            inputs,
+            tasks,
+            |d| store.get(d).map(|b| b.len() as u64),
+            |d| Ok(store.get(d).cloned()),
+        )
+    }
+
+    fn inline(bytes: &[u8]) -> TaskInput {
+        TaskInput::Inline(Bytes::copy_from_slice(bytes))
     }
 
     #[test]
@@ -218,9 +258,9 @@ mod tests {
         let blobs = store(&[text]);
         let inputs = load(&WasmInputs::Lines(ContentDigest::of(text)), None, &blobs).unwrap();
         assert_eq!(inputs.len(), 3);
-        assert_eq!(inputs.input(0), &b"3 4"[..]);
-        assert_eq!(inputs.input(1), &b""[..]);
-        assert_eq!(inputs.input(2), &b"5 6"[..]);
+        assert_eq!(inputs.input(0), inline(b"3 4"));
+        assert_eq!(inputs.input(1), inline(b""));
+        assert_eq!(inputs.input(2), inline(b"5 6"));
         assert_eq!(inputs.names(), ["0", "1", "2"]);
         assert_eq!(inputs.batch_cap(), Some((BATCH_INPUT_BYTES / 3) as u32));
         let wrong = load(&WasmInputs::Lines(ContentDigest::of(text)), Some(2), &blobs);
@@ -248,10 +288,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(inputs.names(), ["z.txt", "a.txt"]);
-        assert_eq!(
-            (inputs.input(0), inputs.input(1)),
-            (Bytes::from(a), Bytes::new())
-        );
+        assert_eq!((inputs.input(0), inputs.input(1)), (inline(a), inline(b)));
         for bad in ["", "../x", "a/b", ".hidden", "tab\there", "index.json"] {
             assert_eq!(
                 load(&WasmInputs::Files(vec![file(bad, a)]), None, &blobs),
@@ -287,7 +324,8 @@ mod tests {
             load(&WasmInputs::Lines(ContentDigest::of(&long)), None, &blobs),
             Err(InputError::TooLarge {
                 what: "line 1 (counting from 0)".into(),
-                bytes: MAX_TASK_INPUT_BYTES + 1
+                bytes: MAX_TASK_INPUT_BYTES as u64 + 1,
+                limit: MAX_TASK_INPUT_BYTES as u64,
             })
         );
         assert!(TaskInputs::empty(0).is_err());
@@ -297,6 +335,53 @@ mod tests {
         ));
         let empty = TaskInputs::empty(3).unwrap();
         assert_eq!((empty.len(), empty.batch_cap()), (3, None));
-        assert_eq!(empty.input(2), Bytes::new());
+        assert_eq!(empty.input(2), inline(b""));
+    }
+
+    #[test]
+    fn large_input_files_travel_as_blobs_and_are_never_read() {
+        let small = vec![b's'; INLINE_INPUT_BYTES as usize];
+        let large = vec![b'l'; INLINE_INPUT_BYTES as usize + 1];
+        let blobs = store(&[&small, &large]);
+        let file = |name: &str, bytes: &[u8]| InputFile {
+            name: name.into(),
+            blob: ContentDigest::of(bytes),
+        };
+        let mut reads = Vec::new();
+        let inputs = TaskInputs::load(
+            &WasmInputs::Files(vec![file("small", &small), file("large", &large)]),
+            None,
+            |d| blobs.get(d).map(|b| b.len() as u64),
+            |d| {
+                reads.push(*d);
+                Ok(blobs.get(d).cloned())
+            },
+        )
+        .unwrap();
+        assert_eq!(inputs.input(0), inline(&small));
+        assert_eq!(
+            inputs.input(1),
+            TaskInput::Blob {
+                blob: ContentDigest::of(&large),
+                size: large.len() as u64
+            }
+        );
+        assert_eq!(
+            reads,
+            [ContentDigest::of(&small)],
+            "the large one is not read"
+        );
+        assert_eq!(
+            inputs.batch_cap(),
+            Some((BATCH_INPUT_BYTES / small.len()) as u32),
+            "references weigh nothing in a batch"
+        );
+        let huge = TaskInputs::load(
+            &WasmInputs::Files(vec![file("huge", b"x")]),
+            None,
+            |_| Some(MAX_INPUT_FILE_BYTES + 1),
+            |_| unreachable!(),
+        );
+        assert!(matches!(huge, Err(InputError::TooLarge { .. })), "{huge:?}");
     }
 }

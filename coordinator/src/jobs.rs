@@ -60,6 +60,13 @@ impl JobDefinition {
         }
     }
 
+    /// Whether workers read some of [`Self::worker_blobs`] (its batches then
+    /// carry a capability).
+    pub fn workers_read_blobs(&self) -> bool {
+        matches!(&self.spec, KernelSpec::Wasm(params) if !params.files.is_empty())
+            || matches!(self.inputs, Some(WasmInputs::Files(_)))
+    }
+
     /// The uploaded blobs a worker computing this job's tasks may read: its
     /// mounted files and the input files its tasks read (not the module as
     /// submitted, nor a lines input: those reach workers otherwise).
@@ -257,10 +264,7 @@ impl Job {
     /// tasks read nothing).
     pub fn batch_inputs(&self, tasks: &grid_protocol::TaskRanges) -> Vec<TaskInput> {
         match &self.inputs {
-            Some(inputs) => tasks
-                .iter()
-                .map(|t| TaskInput::Inline(inputs.input(t)))
-                .collect(),
+            Some(inputs) => tasks.iter().map(|t| inputs.input(t)).collect(),
             None => Vec::new(),
         }
     }

@@ -12,8 +12,10 @@
 use std::sync::Mutex;
 
 use bytes::Bytes;
+use grid_kernels::wasm::WasmParams;
 use grid_kernels::{ContentDigest, KernelSpec, TaskOutput, TaskRunner};
-use grid_wasi::TaskConfig;
+use grid_protocol::TaskInput;
+use grid_wasi::{DataFile, TaskConfig};
 use grid_wasm_runtime::{Engine, Kernel, THREAD_STACK};
 
 use crate::blobs::BlobStore;
@@ -26,7 +28,7 @@ const KEPT: usize = 8;
 #[derive(Debug)]
 pub struct Sample {
     pub task: u32,
-    pub input: Bytes,
+    pub input: TaskInput,
     pub output: Bytes,
 }
 
@@ -34,6 +36,8 @@ pub struct Sample {
 pub struct Verifier {
     /// The prepared modules.
     modules: BlobStore,
+    /// The uploads: a job's files and large inputs.
+    blobs: BlobStore,
     engine: Mutex<Option<Engine>>,
     kernels: Mutex<Vec<(ContentDigest, Kernel)>>,
 }
@@ -47,9 +51,10 @@ impl std::fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    pub fn new(modules: BlobStore) -> Verifier {
+    pub fn new(modules: BlobStore, blobs: BlobStore) -> Verifier {
         Verifier {
             modules,
+            blobs,
             engine: Mutex::new(None),
             kernels: Mutex::new(Vec::new()),
         }
@@ -67,14 +72,25 @@ impl Verifier {
             KernelSpec::Wasm(params) => {
                 let kernel = self.kernel(&params.module)?;
                 let params = params.clone();
+                let files = self.files(&params)?;
+                let blobs = self.blobs.clone();
                 // wasmtime wants a deep stack: a thread of its own has one.
                 std::thread::Builder::new()
                     .name("grid-verify".into())
                     .stack_size(THREAD_STACK)
                     .spawn(move || {
                         for sample in samples {
-                            let config =
-                                TaskConfig::of_task(&params, sample.task, sample.input.to_vec());
+                            let input = match sample.input {
+                                TaskInput::Inline(bytes) => bytes.to_vec(),
+                                TaskInput::Blob { blob, .. } => {
+                                    match std::fs::read(blobs.path(&blob)) {
+                                        Ok(bytes) => bytes,
+                                        Err(_) => continue,
+                                    }
+                                }
+                            };
+                            let mut config = TaskConfig::of_task(&params, sample.task, input);
+                            config.files = files.clone();
                             let Ok(outcome) = kernel.run(config, &params.limits()) else {
                                 continue;
                             };
@@ -101,6 +117,23 @@ impl Verifier {
                 Ok(None)
             }
         }
+    }
+
+    /// A job's files, read from the store (a file missing there is an
+    /// error: the job cannot be judged).
+    fn files(&self, params: &WasmParams) -> Result<Vec<DataFile>, String> {
+        params
+            .files
+            .iter()
+            .map(|file| {
+                std::fs::read(self.blobs.path(&file.blob))
+                    .map(|bytes| DataFile {
+                        name: file.name.clone(),
+                        bytes: Bytes::from(bytes),
+                    })
+                    .map_err(|e| format!("cannot read the file {}: {e}", file.blob))
+            })
+            .collect()
     }
 
     /// A prepared module, compiled once and kept.

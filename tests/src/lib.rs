@@ -186,8 +186,19 @@ pub struct TestWorker {
 
 impl TestWorker {
     pub fn start(url: &str, threads: usize, name: &str) -> TestWorker {
+        TestWorker::start_cached(url, threads, name, Default::default())
+    }
+
+    /// A worker that caches jobs' files as `cache` says.
+    pub fn start_cached(
+        url: &str,
+        threads: usize,
+        name: &str,
+        cache: worker::CacheOptions,
+    ) -> TestWorker {
         let (stop, stopping) = watch::channel(false);
         let options = WorkerOptions {
+            cache,
             ca_cert: None,
             url: url.to_string(),
             threads,

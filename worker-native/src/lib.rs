@@ -14,7 +14,10 @@
 //! - [`connection`]: dialling, one connection's life, and what comes after.
 //! - [`tls`]: the roots a `wss://` coordinator is checked against.
 //! - [`wasm`]: users' kernels, fetched, compiled once and run per task.
+//! - [`blobs`]: their files and large inputs, fetched under the batch's
+//!   capability, checked, and cached in memory and (`--cache`) on disk.
 
+mod blobs;
 mod connection;
 mod pool;
 pub mod tls;
@@ -28,6 +31,7 @@ use grid_protocol::session::WorkerSession;
 use grid_protocol::{Hello, PROTOCOL_VERSION, WORKER_PATH, WorkerKind};
 use tokio::sync::watch;
 
+pub use crate::blobs::{BlobCounters, CacheOptions};
 use crate::pool::Pool;
 
 /// How a native worker identifies itself and how hard it works.
@@ -40,6 +44,8 @@ pub struct WorkerOptions {
     /// Extra roots to trust for a `wss://` coordinator with a private or
     /// self-signed certificate (see [`tls::client_config`]).
     pub ca_cert: Option<std::path::PathBuf>,
+    /// Where jobs' files are cached, and how much.
+    pub cache: CacheOptions,
 }
 
 /// The worker's WebSocket URL for a coordinator base URL.
@@ -87,8 +93,11 @@ pub async fn run(
         grid_protocol::http_base(&url),
         &tls,
         tokio::runtime::Handle::current(),
+        &options.cache,
     )?);
-    let pool = Arc::new(Pool::new(WorkerSession::new(hello)));
+    let mut session = WorkerSession::new(hello);
+    session.set_holdings(wasm.blobs.holdings());
+    let pool = Arc::new(Pool::new(session));
     let threads = pool::start_threads(&pool, &wasm, threads)?;
     let result = connection::drive(&url, &tls, &pool, &mut shutdown).await;
     pool.stop();

@@ -75,6 +75,7 @@ pub(crate) fn start_threads(
 
 fn compute_thread(pool: Arc<Pool>, wasm: Arc<WasmKernels>) {
     let mut runner = TaskRunner::new();
+    let mut cache_version = wasm.blobs.version();
     loop {
         let task = {
             let mut session = pool.lock();
@@ -95,6 +96,11 @@ fn compute_thread(pool: Arc<Pool>, wasm: Arc<WasmKernels>) {
                 .map_err(|e| e.to_string()),
         }));
         let mut session = pool.lock();
+        let version = wasm.blobs.version();
+        if version != cache_version {
+            cache_version = version;
+            session.set_holdings(wasm.blobs.holdings());
+        }
         match output {
             Ok(Ok(output)) => {
                 session.finish_task(&task, &output);

@@ -17,7 +17,9 @@ use grid_kernels::wasm::{WasmOutcome, WasmParams};
 use grid_kernels::{ContentDigest, TaskOutput};
 use grid_protocol::TaskInput;
 use grid_protocol::worker::TaskRef;
-use grid_wasi::TaskConfig;
+use grid_wasi::{DataFile, TaskConfig};
+
+use crate::blobs::{Blobs, CacheOptions};
 use grid_wasm_runtime::{Engine, Kernel};
 use parking_lot::Mutex;
 
@@ -34,6 +36,8 @@ pub(crate) struct WasmKernels {
     runtime: tokio::runtime::Handle,
     engine: OnceLock<Result<Engine, String>>,
     kernels: Mutex<(HashMap<ContentDigest, Slot>, Vec<ContentDigest>)>,
+    /// The jobs' files and large inputs.
+    pub(crate) blobs: Blobs,
 }
 
 impl WasmKernels {
@@ -41,6 +45,7 @@ impl WasmKernels {
         base: String,
         tls: &Arc<rustls::ClientConfig>,
         runtime: tokio::runtime::Handle,
+        cache: &CacheOptions,
     ) -> anyhow::Result<WasmKernels> {
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured((**tls).clone())
@@ -48,7 +53,9 @@ impl WasmKernels {
             .timeout(std::time::Duration::from_secs(300))
             .build()
             .context("cannot build an HTTP client")?;
+        let blobs = Blobs::open(cache, base.clone(), http.clone(), runtime.clone())?;
         Ok(WasmKernels {
+            blobs,
             base,
             http,
             runtime,
@@ -62,11 +69,22 @@ impl WasmKernels {
     /// kernel), which the worker reports as the task's failure.
     pub(crate) fn run(&self, params: &WasmParams, task: &TaskRef) -> Result<TaskOutput, String> {
         let kernel = self.kernel(&params.module)?;
+        let capability = task.capability.as_deref();
         let input = match &task.input {
             TaskInput::Inline(bytes) => bytes.clone(),
-            TaskInput::Blob { blob, .. } => return Err(format!("cannot fetch input {blob} yet")),
+            TaskInput::Blob { blob, size } => self.blobs.get_uncached(blob, *size, capability)?,
         };
-        let config = TaskConfig::of_task(params, task.index, input.to_vec());
+        let mut config = TaskConfig::of_task(params, task.index, input.to_vec());
+        config.files = params
+            .files
+            .iter()
+            .map(|file| {
+                Ok(DataFile {
+                    name: file.name.clone(),
+                    bytes: self.blobs.get(&file.blob, file.size, capability)?,
+                })
+            })
+            .collect::<Result<_, String>>()?;
         let outcome: WasmOutcome = kernel
             .run(config, &params.limits())
             .map_err(|e| e.to_string())?;

@@ -241,7 +241,7 @@ impl Grid {
             jobs: DashMap::new(),
             workers: DashMap::new(),
             store,
-            verifier: Arc::new(crate::verify::Verifier::new(modules.clone())),
+            verifier: Arc::new(crate::verify::Verifier::new(modules.clone(), blobs.clone())),
             blobs,
             modules,
             started: tokio::time::Instant::now(),
@@ -470,7 +470,10 @@ impl Grid {
             };
             let sent = self.workers.get(&worker_id).is_some_and(|worker| {
                 worker.send(&CoordinatorMessage::Batch(Batch {
-                    capability: None,
+                    capability: job
+                        .definition
+                        .workers_read_blobs()
+                        .then(|| self.capability_for(grant.batch)),
                     batch: grant.batch,
                     job: grant.job,
                     spec: job.spec().clone(),

@@ -8,7 +8,7 @@
 
 use super::*;
 use crate::inputs::TaskInputs;
-use grid_kernels::wasm::{WasmInputs, WasmLimits, WasmParams};
+use grid_kernels::wasm::{MountedFile, WasmInputs, WasmLimits, WasmParams};
 use grid_protocol::api::WasmRequest;
 
 /// A wasm request made into a job's kernel spec and tasks.
@@ -40,6 +40,20 @@ impl Grid {
             description: request.description,
             files: Vec::new(),
         };
+        // The files: each must be stored; workers learn its size up front.
+        for (name, blob) in &request.files {
+            let size = self.blobs.len(blob).ok_or_else(|| {
+                bad(&format!(
+                    "no blob {blob} for the file {name:?}: upload it first with \
+                     PUT /api/blobs/{blob} (grid submit wasm --file does this for you)"
+                ))
+            })?;
+            params.files.push(MountedFile {
+                name: name.clone(),
+                blob: *blob,
+                size,
+            });
+        }
         KernelSpec::Wasm(params.clone())
             .validate(1)
             .map_err(|e| bad(&e))?;
@@ -49,7 +63,9 @@ impl Grid {
         let blobs = self.blobs.clone();
         let wanted = inputs.clone();
         let task_inputs = tokio::task::spawn_blocking(move || match &wanted {
-            Some(inputs) => TaskInputs::load(inputs, tasks, |d| read_blob(&blobs, d)),
+            Some(inputs) => {
+                TaskInputs::load(inputs, tasks, |d| blobs.len(d), |d| read_blob(&blobs, d))
+            }
             None => TaskInputs::empty(tasks.unwrap_or(1)),
         })
         .await
@@ -110,7 +126,14 @@ pub(super) fn load_inputs(
     definition
         .inputs
         .as_ref()
-        .map(|inputs| TaskInputs::load(inputs, Some(definition.tasks), |d| read_blob(blobs, d)))
+        .map(|inputs| {
+            TaskInputs::load(
+                inputs,
+                Some(definition.tasks),
+                |d| blobs.len(d),
+                |d| read_blob(blobs, d),
+            )
+        })
         .transpose()
 }
 
@@ -205,7 +228,10 @@ mod tests {
         drop(grid);
         let grid = open_grid(dir.path()).await;
         let job = grid.job(status.id).unwrap();
-        assert_eq!(job.inputs.as_ref().unwrap().input(2), &b"three"[..]);
+        assert_eq!(
+            job.inputs.as_ref().unwrap().input(2),
+            TaskInput::Inline(Bytes::from_static(b"three"))
+        );
     }
 
     /// With `verify_rate` 1, the coordinator re-runs every wasm task through

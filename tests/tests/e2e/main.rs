@@ -25,6 +25,7 @@ mod disk_full;
 mod donors;
 mod examples;
 mod faults;
+mod files;
 mod hostile;
 mod jobs;
 mod limits;

@@ -55,6 +55,7 @@ async fn a_native_worker_leaves_a_silent_coordinator_and_dials_again() {
     grid_tests::init_logging();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let options = WorkerOptions {
+        cache: Default::default(),
         url: format!("http://{}", listener.local_addr().unwrap()),
         threads: 1,
         name: Some("patient".into()),
@@ -149,6 +150,7 @@ async fn a_native_worker_refused_with_a_bad_hello_gives_up() {
     grid_tests::init_logging();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let options = WorkerOptions {
+        cache: Default::default(),
         url: format!("ws://{}", listener.local_addr().unwrap()),
         threads: 1,
         name: Some("unwelcome".into()),

@@ -1,0 +1,281 @@
+//! Files for kernels, with native workers on a real coordinator: a job
+//! mounts a file, each task reads a slice of it chosen by its input (the
+//! `slicehash` example, built by a real toolchain) and prints the slice's
+//! SHA-256, which this test computes itself. Each worker fetches the file
+//! once for its cache, not once per task, and a worker started again on
+//! the same cache directory fetches nothing; a copy corrupted in a
+//! worker's cache is caught and fetched again, and a blob corrupted on the
+//! coordinator's disk fails its tasks visibly, never silently wrong. The
+//! blob capability opens only the blobs of a batch the worker holds.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use grid_kernels::KernelKind;
+use grid_kernels::wasm::WasmInputs;
+use grid_kernels::{ContentDigest, JobResult};
+use grid_protocol::api::{JobRequest, JobState, JobStatus, WasmRequest};
+use grid_protocol::{TaskInput, WorkerMessage};
+use grid_tests::browser::repo_root;
+use grid_tests::raw::{self, RawSocket};
+use grid_tests::{TestGrid, TestWorker, metrics, wait_for_job, wait_for_workers};
+use grid_worker_native::CacheOptions;
+use sha2::{Digest as _, Sha256};
+
+fn slicehash() -> Vec<u8> {
+    let path: PathBuf = repo_root().join("examples/build/slicehash.wasm");
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{} is missing ({e}): run `make examples` (make test does)",
+            path.display()
+        )
+    })
+}
+
+/// Deterministic bytes that are not all alike.
+fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// One slice a task: `(offset, length)`, spread over the file.
+fn slices(len: usize, tasks: usize) -> Vec<(usize, usize)> {
+    (0..tasks)
+        .map(|i| {
+            let offset = (i * 7919 * 131) % len;
+            (offset, 1 + (i * 104_729) % 50_000)
+        })
+        .collect()
+}
+
+fn expected(file: &[u8], slices: &[(usize, usize)]) -> Vec<String> {
+    slices
+        .iter()
+        .map(|&(offset, length)| {
+            let end = (offset + length).min(file.len());
+            let digest = Sha256::digest(&file[offset..end]);
+            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            format!("{hex}\n")
+        })
+        .collect()
+}
+
+/// Submits a slicehash job over `file` (uploaded as `data.bin`).
+async fn submit(
+    grid: &TestGrid,
+    file: ContentDigest,
+    slices: &[(usize, usize)],
+    redundancy: u32,
+) -> u64 {
+    let client = grid.client();
+    let (module, _) = client.ensure_blob(slicehash()).await.unwrap();
+    let lines: String = slices
+        .iter()
+        .map(|(offset, length)| format!("data.bin {offset} {length}\n"))
+        .collect();
+    let (lines, _) = client.ensure_blob(lines.into_bytes()).await.unwrap();
+    let mut request = WasmRequest::new(module);
+    request.inputs = Some(WasmInputs::Lines(lines));
+    request.files = BTreeMap::from([("data.bin".to_string(), file)]);
+    let status = client
+        .submit(&JobRequest {
+            kernel: request.into(),
+            tasks: None,
+            redundancy: Some(redundancy),
+            quorum: Some(redundancy),
+            max_replicas: None,
+        })
+        .await
+        .unwrap();
+    status.id
+}
+
+async fn outputs(grid: &TestGrid, job: u64) -> Vec<String> {
+    let JobResult::Wasm { tasks } = grid.client().result(job).await.unwrap() else {
+        panic!("not a wasm result")
+    };
+    let mut out = Vec::new();
+    for task in tasks {
+        let bytes = grid.client().task_output(job, task.task).await.unwrap();
+        out.push(String::from_utf8(bytes).unwrap());
+    }
+    out
+}
+
+/// The coordinator's count of blob bytes it sent.
+async fn served(grid: &TestGrid) -> u64 {
+    let text = metrics(&grid.url).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix("grid_blob_bytes_served_total "))
+        .unwrap_or_else(|| panic!("no grid_blob_bytes_served_total in\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn cached(dir: &Path) -> CacheOptions {
+    CacheOptions {
+        dir: Some(dir.to_path_buf()),
+        bytes: 1 << 30,
+    }
+}
+
+async fn done(grid: &TestGrid, job: u64) -> JobStatus {
+    let status = wait_for_job(&grid.client(), job, Duration::from_secs(120)).await;
+    assert_eq!(status.state, JobState::Done, "{status:?}");
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_file_is_fetched_once_per_worker_cache_and_read_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = TestGrid::start(&dir.path().join("data")).await;
+    let file = data(3 << 20, 1);
+    let (digest, _) = grid.client().ensure_blob(file.clone()).await.unwrap();
+    let caches = [dir.path().join("cache-a"), dir.path().join("cache-b")];
+    let start = |caches: &[PathBuf; 2]| {
+        [
+            TestWorker::start_cached(&grid.url, 2, "a", cached(&caches[0])),
+            TestWorker::start_cached(&grid.url, 2, "b", cached(&caches[1])),
+        ]
+    };
+    let workers = start(&caches);
+    wait_for_workers(&grid.client(), "two workers", |w| w.len() == 2).await;
+    let before = served(&grid).await;
+
+    // 60 tasks, each replicated on both workers: both must read the file.
+    let cuts = slices(file.len(), 60);
+    let job = submit(&grid, digest, &cuts, 2).await;
+    done(&grid, job).await;
+    assert_eq!(outputs(&grid, job).await, expected(&file, &cuts));
+    let first = served(&grid).await - before;
+    assert_eq!(
+        first,
+        2 * file.len() as u64,
+        "the file should go once to each worker, not once per task or thread"
+    );
+    for cache in &caches {
+        assert_eq!(
+            std::fs::read(cache.join(digest.to_string())).unwrap(),
+            file,
+            "{} holds the checked file",
+            cache.display()
+        );
+    }
+    for worker in workers {
+        worker.stop().await;
+    }
+    wait_for_workers(&grid.client(), "no workers", |w| w.is_empty()).await;
+
+    // Started again on the same caches; one cached copy is corrupted.
+    let mut corrupt = file.clone();
+    corrupt[12_345] ^= 0x40;
+    std::fs::write(caches[1].join(digest.to_string()), &corrupt).unwrap();
+    let workers = start(&caches);
+    wait_for_workers(&grid.client(), "two workers again", |w| w.len() == 2).await;
+    // The workers said in their hello what they hold.
+    let cuts = slices(file.len(), 40);
+    let job = submit(&grid, digest, &cuts, 2).await;
+    done(&grid, job).await;
+    assert_eq!(outputs(&grid, job).await, expected(&file, &cuts));
+    assert_eq!(
+        served(&grid).await - before - first,
+        file.len() as u64,
+        "only the corrupted copy is fetched again"
+    );
+    assert_eq!(
+        std::fs::read(caches[1].join(digest.to_string())).unwrap(),
+        file,
+        "the corrupt copy was replaced"
+    );
+    for worker in workers {
+        worker.stop().await;
+    }
+    grid.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_corrupted_on_the_coordinator_fails_its_tasks_visibly() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = TestGrid::start(&dir.path().join("data")).await;
+    let file = data(1 << 20, 2);
+    let (digest, _) = grid.client().ensure_blob(file.clone()).await.unwrap();
+    // The disk now holds other bytes under the digest.
+    let stored = dir.path().join("data/blobs").join(digest.to_string());
+    let mut wrong = file.clone();
+    wrong[0] ^= 1;
+    std::fs::write(&stored, &wrong).unwrap();
+    let _workers = [grid.worker(1, "a"), grid.worker(1, "b")];
+    wait_for_workers(&grid.client(), "two workers", |w| w.len() == 2).await;
+    let job = submit(&grid, digest, &slices(file.len(), 4), 1).await;
+    let status = wait_for_job(&grid.client(), job, Duration::from_secs(60)).await;
+    assert_eq!(status.state, JobState::Failed, "{status:?}");
+    let error = status.error.clone().unwrap_or_default();
+    assert!(
+        error.contains(&digest.to_string()),
+        "the failure names the blob: {error}"
+    );
+    grid.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capability_opens_only_the_blobs_of_a_batch_the_worker_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = TestGrid::start(&dir.path().join("data")).await;
+    let ours = data(100_000, 3);
+    let theirs = data(100_000, 4);
+    let (ours, _) = grid.client().ensure_blob(ours).await.unwrap();
+    let (theirs, _) = grid.client().ensure_blob(theirs).await.unwrap();
+    let module = grid.client().ensure_blob(slicehash()).await.unwrap().0;
+    let mut hello = raw::hello(1, "raw");
+    hello.kernels = Some(vec![KernelKind::Wasm]);
+    let (mut worker, _) = RawSocket::join_with(&grid.url, hello).await;
+    let job = submit(&grid, ours, &[(0, 10)], 1).await;
+    let batch = worker.receive_batch().await;
+    assert_eq!(batch.job, job);
+    let capability = batch
+        .capability
+        .clone()
+        .expect("a batch of a job with files");
+    let http = reqwest::Client::new();
+    let get = |digest: ContentDigest, capability: Option<String>| {
+        let mut request = http.get(format!("{}/api/blobs/{digest}", grid.url));
+        if let Some(capability) = capability {
+            request = request.header("Grid-Capability", capability);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(get(ours, Some(capability.clone())).await, 200);
+    assert_eq!(
+        get(theirs, Some(capability.clone())).await,
+        404,
+        "not this job's"
+    );
+    assert_eq!(
+        get(module, Some(capability.clone())).await,
+        404,
+        "not a worker's to read"
+    );
+    assert_eq!(get(ours, None).await, 401, "no token, no capability");
+    let forged = format!("{}.{}", batch.batch, "0".repeat(32));
+    assert_eq!(get(ours, Some(forged)).await, 404);
+    assert!(matches!(batch.inputs.first(), Some(TaskInput::Inline(_))));
+    // Once the batch has ended, its capability opens nothing.
+    worker
+        .send_message(&WorkerMessage::Return {
+            batch: batch.batch,
+            tasks: batch.tasks.clone(),
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(get(ours, Some(capability)).await, 404, "the lease ended");
+    grid.stop().await;
+}
