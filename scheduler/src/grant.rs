@@ -65,7 +65,7 @@ impl Scheduler {
             local |= !job.plan.locality.is_empty() && eligible(job);
             ids.push(id);
         }
-        if !local {
+        if !local || !self.config.locality {
             return ids;
         }
         let holds = &self.workers[&worker].holds;
@@ -148,6 +148,11 @@ impl Scheduler {
         self.next_batch += 1;
         let state = self.workers.get_mut(&worker).expect("caller checked");
         let donor = state.donor;
+        let local = self.jobs[&job]
+            .plan
+            .locality
+            .iter()
+            .all(|(key, _)| state.holds.contains(key));
         let expected_ms = state
             .speed
             .get(&job)
@@ -205,6 +210,7 @@ impl Scheduler {
             tasks: ranges,
             lease_ms,
             speculative,
+            local,
         }
     }
 

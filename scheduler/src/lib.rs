@@ -116,6 +116,9 @@ pub struct SchedulerConfig {
     /// Keys the choice of spot-checked tasks, so that donors cannot predict
     /// it. The coordinator picks it at random.
     pub spot_check_seed: u64,
+    /// Locality scheduling: prefer workers that hold a job's blobs. Off,
+    /// jobs go oldest first whatever workers hold (for measuring it).
+    pub locality: bool,
     /// Locality scheduling: how long a job with work left may go without a
     /// batch out before any worker takes it, whatever it holds.
     pub locality_patience_ms: u64,
@@ -134,6 +137,7 @@ impl Default for SchedulerConfig {
             trust_after: Some(20),
             spot_check_rate: 0.1,
             spot_check_seed: 0x9e37_79b9_7f4a_7c15,
+            locality: true,
             locality_patience_ms: 5_000,
         }
     }
@@ -148,6 +152,9 @@ pub struct Grant {
     pub lease_ms: u64,
     /// Whether these tasks are copies of tasks other workers still hold.
     pub speculative: bool,
+    /// Whether the worker holds every blob the job's tasks read (always
+    /// true for a job that reads none).
+    pub local: bool,
 }
 
 /// Something the coordinator must do as a consequence of an event.

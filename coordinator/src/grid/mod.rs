@@ -170,6 +170,10 @@ pub struct GridCounters {
     pub results_verified_wrong: AtomicU64,
     pub connections_total: AtomicU64,
     pub closes: Mutex<HashMap<&'static str, u64>>,
+    /// Batches of jobs with files sent to a worker that said it holds them
+    /// all (a cache hit its report told of), and to one that did not.
+    pub blob_cache_hits: AtomicU64,
+    pub blob_cache_misses: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -491,6 +495,14 @@ impl Grid {
                 continue;
             }
             sent_batches.push((worker_id, grant.batch));
+            if job.definition.workers_read_blobs() {
+                let counter = if grant.local {
+                    &self.counters.blob_cache_hits
+                } else {
+                    &self.counters.blob_cache_misses
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
             self.start_job(&job);
         }
         // A batch closed between its grant and its sending (its job finished

@@ -704,17 +704,33 @@ fn workers_get_the_jobs_whose_files_they_hold() {
     // Worker 3 holds job 3's file, worker 2 job 2's; worker 1 holds nothing.
     s.update_holdings(3, &[13], &[]);
     s.update_holdings(2, &[12, 99], &[]);
-    assert_eq!(s.grant(3, 0).unwrap().job, 3);
+    let grant = s.grant(3, 0).unwrap();
+    assert_eq!((grant.job, grant.local), (3, true));
     assert_eq!(s.grant(2, 0).unwrap().job, 2);
     // Nothing held: the oldest job nobody is on goes first, not a second
     // copy of a file another worker is already reading.
-    assert_eq!(s.grant(1, 0).unwrap().job, 1);
+    let grant = s.grant(1, 0).unwrap();
+    assert_eq!((grant.job, grant.local), (1, false));
     // A worker keeps to what it holds while there is work there.
     assert_eq!(s.grant(3, 1).unwrap().job, 3);
     // Holdings change: worker 2 dropped job 2's file and fetched job 1's.
     s.update_holdings(2, &[11], &[12]);
     assert_eq!(s.grant(2, 2).unwrap().job, 1);
     s.check_consistency().unwrap();
+}
+
+#[test]
+fn with_locality_off_jobs_go_oldest_first_whatever_workers_hold() {
+    let mut s = Scheduler::new(SchedulerConfig {
+        locality: false,
+        ..config()
+    });
+    s.add_job(plan_reading(1, 10, 11));
+    s.add_job(plan_reading(2, 10, 12));
+    s.add_worker(1, 1, 1, Capabilities::ALL, 0);
+    s.update_holdings(1, &[12], &[]);
+    let grant = s.grant(1, 0).unwrap();
+    assert_eq!((grant.job, grant.local), (1, false));
 }
 
 #[test]
