@@ -152,6 +152,7 @@ mod tests {
     use grid_kernels::KernelKind;
     use grid_kernels::wasm::InputFile;
     use grid_protocol::TaskInput;
+    use grid_protocol::messages::INLINE_INPUT_BYTES;
 
     /// Echoes stdin to stdout: a WASI command in miniature.
     const ECHO: &str = r#"(module
@@ -385,5 +386,92 @@ mod tests {
         assert_eq!(status.tasks.total, 5);
         let mut queue = wasm_worker(&grid);
         assert!(next_batch(&mut queue).await.inputs.is_empty());
+    }
+
+    #[tokio::test]
+    async fn files_are_mounted_by_size_and_workers_holding_them_are_preferred() {
+        let dir = tempfile::tempdir().unwrap();
+        let grid = open_grid(dir.path()).await;
+        let module = upload(&grid, &wat::parse_str(ECHO).unwrap()).await;
+        let scene = upload(&grid, &[7u8; 1000]).await;
+        let table = upload(&grid, b"a,b\n1,2\n").await;
+        let large = vec![b'x'; INLINE_INPUT_BYTES as usize + 1];
+        let large_input = upload(&grid, &large).await;
+        let small_input = upload(&grid, b"small").await;
+
+        // A file that was never uploaded is refused by name.
+        let mut request = WasmRequest::new(module);
+        request.files = [("scene.bin".to_string(), ContentDigest::of(b"absent"))].into();
+        let refused = grid.submit(JobRequest::new(request)).await.unwrap_err();
+        assert!(refused.to_string().contains("\"scene.bin\""), "{refused}");
+        let mut request = WasmRequest::new(module);
+        request.files = [("../etc".to_string(), scene)].into();
+        assert!(grid.submit(JobRequest::new(request)).await.is_err());
+
+        // Job 1 reads the table, job 2 the scene (and its inputs are files).
+        let mut first = WasmRequest::new(module);
+        first.files = [("table.csv".to_string(), table)].into();
+        let first = grid.submit(JobRequest::new(first)).await.unwrap();
+        let mut second = WasmRequest::new(module);
+        second.files = [("scene.bin".to_string(), scene)].into();
+        second.inputs = Some(WasmInputs::Files(vec![
+            InputFile {
+                name: "large".into(),
+                blob: large_input,
+            },
+            InputFile {
+                name: "small".into(),
+                blob: small_input,
+            },
+        ]));
+        let second = grid.submit(JobRequest::new(second)).await.unwrap();
+        let KernelSpec::Wasm(params) = &second.spec else {
+            panic!("{second:?}")
+        };
+        assert_eq!(
+            params.files,
+            [MountedFile {
+                name: "scene.bin".into(),
+                blob: scene,
+                size: 1000
+            }]
+        );
+
+        // A worker that holds the scene is sent job 2 first, though it is younger.
+        let (outbox, mut queue) = mpsc::channel(64);
+        let hello = Hello {
+            kernels: Some(vec![KernelKind::Wasm]),
+            holds: vec![scene],
+            ..native_hello(1, None)
+        };
+        grid.register_worker(hello, None, outbox).unwrap();
+        grid.dispatch();
+        let batch = next_batch(&mut queue).await;
+        assert_eq!(batch.job, second.id);
+        let capability = batch.capability.clone().expect("a capability");
+        assert!(grid.capability_allows(&capability, &scene));
+        assert!(grid.capability_allows(&capability, &large_input));
+        assert!(!grid.capability_allows(&capability, &table), "job 1's file");
+        assert!(!grid.capability_allows(&capability, &module), "the source");
+        let expected: Vec<TaskInput> = batch
+            .tasks
+            .iter()
+            .map(|t| match t {
+                0 => TaskInput::Blob {
+                    blob: large_input,
+                    size: large.len() as u64,
+                },
+                _ => TaskInput::Inline(Bytes::from_static(b"small")),
+            })
+            .collect();
+        assert_eq!(batch.inputs, expected);
+        assert!(
+            grid.counters.blob_cache_hits.load(Ordering::Relaxed) >= 1,
+            "the batch went to a worker holding its file"
+        );
+        // Its capability closes with the batch.
+        grid.on_return(&grid.workers.get(&1).unwrap(), batch.batch, &batch.tasks);
+        assert!(!grid.capability_allows(&capability, &scene));
+        assert_ne!(first.id, second.id);
     }
 }
