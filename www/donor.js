@@ -8,15 +8,27 @@
 // figures they report. Messages both ways are JSON text; the Rust side is
 // worker-wasm/src/page.rs.
 //
+// The tab's blob cache lives here, on the page, so the tab's workers share
+// it and never fetch one file twice: the same WebAssembly module, loaded on
+// this thread, keeps it (worker-wasm/src/blob_cache.rs). A worker asks for a
+// job's file with `fetch_blob`; the page answers with the checked file as a
+// Blob (the one message that is not JSON), and tells every worker what the
+// tab holds (`holdings`) whenever that changes, for the coordinator. The
+// donor sets the cache's size (kept in localStorage) and can clear it.
+//
 // URL parameters: ?autostart=1 starts without the click (kiosks, tests),
 // ?threads=N and ?cap=P preset the controls, ?name=... the donor name,
 // ?task_limit_ms=MS stops a user's task that runs longer than that as a host
-// fault (tests; by default the limit follows the task's fuel).
+// fault (tests; by default the limit follows the task's fuel),
+// ?cache_quota=BYTES sets the cache's size for this visit (tests), and
+// ?cache=memory keeps files in memory only, for this visit.
 
 const MAX_THREADS = 64;
 const STOP_GRACE_MS = 5000;
 const CRASH_WINDOW_MS = 60_000;
 const MAX_CRASHES = 3;
+const MIB = 1024 * 1024;
+const QUOTA_KEY = "browsergrid.cacheQuota";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -37,10 +49,31 @@ const page = {
   /** @type {Slot[]} */
   slots: [],
   // Figures of workers already gone, so totals never go backwards.
-  retired: { tasks_done: 0, compute_ms: 0 },
+  retired: { tasks_done: 0, compute_ms: 0, blob_failures: 0 },
   crashes: [],
   fatal: null,
 };
+
+const cache = {
+  // The WebAssembly module's exports, once loaded here.
+  wasm: null,
+  // Settles (never rejects) once the cache is open, or could not be.
+  ready: null,
+  error: null,
+  // Bytes; null until known (the module holds the default).
+  quota: params.has("cache_quota")
+    ? Math.max(0, Number.parseInt(params.get("cache_quota"), 10) || 0)
+    : storedQuota(),
+  memoryOnly: params.get("cache") === "memory",
+  // What the workers were last told the tab holds, as JSON.
+  sentHoldings: "[]",
+  shownFailures: 0,
+};
+
+function storedQuota() {
+  const stored = Number.parseInt(localStorage.getItem(QUOTA_KEY) ?? "", 10);
+  return Number.isFinite(stored) && stored >= 0 ? stored : null;
+}
 
 /**
  * @typedef {{ worker: Worker, status: object | null, stopping: boolean, gone: boolean }} Slot
@@ -86,16 +119,23 @@ function spawn() {
 function onWorkerMessage(slot, message) {
   switch (message.type) {
     case "ready":
-      send(slot, {
-        type: "start",
-        url: socketUrl(),
-        session: page.session,
-        name: page.name.trim() || null,
-        cap: page.cap,
-        paused: isPaused(),
-        task_limit_ms: page.taskLimitMs,
+      // The first hello already says what the tab holds.
+      cache.ready.then(() => {
+        send(slot, {
+          type: "start",
+          url: socketUrl(),
+          session: page.session,
+          name: page.name.trim() || null,
+          cap: page.cap,
+          paused: isPaused(),
+          task_limit_ms: page.taskLimitMs,
+          holds: holdings(),
+        });
       });
       break;
+    case "fetch_blob":
+      answerBlob(slot, message);
+      return;
     case "status":
       slot.status = message;
       break;
@@ -117,6 +157,7 @@ function retire(slot) {
   slot.worker.terminate();
   page.retired.tasks_done += slot.status?.tasks_done ?? 0;
   page.retired.compute_ms += slot.status?.compute_ms ?? 0;
+  page.retired.blob_failures += slot.status?.blob_failures ?? 0;
   page.slots = page.slots.filter((s) => s !== slot);
   render();
 }
@@ -185,6 +226,135 @@ function stop() {
   render();
 }
 
+// ---- the tab's blob cache ------------------------------------------------------
+
+async function openCache() {
+  try {
+    cache.wasm = await import("./pkg/grid_worker_wasm.js");
+    await cache.wasm.default();
+    cache.quota ??= cache.wasm.default_cache_quota();
+    await cache.wasm.open_blob_cache(cache.quota, cache.memoryOnly);
+  } catch (error) {
+    console.error("browsergrid: the file cache cannot open", error);
+    cache.error = String(error?.message ?? error);
+  }
+  document.body.dataset.cache = cache.error ? "broken" : "ready";
+  renderCache();
+}
+
+function holdings() {
+  return cache.error || !cache.wasm ? [] : cache.wasm.blob_cache_holdings();
+}
+
+// One worker's request for a job's file: the cache shares one fetch among all
+// the workers that ask for it meanwhile.
+async function answerBlob(slot, request) {
+  let answer;
+  try {
+    await cache.ready;
+    if (cache.error) throw new Error(`this page's file cache is broken: ${cache.error}`);
+    const data = await cache.wasm.cache_blob(request.blob, request.size, request.capability ?? undefined);
+    answer = { type: "blob", blob: request.blob, data };
+  } catch (error) {
+    answer = { type: "blob", blob: request.blob, error: String(error?.message ?? error) };
+  }
+  if (!slot.gone) slot.worker.postMessage(answer);
+  cacheChanged();
+}
+
+// After anything that may change what the tab holds: tell the workers (only
+// if it changed) and redraw.
+function cacheChanged() {
+  const held = holdings();
+  const json = JSON.stringify(held);
+  if (json !== cache.sentHoldings) {
+    cache.sentHoldings = json;
+    for (const slot of page.slots) {
+      if (!slot.stopping) send(slot, { type: "holdings", blobs: held });
+    }
+  }
+  renderCache();
+}
+
+async function setQuota(bytes) {
+  cache.quota = bytes;
+  localStorage.setItem(QUOTA_KEY, String(bytes));
+  await cache.ready;
+  if (!cache.error) await cache.wasm.set_blob_cache_quota(bytes);
+  cacheChanged();
+}
+
+async function clearCache() {
+  await cache.ready;
+  if (!cache.error) await cache.wasm.clear_blob_cache();
+  cacheChanged();
+}
+
+function formatBytes(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let value = bytes / 1024;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
+}
+
+function blobFailures() {
+  return page.retired.blob_failures + page.slots.reduce((n, s) => n + (s.status?.blob_failures ?? 0), 0);
+}
+
+function renderCache() {
+  if (cache.error) {
+    $("cache-persistence").textContent = `The file cache cannot open: ${cache.error}`;
+    return;
+  }
+  if (!cache.wasm) return;
+  const view = JSON.parse(cache.wasm.blob_cache_view());
+  $("cache-persistence").textContent = view.persistent
+    ? "Files are kept on this device (in this site's private storage) across visits."
+    : `Files are not kept after this page closes: ${view.why_not}.`;
+  $("cache-persistence").dataset.persistent = String(view.persistent);
+  if (document.activeElement !== $("cache-quota")) {
+    $("cache-quota").value = String(Math.round(view.quota / MIB));
+  }
+  const failures = blobFailures();
+  cache.shownFailures = failures;
+  const corrupt = view.corrupt_on_disk + view.corrupt_from_network;
+  const check = view.last_check
+    ? ` Last check: ${formatBytes(view.last_check.bytes)} hashed in ${view.last_check.ms.toFixed(0)} ms.`
+    : "";
+  $("cache-summary").textContent =
+    `${formatBytes(view.bytes)} of ${formatBytes(view.quota)} used. ` +
+    `Fetched this visit: ${formatBytes(view.fetched_bytes)} in ${view.fetches} downloads. ` +
+    `Corrupt copies caught: ${corrupt} (${view.corrupt_on_disk} on disk, ` +
+    `${view.corrupt_from_network} from the network); tasks failed for a file: ${failures}.` +
+    check;
+  Object.assign($("cache-summary").dataset, {
+    fetchedBytes: String(view.fetched_bytes),
+    fetches: String(view.fetches),
+    corruptOnDisk: String(view.corrupt_on_disk),
+    corruptFromNetwork: String(view.corrupt_from_network),
+    checkMs: String(view.last_check?.ms ?? ""),
+    checkBytes: String(view.last_check?.bytes ?? ""),
+  });
+  const rows = view.blobs.map((held) => {
+    const row = $("cache-row").content.firstElementChild.cloneNode(true);
+    row.dataset.blob = held.blob;
+    row.querySelector(".digest").textContent = held.blob.slice(0, 19);
+    row.querySelector(".digest").title = held.blob;
+    row.querySelector(".size").textContent = formatBytes(held.size);
+    row.querySelector(".used").textContent =
+      held.used_at == null ? "–" : new Date(held.used_at).toLocaleString();
+    return row;
+  });
+  $("cache-list").replaceChildren(...rows);
+  $("cache-held").hidden = rows.length === 0;
+  $("cache-empty").hidden = rows.length > 0;
+}
+
 // ---- figures -------------------------------------------------------------------
 
 function formatDuration(ms) {
@@ -239,6 +409,8 @@ function render() {
     $("program-module").textContent = program.module;
   }
 
+  if (blobFailures() !== cache.shownFailures) renderCache();
+
   $("start").textContent = page.started ? "Stop" : "Start";
   $("pause").disabled = !page.started;
   $("pause").textContent = page.donorPaused ? "Resume" : "Pause";
@@ -275,6 +447,12 @@ function setUp() {
     page.name = event.target.value.trim();
     localStorage.setItem("browsergrid.name", page.name);
   });
+  $("cache-quota").addEventListener("change", (event) => {
+    const mib = Math.max(0, Number.parseInt(event.target.value, 10) || 0);
+    event.target.value = String(mib);
+    setQuota(mib * MIB);
+  });
+  $("cache-clear").addEventListener("click", () => clearCache());
 
   // A hidden tab may be frozen or discarded at any moment: send what is
   // finished, hand back the rest, and take no new work until it is visible.
@@ -290,6 +468,7 @@ function setUp() {
     if (event.persisted && page.started) fitThreads();
   });
 
+  cache.ready = openCache();
   render();
   if (params.get("autostart") === "1") start();
 }

@@ -7,15 +7,26 @@
 //! The session keeps the compiled modules ([`crate::user_kernel::load`]) and
 //! posts the `WebAssembly.Module` with each task: a structured clone of a
 //! module shares its compiled code within the agent cluster (Chromium and
-//! Firefox both), so the kernel thread fetches and compiles nothing, keeps
-//! nothing between tasks, and a fresh one is ready for the next task at once.
+//! Firefox both), so the kernel thread fetches and compiles nothing, and a
+//! fresh one is ready for the next task at once.
+//!
+//! The one thing it keeps between tasks is the bytes of the job's files
+//! (`WasmParams::files`, which tasks read under `/data`): the session sends
+//! each file once per kernel thread, as the `Blob` the page checked
+//! ([`crate::blob_cache`]; posting a `Blob` shares it, it copies nothing),
+//! and the kernel thread reads it once (`FileReaderSync`) into [`Bytes`]
+//! that every task's [`grid_wasi::TaskConfig::files`] shares. After each
+//! task it holds exactly the files of that task's job: another job's are
+//! dropped before the new ones are read. A task whose file was neither
+//! sent nor held is a host fault, and after any fault it holds nothing
+//! (the session then sends the files again: [`crate::job_files`]).
 //!
 //! Both directions are plain objects through `postMessage`, decoded here at
 //! the edge:
 //!
 //! | from | `type` | fields |
 //! |---|---|---|
-//! | session | `task` | `seq`, `module` (a `WebAssembly.Module`), `params` (the job's `WasmParams` as JSON), `index`, `input` (a `Uint8Array`, transferred) |
+//! | session | `task` | `seq`, `module` (a `WebAssembly.Module`), `params` (the job's `WasmParams` as JSON), `index`, `input` (a `Uint8Array`, transferred), `files` (`[{blob: "sha256:...", data: Blob}]`, the files it does not hold yet) |
 //! | kernel | `ready` | none: loaded and listening, sent once |
 //! | kernel | `done` | `seq`, and either `outcome` (the encoded `WasmOutcome`, transferred) or `fault` (why the run says nothing about the task) |
 //! | kernel | `crashed` | `error`: it panicked; it takes no more tasks |
@@ -26,12 +37,19 @@
 //! pause, stop, a lost connection, a crash and at the wall-clock backstop,
 //! and starts a fresh thread for the next task.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use grid_kernels::ContentDigest;
 use grid_kernels::wasm::{WasmOutcome, WasmParams};
+use grid_wasi::DataFile;
 use js_sys::{Array, Object, Reflect, Uint8Array, WebAssembly};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{
-    DedicatedWorkerGlobalScope, ErrorEvent, MessageEvent, Worker, WorkerOptions, WorkerType,
+    Blob, DedicatedWorkerGlobalScope, ErrorEvent, FileReaderSync, MessageEvent, Worker,
+    WorkerOptions, WorkerType,
 };
 
 use crate::user_kernel::{self, describe};
@@ -48,6 +66,9 @@ pub struct Task {
     pub params: WasmParams,
     pub index: u32,
     pub input: Vec<u8>,
+    /// The job's files the kernel thread does not hold yet, as checked
+    /// `Blob`s.
+    pub files: Vec<(ContentDigest, Blob)>,
 }
 
 /// What the kernel thread says.
@@ -85,6 +106,17 @@ impl Task {
         set(&message, "index", &self.index.into());
         let input = Uint8Array::from(self.input.as_slice());
         set(&message, "input", &input);
+        let files: Array = self
+            .files
+            .iter()
+            .map(|(digest, data)| {
+                let file = Object::new();
+                set(&file, "blob", &digest.to_string().into());
+                set(&file, "data", data);
+                JsValue::from(file)
+            })
+            .collect();
+        set(&message, "files", &files);
         (message, Array::of1(&input.buffer()))
     }
 
@@ -111,6 +143,21 @@ impl Task {
                 .dyn_into::<Uint8Array>()
                 .map_err(|_| "a task without input bytes")?
                 .to_vec(),
+            files: field(message, "files")
+                .dyn_into::<Array>()
+                .map_err(|_| "a task without files")?
+                .iter()
+                .map(|file| {
+                    let digest = field(&file, "blob")
+                        .as_string()
+                        .and_then(|d| d.parse().ok())
+                        .ok_or("a file without its digest")?;
+                    let data = field(&file, "data")
+                        .dyn_into::<Blob>()
+                        .map_err(|_| "a file without its Blob")?;
+                    Ok((digest, data))
+                })
+                .collect::<Result<_, &str>>()?,
         })
     }
 }
@@ -247,6 +294,76 @@ impl KernelThread {
     }
 }
 
+thread_local! {
+    /// The bytes of the files of the job of the last task.
+    static FILES: RefCell<HashMap<ContentDigest, Bytes>> = RefCell::new(HashMap::new());
+}
+
+/// The `/data` files of a task of the job with `params`: the ones `sent`
+/// with it, read now, and the ones held from earlier tasks; the others are
+/// dropped first. After an error nothing is held.
+fn task_files(
+    params: &WasmParams,
+    sent: Vec<(ContentDigest, Blob)>,
+) -> Result<Vec<DataFile>, String> {
+    FILES.with(|held| {
+        let mut held = held.borrow_mut();
+        held.retain(|digest, _| params.files.iter().any(|f| f.blob == *digest));
+        let files = read_files(&mut held, params, sent);
+        if files.is_err() {
+            held.clear();
+        }
+        files
+    })
+}
+
+fn read_files(
+    held: &mut HashMap<ContentDigest, Bytes>,
+    params: &WasmParams,
+    sent: Vec<(ContentDigest, Blob)>,
+) -> Result<Vec<DataFile>, String> {
+    for (digest, data) in sent {
+        if held.contains_key(&digest) {
+            continue;
+        }
+        let unreadable = |e: JsValue| {
+            format!(
+                "the kernel thread cannot read the file {digest}: {}",
+                describe(&e)
+            )
+        };
+        let buffer = FileReaderSync::new()
+            .and_then(|reader| reader.read_as_array_buffer(&data))
+            .map_err(unreadable)?;
+        held.insert(digest, Bytes::from(Uint8Array::new(&buffer).to_vec()));
+    }
+    params
+        .files
+        .iter()
+        .map(|file| {
+            let bytes = held.get(&file.blob).ok_or_else(|| {
+                format!(
+                    "the file {:?} ({}) was not given to the kernel thread",
+                    file.name, file.blob
+                )
+            })?;
+            if bytes.len() as u64 != file.size {
+                return Err(format!(
+                    "the file {:?} ({}) is {} bytes, not {}",
+                    file.name,
+                    file.blob,
+                    bytes.len(),
+                    file.size
+                ));
+            }
+            Ok(DataFile {
+                name: file.name.clone(),
+                bytes: bytes.clone(),
+            })
+        })
+        .collect()
+}
+
 /// The kernel thread's side: answers each task with its outcome, and a
 /// panic with [`Reply::Crashed`].
 pub fn serve() {
@@ -258,13 +375,19 @@ pub fn serve() {
         Closure::<dyn FnMut(MessageEvent)>::new(|event: MessageEvent| {
             match Task::decode(&event.data()) {
                 Ok(task) => {
-                    let result = user_kernel::run(
-                        &task.module,
-                        user_kernel::Preparation::Prepared,
-                        &task.params,
-                        task.index,
-                        task.input,
-                    );
+                    let result = task_files(&task.params, task.files).and_then(|files| {
+                        user_kernel::run(
+                            &task.module,
+                            user_kernel::Preparation::Prepared,
+                            &task.params,
+                            task.index,
+                            task.input,
+                            files,
+                        )
+                    });
+                    if result.is_err() {
+                        FILES.with(|held| held.borrow_mut().clear());
+                    }
                     reply(&Reply::Done {
                         seq: task.seq,
                         result,

@@ -8,6 +8,15 @@
 //! - [`pacing`]: the CPU cap as a duty cycle, and the task rate.
 //! - [`page`]: the messages between the donor page and its Web Workers, and
 //!   the page's figures read from the session.
+//! - [`ledger`]: the bookkeeping of the tab's blob cache (quota, least
+//!   recently used first out, what was checked, what to show), without I/O.
+//! - [`job_files`]: a session's files of the job it works on, without I/O:
+//!   each asked of the page once, sent to the kernel thread once.
+//! - [`blob_cache`] (wasm only): the tab's blob cache on the page's main
+//!   thread, exported to `www/donor.js`: the origin private file system,
+//!   one fetch per blob, every blob hashed before use.
+//! - [`fetch`] (wasm only): getting blobs from the coordinator and checking
+//!   them against their digest, in any global.
 //! - [`user_kernel`] (wasm only): users' kernels fetched, compiled with the
 //!   browser's own WebAssembly engine and run one instance a task, WASI
 //!   answered by [`grid_wasi`].
@@ -23,7 +32,13 @@
 //! and `run_user_task` a user's kernel's task as the kernel thread runs it.
 
 #[cfg(target_arch = "wasm32")]
+pub mod blob_cache;
+#[cfg(target_arch = "wasm32")]
+pub mod fetch;
+pub mod job_files;
+#[cfg(target_arch = "wasm32")]
 pub mod kernel_thread;
+pub mod ledger;
 pub mod pacing;
 pub mod page;
 #[cfg(target_arch = "wasm32")]
@@ -53,10 +68,10 @@ pub fn run_kernel_thread() {
 }
 
 /// Runs task `index` of a wasm job whose params are `params_json` (the
-/// job's `WasmParams`), with its compiled prepared `module` and `input` as
-/// stdin, on the calling thread, and returns the outcome's bytes: what the
-/// kernel thread does for a task, for parity checks and benchmarks. An
-/// error is the host fault.
+/// job's `WasmParams`, without files), with its compiled prepared `module`
+/// and `input` as stdin, on the calling thread, and returns the outcome's
+/// bytes: what the kernel thread does for a task, for parity checks and
+/// benchmarks. An error is the host fault.
 #[cfg(target_arch = "wasm32")]
 #[wasm_bindgen]
 pub fn run_user_task(
@@ -94,7 +109,7 @@ fn task_bytes(
 ) -> Result<Vec<u8>, JsError> {
     let params: grid_kernels::wasm::WasmParams = serde_json::from_str(params_json)
         .map_err(|e| JsError::new(&format!("invalid params: {e}")))?;
-    let outcome = user_kernel::run(module, preparation, &params, index, input)
+    let outcome = user_kernel::run(module, preparation, &params, index, input, Vec::new())
         .map_err(|e| JsError::new(&e))?;
     let mut bytes = Vec::with_capacity(outcome.encoded_len());
     outcome.encode_into(&mut bytes);

@@ -5,8 +5,17 @@
 //! Page to worker: [`Command`]. Worker to page: [`Event`], whose
 //! [`Status`] carries the figures the page shows, read from the worker's
 //! [`WorkerSession`] plus the browser's own figures.
+//!
+//! The tab's blob cache is the page's ([`crate::blob_cache`]): a worker
+//! asks it for a job's file with [`Event::FetchBlob`], and the page answers
+//! with the one message that is not JSON, because it carries a `Blob`:
+//! `{type: "blob", blob: "sha256:...", data: Blob}`, or `{type: "blob",
+//! blob, error: "..."}` (decoded in [`crate::web`]). The page tells every
+//! worker what the tab holds ([`Command::Start`]'s `holds`, then
+//! [`Command::Holdings`] at each change), for its hellos and `holding`
+//! messages.
 
-use grid_kernels::KernelSpec;
+use grid_kernels::{ContentDigest, KernelSpec};
 use grid_protocol::session::WorkerSession;
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +42,13 @@ pub enum Command {
         /// `?task_limit_ms=` parameter, for tests.
         #[serde(default)]
         task_limit_ms: Option<u64>,
+        /// What the tab's cache holds, used last first.
+        #[serde(default)]
+        holds: Vec<ContentDigest>,
+    },
+    /// What the tab's cache holds changed: used last first.
+    Holdings {
+        blobs: Vec<ContentDigest>,
     },
     /// Hand back unstarted tasks and ask the coordinator for no more.
     Pause {},
@@ -113,11 +129,15 @@ pub struct Status {
     pub queued: u64,
     /// The last connection problem, for the page to show.
     pub error: Option<String>,
+    /// Tasks failed because a file or input they read could not be had
+    /// with the right bytes.
+    pub blob_failures: u64,
 }
 
 impl Status {
     /// The figures of `session`, with the ones only the browser keeps: time
-    /// spent in kernels and the recent task rate.
+    /// spent in kernels and the recent task rate (`blob_failures` starts at
+    /// 0; the driver counts them).
     pub fn of(session: &WorkerSession, retrying: bool, compute_ms: f64, rate: f64) -> Status {
         let job = session.current_job();
         Status {
@@ -138,6 +158,7 @@ impl Status {
             compute_ms,
             queued: session.queued_tasks(),
             error: session.last_error().map(String::from),
+            blob_failures: 0,
         }
     }
 }
@@ -159,6 +180,14 @@ pub enum Event {
     /// The WebAssembly module is loaded; send [`Command::Start`].
     Ready {},
     Status(Status),
+    /// The tab's cache should get this file of a job (checked against its
+    /// digest) and answer with its `Blob`; `capability` is the batch's, for
+    /// the coordinator.
+    FetchBlob {
+        blob: ContentDigest,
+        size: u64,
+        capability: Option<String>,
+    },
     /// A [`Command::Stop`] finished: the page may terminate the worker.
     Stopped {},
     /// The worker panicked. What could be saved was sent; the page should
@@ -180,9 +209,7 @@ mod tests {
     use grid_kernels::KernelSpec;
     use grid_kernels::spec::PrimesParams;
     use grid_protocol::session::{Ended, Next};
-    use grid_protocol::{
-        Batch, CoordinatorMessage, Hello, PROTOCOL_VERSION, TaskRanges, WorkerKind,
-    };
+    use grid_protocol::{CoordinatorMessage, Hello, PROTOCOL_VERSION, WorkerKind};
 
     fn session() -> WorkerSession {
         WorkerSession::new(Hello {
@@ -194,6 +221,16 @@ mod tests {
             session: Some("tab".into()),
             kernels: None,
         })
+    }
+
+    /// Batch 1 of `job`: its first `tasks` tasks (written as the wire has
+    /// it, so fields the protocol adds later take their defaults).
+    fn batch(job: u64, spec: &KernelSpec, tasks: u32) -> String {
+        serde_json::json!({
+            "type": "batch", "batch": 1, "job": job, "spec": spec,
+            "job_tasks": tasks, "tasks": [[0, tasks]], "lease_ms": 60_000
+        })
+        .to_string()
     }
 
     fn welcome() -> String {
@@ -244,20 +281,11 @@ mod tests {
         let mut worker = session();
         worker.on_open(0);
         worker.on_text(&welcome(), 1).unwrap();
-        let batch = CoordinatorMessage::Batch(Batch {
-            capability: None,
-            batch: 1,
-            job: 3,
-            spec: KernelSpec::Primes(PrimesParams {
-                start: 0,
-                end: 1000,
-            }),
-            job_tasks: 10,
-            tasks: TaskRanges::from_indices([0, 1, 2]),
-            lease_ms: 60_000,
-            inputs: Vec::new(),
+        let spec = KernelSpec::Primes(PrimesParams {
+            start: 0,
+            end: 1000,
         });
-        worker.on_text(&batch.encode(), 2).unwrap();
+        worker.on_text(&batch(3, &spec, 3), 2).unwrap();
         let task = worker.start_task().unwrap();
         assert!(worker.finish_task(&task, &grid_kernels::TaskOutput::Count(25)));
         assert_eq!(
@@ -273,6 +301,7 @@ mod tests {
                 compute_ms: 12.0,
                 queued: 2,
                 error: None,
+                blob_failures: 0,
             }
         );
         worker.on_closed(Ended::Dropped(String::new()), 3, 0.5);
@@ -301,17 +330,9 @@ mod tests {
             description: Some("an oscillator sweep".into()),
             files: Vec::new(),
         };
-        let batch = CoordinatorMessage::Batch(Batch {
-            capability: None,
-            batch: 1,
-            job: 4,
-            spec: KernelSpec::Wasm(params),
-            job_tasks: 2,
-            tasks: TaskRanges::from_indices([0, 1]),
-            lease_ms: 60_000,
-            inputs: Vec::new(),
-        });
-        worker.on_text(&batch.encode(), 2).unwrap();
+        worker
+            .on_text(&batch(4, &KernelSpec::Wasm(params), 2), 2)
+            .unwrap();
         let status = Status::of(&worker, false, 0.0, 0.0);
         assert_eq!(
             (status.job, status.kernel, status.program),
@@ -340,6 +361,7 @@ mod tests {
                 cap: 80,
                 paused: false,
                 task_limit_ms: None,
+                holds: Vec::new(),
             })
         );
         assert_eq!(
@@ -353,6 +375,7 @@ mod tests {
                 cap: 80,
                 paused: false,
                 task_limit_ms: Some(1500),
+                holds: Vec::new(),
             })
         );
         assert_eq!(
@@ -382,6 +405,7 @@ mod tests {
             compute_ms: 12.0,
             queued: 4,
             error: None,
+            blob_failures: 1,
         });
         assert_eq!(
             serde_json::from_str::<serde_json::Value>(&status.encode()).unwrap(),
@@ -389,7 +413,43 @@ mod tests {
                 "tasks_done": 7, "rate": 1.5, "job": 2, "kernel": "wasm",
                 "program": {"name": "sweep.wasm", "module": "sha256:ab",
                             "description": "an oscillator sweep"},
-                "compute_ms": 12.0, "queued": 4, "error": null})
+                "compute_ms": 12.0, "queued": 4, "error": null, "blob_failures": 1})
         );
+        let digest = grid_kernels::ContentDigest::of(b"scene");
+        let fetch = Event::FetchBlob {
+            blob: digest,
+            size: 5,
+            capability: Some("cap".into()),
+        };
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&fetch.encode()).unwrap(),
+            serde_json::json!({"type": "fetch_blob", "blob": digest.to_string(),
+                "size": 5, "capability": "cap"})
+        );
+    }
+
+    #[test]
+    fn the_tabs_holdings_decode() {
+        let a = grid_kernels::ContentDigest::of(b"a");
+        let b = grid_kernels::ContentDigest::of(b"b");
+        assert_eq!(
+            Command::decode(&format!(
+                r#"{{"type":"start","url":"ws://h/ws/worker","session":"s","cap":100,"holds":["{a}","{b}"]}}"#
+            )),
+            Ok(Command::Start {
+                url: "ws://h/ws/worker".into(),
+                session: "s".into(),
+                name: None,
+                cap: 100,
+                paused: false,
+                task_limit_ms: None,
+                holds: vec![a, b],
+            })
+        );
+        assert_eq!(
+            Command::decode(&format!(r#"{{"type":"holdings","blobs":["{b}"]}}"#)),
+            Ok(Command::Holdings { blobs: vec![b] })
+        );
+        assert!(Command::decode(r#"{"type":"holdings","blobs":["sha256:zz"]}"#).is_err());
     }
 }

@@ -1,10 +1,22 @@
 //! Users' kernels in the browser: a prepared module fetched once from the
 //! coordinator (`GET /api/modules/sha256:<hex>`, checked against its digest),
-//! compiled once with `WebAssembly.compile` and kept for later tasks (the
-//! last [`CACHED_MODULES`]), then run once per task in a fresh
-//! `WebAssembly.Instance` with the task's stdin, the job's argv and limits
-//! and the task's `random_get` seed. The native worker does the same with
-//! wasmtime (`worker-native/src/wasm.rs`, `grid_wasm_runtime`).
+//! compiled once and kept for later tasks (the last [`CACHED_MODULES`]),
+//! then run once per task in a fresh `WebAssembly.Instance` with the task's
+//! stdin, the job's argv, limits and files and the task's `random_get`
+//! seed. The native worker does the same with wasmtime
+//! (`worker-native/src/wasm.rs`, `grid_wasm_runtime`).
+//!
+//! Prepared modules outlive the page in the Cache API ([`MODULE_CACHE`],
+//! keyed by the module's URL, at most [`CACHED_MODULE_FILES`]), and are
+//! compiled from the cached response with `WebAssembly.compileStreaming`,
+//! where the browser may keep and reuse its compiled code. Every module
+//! is hashed before it is used, from the network or from the Cache API (a
+//! wrong cached copy is deleted and fetched again). The coordinator sends
+//! modules as `application/octet-stream`, which `compileStreaming` refuses,
+//! so the cached response is made with `Content-Type: application/wasm`;
+//! a response that already says so is cached as it came. Without the
+//! Cache API (not a secure context) a module is compiled from its bytes,
+//! as before.
 //!
 //! The two halves run on two threads: [`load`] and [`compiled`] on the
 //! session's Web Worker, which keeps the compiled modules and posts one with
@@ -32,8 +44,8 @@ use std::cell::{Cell, RefCell};
 
 use grid_kernels::ContentDigest;
 use grid_kernels::wasm::{ValType, WASI_MODULE, WasmOutcome, WasmParams, exports};
-use grid_wasi::{Func, Memory, Stop, TaskConfig, Wasi};
-use js_sys::{Function, Object, Reflect, Uint8Array, WebAssembly};
+use grid_wasi::{DataFile, Func, Memory, Stop, TaskConfig, Wasi};
+use js_sys::{Array, ArrayBuffer, Function, Object, Promise, Reflect, Uint8Array, WebAssembly};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
@@ -42,8 +54,11 @@ use grid_wasi::{Ended, HostFault, RunEnd, outcome};
 
 /// Compiled modules kept at once; the least recently used go first.
 const CACHED_MODULES: usize = 4;
-/// How long a fetch of a module may take, as the native worker allows.
-const FETCH_TIMEOUT_MS: u32 = 300_000;
+/// The Cache API's cache of prepared modules.
+pub const MODULE_CACHE: &str = "browsergrid-modules";
+/// Prepared modules kept in [`MODULE_CACHE`]; the ones put there first go
+/// first.
+pub const CACHED_MODULE_FILES: u32 = 32;
 /// How long a module that could not be had is not asked for again: its
 /// tasks fail at once meanwhile, with the reason.
 const FAILURE_KEPT_MS: f64 = 60_000.0;
@@ -154,38 +169,145 @@ pub fn load(base: &str, module: ContentDigest, done: impl FnOnce() + 'static) {
     });
 }
 
+/// The prepared module from the Cache API, or else from the coordinator
+/// (then cached), checked and compiled.
 async fn fetch_and_compile(
     url: &str,
     module: &ContentDigest,
 ) -> Result<WebAssembly::Module, String> {
-    let fetch_error = |e: JsValue| format!("cannot fetch the module {module}: {}", describe(&e));
-    let init = web_sys::RequestInit::new();
-    init.set_signal(Some(&web_sys::AbortSignal::timeout_with_u32(
-        FETCH_TIMEOUT_MS,
-    )));
-    let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
-    let response: web_sys::Response = JsFuture::from(scope.fetch_with_str_and_init(url, &init))
-        .await
-        .map_err(fetch_error)?
-        .unchecked_into();
-    if !response.ok() {
-        return Err(format!(
-            "cannot fetch the module {module}: HTTP {} from {url}",
-            response.status()
-        ));
+    let cache = module_cache().await;
+    if let Some(cache) = &cache
+        && let Some(hit) = cached(cache, url).await
+    {
+        match compile_checked(hit, module).await {
+            Ok(compiled) => return Ok(compiled),
+            Err(problem) => {
+                web_sys::console::warn_1(
+                    &format!("{problem}; deleted from the cache, fetching it again").into(),
+                );
+                let _ = JsFuture::from(cache.delete_with_str(url)).await;
+            }
+        }
     }
-    let buffer = JsFuture::from(response.array_buffer().map_err(fetch_error)?)
+    let response = crate::fetch::get_response(url, None)
         .await
-        .map_err(fetch_error)?;
-    let got = ContentDigest::of(&Uint8Array::new(&buffer).to_vec());
+        .map_err(|e| format!("cannot fetch the module {module}: {e}"))?;
+    let typed = response
+        .headers()
+        .get("content-type")
+        .ok()
+        .flatten()
+        .is_some_and(|t| t.starts_with("application/wasm"));
+    let as_came = if typed { response.clone().ok() } else { None };
+    let buffer = crate::fetch::body(&response).await?;
+    let got = crate::fetch::sha256(&buffer).await?.digest;
     if got != *module {
         return Err(format!(
             "cannot fetch the module {module}: the coordinator sent {got} instead"
         ));
     }
+    if let Some(cache) = &cache {
+        match store(cache, url, &buffer, as_came).await {
+            Ok(()) => {
+                if let Some(hit) = cached(cache, url).await
+                    && let Ok(compiled) = compile_checked(hit, module).await
+                {
+                    return Ok(compiled);
+                }
+            }
+            Err(problem) => web_sys::console::warn_1(&problem.into()),
+        }
+    }
     let compiled = JsFuture::from(WebAssembly::compile(&buffer))
         .await
         .map_err(|e| format!("the prepared module does not compile: {}", describe(&e)))?;
+    Ok(compiled.unchecked_into())
+}
+
+/// The Cache API's [`MODULE_CACHE`], where this global has one.
+async fn module_cache() -> Option<web_sys::Cache> {
+    let caches = Reflect::get(&js_sys::global(), &"caches".into())
+        .ok()
+        .filter(|c| !c.is_undefined())?;
+    let caches: web_sys::CacheStorage = caches.unchecked_into();
+    JsFuture::from(caches.open(MODULE_CACHE))
+        .await
+        .ok()
+        .map(JsCast::unchecked_into)
+}
+
+/// The cached response for `url`, if there is one.
+async fn cached(cache: &web_sys::Cache, url: &str) -> Option<web_sys::Response> {
+    JsFuture::from(cache.match_with_str(url))
+        .await
+        .ok()
+        .and_then(|hit| hit.dyn_into().ok())
+}
+
+/// Puts a checked module in the cache: the response as it came if it says
+/// `application/wasm`, else the bytes with that type; then trims the cache.
+async fn store(
+    cache: &web_sys::Cache,
+    url: &str,
+    buffer: &ArrayBuffer,
+    as_came: Option<web_sys::Response>,
+) -> Result<(), String> {
+    let fail = |e: JsValue| format!("cannot cache the module: {}", describe(&e));
+    let response = match as_came {
+        Some(response) => response,
+        None => {
+            let headers = web_sys::Headers::new().map_err(fail)?;
+            headers
+                .append("content-type", "application/wasm")
+                .map_err(fail)?;
+            let init = web_sys::ResponseInit::new();
+            init.set_headers_headers(&headers);
+            web_sys::Response::new_with_opt_buffer_source_and_init(Some(buffer), &init)
+                .map_err(fail)?
+        }
+    };
+    JsFuture::from(cache.put_with_str(url, &response))
+        .await
+        .map_err(fail)?;
+    let keys: Array = JsFuture::from(cache.keys())
+        .await
+        .map_err(fail)?
+        .unchecked_into();
+    for old in keys
+        .iter()
+        .take(keys.length().saturating_sub(CACHED_MODULE_FILES) as usize)
+    {
+        let old: web_sys::Request = old.unchecked_into();
+        let _ = JsFuture::from(cache.delete_with_request(&old)).await;
+    }
+    Ok(())
+}
+
+/// Compiles a cached module with `compileStreaming` while hashing a copy
+/// of it: the module, if the bytes are the ones named.
+async fn compile_checked(
+    hit: web_sys::Response,
+    module: &ContentDigest,
+) -> Result<WebAssembly::Module, String> {
+    let copy = hit
+        .clone()
+        .map_err(|e| format!("cannot read the cached {module}: {}", describe(&e)))?;
+    let compiling = WebAssembly::compile_streaming(&Promise::resolve(&JsValue::from(hit)));
+    let buffer = crate::fetch::body(&copy).await?;
+    let hashed = crate::fetch::sha256(&buffer).await?;
+    let compiled = JsFuture::from(compiling).await;
+    if hashed.digest != *module {
+        return Err(format!(
+            "the cached copy of the module {module} is corrupt (it hashes to {})",
+            hashed.digest
+        ));
+    }
+    let compiled = compiled.map_err(|e| {
+        format!(
+            "the cached module {module} does not compile: {}",
+            describe(&e)
+        )
+    })?;
     Ok(compiled.unchecked_into())
 }
 
@@ -212,17 +334,20 @@ pub enum Preparation {
     AsSubmitted,
 }
 
-/// Runs one task of a wasm job with its compiled `module`: its outcome, or
-/// why it could not run here (a host fault), which the worker reports as
-/// the task's failure.
+/// Runs one task of a wasm job with its compiled `module`, its stdin and
+/// the job's `files` (their bytes, sorted by name, shared and never copied
+/// per task): its outcome, or why it could not run here (a host fault),
+/// which the worker reports as the task's failure.
 pub fn run(
     module: &WebAssembly::Module,
     preparation: Preparation,
     params: &WasmParams,
     task: u32,
     input: Vec<u8>,
+    files: Vec<DataFile>,
 ) -> Result<WasmOutcome, String> {
-    let config = TaskConfig::of_task(params, task, input);
+    let mut config = TaskConfig::of_task(params, task, input);
+    config.files = files;
     let limits = config.limits;
     let end = run_instance(module, preparation, config).map_err(|e| e.to_string())?;
     outcome(&limits, end).map_err(|e| e.to_string())
@@ -341,18 +466,30 @@ pub(crate) fn describe(error: &JsValue) -> String {
     }
 }
 
-/// `{wasi_snapshot_preview1: {args_get: ..., ...}}`, one closure per
-/// function of the contract, kept for the life of the thread.
+#[wasm_bindgen(inline_js = "export function wasi_functions(names, call) {
+  const functions = {};
+  names.forEach((name, i) => { functions[name] = (...args) => call(i, args); });
+  return functions;
+}")]
+extern "C" {
+    /// An object with a function for each of `names`, which calls
+    /// `call(index of its name, [its arguments])`.
+    fn wasi_functions(names: &Array, call: &JsValue) -> Object;
+}
+
+/// `{wasi_snapshot_preview1: {args_get: ..., ...}}`, a function per
+/// function of the contract over one closure, kept for the life of the
+/// thread.
 fn imports() -> Object {
-    let wasi = Object::new();
-    for func in Func::ALL {
-        let closure = Closure::<
-            dyn Fn(JsValue, JsValue, JsValue, JsValue) -> Result<JsValue, JsValue>,
-        >::new(move |a, b, c, d| host_call(func, [a, b, c, d]));
-        Reflect::set(&wasi, &func.name().into(), closure.as_ref())
-            .expect("setting a property of a plain object");
-        closure.forget();
-    }
+    let names: Array = Func::ALL.iter().map(|f| JsValue::from(f.name())).collect();
+    let call = Closure::<dyn Fn(u32, Array) -> Result<JsValue, JsValue>>::new(
+        |index: u32, args: Array| {
+            let func = Func::from_index(index as usize).expect("an index of Func::ALL");
+            host_call(func, &args)
+        },
+    );
+    let wasi = wasi_functions(&names, call.as_ref());
+    call.forget();
     let imports = Object::new();
     Reflect::set(&imports, &WASI_MODULE.into(), &wasi)
         .expect("setting a property of a plain object");
@@ -362,7 +499,7 @@ fn imports() -> Object {
 /// One import call from the kernel: its arguments as raw u64s (an i32 as
 /// its unsigned bits, an i64 BigInt as its two's complement), the errno
 /// back, or the sentinel thrown when the run stops.
-fn host_call(func: Func, raw: [JsValue; 4]) -> Result<JsValue, JsValue> {
+fn host_call(func: Func, raw: &Array) -> Result<JsValue, JsValue> {
     IN_HOST.set(true);
     let answer = RUN.with(|run| {
         let mut run = run.borrow_mut();
@@ -370,18 +507,21 @@ fn host_call(func: Func, raw: [JsValue; 4]) -> Result<JsValue, JsValue> {
             .as_mut()
             .expect("a kernel calls WASI only while it runs");
         let params = func.import().params;
-        let mut args = [0u64; 4];
-        for ((arg, value), ty) in args.iter_mut().zip(raw).zip(params) {
-            *arg = match ty {
-                ValType::I32 => value.as_f64().map_or(0, |v| u64::from(v as i32 as u32)),
-                ValType::I64 => i64::try_from(value).map_or(0, |v| v as u64),
-            };
-        }
-        let args = &args[..params.len()];
+        let args: Vec<u64> = params
+            .iter()
+            .enumerate()
+            .map(|(i, ty)| {
+                let value = raw.get(i as u32);
+                match ty {
+                    ValType::I32 => value.as_f64().map_or(0, |v| u64::from(v as i32 as u32)),
+                    ValType::I64 => i64::try_from(value).map_or(0, |v| v as u64),
+                }
+            })
+            .collect();
         let answer = match &run.memory {
-            Some(memory) => run.wasi.call(func, args, &mut JsMemory(memory)),
+            Some(memory) => run.wasi.call(func, &args, &mut JsMemory(memory)),
             // Preparation requires the export; without it every pointer faults.
-            None => run.wasi.call(func, args, &mut [][..]),
+            None => run.wasi.call(func, &args, &mut [][..]),
         };
         if let Err(stop) = answer {
             run.stop = Some(stop);

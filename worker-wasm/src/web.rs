@@ -22,6 +22,20 @@
 //! as natively. When the kernel thread answers, the outcome is recorded and
 //! the next task waits out the CPU cap's idle time for the whole run.
 //!
+//! A user's task may read the job's files and a large input. Once taken, it
+//! waits (as a *preparing* task, with no compute turn meanwhile) for the
+//! files it lacks, which it asks the page for (the tab's blob cache,
+//! [`crate::blob_cache`], fetches and checks each once for all the tab's
+//! workers, and answers with a checked `Blob`; [`JobFiles`] keeps them for
+//! the job, so the next tasks wait for nothing), and for its input, which
+//! this thread fetches itself with the batch's capability and checks
+//! ([`crate::fetch::fetch_checked`]; not cached: each is read once, and at
+//! most one is held). A file or input that cannot be had with the right
+//! bytes fails the task with the reason, which names the digest, and is
+//! counted in the status (`blob_failures`). The page's `holdings` command
+//! says what the tab's cache holds, which the session reports to the
+//! coordinator.
+//!
 //! A running task is stopped by terminating its kernel thread, and a fresh
 //! one is started for the next task:
 //!
@@ -29,7 +43,7 @@
 //! |---|---|
 //! | the wall-clock backstop ([`WasmLimits::time_limit_ms`](grid_kernels::wasm::WasmLimits::time_limit_ms) of its fuel, or the page's `task_limit_ms`) | failed, as a host fault |
 //! | the kernel thread crashed (a panic, an uncaught error, out of memory) | failed, as a host fault |
-//! | the donor paused | handed back (`return`), after the `pause` |
+//! | the donor paused | handed back (`return`), after the `pause` (a preparing task too) |
 //! | the donor stopped, or the connection ended | dropped: the coordinator re-issues a closed connection's tasks |
 //!
 //! JavaScript is single-threaded here, so all state lives in thread-locals
@@ -39,20 +53,21 @@
 
 use std::cell::{Cell, RefCell};
 
-use grid_kernels::{KernelKind, KernelSpec, TaskOutput, TaskRunner};
+use grid_kernels::{ContentDigest, KernelKind, KernelSpec, TaskOutput, TaskRunner};
 use grid_protocol::close::close_reason;
 use grid_protocol::session::{Ended, Fault, Next, Outgoing, TICK_MS, WorkerSession};
 use grid_protocol::worker::TaskRef;
-use grid_protocol::{CloseCode, Hello, PROTOCOL_VERSION, WorkerKind};
+use grid_protocol::{CloseCode, Hello, PROTOCOL_VERSION, TaskInput, WorkerKind};
 use grid_wasi::HostFault;
-use js_sys::{ArrayBuffer, Function};
+use js_sys::{ArrayBuffer, Function, Reflect, Uint8Array};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{
-    BinaryType, CloseEvent, DedicatedWorkerGlobalScope, MessageChannel, MessageEvent, Performance,
-    WebSocket,
+    BinaryType, Blob, CloseEvent, DedicatedWorkerGlobalScope, MessageChannel, MessageEvent,
+    Performance, WebSocket,
 };
 
+use crate::job_files::{JobFiles, Need};
 use crate::kernel_thread::{self, KernelThread, Reply};
 use crate::pacing::{DutyCycle, RateMeter, SLICE_MS};
 use crate::page::{Command, Event as PageEvent, State, Status};
@@ -141,6 +156,15 @@ struct Callbacks {
     channel: MessageChannel,
 }
 
+/// A user's task taken and waiting for its files or its input.
+struct Preparing {
+    task: TaskRef,
+    /// Names it in the kernel thread's answer, and its input's fetch.
+    seq: u64,
+    /// Its stdin: here, or on its way (a large input).
+    input: Option<Vec<u8>>,
+}
+
 /// A user's task on the kernel thread.
 struct Running {
     task: TaskRef,
@@ -162,8 +186,13 @@ struct App {
     kernel: Option<KernelThread>,
     /// Why the last kernel thread could not start, and when.
     kernel_broken: Option<(String, f64)>,
+    preparing: Option<Preparing>,
     running: Option<Running>,
     next_seq: u64,
+    /// The files of the job users' tasks are on.
+    files: JobFiles<Blob>,
+    /// Tasks failed for a file or input that could not be had.
+    blob_failures: u64,
     /// The page's wall-clock limit for users' tasks, instead of their fuel's.
     task_limit_ms: Option<f64>,
     duty: DutyCycle,
@@ -191,8 +220,15 @@ struct App {
 pub fn run() {
     std::panic::set_hook(Box::new(on_panic));
     let on_command = Closure::<dyn FnMut(MessageEvent)>::new(|event: MessageEvent| {
-        let Some(text) = event.data().as_string() else {
-            web_sys::console::error_1(&"the page sent a command that is not text".into());
+        let data = event.data();
+        let Some(text) = data.as_string() else {
+            match decode_blob_answer(&data) {
+                Ok((blob, answer)) => {
+                    with_app(|app| app.on_blob(blob, answer));
+                    report();
+                }
+                Err(error) => web_sys::console::error_1(&error.into()),
+            }
             return;
         };
         match Command::decode(&text) {
@@ -205,6 +241,30 @@ pub fn run() {
     post(&PageEvent::Ready {});
 }
 
+/// The page's answer to [`PageEvent::FetchBlob`], the one message that is
+/// not JSON: `{type: "blob", blob: "sha256:...", data: Blob}` or `{type:
+/// "blob", blob, error: "..."}`.
+fn decode_blob_answer(message: &JsValue) -> Result<(ContentDigest, Result<Blob, String>), String> {
+    let field = |name: &str| Reflect::get(message, &name.into()).unwrap_or(JsValue::UNDEFINED);
+    if field("type").as_string().as_deref() != Some("blob") {
+        return Err(format!(
+            "the page sent a message that is neither a command nor a blob: {}",
+            user_kernel::describe(message)
+        ));
+    }
+    let blob = field("blob")
+        .as_string()
+        .and_then(|d| d.parse().ok())
+        .ok_or("the page sent a blob without its digest")?;
+    let answer = match field("data").dyn_into::<Blob>() {
+        Ok(data) => Ok(data),
+        Err(_) => Err(field("error")
+            .as_string()
+            .unwrap_or_else(|| "the page sent neither the blob nor an error".into())),
+    };
+    Ok((blob, answer))
+}
+
 fn handle_command(command: Command) {
     match command {
         Command::Start {
@@ -214,7 +274,14 @@ fn handle_command(command: Command) {
             cap,
             paused,
             task_limit_ms,
-        } => start(url, session, name, cap, paused, task_limit_ms),
+            holds,
+        } => start(url, session, name, cap, paused, task_limit_ms, holds),
+        Command::Holdings { blobs } => {
+            with_app(|app| {
+                app.session.set_holdings(blobs);
+                app.pump();
+            });
+        }
         Command::Pause {} => {
             with_app(|app| {
                 // The task goes back unfinished, after the pause, and is
@@ -265,6 +332,7 @@ fn start(
     cap: u32,
     paused: bool,
     task_limit_ms: Option<u64>,
+    holds: Vec<ContentDigest>,
 ) {
     if APP.with(|app| app.borrow().is_some()) {
         web_sys::console::warn_1(&"start: this worker is already started".into());
@@ -315,6 +383,7 @@ fn start(
         // Users' kernels run on the browser's own WebAssembly engine.
         kernels: user_kernel::supported().then(|| KernelKind::ALL.to_vec()),
     });
+    session.set_holdings(holds);
     if paused {
         session.pause();
     }
@@ -324,8 +393,11 @@ fn start(
         current: None,
         kernel: None,
         kernel_broken: None,
+        preparing: None,
         running: None,
         next_seq: 0,
+        files: JobFiles::new(),
+        blob_failures: 0,
         task_limit_ms: task_limit_ms.map(|ms| ms as f64),
         duty: DutyCycle::new(cap),
         rest_until: 0.0,
@@ -521,6 +593,7 @@ impl App {
     fn schedule_compute(&mut self, delay_ms: f64) {
         if self.compute_scheduled
             || self.waiting
+            || self.preparing.is_some()
             || self.running.is_some()
             || !self.session.has_work()
         {
@@ -620,6 +693,8 @@ impl App {
             with_app(|app| app.on_kernel_reply(reply));
             report();
         };
+        // A fresh thread holds no files.
+        self.files.kernel_replaced();
         match KernelThread::start(on_reply) {
             Ok(kernel) => self.kernel = Some(kernel),
             Err(error) => {
@@ -629,9 +704,102 @@ impl App {
         }
     }
 
-    /// Hands a user's task to the (ready) kernel thread and arms the
-    /// backstop.
+    /// Takes a user's task towards the (ready) kernel thread: it goes at
+    /// once if its files and input are here, else it waits for them.
     fn dispatch(&mut self, task: TaskRef) {
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        let input = match &task.input {
+            TaskInput::Inline(bytes) => Some(bytes.to_vec()),
+            TaskInput::Blob { blob, .. } => {
+                self.fetch_input(seq, *blob, task.capability.clone());
+                None
+            }
+        };
+        self.preparing = Some(Preparing { task, seq, input });
+        self.advance();
+    }
+
+    /// Fetches and checks a large input, for the preparing task `seq`.
+    fn fetch_input(&self, seq: u64, blob: ContentDigest, capability: Option<std::sync::Arc<str>>) {
+        let base = grid_protocol::http_base(&self.url);
+        wasm_bindgen_futures::spawn_local(async move {
+            let (fetched, _) =
+                crate::fetch::fetch_checked(&base, &blob, capability.as_deref()).await;
+            let input = fetched.map(|buffer| Uint8Array::new(&buffer).to_vec());
+            with_app(|app| app.on_input(seq, input));
+            report();
+        });
+    }
+
+    fn on_input(&mut self, seq: u64, input: Result<Vec<u8>, String>) {
+        let Some(preparing) = self.preparing.as_mut().filter(|p| p.seq == seq) else {
+            return;
+        };
+        match input {
+            Ok(input) => {
+                preparing.input = Some(input);
+                self.advance();
+            }
+            Err(reason) => self.fail_preparing(&format!("the task's input: {reason}")),
+        }
+    }
+
+    /// The page answered for one of the job's files.
+    fn on_blob(&mut self, blob: ContentDigest, answer: Result<Blob, String>) {
+        self.files.answer(blob, answer);
+        self.advance();
+    }
+
+    /// Sends the preparing task to the kernel thread if its files and input
+    /// are here; else asks the page for the files it lacks.
+    fn advance(&mut self) {
+        let Some(preparing) = &self.preparing else {
+            return;
+        };
+        let spec = preparing.task.spec.clone();
+        let KernelSpec::Wasm(params) = spec.as_ref() else {
+            unreachable!("only users' tasks go to the kernel thread")
+        };
+        let files = match self.files.need(&params.files) {
+            Need::Ready(files) => files,
+            Need::Fetch(missing) => {
+                let capability = preparing.task.capability.as_deref().map(String::from);
+                for (blob, size) in missing {
+                    post(&PageEvent::FetchBlob {
+                        blob,
+                        size,
+                        capability: capability.clone(),
+                    });
+                }
+                return;
+            }
+            Need::Failed(reason) => {
+                self.fail_preparing(&reason);
+                return;
+            }
+        };
+        if preparing.input.is_none() {
+            return;
+        }
+        let preparing = self.preparing.take().expect("looked at above");
+        self.send_to_kernel(preparing, files);
+    }
+
+    /// The preparing task cannot have a file or its input.
+    fn fail_preparing(&mut self, reason: &str) {
+        if let Some(preparing) = self.preparing.take() {
+            web_sys::console::warn_1(&reason.into());
+            self.blob_failures += 1;
+            self.session.fail_task(&preparing.task, reason);
+            self.end_kernel_task();
+        }
+    }
+
+    /// Hands a prepared task to the (ready) kernel thread, with the files
+    /// it does not hold yet, and arms the backstop.
+    fn send_to_kernel(&mut self, preparing: Preparing, files: Vec<(ContentDigest, Blob)>) {
+        let Preparing { task, seq, input } = preparing;
         let KernelSpec::Wasm(params) = task.spec.as_ref() else {
             unreachable!("only users' tasks go to the kernel thread")
         };
@@ -639,35 +807,33 @@ impl App {
         else {
             let error = format!("the module {} is not compiled here", params.module);
             self.session.fail_task(&task, &error);
+            self.end_kernel_task();
             return;
         };
-        let grid_protocol::TaskInput::Inline(input) = &task.input else {
-            self.session
-                .fail_task(&task, "inputs held as blobs are not fetched here yet");
-            return;
-        };
-        self.next_seq += 1;
         let message = kernel_thread::Task {
-            seq: self.next_seq,
+            seq,
             module,
             params: params.clone(),
             index: task.index,
-            input: input.to_vec(),
+            input: input.unwrap_or_default(),
+            files,
         };
         if let Err(error) = kernel.send(&message) {
             if let Some(kernel) = self.kernel.take() {
                 kernel.stop();
             }
             self.session.fail_task(&task, &error);
+            self.end_kernel_task();
             return;
         }
+        self.files.sent(&params.files);
         let begun = now();
         let limit = self
             .task_limit_ms
             .unwrap_or_else(|| params.limits().time_limit_ms() as f64);
         self.running = Some(Running {
             task,
-            seq: self.next_seq,
+            seq,
             begun,
             deadline: begun + limit,
             timer: None,
@@ -737,8 +903,11 @@ impl App {
                             .finish_task(&running.task, &TaskOutput::Wasm(outcome));
                     }
                     // The module could not run here (a host fault): the task
-                    // goes elsewhere.
-                    Err(fault) => self.session.fail_task(&running.task, &fault),
+                    // goes elsewhere. The kernel thread dropped its files.
+                    Err(fault) => {
+                        self.files.kernel_replaced();
+                        self.session.fail_task(&running.task, &fault);
+                    }
                 }
                 self.end_kernel_task();
             }
@@ -759,12 +928,19 @@ impl App {
         }
     }
 
-    /// Stops the running user's task, if there is one, by terminating its
+    /// Stops the running (or preparing) user's task, if there is one, by terminating its
     /// kernel thread (a fresh one starts for the next task). The task is
     /// failed with `fault` (it goes to another worker); without one it is
     /// returned to the caller, who hands it back (a pause) or drops it (its
     /// connection is gone or going, and the coordinator re-issues it).
     fn interrupt(&mut self, fault: Option<&str>) -> Option<TaskRef> {
+        if let Some(preparing) = self.preparing.take() {
+            // Its kernel thread is idle: nothing to stop.
+            if let Some(fault) = fault {
+                self.session.fail_task(&preparing.task, fault);
+            }
+            return Some(preparing.task);
+        }
         let running = self.running.take()?;
         if let Some(kernel) = self.kernel.take() {
             kernel.stop();
@@ -872,6 +1048,7 @@ fn report() {
             app.compute_ms + running_ms,
             app.rate.per_second(),
         );
+        status.blob_failures = app.blob_failures;
         if let Some(reason) = &app.unusable_url {
             status.state = State::Refused;
             status.error = Some(reason.clone());
