@@ -4,7 +4,7 @@
 //! same random bytes and different tasks draw different ones.
 
 use bytes::Bytes;
-use grid_kernels::wasm::{WasmLimits, WasmParams};
+use grid_kernels::wasm::{MAX_FILES, WasmLimits, WasmParams, check_file_name};
 use sha2::{Digest, Sha256};
 
 /// The inputs of one run of a kernel on one task.
@@ -39,6 +39,8 @@ pub enum ConfigError {
     NulInArgument { index: usize },
     #[error("the arguments take {bytes} bytes as C strings, past what a 32-bit kernel can address")]
     ArgumentsTooLarge { bytes: u64 },
+    #[error("the files of /data: {0}")]
+    Files(String),
 }
 
 impl TaskConfig {
@@ -55,10 +57,12 @@ impl TaskConfig {
         }
     }
 
-    /// Whether a kernel can be given this argv: no NUL inside an argument,
-    /// and `args_sizes_get`'s two counts fit in a u32. The argv pointers
-    /// and strings must also fit in the kernel's memory; a kernel that
-    /// cannot hold them gets `fault` from `args_get`, like any other.
+    /// Whether a kernel can be given this argv and these files: no NUL
+    /// inside an argument, and `args_sizes_get`'s two counts fit in a u32;
+    /// the files as a job may mount them (`check_files`: at most
+    /// `MAX_FILES`, valid names, sorted, each once). The argv pointers and
+    /// strings must also fit in the kernel's memory; a kernel that cannot
+    /// hold them gets `fault` from `args_get`, like any other.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(index) = self.args.iter().position(|arg| arg.contains(&0)) {
             return Err(ConfigError::NulInArgument { index });
@@ -67,8 +71,28 @@ impl TaskConfig {
         if bytes > u64::from(u32::MAX) || self.args.len() > u32::MAX as usize {
             return Err(ConfigError::ArgumentsTooLarge { bytes });
         }
-        Ok(())
+        check_files(&self.files)
     }
+}
+
+/// The checks of `grid_kernels::wasm::check_files`, on the files' names.
+fn check_files(files: &[DataFile]) -> Result<(), ConfigError> {
+    if files.len() > MAX_FILES {
+        return Err(ConfigError::Files(format!(
+            "at most {MAX_FILES} files, got {}",
+            files.len()
+        )));
+    }
+    for file in files {
+        check_file_name(&file.name).map_err(ConfigError::Files)?;
+    }
+    if let Some(pair) = files.windows(2).find(|pair| pair[0].name >= pair[1].name) {
+        return Err(ConfigError::Files(format!(
+            "not sorted, or a name given twice: {:?} then {:?}",
+            pair[0].name, pair[1].name
+        )));
+    }
+    Ok(())
 }
 
 /// The bytes of argv's strings, each with its NUL.
@@ -118,6 +142,38 @@ mod tests {
             Err(ConfigError::NulInArgument { index: 1 })
         );
         assert_eq!(args_buf_size(&config(&[b"ab", b""]).args), 4);
+    }
+
+    #[test]
+    fn files_must_be_as_a_job_mounts_them() {
+        let file = |name: &str| DataFile {
+            name: name.to_string(),
+            bytes: Bytes::from_static(b"x"),
+        };
+        let with = |names: &[&str]| TaskConfig {
+            files: names.iter().map(|n| file(n)).collect(),
+            ..config(&[b"k"])
+        };
+        assert_eq!(with(&["a", "b", "c.txt"]).validate(), Ok(()));
+        for bad in [
+            &["b", "a"][..],
+            &["a", "a"],
+            &["."],
+            &[".."],
+            &[""],
+            &["a/b"],
+            &["a\n"],
+            &["\n"],
+        ] {
+            assert!(
+                matches!(with(bad).validate(), Err(ConfigError::Files(_))),
+                "{bad:?}"
+            );
+        }
+        let names: Vec<String> = (0..=MAX_FILES).map(|i| format!("{i:03}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        assert_eq!(with(&names[..MAX_FILES]).validate(), Ok(()));
+        assert!(with(&names).validate().is_err());
     }
 
     #[test]

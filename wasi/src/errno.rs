@@ -1,9 +1,10 @@
 //! The WASI preview 1 error numbers: the `errno` type of
 //! `wasi_snapshot_preview1.witx`, every value, in one enum. A function
 //! returns one of them to the kernel as its i32 result; this crate uses
-//! `success`, `badf`, `fault`, `inval` and `spipe` today, and the rest are
-//! here so that new functions (the path functions of preopened directories)
-//! take their numbers from the one table instead of from memory.
+//! `success`, `badf`, `fault`, `inval`, `isdir`, `mfile`, `nametoolong`,
+//! `noent`, `notdir`, `perm` and `spipe` today, and the rest are here so
+//! that new functions take their numbers from the one table instead of
+//! from memory.
 
 use std::fmt;
 

@@ -1,8 +1,10 @@
 //! [`Wasi`]: one run's WASI state (argv, stdin and how much of it is read,
-//! the fd table, the clock, the random stream, stdout and stderr so far)
-//! and [`Wasi::call`], which carries out one call of a kernel's import on
-//! it. The behaviour of each function is the table in the crate's header;
-//! this file is that table in code, one method per function.
+//! the files of `/data`, the fd table, the clock, the random stream, stdout
+//! and stderr so far, the fuel its file reads have cost) and [`Wasi::call`],
+//! which carries out one call of a kernel's import on it. The behaviour of
+//! each function is the table in the crate's header; this file and `files`
+//! (the functions of `/data` and its files) are that table in code, one
+//! method per function.
 
 use std::fmt;
 
@@ -10,12 +12,15 @@ use grid_kernels::wasm::{Trap, ValType, WasmLimits};
 
 use crate::clock::{Clock, ClockId};
 use crate::config::{ConfigError, TaskConfig, args_buf_size};
+use crate::data::DataDir;
 use crate::errno::Errno;
 use crate::fd::{FdKind, FdTable, Fdstat};
 use crate::func::Func;
 use crate::iovec;
 use crate::memory::{self, Memory};
 use crate::random::RandomStream;
+
+mod files;
 
 /// Why a call ends the run instead of returning to the kernel. The state
 /// stays consistent after one (a later call behaves as documented), but the
@@ -32,6 +37,10 @@ pub enum Stop {
     /// exactly that many bytes.
     #[error("the kernel wrote more to stdout than the job allows")]
     OutputLimit,
+    /// A read from `/data` would take the fuel its file reads cost
+    /// ([`Wasi::host_fuel`]) past the job's fuel: nothing was read.
+    #[error("the kernel read more from its files than its fuel pays for")]
+    OutOfFuel,
 }
 
 impl Stop {
@@ -40,6 +49,7 @@ impl Stop {
         match self {
             Stop::Exit(_) => None,
             Stop::OutputLimit => Some(Trap::OutputLimit),
+            Stop::OutOfFuel => Some(Trap::OutOfFuel),
         }
     }
 
@@ -47,13 +57,13 @@ impl Stop {
     pub fn exit_code(self) -> i32 {
         match self {
             Stop::Exit(code) => code,
-            Stop::OutputLimit => 0,
+            Stop::OutputLimit | Stop::OutOfFuel => 0,
         }
     }
 }
 
 /// How a function fails: an errno for the kernel, or the end of the run.
-enum Fail {
+pub(crate) enum Fail {
     Errno(Errno),
     Stop(Stop),
 }
@@ -77,8 +87,11 @@ pub struct Wasi {
     stdin: Vec<u8>,
     /// How much of stdin `fd_read` has returned.
     stdin_read: usize,
+    data: DataDir,
     limits: WasmLimits,
     fds: FdTable,
+    /// The fuel file reads have cost so far (see [`Wasi::host_fuel`]).
+    host_fuel: u64,
     clock: Clock,
     random: RandomStream,
     stdout: Vec<u8>,
@@ -94,8 +107,10 @@ impl fmt::Debug for Wasi {
                 "stdin",
                 &format_args!("{}/{}", self.stdin_read, self.stdin.len()),
             )
+            .field("data", &self.data)
             .field("limits", &self.limits)
             .field("fds", &self.fds)
+            .field("host_fuel", &self.host_fuel)
             .field("clock", &self.clock)
             .field("random", &self.random)
             .field("stdout", &self.stdout.len())
@@ -113,8 +128,10 @@ impl Wasi {
             args: config.args,
             stdin: config.stdin,
             stdin_read: 0,
+            data: DataDir::new(config.files),
             limits: config.limits,
             fds: FdTable::new(),
+            host_fuel: 0,
             clock: Clock::default(),
             random: RandomStream::new(config.seed),
             stdout: Vec::new(),
@@ -153,6 +170,10 @@ impl Wasi {
             debug_assert_eq!(params[i], ValType::I32);
             args[i] as u32
         };
+        let i64_at = |i: usize| {
+            debug_assert_eq!(params[i], ValType::I64);
+            args[i]
+        };
         let done = match func {
             Func::ArgsGet => self.args_get(memory, i32_at(0), i32_at(1)),
             Func::ArgsSizesGet => self.args_sizes_get(memory, i32_at(0), i32_at(1)),
@@ -162,9 +183,11 @@ impl Wasi {
             Func::FdWrite => self.fd_write(memory, i32_at(0), i32_at(1), i32_at(2), i32_at(3)),
             Func::FdClose => self.fds.close(i32_at(0)).map_err(Fail::from),
             Func::FdFdstatGet => self.fd_fdstat_get(memory, i32_at(0), i32_at(1)),
-            Func::FdPrestatGet | Func::FdPrestatDirName => self.fd_prestat(i32_at(0)),
-            // The offset, whence and result pointer are not looked at.
-            Func::FdSeek => self.fd_seek(i32_at(0)),
+            Func::FdPrestatGet => self.fd_prestat_get(memory, i32_at(0), i32_at(1)),
+            Func::FdPrestatDirName => {
+                self.fd_prestat_dir_name(memory, i32_at(0), i32_at(1), i32_at(2))
+            }
+            Func::FdSeek => self.fd_seek(memory, i32_at(0), i64_at(1), i32_at(2), i32_at(3)),
             Func::ClockResGet => clock_res_get(memory, i32_at(0), i32_at(1)),
             // The precision (argument 1, an i64) is ignored.
             Func::ClockTimeGet => self.clock_time_get(memory, i32_at(0), i32_at(2)),
@@ -174,14 +197,48 @@ impl Wasi {
                 .map_err(Fail::from),
             Func::SchedYield => Ok(()),
             Func::ProcExit => Err(Fail::Stop(Stop::Exit(i32_at(0) as i32))),
-            // The /data files come next (issue 12); until then nothing is open.
-            Func::PathOpen
-            | Func::PathFilestatGet
-            | Func::FdFilestatGet
-            | Func::FdReaddir
-            | Func::FdPread
-            | Func::FdTell
-            | Func::FdAdvise => Err(Fail::Errno(Errno::Badf)),
+            Func::PathOpen => self.path_open(
+                memory,
+                files::PathOpen {
+                    dirfd: i32_at(0),
+                    dirflags: i32_at(1),
+                    path: i32_at(2),
+                    path_len: i32_at(3),
+                    oflags: i32_at(4),
+                    rights_base: i64_at(5),
+                    rights_inheriting: i64_at(6),
+                    fdflags: i32_at(7),
+                    fd_out: i32_at(8),
+                },
+            ),
+            Func::PathFilestatGet => self.path_filestat_get(
+                memory,
+                i32_at(0),
+                i32_at(1),
+                i32_at(2),
+                i32_at(3),
+                i32_at(4),
+            ),
+            Func::FdFilestatGet => self.fd_filestat_get(memory, i32_at(0), i32_at(1)),
+            Func::FdReaddir => self.fd_readdir(
+                memory,
+                i32_at(0),
+                i32_at(1),
+                i32_at(2),
+                i64_at(3),
+                i32_at(4),
+            ),
+            Func::FdPread => self.fd_pread(
+                memory,
+                i32_at(0),
+                i32_at(1),
+                i32_at(2),
+                i64_at(3),
+                i32_at(4),
+            ),
+            Func::FdTell => self.fd_tell(memory, i32_at(0), i32_at(1)),
+            // The offset and length (i64s) are not looked at.
+            Func::FdAdvise => self.fd_advise(i32_at(0), i32_at(3)),
         };
         match done {
             Ok(()) => Ok(Errno::Success.code()),
@@ -193,6 +250,28 @@ impl Wasi {
     /// stdout and stderr, as the kernel left them.
     pub fn finish(self) -> (Vec<u8>, Vec<u8>) {
         (self.stdout, self.stderr)
+    }
+
+    /// The fuel the run's reads from `/data` have cost so far: a call that
+    /// copies `n` bytes of a file (`fd_read`, `fd_pread`) or of the
+    /// directory's listing (`fd_readdir`) into the kernel's memory costs
+    /// `n / 8`, rounded down, as `memory.copy` does in the prepared module
+    /// (`grid_wasm_prep::fuel`, rule 3). The call that would take it past
+    /// the job's fuel reads nothing and ends the run ([`Stop::OutOfFuel`]).
+    /// Reading stdin costs nothing: each of its bytes can be read once.
+    pub fn host_fuel(&self) -> u64 {
+        self.host_fuel
+    }
+
+    /// Charges the fuel of copying `bytes` from `/data`, before they are
+    /// copied.
+    pub(crate) fn charge_read(&mut self, bytes: u64) -> Result<(), Stop> {
+        let total = self.host_fuel.saturating_add(bytes >> 3);
+        if total > self.limits.fuel {
+            return Err(Stop::OutOfFuel);
+        }
+        self.host_fuel = total;
+        Ok(())
     }
 
     /// The argv pointers at `argv` (u32 each), the NUL-terminated strings
@@ -238,8 +317,12 @@ impl Wasi {
         iovs_len: u32,
         nread: u32,
     ) -> Result<(), Fail> {
-        match self.fds.get(fd)? {
+        match self.fds.get(fd)?.kind {
             FdKind::Stdin => {}
+            FdKind::File { file, position } => {
+                return self.read_file(memory, fd, file, position, iovs, iovs_len, nread);
+            }
+            FdKind::Dir { .. } => return Err(Errno::Isdir.into()),
             FdKind::Stdout | FdKind::Stderr => return Err(Errno::Badf.into()),
         }
         let (list, _) = iovec::read_list(memory, iovs, iovs_len)?;
@@ -268,11 +351,13 @@ impl Wasi {
         iovs_len: u32,
         nwritten: u32,
     ) -> Result<(), Fail> {
-        let kind = self.fds.get(fd)?;
+        let kind = self.fds.get(fd)?.kind;
         let (out, limit) = match kind {
-            FdKind::Stdin => return Err(Errno::Badf.into()),
             FdKind::Stdout => (&mut self.stdout, self.limits.stdout_bytes),
             FdKind::Stderr => (&mut self.stderr, self.limits.stderr_bytes),
+            FdKind::Stdin | FdKind::Dir { .. } | FdKind::File { .. } => {
+                return Err(Errno::Badf.into());
+            }
         };
         let (list, total) = iovec::read_list(memory, iovs, iovs_len)?;
         memory::check(memory, nwritten, 4)?;
@@ -295,23 +380,9 @@ impl Wasi {
         fd: u32,
         stat: u32,
     ) -> Result<(), Fail> {
-        let kind = self.fds.get(fd)?;
-        memory::write_bytes(memory, stat, &Fdstat::of(kind).to_bytes())?;
+        let open = self.fds.get(fd)?;
+        memory::write_bytes(memory, stat, &Fdstat::of(open).to_bytes())?;
         Ok(())
-    }
-
-    /// `fd_prestat_get` and `fd_prestat_dir_name`: no fd is a preopened
-    /// directory yet.
-    fn fd_prestat(&mut self, fd: u32) -> Result<(), Fail> {
-        match self.fds.get(fd)? {
-            FdKind::Stdin | FdKind::Stdout | FdKind::Stderr => Err(Errno::Badf.into()),
-        }
-    }
-
-    fn fd_seek(&mut self, fd: u32) -> Result<(), Fail> {
-        match self.fds.get(fd)? {
-            FdKind::Stdin | FdKind::Stdout | FdKind::Stderr => Err(Errno::Spipe.into()),
-        }
     }
 
     fn clock_time_get<M: Memory + ?Sized>(

@@ -11,7 +11,9 @@
 //!    else thrown): [`Trap::OutOfFuel`].
 //! 2. `_start` returned: no trap, exit code 0.
 //! 3. It threw, and a WASI call had stopped the run: `proc_exit(code)` is
-//!    exit code `code`; stdout over its limit is [`Trap::OutputLimit`].
+//!    exit code `code`; stdout over its limit is [`Trap::OutputLimit`]; file
+//!    reads that cost more than the job's fuel ([`Stop::OutOfFuel`]) are
+//!    [`Trap::OutOfFuel`].
 //! 4. It threw with the prepared trap code set (`browsergrid.trap`): that
 //!    trap ([`Trap::OutOfFuel`], [`Trap::StackLimit`]).
 //! 5. Otherwise the engine's own stack ran out: a host fault, since where
@@ -94,8 +96,7 @@ pub fn outcome(limits: &WasmLimits, end: RunEnd) -> Result<WasmOutcome, HostFaul
         _ if end.fuel_left < 0 => (Some(Trap::OutOfFuel), 0),
         Ended::Returned => (None, 0),
         thrown => match end.stop {
-            Some(Stop::Exit(code)) => (None, code),
-            Some(Stop::OutputLimit) => (Some(Trap::OutputLimit), 0),
+            Some(stop) => (stop.trap(), stop.exit_code()),
             None => {
                 let prepared = u8::try_from(end.trap_code).ok().and_then(Trap::from_code);
                 match (prepared, thrown) {
@@ -164,6 +165,10 @@ mod tests {
     fn a_stop_comes_before_the_trap_code_and_the_error() {
         let over = end(Ended::Other("x".into()), Some(Stop::OutputLimit), 1, 5);
         assert_eq!(summary(over), Ok((Some(Trap::OutputLimit), 0, 995)));
+        // File reads past the fuel: out of fuel, the job's fuel used,
+        // whatever the kernel's own count says.
+        let reads = end(Ended::Threw, Some(Stop::OutOfFuel), 0, 600);
+        assert_eq!(summary(reads), Ok((Some(Trap::OutOfFuel), 0, 1000)));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! [`Wasi::call`] as a kernel sees it: each function's exact bytes in a
 //! `Vec<u8>` memory, the limits, the errnos for bad fds and bad pointers,
 //! the work a hostile call can cause (counted by a memory that records what
-//! is read), and a property test that random calls never panic.
+//! is read), and a property test that random calls never panic. The
+//! functions of `/data` have their own module, `tests_files`.
 //!
 //! The expected bytes are written out by hand from the WASI ABI (the argv
 //! layout was also checked against Node's `node:wasi`), not computed with
@@ -9,22 +10,37 @@
 
 use std::cell::Cell;
 
+use bytes::Bytes;
 use grid_kernels::wasm::{Trap, WasmLimits};
 use proptest::prelude::*;
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 
-use crate::{Errno, Func, Memory, REALTIME_START_NS, Stop, TaskConfig, Wasi, random_seed};
+use crate::{
+    DataFile, Errno, Func, Memory, REALTIME_START_NS, Stop, TaskConfig, Wasi, random_seed,
+};
 
 const SUCCESS: u32 = 0;
 const BADF: u32 = 8;
 const FAULT: u32 = 21;
 const INVAL: u32 = 28;
+const ISDIR: u32 = 31;
 const SPIPE: u32 = 70;
 
 fn config() -> TaskConfig {
     TaskConfig {
-        files: Vec::new(),
+        // Two files, for the property tests' random calls (`tests_files`
+        // tests the functions of /data).
+        files: vec![
+            DataFile {
+                name: "a".into(),
+                bytes: Bytes::from_static(b"0123456789"),
+            },
+            DataFile {
+                name: "b".into(),
+                bytes: Bytes::new(),
+            },
+        ],
         args: vec![b"kernel".to_vec(), b"ab".to_vec(), Vec::new()],
         stdin: b"hello world".to_vec(),
         seed: random_seed(1, &[7; 32], 0),
@@ -41,21 +57,21 @@ fn wasi() -> Wasi {
 }
 
 /// Calls `func`, expecting an errno rather than a stop.
-fn call(wasi: &mut Wasi, func: Func, args: &[u64], memory: &mut Vec<u8>) -> u32 {
+pub(crate) fn call(wasi: &mut Wasi, func: Func, args: &[u64], memory: &mut Vec<u8>) -> u32 {
     wasi.call(func, args, memory)
         .unwrap_or_else(|stop| panic!("{} stopped the run: {stop}", func.name()))
 }
 
-fn u32_at(memory: &[u8], at: usize) -> u32 {
+pub(crate) fn u32_at(memory: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(memory[at..at + 4].try_into().unwrap())
 }
 
-fn u64_at(memory: &[u8], at: usize) -> u64 {
+pub(crate) fn u64_at(memory: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(memory[at..at + 8].try_into().unwrap())
 }
 
 /// Writes iovecs `{buf, len}` at `at`.
-fn put_iovecs(memory: &mut [u8], at: usize, iovecs: &[(u32, u32)]) {
+pub(crate) fn put_iovecs(memory: &mut [u8], at: usize, iovecs: &[(u32, u32)]) {
     for (i, (buf, len)) in iovecs.iter().enumerate() {
         let at = at + i * 8;
         memory[at..at + 4].copy_from_slice(&buf.to_le_bytes());
@@ -66,14 +82,14 @@ fn put_iovecs(memory: &mut [u8], at: usize, iovecs: &[(u32, u32)]) {
 /// A memory of up to 4 GiB in which only the first bytes are stored (the
 /// rest reads as zeros and must not be written), counting the bytes read:
 /// a stand-in for a kernel that grew its memory to the maximum.
-struct SparseMemory {
+pub(crate) struct SparseMemory {
     size: u64,
-    front: Vec<u8>,
-    bytes_read: Cell<u64>,
+    pub(crate) front: Vec<u8>,
+    pub(crate) bytes_read: Cell<u64>,
 }
 
 impl SparseMemory {
-    fn new(size: u64, front: Vec<u8>) -> SparseMemory {
+    pub(crate) fn new(size: u64, front: Vec<u8>) -> SparseMemory {
         SparseMemory {
             size,
             front,
@@ -110,7 +126,7 @@ impl Memory for SparseMemory {
     }
 }
 
-const FOUR_GIB: u64 = 1 << 32;
+pub(crate) const FOUR_GIB: u64 = 1 << 32;
 
 #[test]
 fn args_are_laid_out_as_the_abi_says() {
@@ -300,17 +316,22 @@ fn reads_fault_whole_and_take_nothing_from_stdin() {
 }
 
 #[test]
-fn only_fd_0_reads() {
+fn of_the_streams_only_fd_0_reads() {
     let mut w = wasi();
     let mut memory = vec![0u8; 64];
     put_iovecs(&mut memory, 0, &[(16, 4)]);
-    for fd in [1, 2, 3, 4, u64::from(u32::MAX)] {
+    for fd in [1, 2, 4, u64::from(u32::MAX)] {
         assert_eq!(
             call(&mut w, Func::FdRead, &[fd, 0, 1, 40], &mut memory),
             BADF,
             "fd {fd}"
         );
     }
+    // fd 3 is /data, a directory.
+    assert_eq!(
+        call(&mut w, Func::FdRead, &[3, 0, 1, 40], &mut memory),
+        ISDIR
+    );
     assert_eq!(&memory[16..20], [0; 4]);
 }
 
@@ -568,7 +589,7 @@ fn closed_streams_are_bad_fds_for_everything() {
         call(&mut w, Func::FdWrite, &[2, 0, 1, 40], &mut memory),
         BADF
     );
-    assert_eq!(call(&mut w, Func::FdClose, &[3], &mut memory), BADF);
+    assert_eq!(call(&mut w, Func::FdClose, &[4], &mut memory), BADF);
     assert_eq!(&memory[16..], [0; 48]);
 }
 
@@ -599,7 +620,7 @@ fn fdstat_describes_the_three_streams() {
     assert_eq!(memory[8..32], stat(1 << 6), "fd_write");
     assert_eq!(&memory[..8], [0xee; 8]);
     assert_eq!(&memory[32..], [0xee; 32]);
-    assert_eq!(call(&mut w, Func::FdFdstatGet, &[3, 8], &mut memory), BADF);
+    assert_eq!(call(&mut w, Func::FdFdstatGet, &[4, 8], &mut memory), BADF);
     assert_eq!(
         call(&mut w, Func::FdFdstatGet, &[1, 41], &mut memory),
         FAULT
@@ -608,10 +629,10 @@ fn fdstat_describes_the_three_streams() {
 }
 
 #[test]
-fn nothing_is_preopened() {
+fn the_streams_are_not_preopened() {
     let mut w = wasi();
     let mut memory = vec![0xee; 64];
-    for fd in [0, 1, 2, 3, 4, u64::from(u32::MAX)] {
+    for fd in [0, 1, 2, 4, u64::from(u32::MAX)] {
         assert_eq!(
             call(&mut w, Func::FdPrestatGet, &[fd, 0], &mut memory),
             BADF
@@ -634,7 +655,7 @@ fn the_streams_do_not_seek() {
             SPIPE
         );
     }
-    assert_eq!(call(&mut w, Func::FdSeek, &[3, 0, 0, 0], &mut memory), BADF);
+    assert_eq!(call(&mut w, Func::FdSeek, &[4, 0, 0, 0], &mut memory), BADF);
     assert_eq!(memory, [0xee; 16]);
 }
 
@@ -779,6 +800,12 @@ fn runtimes_pass_a_slice_or_a_trait_object() {
 }
 
 #[test]
+fn the_property_tests_pass_enough_arguments_for_any_function() {
+    let most = Func::ALL.iter().map(|f| f.import().params.len()).max();
+    assert_eq!(most, Some(MAX_ARGS));
+}
+
+#[test]
 #[should_panic(expected = "fd_write takes 4 arguments")]
 fn a_runtime_that_passes_the_wrong_arguments_is_a_bug() {
     let _ = wasi().call(Func::FdWrite, &[1, 0], &mut Vec::new());
@@ -795,8 +822,11 @@ fn arg() -> impl Strategy<Value = u64> {
     ]
 }
 
+/// The most arguments a function takes (`path_open`'s 9).
+const MAX_ARGS: usize = 9;
+
 fn calls() -> impl Strategy<Value = Vec<(usize, Vec<u64>)>> {
-    let call = (0..Func::ALL.len(), prop::collection::vec(arg(), 4));
+    let call = (0..Func::ALL.len(), prop::collection::vec(arg(), MAX_ARGS));
     prop::collection::vec(call, 1..64)
 }
 
@@ -805,7 +835,8 @@ proptest! {
 
     /// Random calls with random arguments on a small memory (itself full of
     /// random bytes, so iovecs point anywhere) never panic, every result is
-    /// a WASI errno, and the limits hold.
+    /// a WASI errno, a call that fails leaves the memory as it was, and the
+    /// limits hold.
     #[test]
     fn random_calls_never_panic(
         calls in calls(),
@@ -816,11 +847,18 @@ proptest! {
         for (index, args) in calls {
             let func = Func::from_index(index).unwrap();
             let args = &args[..func.import().params.len()];
+            let before = memory.clone();
             match w.call(func, args, &mut memory) {
-                Ok(errno) => prop_assert!(Errno::from_code(errno).is_some(), "{errno}"),
-                Err(Stop::Exit(_) | Stop::OutputLimit) => break,
+                Ok(errno) => {
+                    prop_assert!(Errno::from_code(errno).is_some(), "{errno}");
+                    if errno != SUCCESS {
+                        prop_assert_eq!(&memory, &before, "{} failed with {}", func.name(), errno);
+                    }
+                }
+                Err(Stop::Exit(_) | Stop::OutputLimit | Stop::OutOfFuel) => break,
             }
             prop_assert_eq!(memory.len(), 256);
+            prop_assert!(w.host_fuel() <= WasmLimits::DEFAULT.fuel);
         }
         let (stdout, stderr) = w.finish();
         prop_assert!(stdout.len() <= 10);
