@@ -1,7 +1,8 @@
 //! What one run of a kernel is given ([`TaskConfig`]): its argv, its stdin,
-//! the seed of its random stream and the job's limits; and how a task's
-//! seed is derived ([`random_seed`]), so every replica of a task draws the
-//! same random bytes and different tasks draw different ones.
+//! the job's read-only files ([`DataFile`]), the seed of its random stream
+//! and the job's limits; and how a task's seed is derived
+//! ([`random_seed`]), so every replica of a task draws the same random
+//! bytes and different tasks draw different ones.
 
 use bytes::Bytes;
 use grid_kernels::wasm::{MAX_FILES, WasmLimits, WasmParams, check_file_name};
@@ -26,10 +27,20 @@ pub struct TaskConfig {
 }
 
 /// One read-only file of `/data`: its name there and its bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct DataFile {
     pub name: String,
     pub bytes: Bytes,
+}
+
+impl std::fmt::Debug for DataFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Its length, not its bytes: a file may be gigabytes.
+        f.debug_struct("DataFile")
+            .field("name", &self.name)
+            .field("len", &self.bytes.len())
+            .finish()
+    }
 }
 
 /// Why a [`TaskConfig`] cannot be given to a kernel.

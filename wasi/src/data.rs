@@ -10,6 +10,8 @@
 //! inode number that never changes: 1 for the directory, 2 + its index for
 //! a file; one link; all three times 0; a directory's size is 0.
 
+use std::fmt;
+
 use grid_kernels::wasm::{DATA_DIR, MAX_FILE_NAME_BYTES};
 
 use crate::config::DataFile;
@@ -29,9 +31,18 @@ pub(crate) enum Node {
 }
 
 /// The job's files, sorted by name; shared, never copied.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct DataDir {
     files: Vec<DataFile>,
+}
+
+impl fmt::Debug for DataDir {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Names and lengths, not contents: a file may be gigabytes.
+        f.debug_map()
+            .entries(self.files.iter().map(|file| (&file.name, file.bytes.len())))
+            .finish()
+    }
 }
 
 impl DataDir {
@@ -321,6 +332,11 @@ mod tests {
             assert_eq!(d.listing(0, len), all[..len as usize], "{len}");
         }
         assert_eq!(dir(&[]).listing(0, 100), all[..24 + 1 + 24 + 2]);
+    }
+
+    #[test]
+    fn debug_shows_names_and_lengths_not_bytes() {
+        assert_eq!(format!("{:?}", dir(&["a", "bb"])), r#"{"a": 2, "bb": 4}"#);
     }
 
     #[test]
