@@ -503,32 +503,28 @@ impl Cache {
             Blob::new_with_buffer_source_sequence(&js_sys::Array::of1(&buffer))
                 .map_err(|e| error("cannot keep the blob", &e))
         };
-        let handle = match &self.store {
+        let size = u64::from(buffer.byte_length());
+        let fits = size <= self.ledger.borrow().quota();
+        // Whether the blob is kept, and the handle to give out.
+        let (kept, handle): (bool, Blob) = match &self.store {
+            // Larger than the quota: used this once, never written.
+            _ if !fits => (false, in_memory()?),
             Store::Disk { dir, .. } => match write(dir, &digest, &buffer).await {
-                Ok(file) => Ok(file.into()),
+                Ok(file) => (true, file.into()),
                 Err(problem) => {
-                    web_sys::console::warn_1(&problem.clone().into());
-                    Err(in_memory()?)
+                    web_sys::console::warn_1(&problem.into());
+                    (false, in_memory()?)
                 }
             },
-            Store::Memory { .. } => Ok(in_memory()?),
+            Store::Memory { .. } => (true, in_memory()?),
         };
-        // Ok: stored (on disk, or in memory when that is the store).
-        let (stored, handle) = match handle {
-            Ok(handle) => (true, handle),
-            Err(handle) => (false, handle),
-        };
-        if stored {
-            let admitted =
-                self.ledger
-                    .borrow_mut()
-                    .admit(digest, u64::from(buffer.byte_length()), epoch_ms());
+        if kept {
+            let admitted = self.ledger.borrow_mut().admit(digest, size, epoch_ms());
             match admitted {
                 Ok(evicted) => {
                     self.delete(&evicted).await;
                     self.handles.borrow_mut().insert(digest, handle.clone());
                 }
-                // Larger than the quota: used this once, not kept.
                 Err(_) => self.delete(&[digest]).await,
             }
         }

@@ -14,9 +14,12 @@
 //!   asks again (the page refuses a blob the coordinator sent wrong for a
 //!   while, so this does not fetch it for every task).
 //! - The kernel thread keeps exactly the files of the last task it was
-//!   given. [`JobFiles::sent`] records that; a new kernel thread (or one
-//!   that answered with a fault, which may have kept nothing) holds nothing
-//!   ([`JobFiles::kernel_replaced`]).
+//!   given. [`JobFiles::sent`] records that; a new kernel thread holds
+//!   nothing ([`JobFiles::kernel_replaced`]).
+//! - A kernel thread that answered with a fault holds nothing either, and
+//!   the handles themselves may be at fault (a file the page evicted or the
+//!   donor cleared cannot be read through its old `Blob`): everything is
+//!   forgotten ([`JobFiles::forget`]) and asked of the page again.
 
 use std::collections::{HashMap, HashSet};
 
@@ -122,6 +125,14 @@ impl<B: Clone> JobFiles<B> {
         self.on_kernel.clear();
     }
 
+    /// Forgets every handle and what the kernel thread holds (answers
+    /// awaited are still taken).
+    pub fn forget(&mut self) {
+        self.have.clear();
+        self.failed.clear();
+        self.on_kernel.clear();
+    }
+
     /// Whether an answer is awaited.
     pub fn is_waiting(&self) -> bool {
         !self.asked.is_empty()
@@ -215,6 +226,20 @@ mod tests {
         files.answer(d(9), Ok("stray"));
         files.answer(d(1), Ok("scene"));
         assert_eq!(files.need(&job), Need::Ready(vec![(d(1), "scene")]));
+    }
+
+    #[test]
+    fn after_a_fault_every_file_is_asked_for_again() {
+        let mut files = JobFiles::<&str>::new();
+        let job = [file("a", 1)];
+        files.need(&job);
+        files.answer(d(1), Ok("stale"));
+        files.need(&job);
+        files.sent(&job);
+        files.forget();
+        assert_eq!(files.need(&job), Need::Fetch(vec![(d(1), 10)]));
+        files.answer(d(1), Ok("fresh"));
+        assert_eq!(files.need(&job), Need::Ready(vec![(d(1), "fresh")]));
     }
 
     #[test]

@@ -903,9 +903,10 @@ impl App {
                             .finish_task(&running.task, &TaskOutput::Wasm(outcome));
                     }
                     // The module could not run here (a host fault): the task
-                    // goes elsewhere. The kernel thread dropped its files.
+                    // goes elsewhere. The kernel thread dropped its files,
+                    // and their handles may be stale: ask the page again.
                     Err(fault) => {
-                        self.files.kernel_replaced();
+                        self.files.forget();
                         self.session.fail_task(&running.task, &fault);
                     }
                 }
