@@ -68,6 +68,8 @@ const cache = {
   // What the workers were last told the tab holds, as JSON.
   sentHoldings: "[]",
   shownFailures: 0,
+  // The last file a worker could not be given, and why.
+  lastError: null,
 };
 
 function storedQuota() {
@@ -257,6 +259,7 @@ async function answerBlob(slot, request) {
     answer = { type: "blob", blob: request.blob, data };
   } catch (error) {
     answer = { type: "blob", blob: request.blob, error: String(error?.message ?? error) };
+    cache.lastError = answer.error;
   }
   if (!slot.gone) slot.worker.postMessage(answer);
   cacheChanged();
@@ -350,6 +353,8 @@ function renderCache() {
       held.used_at == null ? "–" : new Date(held.used_at).toLocaleString();
     return row;
   });
+  $("cache-error").hidden = !cache.lastError;
+  $("cache-error").textContent = cache.lastError ? `Last problem: ${cache.lastError}` : "";
   $("cache-list").replaceChildren(...rows);
   $("cache-held").hidden = rows.length === 0;
   $("cache-empty").hidden = rows.length > 0;
