@@ -1,18 +1,29 @@
 //! Content-addressed files under the data directory: what users upload
-//! (modules, input files) and what the coordinator makes of them (prepared
-//! modules), each named `sha256:<hex>` after its bytes.
+//! (modules, input files, mounted files; `DATA/blobs/`) and what the
+//! coordinator makes of them (prepared modules; `DATA/modules/`), each named
+//! `sha256:<hex>` after its bytes.
 //!
 //! A blob is written once: to a temporary name in `tmp/`, hashed while it
 //! streams in, fsynced, checked against the address it was uploaded to, and
 //! only then renamed into place (and the directory fsynced), so a name in the
-//! store always holds exactly the bytes it names, and a dropped upload, a
-//! mismatch or a full disk leave nothing behind but a temporary file that the
-//! next start removes. Reading is plain files (`warp::fs` serves them with
-//! ranges); nothing here holds a blob in memory but [`BlobStore::read`],
-//! for the small ones the coordinator parses itself.
+//! store always holds exactly the bytes it names. A mismatch, a body over the
+//! limit, a dropped upload (even one whose handler is dropped mid-write) or
+//! a full disk leave nothing behind: the temporary file is removed at once,
+//! and whatever a crash leaves in `tmp/` the next start removes. Reading is
+//! plain files (`warp::fs` streams them, with ranges); nothing here holds a
+//! blob in memory but [`BlobStore::read`], for the small ones the
+//! coordinator parses itself.
+//!
+//! The uploads' metadata (size, references, last use) is in SQLite, and
+//! deleting an upload is the store's: it removes the row, commits, and only
+//! then the file (see `store::blobs`). What this module remembers of uses
+//! is in memory, for the store to record in batches: the blobs read or
+//! served since the last sweep ([`BlobStore::take_touches`]).
 
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use bytes::Buf;
 use futures_util::{Stream, StreamExt};
@@ -20,11 +31,74 @@ use grid_kernels::ContentDigest;
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
 
-/// One kind of blob, in its own directory (`DATA/<name>/`).
+use crate::clock::unix_ms;
+use crate::metrics::BlobCounters;
+
+/// The directory of users' uploads under the data directory.
+pub const UPLOADS: &str = "blobs";
+
+/// One kind of blob, in its own directory (`DATA/<name>/`). Clones share
+/// the uses remembered and the counters.
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     dir: PathBuf,
     tmp: PathBuf,
+    /// Blobs read or served since the last [`BlobStore::take_touches`], and
+    /// when (Unix ms): a download costs no write.
+    touched: Arc<Mutex<HashMap<ContentDigest, u64>>>,
+    counters: Arc<BlobCounters>,
+}
+
+/// Where blob `digest` of the directory `dir` lives.
+pub fn blob_path(dir: &Path, digest: &ContentDigest) -> PathBuf {
+    dir.join(digest.to_string())
+}
+
+/// Every blob file in `dir` (named by a digest; `tmp/` and anything else
+/// skipped), with its size and modification time in Unix ms.
+pub fn scan(dir: &Path) -> io::Result<Vec<(ContentDigest, u64, u64)>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(error),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let Some(digest) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<ContentDigest>().ok())
+        else {
+            continue;
+        };
+        let meta = entry.metadata()?;
+        if !meta.is_file() {
+            continue;
+        }
+        let modified = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as u64);
+        found.push((digest, meta.len(), modified));
+    }
+    Ok(found)
+}
+
+/// A temporary file, removed when dropped unless it was placed: an upload
+/// whose handler is dropped halfway (its client went) leaves nothing.
+struct Temporary {
+    path: PathBuf,
+    placed: bool,
+}
+
+impl Drop for Temporary {
+    fn drop(&mut self) {
+        if !self.placed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// Why an upload was not stored. Nothing of it is left in the store.
@@ -65,7 +139,12 @@ impl BlobStore {
         for entry in std::fs::read_dir(&tmp)?.flatten() {
             let _ = std::fs::remove_file(entry.path());
         }
-        Ok(BlobStore { dir, tmp })
+        Ok(BlobStore {
+            dir,
+            tmp,
+            touched: Arc::default(),
+            counters: Arc::default(),
+        })
     }
 
     /// The directory whose files are the blobs, named `sha256:<hex>`.
@@ -74,7 +153,31 @@ impl BlobStore {
     }
 
     pub fn path(&self, digest: &ContentDigest) -> PathBuf {
-        self.dir.join(digest.to_string())
+        blob_path(&self.dir, digest)
+    }
+
+    /// What the blob routes count.
+    pub fn counters(&self) -> &BlobCounters {
+        &self.counters
+    }
+
+    /// Remembers that `digest` was used now (read, served, asked about).
+    pub fn touch(&self, digest: &ContentDigest) {
+        self.touch_at(digest, unix_ms());
+    }
+
+    /// Remembers a use of `digest` at `at` (Unix ms), unless a later one is.
+    pub fn touch_at(&self, digest: &ContentDigest, at: u64) {
+        let mut touched = crate::sync::lock(&self.touched, "blob uses");
+        let last = touched.entry(*digest).or_insert(at);
+        *last = (*last).max(at);
+    }
+
+    /// The uses remembered since the last call: (blob, Unix ms).
+    pub fn take_touches(&self) -> Vec<(ContentDigest, u64)> {
+        std::mem::take(&mut *crate::sync::lock(&self.touched, "blob uses"))
+            .into_iter()
+            .collect()
     }
 
     /// The blob's size, if it is stored.
@@ -91,6 +194,7 @@ impl BlobStore {
 
     /// A whole blob, for the small ones read by the coordinator itself.
     pub async fn read(&self, digest: &ContentDigest) -> io::Result<Option<Vec<u8>>> {
+        self.touch(digest);
         match tokio::fs::read(self.path(digest)).await {
             Ok(bytes) => Ok(Some(bytes)),
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -124,25 +228,33 @@ impl BlobStore {
         if self.contains(&digest) {
             return Ok(false);
         }
-        let temporary = self
-            .tmp
-            .join(format!("{}.{:016x}", digest.hex(), rand::random::<u64>()));
-        let written = self.write(&temporary, digest, body, limit).await;
-        if let Err(error) = written {
-            let _ = tokio::fs::remove_file(&temporary).await;
-            return Err(error);
-        }
-        let placed = async {
-            tokio::fs::rename(&temporary, self.path(&digest)).await?;
-            // The rename is durable once the directory is.
-            std::fs::File::open(&self.dir)?.sync_all()
-        }
-        .await;
-        if let Err(error) = placed {
-            let _ = tokio::fs::remove_file(&temporary).await;
+        let mut temporary = Temporary {
+            path: self
+                .tmp
+                .join(format!("{}.{:016x}", digest.hex(), rand::random::<u64>())),
+            placed: false,
+        };
+        self.write(&temporary.path, digest, body, limit).await?;
+        tokio::fs::rename(&temporary.path, self.path(&digest))
+            .await
+            .map_err(BlobError::from_io)?;
+        temporary.placed = true;
+        // The rename is durable once the directory is.
+        let synced = std::fs::File::open(&self.dir).and_then(|dir| dir.sync_all());
+        if let Err(error) = synced {
+            self.remove(&digest);
             return Err(BlobError::from_io(error));
         }
         Ok(true)
+    }
+
+    /// Removes a blob's file (whose row, if any, is gone already).
+    pub fn remove(&self, digest: &ContentDigest) {
+        if let Err(error) = std::fs::remove_file(self.path(digest))
+            && error.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(%digest, %error, "cannot remove a blob's file");
+        }
     }
 
     async fn write<S, B, E>(
@@ -260,6 +372,39 @@ mod tests {
         );
         assert!(!store.contains(&digest));
         assert_eq!(leftovers(&store), 0);
+    }
+
+    /// A handler dropped mid-upload (its client went away) removes what it
+    /// wrote at once, not at the next start.
+    #[tokio::test]
+    async fn an_upload_dropped_halfway_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path(), "blobs").unwrap();
+        let digest = ContentDigest::of(b"hello world");
+        let half =
+            futures_util::stream::iter([Ok::<_, String>(bytes::Bytes::from_static(b"hello"))])
+                .chain(futures_util::stream::pending());
+        let upload = store.put(digest, half, 100);
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(200), upload).await;
+        assert!(waited.is_err(), "the body never ends");
+        assert_eq!(leftovers(&store), 0);
+        assert!(!store.contains(&digest));
+    }
+
+    #[test]
+    fn uses_are_remembered_until_taken_and_never_go_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path(), "blobs").unwrap();
+        let (a, b) = (ContentDigest::of(b"a"), ContentDigest::of(b"b"));
+        store.touch_at(&a, 10);
+        store.touch_at(&a, 5);
+        store.clone().touch_at(&b, 7);
+        let mut taken = store.take_touches();
+        taken.sort();
+        let mut expected = vec![(a, 10), (b, 7)];
+        expected.sort();
+        assert_eq!(taken, expected);
+        assert!(store.take_touches().is_empty());
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
-//! `GET /metrics` in the Prometheus text exposition format, and the
-//! lock-free histogram the coordinator records latencies in.
+//! `GET /metrics` in the Prometheus text exposition format, the lock-free
+//! histogram the coordinator records latencies in, and the counters of blob
+//! traffic ([`BlobCounters`]).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,6 +65,17 @@ impl Histogram {
         );
         let _ = writeln!(out, "{name}_count {cumulative}");
     }
+}
+
+/// What the blob routes count as they serve (rendered by
+/// `Grid::render_blob_metrics`). Room for more: a worker's cache hits and
+/// the bytes digest-only replicas save belong here too.
+#[derive(Debug, Default)]
+pub struct BlobCounters {
+    /// Bytes of blob bodies sent (`GET /api/blobs/{digest}`, 200 and 206),
+    /// by their `Content-Length` when the response starts: a download cut
+    /// short still counts whole.
+    pub bytes_served: AtomicU64,
 }
 
 /// Writes one metric family: a HELP and TYPE line, then its samples.

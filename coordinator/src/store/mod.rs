@@ -7,15 +7,19 @@
 //! durability costs one fsync per group rather than one per result, and a
 //! result is acknowledged to its worker only once it is on disk. Reads
 //! ([`reads`]) use their own connection and never wait for the writer. The
-//! tables and how an older file is brought up to date are in [`schema`].
+//! tables and how an older file is brought up to date are in [`schema`];
+//! the uploads' rows, their references and who may delete them, in
+//! [`blobs`].
 //!
 //! This module is the handle: opening, the write calls (each answered once
 //! its group is committed), and the rows they carry.
 
+mod blobs;
 mod reads;
 mod schema;
 mod writer;
 
+pub use blobs::{BlobDeletion, BlobRow};
 pub use schema::STORE_FILE;
 use writer::{Write, writer_loop};
 
@@ -24,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use bytes::Bytes;
+use grid_kernels::ContentDigest;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
@@ -55,6 +60,27 @@ pub enum StoreError {
     Corrupt(String),
     #[error("{0}")]
     Io(String),
+    /// A commit failed for want of room.
+    #[error("the disk is full: {0}")]
+    DiskFull(String),
+    /// A job was not stored: a blob it uses was deleted a moment before.
+    #[error(
+        "blob {0} is no longer stored (it was deleted while the job was submitted): upload it again and resubmit"
+    )]
+    BlobGone(ContentDigest),
+}
+
+impl StoreError {
+    /// Whether SQLite said the disk is full.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::DiskFull(_) => true,
+            StoreError::Sqlite(error) => {
+                error.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+            }
+            _ => false,
+        }
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -133,14 +159,19 @@ impl Store {
             ))
         })?;
         let path = data_dir.join(STORE_FILE);
-        let (writer, reader) = schema::open_connections(&path, durability)
+        let (mut writer, reader) = schema::open_connections(&path, durability)
             .map_err(|e| open_error(data_dir, &path, e))?;
+        let blob_dir = data_dir.join(crate::blobs::UPLOADS);
+        blobs::reconcile(&mut writer, &blob_dir, crate::clock::unix_ms()).map_err(|e| match e {
+            StoreError::Sqlite(e) => open_error(data_dir, &path, e),
+            other => other,
+        })?;
         let (writes, queue) = std::sync::mpsc::sync_channel(65_536);
         let commits = Arc::new(Histogram::new(LATENCY_BOUNDS));
         let timing = commits.clone();
         thread::Builder::new()
             .name("grid-store".into())
-            .spawn(move || writer_loop(writer, queue, &timing))
+            .spawn(move || writer_loop(writer, queue, &timing, blob_dir))
             .map_err(|e| StoreError::Io(format!("cannot start the store thread: {e}")))?;
         Ok(Store {
             writes,

@@ -35,59 +35,7 @@ impl Store {
     }
 
     pub fn load_jobs(&self) -> Result<Vec<StoredJob>, StoreError> {
-        self.read(|conn| {
-            let mut statement = conn.prepare(
-                "SELECT id, spec, tasks, redundancy, quorum, max_replicas, state, paused,
-                        created_at, started_at, finished_at, error, result, version, inputs
-                 FROM jobs ORDER BY id",
-            )?;
-            // Text columns holding JSON or a state name are parsed here too;
-            // a value that does not parse is a corrupt record.
-            fn parsed<T, E: std::error::Error + Send + Sync + 'static>(
-                column: usize,
-                value: Result<T, E>,
-            ) -> rusqlite::Result<T> {
-                value.map_err(|e| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        column,
-                        rusqlite::types::Type::Text,
-                        Box::new(e),
-                    )
-                })
-            }
-            let rows = statement.query_map([], |r| {
-                let state: String = r.get(6)?;
-                let result: Option<String> = r.get(12)?;
-                let inputs: Option<String> = r.get(14)?;
-                Ok(StoredJob {
-                    id: r.get(0)?,
-                    definition: JobDefinition {
-                        spec: parsed(1, serde_json::from_str(&r.get::<_, String>(1)?))?,
-                        tasks: r.get(2)?,
-                        replication: Replication {
-                            redundancy: r.get(3)?,
-                            quorum: r.get(4)?,
-                            max_replicas: r.get(5)?,
-                        },
-                        created_at: r.get(8)?,
-                        inputs: parsed(14, inputs.map(|i| serde_json::from_str(&i)).transpose())?,
-                    },
-                    lifecycle: Lifecycle {
-                        state: parsed(6, JobState::from_name(&state).ok_or(UnknownState(state)))?,
-                        paused: r.get(7)?,
-                        started_at: r.get(9)?,
-                        finished_at: r.get(10)?,
-                        error: r.get(11)?,
-                        result: parsed(12, result.map(|r| serde_json::from_str(&r)).transpose())?,
-                        version: r.get(13)?,
-                    },
-                })
-            })?;
-            let jobs = rows
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| StoreError::Corrupt(format!("a job record: {e}")))?;
-            Ok(jobs)
-        })
+        self.read(load_jobs_from)
     }
 
     /// Calls `each(task, output)` for every decided task of a job, in task order.
@@ -165,4 +113,60 @@ impl Store {
                 .is_some())
         })
     }
+}
+
+/// Every stored job, in id order, read over `conn` (the reader's, or the
+/// writer's at start).
+pub(super) fn load_jobs_from(conn: &Connection) -> Result<Vec<StoredJob>, StoreError> {
+    let mut statement = conn.prepare(
+        "SELECT id, spec, tasks, redundancy, quorum, max_replicas, state, paused,
+                    created_at, started_at, finished_at, error, result, version, inputs
+             FROM jobs ORDER BY id",
+    )?;
+    // Text columns holding JSON or a state name are parsed here too;
+    // a value that does not parse is a corrupt record.
+    fn parsed<T, E: std::error::Error + Send + Sync + 'static>(
+        column: usize,
+        value: Result<T, E>,
+    ) -> rusqlite::Result<T> {
+        value.map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(
+                column,
+                rusqlite::types::Type::Text,
+                Box::new(e),
+            )
+        })
+    }
+    let rows = statement.query_map([], |r| {
+        let state: String = r.get(6)?;
+        let result: Option<String> = r.get(12)?;
+        let inputs: Option<String> = r.get(14)?;
+        Ok(StoredJob {
+            id: r.get(0)?,
+            definition: JobDefinition {
+                spec: parsed(1, serde_json::from_str(&r.get::<_, String>(1)?))?,
+                tasks: r.get(2)?,
+                replication: Replication {
+                    redundancy: r.get(3)?,
+                    quorum: r.get(4)?,
+                    max_replicas: r.get(5)?,
+                },
+                created_at: r.get(8)?,
+                inputs: parsed(14, inputs.map(|i| serde_json::from_str(&i)).transpose())?,
+            },
+            lifecycle: Lifecycle {
+                state: parsed(6, JobState::from_name(&state).ok_or(UnknownState(state)))?,
+                paused: r.get(7)?,
+                started_at: r.get(9)?,
+                finished_at: r.get(10)?,
+                error: r.get(11)?,
+                result: parsed(12, result.map(|r| serde_json::from_str(&r)).transpose())?,
+                version: r.get(13)?,
+            },
+        })
+    })?;
+    let jobs = rows
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StoreError::Corrupt(format!("a job record: {e}")))?;
+    Ok(jobs)
 }

@@ -3,11 +3,13 @@
 //!
 //! | table | holds |
 //! |---|---|
-//! | `meta` | `opened`: how many times the store was opened (the run epoch) |
+//! | `meta` | `opened`: how many times the store was opened (the run epoch); `job_blobs`: set once the table below was filled for older jobs |
 //! | `jobs` | one row a job: its definition and its lifecycle |
 //! | `results` | a decided task's output, one row a task |
 //! | `replicas` | replica votes of tasks waiting for their quorum |
 //! | `quarantine` | donors caught sending wrong results |
+//! | `blobs` | one row an upload in `DATA/blobs/`: size, created, last used |
+//! | `job_blobs` | one row for each upload a stored job uses: its references |
 
 use std::path::Path;
 
@@ -60,6 +62,18 @@ CREATE TABLE IF NOT EXISTS quarantine (
     reason TEXT NOT NULL,
     at     INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS blobs (
+    digest       TEXT PRIMARY KEY,
+    size         INTEGER NOT NULL,
+    created_at   INTEGER NOT NULL,
+    last_used_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS job_blobs (
+    digest TEXT NOT NULL,
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    PRIMARY KEY (digest, job_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS job_blobs_by_job ON job_blobs (job_id);
 ";
 
 /// Columns added since the first release, and their definitions: a file

@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::jobs::Lifecycle;
-use grid_kernels::KernelSpec;
 use grid_kernels::spec::PrimesParams;
+use grid_kernels::{ContentDigest, KernelSpec};
 use grid_protocol::api::JobState;
 use grid_scheduler::Replication;
 
@@ -231,4 +231,255 @@ async fn a_flush_waits_for_the_writes_before_it() {
         reopened.quarantined().unwrap(),
         vec![(5, "lied".to_string())]
     );
+}
+
+// ---- blobs ----------------------------------------------------------------
+
+/// A wasm job that uses `source` as its module and `files` as mounted files.
+fn job_using(source: ContentDigest, files: &[ContentDigest]) -> JobDefinition {
+    use grid_kernels::wasm::{MountedFile, WasmLimits, WasmParams};
+    let limits = WasmLimits::DEFAULT;
+    JobDefinition {
+        spec: KernelSpec::Wasm(WasmParams {
+            module: ContentDigest::of(b"prepared"),
+            source,
+            name: "k.wasm".into(),
+            args: Vec::new(),
+            fuel: limits.fuel,
+            memory_mib: limits.memory_mib,
+            stdout_bytes: limits.stdout_bytes,
+            stderr_bytes: limits.stderr_bytes,
+            seed: 0,
+            description: None,
+            files: files
+                .iter()
+                .enumerate()
+                .map(|(i, blob)| MountedFile {
+                    name: format!("f{i}"),
+                    blob: *blob,
+                    size: 1,
+                })
+                .collect(),
+        }),
+        tasks: 1,
+        replication: Replication::SINGLE,
+        created_at: 1_000,
+        inputs: None,
+    }
+}
+
+/// Writes a blob file as an upload would leave it, and its digest.
+fn blob_file(dir: &std::path::Path, bytes: &[u8]) -> ContentDigest {
+    let digest = ContentDigest::of(bytes);
+    let blobs = dir.join(crate::blobs::UPLOADS);
+    std::fs::create_dir_all(&blobs).unwrap();
+    std::fs::write(crate::blobs::blob_path(&blobs, &digest), bytes).unwrap();
+    digest
+}
+
+fn on_disk(dir: &std::path::Path, digest: &ContentDigest) -> bool {
+    crate::blobs::blob_path(&dir.join(crate::blobs::UPLOADS), digest).is_file()
+}
+
+fn row(store: &Store, digest: &ContentDigest) -> Option<BlobRow> {
+    store
+        .blobs()
+        .unwrap()
+        .into_iter()
+        .find(|b| b.digest == *digest)
+}
+
+/// References are the stored jobs that use a blob; a referenced blob is
+/// never deleted, by a user or the sweep; removing the last job releases
+/// it (a use), and the sweep takes it once that use is old enough.
+#[tokio::test]
+async fn blobs_used_by_jobs_stay_until_the_jobs_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Durability::Normal).unwrap();
+    let module = blob_file(dir.path(), b"module");
+    let file = blob_file(dir.path(), b"file");
+    let spare = blob_file(dir.path(), b"spare");
+    for (digest, size) in [(module, 6), (file, 4), (spare, 5)] {
+        assert!(store.record_upload(digest, size, 500).await.unwrap());
+    }
+    let first = store.insert_job(job_using(module, &[file])).await.unwrap();
+    let second = store.insert_job(job_using(module, &[])).await.unwrap();
+    let listed = store.blobs().unwrap();
+    let references: Vec<(ContentDigest, u64)> =
+        listed.iter().map(|b| (b.digest, b.references)).collect();
+    let mut expected = vec![(module, 2), (file, 1), (spare, 0)];
+    expected.sort_by_key(|(d, _)| d.to_string());
+    assert_eq!(references, expected);
+    let module_row = row(&store, &module).unwrap();
+    assert_eq!((module_row.size, module_row.created_at), (6, 500));
+    assert_eq!(module_row.last_used_at, 1_000, "a submission is a use");
+    assert_eq!(store.blob_totals().unwrap(), (3, 15));
+
+    assert_eq!(
+        store.delete_blob(module).await.unwrap(),
+        BlobDeletion::Referenced(vec![first, second])
+    );
+    // Everything is old: only the unreferenced blob goes.
+    let swept = store.sweep_blobs(Vec::new(), u64::MAX).await.unwrap();
+    assert_eq!(swept, vec![(spare, 5)]);
+    assert!(!on_disk(dir.path(), &spare), "its file went after its row");
+    assert!(on_disk(dir.path(), &module) && on_disk(dir.path(), &file));
+
+    // Removing the first job releases the file (a use at 2,000).
+    assert!(store.delete_job(first, 2_000).await.unwrap());
+    assert!(!store.delete_job(first, 2_000).await.unwrap(), "once");
+    assert_eq!(row(&store, &file).unwrap().references, 0);
+    assert_eq!(row(&store, &file).unwrap().last_used_at, 2_000);
+    assert!(
+        store
+            .sweep_blobs(Vec::new(), 2_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.sweep_blobs(Vec::new(), 2_001).await.unwrap(),
+        vec![(file, 4)]
+    );
+    assert_eq!(row(&store, &module).unwrap().references, 1);
+    assert_eq!(
+        store.delete_blob(file).await.unwrap(),
+        BlobDeletion::Absent,
+        "swept already"
+    );
+    assert_eq!(store.load_jobs().unwrap().len(), 1);
+}
+
+/// Downloads are recorded by the sweep before it decides; a user's
+/// deletion takes an unused blob at once, row then file.
+#[tokio::test]
+async fn a_download_counts_as_a_use_and_an_unused_blob_can_be_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Durability::Normal).unwrap();
+    let served = blob_file(dir.path(), b"served");
+    let idle = blob_file(dir.path(), b"idle");
+    for digest in [served, idle] {
+        assert!(store.record_upload(digest, 6, 100).await.unwrap());
+    }
+    let swept = store.sweep_blobs(vec![(served, 900)], 500).await.unwrap();
+    assert_eq!(swept, vec![(idle, 6)]);
+    assert_eq!(row(&store, &served).unwrap().last_used_at, 900);
+    // An older use never moves it back.
+    store.sweep_blobs(vec![(served, 300)], 0).await.unwrap();
+    assert_eq!(row(&store, &served).unwrap().last_used_at, 900);
+    assert_eq!(
+        store.delete_blob(served).await.unwrap(),
+        BlobDeletion::Deleted { size: 6 }
+    );
+    assert!(!on_disk(dir.path(), &served));
+    assert!(row(&store, &served).is_none());
+    assert!(
+        !store.record_upload(served, 6, 1_000).await.unwrap(),
+        "no file, no row"
+    );
+    assert!(store.blobs().unwrap().is_empty());
+}
+
+/// A job whose blob was deleted a moment before is refused with a
+/// sentence, and nothing of it is stored; other writes of its group stand.
+#[tokio::test]
+async fn a_job_is_not_stored_when_its_blob_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Durability::Normal).unwrap();
+    let module = blob_file(dir.path(), b"module");
+    assert!(store.record_upload(module, 6, 1).await.unwrap());
+    // The deletion and the submission race; the writer orders them.
+    let (deleted, inserted) = tokio::join!(
+        store.delete_blob(module),
+        store.insert_job(job_using(module, &[]))
+    );
+    assert_eq!(deleted.unwrap(), BlobDeletion::Deleted { size: 6 });
+    let error = inserted.unwrap_err();
+    assert!(
+        matches!(error, StoreError::BlobGone(d) if d == module),
+        "{error}"
+    );
+    assert!(error.to_string().contains("upload it again"), "{error}");
+    assert!(store.load_jobs().unwrap().is_empty());
+    // A blob never uploaded is refused alike.
+    let never = ContentDigest::of(b"never");
+    assert!(matches!(
+        store.insert_job(job_using(never, &[])).await,
+        Err(StoreError::BlobGone(d)) if d == never
+    ));
+    // And the store goes on.
+    assert_eq!(store.insert_job(new_job()).await.unwrap(), 1);
+}
+
+/// A job's removal takes its results and votes; results still queued for
+/// it are dropped without failing the writes committed with them.
+#[tokio::test]
+async fn a_removed_job_takes_its_results_and_late_ones_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Durability::Normal).unwrap();
+    let gone = store.insert_job(new_job()).await.unwrap();
+    let kept = store.insert_job(new_job()).await.unwrap();
+    let result = |job, task| ResultRow {
+        job,
+        task,
+        donor: 1,
+        output: Bytes::from(vec![task as u8; 8]),
+    };
+    store.record(vec![result(gone, 0)], vec![]).await.unwrap();
+    assert!(store.delete_job(gone, 5).await.unwrap());
+    assert_eq!(store.result_count(gone).unwrap(), 0);
+    let late = store
+        .record(vec![result(gone, 1), result(kept, 0)], vec![])
+        .await
+        .unwrap();
+    assert_eq!(late, vec![false, true]);
+    assert_eq!(store.result_count(gone).unwrap(), 0);
+    assert!(!store.job_exists(gone).unwrap());
+    assert!(store.job_exists(kept).unwrap());
+}
+
+/// At start the rows follow the files: a blob file from before the table
+/// gains a row (and a full retention), a row whose file is gone and that
+/// no job uses is dropped, and jobs stored before `job_blobs` get their
+/// references.
+#[tokio::test]
+async fn opening_brings_the_blob_rows_in_line_with_the_files_and_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = blob_file(dir.path(), b"module");
+    let vanished = blob_file(dir.path(), b"vanished");
+    std::fs::create_dir_all(dir.path().join("blobs/tmp")).unwrap();
+    std::fs::write(dir.path().join("blobs/not-a-blob"), b"x").unwrap();
+    let job = {
+        let store = Store::open(dir.path(), Durability::Normal).unwrap();
+        let job = store.insert_job(job_using(module, &[])).await.unwrap();
+        // An older coordinator's store: no references, no rows.
+        let conn = rusqlite::Connection::open(dir.path().join(STORE_FILE)).unwrap();
+        conn.execute_batch(
+            "DELETE FROM job_blobs; DELETE FROM blobs; DELETE FROM meta WHERE key = 'job_blobs';",
+        )
+        .unwrap();
+        job
+    };
+    let before = crate::clock::unix_ms();
+    let store = Store::open(dir.path(), Durability::Normal).unwrap();
+    let rows = store.blobs().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let adopted = row(&store, &module).unwrap();
+    assert_eq!(adopted.references, 1);
+    assert_eq!(adopted.size, 6);
+    assert!(adopted.last_used_at >= before);
+    assert_eq!(
+        store.delete_blob(module).await.unwrap(),
+        BlobDeletion::Referenced(vec![job])
+    );
+    drop(store);
+
+    std::fs::remove_file(crate::blobs::blob_path(
+        &dir.path().join("blobs"),
+        &vanished,
+    ))
+    .unwrap();
+    let store = Store::open(dir.path(), Durability::Normal).unwrap();
+    assert!(row(&store, &vanished).is_none());
+    assert_eq!(row(&store, &module).unwrap().references, 1);
 }

@@ -2,13 +2,23 @@
 //! takes every write waiting in its queue, applies them in one transaction
 //! and answers each caller only after the commit (a group commit). A commit
 //! that fails answers every write of its group with the error, so nothing of
-//! the group is acknowledged.
+//! the group is acknowledged. A write can also be refused on its own (a job
+//! whose blob is gone) without failing the others of its group.
+//!
+//! Blob files deleted by a group (their rows gone in its transaction) are
+//! removed after the commit and before the next group, so no later write
+//! finds a row whose file is about to go (see [`super::blobs`]).
 
+use std::path::{Path, PathBuf};
+
+use grid_kernels::ContentDigest;
 use grid_protocol::api::JobState;
 use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
+use super::blobs::{self, BlobDeletion, Doomed};
 use super::{ReplicaRow, ResultRow, StoreError};
+use crate::blobs::blob_path;
 use crate::jobs::{JobDefinition, Lifecycle};
 use crate::metrics::Histogram;
 
@@ -41,12 +51,34 @@ pub(super) enum Write {
         at: u64,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// An upload; answered false if its file is not there.
+    RecordUpload {
+        digest: ContentDigest,
+        size: u64,
+        at: u64,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    DeleteBlob {
+        digest: ContentDigest,
+        reply: oneshot::Sender<Result<BlobDeletion, StoreError>>,
+    },
+    SweepBlobs {
+        touches: Vec<(ContentDigest, u64)>,
+        cutoff: u64,
+        reply: oneshot::Sender<Result<Vec<(ContentDigest, u64)>, StoreError>>,
+    },
+    DeleteJob {
+        job: u64,
+        at: u64,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
 }
 
 pub(super) fn writer_loop(
     mut conn: Connection,
     queue: std::sync::mpsc::Receiver<Write>,
     commits: &Histogram,
+    blob_dir: PathBuf,
 ) {
     while let Ok(first) = queue.recv() {
         let mut group = vec![first];
@@ -57,34 +89,71 @@ pub(super) fn writer_loop(
             }
         }
         let started = std::time::Instant::now();
-        let outcome = apply_group(&mut conn, &group);
+        let mut doomed = Doomed::new();
+        let outcome = apply_group(&mut conn, &group, &blob_dir, &mut doomed);
         commits.observe_micros(started.elapsed().as_micros() as u64);
+        if outcome.is_ok() {
+            for digest in &doomed {
+                remove_blob_file(&blob_dir, digest);
+            }
+        }
         answer_group(group, outcome);
     }
     tracing::debug!("store writer stopped");
+}
+
+/// A deleted blob's file, after the commit that deleted its row.
+fn remove_blob_file(dir: &Path, digest: &ContentDigest) {
+    match std::fs::remove_file(blob_path(dir, digest)) {
+        Ok(()) => tracing::info!(%digest, "blob deleted"),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => tracing::warn!(%digest, %error, "cannot remove a deleted blob's file"),
+    }
 }
 
 enum Answer {
     Id(u64),
     Inserted(Vec<bool>),
     Done,
+    Flag(bool),
+    BlobDeletion(BlobDeletion),
+    Swept(Vec<(ContentDigest, u64)>),
+    /// This write alone is refused; the rest of the group stands.
+    Refused(StoreError),
 }
 
-fn apply_group(conn: &mut Connection, group: &[Write]) -> Result<Vec<Answer>, StoreError> {
+fn apply_group(
+    conn: &mut Connection,
+    group: &[Write],
+    blob_dir: &Path,
+    doomed: &mut Doomed,
+) -> Result<Vec<Answer>, StoreError> {
     let tx = conn.transaction()?;
     let mut answers = Vec::with_capacity(group.len());
     {
+        // Not for a job removed meanwhile (its results may still be queued).
         let mut insert_result = tx.prepare_cached(
-            "INSERT INTO results (job_id, task, donor, output) VALUES (?1, ?2, ?3, ?4)
+            "INSERT INTO results (job_id, task, donor, output)
+             SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ?1)
              ON CONFLICT (job_id, task) DO NOTHING",
         )?;
         let mut insert_replica = tx.prepare_cached(
-            "INSERT INTO replicas (job_id, task, donor, digest, output) VALUES (?1, ?2, ?3, ?4, ?5)
+            "INSERT INTO replicas (job_id, task, donor, digest, output)
+             SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ?1)
              ON CONFLICT (job_id, task, donor) DO NOTHING",
         )?;
         for write in group {
             match write {
                 Write::InsertJob(job, _) => {
+                    let claimed =
+                        blobs::claim_job_blobs(&tx, blob_dir, doomed, job, job.created_at)?;
+                    let used = match claimed {
+                        Ok(used) => used,
+                        Err(gone) => {
+                            answers.push(Answer::Refused(StoreError::BlobGone(gone)));
+                            continue;
+                        }
+                    };
                     tx.execute(
                         "INSERT INTO jobs (spec, tasks, redundancy, quorum, max_replicas, state,
                                            created_at, inputs)
@@ -101,7 +170,9 @@ fn apply_group(conn: &mut Connection, group: &[Write]) -> Result<Vec<Answer>, St
                                 .map(|i| serde_json::to_string(i).expect("inputs are plain data")),
                         ],
                     )?;
-                    answers.push(Answer::Id(tx.last_insert_rowid() as u64));
+                    let id = tx.last_insert_rowid() as u64;
+                    blobs::link_job_blobs(&tx, id, &used)?;
+                    answers.push(Answer::Id(id));
                 }
                 Write::Results {
                     results, replicas, ..
@@ -171,11 +242,26 @@ fn apply_group(conn: &mut Connection, group: &[Write]) -> Result<Vec<Answer>, St
                     tx.execute(
                         // An upsert: if the first answer's own insert is still queued
                         // behind this one, it then finds the row and is ignored.
-                        "INSERT INTO results (job_id, task, donor, output) VALUES (?1, ?2, ?4, ?3)
+                        "INSERT INTO results (job_id, task, donor, output)
+                         SELECT ?1, ?2, ?4, ?3 WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ?1)
                          ON CONFLICT (job_id, task) DO UPDATE SET output = excluded.output, donor = excluded.donor",
                         params![row.job, row.task, &row.output[..], row.donor],
                     )?;
                     answers.push(Answer::Done);
+                }
+                Write::RecordUpload {
+                    digest, size, at, ..
+                } => answers.push(Answer::Flag(blobs::record_upload(
+                    &tx, blob_dir, doomed, digest, *size, *at,
+                )?)),
+                Write::DeleteBlob { digest, .. } => answers.push(Answer::BlobDeletion(
+                    blobs::delete_blob(&tx, blob_dir, doomed, digest)?,
+                )),
+                Write::SweepBlobs {
+                    touches, cutoff, ..
+                } => answers.push(Answer::Swept(blobs::sweep(&tx, doomed, touches, *cutoff)?)),
+                Write::DeleteJob { job, at, .. } => {
+                    answers.push(Answer::Flag(blobs::delete_job(&tx, *job, *at)?))
                 }
             }
         }
@@ -190,6 +276,9 @@ fn answer_group(group: Vec<Write>, outcome: Result<Vec<Answer>, StoreError>) {
             for (write, answer) in group.into_iter().zip(answers) {
                 match (write, answer) {
                     (Write::InsertJob(_, reply), Answer::Id(id)) => drop(reply.send(Ok(id))),
+                    (Write::InsertJob(_, reply), Answer::Refused(error)) => {
+                        drop(reply.send(Err(error)))
+                    }
                     (Write::Results { reply, .. }, Answer::Inserted(inserted)) => {
                         drop(reply.send(Ok(inserted)))
                     }
@@ -197,14 +286,33 @@ fn answer_group(group: Vec<Write>, outcome: Result<Vec<Answer>, StoreError>) {
                     (Write::ReplaceResult(_, reply), Answer::Done) => drop(reply.send(Ok(()))),
                     (Write::Quarantine { reply, .. }, Answer::Done) => drop(reply.send(Ok(()))),
                     (Write::Flush(reply), Answer::Done) => drop(reply.send(Ok(()))),
+                    (Write::RecordUpload { reply, .. }, Answer::Flag(stored)) => {
+                        drop(reply.send(Ok(stored)))
+                    }
+                    (Write::DeleteBlob { reply, .. }, Answer::BlobDeletion(deletion)) => {
+                        drop(reply.send(Ok(deletion)))
+                    }
+                    (Write::SweepBlobs { reply, .. }, Answer::Swept(swept)) => {
+                        drop(reply.send(Ok(swept)))
+                    }
+                    (Write::DeleteJob { reply, .. }, Answer::Flag(deleted)) => {
+                        drop(reply.send(Ok(deleted)))
+                    }
                     _ => unreachable!("answers are made in the order of the writes"),
                 }
             }
         }
         Err(error) => {
             tracing::error!(%error, writes = group.len(), "store commit failed");
+            let full = error.is_disk_full();
             let message = error.to_string();
-            let failed = || StoreError::Io(format!("commit failed: {message}"));
+            let failed = || {
+                if full {
+                    StoreError::DiskFull(format!("commit failed: {message}"))
+                } else {
+                    StoreError::Io(format!("commit failed: {message}"))
+                }
+            };
             for write in group {
                 match write {
                     Write::InsertJob(_, reply) => drop(reply.send(Err(failed()))),
@@ -213,6 +321,10 @@ fn answer_group(group: Vec<Write>, outcome: Result<Vec<Answer>, StoreError>) {
                     Write::ReplaceResult(_, reply) => drop(reply.send(Err(failed()))),
                     Write::Quarantine { reply, .. } => drop(reply.send(Err(failed()))),
                     Write::Flush(reply) => drop(reply.send(Err(failed()))),
+                    Write::RecordUpload { reply, .. } => drop(reply.send(Err(failed()))),
+                    Write::DeleteBlob { reply, .. } => drop(reply.send(Err(failed()))),
+                    Write::SweepBlobs { reply, .. } => drop(reply.send(Err(failed()))),
+                    Write::DeleteJob { reply, .. } => drop(reply.send(Err(failed()))),
                 }
             }
         }
