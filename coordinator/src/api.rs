@@ -13,6 +13,10 @@ use warp::http::{StatusCode, header};
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
+mod blobs;
+
+use blobs::{blob_delete, blob_list, blob_put, blob_read, job_remove, module_get};
+
 use crate::auth;
 use crate::export::{self, Format};
 use crate::grid::{ApiError, Grid};
@@ -21,7 +25,7 @@ use crate::socket::worker::{ConnectionGuard, serve_worker};
 use crate::upgrade;
 use futures_util::StreamExt;
 use grid_kernels::ContentDigest;
-use grid_protocol::api::{BlobInfo, ErrorBody, Health, JobRequest};
+use grid_protocol::api::{ErrorBody, Health, JobRequest};
 
 /// What every route needs besides the grid.
 #[derive(Debug, Clone)]
@@ -62,9 +66,11 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
         pause(shared.clone(), true).boxed(),
         pause(shared.clone(), false).boxed(),
         workers(shared.clone()).boxed(),
+        job_remove(shared.clone()).boxed(),
         blob_put(shared.clone()).boxed(),
-        blob_head(shared.clone()).boxed(),
-        blob_get(shared.clone()).boxed(),
+        blob_list(shared.clone()).boxed(),
+        blob_read(shared.clone()).boxed(),
+        blob_delete(shared.clone()).boxed(),
         module_get(&shared).boxed(),
         metrics(shared.clone()).boxed(),
         monitor_socket(shared.clone()).boxed(),
@@ -373,139 +379,6 @@ fn serde_urlencoded_lite(query: &str) -> Result<ResultsQuery, String> {
         }
     }
     Ok(ResultsQuery { format })
-}
-
-/// `{digest}` in a blob path: `sha256:<64 hex digits>`, else 400.
-fn digest() -> impl Filter<Extract = (ContentDigest,), Error = Rejection> + Clone {
-    warp::path::param::<String>().and_then(|raw: String| async move {
-        raw.parse::<ContentDigest>()
-            .map_err(|e| reject(ApiError::BadRequest(e.to_string())))
-    })
-}
-
-/// `PUT /api/blobs/{digest}`: stores the body as the blob it names, once.
-/// The bytes are hashed as they arrive; a body that is not the digest it was
-/// sent to, is over the limit or breaks off is refused and leaves nothing.
-fn blob_put(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    let limit = shared.grid.config().max_blob_bytes;
-    warp::put()
-        .and(warp::path("api"))
-        .and(warp::path("blobs"))
-        .and(digest())
-        .and(warp::path::end())
-        .and(authorized(&shared))
-        .and(warp::body::content_length_limit(limit))
-        .and(warp::body::stream())
-        .and(with_shared(shared))
-        .and_then(
-            move |digest: ContentDigest, body, shared: Shared| async move {
-                let created = shared
-                    .grid
-                    .blobs()
-                    .put(digest, body, limit)
-                    .await
-                    .map_err(|e| reject(ApiError::from(e)))?;
-                let status = if created {
-                    StatusCode::CREATED
-                } else {
-                    StatusCode::OK
-                };
-                let size = shared.grid.blobs().len(&digest).unwrap_or(0);
-                Ok::<_, Rejection>(json(&BlobInfo { digest, size }, status))
-            },
-        )
-}
-
-/// `HEAD /api/blobs/{digest}`: 200 with its `Content-Length` if stored, so a
-/// client uploads only what the coordinator lacks; else 404.
-fn blob_head(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    warp::head()
-        .and(warp::path("api"))
-        .and(warp::path("blobs"))
-        .and(digest())
-        .and(warp::path::end())
-        .and(authorized(&shared))
-        .and(with_shared(shared))
-        .and_then(|digest: ContentDigest, shared: Shared| async move {
-            let size = shared
-                .grid
-                .blobs()
-                .len(&digest)
-                .ok_or_else(|| reject(ApiError::NotFound(format!("no blob {digest}"))))?;
-            let mut response = warp::reply().into_response();
-            response
-                .headers_mut()
-                .insert(header::CONTENT_LENGTH, header::HeaderValue::from(size));
-            Ok::<_, Rejection>(response)
-        })
-}
-
-/// Serves one blob file of `store`'s directory, named by the path's digest,
-/// as an immutable, cacheable download (ranges come with `warp::fs`).
-fn blob_file(
-    dir: std::path::PathBuf,
-) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    // Only a stored digest reaches the file system: never `tmp/`, never
-    // `..`, and a missing blob is our 404 (warp's own would lose to another
-    // route's 405).
-    let stored = dir.clone();
-    let checked = warp::path::peek().and_then(move |rest: warp::path::Peek| {
-        let found = rest
-            .as_str()
-            .parse::<ContentDigest>()
-            .map_err(|e| ApiError::BadRequest(e.to_string()))
-            .and_then(|digest| {
-                if stored.join(digest.to_string()).is_file() {
-                    Ok(())
-                } else {
-                    Err(ApiError::NotFound(format!("no {digest} here")))
-                }
-            });
-        async move { found.map_err(reject) }
-    });
-    checked
-        .untuple_one()
-        .and(warp::path::peek())
-        .and(warp::fs::dir(dir))
-        .map(|rest: warp::path::Peek, file: warp::fs::File| {
-            let etag = format!("\"{}\"", rest.as_str());
-            let mut response = file.into_response();
-            let headers = response.headers_mut();
-            headers.insert(
-                header::CACHE_CONTROL,
-                header::HeaderValue::from_static("public, max-age=31536000, immutable"),
-            );
-            headers.insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("application/octet-stream"),
-            );
-            if let Ok(value) = header::HeaderValue::from_str(&etag) {
-                headers.insert(header::ETAG, value);
-            }
-            response
-        })
-}
-
-/// `GET /api/blobs/{digest}`: a stored upload, for its owner (the token).
-fn blob_get(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    let dir = shared.grid.blobs().dir().to_path_buf();
-    warp::get()
-        .and(warp::path("api"))
-        .and(warp::path("blobs"))
-        .and(authorized(&shared))
-        .and(blob_file(dir))
-}
-
-/// `GET /api/modules/{digest}`: a prepared module, for any worker (no
-/// token): a worker given a batch of a wasm job fetches its module here.
-fn module_get(
-    shared: &Shared,
-) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + use<> {
-    let dir = shared.grid.modules().dir().to_path_buf();
-    warp::get()
-        .and(warp::path("api"))
-        .and(warp::path("modules"))
-        .and(blob_file(dir))
 }
 
 fn workers(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {

@@ -49,6 +49,9 @@ pub struct ServerConfig {
     pub max_body_bytes: u64,
     /// The largest blob (`PUT /api/blobs/...`): a module or an input file.
     pub max_blob_bytes: u64,
+    /// How long an uploaded blob that no stored job uses is kept after its
+    /// last use (see `grid::blobs`); a blob some job uses is always kept.
+    pub blob_retention: Duration,
     /// How often leases are checked and idle workers offered work.
     pub tick: Duration,
     /// How long shutdown waits for connections to close and for the HTTP
@@ -100,6 +103,7 @@ impl Default for ServerConfig {
             // A wasm job's request lists its input files: about 9,000 fit.
             max_body_bytes: 1024 * 1024,
             max_blob_bytes: 1 << 30,
+            blob_retention: Duration::from_secs(7 * 24 * 3600),
             tick: Duration::from_millis(200),
             drain_timeout: Duration::from_secs(5),
             max_redundancy: 16,

@@ -397,6 +397,23 @@ pub struct BlobInfo {
     pub size: u64,
 }
 
+/// One stored blob as `GET /api/blobs` lists it (`grid blob ls`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobListing {
+    pub digest: ContentDigest,
+    pub size: u64,
+    /// How many stored jobs (in any state, until `DELETE /api/jobs/{id}`)
+    /// use the blob; a blob with references is never deleted.
+    pub references: u64,
+    /// Unix milliseconds: when it was uploaded (or found on disk).
+    pub created_at: u64,
+    /// Unix milliseconds: its last upload, submission of a job that uses
+    /// it, release by a removed job, or download (downloads are recorded
+    /// in batches, a few minutes late). An unreferenced blob goes once this
+    /// is older than the coordinator's retention (`--blob-retention`).
+    pub last_used_at: u64,
+}
+
 /// `GET /api/health`: `{"status": "ok"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {

@@ -433,3 +433,330 @@ async fn a_wasm_jobs_fuel_per_task_is_summed_up() {
     let missing = reply(&api, authorized("GET", "/api/jobs/99/fuel")).await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 }
+
+// ---- blobs ----------------------------------------------------------------
+
+/// Uploads `bytes` through the API; their digest.
+async fn put_blob(api: &Api, bytes: &[u8]) -> ContentDigest {
+    let digest = ContentDigest::of(bytes);
+    let put = reply(
+        api,
+        authorized("PUT", &format!("/api/blobs/{digest}")).body(bytes),
+    )
+    .await;
+    assert!(put.status().is_success(), "{put:?}");
+    digest
+}
+
+fn served_bytes(api: &Api) -> u64 {
+    let mut text = String::new();
+    api.grid.render_blob_metrics(&mut text);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("grid_blob_bytes_served_total "))
+        .unwrap_or_else(|| panic!("no counter in {text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// A blob is immutable, and served so: strong ETag, a year's caching,
+/// ranges, 304 for a copy the client has, HEAD without a body. Only the
+/// bodies of GETs count as bytes served.
+#[tokio::test]
+async fn blobs_are_served_with_ranges_validators_and_head() {
+    let api = api().await;
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+    let digest = put_blob(&api, &bytes).await;
+    let path = format!("/api/blobs/{digest}");
+    let etag = format!("\"{digest}\"");
+
+    let range = reply(
+        &api,
+        authorized("GET", &path).header("range", "bytes=100-199"),
+    )
+    .await;
+    assert_eq!(range.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(range.headers()["content-range"], "bytes 100-199/10000");
+    assert_eq!(range.headers()["content-length"], "100");
+    assert_eq!(range.body().as_ref(), &bytes[100..200]);
+    assert_eq!(range.headers()["etag"], etag.as_str());
+    let tail = reply(&api, authorized("GET", &path).header("range", "bytes=-10")).await;
+    assert_eq!(tail.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(tail.body().as_ref(), &bytes[9_990..]);
+    let beyond = reply(
+        &api,
+        authorized("GET", &path).header("range", "bytes=20000-"),
+    )
+    .await;
+    assert_eq!(beyond.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+
+    for tags in [
+        etag.clone(),
+        format!("\"other\", W/{etag}"),
+        "*".to_string(),
+    ] {
+        let cached = reply(
+            &api,
+            authorized("GET", &path).header("if-none-match", &tags),
+        )
+        .await;
+        assert_eq!(cached.status(), StatusCode::NOT_MODIFIED, "{tags}");
+        assert!(cached.body().is_empty());
+        assert_eq!(cached.headers()["etag"], etag.as_str());
+        assert_eq!(
+            cached.headers()["cache-control"],
+            "public, max-age=31536000, immutable"
+        );
+    }
+    let stale = reply(
+        &api,
+        authorized("GET", &path).header("if-none-match", "\"sha256:00\""),
+    )
+    .await;
+    assert_eq!(stale.status(), StatusCode::OK);
+    assert_eq!(stale.body().len(), bytes.len());
+
+    let head = reply(&api, authorized("HEAD", &path)).await;
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(head.headers()["content-length"], "10000");
+    assert_eq!(head.headers()["etag"], etag.as_str());
+    assert_eq!(head.headers()["accept-ranges"], "bytes");
+    assert_eq!(
+        head.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    let missing = ContentDigest::of(b"missing");
+    let none = reply(&api, authorized("HEAD", &format!("/api/blobs/{missing}"))).await;
+    assert_eq!(none.status(), StatusCode::NOT_FOUND);
+
+    // Two ranges' and one whole body's bytes; not the 304s, not HEAD.
+    assert_eq!(served_bytes(&api), 100 + 10 + 10_000);
+}
+
+/// A wasm job mounting `file`, submitted through the grid, and the batch a
+/// worker that runs wasm was sent (leased while its outbox, returned last,
+/// is held).
+async fn leased_job_with_file(
+    api: &Api,
+    file: ContentDigest,
+) -> (
+    u64,
+    grid_protocol::Batch,
+    mpsc::Receiver<crate::grid::Outbound>,
+) {
+    use grid_kernels::KernelKind;
+    use grid_protocol::Hello;
+    use grid_protocol::api::{JobRequest, WasmRequest};
+    let module =
+        wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start")))"#)
+            .unwrap();
+    let module = put_blob(api, &module).await;
+    let mut request = WasmRequest::new(module);
+    request.files = [("data.bin".to_string(), file)].into();
+    let status = api.grid.submit(JobRequest::new(request)).await.unwrap();
+    let (outbox, mut queue) = mpsc::channel(64);
+    let hello = Hello {
+        kernels: Some(vec![KernelKind::Wasm]),
+        ..crate::grid::testing::native_hello(1, None)
+    };
+    api.grid.register_worker(hello, None, outbox).unwrap();
+    api.grid.dispatch();
+    let batch = next_batch(&mut queue).await;
+    assert_eq!(batch.job, status.id);
+    (status.id, batch, queue)
+}
+
+/// A worker reads the files of the batch it holds with the batch's
+/// capability instead of the token; a capability that does not open a blob
+/// is answered as a blob that is not there.
+#[tokio::test]
+async fn a_capability_reads_its_jobs_files_and_nothing_else_says_so() {
+    let api = api().await;
+    let file = put_blob(&api, b"the job's file").await;
+    let other = put_blob(&api, b"another upload").await;
+    let (_, batch, _worker) = leased_job_with_file(&api, file).await;
+    let capability = batch
+        .capability
+        .clone()
+        .expect("a batch of a job with files");
+    let with = |digest: &ContentDigest, capability: &str| {
+        warp::test::request()
+            .path(&format!("/api/blobs/{digest}"))
+            .header("grid-capability", capability)
+    };
+
+    let read = reply(&api, with(&file, &capability)).await;
+    assert_eq!(read.status(), StatusCode::OK);
+    assert_eq!(read.body().as_ref(), b"the job's file");
+    let head = reply(&api, with(&file, &capability).method("HEAD")).await;
+    assert_eq!(head.status(), StatusCode::OK);
+    // A wrong token does not spoil a good capability.
+    let both = with(&file, &capability).header("authorization", "Bearer nope");
+    assert_eq!(reply(&api, both).await.status(), StatusCode::OK);
+
+    let absent = ContentDigest::of(b"never uploaded");
+    let forged = format!("{}.{}", batch.batch, "0".repeat(32));
+    let refusals = [
+        (other, capability.clone()),
+        (absent, capability.clone()),
+        (file, forged),
+        (file, "garbage".to_string()),
+    ];
+    for (digest, capability) in refusals {
+        let refused = reply(&api, with(&digest, &capability)).await;
+        assert_eq!(refused.status(), StatusCode::NOT_FOUND, "{capability}");
+        assert_eq!(error_of(&refused), format!("no blob {digest}"));
+    }
+    let malformed = reply(
+        &api,
+        warp::test::request()
+            .path("/api/blobs/sha256:xyz")
+            .header("grid-capability", &capability),
+    )
+    .await;
+    assert_eq!(malformed.status(), StatusCode::NOT_FOUND);
+    let anonymous = reply(
+        &api,
+        warp::test::request().path(&format!("/api/blobs/{file}")),
+    )
+    .await;
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    // The capability reads; it does not list, upload or delete.
+    for (method, path) in [
+        ("GET", "/api/blobs".to_string()),
+        ("DELETE", format!("/api/blobs/{other}")),
+        ("PUT", format!("/api/blobs/{other}")),
+    ] {
+        let request = warp::test::request()
+            .method(method)
+            .path(&path)
+            .header("grid-capability", &capability)
+            .body("another upload");
+        assert_eq!(
+            reply(&api, request).await.status(),
+            StatusCode::UNAUTHORIZED,
+            "{method} {path}"
+        );
+    }
+}
+
+/// `GET /api/blobs` lists uploads with their references, for the token
+/// only; a blob in use cannot be deleted, a finished job can, and then its
+/// blob can too.
+#[tokio::test]
+async fn jobs_hold_their_blobs_until_removed_and_removing_waits_for_the_end() {
+    use grid_protocol::api::BlobListing;
+    let api = api().await;
+    let file = put_blob(&api, b"input data").await;
+    let (job, _batch, _worker) = leased_job_with_file(&api, file).await;
+
+    assert_eq!(
+        reply(&api, warp::test::request().path("/api/blobs"))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let listed = reply(&api, authorized("GET", "/api/blobs")).await;
+    assert_eq!(listed.status(), StatusCode::OK);
+    let blobs: Vec<BlobListing> = serde_json::from_slice(listed.body()).unwrap();
+    assert_eq!(blobs.len(), 2, "the file and the module: {blobs:?}");
+    let entry = blobs.iter().find(|b| b.digest == file).unwrap();
+    assert_eq!((entry.size, entry.references), (10, 1));
+    assert!(entry.last_used_at >= entry.created_at);
+
+    let blob_path = format!("/api/blobs/{file}");
+    let in_use = reply(&api, authorized("DELETE", &blob_path)).await;
+    assert_eq!(in_use.status(), StatusCode::CONFLICT);
+    assert_eq!(
+        error_of(&in_use),
+        format!("blob {file} is used by job {job}; remove it first (grid rm JOB)")
+    );
+
+    let job_path = format!("/api/jobs/{job}");
+    let running = reply(&api, authorized("DELETE", &job_path)).await;
+    assert_eq!(running.status(), StatusCode::CONFLICT);
+    assert_eq!(
+        error_of(&running),
+        format!("job {job} is running: cancel it first (grid cancel {job}), then remove it")
+    );
+    let anonymous = reply(&api, warp::test::request().method("DELETE").path(&job_path)).await;
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    api.grid.cancel(job).await.unwrap();
+    let removed = reply(&api, authorized("DELETE", &job_path)).await;
+    assert_eq!(removed.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        reply(&api, authorized("GET", &job_path)).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    let again = reply(&api, authorized("DELETE", &job_path)).await;
+    assert_eq!(again.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_of(&again), format!("no job {job}"));
+    assert!(!api.grid.store().job_exists(job).unwrap());
+
+    let deleted = reply(&api, authorized("DELETE", &blob_path)).await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    assert!(!api.grid.blobs().contains(&file));
+    let gone = reply(&api, authorized("DELETE", &blob_path)).await;
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        reply(&api, authorized("GET", &blob_path)).await.status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+/// The sweep takes the uploads no job uses once their last use is older
+/// than the retention, and counts what is left.
+#[tokio::test]
+async fn the_sweep_takes_unused_blobs_after_the_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = open_grid_with(dir.path(), |c| {
+        c.blob_retention = std::time::Duration::from_millis(50);
+    })
+    .await;
+    let (unused, _) = grid
+        .put_blob(ContentDigest::of(b"unused"), chunks(b"unused"))
+        .await
+        .unwrap();
+    let module =
+        wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start")))"#)
+            .unwrap();
+    let (module, created) = grid
+        .put_blob(ContentDigest::of(&module), chunks(&module))
+        .await
+        .unwrap();
+    assert!(created);
+    let job = grid
+        .submit(grid_protocol::api::JobRequest::new(
+            grid_protocol::api::WasmRequest::new(module.digest),
+        ))
+        .await
+        .unwrap();
+    assert!(grid.sweep_blobs().await.unwrap().is_empty(), "all fresh");
+    tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+    assert_eq!(
+        grid.sweep_blobs().await.unwrap(),
+        vec![(unused.digest, 6)],
+        "the module is the job's"
+    );
+    assert!(!grid.blobs().contains(&unused.digest));
+    let mut text = String::new();
+    grid.render_blob_metrics(&mut text);
+    assert!(text.contains("grid_blobs_stored 1\n"), "{text}");
+    assert!(
+        text.contains(&format!("grid_blob_bytes_stored {}\n", module.size)),
+        "{text}"
+    );
+    // Once the job is gone, so is its module, a retention later.
+    grid.cancel(job.id).await.unwrap();
+    grid.remove_job(job.id).await.unwrap();
+    assert!(
+        grid.sweep_blobs().await.unwrap().is_empty(),
+        "just released"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+    assert_eq!(grid.sweep_blobs().await.unwrap().len(), 1);
+    assert!(grid.list_blobs().await.unwrap().is_empty());
+}
+
+fn chunks(bytes: &[u8]) -> impl futures_util::Stream<Item = Result<bytes::Bytes, String>> {
+    futures_util::stream::iter([Ok(bytes::Bytes::copy_from_slice(bytes))])
+}

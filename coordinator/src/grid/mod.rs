@@ -7,6 +7,7 @@
 //! synchronous decisions; each job's collator behind its own. No lock is held
 //! across an `.await`.
 
+mod blobs;
 mod capability;
 mod fuel;
 mod lifecycle;
