@@ -2,8 +2,11 @@
 //! clap types. Defaults of `grid serve` come from the coordinator's own
 //! [`ServerConfig::default`], so there is one place for each.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use grid_coordinator::ServerConfig;
@@ -81,6 +84,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Delete a finished (done, failed or cancelled) job and its results;
+    /// the blobs it used are kept for the retention period, then swept
+    /// unless another job uses them.
+    Rm { job: u64 },
+    /// Upload, list and delete blobs (modules, input and mounted files).
+    Blob {
+        #[command(subcommand)]
+        command: BlobCommand,
+    },
     /// Stop handing out a job's tasks (batches already out finish).
     Pause { job: u64 },
     /// Hand out a paused job's tasks again.
@@ -94,6 +106,27 @@ pub enum Command {
     /// same preparation, limits and WASI): stdin in, stdout out. Exits with
     /// the program's exit code, or 3 if it trapped.
     Run(RunArgs),
+}
+
+/// `grid blob ...`.
+#[derive(Debug, Subcommand)]
+pub enum BlobCommand {
+    /// Upload files (only those the coordinator lacks) and print each one's
+    /// digest on its own line: `D=$(grid blob put big.bin)`.
+    Put {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// List stored blobs: size, the jobs using each, last use.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete blobs no job uses (refused, naming the jobs, for one in use).
+    Rm {
+        #[arg(required = true)]
+        digests: Vec<grid_kernels::ContentDigest>,
+    },
 }
 
 impl Command {
@@ -155,6 +188,11 @@ pub struct ServeArgs {
     /// X-Forwarded-For. Only if the proxy always sets it.
     #[arg(long)]
     pub client_address_header: Option<String>,
+    /// How long a blob no job uses is kept after its last use (upload, a
+    /// job's submission or removal, a download): a number and a unit, s, m,
+    /// h or d (90s, 30m, 12h, 7d).
+    #[arg(long, default_value_t = Span(defaults().blob_retention))]
+    pub blob_retention: Span,
     /// Serve https:// and wss:// with this PEM certificate chain (with --tls-key).
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -358,5 +396,99 @@ impl KernelArgs {
                 end: *end,
             }),
         })
+    }
+}
+
+/// A duration on the command line: a whole number and a unit, `s`, `m`, `h`
+/// or `d` (`90s`, `30m`, `12h`, `7d`); printed in the largest unit that
+/// divides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span(pub Duration);
+
+const UNITS: [(&str, u64); 4] = [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)];
+
+impl FromStr for Span {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Span, String> {
+        let bad = || {
+            format!("'{text}' is not a duration: write a number and s, m, h or d (7d, 12h, 90s)")
+        };
+        let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number.parse().map_err(|_| bad())?;
+        let seconds = UNITS
+            .iter()
+            .find(|(name, _)| *name == unit)
+            .map(|(_, seconds)| *seconds)
+            .ok_or_else(bad)?;
+        let total = number.checked_mul(seconds).ok_or_else(bad)?;
+        if total == 0 {
+            return Err(format!("'{text}': a duration must be at least 1s"));
+        }
+        Ok(Span(Duration::from_secs(total)))
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let seconds = self.0.as_secs();
+        let (unit, size) = UNITS
+            .iter()
+            .find(|(_, size)| seconds > 0 && seconds.is_multiple_of(*size))
+            .copied()
+            .unwrap_or(("s", 1));
+        write!(f, "{}{unit}", seconds / size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_read_and_print_in_the_largest_unit() {
+        for (text, seconds, printed) in [
+            ("7d", 604_800, "7d"),
+            ("36h", 129_600, "36h"),
+            ("48h", 172_800, "2d"),
+            ("90s", 90, "90s"),
+            ("120s", 120, "2m"),
+            ("1s", 1, "1s"),
+        ] {
+            let span: Span = text.parse().unwrap();
+            assert_eq!(span.0, Duration::from_secs(seconds), "{text}");
+            assert_eq!(span.to_string(), printed, "{text}");
+        }
+        for bad in [
+            "",
+            "7",
+            "d",
+            "7w",
+            "1.5h",
+            "-1s",
+            "0s",
+            " 7d",
+            "99999999999999999999d",
+        ] {
+            assert!(bad.parse::<Span>().is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            Span(ServerConfig::default().blob_retention).to_string(),
+            "7d"
+        );
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["grid", "serve", "--blob-retention", "1s"]).unwrap();
+        let Command::Serve(serve) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(serve.blob_retention.0, Duration::from_secs(1));
+        let cli = Cli::try_parse_from(["grid", "blob", "rm", "sha1:abc"]);
+        assert!(cli.is_err(), "a digest is checked on the command line");
     }
 }

@@ -3,14 +3,27 @@
 //! one-line reason a person can act on, taken from the coordinator's
 //! [`ErrorBody`] when it sent one.
 
+use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use indicatif::ProgressBar;
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
+use sha2::{Digest as _, Sha256};
+use tokio::io::{AsyncRead, ReadBuf};
 
 use grid_kernels::{ContentDigest, JobResult};
-use grid_protocol::api::{ErrorBody, ExportFormat, Health, JobRequest, JobStatus, WorkerInfo};
+use grid_protocol::api::{
+    BlobListing, ErrorBody, ExportFormat, Health, JobRequest, JobStatus, WorkerInfo,
+};
+
+/// How much of a file is read at a time, to hash it and to send it.
+const CHUNK: usize = 1 << 20;
 
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -102,6 +115,50 @@ impl Client {
     /// (`HEAD` first): its digest either way, and whether it was sent.
     pub async fn ensure_blob(&self, bytes: Vec<u8>) -> anyhow::Result<(ContentDigest, bool)> {
         let digest = ContentDigest::of(&bytes);
+        let size = bytes.len() as u64;
+        let sent = self
+            .ensure(digest, size, || async { Ok(reqwest::Body::from(bytes)) })
+            .await?;
+        Ok((digest, sent))
+    }
+
+    /// [`Client::ensure_blob`] for a file, which is never read whole: it is
+    /// hashed in chunks, and uploaded (if the coordinator lacks it) as it is
+    /// read again. `progress`, if any, counts the bytes hashed, then the
+    /// bytes sent.
+    pub async fn ensure_file(
+        &self,
+        path: &Path,
+        progress: Option<&ProgressBar>,
+    ) -> anyhow::Result<(ContentDigest, bool)> {
+        let (digest, size) = file_digest(path, progress).await?;
+        let sent = self
+            .ensure(digest, size, || async {
+                let file = tokio::fs::File::open(path)
+                    .await
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                if let Some(bar) = progress {
+                    bar.set_position(0);
+                    bar.set_message("uploading");
+                }
+                Ok(reqwest::Body::wrap(FileBody {
+                    file,
+                    remaining: size,
+                    buffer: vec![0; CHUNK.min(size as usize).max(1)],
+                    progress: progress.cloned(),
+                }))
+            })
+            .await?;
+        Ok((digest, sent))
+    }
+
+    /// `HEAD /api/blobs/{digest}`, then, if the coordinator lacks it, `PUT`
+    /// of the body `body` makes (`size` bytes). Whether it was sent.
+    async fn ensure<F, B>(&self, digest: ContentDigest, size: u64, body: F) -> anyhow::Result<bool>
+    where
+        F: FnOnce() -> B,
+        B: Future<Output = anyhow::Result<reqwest::Body>>,
+    {
         let url = format!("{}/api/blobs/{digest}", self.base);
         let head = self.http.head(&url);
         let head = match &self.token {
@@ -121,18 +178,45 @@ impl Client {
             .status()
             .is_success();
         if present {
-            return Ok((digest, false));
+            return Ok(false);
         }
         // Always with its length: hyper leaves Content-Length out of a PUT
         // whose body is empty, and the coordinator requires it (an empty
-        // input file is a task's input like any other).
+        // input file is a task's input like any other). A large upload gets
+        // time by its size: two minutes and ten seconds a MiB.
+        let time = Duration::from_secs(120 + 10 * size.div_ceil(1 << 20));
         let put = self
             .http
             .put(&url)
-            .header(reqwest::header::CONTENT_LENGTH, bytes.len())
-            .body(bytes);
+            .timeout(time)
+            .header(reqwest::header::CONTENT_LENGTH, size)
+            .body(body().await?);
         self.send(put).await?;
-        Ok((digest, true))
+        Ok(true)
+    }
+
+    /// `GET /api/blobs`: every stored blob.
+    pub async fn blobs(&self) -> anyhow::Result<Vec<BlobListing>> {
+        self.json(self.http.get(format!("{}/api/blobs", self.base)))
+            .await
+    }
+
+    /// `DELETE /api/blobs/{digest}`: refused while a job uses it.
+    pub async fn delete_blob(&self, digest: ContentDigest) -> anyhow::Result<()> {
+        self.send(
+            self.http
+                .delete(format!("{}/api/blobs/{digest}", self.base)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `DELETE /api/jobs/{job}`: a finished job, its results and its hold
+    /// on its blobs.
+    pub async fn remove_job(&self, job: u64) -> anyhow::Result<()> {
+        self.send(self.http.delete(format!("{}/api/jobs/{job}", self.base)))
+            .await?;
+        Ok(())
     }
 
     /// What task `task` of wasm job `job` wrote to stdout.
@@ -220,6 +304,91 @@ impl Client {
     pub async fn result(&self, job: u64) -> anyhow::Result<JobResult> {
         let bytes = self.results(job, ExportFormat::Json).await?;
         serde_json::from_slice(&bytes).context("the coordinator sent an unreadable result")
+    }
+}
+
+/// A file's digest and size, read in chunks on a blocking thread.
+async fn file_digest(
+    path: &Path,
+    progress: Option<&ProgressBar>,
+) -> anyhow::Result<(ContentDigest, u64)> {
+    let owned = path.to_path_buf();
+    let bar = progress.cloned();
+    tokio::task::spawn_blocking(move || -> std::io::Result<(ContentDigest, u64)> {
+        use std::io::Read;
+        let mut file = std::fs::File::open(&owned)?;
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0; CHUNK];
+        let mut size = 0u64;
+        loop {
+            let n = file.read(&mut buffer)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buffer[..n]);
+            size += n as u64;
+            if let Some(bar) = &bar {
+                bar.set_position(size);
+            }
+        }
+        Ok((ContentDigest(hasher.finalize().into()), size))
+    })
+    .await
+    .context("the hashing thread failed")?
+    .with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// A file as a request body, read a chunk at a time as it is sent. Ends
+/// with an error if the file is shorter than it was when it was hashed (the
+/// coordinator then refuses the partial body); a file that changed without
+/// shrinking is refused by the coordinator as a mismatch.
+struct FileBody {
+    file: tokio::fs::File,
+    remaining: u64,
+    buffer: Vec<u8>,
+    progress: Option<ProgressBar>,
+}
+
+impl http_body::Body for FileBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = self.get_mut();
+        if this.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let want = this.buffer.len().min(this.remaining as usize);
+        let mut read = ReadBuf::new(&mut this.buffer[..want]);
+        match Pin::new(&mut this.file).poll_read(cx, &mut read) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(error)) => Poll::Ready(Some(Err(error))),
+            Poll::Ready(Ok(())) => {
+                let chunk = read.filled();
+                if chunk.is_empty() {
+                    return Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the file shrank while it was uploaded",
+                    ))));
+                }
+                this.remaining -= chunk.len() as u64;
+                if let Some(bar) = &this.progress {
+                    bar.inc(chunk.len() as u64);
+                }
+                Poll::Ready(Some(Ok(Frame::data(Bytes::copy_from_slice(chunk)))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
     }
 }
 

@@ -23,10 +23,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
 
 use crate::args::{
-    Cli, Command, KernelArgs, RunArgs, ServeArgs, SubmitArgs, SyncMode, WasmArgs, WorkerArgs,
+    BlobCommand, Cli, Command, KernelArgs, RunArgs, ServeArgs, SubmitArgs, SyncMode, WasmArgs,
+    WorkerArgs,
 };
 use crate::client::Client;
-use crate::print::{print_jobs, print_json, print_status, print_workers};
+use crate::print::{print_blobs, print_jobs, print_json, print_status, print_workers};
 
 /// The file `grid results JOB -o DIR` lists a wasm job's tasks in.
 const INDEX_FILE: &str = "index.json";
@@ -76,6 +77,12 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Rm { job } => {
+            client(&cli)?.remove_job(*job).await?;
+            println!("job {job} removed");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Blob { command } => blob(&client(&cli)?, command).await,
         Command::Pause { job } => {
             client(&cli)?.pause(*job).await?;
             println!("job {job} paused");
@@ -164,6 +171,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<ExitCode> {
     config.scheduler.spot_check_rate = args.spot_check_rate;
     config.distinct_addresses = !args.same_address_replicas;
     config.client_address_header = args.client_address_header.clone();
+    config.blob_retention = args.blob_retention.0;
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         config.tls = Some(grid_coordinator::tls::acceptor(cert, key)?);
     }
@@ -296,22 +304,14 @@ async fn submit(client: &Client, args: &SubmitArgs) -> anyhow::Result<ExitCode> 
 /// Uploads a wasm job's module and inputs (what the coordinator lacks) and
 /// names them in a request.
 async fn wasm_request(client: &Client, args: &WasmArgs) -> anyhow::Result<WasmRequest> {
-    let read = |path: &Path| {
-        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
-    };
-    let (module, sent) = client.ensure_blob(read(&args.module)?).await?;
-    note_upload(&args.module, sent);
+    let module = upload(client, &args.module).await?;
     let inputs = match (&args.lines, &args.inputs) {
-        (Some(lines), _) => {
-            let (digest, sent) = client.ensure_blob(read(lines)?).await?;
-            note_upload(lines, sent);
-            Some(WasmInputs::Lines(digest))
-        }
+        (Some(lines), _) => Some(WasmInputs::Lines(upload(client, lines).await?)),
         (None, Some(dir)) => {
             let mut files = Vec::new();
             let mut uploaded = 0;
             for path in input_files(dir)? {
-                let (blob, sent) = client.ensure_blob(read(&path)?).await?;
+                let (blob, sent) = client.ensure_file(&path, None).await?;
                 uploaded += usize::from(sent);
                 let name = path
                     .file_name()
@@ -343,6 +343,65 @@ async fn wasm_request(client: &Client, args: &WasmArgs) -> anyhow::Result<WasmRe
         stderr_bytes: None,
         seed: args.limits.seed,
     })
+}
+
+/// Files at least this large get a progress bar (on a terminal).
+const PROGRESS_BYTES: u64 = 8 << 20;
+
+/// Uploads a file unless the coordinator has it, with a progress bar on
+/// stderr for a large one when stderr is a terminal, and says which on
+/// stderr: its digest.
+async fn upload(client: &Client, path: &Path) -> anyhow::Result<ContentDigest> {
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len();
+    let bar = (size >= PROGRESS_BYTES && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::new(size);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix} {msg:9} [{bar:32.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(path.display().to_string());
+        bar.set_message("hashing");
+        bar
+    });
+    let outcome = client.ensure_file(path, bar.as_ref()).await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let (digest, sent) = outcome?;
+    note_upload(path, sent);
+    Ok(digest)
+}
+
+/// `grid blob put`, `ls` and `rm`.
+async fn blob(client: &Client, command: &BlobCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        BlobCommand::Put { files } => {
+            for path in files {
+                let digest = upload(client, path).await?;
+                println!("{digest}");
+            }
+        }
+        BlobCommand::Ls { json } => {
+            let blobs = client.blobs().await?;
+            if *json {
+                print_json(&blobs);
+            } else {
+                print_blobs(&blobs, grid_coordinator::clock::unix_ms());
+            }
+        }
+        BlobCommand::Rm { digests } => {
+            for digest in digests {
+                client.delete_blob(*digest).await?;
+                println!("removed {digest}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn note_upload(path: &Path, sent: bool) {

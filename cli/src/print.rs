@@ -2,7 +2,8 @@
 //! people, pretty JSON with `--json`.
 
 use grid_kernels::ResultSummary;
-use grid_protocol::api::{JobStatus, WorkerInfo};
+use grid_protocol::api::{BlobListing, JobStatus, WorkerInfo};
+use indicatif::HumanBytes;
 use serde::Serialize;
 
 /// Pretty JSON of an API answer. It goes through `serde_json::Value` so that
@@ -113,5 +114,52 @@ pub(crate) fn print_workers(workers: &[WorkerInfo]) {
             w.tasks_done,
             w.name.as_deref().unwrap_or("")
         );
+    }
+}
+
+/// How long ago `then` was, at `now` (Unix ms), in its largest unit.
+fn ago(then: u64, now: u64) -> String {
+    let seconds = now.saturating_sub(then) / 1000;
+    match seconds {
+        0..60 => format!("{seconds}s ago"),
+        60..3600 => format!("{}m ago", seconds / 60),
+        3600..86_400 => format!("{}h ago", seconds / 3600),
+        _ => format!("{}d ago", seconds / 86_400),
+    }
+}
+
+pub(crate) fn print_blobs(blobs: &[BlobListing], now: u64) {
+    if blobs.is_empty() {
+        println!("no blobs");
+        return;
+    }
+    println!(
+        "{:<71}  {:>10}  {:>4}  {:>9}  CREATED",
+        "DIGEST", "SIZE", "JOBS", "LAST USED"
+    );
+    for blob in blobs {
+        println!(
+            "{:<71}  {:>10}  {:>4}  {:>9}  {}",
+            blob.digest.to_string(),
+            HumanBytes(blob.size).to_string(),
+            blob.references,
+            ago(blob.last_used_at, now),
+            ago(blob.created_at, now),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_are_short() {
+        let now = 10 * 86_400_000;
+        assert_eq!(ago(now - 5_000, now), "5s ago");
+        assert_eq!(ago(now - 125_000, now), "2m ago");
+        assert_eq!(ago(now - 7_300_000, now), "2h ago");
+        assert_eq!(ago(now - 3 * 86_400_000, now), "3d ago");
+        assert_eq!(ago(now + 1_000, now), "0s ago", "a clock a little ahead");
     }
 }
