@@ -466,15 +466,23 @@ pub(crate) fn describe(error: &JsValue) -> String {
     }
 }
 
-#[wasm_bindgen(inline_js = "export function wasi_functions(names, call) {
-  const functions = {};
-  names.forEach((name, i) => { functions[name] = (...args) => call(i, args); });
-  return functions;
-}")]
-extern "C" {
-    /// An object with a function for each of `names`, which calls
-    /// `call(index of its name, [its arguments])`.
-    fn wasi_functions(names: &Array, call: &JsValue) -> Object;
+/// `wasi_functions(names, call)`: an object with a function for each of
+/// `names`, which calls `call(index of its name, [its arguments])`. Made
+/// with the `Function` constructor, once a thread: a wasm-bindgen closure
+/// takes at most 8 arguments, and an `inline_js` snippet would be one more
+/// file beside the module for every copy of it (Node's parity check copies
+/// two). The coordinator sends no Content-Security-Policy; one without
+/// `'unsafe-eval'` would need the snippet instead.
+fn wasi_functions(names: &Array, call: &JsValue) -> Object {
+    let make = Function::new_with_args(
+        "names, call",
+        "const functions = {}; \
+         names.forEach((name, i) => { functions[name] = (...args) => call(i, args); }); \
+         return functions;",
+    );
+    make.call2(&JsValue::UNDEFINED, names, call)
+        .expect("the import functions are made")
+        .unchecked_into()
 }
 
 /// `{wasi_snapshot_preview1: {args_get: ..., ...}}`, a function per
