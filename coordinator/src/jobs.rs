@@ -227,6 +227,8 @@ pub struct Job {
     /// A live wasm job's inputs, which its batches carry.
     pub inputs: Option<TaskInputs>,
     live: Mutex<JobLive>,
+    /// Which replica sends each task in full (redundancy above 1).
+    replicas: Mutex<crate::replicas::ReplicaOutputs>,
 }
 
 /// A job's changing part in memory: its lifecycle, and while it is live the
@@ -252,7 +254,19 @@ impl Job {
             definition,
             inputs,
             live: Mutex::new(live),
+            replicas: Mutex::default(),
         }
+    }
+
+    /// The job's replica bookkeeping, locked (after the scheduler's lock,
+    /// never before it).
+    pub fn replicas(&self) -> MutexGuard<'_, crate::replicas::ReplicaOutputs> {
+        crate::sync::lock(&self.replicas, "replicas")
+    }
+
+    /// Whether its replicas send digests (it runs at redundancy above 1).
+    pub fn replicated(&self) -> bool {
+        self.definition.replication.redundancy > 1
     }
 
     /// What the scheduler needs of the job.

@@ -20,6 +20,7 @@ pub mod inputs;
 pub mod jobs;
 pub mod metrics;
 pub mod monitor;
+pub mod replicas;
 pub mod server;
 pub mod socket;
 pub mod store;

@@ -9,6 +9,12 @@
 //! 13      ...   n times: task index (u32), output length L (u32), L bytes of output
 //! ```
 //!
+//! A *digest-only* entry (a replica that sends its output's SHA-256 instead
+//! of the output, when its batch says `digest_only` for the task) has
+//! `L = 0xFFFF_FFFF` and then, instead of the output: the output's length
+//! (u32), the fuel it reports (u64; a wasm outcome's fuel used, else 0) and
+//! the 32 bytes of the output's SHA-256: 52 bytes in all.
+//!
 //! The output bytes are the kernel's canonical encoding
 //! ([`grid_kernels::output`]): a Mandelbrot band is 4 bytes a pixel rather
 //! than a JSON array of numbers, and the bytes replicas are compared by are
@@ -25,15 +31,35 @@ use crate::{CloseCode, MAX_RESULTS_FRAME_BYTES};
 
 /// The first byte of a results frame.
 pub const RESULTS_FRAME_TYPE: u8 = 0x01;
+/// The output length that marks a digest-only entry.
+pub const DIGEST_ONLY_MARKER: u32 = u32::MAX;
+/// Outputs this long or shorter always travel in full: a digest-only entry
+/// would be no smaller.
+pub const DIGEST_ONLY_MIN_BYTES: usize = 64;
 const HEADER_BYTES: usize = 13;
 const ENTRY_HEADER_BYTES: usize = 8;
+const DIGEST_ENTRY_BYTES: usize = 4 + 8 + 32;
 
 /// One task's output in a results frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskResult {
     pub task: u32,
-    /// A view of the frame's bytes; cloning it copies nothing.
+    /// A view of the frame's bytes; cloning it copies nothing. Empty for a
+    /// digest-only result.
     pub output: Bytes,
+    /// Set for a digest-only result: what the worker sent instead.
+    pub digest_only: Option<DigestOnly>,
+}
+
+/// What a digest-only result says of the output it did not send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DigestOnly {
+    /// SHA-256 of the output bytes.
+    pub digest: [u8; 32],
+    /// The output's length in bytes.
+    pub len: u32,
+    /// The fuel the output reports (a wasm outcome's fuel used, else 0).
+    pub fuel: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,9 +151,27 @@ impl ResultsFrame {
         let mut results = Vec::with_capacity(count);
         for _ in 0..count {
             let task = reader.u32("task index")?;
-            let len = reader.u32("output length")? as usize;
-            let output = frame.slice_ref(reader.take(len, "output bytes")?);
-            results.push(TaskResult { task, output });
+            let len = reader.u32("output length")?;
+            if len == DIGEST_ONLY_MARKER {
+                let len = reader.u32("digest-only output length")?;
+                let fuel = reader.u64("digest-only fuel")?;
+                let digest = reader
+                    .take(32, "digest-only digest")?
+                    .try_into()
+                    .expect("32 bytes");
+                results.push(TaskResult {
+                    task,
+                    output: Bytes::new(),
+                    digest_only: Some(DigestOnly { digest, len, fuel }),
+                });
+                continue;
+            }
+            let output = frame.slice_ref(reader.take(len as usize, "output bytes")?);
+            results.push(TaskResult {
+                task,
+                output,
+                digest_only: None,
+            });
         }
         if !reader.bytes.is_empty() {
             return Err(FrameError::TrailingBytes(reader.bytes.len()));
@@ -138,7 +182,10 @@ impl ResultsFrame {
     pub fn encode(&self) -> Vec<u8> {
         let mut builder = ResultsFrameBuilder::new(self.batch);
         for result in &self.results {
-            builder.push_bytes(result.task, &result.output);
+            match result.digest_only {
+                Some(sent) => builder.push_digest(result.task, sent),
+                None => builder.push_bytes(result.task, &result.output),
+            }
         }
         builder.finish()
     }
@@ -175,6 +222,21 @@ impl ResultsFrameBuilder {
         self.bytes.extend_from_slice(output);
         self.count += 1;
     }
+
+    /// A digest-only entry: the output's SHA-256, length and fuel instead
+    /// of the output.
+    pub fn push_digest(&mut self, task: u32, sent: DigestOnly) {
+        self.bytes.extend_from_slice(&task.to_le_bytes());
+        self.bytes
+            .extend_from_slice(&DIGEST_ONLY_MARKER.to_le_bytes());
+        self.bytes.extend_from_slice(&sent.len.to_le_bytes());
+        self.bytes.extend_from_slice(&sent.fuel.to_le_bytes());
+        self.bytes.extend_from_slice(&sent.digest);
+        self.count += 1;
+    }
+
+    /// The size of a digest-only entry.
+    pub const DIGEST_ENTRY_BYTES: usize = ENTRY_HEADER_BYTES + DIGEST_ENTRY_BYTES;
 
     /// Bytes the frame would have if finished now.
     pub fn len_bytes(&self) -> usize {
@@ -229,10 +291,44 @@ mod tests {
                 batch: 0x0102,
                 results: vec![TaskResult {
                     task: 7,
-                    output: Bytes::copy_from_slice(&5u64.to_le_bytes())
+                    output: Bytes::copy_from_slice(&5u64.to_le_bytes()),
+                    digest_only: None,
                 }]
             }
         );
+    }
+
+    #[test]
+    fn a_digest_only_entry_is_as_documented() {
+        let sent = DigestOnly {
+            digest: [0xab; 32],
+            len: 1000,
+            fuel: 0x0102,
+        };
+        let mut builder = ResultsFrameBuilder::new(1);
+        builder.push_digest(3, sent);
+        builder.push_bytes(4, b"xyz");
+        let bytes = builder.finish();
+        assert_eq!(
+            &bytes[13..13 + ResultsFrameBuilder::DIGEST_ENTRY_BYTES],
+            &[
+                vec![3, 0, 0, 0],
+                vec![0xff; 4],
+                vec![0xe8, 0x03, 0, 0],
+                vec![0x02, 0x01, 0, 0, 0, 0, 0, 0],
+                vec![0xab; 32],
+            ]
+            .concat()[..]
+        );
+        let frame = ResultsFrame::decode(&bytes).unwrap();
+        assert_eq!(frame.results[0].digest_only, Some(sent));
+        assert!(frame.results[0].output.is_empty());
+        assert_eq!(frame.results[1].output[..], b"xyz"[..]);
+        assert_eq!(frame.encode(), bytes);
+        assert!(matches!(
+            ResultsFrame::decode(&bytes[..13 + 20]),
+            Err(FrameError::Truncated(_))
+        ));
     }
 
     #[test]
@@ -261,6 +357,7 @@ mod tests {
             results: vec![TaskResult {
                 task: 0,
                 output: Bytes::from_static(&[1, 2, 3]),
+                digest_only: None,
             }],
         }
         .encode();
@@ -297,7 +394,7 @@ mod tests {
     proptest! {
         #[test]
         fn frames_round_trip(batch: u64, results in proptest::collection::vec((any::<u32>(), proptest::collection::vec(any::<u8>(), 0..40)), 1..20)) {
-            let frame = ResultsFrame { batch, results: results.into_iter().map(|(task, output)| TaskResult { task, output: output.into() }).collect() };
+            let frame = ResultsFrame { batch, results: results.into_iter().map(|(task, output)| TaskResult { task, output: output.into(), digest_only: None }).collect() };
             prop_assert_eq!(ResultsFrame::decode(&frame.encode()).unwrap(), frame);
         }
 

@@ -31,7 +31,7 @@ pub mod tasks;
 pub mod worker;
 
 pub use close::CloseCode;
-pub use frame::{FrameError, ResultsFrame, TaskResult};
+pub use frame::{DigestOnly, FrameError, ResultsFrame, TaskResult};
 pub use messages::{
     Batch, CoordinatorMessage, DecodeError, Hello, TaskInput, WorkerKind, WorkerMessage,
 };

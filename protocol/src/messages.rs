@@ -175,6 +175,12 @@ pub struct Batch {
     /// `Grid-Capability`) while it holds this batch's lease.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capability: Option<String>,
+    /// Tasks of this batch whose output the worker sends as a digest-only
+    /// entry (`frame`) when it is longer than
+    /// [`crate::frame::DIGEST_ONLY_MIN_BYTES`]: another replica sends it
+    /// in full. Absent: every output in full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest_only: Option<TaskRanges>,
 }
 
 /// One task's input: its bytes inline (base64, standard alphabet, padded,
@@ -381,6 +387,7 @@ mod tests {
             r#"{"type":"heartbeat"}"#
         );
         let batch = CoordinatorMessage::Batch(Batch {
+            digest_only: None,
             capability: None,
             batch: 9,
             job: 3,
@@ -405,6 +412,7 @@ mod tests {
     #[test]
     fn inputs_travel_as_base64_one_per_task() {
         let batch = Batch {
+            digest_only: None,
             capability: None,
             batch: 9,
             job: 3,
@@ -440,6 +448,7 @@ mod tests {
     fn large_inputs_travel_as_blobs_under_the_batch_capability() {
         let blob = ContentDigest::of(b"a large input");
         let batch = Batch {
+            digest_only: None,
             capability: Some("17.abcdef".into()),
             batch: 17,
             job: 3,

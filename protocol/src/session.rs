@@ -628,6 +628,7 @@ mod tests {
 
     fn batch(id: u64, indices: &[u32]) -> String {
         CoordinatorMessage::Batch(Batch {
+            digest_only: None,
             capability: None,
             batch: id,
             job: 3,

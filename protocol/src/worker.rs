@@ -11,9 +11,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use grid_kernels::{KernelSpec, TaskOutput};
+use grid_kernels::{ContentDigest, KernelSpec, TaskOutput};
 
-use crate::frame::ResultsFrameBuilder;
+use crate::frame::{DIGEST_ONLY_MIN_BYTES, DigestOnly, ResultsFrameBuilder};
 use crate::messages::{Batch, TaskInput, WorkerMessage};
 use crate::tasks::TaskRanges;
 
@@ -48,6 +48,8 @@ struct HeldBatch {
     /// Their inputs, in the same order (empty if the batch has none).
     inputs: VecDeque<TaskInput>,
     capability: Option<Arc<str>>,
+    /// Tasks whose outputs go as digests (another replica sends them).
+    digest_only: TaskRanges,
     /// Tasks handed to a thread and not yet completed.
     running: u32,
     /// Finished outputs not yet sent.
@@ -100,6 +102,7 @@ impl WorkerCore {
             todo,
             inputs: batch.inputs.into_iter().collect(),
             capability: batch.capability.map(Arc::from),
+            digest_only: batch.digest_only.unwrap_or_default(),
             running: 0,
             pending: None,
         });
@@ -168,10 +171,23 @@ impl WorkerCore {
             self.ready.push_back(full.finish());
         }
         let held = &mut self.batches[position];
-        held.pending
-            .as_mut()
-            .expect("present")
-            .push(task.index, output);
+        let builder = held.pending.as_mut().expect("present");
+        if held.digest_only.contains(task.index) && output.encoded_len() > DIGEST_ONLY_MIN_BYTES {
+            let bytes = output.to_bytes();
+            builder.push_digest(
+                task.index,
+                DigestOnly {
+                    digest: ContentDigest::of(&bytes).0,
+                    len: bytes.len() as u32,
+                    fuel: match output {
+                        TaskOutput::Wasm(outcome) => outcome.fuel_used,
+                        _ => 0,
+                    },
+                },
+            );
+        } else {
+            builder.push(task.index, output);
+        }
         self.tasks_done += 1;
         if held.is_finished() {
             let held = self.batches.remove(position).expect("present");
@@ -322,6 +338,7 @@ mod tests {
 
     fn batch(id: u64, indices: &[u32]) -> Batch {
         Batch {
+            digest_only: None,
             capability: None,
             batch: id,
             job: 1,
@@ -368,6 +385,54 @@ mod tests {
         );
         assert_eq!(core.next_task().unwrap().batch, 2);
         assert!(core.next_spec().is_none());
+    }
+
+    #[test]
+    fn replicas_told_so_send_digests_of_long_outputs() {
+        let mut core = WorkerCore::new(1);
+        core.on_batch(Batch {
+            digest_only: Some(TaskRanges::from_indices([1, 2])),
+            ..batch(1, &[0, 1, 2])
+        });
+        let outcome = |stdout: Vec<u8>| {
+            TaskOutput::Wasm(grid_kernels::wasm::WasmOutcome {
+                trap: None,
+                exit_code: 0,
+                fuel_used: 77,
+                stdout,
+                stderr: Vec::new(),
+            })
+        };
+        let outputs = [
+            outcome(vec![1; 200]),
+            outcome(vec![2; 200]),
+            outcome(vec![3; 8]),
+        ];
+        while let Some(task) = core.next_task() {
+            assert!(core.complete(&task, &outputs[task.index as usize]));
+        }
+        let frames = core.take_frames(false);
+        let frame = crate::frame::ResultsFrame::decode(&frames[0]).unwrap();
+        let long = outputs[1].to_bytes();
+        assert_eq!(
+            frame.results[0].output,
+            outputs[0].to_bytes(),
+            "not listed: in full"
+        );
+        assert_eq!(
+            frame.results[1].digest_only,
+            Some(DigestOnly {
+                digest: ContentDigest::of(&long).0,
+                len: long.len() as u32,
+                fuel: 77
+            })
+        );
+        assert_eq!(
+            frame.results[2].output,
+            outputs[2].to_bytes(),
+            "a short output goes in full: a digest would be no smaller"
+        );
+        assert_eq!(frame.results[2].digest_only, None);
     }
 
     #[test]

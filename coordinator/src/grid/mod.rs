@@ -175,6 +175,9 @@ pub struct GridCounters {
     /// all (a cache hit its report told of), and to one that did not.
     pub blob_cache_hits: AtomicU64,
     pub blob_cache_misses: AtomicU64,
+    /// Output bytes digest-only replicas kept from the network (their
+    /// outputs' lengths less the digest entries sent instead).
+    pub replica_bytes_saved: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -463,13 +466,24 @@ impl Grid {
             let mut grants = Vec::new();
             for worker in scheduler.idle_workers() {
                 while let Some(grant) = scheduler.grant(worker, now) {
-                    grants.push((worker, grant));
+                    let digest_only = self
+                        .job(grant.job)
+                        .filter(|job| job.replicated())
+                        .map(|job| {
+                            let mut replicas = job.replicas();
+                            let tasks = grant.tasks.iter().filter(|&task| {
+                                replicas.assign(task, grant.batch, |b| scheduler.awaits(b, task))
+                            });
+                            TaskRanges::from_indices(tasks.collect::<Vec<_>>())
+                        })
+                        .filter(|tasks| !tasks.is_empty());
+                    grants.push((worker, grant, digest_only));
                 }
             }
             grants
         };
         let mut sent_batches = Vec::with_capacity(grants.len());
-        for (worker_id, grant) in grants {
+        for (worker_id, grant, digest_only) in grants {
             let Some(job) = self.job(grant.job) else {
                 continue;
             };
@@ -486,6 +500,7 @@ impl Grid {
                     tasks: grant.tasks.clone(),
                     lease_ms: grant.lease_ms,
                     inputs: job.batch_inputs(&grant.tasks),
+                    digest_only,
                 }))
             });
             if !sent {

@@ -17,6 +17,7 @@
 //! so a large frame never holds up dispatch.
 
 use super::*;
+use grid_protocol::DigestOnly;
 
 /// One result of a frame after the checks.
 pub(super) enum CheckedResult {
@@ -28,6 +29,9 @@ pub(super) enum CheckedResult {
         output: TaskOutput,
         digest: [u8; 32],
     },
+    /// A digest-only result for a task leased to the sender, which was
+    /// told to send one.
+    Digest { task: u32, sent: DigestOnly },
     /// A result for a task the sender did not hold when the frame arrived:
     /// not checked, never counted.
     Unleased { task: u32 },
@@ -164,27 +168,90 @@ impl Grid {
                     ) => (
                         task,
                         scheduler.record(worker.id, batch, task, digest, now),
-                        Some((job, bytes, output, digest)),
+                        Some((job, Some((bytes, output)), digest, 0, 0)),
                     ),
-                    (CheckedResult::Leased { task, .. } | CheckedResult::Unleased { task }, _) => {
-                        (task, scheduler.refuse(worker.id, batch, task), None)
-                    }
+                    (CheckedResult::Digest { task, sent }, Some(job)) => (
+                        task,
+                        scheduler.record(worker.id, batch, task, sent.digest, now),
+                        Some((job, None, sent.digest, sent.fuel, sent.len)),
+                    ),
+                    (
+                        CheckedResult::Leased { task, .. }
+                        | CheckedResult::Digest { task, .. }
+                        | CheckedResult::Unleased { task },
+                        _,
+                    ) => (task, scheduler.refuse(worker.id, batch, task), None),
                 };
                 match (recorded, checked) {
-                    (Recorded::Accepted { decided, recheck }, Some((job, bytes, output, d))) => {
+                    (
+                        Recorded::Accepted { decided, recheck },
+                        Some((job, full, d, sent_fuel, sent_len)),
+                    ) => {
                         outcome.accepted += 1;
-                        if let TaskOutput::Wasm(run) = &output {
-                            fuel = fuel.saturating_add(run.fuel_used);
-                        }
-                        if job.definition.replication.redundancy > 1 {
+                        let full = match full {
+                            Some((bytes, output)) => {
+                                if let TaskOutput::Wasm(run) = &output {
+                                    fuel = fuel.saturating_add(run.fuel_used);
+                                }
+                                Some((bytes, output))
+                            }
+                            None => {
+                                // A digest-only replica: its output stayed
+                                // with the worker.
+                                fuel = fuel.saturating_add(sent_fuel);
+                                self.counters.replica_bytes_saved.fetch_add(
+                                    u64::from(sent_len).saturating_sub(
+                                        grid_protocol::frame::ResultsFrameBuilder::DIGEST_ENTRY_BYTES
+                                            as u64,
+                                    ),
+                                    Ordering::Relaxed,
+                                );
+                                None
+                            }
+                        };
+                        if job.replicated() {
                             replicas.push(ReplicaRow {
                                 job: job.id,
                                 task,
                                 donor: worker.donor,
                                 digest: d,
-                                output: bytes.clone(),
+                                output: full.as_ref().map(|(b, _)| b.clone()).unwrap_or_default(),
                             });
                         }
+                        // What the decision stands on: this result's bytes,
+                        // or for a digest those of the replica sent in full.
+                        let full = if !job.replicated() {
+                            full
+                        } else if !decided {
+                            if let Some((bytes, _)) = &full {
+                                job.replicas().keep(task, d, bytes.clone());
+                            }
+                            full
+                        } else {
+                            let mut outputs = job.replicas();
+                            let found = full.or_else(|| {
+                                let bytes = outputs.bytes_for(task, &d)?;
+                                let output = TaskOutput::decode(job.spec().kind(), &bytes).ok()?;
+                                Some((bytes, output))
+                            });
+                            if found.is_some() {
+                                outputs.decided(task);
+                            } else {
+                                // Decided on digests alone: open the task again
+                                // and have its next replica send the bytes.
+                                outputs.ask_full(task);
+                                scheduler.reopen_unstored(job.id, &[task]);
+                                tracing::info!(
+                                    job = job.id,
+                                    task,
+                                    "decided by digests without the output; asking for it"
+                                );
+                            }
+                            found
+                        };
+                        let Some((bytes, output)) = full else {
+                            continue;
+                        };
                         if decided && recheck {
                             rechecks.push(Recheck {
                                 task,
@@ -294,6 +361,19 @@ impl Grid {
         for (result, &leased) in results.into_iter().zip(&resolved.leased) {
             if !leased {
                 checked.push(CheckedResult::Unleased { task: result.task });
+                continue;
+            }
+            if let Some(sent) = result.digest_only {
+                if !job.replicas().may_send_digest(result.task, batch) {
+                    return Err(format!(
+                        "task {} of job {}: a digest where the output was asked for",
+                        result.task, job.id
+                    ));
+                }
+                checked.push(CheckedResult::Digest {
+                    task: result.task,
+                    sent,
+                });
                 continue;
             }
             let output = TaskOutput::decode(job.spec().kind(), &result.output)

@@ -10,6 +10,7 @@ fn frame(batch: u64) -> ResultsFrame {
     ResultsFrame {
         batch,
         results: vec![TaskResult {
+            digest_only: None,
             task: 0,
             output: Bytes::copy_from_slice(&25u64.to_le_bytes()),
         }],
@@ -126,6 +127,7 @@ async fn results_for_returned_tasks_are_duplicates_and_never_checked() {
     let impossible = ResultsFrame {
         batch: batch.batch,
         results: vec![TaskResult {
+            digest_only: None,
             task: tasks[1],
             output: Bytes::copy_from_slice(&u64::MAX.to_le_bytes()),
         }],
@@ -151,6 +153,7 @@ async fn a_quarantined_donors_frames_are_refused_unread() {
     let right = ResultsFrame {
         batch: batch.batch,
         results: vec![TaskResult {
+            digest_only: None,
             task: 0,
             output: Bytes::copy_from_slice(&25u64.to_le_bytes()),
         }],
@@ -158,4 +161,168 @@ async fn a_quarantined_donors_frames_are_refused_unread() {
     let outcome = grid.on_results(&worker, right).await.unwrap();
     assert_eq!(outcome.rejected, 1, "{outcome:?}");
     assert_eq!(grid.job_status(batch.job).unwrap().tasks.done, 0);
+}
+
+/// Outputs of `batch`'s tasks as the kernel computes them: in full, or as
+/// digests where the batch says so.
+fn honest_frame(batch: &Batch, digests: bool) -> ResultsFrame {
+    let mut runner = grid_kernels::TaskRunner::new();
+    let mut builder = grid_protocol::frame::ResultsFrameBuilder::new(batch.batch);
+    for task in batch.tasks.iter() {
+        let output = runner.run(&batch.spec, batch.job_tasks, task).unwrap();
+        let bytes = output.to_bytes();
+        let told = batch.digest_only.as_ref().is_some_and(|d| d.contains(task));
+        if digests && told {
+            builder.push_digest(
+                task,
+                grid_protocol::DigestOnly {
+                    digest: digest(&bytes),
+                    len: bytes.len() as u32,
+                    fuel: 0,
+                },
+            );
+        } else {
+            builder.push_bytes(task, &bytes);
+        }
+    }
+    ResultsFrame::decode(&builder.finish()).unwrap()
+}
+
+fn mandelbrot_job(tasks: u32, redundancy: u32, quorum: u32) -> JobRequest {
+    JobRequest {
+        tasks: Some(tasks),
+        redundancy: Some(redundancy),
+        quorum: Some(quorum),
+        ..JobRequest::new(KernelSpec::Mandelbrot(
+            grid_kernels::spec::MandelbrotParams {
+                width: 64,
+                height: 8,
+                max_iter: 50,
+                x_min: -2.0,
+                x_max: 1.0,
+                y_min: -1.0,
+                y_max: 1.0,
+            },
+        ))
+    }
+}
+
+/// At redundancy 2 the first replica sends its outputs and the second only
+/// their digests; the job's answer is the one computed alone.
+#[tokio::test]
+async fn the_second_replica_sends_digests_and_the_answer_is_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = open_grid(dir.path()).await;
+    let (first, mut first_queue) = join(&grid, 4);
+    let (second, mut second_queue) = join(&grid, 4);
+    let job = grid.submit(mandelbrot_job(4, 2, 2)).await.unwrap().id;
+    let a = next_batch(&mut first_queue).await;
+    let b = next_batch(&mut second_queue).await;
+    assert_eq!(a.tasks, b.tasks);
+    assert_eq!(a.digest_only, None, "the first replica sends in full");
+    assert_eq!(
+        b.digest_only.as_ref(),
+        Some(&b.tasks),
+        "the second, digests"
+    );
+
+    // A digest where the output was asked for is refused, whole.
+    let cheat = honest_frame(&b, true);
+    let mut wrong = cheat.clone();
+    wrong.batch = a.batch;
+    // (digests first: the second replica's arrive before the first's bytes)
+    let outcome = grid.on_results(&second, cheat).await.unwrap();
+    assert_eq!(outcome.accepted, 4, "{outcome:?}");
+    assert_eq!(
+        grid.job_status(job).unwrap().tasks.done,
+        0,
+        "not decided yet"
+    );
+    let outcome = grid
+        .on_results(&first, honest_frame(&a, false))
+        .await
+        .unwrap();
+    assert_eq!(outcome.accepted, 4, "{outcome:?}");
+    let status = grid.job_status(job).unwrap();
+    assert_eq!(status.state, JobState::Done, "{status:?}");
+    let saved = grid.counters.replica_bytes_saved.load(Ordering::Relaxed);
+    let full: u64 = a
+        .tasks
+        .iter()
+        .map(|t| {
+            let mut runner = grid_kernels::TaskRunner::new();
+            runner
+                .run(&a.spec, a.job_tasks, t)
+                .unwrap()
+                .to_bytes()
+                .len() as u64
+        })
+        .sum();
+    assert_eq!(saved, full - 4 * 52);
+    assert!(grid.on_results(&first, wrong).await.is_ok());
+}
+
+/// At redundancy 3, quorum 2, a liar sends the full output: the two honest
+/// replicas agree by digest, and the coordinator, lacking their bytes, asks
+/// for them again before it decides; the answer is the honest one.
+#[tokio::test]
+async fn digests_that_outvote_the_full_output_get_their_bytes_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = open_grid(dir.path()).await;
+    let (liar, mut liar_queue) = join(&grid, 1);
+    let job = grid.submit(mandelbrot_job(1, 3, 2)).await.unwrap().id;
+    let a = next_batch(&mut liar_queue).await;
+    assert_eq!(a.digest_only, None);
+    let mut lie = honest_frame(&a, false);
+    let mut bytes = lie.results[0].output.to_vec();
+    bytes[4] ^= 1;
+    lie.results[0].output = Bytes::from(bytes);
+    assert_eq!(grid.on_results(&liar, lie).await.unwrap().accepted, 1);
+    let (b_worker, mut b_queue) = join(&grid, 1);
+    let (c_worker, mut c_queue) = join(&grid, 1);
+    grid.dispatch();
+    let b = next_batch(&mut b_queue).await;
+    let c = next_batch(&mut c_queue).await;
+    assert!(b.digest_only.is_some() && c.digest_only.is_some());
+    grid.on_results(&b_worker, honest_frame(&b, true))
+        .await
+        .unwrap();
+    grid.on_results(&c_worker, honest_frame(&c, true))
+        .await
+        .unwrap();
+    // Decided by two digests, without bytes (the liar is quarantined for
+    // its dissent): the task is open again, and one replica of it, the
+    // first granted, sends in full.
+    assert_ne!(grid.job_status(job).unwrap().state, JobState::Done);
+    let b = next_batch(&mut b_queue).await;
+    let c = next_batch(&mut c_queue).await;
+    assert_eq!(
+        [b.digest_only.is_none(), c.digest_only.is_none()]
+            .iter()
+            .filter(|full| **full)
+            .count(),
+        1,
+        "one of them is asked for the output"
+    );
+    let d = if b.digest_only.is_none() {
+        b.clone()
+    } else {
+        c.clone()
+    };
+    grid.on_results(&b_worker, honest_frame(&b, true))
+        .await
+        .unwrap();
+    grid.on_results(&c_worker, honest_frame(&c, true))
+        .await
+        .unwrap();
+    let status = grid.job_status(job).unwrap();
+    assert_eq!(status.state, JobState::Done, "{status:?}");
+    let mut runner = grid_kernels::TaskRunner::new();
+    let right = runner.run(&d.spec, d.job_tasks, 0).unwrap().to_bytes();
+    let (store, id) = (grid.store.clone(), job);
+    let stored = tokio::task::spawn_blocking(move || store.result_output(id, 0))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.as_deref(), Some(&right[..]));
 }

@@ -286,6 +286,7 @@ mod tests {
         let frame = |outcome: &grid_kernels::wasm::WasmOutcome| grid_protocol::ResultsFrame {
             batch: batch.batch,
             results: vec![grid_protocol::TaskResult {
+                digest_only: None,
                 task: 0,
                 output: Bytes::from(TaskOutput::Wasm(outcome.clone()).to_bytes()),
             }],
