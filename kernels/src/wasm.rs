@@ -343,7 +343,27 @@ pub const WASI_IMPORTS: &[WasiImport] = &[
         params: &[I32, I64, I64, I32],
         results: ERRNO,
     },
+    // wasi-libc's stdio (`fopen`) imports it.
+    WasiImport {
+        name: "fd_fdstat_set_flags",
+        params: &[I32, I32],
+        results: ERRNO,
+    },
 ];
+
+/// The most parameters any function of [`WASI_IMPORTS`] takes (path_open's
+/// nine): what a runtime's buffer for one call's arguments must hold.
+pub const MAX_WASI_PARAMS: usize = {
+    let mut most = 0;
+    let mut i = 0;
+    while i < WASI_IMPORTS.len() {
+        if WASI_IMPORTS[i].params.len() > most {
+            most = WASI_IMPORTS[i].params.len();
+        }
+        i += 1;
+    }
+    most
+};
 
 /// The WASI function called `name`, with its index in [`WASI_IMPORTS`].
 pub fn wasi_import(name: &str) -> Option<(usize, &'static WasiImport)> {

@@ -32,6 +32,7 @@ pub enum Func {
     FdPread,
     FdTell,
     FdAdvise,
+    FdFdstatSetFlags,
 }
 
 // A function added to the contract must be added here too.
@@ -39,7 +40,7 @@ const _: () = assert!(Func::ALL.len() == WASI_IMPORTS.len());
 
 impl Func {
     /// Every function, in the order of `WASI_IMPORTS`.
-    pub const ALL: [Func; 23] = [
+    pub const ALL: [Func; 24] = [
         Func::ArgsGet,
         Func::ArgsSizesGet,
         Func::EnvironGet,
@@ -63,6 +64,7 @@ impl Func {
         Func::FdPread,
         Func::FdTell,
         Func::FdAdvise,
+        Func::FdFdstatSetFlags,
     ];
 
     /// The function at `index` in `WASI_IMPORTS`.
@@ -112,6 +114,7 @@ impl Func {
             Func::FdPread => "fd_pread",
             Func::FdTell => "fd_tell",
             Func::FdAdvise => "fd_advise",
+            Func::FdFdstatSetFlags => "fd_fdstat_set_flags",
         }
     }
 }

@@ -239,6 +239,7 @@ impl Wasi {
             Func::FdTell => self.fd_tell(memory, i32_at(0), i32_at(1)),
             // The offset and length (i64s) are not looked at.
             Func::FdAdvise => self.fd_advise(i32_at(0), i32_at(3)),
+            Func::FdFdstatSetFlags => self.fd_fdstat_set_flags(i32_at(0), i32_at(1)),
         };
         match done {
             Ok(()) => Ok(Errno::Success.code()),
@@ -382,6 +383,16 @@ impl Wasi {
     ) -> Result<(), Fail> {
         let open = self.fds.get(fd)?;
         memory::write_bytes(memory, stat, &Fdstat::of(open).to_bytes())?;
+        Ok(())
+    }
+
+    /// Nothing can change an fd's flags: setting the flags it has already
+    /// succeeds (wasi-libc's stdio does so), any other `perm`.
+    fn fd_fdstat_set_flags(&mut self, fd: u32, flags: u32) -> Result<(), Fail> {
+        let open = self.fds.get(fd)?;
+        if flags != u32::from(Fdstat::of(open).flags) {
+            return Err(Errno::Perm.into());
+        }
         Ok(())
     }
 

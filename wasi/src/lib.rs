@@ -53,6 +53,7 @@
 //! | `fd_seek(fd, offset, whence, newoffset)` | an open file (streams `spipe`, directories `isdir`, closed `badf`); `whence` set (0), cur (1) or end (2), else `inval`; the new offset (the i64 `offset` added to 0, the current offset or the file's size) below 0 or past `i64::MAX` `inval`; then `newoffset` (8 bytes) outside memory `fault`; sets and writes the new offset, which may be past the end (reads there give 0 bytes) |
 //! | `fd_tell(fd, offset)` | fds as `fd_seek`; writes the file's offset (u64) |
 //! | `fd_advise(fd, offset, len, advice)` | fds as `fd_seek`; `advice` past 5 (`noreuse`) `inval`; success, no effect; `offset` and `len` are not looked at |
+//! | `fd_fdstat_set_flags(fd, flags)` | open fds only (others `badf`); success if `flags` are the flags `fd_fdstat_get` reports for it (wasi-libc's stdio sets them so), else `perm`: nothing can become appending or non-blocking |
 //! | `clock_res_get(id, res)` | 1000 ns for realtime (0), monotonic (1), process (2) and thread (3) CPU time; other ids `inval` |
 //! | `clock_time_get(id, _, time)` | ids as above; realtime reads 2026-01-01T00:00:00Z, the others 0, plus 1000 ns for every earlier successful read of any clock (see `clock`) |
 //! | `random_get(buf, len)` | the next `len` bytes of the task's ChaCha8 stream keyed by the seed; calls continue one stream byte by byte (see `random`) |

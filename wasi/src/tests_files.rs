@@ -1308,3 +1308,30 @@ proptest! {
         prop_assert_eq!(run(), run());
     }
 }
+
+#[test]
+fn fd_flags_can_be_set_only_to_what_they_are() {
+    let mut w = wasi();
+    let mut memory = vec![0u8; 4096];
+    let fd = open(&mut w, &mut memory, "hello.txt");
+    for open_fd in [0, 1, 2, 3, fd] {
+        let args = [u64::from(open_fd), 0];
+        assert_eq!(
+            call(&mut w, Func::FdFdstatSetFlags, &args, &mut memory),
+            SUCCESS
+        );
+        // append (1) and nonblock (4) are refused: nothing changes.
+        for flags in [1, 4] {
+            let args = [u64::from(open_fd), flags];
+            assert_eq!(
+                call(&mut w, Func::FdFdstatSetFlags, &args, &mut memory),
+                PERM
+            );
+        }
+    }
+    let args = [99, 0];
+    assert_eq!(
+        call(&mut w, Func::FdFdstatSetFlags, &args, &mut memory),
+        BADF
+    );
+}

@@ -148,7 +148,7 @@ fn call(
     params: &[Val],
     results: &mut [Val],
 ) -> wasmtime::Result<()> {
-    let mut args = [0u64; 8];
+    let mut args = [0u64; grid_kernels::wasm::MAX_WASI_PARAMS];
     for (arg, value) in args.iter_mut().zip(params) {
         *arg = match value {
             Val::I32(v) => u64::from(*v as u32),

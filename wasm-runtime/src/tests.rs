@@ -276,7 +276,6 @@ fn slice_kernel(offset: i64, len: u32, fuel: i64) -> Kernel {
 }
 
 #[test]
-#[ignore = "lib.rs passes a host call at most 8 arguments (`[0u64; 8]` in `call`), path_open takes 9: it panics until that is 9"]
 fn a_kernel_opens_seeks_and_reads_its_file_through_wasmtime() {
     let limits = WasmLimits {
         stdout_bytes: 4096,
@@ -317,7 +316,6 @@ fn a_kernel_opens_seeks_and_reads_its_file_through_wasmtime() {
 }
 
 #[test]
-#[ignore = "lib.rs passes a host call at most 8 arguments (`[0u64; 8]` in `call`), path_open takes 9: it panics until that is 9"]
 fn file_reads_past_the_jobs_fuel_are_out_of_fuel() {
     // 1000 bytes cost 125; a job with 100 fuel cannot read them.
     let limits = WasmLimits {
@@ -349,7 +347,6 @@ fn built_example(name: &str) -> Option<Vec<u8>> {
 }
 
 #[test]
-#[ignore = "lib.rs passes a host call at most 8 arguments (`[0u64; 8]` in `call`), path_open takes 9: it panics until that is 9"]
 fn the_slicehash_examples_hash_slices_of_their_file() {
     // The Rust kernel (std::fs) and the C one (wasi-libc's open), as built;
     // unprepared, since this crate does not depend on the preparer: the
