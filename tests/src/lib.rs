@@ -14,6 +14,7 @@
 //! shared turn while they run ([`TURNS`]).
 
 pub mod browser;
+pub mod browser_cache;
 pub mod dashboard;
 pub mod raw;
 

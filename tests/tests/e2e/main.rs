@@ -18,6 +18,7 @@
 mod bad_frames;
 mod bad_input;
 mod browser;
+mod browser_files;
 mod browser_wasm;
 mod cli;
 mod dashboard;
