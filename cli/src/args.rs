@@ -209,6 +209,14 @@ pub struct WorkerArgs {
     /// A name shown on the coordinator's worker list.
     #[arg(long)]
     pub name: Option<String>,
+    /// Keep jobs' files in this directory across restarts (checked again
+    /// when read back); without it they are kept in memory only.
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// The most the cache directory may hold (least recently used files go
+    /// first), e.g. 512M or 10G.
+    #[arg(long, value_name = "SIZE", default_value = "10G", value_parser = parse_size)]
+    pub cache_size: u64,
 }
 
 #[derive(Debug, Args)]
@@ -317,8 +325,49 @@ pub struct WasmArgs {
     /// What the program does, for donors to read.
     #[arg(long)]
     pub description: Option<String>,
+    /// A read-only file every task sees as /data/NAME (repeatable); it is
+    /// uploaded once, and workers cache it.
+    #[arg(long = "file", value_name = "NAME=PATH", value_parser = parse_mount)]
+    pub files: Vec<(String, PathBuf)>,
     #[command(flatten)]
     pub limits: WasmLimitArgs,
+}
+
+/// `NAME=PATH`, for `--file`.
+pub fn parse_mount(text: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=PATH, got '{text}'"))?;
+    grid_kernels::wasm::check_file_name(name)?;
+    if path.is_empty() {
+        return Err(format!("no path after '{name}='"));
+    }
+    Ok((name.to_string(), PathBuf::from(path)))
+}
+
+/// A size in bytes: a number, optionally followed by K, M, G or T (powers
+/// of 1024), as in `10G`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, shift) = match text.char_indices().last() {
+        Some((at, unit)) if unit.is_ascii_alphabetic() => {
+            let shift = match unit.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("unknown unit '{unit}' in '{text}' (K, M, G or T)")),
+            };
+            (&text[..at], shift)
+        }
+        _ => (text, 0),
+    };
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size such as 512M or 10G"))?;
+    number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("'{text}' is too large"))
 }
 
 /// A wasm task's limits and seed, for `grid submit wasm` and `grid run`
@@ -353,6 +402,9 @@ pub struct RunArgs {
     /// The task's index, which keys its random_get stream.
     #[arg(long, default_value_t = 0)]
     pub task: u32,
+    /// A read-only file the task sees as /data/NAME (repeatable).
+    #[arg(long = "file", value_name = "NAME=PATH", value_parser = parse_mount)]
+    pub files: Vec<(String, PathBuf)>,
     #[command(flatten)]
     pub limits: WasmLimitArgs,
 }
@@ -445,6 +497,40 @@ impl fmt::Display for Span {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_and_mounts_parse_or_say_why_not() {
+        assert_eq!(parse_size("1073741824"), Ok(1 << 30));
+        assert_eq!(parse_size("10G"), Ok(10 << 30));
+        assert_eq!(parse_size("512m"), Ok(512 << 20));
+        assert_eq!(parse_size("4K"), Ok(4096));
+        for bad in ["", "G", "10X", "-1G", "1.5G", "99999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            parse_mount("scene.bin=/tmp/a=b.bin"),
+            Ok(("scene.bin".into(), PathBuf::from("/tmp/a=b.bin")))
+        );
+        for bad in ["scene.bin", "=x", "a/b=x", "..=x", "name="] {
+            assert!(parse_mount(bad).is_err(), "{bad:?}");
+        }
+        let cli = Cli::try_parse_from([
+            "grid",
+            "worker",
+            "--cache",
+            "/var/cache/grid",
+            "--cache-size",
+            "2G",
+        ])
+        .unwrap();
+        let Command::Worker(args) = cli.command else {
+            panic!("not a worker")
+        };
+        assert_eq!(
+            (args.cache, args.cache_size),
+            (Some(PathBuf::from("/var/cache/grid")), 2 << 30)
+        );
+    }
 
     #[test]
     fn spans_read_and_print_in_the_largest_unit() {

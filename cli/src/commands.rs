@@ -242,7 +242,10 @@ async fn run_worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<ExitCode> {
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     let options = WorkerOptions {
-        cache: Default::default(),
+        cache: worker::CacheOptions {
+            dir: args.cache.clone(),
+            bytes: args.cache_size,
+        },
         url: cli.url.clone(),
         threads,
         name: args.name.clone(),
@@ -330,8 +333,17 @@ async fn wasm_request(client: &Client, args: &WasmArgs) -> anyhow::Result<WasmRe
         }
         (None, None) => None,
     };
+    let mut files = std::collections::BTreeMap::new();
+    for (name, path) in &args.files {
+        if files
+            .insert(name.clone(), upload(client, path).await?)
+            .is_some()
+        {
+            bail!("--file {name}=... is given twice");
+        }
+    }
     Ok(WasmRequest {
-        files: std::collections::BTreeMap::new(),
+        files,
         module,
         inputs,
         name: Some(program_name(&args.module, args.name.as_deref())),
@@ -474,7 +486,18 @@ fn run_local(args: &RunArgs) -> anyhow::Result<ExitCode> {
     };
     let mut stdin = Vec::new();
     std::io::Read::read_to_end(&mut std::io::stdin(), &mut stdin).context("cannot read stdin")?;
-    let config = grid_wasi::TaskConfig::of_task(&params, args.task, stdin);
+    let mut config = grid_wasi::TaskConfig::of_task(&params, args.task, stdin);
+    let mut files = Vec::new();
+    for (name, path) in &args.files {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        files.push(grid_wasi::DataFile {
+            name: name.clone(),
+            bytes: bytes.into(),
+        });
+    }
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    config.files = files;
     // wasmtime wants a deep stack; a thread of its own has one.
     let outcome = std::thread::Builder::new()
         .stack_size(grid_wasm_runtime::THREAD_STACK)
