@@ -56,7 +56,7 @@ impl Scheduler {
         let mut ids: Vec<JobId> = Vec::new();
         let mut local = false;
         for (&id, job) in self.jobs.iter_mut() {
-            if !(!job.paused && offers.covers(job.plan.needs)) {
+            if job.paused || !offers.covers(job.plan.needs) {
                 continue;
             }
             if job.batches_out == 0 && job.idle_since.is_none() {

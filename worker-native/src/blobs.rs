@@ -206,7 +206,7 @@ impl Blobs {
         size: u64,
         capability: Option<&str>,
     ) -> Result<Bytes, String> {
-        if let Some(bytes) = self.from_disk(digest) {
+        if let Some(bytes) = self.read_cached(digest) {
             return Ok(bytes);
         }
         let bytes = self.fetch(digest, size, capability)?;
@@ -215,7 +215,7 @@ impl Blobs {
     }
 
     /// The blob from the disk cache, if it is there and intact.
-    fn from_disk(&self, digest: &ContentDigest) -> Option<Bytes> {
+    fn read_cached(&self, digest: &ContentDigest) -> Option<Bytes> {
         let dir = self.dir.as_ref()?;
         if !self.index.lock().contains(digest) {
             return None;
