@@ -17,6 +17,7 @@
 
 mod bad_frames;
 mod bad_input;
+mod blobs;
 mod browser;
 mod browser_files;
 mod browser_wasm;
