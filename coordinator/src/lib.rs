@@ -86,6 +86,8 @@ pub async fn run(
         })
     };
 
+    let retention = grid.spawn_blob_retention(stopping.clone());
+
     let (stop_accepting, accept_stopped) = oneshot::channel::<()>();
     let tls = grid.config().tls.clone().map(|t| t.0);
     let server = tokio::spawn(server::serve(listener, tls, routes, async move {
@@ -104,6 +106,7 @@ pub async fn run(
         tracing::warn!("some connections did not close in time");
     }
     let _ = ticker.await;
+    let _ = retention.await;
     if tokio::time::timeout(drain, server).await.is_err() {
         tracing::warn!("the HTTP server did not stop in time");
     }

@@ -148,7 +148,12 @@ impl From<BlobError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
-        ApiError::Internal(e.to_string())
+        match e {
+            // A blob of the job was deleted while it was submitted.
+            StoreError::BlobGone(_) => ApiError::Conflict(e.to_string()),
+            StoreError::DiskFull(_) => ApiError::Unavailable(e.to_string()),
+            _ => ApiError::Internal(e.to_string()),
+        }
     }
 }
 

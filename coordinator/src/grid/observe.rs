@@ -262,6 +262,25 @@ impl Grid {
             "Worker connections the coordinator closed, by reason.",
             &as_refs(&closes),
         );
+        self.render_blob_metrics(&mut out);
+        let count = |counter: &AtomicU64| counter.load(Ordering::Relaxed) as f64;
+        family(
+            &mut out,
+            "grid_blob_cache_batches_total",
+            "counter",
+            "Batches of jobs with files, by whether the worker had reported holding all of them (hit) or not (miss).",
+            &[
+                ("result=\"hit\"", count(&self.counters.blob_cache_hits)),
+                ("result=\"miss\"", count(&self.counters.blob_cache_misses)),
+            ],
+        );
+        family(
+            &mut out,
+            "grid_replica_bytes_saved_total",
+            "counter",
+            "Output bytes digest-only replicas did not send (their outputs' lengths less the digest entries sent instead).",
+            &[("", count(&self.counters.replica_bytes_saved))],
+        );
         self.batch_latency.render(
             &mut out,
             "grid_batch_latency_seconds",

@@ -196,7 +196,7 @@ fn mandelbrot_job(tasks: u32, redundancy: u32, quorum: u32) -> JobRequest {
         ..JobRequest::new(KernelSpec::Mandelbrot(
             grid_kernels::spec::MandelbrotParams {
                 width: 64,
-                height: 8,
+                height: 40,
                 max_iter: 50,
                 x_min: -2.0,
                 x_max: 1.0,
@@ -325,4 +325,49 @@ async fn digests_that_outvote_the_full_output_get_their_bytes_sent() {
         .unwrap()
         .unwrap();
     assert_eq!(stored.as_deref(), Some(&right[..]));
+}
+
+/// Two workers answering in turn, batch after batch: every task's output
+/// crosses once in full, and its second replica, if any, as a digest (once
+/// the donors are trusted, most tasks are decided by one replica alone).
+#[tokio::test]
+async fn each_task_is_sent_in_full_once_while_leases_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = open_grid(dir.path()).await;
+    let (a, mut a_queue) = join(&grid, 2);
+    let (b, mut b_queue) = join(&grid, 2);
+    let job = grid.submit(mandelbrot_job(40, 2, 2)).await.unwrap().id;
+    let (mut full, mut digests) = (0, 0);
+    let mut queues = [(a, &mut a_queue), (b, &mut b_queue)];
+    let mut pending: [Vec<Batch>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..400 {
+        if grid.job_status(job).unwrap().state == JobState::Done {
+            break;
+        }
+        for (i, (worker, queue)) in queues.iter_mut().enumerate() {
+            while let Ok(Outbound::Text(text)) = queue.try_recv() {
+                if let Ok(CoordinatorMessage::Batch(batch)) = CoordinatorMessage::decode(&text) {
+                    pending[i].push(batch);
+                }
+            }
+            if pending[i].is_empty() {
+                continue;
+            }
+            let batch = pending[i].remove(0);
+            let frame = honest_frame(&batch, true);
+            for result in &frame.results {
+                if result.digest_only.is_some() {
+                    digests += 1;
+                } else {
+                    full += 1;
+                }
+            }
+            grid.on_results(worker, frame).await.unwrap();
+        }
+    }
+    assert_eq!(grid.job_status(job).unwrap().state, JobState::Done);
+    assert_eq!(full, 40, "each task once in full");
+    let solo = grid.scheduler().counters().tasks_solo;
+    assert_eq!(digests, 40 - solo, "every second replica a digest");
+    assert!(digests >= 20, "{digests}");
 }

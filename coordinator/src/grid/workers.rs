@@ -185,11 +185,23 @@ impl Grid {
             error,
             "worker could not compute a task"
         );
-        let effects = {
+        let mut effects = {
             let mut scheduler = self.scheduler();
             let _ = scheduler.fail_task(worker.id, batch, task, self.now_ms());
             scheduler.take_effects()
         };
+        // A job that fails for this failure says what the worker said.
+        for effect in &mut effects {
+            if let Effect::TaskFailed {
+                task: failed,
+                reason,
+                ..
+            } = effect
+                && *failed == task
+            {
+                reason.push_str(&format!("; the last worker said: {error}"));
+            }
+        }
         self.apply_effects_async(effects).await;
         self.dispatch();
     }

@@ -195,7 +195,6 @@ async fn submit_and_wait(url: &str, module: &str, lines: &str) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the coordinator's run() to start Grid::spawn_blob_retention and GET /metrics to call Grid::render_blob_metrics"]
 async fn a_removed_jobs_blobs_go_after_the_retention_and_a_shared_one_stays() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

@@ -110,15 +110,18 @@ async fn outputs(grid: &TestGrid, job: u64) -> Vec<String> {
     out
 }
 
-/// The coordinator's count of blob bytes it sent.
-async fn served(grid: &TestGrid) -> u64 {
+/// A figure of the coordinator's `/metrics`, by its line's prefix.
+async fn metric(grid: &TestGrid, name: &str) -> u64 {
     let text = metrics(&grid.url).await;
     text.lines()
-        .find_map(|l| l.strip_prefix("grid_blob_bytes_served_total "))
-        .unwrap_or_else(|| panic!("no grid_blob_bytes_served_total in\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|rest| rest.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}")) as u64
+}
+
+/// The coordinator's count of blob bytes it sent.
+async fn served(grid: &TestGrid) -> u64 {
+    metric(grid, "grid_blob_bytes_served_total ").await
 }
 
 fn cached(dir: &Path) -> CacheOptions {
@@ -170,6 +173,14 @@ async fn a_shared_file_is_fetched_once_per_worker_cache_and_read_exactly() {
             cache.display()
         );
     }
+    // One replica of a task sends its 86-byte outcome, the other a 52-byte
+    // digest entry; once the donors are trusted (after 20 validated
+    // results), most tasks are decided by one replica alone.
+    let saved = metric(&grid, "grid_replica_bytes_saved_total ").await;
+    assert!(
+        saved.is_multiple_of(86 - 52) && saved >= 10 * (86 - 52) && saved <= 60 * (86 - 52),
+        "{saved} bytes saved"
+    );
     for worker in workers {
         worker.stop().await;
     }
@@ -190,6 +201,10 @@ async fn a_shared_file_is_fetched_once_per_worker_cache_and_read_exactly() {
         served(&grid).await - before - first,
         file.len() as u64,
         "only the corrupted copy is fetched again"
+    );
+    assert!(
+        metric(&grid, "grid_blob_cache_batches_total{result=\"hit\"}").await > 0,
+        "batches went to workers that said they held the file"
     );
     assert_eq!(
         std::fs::read(caches[1].join(digest.to_string())).unwrap(),
