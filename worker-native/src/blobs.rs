@@ -15,8 +15,8 @@
 //! blob is fetched once per worker, not once per thread. Large inputs are
 //! fetched the same way but neither cached nor kept.
 //!
-//! What the disk cache holds (the memory copies are not a cache) is what
-//! the worker reports to the coordinator; [`Blobs::version`] changes with it.
+//! What the worker holds in memory and on disk is what it reports to the
+//! coordinator; [`Blobs::version`] changes with it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -132,14 +132,25 @@ impl Blobs {
         self.version.load(Ordering::Relaxed)
     }
 
-    /// What the disk cache holds, used last first.
+    /// What the worker holds, used last first: the blobs in memory, then
+    /// the rest of the disk cache.
     pub(crate) fn holdings(&self) -> Vec<ContentDigest> {
-        self.index
+        let mut held: Vec<(u64, ContentDigest)> = self
+            .memory
             .lock()
-            .holdings()
-            .into_iter()
-            .map(|(d, _)| d)
-            .collect()
+            .slots
+            .iter()
+            .filter(|(_, (slot, _, _))| matches!(slot.get(), Some(Ok(_))))
+            .map(|(digest, (_, _, used))| (*used, *digest))
+            .collect();
+        held.sort_unstable_by_key(|&(used, d)| (std::cmp::Reverse(used), d.0));
+        let mut holdings: Vec<ContentDigest> = held.into_iter().map(|(_, d)| d).collect();
+        for (digest, _) in self.index.lock().holdings() {
+            if !holdings.contains(&digest) {
+                holdings.push(digest);
+            }
+        }
+        holdings
     }
 
     /// Blob `digest` of `size` bytes, checked, from memory, the disk cache
@@ -169,9 +180,17 @@ impl Blobs {
                 }
             }
         };
+        let mut loaded = false;
         let result = slot
-            .get_or_init(|| self.load(digest, size, capability))
+            .get_or_init(|| {
+                loaded = true;
+                self.load(digest, size, capability)
+            })
             .clone();
+        if loaded && result.is_ok() {
+            // Held in memory now: worth reporting even without a disk cache.
+            self.version.fetch_add(1, Ordering::Relaxed);
+        }
         if result.is_err() {
             // Not remembered: the next task (perhaps under a fresher
             // capability) tries again.
