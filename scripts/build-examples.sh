@@ -108,12 +108,6 @@ kernels=(pathtracer sweep slicehash wordfreq slicehash-c)
 if command -v node >/dev/null; then
     echo "==> checking imports"
     for kernel in "${kernels[@]}"; do
-        # The kernels that read /data import path_open and the functions
-        # that came with it, which the checker's list may not hold yet.
-        if [[ $kernel == slicehash* ]] && ! grep -q "'path_open'" examples/tools/wasi-run.mjs; then
-            echo "    $kernel.wasm: not checked (examples/tools/wasi-run.mjs does not list the functions of /data)"
-            continue
-        fi
         if ! imports="$(node examples/tools/wasi-run.mjs --imports "$out_dir/$kernel.wasm")"; then
             echo "error: $kernel.wasm imports what a grid kernel may not:" >&2
             echo "$imports" >&2

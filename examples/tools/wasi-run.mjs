@@ -5,7 +5,8 @@
 //   node examples/tools/wasi-run.mjs [--seed N] [--imports] MODULE.wasm [ARGS...] < input
 //
 // - argv is the module's file name, then ARGS; the environment is empty and
-//   there are no preopened directories; stdin, stdout and stderr are this
+//   no directories are preopened (the grid preopens /data; run that with
+//   `grid run --file`); stdin, stdout and stderr are this
 //   process's.
 // - Every import must be one of the WASI functions the grid offers (the list
 //   below), else this refuses the module as the grid's submission would.
@@ -31,6 +32,9 @@ const ALLOWED = new Set([
   'fd_read', 'fd_write', 'fd_close', 'fd_fdstat_get',
   'fd_prestat_get', 'fd_prestat_dir_name',
   'fd_seek', 'clock_res_get', 'clock_time_get', 'random_get', 'sched_yield', 'proc_exit',
+  // The files of /data (protocol 3).
+  'path_open', 'path_filestat_get', 'fd_filestat_get', 'fd_readdir', 'fd_pread', 'fd_tell',
+  'fd_advise', 'fd_fdstat_set_flags',
 ]);
 
 function usage() {
