@@ -16,6 +16,7 @@
 pub mod browser;
 pub mod browser_cache;
 pub mod dashboard;
+pub mod disk;
 pub mod raw;
 
 use std::fs::File;

@@ -9,11 +9,11 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use grid_kernels::ContentDigest;
 use grid_protocol::api::{BlobListing, JobState, JobStatus};
+use grid_tests::disk::SmallDisk;
 use grid_tests::{GridProcess, TOKEN, TestGrid, TestWorker, grid_cli_async, metrics, raw};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -300,36 +300,6 @@ async fn an_upload_cut_off_halfway_leaves_nothing() {
     assert!(sent);
     assert_eq!(listing(&grid.url).await.len(), 1);
     grid.stop().await;
-}
-
-/// A tmpfs of `size`, unmounted when dropped (the tests run as root).
-struct SmallDisk {
-    _parent: tempfile::TempDir,
-    root: PathBuf,
-}
-
-impl SmallDisk {
-    fn mount(size: &str) -> SmallDisk {
-        let parent = tempfile::tempdir().unwrap();
-        let root = parent.path().join("disk");
-        std::fs::create_dir(&root).unwrap();
-        let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&root)
-            .status()
-            .expect("run mount");
-        assert!(mounted.success(), "mounting a tmpfs needs root, as CI has");
-        SmallDisk {
-            _parent: parent,
-            root,
-        }
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.root).status();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

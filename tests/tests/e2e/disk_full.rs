@@ -4,69 +4,18 @@
 //! nothing, and once there is room again the job carries on to the exact
 //! answer, which a restart then still has.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use grid_kernels::spec::MandelbrotParams;
 use grid_kernels::{JobResult, KernelSpec};
 use grid_protocol::api::JobState;
+use grid_tests::disk::SmallDisk;
 use grid_tests::{
     TOKEN, TestGrid, assert_primes, free_port, grid_binary, job, primes, submit, wait_for_job,
     wait_until,
 };
-
-/// A tmpfs of a given size, unmounted when dropped.
-struct SmallDisk {
-    _parent: tempfile::TempDir,
-    root: PathBuf,
-}
-
-impl SmallDisk {
-    fn mount(size: &str) -> SmallDisk {
-        let parent = tempfile::tempdir().unwrap();
-        let root = parent.path().join("disk");
-        std::fs::create_dir(&root).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&root)
-            .status()
-            .expect("run mount");
-        assert!(
-            status.success(),
-            "mounting a {size} tmpfs failed: this test needs root, as CI has"
-        );
-        SmallDisk {
-            _parent: parent,
-            root,
-        }
-    }
-
-    fn resize(&self, size: &str) {
-        let status = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.root)
-            .status()
-            .unwrap();
-        assert!(status.success(), "remounting at {size} failed");
-    }
-
-    /// Fills what is left with a file, and returns its path.
-    fn fill(&self) -> PathBuf {
-        let filler = self.root.join("filler");
-        let mut file = std::fs::File::create(&filler).unwrap();
-        let block = vec![0xa5u8; 4096];
-        use std::io::Write;
-        while file.write_all(&block).is_ok() {}
-        filler
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.root).status();
-    }
-}
 
 /// `grid serve` on `data` until it exits by itself: its exit code and
 /// standard error.
