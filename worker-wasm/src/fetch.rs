@@ -15,7 +15,13 @@
 //! blob it does not have or a capability that is wrong or expired.
 //! [`fetch_checked`] fetches once more if the bytes do not match; a second
 //! mismatch is the coordinator's fault, and the error names the digest:
-//! no task ever runs on unchecked bytes.
+//! no task ever runs on unchecked bytes. Blobs bypass the browser's HTTP
+//! cache (`cache: "no-store"`), though the coordinator marks them
+//! immutable: the tab's own cache keeps them, under the donor's quota, and
+//! a second copy in the HTTP cache would take the space twice, answer a
+//! fetch meant to replace wrong bytes with the same wrong bytes, and ignore
+//! the capability (the HTTP cache does not key on it). Modules may come
+//! from the HTTP cache, except when their bytes were wrong.
 
 use grid_kernels::ContentDigest;
 use js_sys::{ArrayBuffer, Promise, Reflect, Uint8Array};
@@ -95,13 +101,16 @@ pub async fn sha256(buffer: &ArrayBuffer) -> Result<Hashed, String> {
     })
 }
 
-/// `GET url` (with the capability, if any): an OK response, or why not.
+/// `GET url` (with the capability, if any) in `mode` of the browser's
+/// HTTP cache: an OK response, or why not.
 pub async fn get_response(
     url: &str,
     capability: Option<&str>,
+    mode: web_sys::RequestCache,
 ) -> Result<web_sys::Response, String> {
     let fail = |e: JsValue| format!("cannot fetch {url}: {}", describe(&e));
     let init = web_sys::RequestInit::new();
+    init.set_cache(mode);
     init.set_signal(Some(&web_sys::AbortSignal::timeout_with_u32(
         FETCH_TIMEOUT_MS,
     )));
@@ -137,9 +146,10 @@ pub async fn body(response: &web_sys::Response) -> Result<ArrayBuffer, String> {
     Ok(buffer.unchecked_into())
 }
 
-/// `GET url` (with the capability, if any) as bytes; an error says why not.
-pub async fn get(url: &str, capability: Option<&str>) -> Result<ArrayBuffer, String> {
-    body(&get_response(url, capability).await?).await
+/// A blob's bytes from the network, past the HTTP cache; an error says
+/// why not.
+pub async fn get_blob(url: &str, capability: Option<&str>) -> Result<ArrayBuffer, String> {
+    body(&get_response(url, capability, web_sys::RequestCache::NoStore).await?).await
 }
 
 /// One fetch of a blob: how many bytes came, and what they hashed to.
@@ -161,7 +171,7 @@ pub async fn fetch_checked(
     let url = format!("{base}/api/blobs/{digest}");
     let mut attempts = Vec::new();
     for _ in 0..2 {
-        let buffer = match get(&url, capability).await {
+        let buffer = match get_blob(&url, capability).await {
             Ok(buffer) => buffer,
             Err(error) => return (Err(error), attempts),
         };

@@ -189,23 +189,37 @@ async fn fetch_and_compile(
             }
         }
     }
-    let response = crate::fetch::get_response(url, None)
-        .await
-        .map_err(|e| format!("cannot fetch the module {module}: {e}"))?;
-    let typed = response
-        .headers()
-        .get("content-type")
-        .ok()
-        .flatten()
-        .is_some_and(|t| t.starts_with("application/wasm"));
-    let as_came = if typed { response.clone().ok() } else { None };
-    let buffer = crate::fetch::body(&response).await?;
-    let got = crate::fetch::sha256(&buffer).await?.digest;
-    if got != *module {
-        return Err(format!(
-            "cannot fetch the module {module}: the coordinator sent {got} instead"
-        ));
+    // From the HTTP cache if it has it; past it if those bytes were wrong.
+    let mut fetched = None;
+    for mode in [
+        web_sys::RequestCache::Default,
+        web_sys::RequestCache::Reload,
+    ] {
+        let response = crate::fetch::get_response(url, None, mode)
+            .await
+            .map_err(|e| format!("cannot fetch the module {module}: {e}"))?;
+        let typed = response
+            .headers()
+            .get("content-type")
+            .ok()
+            .flatten()
+            .is_some_and(|t| t.starts_with("application/wasm"));
+        let as_came = if typed { response.clone().ok() } else { None };
+        let buffer = crate::fetch::body(&response).await?;
+        let got = crate::fetch::sha256(&buffer).await?.digest;
+        if got == *module {
+            fetched = Some((buffer, as_came));
+            break;
+        }
+        web_sys::console::warn_1(
+            &format!("the coordinator sent {got} for the module {module}").into(),
+        );
     }
+    let Some((buffer, as_came)) = fetched else {
+        return Err(format!(
+            "cannot fetch the module {module}: the coordinator sent other bytes twice"
+        ));
+    };
     if let Some(cache) = &cache {
         match store(cache, url, &buffer, as_came).await {
             Ok(()) => {

@@ -445,7 +445,9 @@ async fn the_donors_quota_keeps_the_file_used_last_and_clear_empties_the_cache()
     .expect("the list empties");
     assert_eq!(blobs_on_disk(&page).await, Vec::<(String, u64)>::new());
     assert_eq!(cached_modules(&page).await, Vec::<(String, bool)>::new());
-    // A cleared cache fetches again, and the answers stay exact.
+    // After a reload (the workers kept what they held in memory), a
+    // cleared cache fetches again, and the answers stay exact.
+    reload(&test, &page, 1).await;
     let before = blob_bytes_served(test.url()).await;
     let cuts = slices(MIB, 10, 3);
     assert_exact(&client, submit(&client, b, &cuts).await, &second, &cuts).await;
