@@ -369,9 +369,13 @@ async fn wrong_bytes_from_the_coordinator_fail_the_tasks_naming_the_blob() {
     let job = submit(&client, digest, &slices(file.len(), 3, 0)).await;
     let status = grid_tests::wait_for_job(&client, job, JOB_TIMEOUT).await;
     assert_eq!(status.state, JobState::Failed, "{status:?}");
-    // Fetched twice, refused, never kept, never run on; the page says so,
-    // in the sentence each worker sent with `failed` (the coordinator keeps
-    // that in its log; the job's error counts the workers).
+    // The job's error is what the last worker said with `failed`.
+    let error = status.error.clone().unwrap_or_default();
+    assert!(
+        error.contains(&digest.to_string()) && error.contains("twice"),
+        "the failure names the blob: {error}"
+    );
+    // Fetched twice, refused, never kept, never run on; the page says so.
     let card = cache_card(&page).await;
     assert_eq!(
         (
