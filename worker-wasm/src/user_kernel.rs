@@ -12,9 +12,9 @@
 //! where the browser may keep and reuse its compiled code. Every module
 //! is hashed before it is used, from the network or from the Cache API (a
 //! wrong cached copy is deleted and fetched again). The coordinator sends
-//! modules as `application/octet-stream`, which `compileStreaming` refuses,
-//! so the cached response is made with `Content-Type: application/wasm`;
-//! a response that already says so is cached as it came. Without the
+//! modules as `application/wasm`, and the response is cached as it came;
+//! one that says another type (an older coordinator) is cached as its
+//! bytes with that type, since `compileStreaming` refuses any other. Without the
 //! Cache API (not a secure context) a module is compiled from its bytes,
 //! as before.
 //!

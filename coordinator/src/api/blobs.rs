@@ -196,7 +196,7 @@ pub(super) fn blob_read(
         .and(warp::method())
         .and(readable(&shared))
         .and(warp::header::optional::<String>("if-none-match"))
-        .and(blob_file(dir))
+        .and(blob_file(dir, "application/octet-stream"))
         .and(with_shared(shared))
         .map(
             |method: warp::http::Method,
@@ -235,9 +235,11 @@ pub(super) fn blob_read(
 }
 
 /// Serves one blob file of `dir`, named by the rest of the path, as an
-/// immutable, cacheable download (ranges and HEAD come with `warp::fs`).
+/// immutable, cacheable download of type `content_type` (ranges and HEAD
+/// come with `warp::fs`).
 fn blob_file(
     dir: std::path::PathBuf,
+    content_type: &'static str,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     // Only a stored digest reaches the file system: never `tmp/`, never
     // `..`, and a missing blob is our 404 (warp's own would lose to another
@@ -259,13 +261,13 @@ fn blob_file(
     });
     checked
         .and(warp::fs::dir(dir))
-        .map(|digest: ContentDigest, file: warp::fs::File| {
+        .map(move |digest: ContentDigest, file: warp::fs::File| {
             let mut response = file.into_response();
             let headers = response.headers_mut();
             immutable(headers, &digest);
             headers.insert(
                 header::CONTENT_TYPE,
-                header::HeaderValue::from_static("application/octet-stream"),
+                header::HeaderValue::from_static(content_type),
             );
             response
         })
@@ -273,6 +275,8 @@ fn blob_file(
 
 /// `GET /api/modules/{digest}`: a prepared module, for any worker (no
 /// token): a worker given a batch of a wasm job fetches its module here.
+/// Served as `application/wasm`, so a browser can compile it as it
+/// streams in (`WebAssembly.compileStreaming`) and cache its code.
 pub(super) fn module_get(
     shared: &Shared,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + use<> {
@@ -280,7 +284,7 @@ pub(super) fn module_get(
     warp::get()
         .and(warp::path("api"))
         .and(warp::path("modules"))
-        .and(blob_file(dir))
+        .and(blob_file(dir, "application/wasm"))
 }
 
 #[cfg(test)]

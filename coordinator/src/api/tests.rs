@@ -335,6 +335,11 @@ async fn prepared_modules_are_served_to_anyone_with_their_digest() {
     .await;
     assert_eq!(got.status(), StatusCode::OK, "no token needed");
     assert_eq!(got.body().as_ref(), b"\0asm prepared");
+    assert_eq!(
+        got.headers()["content-type"],
+        "application/wasm",
+        "what compileStreaming takes"
+    );
     let missing = ContentDigest::of(b"nothing");
     let none = reply(
         &api,
@@ -709,13 +714,9 @@ async fn jobs_hold_their_blobs_until_removed_and_removing_waits_for_the_end() {
 async fn the_sweep_takes_unused_blobs_after_the_retention() {
     let dir = tempfile::tempdir().unwrap();
     let grid = open_grid_with(dir.path(), |c| {
-        c.blob_retention = std::time::Duration::from_millis(50);
+        c.blob_retention = std::time::Duration::from_millis(300);
     })
     .await;
-    let (unused, _) = grid
-        .put_blob(ContentDigest::of(b"unused"), chunks(b"unused"))
-        .await
-        .unwrap();
     let module =
         wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start")))"#)
             .unwrap();
@@ -730,8 +731,13 @@ async fn the_sweep_takes_unused_blobs_after_the_retention() {
         ))
         .await
         .unwrap();
+    // Uploaded after the job, whose preparation may take a while: fresh.
+    let (unused, _) = grid
+        .put_blob(ContentDigest::of(b"unused"), chunks(b"unused"))
+        .await
+        .unwrap();
     assert!(grid.sweep_blobs().await.unwrap().is_empty(), "all fresh");
-    tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     assert_eq!(
         grid.sweep_blobs().await.unwrap(),
         vec![(unused.digest, 6)],
@@ -752,7 +758,7 @@ async fn the_sweep_takes_unused_blobs_after_the_retention() {
         grid.sweep_blobs().await.unwrap().is_empty(),
         "just released"
     );
-    tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     assert_eq!(grid.sweep_blobs().await.unwrap().len(), 1);
     assert!(grid.list_blobs().await.unwrap().is_empty());
 }
