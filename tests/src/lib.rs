@@ -18,6 +18,7 @@ pub mod browser_cache;
 pub mod dashboard;
 pub mod disk;
 pub mod raw;
+pub mod slices;
 
 use std::fs::File;
 use std::net::SocketAddr;

@@ -29,91 +29,21 @@
 //! - Firefox reads a mounted file exactly too, fetching it once.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use grid_cli::client::Client;
+use grid_kernels::JobResult;
 use grid_kernels::wasm::{InputFile, WasmInputs};
-use grid_kernels::{ContentDigest, JobResult};
 use grid_protocol::api::{JobRequest, JobState, WasmRequest};
-use grid_tests::browser::{
-    BrowserTest, PAGE_TIMEOUT, TestPage, ensure_wasm_built, exclusive_grid, repo_root,
-};
+use grid_tests::browser::{BrowserTest, PAGE_TIMEOUT, TestPage, ensure_wasm_built, exclusive_grid};
 use grid_tests::browser_cache::{
     Firefox, blob_bytes_served, blobs_on_disk, cache_card, cached_modules, corrupt_cached_blob,
     stay_visible, wait_for_cache,
 };
+use grid_tests::slices::{data, expected, slicehash, slices, submit};
 use grid_tests::wait_for_workers;
-use sha2::{Digest as _, Sha256};
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(300);
-
-fn slicehash() -> Vec<u8> {
-    let path: PathBuf = repo_root().join("examples/build/slicehash.wasm");
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{} is missing ({e}): run `make examples` (make test does)",
-            path.display()
-        )
-    })
-}
-
-/// Deterministic bytes that are not all alike (xorshift).
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
-/// One slice a task, `(offset, length)`, spread over the whole file (the
-/// last ones run past its end, which reads what is there); `salt` makes
-/// another job's slices.
-fn slices(len: usize, tasks: usize, salt: usize) -> Vec<(usize, usize)> {
-    (0..tasks)
-        .map(|i| {
-            let offset = ((i + salt) * 7919 * 131 + i * len / tasks) % len;
-            (offset, 1 + ((i + salt) * 104_729) % 50_000)
-        })
-        .collect()
-}
-
-/// What slicehash prints for each slice.
-fn expected(file: &[u8], slices: &[(usize, usize)]) -> Vec<String> {
-    slices
-        .iter()
-        .map(|&(offset, length)| {
-            let end = (offset + length).min(file.len());
-            let digest = Sha256::digest(&file[offset..end]);
-            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-            format!("{hex}\n")
-        })
-        .collect()
-}
-
-/// Submits a slicehash job over `file`, mounted as `data.bin`.
-async fn submit(client: &Client, file: ContentDigest, slices: &[(usize, usize)]) -> u64 {
-    let (module, _) = client.ensure_blob(slicehash()).await.unwrap();
-    let lines: String = slices
-        .iter()
-        .map(|(offset, length)| format!("data.bin {offset} {length}\n"))
-        .collect();
-    let (lines, _) = client.ensure_blob(lines.into_bytes()).await.unwrap();
-    let mut request = WasmRequest::new(module);
-    request.name = Some("slicehash.wasm".into());
-    request.inputs = Some(WasmInputs::Lines(lines));
-    request.files = BTreeMap::from([("data.bin".to_string(), file)]);
-    client
-        .submit(&JobRequest::new(request))
-        .await
-        .expect("the job is accepted")
-        .id
-}
 
 /// Waits for the job and checks every task's stdout against the oracle.
 async fn assert_exact(client: &Client, job: u64, file: &[u8], slices: &[(usize, usize)]) {
@@ -181,7 +111,7 @@ async fn two_tabs_fetch_a_shared_file_once_each_at_most_and_not_again_after_a_re
     let before = blob_bytes_served(test.url()).await;
 
     let cuts = slices(file.len(), 400, 0);
-    let job = submit(&client, digest, &cuts).await;
+    let job = submit(&client, digest, &cuts, 1).await;
     let started = Instant::now();
     assert_exact(&client, job, &file, &cuts).await;
     let took = started.elapsed();
@@ -230,7 +160,7 @@ async fn two_tabs_fetch_a_shared_file_once_each_at_most_and_not_again_after_a_re
     }
     wait_for_workers(&client, "both tabs again", |w| w.len() == 4).await;
     let cuts = slices(file.len(), 400, 17);
-    let job = submit(&client, digest, &cuts).await;
+    let job = submit(&client, digest, &cuts, 1).await;
     let started = Instant::now();
     assert_exact(&client, job, &file, &cuts).await;
     let took = started.elapsed();
@@ -279,7 +209,13 @@ async fn a_copy_corrupted_in_the_tabs_cache_is_caught_fetched_again_and_counted(
     let page = test.open_donor_page(1).await;
     let before = blob_bytes_served(test.url()).await;
     let cuts = slices(file.len(), 20, 0);
-    assert_exact(&client, submit(&client, digest, &cuts).await, &file, &cuts).await;
+    assert_exact(
+        &client,
+        submit(&client, digest, &cuts, 1).await,
+        &file,
+        &cuts,
+    )
+    .await;
     assert_eq!(blob_bytes_served(test.url()).await - before, size);
 
     // Between two page loads, with no worker running, a bit flips on disk.
@@ -291,7 +227,13 @@ async fn a_copy_corrupted_in_the_tabs_cache_is_caught_fetched_again_and_counted(
     );
     reload(&test, &page, 1).await;
     let cuts = slices(file.len(), 20, 5);
-    assert_exact(&client, submit(&client, digest, &cuts).await, &file, &cuts).await;
+    assert_exact(
+        &client,
+        submit(&client, digest, &cuts, 1).await,
+        &file,
+        &cuts,
+    )
+    .await;
     assert_eq!(
         blob_bytes_served(test.url()).await - before,
         2 * size,
@@ -366,7 +308,7 @@ async fn wrong_bytes_from_the_coordinator_fail_the_tasks_naming_the_blob() {
     std::fs::write(&stored, &wrong).expect("the stored blob is replaced");
     let page = test.open_donor_page(1).await;
     let before = blob_bytes_served(test.url()).await;
-    let job = submit(&client, digest, &slices(file.len(), 3, 0)).await;
+    let job = submit(&client, digest, &slices(file.len(), 3, 0), 1).await;
     let status = grid_tests::wait_for_job(&client, job, JOB_TIMEOUT).await;
     assert_eq!(status.state, JobState::Failed, "{status:?}");
     // The job's error is what the last worker said with `failed`.
@@ -421,8 +363,8 @@ async fn the_donors_quota_keeps_the_file_used_last_and_clear_empties_the_cache()
         .await;
     wait_connected(&page, 1).await;
     let cuts = slices(MIB, 10, 0);
-    assert_exact(&client, submit(&client, a, &cuts).await, &first, &cuts).await;
-    assert_exact(&client, submit(&client, b, &cuts).await, &second, &cuts).await;
+    assert_exact(&client, submit(&client, a, &cuts, 1).await, &first, &cuts).await;
+    assert_exact(&client, submit(&client, b, &cuts, 1).await, &second, &cuts).await;
     let card = cache_card(&page).await;
     assert_eq!(card.blobs, vec![b.to_string()], "{card:?}");
     assert_eq!(blobs_on_disk(&page).await, vec![(b.hex(), MIB as u64)]);
@@ -454,7 +396,7 @@ async fn the_donors_quota_keeps_the_file_used_last_and_clear_empties_the_cache()
     reload(&test, &page, 1).await;
     let before = blob_bytes_served(test.url()).await;
     let cuts = slices(MIB, 10, 3);
-    assert_exact(&client, submit(&client, b, &cuts).await, &second, &cuts).await;
+    assert_exact(&client, submit(&client, b, &cuts, 1).await, &second, &cuts).await;
     assert_eq!(blob_bytes_served(test.url()).await - before, MIB as u64);
     test.finish(page).await;
 }
@@ -472,7 +414,13 @@ async fn a_tab_keeping_files_in_memory_says_so_and_reads_them_exactly() {
     wait_connected(&page, 2).await;
     let before = blob_bytes_served(test.url()).await;
     let cuts = slices(file.len(), 30, 0);
-    assert_exact(&client, submit(&client, digest, &cuts).await, &file, &cuts).await;
+    assert_exact(
+        &client,
+        submit(&client, digest, &cuts, 1).await,
+        &file,
+        &cuts,
+    )
+    .await;
     let card = cache_card(&page).await;
     assert!(!card.persistent, "{card:?}");
     assert_eq!(card.blobs, vec![digest.to_string()]);
@@ -504,7 +452,13 @@ async fn firefox_reads_a_mounted_file_exactly_and_fetches_it_once() {
     wait_for_workers(&client, "Firefox's two threads", |w| w.len() == 2).await;
     let before = blob_bytes_served(&grid.url).await;
     let cuts = slices(file.len(), 60, 0);
-    assert_exact(&client, submit(&client, digest, &cuts).await, &file, &cuts).await;
+    assert_exact(
+        &client,
+        submit(&client, digest, &cuts, 1).await,
+        &file,
+        &cuts,
+    )
+    .await;
     assert_eq!(
         blob_bytes_served(&grid.url).await - before,
         file.len() as u64,

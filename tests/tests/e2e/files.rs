@@ -8,95 +8,17 @@
 //! coordinator's disk fails its tasks visibly, never silently wrong. The
 //! blob capability opens only the blobs of a batch the worker holds.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use grid_kernels::KernelKind;
-use grid_kernels::wasm::WasmInputs;
 use grid_kernels::{ContentDigest, JobResult};
-use grid_protocol::api::{JobRequest, JobState, JobStatus, WasmRequest};
+use grid_protocol::api::{JobState, JobStatus};
 use grid_protocol::{TaskInput, WorkerMessage};
-use grid_tests::browser::repo_root;
 use grid_tests::raw::{self, RawSocket};
+use grid_tests::slices::{data, expected, slicehash, slices, submit};
 use grid_tests::{TestGrid, TestWorker, metrics, wait_for_job, wait_for_workers};
 use grid_worker_native::CacheOptions;
-use sha2::{Digest as _, Sha256};
-
-fn slicehash() -> Vec<u8> {
-    let path: PathBuf = repo_root().join("examples/build/slicehash.wasm");
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{} is missing ({e}): run `make examples` (make test does)",
-            path.display()
-        )
-    })
-}
-
-/// Deterministic bytes that are not all alike.
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
-/// One slice a task: `(offset, length)`, spread over the file.
-fn slices(len: usize, tasks: usize) -> Vec<(usize, usize)> {
-    (0..tasks)
-        .map(|i| {
-            let offset = (i * 7919 * 131) % len;
-            (offset, 1 + (i * 104_729) % 50_000)
-        })
-        .collect()
-}
-
-fn expected(file: &[u8], slices: &[(usize, usize)]) -> Vec<String> {
-    slices
-        .iter()
-        .map(|&(offset, length)| {
-            let end = (offset + length).min(file.len());
-            let digest = Sha256::digest(&file[offset..end]);
-            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-            format!("{hex}\n")
-        })
-        .collect()
-}
-
-/// Submits a slicehash job over `file` (uploaded as `data.bin`).
-async fn submit(
-    grid: &TestGrid,
-    file: ContentDigest,
-    slices: &[(usize, usize)],
-    redundancy: u32,
-) -> u64 {
-    let client = grid.client();
-    let (module, _) = client.ensure_blob(slicehash()).await.unwrap();
-    let lines: String = slices
-        .iter()
-        .map(|(offset, length)| format!("data.bin {offset} {length}\n"))
-        .collect();
-    let (lines, _) = client.ensure_blob(lines.into_bytes()).await.unwrap();
-    let mut request = WasmRequest::new(module);
-    request.inputs = Some(WasmInputs::Lines(lines));
-    request.files = BTreeMap::from([("data.bin".to_string(), file)]);
-    let status = client
-        .submit(&JobRequest {
-            kernel: request.into(),
-            tasks: None,
-            redundancy: Some(redundancy),
-            quorum: Some(redundancy),
-            max_replicas: None,
-        })
-        .await
-        .unwrap();
-    status.id
-}
 
 async fn outputs(grid: &TestGrid, job: u64) -> Vec<String> {
     let JobResult::Wasm { tasks } = grid.client().result(job).await.unwrap() else {
@@ -155,8 +77,8 @@ async fn a_shared_file_is_fetched_once_per_worker_cache_and_read_exactly() {
     let before = served(&grid).await;
 
     // 60 tasks, each replicated on both workers: both must read the file.
-    let cuts = slices(file.len(), 60);
-    let job = submit(&grid, digest, &cuts, 2).await;
+    let cuts = slices(file.len(), 60, 0);
+    let job = submit(&grid.client(), digest, &cuts, 2).await;
     done(&grid, job).await;
     assert_eq!(outputs(&grid, job).await, expected(&file, &cuts));
     let first = served(&grid).await - before;
@@ -193,8 +115,8 @@ async fn a_shared_file_is_fetched_once_per_worker_cache_and_read_exactly() {
     let workers = start(&caches);
     wait_for_workers(&grid.client(), "two workers again", |w| w.len() == 2).await;
     // The workers said in their hello what they hold.
-    let cuts = slices(file.len(), 40);
-    let job = submit(&grid, digest, &cuts, 2).await;
+    let cuts = slices(file.len(), 40, 1);
+    let job = submit(&grid.client(), digest, &cuts, 2).await;
     done(&grid, job).await;
     assert_eq!(outputs(&grid, job).await, expected(&file, &cuts));
     assert_eq!(
@@ -230,7 +152,7 @@ async fn a_blob_corrupted_on_the_coordinator_fails_its_tasks_visibly() {
     std::fs::write(&stored, &wrong).unwrap();
     let _workers = [grid.worker(1, "a"), grid.worker(1, "b")];
     wait_for_workers(&grid.client(), "two workers", |w| w.len() == 2).await;
-    let job = submit(&grid, digest, &slices(file.len(), 4), 1).await;
+    let job = submit(&grid.client(), digest, &slices(file.len(), 4, 0), 1).await;
     let status = wait_for_job(&grid.client(), job, Duration::from_secs(60)).await;
     assert_eq!(status.state, JobState::Failed, "{status:?}");
     let error = status.error.clone().unwrap_or_default();
@@ -253,7 +175,7 @@ async fn a_capability_opens_only_the_blobs_of_a_batch_the_worker_holds() {
     let mut hello = raw::hello(1, "raw");
     hello.kernels = Some(vec![KernelKind::Wasm]);
     let (mut worker, _) = RawSocket::join_with(&grid.url, hello).await;
-    let job = submit(&grid, ours, &[(0, 10)], 1).await;
+    let job = submit(&grid.client(), ours, &[(0, 10)], 1).await;
     let batch = worker.receive_batch().await;
     assert_eq!(batch.job, job);
     let capability = batch
