@@ -386,7 +386,7 @@ proptest! {
             // Even jobs need a kernel the browser tab does not run.
             let id = i as u64 + 1;
             // Jobs read files 0 to 2 (job 4 reads none), for locality.
-            let locality = if id % 4 == 0 { Vec::new() } else { vec![(id % 4 - 1, 1 << 20)] };
+            let locality = if id.is_multiple_of(4) { Vec::new() } else { vec![(id % 4 - 1, 1 << 20)] };
             s.add_job(JobPlan { needs: Capabilities(1 << (id % 2)), locality, ..plan(id, tasks, redundancy) });
         }
         let mut h = Harness {
