@@ -8,7 +8,8 @@
 //!
 //! Names, in the order they run: `throughput` (1), `dask` (2), `efficiency`
 //! (3), `connections` (4), `latency` (5), `wasm` (6), `kernels` (7, users'
-//! kernels: what preparation costs, tiny wasm tasks). Other options:
+//! kernels: what preparation costs, tiny wasm tasks), `data` (8, jobs'
+//! files: blob bytes per task, blob serving, locality). Other options:
 //! `--grid PATH` (the `grid` binary; default `target/release/grid`),
 //! `--connections N` (default 10,000), `--dask-tasks N` (submit only N of the
 //! 100,000 tasks to Dask and extrapolate), `--efficiency-work S` (seconds of
@@ -23,6 +24,8 @@
 
 #[path = "../bench/dask.rs"]
 mod dask;
+#[path = "../bench/data.rs"]
+mod data;
 #[path = "../bench/efficiency.rs"]
 mod efficiency;
 #[path = "../bench/env.rs"]
@@ -51,7 +54,7 @@ use anyhow::{Context, bail};
 
 use report::Row;
 
-const NAMES: [&str; 7] = [
+const NAMES: [&str; 8] = [
     "throughput",
     "dask",
     "efficiency",
@@ -59,6 +62,7 @@ const NAMES: [&str; 7] = [
     "latency",
     "wasm",
     "kernels",
+    "data",
 ];
 
 /// Settings and raw results shared by the benchmarks.
@@ -205,6 +209,7 @@ async fn bench() -> anyhow::Result<()> {
             "latency" => latency::latency(&mut ctx).await,
             "wasm" => wasm::wasm(&mut ctx).await,
             "kernels" => kernels::kernels(&mut ctx).await,
+            "data" => data::data(&mut ctx).await,
             _ => unreachable!("names are checked"),
         };
         match outcome {
