@@ -47,7 +47,8 @@ impl Scheduler {
     /// Oldest first, unless some job's tasks read blobs (locality): then
     /// 1. a job that has had no batch out for `locality_patience_ms`, so
     ///    no job starves while workers serve the files they hold;
-    /// 2. jobs whose blobs the worker holds, oldest first;
+    /// 2. jobs whose blobs the worker holds (or is fetching: those of the
+    ///    batches it has out), oldest first;
     /// 3. jobs no worker is on, fewest bytes to fetch first (new files
     ///    spread over workers instead of every worker fetching one);
     /// 4. the rest, fewest bytes to fetch first.
@@ -68,7 +69,15 @@ impl Scheduler {
         if !local || !self.config.locality {
             return ids;
         }
-        let holds = &self.workers[&worker].holds;
+        // What it holds, and what it is fetching: the blobs of the jobs of
+        // the batches it has out (its cache report comes only after).
+        let state = &self.workers[&worker];
+        let mut holds = state.holds.clone();
+        for batch in &state.batches {
+            if let Some(job) = self.batches.get(batch).and_then(|b| self.jobs.get(&b.job)) {
+                holds.extend(job.plan.locality.iter().map(|(key, _)| *key));
+            }
+        }
         let patience = self.config.locality_patience_ms;
         let mut keyed: Vec<((u8, u64, JobId), JobId)> = ids
             .into_iter()

@@ -779,3 +779,20 @@ fn a_job_nobody_holds_is_served_after_the_patience_not_starved() {
     );
     s.check_consistency().unwrap();
 }
+
+#[test]
+fn a_worker_keeps_to_the_job_whose_file_it_is_fetching() {
+    let mut s = Scheduler::new(config());
+    s.add_job(plan_reading(1, 100, 11));
+    s.add_job(plan_reading(2, 100, 12));
+    s.add_worker(1, 1, 1, Capabilities::ALL, 0);
+    s.add_worker(2, 2, 1, Capabilities::ALL, 0);
+    // No reports yet: each takes a job nobody is on, and its second batch
+    // (the pipeline) is of the same job, whose file it is fetching.
+    let first = s.grant(1, 0).unwrap();
+    let second = s.grant(2, 0).unwrap();
+    assert_ne!(first.job, second.job);
+    assert_eq!(s.grant(1, 0).unwrap().job, first.job);
+    assert_eq!(s.grant(2, 0).unwrap().job, second.job);
+    s.check_consistency().unwrap();
+}
