@@ -18,7 +18,6 @@
 //! that replaces the stopped one computes the next job, all on one
 //! connection.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use grid_cli::client::Client;
@@ -27,9 +26,8 @@ use grid_kernels::wasm::{Trap, WasmInputs};
 use grid_kernels::{JobResult, WasmTaskResult};
 use grid_protocol::WorkerKind;
 use grid_protocol::api::{JobRequest, JobState, WasmRequest, WorkerInfo};
-use grid_tests::browser::{
-    BrowserTest, PAGE_TIMEOUT, ensure_firefox, ensure_wasm_built, exclusive_grid,
-};
+use grid_tests::browser::{BrowserTest, PAGE_TIMEOUT, ensure_wasm_built, exclusive_grid};
+use grid_tests::browser_cache::Firefox;
 use grid_tests::wait_for_workers;
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(180);
@@ -480,54 +478,6 @@ async fn chromium_and_native_workers_agree_on_every_wasm_outcome() {
     let done = page.text("#tasks-done").await.unwrap();
     eprintln!("the Chromium worker computed {done} tasks in {compute}");
     test.finish(page).await;
-}
-
-/// A headless Firefox with a throwaway profile, killed when dropped.
-struct Firefox {
-    child: Child,
-    _profile: tempfile::TempDir,
-}
-
-impl Firefox {
-    fn open(url: &str) -> Firefox {
-        let binary = ensure_firefox().expect("Firefox is installed");
-        let profile = tempfile::tempdir().expect("a profile folder");
-        // No first-run pages, no updates or telemetry: the donor page only.
-        std::fs::write(
-            profile.path().join("user.js"),
-            [
-                r#"user_pref("browser.shell.checkDefaultBrowser", false);"#,
-                r#"user_pref("browser.startup.homepage_override.mstone", "ignore");"#,
-                r#"user_pref("app.update.enabled", false);"#,
-                r#"user_pref("datareporting.policy.dataSubmissionEnabled", false);"#,
-                r#"user_pref("toolkit.telemetry.reportingpolicy.firstRun", false);"#,
-                r#"user_pref("browser.aboutwelcome.enabled", false);"#,
-            ]
-            .join("\n"),
-        )
-        .unwrap();
-        let child = Command::new(binary)
-            .args(["--headless", "--no-remote", "--profile"])
-            .arg(profile.path())
-            .arg(url)
-            .env("MOZ_HEADLESS", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("Firefox starts");
-        Firefox {
-            child,
-            _profile: profile,
-        }
-    }
-}
-
-impl Drop for Firefox {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
