@@ -60,6 +60,23 @@ impl JobDefinition {
         }
     }
 
+    /// The longest output (its canonical bytes) one of the job's tasks can
+    /// have, for a wasm job; None for built-in kernels, whose outputs
+    /// always fit in a results frame.
+    pub fn largest_output_bytes(&self) -> Option<u64> {
+        match &self.spec {
+            KernelSpec::Wasm(params) => Some(params.limits().max_outcome_bytes()),
+            _ => None,
+        }
+    }
+
+    /// Whether the job's batches carry a capability: its workers read some
+    /// of [`Self::worker_blobs`], or may store outputs too large for a
+    /// results frame.
+    pub fn needs_capability(&self) -> bool {
+        self.workers_read_blobs() || crate::grid::outputs_may_upload(self.largest_output_bytes())
+    }
+
     /// Whether workers read some of [`Self::worker_blobs`] (its batches then
     /// carry a capability).
     pub fn workers_read_blobs(&self) -> bool {

@@ -408,6 +408,11 @@ impl WasmLimits {
         stdout_bytes: 64 * 1024 * 1024,
         stderr_bytes: 4096,
     };
+    /// The longest outcome (its canonical bytes) a task under these limits
+    /// can have: a whole stdout and stderr and the fixed fields.
+    pub fn max_outcome_bytes(&self) -> u64 {
+        21 + u64::from(self.stdout_bytes) + u64::from(self.stderr_bytes)
+    }
     /// The most memory a job may ask for (4 GiB is wasm32's whole space).
     pub const MAX_MEMORY_MIB: u32 = 4096;
     /// The most stdout a job may allow a task.

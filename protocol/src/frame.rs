@@ -15,6 +15,13 @@
 //! (u32), the fuel it reports (u64; a wasm outcome's fuel used, else 0) and
 //! the 32 bytes of the output's SHA-256: 52 bytes in all.
 //!
+//! An *uploaded* entry (an output over [`crate::worker::OUTPUT_BLOB_BYTES`],
+//! which the worker stored as a blob under its batch's capability before
+//! sending this) has `L = 0xFFFF_FFFE` and then the same 44 bytes: the
+//! output's length, its fuel and its SHA-256, which is the blob's name. The
+//! coordinator reads the blob and takes it as the output; a frame that
+//! names a blob it does not hold is refused like any impossible output.
+//!
 //! The output bytes are the kernel's canonical encoding
 //! ([`grid_kernels::output`]): a Mandelbrot band is 4 bytes a pixel rather
 //! than a JSON array of numbers, and the bytes replicas are compared by are
@@ -33,6 +40,8 @@ use crate::{CloseCode, MAX_RESULTS_FRAME_BYTES};
 pub const RESULTS_FRAME_TYPE: u8 = 0x01;
 /// The output length that marks a digest-only entry.
 pub const DIGEST_ONLY_MARKER: u32 = u32::MAX;
+/// The output length that marks an uploaded entry.
+pub const UPLOADED_MARKER: u32 = u32::MAX - 1;
 /// Outputs this long or shorter always travel in full: a digest-only entry
 /// would be no smaller.
 pub const DIGEST_ONLY_MIN_BYTES: usize = 64;
@@ -49,9 +58,13 @@ pub struct TaskResult {
     pub output: Bytes,
     /// Set for a digest-only result: what the worker sent instead.
     pub digest_only: Option<DigestOnly>,
+    /// Set for an uploaded result: the blob that holds the output. Never
+    /// set together with `digest_only`.
+    pub uploaded: Option<DigestOnly>,
 }
 
-/// What a digest-only result says of the output it did not send.
+/// What a digest-only or uploaded result says of the output it did not
+/// send in the frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DigestOnly {
     /// SHA-256 of the output bytes.
@@ -152,17 +165,21 @@ impl ResultsFrame {
         for _ in 0..count {
             let task = reader.u32("task index")?;
             let len = reader.u32("output length")?;
-            if len == DIGEST_ONLY_MARKER {
-                let len = reader.u32("digest-only output length")?;
-                let fuel = reader.u64("digest-only fuel")?;
-                let digest = reader
-                    .take(32, "digest-only digest")?
-                    .try_into()
-                    .expect("32 bytes");
+            if len == DIGEST_ONLY_MARKER || len == UPLOADED_MARKER {
+                let sent = DigestOnly {
+                    len: reader.u32("digest entry's output length")?,
+                    fuel: reader.u64("digest entry's fuel")?,
+                    digest: reader
+                        .take(32, "digest entry's digest")?
+                        .try_into()
+                        .expect("32 bytes"),
+                };
+                let uploaded = len == UPLOADED_MARKER;
                 results.push(TaskResult {
                     task,
                     output: Bytes::new(),
-                    digest_only: Some(DigestOnly { digest, len, fuel }),
+                    digest_only: (!uploaded).then_some(sent),
+                    uploaded: uploaded.then_some(sent),
                 });
                 continue;
             }
@@ -171,6 +188,7 @@ impl ResultsFrame {
                 task,
                 output,
                 digest_only: None,
+                uploaded: None,
             });
         }
         if !reader.bytes.is_empty() {
@@ -182,9 +200,10 @@ impl ResultsFrame {
     pub fn encode(&self) -> Vec<u8> {
         let mut builder = ResultsFrameBuilder::new(self.batch);
         for result in &self.results {
-            match result.digest_only {
-                Some(sent) => builder.push_digest(result.task, sent),
-                None => builder.push_bytes(result.task, &result.output),
+            match (result.digest_only, result.uploaded) {
+                (Some(sent), _) => builder.push_digest(result.task, sent),
+                (None, Some(sent)) => builder.push_uploaded(result.task, sent),
+                (None, None) => builder.push_bytes(result.task, &result.output),
             }
         }
         builder.finish()
@@ -226,9 +245,17 @@ impl ResultsFrameBuilder {
     /// A digest-only entry: the output's SHA-256, length and fuel instead
     /// of the output.
     pub fn push_digest(&mut self, task: u32, sent: DigestOnly) {
+        self.push_reference(task, DIGEST_ONLY_MARKER, sent);
+    }
+
+    /// An uploaded entry: the output is blob `sent.digest`, stored already.
+    pub fn push_uploaded(&mut self, task: u32, sent: DigestOnly) {
+        self.push_reference(task, UPLOADED_MARKER, sent);
+    }
+
+    fn push_reference(&mut self, task: u32, marker: u32, sent: DigestOnly) {
         self.bytes.extend_from_slice(&task.to_le_bytes());
-        self.bytes
-            .extend_from_slice(&DIGEST_ONLY_MARKER.to_le_bytes());
+        self.bytes.extend_from_slice(&marker.to_le_bytes());
         self.bytes.extend_from_slice(&sent.len.to_le_bytes());
         self.bytes.extend_from_slice(&sent.fuel.to_le_bytes());
         self.bytes.extend_from_slice(&sent.digest);
@@ -293,6 +320,7 @@ mod tests {
                     task: 7,
                     output: Bytes::copy_from_slice(&5u64.to_le_bytes()),
                     digest_only: None,
+                    uploaded: None,
                 }]
             }
         );
@@ -332,6 +360,28 @@ mod tests {
     }
 
     #[test]
+    fn an_uploaded_entry_differs_from_a_digest_only_one_in_its_marker_alone() {
+        let sent = DigestOnly {
+            digest: [0xcd; 32],
+            len: 3 << 20,
+            fuel: 9,
+        };
+        let mut digest = ResultsFrameBuilder::new(1);
+        digest.push_digest(3, sent);
+        let mut uploaded = ResultsFrameBuilder::new(1);
+        uploaded.push_uploaded(3, sent);
+        let (digest, uploaded) = (digest.finish(), uploaded.finish());
+        assert_eq!(uploaded[17..21], [0xfe, 0xff, 0xff, 0xff]);
+        assert_eq!(digest[..17], uploaded[..17]);
+        assert_eq!(digest[21..], uploaded[21..]);
+        let frame = ResultsFrame::decode(&uploaded).unwrap();
+        assert_eq!(frame.results[0].uploaded, Some(sent));
+        assert_eq!(frame.results[0].digest_only, None);
+        assert!(frame.results[0].output.is_empty());
+        assert_eq!(frame.encode(), uploaded);
+    }
+
+    #[test]
     fn shared_decoding_views_the_frame_instead_of_copying_it() {
         let mut builder = ResultsFrameBuilder::new(3);
         builder.push(0, &TaskOutput::Count(1));
@@ -358,6 +408,7 @@ mod tests {
                 task: 0,
                 output: Bytes::from_static(&[1, 2, 3]),
                 digest_only: None,
+                uploaded: None,
             }],
         }
         .encode();
@@ -394,7 +445,7 @@ mod tests {
     proptest! {
         #[test]
         fn frames_round_trip(batch: u64, results in proptest::collection::vec((any::<u32>(), proptest::collection::vec(any::<u8>(), 0..40)), 1..20)) {
-            let frame = ResultsFrame { batch, results: results.into_iter().map(|(task, output)| TaskResult { task, output: output.into(), digest_only: None }).collect() };
+            let frame = ResultsFrame { batch, results: results.into_iter().map(|(task, output)| TaskResult { task, output: output.into(), digest_only: None, uploaded: None }).collect() };
             prop_assert_eq!(ResultsFrame::decode(&frame.encode()).unwrap(), frame);
         }
 

@@ -454,6 +454,17 @@ impl WorkerSession {
         recorded
     }
 
+    /// Records an output the driver stored as a blob first, because
+    /// [`TaskRef::uploads`] said so; `sent` names it. False as for
+    /// [`Self::finish_task`].
+    pub fn finish_uploaded(&mut self, task: &TaskRef, sent: crate::frame::DigestOnly) -> bool {
+        let recorded = self.core.complete_uploaded(task, sent);
+        if recorded {
+            self.tasks_done += 1;
+        }
+        recorded
+    }
+
     /// Computing `task` failed (a kernel panicked): tell the coordinator
     /// which task and why, in at most [`MAX_ERROR_CHARS`] characters.
     pub fn fail_task(&mut self, task: &TaskRef, error: &str) {
@@ -676,7 +687,7 @@ mod tests {
         assert_eq!(
             hello,
             [
-                r#"{"type":"hello","protocol":3,"kind":"browser","threads":1,"name":"kiosk","session":"tab-1"}"#
+                r#"{"type":"hello","protocol":4,"kind":"browser","threads":1,"name":"kiosk","session":"tab-1"}"#
             ]
         );
         worker.on_text(&welcome(), 1).unwrap();
@@ -1051,7 +1062,7 @@ mod tests {
         worker.on_open(now + 250);
         assert_eq!(
             decoded(&worker.take_outgoing(now + 250)),
-            [r#"{"type":"hello","protocol":3,"kind":"browser","threads":1,"session":"s"}"#]
+            [r#"{"type":"hello","protocol":4,"kind":"browser","threads":1,"session":"s"}"#]
         );
     }
 

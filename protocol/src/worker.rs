@@ -20,6 +20,11 @@ use crate::tasks::TaskRanges;
 /// A results frame is sent once it holds this many bytes, even if its batch is
 /// not finished, so that big outputs stream rather than pile up.
 pub const FLUSH_BYTES: usize = 1024 * 1024;
+/// An output longer than this (its canonical encoding) does not travel in
+/// a results frame when its batch has a capability: the worker stores it
+/// as a blob first (`PUT /api/blobs/...` with `Grid-Capability`) and the
+/// frame names it ([`TaskRef::uploads`], [`WorkerCore::complete_uploaded`]).
+pub const OUTPUT_BLOB_BYTES: usize = FLUSH_BYTES;
 
 /// One task to compute, with what computing it needs.
 #[derive(Debug, Clone)]
@@ -31,10 +36,44 @@ pub struct TaskRef {
     pub index: u32,
     /// The task's input (a wasm task's stdin); empty if the batch has none.
     pub input: TaskInput,
-    /// The batch's capability for reading its job's blobs, if it has one.
+    /// The batch's capability for reading its job's blobs (and storing
+    /// large outputs), if it has one.
     pub capability: Option<Arc<str>>,
+    /// Whether its output goes as a digest (another replica sends it).
+    pub digest_only: bool,
     /// The connection generation of the core that handed it out.
     pub generation: u64,
+}
+
+impl TaskRef {
+    /// Whether an output of `len` bytes (its canonical encoding) must be
+    /// stored as a blob before the task completes: it is over
+    /// [`OUTPUT_BLOB_BYTES`], the batch has a capability to store it
+    /// under, and it is not going as a digest anyway. The driver uploads
+    /// it and calls [`WorkerCore::complete_uploaded`].
+    pub fn uploads(&self, len: usize) -> bool {
+        len > OUTPUT_BLOB_BYTES && self.capability.is_some() && !self.digest_only
+    }
+}
+
+impl DigestOnly {
+    /// What a digest entry says of `output`, whose encoding is `bytes`.
+    pub fn of(output: &TaskOutput, bytes: &[u8]) -> DigestOnly {
+        DigestOnly {
+            digest: ContentDigest::of(bytes).0,
+            len: bytes.len() as u32,
+            fuel: match output {
+                TaskOutput::Wasm(outcome) => outcome.fuel_used,
+                _ => 0,
+            },
+        }
+    }
+}
+
+/// How a completed task's output goes into its results frame.
+enum Entry<'a> {
+    Output(&'a TaskOutput),
+    Uploaded(DigestOnly),
 }
 
 #[derive(Debug)]
@@ -142,6 +181,7 @@ impl WorkerCore {
             index,
             input: held.inputs.pop_front().unwrap_or_default(),
             capability: held.capability.clone(),
+            digest_only: held.digest_only.contains(index),
             generation: self.generation,
         })
     }
@@ -150,6 +190,17 @@ impl WorkerCore {
     /// the meantime or the task belongs to another connection (the output is
     /// dropped).
     pub fn complete(&mut self, task: &TaskRef, output: &TaskOutput) -> bool {
+        self.record(task, Entry::Output(output))
+    }
+
+    /// Records an output the driver stored as a blob (see
+    /// [`TaskRef::uploads`]); `sent` names it. False as for
+    /// [`Self::complete`].
+    pub fn complete_uploaded(&mut self, task: &TaskRef, sent: DigestOnly) -> bool {
+        self.record(task, Entry::Uploaded(sent))
+    }
+
+    fn record(&mut self, task: &TaskRef, entry: Entry<'_>) -> bool {
         if !self.owns(task) {
             return false;
         }
@@ -158,12 +209,14 @@ impl WorkerCore {
         };
         let held = &mut self.batches[position];
         held.running -= 1;
+        let entry_bytes = match entry {
+            Entry::Output(output) => ResultsFrameBuilder::entry_bytes(output),
+            Entry::Uploaded(_) => ResultsFrameBuilder::DIGEST_ENTRY_BYTES,
+        };
         let builder = held
             .pending
             .get_or_insert_with(|| ResultsFrameBuilder::new(task.batch));
-        if !builder.is_empty()
-            && builder.len_bytes() + ResultsFrameBuilder::entry_bytes(output) > FLUSH_BYTES
-        {
+        if !builder.is_empty() && builder.len_bytes() + entry_bytes > FLUSH_BYTES {
             let full = held
                 .pending
                 .replace(ResultsFrameBuilder::new(task.batch))
@@ -172,21 +225,15 @@ impl WorkerCore {
         }
         let held = &mut self.batches[position];
         let builder = held.pending.as_mut().expect("present");
-        if held.digest_only.contains(task.index) && output.encoded_len() > DIGEST_ONLY_MIN_BYTES {
-            let bytes = output.to_bytes();
-            builder.push_digest(
-                task.index,
-                DigestOnly {
-                    digest: ContentDigest::of(&bytes).0,
-                    len: bytes.len() as u32,
-                    fuel: match output {
-                        TaskOutput::Wasm(outcome) => outcome.fuel_used,
-                        _ => 0,
-                    },
-                },
-            );
-        } else {
-            builder.push(task.index, output);
+        match entry {
+            Entry::Uploaded(sent) => builder.push_uploaded(task.index, sent),
+            Entry::Output(output)
+                if held.digest_only.contains(task.index)
+                    && output.encoded_len() > DIGEST_ONLY_MIN_BYTES =>
+            {
+                builder.push_digest(task.index, DigestOnly::of(output, &output.to_bytes()));
+            }
+            Entry::Output(output) => builder.push(task.index, output),
         }
         self.tasks_done += 1;
         if held.is_finished() {
@@ -433,6 +480,47 @@ mod tests {
             "a short output goes in full: a digest would be no smaller"
         );
         assert_eq!(frame.results[2].digest_only, None);
+    }
+
+    #[test]
+    fn large_outputs_of_batches_with_a_capability_go_as_uploads() {
+        let mut core = WorkerCore::new(1);
+        core.on_batch(Batch {
+            capability: Some("1.abc".into()),
+            digest_only: Some(TaskRanges::from_indices([2])),
+            ..batch(1, &[0, 1, 2])
+        });
+        core.on_batch(batch(2, &[3]));
+        let tasks: Vec<TaskRef> = std::iter::from_fn(|| core.next_task()).collect();
+        let big = OUTPUT_BLOB_BYTES + 1;
+        assert!(
+            !tasks[0].uploads(OUTPUT_BLOB_BYTES),
+            "at the threshold: inline"
+        );
+        assert!(tasks[0].uploads(big));
+        assert!(tasks[1].uploads(big));
+        assert!(
+            !tasks[2].uploads(big),
+            "a digest-only replica sends a digest"
+        );
+        assert!(!tasks[3].uploads(big), "no capability, nowhere to store it");
+        let sent = DigestOnly {
+            digest: [7; 32],
+            len: big as u32,
+            fuel: 5,
+        };
+        assert!(core.complete_uploaded(&tasks[0], sent));
+        assert!(core.complete(&tasks[1], &TaskOutput::Count(1)));
+        assert!(core.complete(&tasks[2], &TaskOutput::Count(2)));
+        let frames = core.take_frames(false);
+        let frame = ResultsFrame::decode(&frames[0]).unwrap();
+        assert_eq!(frame.results[0].uploaded, Some(sent));
+        assert_eq!(frame.results[1].uploaded, None);
+        assert_eq!(frame.results[1].output[..], 1u64.to_le_bytes());
+        // A stale task is dropped, uploaded or not.
+        let mut later = WorkerCore::new(2);
+        later.on_batch(batch(1, &[0]));
+        assert!(!later.complete_uploaded(&tasks[0], sent));
     }
 
     #[test]

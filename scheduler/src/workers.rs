@@ -101,6 +101,13 @@ impl Scheduler {
         self.batches.get(&batch).map(|b| b.job)
     }
 
+    /// The job of a live batch and how many tasks it was granted.
+    pub fn batch_tasks(&self, batch: BatchId) -> Option<(JobId, u32)> {
+        self.batches
+            .get(&batch)
+            .map(|b| (b.job, b.tasks.len() as u32))
+    }
+
     /// The job of `batch` if it is live and leased to `worker`: what a
     /// results frame from `worker` for it may be checked against.
     pub fn lease_of(&self, worker: WorkerId, batch: BatchId) -> Option<JobId> {

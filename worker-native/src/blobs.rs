@@ -17,6 +17,9 @@
 //!
 //! What the worker holds in memory and on disk is what it reports to the
 //! coordinator; [`Blobs::version`] changes with it.
+//!
+//! The other way, [`Blobs::upload`] stores an output too large for a
+//! results frame (`PUT /api/blobs/...` under the batch's capability).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -299,6 +302,33 @@ impl Blobs {
             ));
         }
         Ok(bytes)
+    }
+
+    /// Stores `bytes` (a task's output) as blob `digest` under
+    /// `capability`; an error says what the coordinator answered.
+    pub(crate) fn upload(
+        &self,
+        digest: &ContentDigest,
+        bytes: Vec<u8>,
+        capability: &str,
+    ) -> Result<(), String> {
+        let url = format!("{}/api/blobs/{digest}", self.base);
+        let request = self
+            .http
+            .put(&url)
+            .header("Grid-Capability", capability)
+            .body(bytes);
+        self.runtime
+            .block_on(async {
+                let response = request.send().await?;
+                let status = response.status();
+                if status.is_success() {
+                    return Ok(());
+                }
+                let text = response.text().await.unwrap_or_default();
+                anyhow::bail!("{status}: {}", text.trim())
+            })
+            .map_err(|e| format!("cannot store the output as {digest}: {e:#}"))
     }
 
     async fn download(

@@ -16,8 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
-use grid_kernels::{KernelSpec, TaskRunner};
+use grid_kernels::{ContentDigest, KernelSpec, TaskOutput, TaskRunner};
+use grid_protocol::frame::DigestOnly;
 use grid_protocol::session::WorkerSession;
+use grid_protocol::worker::TaskRef;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
@@ -95,6 +97,8 @@ fn compute_thread(pool: Arc<Pool>, wasm: Arc<WasmKernels>) {
                 .run(spec, task.job_tasks, task.index)
                 .map_err(|e| e.to_string()),
         }));
+        // An output too large for a results frame is stored first, unlocked.
+        let output = output.map(|run| run.and_then(|output| upload_if_large(&wasm, &task, output)));
         let mut session = pool.lock();
         let version = wasm.blobs.version();
         if version != cache_version {
@@ -102,8 +106,11 @@ fn compute_thread(pool: Arc<Pool>, wasm: Arc<WasmKernels>) {
             session.set_holdings(wasm.blobs.holdings());
         }
         match output {
-            Ok(Ok(output)) => {
+            Ok(Ok(Done::Output(output))) => {
                 session.finish_task(&task, &output);
+            }
+            Ok(Ok(Done::Uploaded(sent))) => {
+                session.finish_uploaded(&task, sent);
             }
             Ok(Err(error)) => session.fail_task(&task, &error),
             Err(panic) => {
@@ -125,4 +132,26 @@ fn compute_thread(pool: Arc<Pool>, wasm: Arc<WasmKernels>) {
             pool.ready.notify_one();
         }
     }
+}
+
+/// A computed task, as it goes into the session.
+enum Done {
+    Output(TaskOutput),
+    /// Stored as a blob, which the results frame names.
+    Uploaded(DigestOnly),
+}
+
+/// Stores `output` as a blob if the session would not send it in a results
+/// frame ([`TaskRef::uploads`]); a failed upload fails the task.
+fn upload_if_large(wasm: &WasmKernels, task: &TaskRef, output: TaskOutput) -> Result<Done, String> {
+    if !task.uploads(output.encoded_len()) {
+        return Ok(Done::Output(output));
+    }
+    let capability = task.capability.as_deref().expect("uploads() checked it");
+    let bytes = output.to_bytes();
+    let sent = DigestOnly::of(&output, &bytes);
+    drop(output);
+    wasm.blobs
+        .upload(&ContentDigest(sent.digest), bytes, capability)?;
+    Ok(Done::Uploaded(sent))
 }

@@ -137,6 +137,51 @@ pub async fn get_response(
     Ok(response)
 }
 
+/// Stores `bytes` (a task's output too large for a results frame) as blob
+/// `digest` at the coordinator `base`, under the batch's `capability`:
+/// `PUT {base}/api/blobs/sha256:<hex>`. An error says what it answered.
+pub async fn put_blob(
+    base: &str,
+    digest: &ContentDigest,
+    bytes: &[u8],
+    capability: &str,
+) -> Result<(), String> {
+    let url = format!("{base}/api/blobs/{digest}");
+    let fail = |e: JsValue| format!("cannot store the output as {digest}: {}", describe(&e));
+    let init = web_sys::RequestInit::new();
+    init.set_method("PUT");
+    init.set_cache(web_sys::RequestCache::NoStore);
+    init.set_signal(Some(&web_sys::AbortSignal::timeout_with_u32(
+        FETCH_TIMEOUT_MS,
+    )));
+    let headers = web_sys::Headers::new().map_err(fail)?;
+    headers
+        .append(CAPABILITY_HEADER, capability)
+        .map_err(fail)?;
+    init.set_headers_headers(&headers);
+    init.set_body(&Uint8Array::from(bytes));
+    let response: web_sys::Response = JsFuture::from(global_fetch(&url, &init))
+        .await
+        .map_err(fail)?
+        .unchecked_into();
+    if response.ok() {
+        return Ok(());
+    }
+    let text = match response.text() {
+        Ok(promise) => JsFuture::from(promise)
+            .await
+            .ok()
+            .and_then(|t| t.as_string())
+            .unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    Err(format!(
+        "cannot store the output as {digest}: HTTP {} {}",
+        response.status(),
+        text.trim()
+    ))
+}
+
 /// A response's body as bytes.
 pub async fn body(response: &web_sys::Response) -> Result<ArrayBuffer, String> {
     let fail = |e: JsValue| format!("cannot read {}: {}", response.url(), describe(&e));

@@ -55,6 +55,7 @@ use std::cell::{Cell, RefCell};
 
 use grid_kernels::{ContentDigest, KernelKind, KernelSpec, TaskOutput, TaskRunner};
 use grid_protocol::close::close_reason;
+use grid_protocol::frame::DigestOnly;
 use grid_protocol::session::{Ended, Fault, Next, Outgoing, TICK_MS, WorkerSession};
 use grid_protocol::worker::TaskRef;
 use grid_protocol::{CloseCode, Hello, PROTOCOL_VERSION, TaskInput, WorkerKind};
@@ -899,8 +900,12 @@ impl App {
                 self.rest_after(busy);
                 match result {
                     Ok(outcome) => {
-                        self.session
-                            .finish_task(&running.task, &TaskOutput::Wasm(outcome));
+                        let output = TaskOutput::Wasm(outcome);
+                        if running.task.uploads(output.encoded_len()) {
+                            self.upload_output(running.task, &output);
+                        } else {
+                            self.session.finish_task(&running.task, &output);
+                        }
                     }
                     // The module could not run here (a host fault): the task
                     // goes elsewhere. The kernel thread dropped its files,
@@ -927,6 +932,35 @@ impl App {
                 self.end_kernel_task();
             }
         }
+    }
+
+    /// Stores an output too large for a results frame as a blob, then
+    /// finishes its task naming it (or fails the task if the coordinator
+    /// would not store it). The next task need not wait for it.
+    fn upload_output(&self, task: TaskRef, output: &TaskOutput) {
+        let base = grid_protocol::http_base(&self.url);
+        let bytes = output.to_bytes();
+        let sent = DigestOnly::of(output, &bytes);
+        wasm_bindgen_futures::spawn_local(async move {
+            let capability = task.capability.clone().unwrap_or_default();
+            let stored =
+                crate::fetch::put_blob(&base, &ContentDigest(sent.digest), &bytes, &capability)
+                    .await;
+            drop(bytes);
+            with_app(|app| {
+                match stored {
+                    Ok(()) => {
+                        app.session.finish_uploaded(&task, sent);
+                    }
+                    Err(error) => {
+                        web_sys::console::warn_1(&error.clone().into());
+                        app.session.fail_task(&task, &error);
+                    }
+                }
+                app.pump();
+            });
+            report();
+        });
     }
 
     /// Stops the running (or preparing) user's task, if there is one, by terminating its

@@ -35,11 +35,40 @@ fn no_content() -> Response {
     warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response()
 }
 
+/// Who stores an upload: the token holder, or a worker storing a task's
+/// output under its batch's capability (see `grid::outputs`).
+enum Uploader {
+    Owner,
+    Batch(String),
+}
+
+fn uploader(
+    shared: &Shared,
+) -> impl Filter<Extract = (Uploader,), Error = Rejection> + Clone + use<> {
+    let token = shared.grid.config().token.clone();
+    warp::header::optional::<String>("authorization")
+        .and(warp::header::optional::<String>(CAPABILITY_HEADER))
+        .and_then(
+            move |authorization: Option<String>, capability: Option<String>| {
+                let decided = if auth::authorized(authorization.as_deref(), &token) {
+                    Ok(Uploader::Owner)
+                } else if let Some(capability) = capability {
+                    Ok(Uploader::Batch(capability))
+                } else {
+                    Err(warp::reject::custom(Unauthorized))
+                };
+                async move { decided }
+            },
+        )
+}
+
 /// `PUT /api/blobs/{digest}`: stores the body as the blob it names, once
 /// (201; 200 if it was stored already, without reading the body). The bytes
 /// are hashed as they arrive; a body that is not the digest it was sent to
 /// (400), over the limit (413), that breaks off (400) or that finds the
-/// disk full (507) is refused and leaves nothing.
+/// disk full (507) is refused and leaves nothing. With the token it is an
+/// upload; with a batch's `Grid-Capability` instead, a task's output (403
+/// if the capability stores none, 413 over the job's largest output).
 pub(super) fn blob_put(
     shared: Shared,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
@@ -49,19 +78,27 @@ pub(super) fn blob_put(
         .and(warp::path("blobs"))
         .and(digest())
         .and(warp::path::end())
-        .and(authorized(&shared))
+        .and(uploader(&shared))
         .and(warp::body::content_length_limit(limit))
         .and(warp::body::stream())
         .and(with_shared(shared))
-        .and_then(|digest: ContentDigest, body, shared: Shared| async move {
-            let (info, created) = shared.grid.put_blob(digest, body).await.map_err(reject)?;
-            let status = if created {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
-            Ok::<_, Rejection>(json(&info, status))
-        })
+        .and_then(
+            move |digest: ContentDigest, uploader, body, shared: Shared| async move {
+                let stored = match uploader {
+                    Uploader::Owner => shared.grid.put_blob(digest, body, limit).await,
+                    Uploader::Batch(capability) => {
+                        shared.grid.put_output_blob(&capability, digest, body).await
+                    }
+                };
+                let (info, created) = stored.map_err(reject)?;
+                let status = if created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                };
+                Ok::<_, Rejection>(json(&info, status))
+            },
+        )
 }
 
 /// `GET /api/blobs`: every stored upload, with its size, references and

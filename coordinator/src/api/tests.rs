@@ -625,23 +625,44 @@ async fn a_capability_reads_its_jobs_files_and_nothing_else_says_so() {
     )
     .await;
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
-    // The capability reads; it does not list, upload or delete.
+    // The capability reads; it does not list or delete.
     for (method, path) in [
         ("GET", "/api/blobs".to_string()),
         ("DELETE", format!("/api/blobs/{other}")),
-        ("PUT", format!("/api/blobs/{other}")),
     ] {
         let request = warp::test::request()
             .method(method)
             .path(&path)
-            .header("grid-capability", &capability)
-            .body("another upload");
+            .header("grid-capability", &capability);
         assert_eq!(
             reply(&api, request).await.status(),
             StatusCode::UNAUTHORIZED,
             "{method} {path}"
         );
     }
+    // It stores its tasks' outputs (the job's may be too large for a
+    // frame); a forged one stores nothing, and says so.
+    let output = b"an output".to_vec();
+    let digest = ContentDigest::of(&output);
+    let put = |capability: &str| {
+        warp::test::request()
+            .method("PUT")
+            .path(&format!("/api/blobs/{digest}"))
+            .header("grid-capability", capability)
+            .body(output.clone())
+    };
+    let forged = format!("{}.{}", batch.batch, "0".repeat(32));
+    let refused = reply(&api, put(&forged)).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert!(
+        error_of(&refused).contains("stores no outputs"),
+        "{}",
+        error_of(&refused)
+    );
+    assert_eq!(
+        reply(&api, put(&capability)).await.status(),
+        StatusCode::CREATED
+    );
 }
 
 /// `GET /api/blobs` lists uploads with their references, for the token
@@ -721,7 +742,7 @@ async fn the_sweep_takes_unused_blobs_after_the_retention() {
         wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start")))"#)
             .unwrap();
     let (module, created) = grid
-        .put_blob(ContentDigest::of(&module), chunks(&module))
+        .put_blob(ContentDigest::of(&module), chunks(&module), u64::MAX)
         .await
         .unwrap();
     assert!(created);
@@ -733,7 +754,7 @@ async fn the_sweep_takes_unused_blobs_after_the_retention() {
         .unwrap();
     // Uploaded after the job, whose preparation may take a while: fresh.
     let (unused, _) = grid
-        .put_blob(ContentDigest::of(b"unused"), chunks(b"unused"))
+        .put_blob(ContentDigest::of(b"unused"), chunks(b"unused"), u64::MAX)
         .await
         .unwrap();
     assert!(grid.sweep_blobs().await.unwrap().is_empty(), "all fresh");

@@ -60,6 +60,7 @@ impl Grid {
         &self,
         digest: ContentDigest,
         body: S,
+        limit: u64,
     ) -> Result<(BlobInfo, bool), ApiError>
     where
         S: futures_util::Stream<Item = Result<B, E>>,
@@ -76,10 +77,7 @@ impl Grid {
         {
             return Ok((BlobInfo { digest, size }, false));
         }
-        let created = self
-            .blobs
-            .put(digest, body, self.config.max_blob_bytes)
-            .await?;
+        let created = self.blobs.put(digest, body, limit).await?;
         let gone = || {
             ApiError::Conflict(format!(
                 "blob {digest} was deleted while it was uploaded; upload it again"

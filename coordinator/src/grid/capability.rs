@@ -33,22 +33,23 @@ impl Grid {
         mac
     }
 
-    /// Whether `capability` opens blob `digest` now: it is genuine, its
-    /// batch is still leased, and the blob is one its job's tasks read.
-    pub fn capability_allows(&self, capability: &str, digest: &ContentDigest) -> bool {
-        let Some((batch, mac)) = capability.trim().split_once('.') else {
-            return false;
-        };
-        let Ok(batch) = batch.parse::<u64>() else {
-            return false;
-        };
+    /// The batch of a genuine capability (leased or not).
+    pub(super) fn capability_batch(&self, capability: &str) -> Option<u64> {
+        let (batch, mac) = capability.trim().split_once('.')?;
+        let batch = batch.parse::<u64>().ok()?;
         let genuine: bool = mac
             .as_bytes()
             .ct_eq(self.capability_mac(batch).as_bytes())
             .into();
-        if !genuine {
+        genuine.then_some(batch)
+    }
+
+    /// Whether `capability` opens blob `digest` now: it is genuine, its
+    /// batch is still leased, and the blob is one its job's tasks read.
+    pub fn capability_allows(&self, capability: &str, digest: &ContentDigest) -> bool {
+        let Some(batch) = self.capability_batch(capability) else {
             return false;
-        }
+        };
         let Some(job) = self.scheduler().batch_job(batch) else {
             return false;
         };

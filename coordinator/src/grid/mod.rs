@@ -12,11 +12,13 @@ mod capability;
 mod fuel;
 mod lifecycle;
 mod observe;
+mod outputs;
 mod results;
 mod wasm;
 mod workers;
 
 pub use fuel::FuelSummary;
+pub(crate) use outputs::outputs_may_upload;
 pub use workers::{AddressSlot, locality_key};
 
 use std::collections::HashMap;
@@ -121,6 +123,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// 403: credentials that do not allow this.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     Conflict(String),
     /// 413: a body over its limit.
@@ -183,6 +188,9 @@ pub struct GridCounters {
     /// Output bytes digest-only replicas kept from the network (their
     /// outputs' lengths less the digest entries sent instead).
     pub replica_bytes_saved: AtomicU64,
+    /// Bytes of outputs workers stored as blobs rather than send in
+    /// results frames.
+    pub output_blob_bytes: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -212,6 +220,8 @@ pub struct Grid {
     per_address: DashMap<std::net::IpAddr, usize>,
     /// Keys the batches' blob capabilities; random per run.
     capability_secret: [u8; 32],
+    /// Outputs stored as blobs and not yet named by a results frame.
+    uploads: Mutex<outputs::UploadLedger>,
 }
 
 pub use crate::clock::unix_ms;
@@ -267,6 +277,7 @@ impl Grid {
             verify_seed: rand::random(),
             per_address: DashMap::new(),
             capability_secret: rand::random(),
+            uploads: Mutex::new(outputs::UploadLedger::default()),
             config,
         });
         let restore = grid.clone();
@@ -496,7 +507,7 @@ impl Grid {
                 worker.send(&CoordinatorMessage::Batch(Batch {
                     capability: job
                         .definition
-                        .workers_read_blobs()
+                        .needs_capability()
                         .then(|| self.capability_for(grant.batch)),
                     batch: grant.batch,
                     job: grant.job,

@@ -281,6 +281,13 @@ impl Grid {
             "Output bytes digest-only replicas did not send (their outputs' lengths less the digest entries sent instead).",
             &[("", count(&self.counters.replica_bytes_saved))],
         );
+        family(
+            &mut out,
+            "grid_output_blob_bytes_total",
+            "counter",
+            "Bytes of task outputs workers stored as blobs (over the results frame threshold) rather than sent in results frames.",
+            &[("", count(&self.counters.output_blob_bytes))],
+        );
         self.batch_latency.render(
             &mut out,
             "grid_batch_latency_seconds",

@@ -358,7 +358,7 @@ impl Grid {
                 .map(|r| CheckedResult::Unleased { task: r.task })
                 .collect());
         };
-        for (result, &leased) in results.into_iter().zip(&resolved.leased) {
+        for (mut result, &leased) in results.into_iter().zip(&resolved.leased) {
             if !leased {
                 checked.push(CheckedResult::Unleased { task: result.task });
                 continue;
@@ -375,6 +375,12 @@ impl Grid {
                     sent,
                 });
                 continue;
+            }
+            if let Some(sent) = result.uploaded {
+                // From here on, as if the frame had carried it.
+                result.output = self
+                    .take_uploaded_output(batch, job, result.task, sent)
+                    .await?;
             }
             let output = TaskOutput::decode(job.spec().kind(), &result.output)
                 .and_then(|o| o.check(job.spec(), job.tasks(), result.task).map(|()| o))

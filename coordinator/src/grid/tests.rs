@@ -10,6 +10,7 @@ fn frame(batch: u64) -> ResultsFrame {
     ResultsFrame {
         batch,
         results: vec![TaskResult {
+            uploaded: None,
             digest_only: None,
             task: 0,
             output: Bytes::copy_from_slice(&25u64.to_le_bytes()),
@@ -127,6 +128,7 @@ async fn results_for_returned_tasks_are_duplicates_and_never_checked() {
     let impossible = ResultsFrame {
         batch: batch.batch,
         results: vec![TaskResult {
+            uploaded: None,
             digest_only: None,
             task: tasks[1],
             output: Bytes::copy_from_slice(&u64::MAX.to_le_bytes()),
@@ -153,6 +155,7 @@ async fn a_quarantined_donors_frames_are_refused_unread() {
     let right = ResultsFrame {
         batch: batch.batch,
         results: vec![TaskResult {
+            uploaded: None,
             digest_only: None,
             task: 0,
             output: Bytes::copy_from_slice(&25u64.to_le_bytes()),

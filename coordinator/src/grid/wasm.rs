@@ -286,6 +286,7 @@ mod tests {
         let frame = |outcome: &grid_kernels::wasm::WasmOutcome| grid_protocol::ResultsFrame {
             batch: batch.batch,
             results: vec![grid_protocol::TaskResult {
+                uploaded: None,
                 digest_only: None,
                 task: 0,
                 output: Bytes::from(TaskOutput::Wasm(outcome.clone()).to_bytes()),
@@ -474,5 +475,131 @@ mod tests {
         grid.on_return(&grid.workers.get(&1).unwrap(), batch.batch, &batch.tasks);
         assert!(!grid.capability_allows(&capability, &scene));
         assert_ne!(first.id, second.id);
+    }
+
+    /// An output over the frame threshold is stored under the batch's
+    /// capability and named by its results frame: the coordinator reads it
+    /// back, stores it as the task's output, and deletes the blob. A frame
+    /// naming a blob its batch did not store condemns itself; a job whose
+    /// outputs always fit in a frame gets no capability to store any.
+    #[tokio::test]
+    async fn outputs_too_large_for_a_frame_are_stored_named_read_and_released() {
+        use grid_protocol::frame::DigestOnly;
+        use grid_protocol::worker::OUTPUT_BLOB_BYTES;
+        let dir = tempfile::tempdir().unwrap();
+        let grid = open_grid(dir.path()).await;
+        let module = upload(&grid, &wat::parse_str(ECHO).unwrap()).await;
+        let (outbox, mut queue) = mpsc::channel(64);
+        let hello = Hello {
+            kernels: Some(vec![KernelKind::Wasm]),
+            ..native_hello(1, None)
+        };
+        let worker = grid.register_worker(hello, None, outbox).unwrap();
+
+        let small = grid
+            .submit(JobRequest::new(WasmRequest {
+                stdout_bytes: Some(4096),
+                ..WasmRequest::new(module)
+            }))
+            .await
+            .unwrap();
+        let batch = next_batch(&mut queue).await;
+        assert_eq!(batch.job, small.id);
+        assert_eq!(batch.capability, None, "its outputs always fit in a frame");
+        grid.cancel(small.id).await.unwrap();
+
+        let job = grid
+            .submit(JobRequest::new(WasmRequest::new(module)))
+            .await
+            .unwrap();
+        let batch = next_batch(&mut queue).await;
+        assert_eq!(batch.job, job.id);
+        let capability = batch
+            .capability
+            .clone()
+            .expect("a capability to store outputs");
+        let outcome = |stdout: Vec<u8>| {
+            TaskOutput::Wasm(grid_kernels::wasm::WasmOutcome {
+                trap: None,
+                exit_code: 0,
+                fuel_used: 11,
+                stdout,
+                stderr: Vec::new(),
+            })
+        };
+        let large = outcome(vec![b'x'; OUTPUT_BLOB_BYTES + 1]);
+        let bytes = large.to_bytes();
+        let sent = DigestOnly::of(&large, &bytes);
+        let digest = ContentDigest(sent.digest);
+        let body = |b: &[u8]| {
+            futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::copy_from_slice(b))])
+        };
+
+        // A forged capability stores nothing.
+        let forged = format!("{}.{}", batch.batch, "0".repeat(32));
+        let refused = grid.put_output_blob(&forged, digest, body(&bytes)).await;
+        assert!(
+            matches!(refused, Err(ApiError::Forbidden(_))),
+            "{refused:?}"
+        );
+        assert!(!grid.blobs().contains(&digest));
+
+        // A frame naming a blob its batch did not store is refused whole.
+        let frame = |entries: Vec<grid_protocol::TaskResult>| grid_protocol::ResultsFrame {
+            batch: batch.batch,
+            results: entries,
+        };
+        let uploaded = |task: u32, sent: DigestOnly| grid_protocol::TaskResult {
+            task,
+            output: Bytes::new(),
+            digest_only: None,
+            uploaded: Some(sent),
+        };
+        let (stored, created) = grid
+            .put_output_blob(&capability, digest, body(&bytes))
+            .await
+            .unwrap();
+        assert!(created);
+        assert_eq!(stored.size, bytes.len() as u64);
+        assert!(grid.blobs().contains(&digest));
+        let entries = vec![uploaded(0, sent)];
+        let resolved = grid
+            .resolve_frame(&worker, &frame(entries.clone()))
+            .unwrap();
+        let checked = grid
+            .check_frame(&worker, &resolved, frame(entries))
+            .await
+            .expect("the stored output is read back as the task's");
+        let outcome = grid
+            .record_frame(&worker, batch.batch, resolved, checked)
+            .await
+            .unwrap();
+        assert_eq!(outcome.accepted, 1);
+        assert_eq!(
+            grid.task_output(job.id, 0).await.unwrap().len(),
+            OUTPUT_BLOB_BYTES + 1,
+            "the output as it was uploaded"
+        );
+        assert!(!grid.blobs().contains(&digest), "the blob goes once read");
+        assert_eq!(
+            grid.counters.output_blob_bytes.load(Ordering::Relaxed),
+            bytes.len() as u64
+        );
+        assert_eq!(grid.job_status(job.id).unwrap().state, JobState::Done);
+
+        let last = grid
+            .submit(JobRequest::new(WasmRequest::new(module)))
+            .await
+            .unwrap();
+        let batch = next_batch(&mut queue).await;
+        assert_eq!(batch.job, last.id);
+        let never = grid_protocol::ResultsFrame {
+            batch: batch.batch,
+            results: vec![uploaded(0, sent)],
+        };
+        let resolved = grid.resolve_frame(&worker, &never).unwrap();
+        let refused = grid.check_frame(&worker, &resolved, never).await;
+        assert!(refused.is_err(), "a blob its batch never stored");
+        assert!(grid.scheduler().standing(worker.donor).quarantined);
     }
 }
