@@ -16,13 +16,7 @@ use crate::browser::{PAGE_TIMEOUT, TestPage, ensure_firefox};
 /// The coordinator's count of blob bytes it sent to workers
 /// (`grid_blob_bytes_served_total` in `GET /metrics`).
 pub async fn blob_bytes_served(url: &str) -> u64 {
-    let text = crate::metrics(url).await;
-    text.lines()
-        .find_map(|l| l.strip_prefix("grid_blob_bytes_served_total "))
-        .unwrap_or_else(|| panic!("no grid_blob_bytes_served_total in\n{text}"))
-        .trim()
-        .parse()
-        .expect("a count")
+    crate::metric(url, "grid_blob_bytes_served_total").await
 }
 
 /// What a tab's cache card shows: the blobs listed, used last first, and

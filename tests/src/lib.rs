@@ -379,6 +379,17 @@ pub async fn metrics(url: &str) -> String {
         .expect("the metrics text")
 }
 
+/// One figure of the coordinator at `url`'s `/metrics`, by its
+/// sample's name, labels included: `grid_x_total` or `grid_x_total{a="b"}`.
+pub async fn metric(url: &str, name: &str) -> u64 {
+    let text = metrics(url).await;
+    let prefix = format!("{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}")) as u64
+}
+
 /// `grid run ARGS...` (one wasm task, run locally) with `stdin`: (exit
 /// code, stdout, stderr).
 pub fn grid_run(args: &[&str], stdin: &[u8]) -> (i32, Vec<u8>, String) {

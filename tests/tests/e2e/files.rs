@@ -17,7 +17,7 @@ use grid_protocol::api::{JobState, JobStatus};
 use grid_protocol::{TaskInput, WorkerMessage};
 use grid_tests::raw::{self, RawSocket};
 use grid_tests::slices::{data, expected, slicehash, slices, submit};
-use grid_tests::{TestGrid, TestWorker, metrics, wait_for_job, wait_for_workers};
+use grid_tests::{TestGrid, TestWorker, wait_for_job, wait_for_workers};
 use grid_worker_native::CacheOptions;
 
 async fn outputs(grid: &TestGrid, job: u64) -> Vec<String> {
@@ -34,11 +34,7 @@ async fn outputs(grid: &TestGrid, job: u64) -> Vec<String> {
 
 /// A figure of the coordinator's `/metrics`, by its line's prefix.
 async fn metric(grid: &TestGrid, name: &str) -> u64 {
-    let text = metrics(&grid.url).await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name))
-        .and_then(|rest| rest.trim().parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{text}")) as u64
+    grid_tests::metric(&grid.url, name.trim_end()).await
 }
 
 /// The coordinator's count of blob bytes it sent.

@@ -32,6 +32,7 @@ mod hostile;
 mod jobs;
 mod limits;
 mod monitor;
+mod outputs;
 mod protocol;
 mod silent_coordinator;
 mod smoke;
