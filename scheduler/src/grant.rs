@@ -51,7 +51,10 @@ impl Scheduler {
     ///    batches it has out), oldest first;
     /// 3. jobs no worker is on, fewest bytes to fetch first (new files
     ///    spread over workers instead of every worker fetching one);
-    /// 4. the rest, fewest bytes to fetch first.
+    /// 4. the rest, fewest bytes to fetch first, but only jobs with more
+    ///    tasks left to hand out than their workers have out: a job about
+    ///    to be finished by the workers on it is not worth fetching files
+    ///    for (its last round goes to them, and this worker waits).
     fn jobs_in_order(&mut self, worker: WorkerId, offers: Capabilities, now: u64) -> Vec<JobId> {
         let eligible = |j: &JobState| !j.paused && offers.covers(j.plan.needs) && j.issuable() > 0;
         let mut ids: Vec<JobId> = Vec::new();
@@ -81,7 +84,7 @@ impl Scheduler {
         let patience = self.config.locality_patience_ms;
         let mut keyed: Vec<((u8, u64, JobId), JobId)> = ids
             .into_iter()
-            .map(|id| {
+            .filter_map(|id| {
                 let job = &self.jobs[&id];
                 let missing: u64 = job
                     .plan
@@ -99,10 +102,12 @@ impl Scheduler {
                     (1, 0, id)
                 } else if job.batches_out == 0 {
                     (2, missing, id)
-                } else {
+                } else if job.issuable() > job.in_flight() {
                     (3, missing, id)
+                } else {
+                    return None;
                 };
-                (rank, id)
+                Some((rank, id))
             })
             .collect();
         keyed.sort_unstable();

@@ -196,6 +196,12 @@ impl JobState {
         u64::from(self.plan.tasks - self.fresh) + self.wanting.len() as u64
     }
 
+    /// Issued, undecided tasks that need no other copy now: roughly the
+    /// tasks its workers have out.
+    pub fn in_flight(&self) -> u64 {
+        (self.live.len() - self.wanting.len()) as u64
+    }
+
     pub fn ms_per_task_per_thread(&self) -> Option<f64> {
         self.speed.known()
     }

@@ -781,6 +781,37 @@ fn a_job_nobody_holds_is_served_after_the_patience_not_starved() {
 }
 
 #[test]
+fn a_worker_fetches_no_file_for_a_job_about_to_be_finished_by_its_workers() {
+    // Worker 1 finishes its own job (1 task); worker 2, of 8 threads, is
+    // on a job of `tasks` with a batch of 8 out (one a thread, its speed
+    // unknown). What does worker 1 get next?
+    let next_for_worker_1 = |tasks: u32| {
+        let mut s = Scheduler::new(SchedulerConfig {
+            pipeline: 1,
+            ..config()
+        });
+        s.add_job(plan_reading(1, 1, 11));
+        s.add_job(plan_reading(2, tasks, 12));
+        s.add_worker(1, 1, 1, Capabilities::ALL, 0);
+        s.add_worker(2, 2, 8, Capabilities::ALL, 0);
+        s.update_holdings(1, &[11], &[]);
+        s.update_holdings(2, &[12], &[]);
+        let own = s.grant(1, 0).unwrap();
+        assert_eq!(own.job, 1);
+        deliver_all(&mut s, 1, &own, 10);
+        let theirs = s.grant(2, 10).unwrap();
+        assert_eq!((theirs.job, theirs.tasks.len()), (2, 8));
+        let next = s.grant(1, 20);
+        s.check_consistency().unwrap();
+        next.map(|g| (g.job, g.local))
+    };
+    // 4 left to hand out, 8 out: worker 2's next round finishes the job.
+    assert_eq!(next_for_worker_1(12), None);
+    // 32 left: worth fetching the file.
+    assert_eq!(next_for_worker_1(40), Some((2, false)));
+}
+
+#[test]
 fn a_worker_keeps_to_the_job_whose_file_it_is_fetching() {
     let mut s = Scheduler::new(config());
     s.add_job(plan_reading(1, 100, 11));
