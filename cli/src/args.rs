@@ -93,6 +93,17 @@ pub enum Command {
         #[command(subcommand)]
         command: BlobCommand,
     },
+    /// Add, list and remove users (admins only).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Tokens: `grid token rotate NAME` gives a user a new token (the old
+    /// one stops working at once). Admins rotate anyone's, users their own.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Stop handing out a job's tasks (batches already out finish).
     Pause { job: u64 },
     /// Hand out a paused job's tasks again.
@@ -126,6 +137,52 @@ pub enum BlobCommand {
     Rm {
         #[arg(required = true)]
         digests: Vec<grid_kernels::ContentDigest>,
+    },
+}
+
+/// `grid user ...`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user and print its token, once: it is stored hashed and cannot
+    /// be shown again (`grid token rotate NAME` makes a new one).
+    Add {
+        name: String,
+        /// May manage users and see and manage every user's jobs.
+        #[arg(long)]
+        admin: bool,
+        /// Its share of the workers against other users' (default 1).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        weight: Option<u32>,
+        /// The most jobs it may have queued or running at once.
+        #[arg(long)]
+        max_running: Option<u32>,
+        /// The most bytes of uploads kept for it (e.g. 10G).
+        #[arg(long, value_parser = parse_size)]
+        max_storage: Option<u64>,
+        /// The most tasks of its jobs not yet decided, all jobs together.
+        #[arg(long)]
+        max_queued: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List users and their limits.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a user: its token stops working at once (its jobs and uploads
+    /// stay, an admin's to see and remove).
+    Rm { name: String },
+}
+
+/// `grid token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Give user NAME a new token and print it, once.
+    Rotate {
+        name: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -19,7 +19,8 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 use grid_kernels::{ContentDigest, JobResult};
 use grid_protocol::api::{
-    BlobListing, ErrorBody, ExportFormat, Health, JobRequest, JobStatus, WorkerInfo,
+    BlobListing, ErrorBody, ExportFormat, Health, JobRequest, JobStatus, UserInfo, UserRequest,
+    UserToken, WorkerInfo,
 };
 
 /// How much of a file is read at a time, to hash it and to send it.
@@ -209,6 +210,38 @@ impl Client {
         )
         .await?;
         Ok(())
+    }
+
+    /// `POST /api/users`: a new user and its token.
+    pub async fn add_user(&self, request: &UserRequest) -> anyhow::Result<UserToken> {
+        self.json(
+            self.http
+                .post(format!("{}/api/users", self.base))
+                .json(request),
+        )
+        .await
+    }
+
+    /// `GET /api/users`.
+    pub async fn users(&self) -> anyhow::Result<Vec<UserInfo>> {
+        self.json(self.http.get(format!("{}/api/users", self.base)))
+            .await
+    }
+
+    /// `DELETE /api/users/{name}`.
+    pub async fn remove_user(&self, name: &str) -> anyhow::Result<()> {
+        self.send(self.http.delete(format!("{}/api/users/{name}", self.base)))
+            .await?;
+        Ok(())
+    }
+
+    /// `POST /api/users/{name}/token`: a new token for the user.
+    pub async fn rotate_token(&self, name: &str) -> anyhow::Result<UserToken> {
+        self.json(
+            self.http
+                .post(format!("{}/api/users/{name}/token", self.base)),
+        )
+        .await
     }
 
     /// `DELETE /api/jobs/{job}`: a finished job, its results and its hold

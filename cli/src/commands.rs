@@ -17,17 +17,21 @@ use grid_coordinator::store::Durability;
 use grid_coordinator::{ServerConfig, auth};
 use grid_kernels::wasm::{InputFile, WasmInputs, WasmLimits, WasmOutcome, WasmParams};
 use grid_kernels::{ContentDigest, JobResult, KernelKind, KernelSpec};
-use grid_protocol::api::{ExportFormat, JobRequest, JobState, JobStatus, WasmRequest};
+use grid_protocol::api::{
+    ExportFormat, JobRequest, JobState, JobStatus, UserLimits, UserRequest, WasmRequest,
+};
 use grid_worker_native::{self as worker, WorkerOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
 
 use crate::args::{
-    BlobCommand, Cli, Command, KernelArgs, RunArgs, ServeArgs, SubmitArgs, SyncMode, WasmArgs,
-    WorkerArgs,
+    BlobCommand, Cli, Command, KernelArgs, RunArgs, ServeArgs, SubmitArgs, SyncMode, TokenCommand,
+    UserCommand, WasmArgs, WorkerArgs,
 };
 use crate::client::Client;
-use crate::print::{print_blobs, print_jobs, print_json, print_status, print_workers};
+use crate::print::{
+    print_blobs, print_jobs, print_json, print_status, print_token, print_users, print_workers,
+};
 
 /// The file `grid results JOB -o DIR` lists a wasm job's tasks in.
 const INDEX_FILE: &str = "index.json";
@@ -83,6 +87,18 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Blob { command } => blob(&client(&cli)?, command).await,
+        Command::User { command } => user(&client(&cli)?, command).await,
+        Command::Token {
+            command: TokenCommand::Rotate { name, json },
+        } => {
+            let rotated = client(&cli)?.rotate_token(name).await?;
+            if *json {
+                print_json(&rotated);
+            } else {
+                print_token(&rotated);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Pause { job } => {
             client(&cli)?.pause(*job).await?;
             println!("job {job} paused");
@@ -390,6 +406,51 @@ async fn upload(client: &Client, path: &Path) -> anyhow::Result<ContentDigest> {
 }
 
 /// `grid blob put`, `ls` and `rm`.
+async fn user(client: &Client, command: &UserCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        UserCommand::Add {
+            name,
+            admin,
+            weight,
+            max_running,
+            max_storage,
+            max_queued,
+            json,
+        } => {
+            let made = client
+                .add_user(&UserRequest {
+                    name: name.clone(),
+                    admin: *admin,
+                    weight: *weight,
+                    limits: UserLimits {
+                        max_running: *max_running,
+                        max_storage: *max_storage,
+                        max_queued: *max_queued,
+                    },
+                })
+                .await?;
+            if *json {
+                print_json(&made);
+            } else {
+                print_token(&made);
+            }
+        }
+        UserCommand::Ls { json } => {
+            let users = client.users().await?;
+            if *json {
+                print_json(&users);
+            } else {
+                print_users(&users);
+            }
+        }
+        UserCommand::Rm { name } => {
+            client.remove_user(name).await?;
+            println!("removed user {name}; its token no longer works");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn blob(client: &Client, command: &BlobCommand) -> anyhow::Result<ExitCode> {
     match command {
         BlobCommand::Put { files } => {

@@ -2,7 +2,7 @@
 //! people, pretty JSON with `--json`.
 
 use grid_kernels::ResultSummary;
-use grid_protocol::api::{BlobListing, JobStatus, WorkerInfo};
+use grid_protocol::api::{BlobListing, JobStatus, UserInfo, UserToken, WorkerInfo};
 use indicatif::HumanBytes;
 use serde::Serialize;
 
@@ -74,24 +74,69 @@ pub(crate) fn print_status(status: &JobStatus) {
     println!("  result   {}", result_text(status));
 }
 
+/// The jobs as a table; with an OWNER column when they belong to more
+/// than one user (an admin's view: a user sees only its own jobs).
 pub(crate) fn print_jobs(jobs: &[JobStatus]) {
     if jobs.is_empty() {
         println!("no jobs");
         return;
     }
+    let owners = jobs.iter().any(|j| j.owner != jobs[0].owner);
+    let width = jobs.iter().map(|j| j.owner.len()).max().unwrap_or(0).max(5);
+    let owner = |name: &str| {
+        if owners {
+            format!("{name:<width$}  ")
+        } else {
+            String::new()
+        }
+    };
     println!(
-        "{:>5}  {:<14} {:<10} {:>17}  {:>10}  RESULT",
-        "ID", "KERNEL", "STATE", "TASKS", "ELAPSED"
+        "{:>5}  {}{:<14} {:<10} {:>17}  {:>10}  RESULT",
+        "ID",
+        owner("OWNER"),
+        "KERNEL",
+        "STATE",
+        "TASKS",
+        "ELAPSED"
     );
     for job in jobs {
         println!(
-            "{:>5}  {:<14} {:<10} {:>17}  {:>10}  {}",
+            "{:>5}  {}{:<14} {:<10} {:>17}  {:>10}  {}",
             job.id,
+            owner(&job.owner),
             job.spec.kind().name(),
             job.state.name(),
             format!("{}/{}", job.tasks.done, job.tasks.total),
             seconds(job.elapsed_ms),
             result_text(job),
+        );
+    }
+}
+
+/// A new token, with how to use it: it is shown this once.
+pub(crate) fn print_token(made: &UserToken) {
+    println!("{}", made.token);
+    eprintln!(
+        "the token of user {} (shown once; it is stored hashed): export GRID_TOKEN={}",
+        made.user.name, made.token
+    );
+}
+
+pub(crate) fn print_users(users: &[UserInfo]) {
+    println!(
+        "{:<20} {:<6} {:>6}  {:>11}  {:>11}  {:>10}",
+        "NAME", "ADMIN", "WEIGHT", "MAX RUNNING", "MAX STORAGE", "MAX QUEUED"
+    );
+    let or_none = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    for user in users {
+        println!(
+            "{:<20} {:<6} {:>6}  {:>11}  {:>11}  {:>10}",
+            user.name,
+            if user.admin { "yes" } else { "no" },
+            user.weight,
+            or_none(user.limits.max_running.map(|n| n.to_string())),
+            or_none(user.limits.max_storage.map(|b| HumanBytes(b).to_string())),
+            or_none(user.limits.max_queued.map(|n| n.to_string())),
         );
     }
 }

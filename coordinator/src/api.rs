@@ -14,8 +14,10 @@ use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
 mod blobs;
+mod users;
 
 use blobs::{blob_delete, blob_list, blob_put, blob_read, job_remove, module_get};
+use users::{token_rotate, user_add, user_list, user_remove};
 
 use crate::auth;
 use crate::export::{self, Format};
@@ -23,6 +25,7 @@ use crate::grid::{ApiError, Grid};
 use crate::server::PeerAddr;
 use crate::socket::worker::{ConnectionGuard, serve_worker};
 use crate::upgrade;
+use crate::users::Caller;
 use futures_util::StreamExt;
 use grid_kernels::ContentDigest;
 use grid_protocol::api::{ErrorBody, Health, JobRequest};
@@ -72,6 +75,10 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
         blob_read(shared.clone()).boxed(),
         blob_delete(shared.clone()).boxed(),
         module_get(&shared).boxed(),
+        user_add(shared.clone()).boxed(),
+        user_list(shared.clone()).boxed(),
+        user_remove(shared.clone()).boxed(),
+        token_rotate(shared.clone()).boxed(),
         metrics(shared.clone()).boxed(),
         monitor_socket(shared.clone()).boxed(),
         worker_socket(shared.clone()).boxed(),
@@ -104,20 +111,16 @@ fn with_shared(shared: Shared) -> impl Filter<Extract = (Shared,), Error = Infal
     warp::any().map(move || shared.clone())
 }
 
-fn authorized(shared: &Shared) -> impl Filter<Extract = (), Error = Rejection> + Clone + use<> {
-    let token = shared.grid.config().token.clone();
-    warp::header::optional::<String>("authorization")
-        .and_then(move |header: Option<String>| {
-            let ok = auth::authorized(header.as_deref(), &token);
-            async move {
-                if ok {
-                    Ok(())
-                } else {
-                    Err(warp::reject::custom(Unauthorized))
-                }
-            }
-        })
-        .untuple_one()
+/// Who the request's `Authorization: Bearer <token>` says it is; 401 for
+/// no token, or one that is no user's (never issued, rotated, removed).
+fn authorized(
+    shared: &Shared,
+) -> impl Filter<Extract = (Caller,), Error = Rejection> + Clone + use<> {
+    let grid = shared.grid.clone();
+    warp::header::optional::<String>("authorization").and_then(move |header: Option<String>| {
+        let caller = auth::bearer(header.as_deref()).and_then(|token| grid.authenticate(token));
+        async move { caller.ok_or_else(|| warp::reject::custom(Unauthorized)) }
+    })
 }
 
 fn json(value: &impl serde::Serialize, status: StatusCode) -> Response {
@@ -143,12 +146,14 @@ fn submit(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejectio
         .and(warp::body::content_length_limit(limit))
         .and(warp::body::bytes())
         .and(with_shared(shared))
-        .and_then(|body: bytes::Bytes, shared: Shared| async move {
-            let request = JobRequest::decode(&body)
-                .map_err(|e| reject(ApiError::BadRequest(e.to_string())))?;
-            let status = shared.grid.submit(request).await.map_err(reject)?;
-            Ok::<_, Rejection>(json(&status, StatusCode::CREATED))
-        })
+        .and_then(
+            |caller: Caller, body: bytes::Bytes, shared: Shared| async move {
+                let request = JobRequest::decode(&body)
+                    .map_err(|e| reject(ApiError::BadRequest(e.to_string())))?;
+                let status = shared.grid.submit(&caller, request).await.map_err(reject)?;
+                Ok::<_, Rejection>(json(&status, StatusCode::CREATED))
+            },
+        )
 }
 
 fn list_jobs(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
@@ -156,7 +161,7 @@ fn list_jobs(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(warp::get())
         .and(authorized(&shared))
         .and(with_shared(shared))
-        .map(|shared: Shared| json(&shared.grid.list_jobs(), StatusCode::OK))
+        .map(|caller: Caller, shared: Shared| json(&shared.grid.list_jobs(&caller), StatusCode::OK))
 }
 
 fn job_id() -> impl Filter<Extract = (u64,), Error = Rejection> + Clone {
@@ -167,11 +172,11 @@ fn job_id() -> impl Filter<Extract = (u64,), Error = Rejection> + Clone {
 }
 
 /// `/api/jobs/{id}` (with `action` None) or `/api/jobs/{id}/{action}`,
-/// authorized, yielding the job id and the shared state.
+/// authorized, yielding the job id, the caller and the shared state.
 fn job_route(
     shared: &Shared,
     action: Option<&'static str>,
-) -> impl Filter<Extract = (u64, Shared), Error = Rejection> + Clone + use<> {
+) -> impl Filter<Extract = (u64, Caller, Shared), Error = Rejection> + Clone + use<> {
     let action = match action {
         Some(action) => warp::path(action).boxed(),
         None => warp::any().boxed(),
@@ -186,19 +191,19 @@ fn job_route(
 }
 
 fn job_status(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    warp::get()
-        .and(job_route(&shared, None))
-        .and_then(|id: u64, shared: Shared| async move {
-            let status = shared.grid.job_status(id).map_err(reject)?;
+    warp::get().and(job_route(&shared, None)).and_then(
+        |id: u64, caller: Caller, shared: Shared| async move {
+            let status = shared.grid.job_status(&caller, id).map_err(reject)?;
             Ok::<_, Rejection>(json(&status, StatusCode::OK))
-        })
+        },
+    )
 }
 
 fn cancel(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::post()
         .and(job_route(&shared, Some("cancel")))
-        .and_then(|id: u64, shared: Shared| async move {
-            let status = shared.grid.cancel(id).await.map_err(reject)?;
+        .and_then(|id: u64, caller: Caller, shared: Shared| async move {
+            let status = shared.grid.cancel(&caller, id).await.map_err(reject)?;
             Ok::<_, Rejection>(json(&status, StatusCode::OK))
         })
 }
@@ -209,10 +214,10 @@ fn pause(
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     let action = if paused { "pause" } else { "resume" };
     warp::post().and(job_route(&shared, Some(action))).and_then(
-        move |id: u64, shared: Shared| async move {
+        move |id: u64, caller: Caller, shared: Shared| async move {
             let status = shared
                 .grid
-                .set_job_paused(id, paused)
+                .set_job_paused(&caller, id, paused)
                 .await
                 .map_err(reject)?;
             Ok::<_, Rejection>(json(&status, StatusCode::OK))
@@ -301,23 +306,29 @@ fn task_output(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rej
         .and(warp::path::end())
         .and(authorized(&shared))
         .and(with_shared(shared))
-        .and_then(|id: u64, task: u32, shared: Shared| async move {
-            let stdout = shared.grid.task_output(id, task).await.map_err(reject)?;
-            let mut response = Response::new(stdout.into());
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("application/octet-stream"),
-            );
-            Ok::<_, Rejection>(response)
-        })
+        .and_then(
+            |id: u64, task: u32, caller: Caller, shared: Shared| async move {
+                let stdout = shared
+                    .grid
+                    .task_output(&caller, id, task)
+                    .await
+                    .map_err(reject)?;
+                let mut response = Response::new(stdout.into());
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/octet-stream"),
+                );
+                Ok::<_, Rejection>(response)
+            },
+        )
 }
 
 /// `GET /api/jobs/{id}/fuel`: the fuel a wasm job's decided tasks used, in
 /// brief (see [`crate::grid::FuelSummary`]), in any state of the job.
 fn fuel(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::get().and(job_route(&shared, Some("fuel"))).and_then(
-        |id: u64, shared: Shared| async move {
-            let summary = shared.grid.fuel(id).await.map_err(reject)?;
+        |id: u64, caller: Caller, shared: Shared| async move {
+            let summary = shared.grid.fuel(&caller, id).await.map_err(reject)?;
             Ok::<_, Rejection>(json(&summary, StatusCode::OK))
         },
     )
@@ -332,37 +343,39 @@ fn results(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejecti
     warp::get()
         .and(job_route(&shared, Some("results")))
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .and_then(|id: u64, shared: Shared, query: String| async move {
-            let query: ResultsQuery =
-                serde_urlencoded_lite(&query).map_err(|e| reject(ApiError::BadRequest(e)))?;
-            let format: Format = query
-                .format
-                .as_deref()
-                .unwrap_or("json")
-                .parse()
-                .map_err(|e| reject(ApiError::BadRequest(e)))?;
-            let (job, result) = shared.grid.results(id).await.map_err(reject)?;
-            let body =
-                export::render(&result, format).map_err(|e| reject(ApiError::BadRequest(e)))?;
-            let filename = format!(
-                "job-{}-{}.{}",
-                job.id,
-                job.spec().kind(),
-                format.extension()
-            );
-            let mut response = Response::new(body.into());
-            let headers = response.headers_mut();
-            headers.insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static(format.content_type()),
-            );
-            if let Ok(value) =
-                header::HeaderValue::from_str(&format!("attachment; filename=\"{filename}\""))
-            {
-                headers.insert(header::CONTENT_DISPOSITION, value);
-            }
-            Ok::<_, Rejection>(response)
-        })
+        .and_then(
+            |id: u64, caller: Caller, shared: Shared, query: String| async move {
+                let query: ResultsQuery =
+                    serde_urlencoded_lite(&query).map_err(|e| reject(ApiError::BadRequest(e)))?;
+                let format: Format = query
+                    .format
+                    .as_deref()
+                    .unwrap_or("json")
+                    .parse()
+                    .map_err(|e| reject(ApiError::BadRequest(e)))?;
+                let (job, result) = shared.grid.results(&caller, id).await.map_err(reject)?;
+                let body =
+                    export::render(&result, format).map_err(|e| reject(ApiError::BadRequest(e)))?;
+                let filename = format!(
+                    "job-{}-{}.{}",
+                    job.id,
+                    job.spec().kind(),
+                    format.extension()
+                );
+                let mut response = Response::new(body.into());
+                let headers = response.headers_mut();
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static(format.content_type()),
+                );
+                if let Ok(value) =
+                    header::HeaderValue::from_str(&format!("attachment; filename=\"{filename}\""))
+                {
+                    headers.insert(header::CONTENT_DISPOSITION, value);
+                }
+                Ok::<_, Rejection>(response)
+            },
+        )
 }
 
 /// Reads `format=...` from a query string; the only parameter there is.
@@ -386,7 +399,7 @@ fn workers(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejecti
         .and(warp::get())
         .and(authorized(&shared))
         .and(with_shared(shared))
-        .map(|shared: Shared| json(&shared.grid.workers(), StatusCode::OK))
+        .map(|_: Caller, shared: Shared| json(&shared.grid.workers(), StatusCode::OK))
 }
 
 fn worker_socket(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
@@ -462,6 +475,7 @@ async fn handle_rejection(rejection: Rejection) -> Result<Response, Infallible> 
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::LimitReached(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::INSUFFICIENT_STORAGE,

@@ -34,8 +34,34 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<(String, bool)> {
     Ok((token, true))
 }
 
+/// The secret that keys the users' token hashes, in `DATA/token.key`
+/// (mode 0600), created on first start. Lost, every token but the first
+/// admin's (`DATA/token`, hashed again at each start) stops working.
+pub fn load_or_create_key(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
+    let path = data_dir.join("token.key");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let mut key = [0u8; 32];
+            hex::decode_to_slice(text.trim(), &mut key).with_context(|| {
+                format!("{} is not 64 hex digits; delete it to make a new one (every user's token but the first admin's then stops working)", path.display())
+            })?;
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(data_dir)
+                .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+            let key: [u8; 32] = rand::random();
+            write_private(&path, &hex::encode(key))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Writes `contents` to `path`, readable by its owner only.
 #[cfg(unix)]
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
@@ -50,7 +76,7 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 }
 
 #[cfg(not(unix))]
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     std::fs::write(path, format!("{contents}\n"))
 }
 
@@ -60,6 +86,11 @@ pub fn token_matches(presented: &str, token: &str) -> bool {
 }
 
 /// Whether an `Authorization` header value carries the token.
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer(header: Option<&str>) -> Option<&str> {
+    header.and_then(|h| h.strip_prefix("Bearer "))
+}
+
 pub fn authorized(header: Option<&str>, token: &str) -> bool {
     let Some(presented) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
         return false;

@@ -37,6 +37,8 @@ pub struct JobDefinition {
     /// Where a wasm job's tasks read their stdin; `None` for the built-in
     /// kernels and for wasm jobs whose tasks read nothing.
     pub inputs: Option<WasmInputs>,
+    /// The user who submitted it.
+    pub owner: crate::users::UserId,
 }
 
 impl JobDefinition {
@@ -317,7 +319,8 @@ impl Job {
         self.live().lifecycle.state
     }
 
-    pub fn status(&self, now_unix_ms: u64) -> JobStatus {
+    /// The job as its routes show it; `owner` is its owner's name.
+    pub fn status(&self, now_unix_ms: u64, owner: String) -> JobStatus {
         let live = self.live();
         let lifecycle = &live.lifecycle;
         let elapsed_ms = lifecycle.started_at.map(|start| {
@@ -327,6 +330,7 @@ impl Job {
                 .saturating_sub(start)
         });
         JobStatus {
+            owner,
             id: self.id,
             spec: self.definition.spec.clone(),
             state: lifecycle.state,
@@ -359,6 +363,7 @@ mod tests {
 
     fn definition() -> JobDefinition {
         JobDefinition {
+            owner: crate::users::FIRST_ADMIN,
             spec: KernelSpec::Primes(PrimesParams { start: 0, end: 100 }),
             tasks: 4,
             replication: Replication::SINGLE,

@@ -27,6 +27,7 @@ pub mod store;
 pub mod sync;
 pub mod tls;
 pub mod upgrade;
+pub mod users;
 pub mod verify;
 
 use std::future::Future;

@@ -282,6 +282,9 @@ pub struct TaskCounts {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobStatus {
     pub id: u64,
+    /// The name of the user who submitted it.
+    #[serde(default)]
+    pub owner: String,
     /// `kernel` and `params`, as in the request.
     #[serde(flatten)]
     pub spec: KernelSpec,
@@ -303,6 +306,54 @@ pub struct JobStatus {
     pub partial: Option<ResultSummary>,
     /// Why a failed job failed.
     pub error: Option<String>,
+}
+
+/// A user's limits; `None` is no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserLimits {
+    /// Jobs queued or running at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_running: Option<u32>,
+    /// Bytes of uploads kept for the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_storage: Option<u64>,
+    /// Tasks of its queued and running jobs not yet decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queued: Option<u64>,
+}
+
+/// `POST /api/users`: a new user (admins only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserRequest {
+    pub name: String,
+    #[serde(default)]
+    pub admin: bool,
+    /// Its share of the workers against other users'; default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    #[serde(default)]
+    pub limits: UserLimits,
+}
+
+/// A user as `GET /api/users` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    pub name: String,
+    pub admin: bool,
+    pub weight: u32,
+    pub limits: UserLimits,
+    /// Unix milliseconds.
+    pub created_at: u64,
+}
+
+/// A new token, shown this once: the answer to creating a user or
+/// rotating its token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserToken {
+    pub user: UserInfo,
+    pub token: String,
 }
 
 /// A worker connection as `GET /api/workers` lists it.
@@ -591,6 +642,7 @@ mod tests {
     #[test]
     fn status_objects_keep_the_documented_shape_and_read_back() {
         let status = JobStatus {
+            owner: "admin".into(),
             id: 3,
             spec: primes(),
             state: JobState::Done,
@@ -610,7 +662,7 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!({
-                "id": 3, "kernel": "primes", "params": {"start": 0, "end": 100},
+                "id": 3, "owner": "admin", "kernel": "primes", "params": {"start": 0, "end": 100},
                 "state": "done", "paused": false, "tasks": {"total": 4, "done": 4},
                 "redundancy": 1, "quorum": 1, "created_at": 1, "started_at": 2,
                 "finished_at": 5, "elapsed_ms": 3, "result": {"count": 25},

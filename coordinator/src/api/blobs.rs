@@ -35,23 +35,26 @@ fn no_content() -> Response {
     warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response()
 }
 
-/// Who stores an upload: the token holder, or a worker storing a task's
-/// output under its batch's capability (see `grid::outputs`).
+/// Who stores an upload: a user with its token (who then owns it), or a
+/// worker storing a task's output under its batch's capability (see
+/// `grid::outputs`).
 enum Uploader {
-    Owner,
+    User(Caller),
     Batch(String),
 }
 
 fn uploader(
     shared: &Shared,
 ) -> impl Filter<Extract = (Uploader,), Error = Rejection> + Clone + use<> {
-    let token = shared.grid.config().token.clone();
+    let grid = shared.grid.clone();
     warp::header::optional::<String>("authorization")
         .and(warp::header::optional::<String>(CAPABILITY_HEADER))
         .and_then(
             move |authorization: Option<String>, capability: Option<String>| {
-                let decided = if auth::authorized(authorization.as_deref(), &token) {
-                    Ok(Uploader::Owner)
+                let caller =
+                    auth::bearer(authorization.as_deref()).and_then(|t| grid.authenticate(t));
+                let decided = if let Some(caller) = caller {
+                    Ok(Uploader::User(caller))
                 } else if let Some(capability) = capability {
                     Ok(Uploader::Batch(capability))
                 } else {
@@ -85,7 +88,12 @@ pub(super) fn blob_put(
         .and_then(
             move |digest: ContentDigest, uploader, body, shared: Shared| async move {
                 let stored = match uploader {
-                    Uploader::Owner => shared.grid.put_blob(digest, body, limit).await,
+                    Uploader::User(caller) => {
+                        shared
+                            .grid
+                            .put_blob(digest, body, limit, Some(&caller))
+                            .await
+                    }
                     Uploader::Batch(capability) => {
                         shared.grid.put_output_blob(&capability, digest, body).await
                     }
@@ -110,8 +118,8 @@ pub(super) fn blob_list(
         .and(warp::get())
         .and(authorized(&shared))
         .and(with_shared(shared))
-        .and_then(|shared: Shared| async move {
-            let blobs = shared.grid.list_blobs().await.map_err(reject)?;
+        .and_then(|caller: Caller, shared: Shared| async move {
+            let blobs = shared.grid.list_blobs(&caller).await.map_err(reject)?;
             Ok::<_, Rejection>(json(&blobs, StatusCode::OK))
         })
 }
@@ -127,10 +135,16 @@ pub(super) fn blob_delete(
         .and(warp::path::end())
         .and(authorized(&shared))
         .and(with_shared(shared))
-        .and_then(|digest: ContentDigest, shared: Shared| async move {
-            shared.grid.delete_blob(digest).await.map_err(reject)?;
-            Ok::<_, Rejection>(no_content())
-        })
+        .and_then(
+            |digest: ContentDigest, caller: Caller, shared: Shared| async move {
+                shared
+                    .grid
+                    .delete_blob(&caller, digest)
+                    .await
+                    .map_err(reject)?;
+                Ok::<_, Rejection>(no_content())
+            },
+        )
 }
 
 /// `DELETE /api/jobs/{id}`: removes a finished job, its results and its
@@ -138,12 +152,12 @@ pub(super) fn blob_delete(
 pub(super) fn job_remove(
     shared: Shared,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    warp::delete()
-        .and(job_route(&shared, None))
-        .and_then(|id: u64, shared: Shared| async move {
-            shared.grid.remove_job(id).await.map_err(reject)?;
+    warp::delete().and(job_route(&shared, None)).and_then(
+        |id: u64, caller: Caller, shared: Shared| async move {
+            shared.grid.remove_job(&caller, id).await.map_err(reject)?;
             Ok::<_, Rejection>(no_content())
-        })
+        },
+    )
 }
 
 /// Who may read the upload the path names: the token holder (a malformed
@@ -181,8 +195,14 @@ fn may_read(
     }
     let parsed = rest.parse::<ContentDigest>();
     let hidden = || reject(ApiError::NotFound(format!("no blob {rest}")));
-    let digest = if auth::authorized(authorization.as_deref(), &grid.config().token) {
-        parsed.map_err(|e| reject(ApiError::BadRequest(e.to_string())))?
+    let caller = auth::bearer(authorization.as_deref()).and_then(|t| grid.authenticate(t));
+    let digest = if let Some(caller) = caller {
+        // Another user's upload is answered as one that is not there.
+        match parsed {
+            Ok(digest) if grid.blob_readable(&caller, &digest) => digest,
+            Ok(_) => return Err(hidden()),
+            Err(e) => return Err(reject(ApiError::BadRequest(e.to_string()))),
+        }
     } else if let Some(capability) = capability {
         match parsed {
             Ok(digest) if grid.capability_allows(&capability, &digest) => digest,

@@ -131,7 +131,10 @@ async fn bad_requests_get_a_sentence_and_change_nothing() {
         let error = error_of(&response);
         assert!(error.starts_with(message), "{error:?} for {message:?}");
     }
-    assert!(api.grid.list_jobs().is_empty(), "nothing was submitted");
+    assert!(
+        api.grid.list_jobs(&api.grid.first_admin()).is_empty(),
+        "nothing was submitted"
+    );
 }
 
 #[tokio::test]
@@ -182,7 +185,10 @@ async fn finished_job(api: &Api) -> u64 {
     let frame = ResultsFrame::decode_shared(&bytes::Bytes::from(frame.finish())).unwrap();
     api.grid.on_results(&worker, frame).await.unwrap();
     assert_eq!(
-        api.grid.job_status(status.id).unwrap().state,
+        api.grid
+            .job_status(&api.grid.first_admin(), status.id)
+            .unwrap()
+            .state,
         JobState::Done
     );
     assert_eq!(
@@ -375,10 +381,13 @@ async fn a_wasm_jobs_fuel_per_task_is_summed_up() {
     let fuel = [500u64, 100, 300, 200, 400, 100];
     let status = api
         .grid
-        .submit(JobRequest {
-            tasks: Some(fuel.len() as u32),
-            ..JobRequest::new(WasmRequest::new(module))
-        })
+        .submit(
+            &api.grid.first_admin(),
+            JobRequest {
+                tasks: Some(fuel.len() as u32),
+                ..JobRequest::new(WasmRequest::new(module))
+            },
+        )
         .await
         .unwrap();
     let path = format!("/api/jobs/{}/fuel", status.id);
@@ -403,7 +412,13 @@ async fn a_wasm_jobs_fuel_per_task_is_summed_up() {
         )
         .unwrap();
     api.grid.dispatch();
-    while api.grid.job_status(status.id).unwrap().state != JobState::Done {
+    while api
+        .grid
+        .job_status(&api.grid.first_admin(), status.id)
+        .unwrap()
+        .state
+        != JobState::Done
+    {
         let batch = next_batch(&mut queue).await;
         let mut frame = ResultsFrameBuilder::new(batch.batch);
         for task in batch.tasks.iter() {
@@ -557,7 +572,11 @@ async fn leased_job_with_file(
     let module = put_blob(api, &module).await;
     let mut request = WasmRequest::new(module);
     request.files = [("data.bin".to_string(), file)].into();
-    let status = api.grid.submit(JobRequest::new(request)).await.unwrap();
+    let status = api
+        .grid
+        .submit(&api.grid.first_admin(), JobRequest::new(request))
+        .await
+        .unwrap();
     let (outbox, mut queue) = mpsc::channel(64);
     let hello = Hello {
         kernels: Some(vec![KernelKind::Wasm]),
@@ -706,7 +725,7 @@ async fn jobs_hold_their_blobs_until_removed_and_removing_waits_for_the_end() {
     );
     let anonymous = reply(&api, warp::test::request().method("DELETE").path(&job_path)).await;
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
-    api.grid.cancel(job).await.unwrap();
+    api.grid.cancel(&api.grid.first_admin(), job).await.unwrap();
     let removed = reply(&api, authorized("DELETE", &job_path)).await;
     assert_eq!(removed.status(), StatusCode::NO_CONTENT);
     assert_eq!(
@@ -742,19 +761,27 @@ async fn the_sweep_takes_unused_blobs_after_the_retention() {
         wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start")))"#)
             .unwrap();
     let (module, created) = grid
-        .put_blob(ContentDigest::of(&module), chunks(&module), u64::MAX)
+        .put_blob(ContentDigest::of(&module), chunks(&module), u64::MAX, None)
         .await
         .unwrap();
     assert!(created);
     let job = grid
-        .submit(grid_protocol::api::JobRequest::new(
-            grid_protocol::api::WasmRequest::new(module.digest),
-        ))
+        .submit(
+            &grid.first_admin(),
+            grid_protocol::api::JobRequest::new(grid_protocol::api::WasmRequest::new(
+                module.digest,
+            )),
+        )
         .await
         .unwrap();
     // Uploaded after the job, whose preparation may take a while: fresh.
     let (unused, _) = grid
-        .put_blob(ContentDigest::of(b"unused"), chunks(b"unused"), u64::MAX)
+        .put_blob(
+            ContentDigest::of(b"unused"),
+            chunks(b"unused"),
+            u64::MAX,
+            None,
+        )
         .await
         .unwrap();
     assert!(grid.sweep_blobs().await.unwrap().is_empty(), "all fresh");
@@ -773,15 +800,20 @@ async fn the_sweep_takes_unused_blobs_after_the_retention() {
         "{text}"
     );
     // Once the job is gone, so is its module, a retention later.
-    grid.cancel(job.id).await.unwrap();
-    grid.remove_job(job.id).await.unwrap();
+    grid.cancel(&grid.first_admin(), job.id).await.unwrap();
+    grid.remove_job(&grid.first_admin(), job.id).await.unwrap();
     assert!(
         grid.sweep_blobs().await.unwrap().is_empty(),
         "just released"
     );
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     assert_eq!(grid.sweep_blobs().await.unwrap().len(), 1);
-    assert!(grid.list_blobs().await.unwrap().is_empty());
+    assert!(
+        grid.list_blobs(&grid.first_admin())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 fn chunks(bytes: &[u8]) -> impl futures_util::Stream<Item = Result<bytes::Bytes, String>> {

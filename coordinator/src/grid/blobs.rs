@@ -24,6 +24,7 @@ use tokio::sync::watch;
 
 use super::*;
 use crate::store::BlobDeletion;
+use crate::users::Caller;
 use grid_protocol::api::{BlobInfo, BlobListing};
 
 /// How often the retention sweep runs: a quarter of the retention, between
@@ -61,30 +62,54 @@ impl Grid {
         digest: ContentDigest,
         body: S,
         limit: u64,
+        owner: Option<&Caller>,
     ) -> Result<(BlobInfo, bool), ApiError>
     where
         S: futures_util::Stream<Item = Result<B, E>>,
         B: bytes::Buf,
         E: std::fmt::Display,
     {
+        let owner_id = owner.map(|c| c.user);
         // Recorded first: a blob in use now cannot be swept from under us.
-        if let Some(size) = self.blobs.len(&digest)
-            && self
+        if let Some(size) = self.blobs.len(&digest) {
+            if let Some(caller) = owner {
+                self.check_storage(caller, &digest, size)?;
+            }
+            if self
                 .store
-                .record_upload(digest, size, unix_ms())
+                .record_upload(digest, size, unix_ms(), owner_id)
                 .await
                 .map_err(store_error)?
-        {
-            return Ok((BlobInfo { digest, size }, false));
+            {
+                return Ok((BlobInfo { digest, size }, false));
+            }
         }
-        let created = self.blobs.put(digest, body, limit).await?;
+        let room = match owner {
+            Some(caller) => self.storage_room(caller)?,
+            None => None,
+        };
+        let created = match self
+            .blobs
+            .put(digest, body, limit.min(room.unwrap_or(u64::MAX)))
+            .await
+        {
+            Err(BlobError::TooLarge { .. }) if room.is_some_and(|room| room < limit) => {
+                let caller = owner.expect("a room is an owner's");
+                return Err(self.over_storage(caller));
+            }
+            stored => stored?,
+        };
         let gone = || {
             ApiError::Conflict(format!(
                 "blob {digest} was deleted while it was uploaded; upload it again"
             ))
         };
         let size = self.blobs.len(&digest).ok_or_else(gone)?;
-        match self.store.record_upload(digest, size, unix_ms()).await {
+        match self
+            .store
+            .record_upload(digest, size, unix_ms(), owner_id)
+            .await
+        {
             Ok(true) => {
                 if created {
                     tracing::info!(%digest, size, "blob stored");
@@ -102,6 +127,67 @@ impl Grid {
         }
     }
 
+    /// The bytes `caller` may still store under its `max_storage`, if it
+    /// has one.
+    fn storage_room(&self, caller: &Caller) -> Result<Option<u64>, ApiError> {
+        let Some(max) = self.limits_of(caller.user).max_storage else {
+            return Ok(None);
+        };
+        let used = self.store.stored_bytes(caller.user)?;
+        if used >= max {
+            return Err(self.over_storage(caller));
+        }
+        Ok(Some(max - used))
+    }
+
+    /// 429 if `caller` taking on blob `digest` (`size` bytes, stored
+    /// already) would pass its `max_storage`.
+    fn check_storage(
+        &self,
+        caller: &Caller,
+        digest: &ContentDigest,
+        size: u64,
+    ) -> Result<(), ApiError> {
+        let Some(max) = self.limits_of(caller.user).max_storage else {
+            return Ok(());
+        };
+        if self
+            .store
+            .blobs(Some(caller.user))?
+            .iter()
+            .any(|b| b.digest == *digest)
+        {
+            return Ok(());
+        }
+        if self.store.stored_bytes(caller.user)? + size > max {
+            return Err(self.over_storage(caller));
+        }
+        Ok(())
+    }
+
+    fn over_storage(&self, caller: &Caller) -> ApiError {
+        let max = self.limits_of(caller.user).max_storage.unwrap_or(0);
+        let used = self.store.stored_bytes(caller.user).unwrap_or(0);
+        ApiError::LimitReached(format!(
+            "user {} stores {used} bytes of uploads; this one would pass its limit \
+             (max_storage {max}); delete some (grid blob rm, grid rm JOB)",
+            caller.name
+        ))
+    }
+
+    /// Whether `caller` may read or use blob `digest`: an admin any; a
+    /// user what it uploaded and what its jobs use.
+    pub fn blob_readable(&self, caller: &Caller, digest: &ContentDigest) -> bool {
+        caller.admin
+            || self
+                .store
+                .blob_readable(digest, caller.user)
+                .unwrap_or_else(|error| {
+                    tracing::warn!(%digest, %error, "cannot look up a blob's owners");
+                    false
+                })
+    }
+
     /// The size of an upload about to be served (or described by HEAD),
     /// which counts as a use of it; None if it is not stored.
     pub fn blob_to_serve(&self, digest: &ContentDigest) -> Option<u64> {
@@ -111,9 +197,10 @@ impl Grid {
     }
 
     /// Every stored upload with its references and last use.
-    pub async fn list_blobs(&self) -> Result<Vec<BlobListing>, ApiError> {
+    pub async fn list_blobs(&self, caller: &Caller) -> Result<Vec<BlobListing>, ApiError> {
         let store = self.store.clone();
-        let rows = tokio::task::spawn_blocking(move || store.blobs())
+        let owner = (!caller.admin).then_some(caller.user);
+        let rows = tokio::task::spawn_blocking(move || store.blobs(owner))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??;
         Ok(rows
@@ -129,11 +216,21 @@ impl Grid {
     }
 
     /// Deletes an upload no stored job uses: 409 naming the jobs that use
-    /// it, 404 if there is no such blob.
-    pub async fn delete_blob(&self, digest: ContentDigest) -> Result<(), ApiError> {
-        match self.store.delete_blob(digest).await? {
+    /// it, 404 if there is no such blob. A user deletes only its own
+    /// uploads; one that others uploaded too stays for them.
+    pub async fn delete_blob(
+        &self,
+        caller: &Caller,
+        digest: ContentDigest,
+    ) -> Result<(), ApiError> {
+        let as_user = (!caller.admin).then_some(caller.user);
+        match self.store.delete_blob(digest, as_user).await? {
             BlobDeletion::Deleted { size } => {
-                tracing::info!(%digest, size, "blob deleted by request");
+                tracing::info!(%digest, size, by = %caller.name, "blob deleted by request");
+                Ok(())
+            }
+            BlobDeletion::Disowned { size } => {
+                tracing::info!(%digest, size, by = %caller.name, "blob kept for its other owners");
                 Ok(())
             }
             BlobDeletion::Referenced(jobs) => Err(ApiError::Conflict(format!(
@@ -148,10 +245,8 @@ impl Grid {
     /// Deletes a finished job, its results and its references to blobs
     /// (which count as used now, so they outlive it by the retention). A job
     /// still queued or running (paused or not) is 409; an unknown one 404.
-    pub async fn remove_job(&self, id: u64) -> Result<(), ApiError> {
-        let job = self
-            .job(id)
-            .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
+    pub async fn remove_job(&self, caller: &Caller, id: u64) -> Result<(), ApiError> {
+        let job = self.job_for(caller, id)?;
         let state = job.state();
         if !state.is_finished() {
             return Err(ApiError::Conflict(format!(

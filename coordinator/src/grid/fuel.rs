@@ -69,10 +69,12 @@ impl FuelSummary {
 
 impl Grid {
     /// The fuel its decided tasks used, for a wasm job in any state.
-    pub async fn fuel(&self, id: u64) -> Result<FuelSummary, ApiError> {
-        let job = self
-            .job(id)
-            .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
+    pub async fn fuel(
+        &self,
+        caller: &crate::users::Caller,
+        id: u64,
+    ) -> Result<FuelSummary, ApiError> {
+        let job = self.job_for(caller, id)?;
         if job.spec().kind() != grid_kernels::KernelKind::Wasm {
             return Err(ApiError::BadRequest(format!(
                 "job {id} runs {}; only wasm tasks use fuel",

@@ -9,6 +9,7 @@
 
 use super::*;
 use crate::jobs::{JobDefinition, Lifecycle, Refused, Transition};
+use crate::users::Caller;
 use grid_protocol::api::KernelRequest;
 use grid_scheduler::Replication;
 
@@ -19,8 +20,14 @@ struct Applied {
 }
 
 impl Grid {
-    pub async fn submit(&self, request: JobRequest) -> Result<JobStatus, ApiError> {
+    /// A new job for `caller`, who owns it.
+    pub async fn submit(
+        &self,
+        caller: &Caller,
+        request: JobRequest,
+    ) -> Result<JobStatus, ApiError> {
         let bad = |e: &dyn std::fmt::Display| ApiError::BadRequest(e.to_string());
+        self.check_running_limit(caller)?;
         let (spec, inputs, task_inputs) = match request.kernel {
             KernelRequest::BuiltIn(KernelSpec::Wasm(_)) => {
                 return Err(bad(
@@ -29,7 +36,7 @@ impl Grid {
             }
             KernelRequest::BuiltIn(spec) => (spec, None, None),
             KernelRequest::Wasm(wasm) => {
-                let prepared = self.prepare_wasm(wasm, request.tasks).await?;
+                let prepared = self.prepare_wasm(caller, wasm, request.tasks).await?;
                 let task_inputs = prepared.inputs.is_some().then_some(prepared.tasks.clone());
                 let tasks = prepared.tasks.len();
                 (prepared.spec, prepared.inputs, Some((tasks, task_inputs)))
@@ -40,6 +47,7 @@ impl Grid {
             None => (request.tasks.unwrap_or_else(|| spec.default_tasks()), None),
         };
         spec.validate(tasks).map_err(|e| bad(&e))?;
+        self.check_queued_limit(caller, tasks)?;
         let replication = Replication::new(
             request.redundancy,
             request.quorum,
@@ -48,6 +56,7 @@ impl Grid {
         )
         .map_err(|e| bad(&e))?;
         let definition = JobDefinition {
+            owner: caller.user,
             spec,
             tasks,
             replication,
@@ -68,28 +77,81 @@ impl Grid {
         ));
         self.jobs.insert(id, job.clone());
         self.scheduler().add_job(job.plan());
-        tracing::info!(job = id, kernel = %job.spec().kind(), tasks, redundancy = replication.redundancy, "job submitted");
+        tracing::info!(job = id, owner = %caller.name, kernel = %job.spec().kind(), tasks, redundancy = replication.redundancy, "job submitted");
         self.job_event(&job, JobEvent::Submitted);
         self.dispatch();
-        Ok(job.status(unix_ms()))
+        Ok(self.status_of(&job))
+    }
+
+    /// 429 if `caller` has as many jobs queued or running as it may.
+    fn check_running_limit(&self, caller: &Caller) -> Result<(), ApiError> {
+        let Some(max) = self.limits_of(caller.user).max_running else {
+            return Ok(());
+        };
+        let running = self
+            .jobs
+            .iter()
+            .filter(|j| j.definition.owner == caller.user && !j.state().is_finished())
+            .count();
+        if running >= max as usize {
+            return Err(ApiError::LimitReached(format!(
+                "user {} has {running} jobs queued or running, its limit (max_running {max}); \
+                 wait for one to finish or cancel one",
+                caller.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// 429 if `tasks` more would put `caller` over its tasks not yet decided.
+    fn check_queued_limit(&self, caller: &Caller, tasks: u32) -> Result<(), ApiError> {
+        let Some(max) = self.limits_of(caller.user).max_queued else {
+            return Ok(());
+        };
+        let queued: u64 = self
+            .jobs
+            .iter()
+            .filter(|j| j.definition.owner == caller.user && !j.state().is_finished())
+            .map(|j| u64::from(j.tasks()).saturating_sub(u64::from(j.live().tasks_done)))
+            .sum();
+        if queued + u64::from(tasks) > max {
+            return Err(ApiError::LimitReached(format!(
+                "user {} has {queued} tasks queued; {tasks} more would pass its limit \
+                 (max_queued {max})",
+                caller.name
+            )));
+        }
+        Ok(())
+    }
+
+    pub(super) fn limits_of(&self, user: crate::users::UserId) -> grid_protocol::api::UserLimits {
+        self.users().get(user).map(|u| u.limits).unwrap_or_default()
     }
 
     pub fn job(&self, id: u64) -> Option<Arc<Job>> {
         self.jobs.get(&id).map(|j| j.clone())
     }
 
-    fn known_job(&self, id: u64) -> Result<Arc<Job>, ApiError> {
+    /// A job `caller` may see: another user's job is 404, exactly as one
+    /// that does not exist.
+    pub(super) fn job_for(&self, caller: &Caller, id: u64) -> Result<Arc<Job>, ApiError> {
         self.job(id)
+            .filter(|job| caller.may_see(job.definition.owner))
             .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))
     }
 
-    pub fn job_status(&self, id: u64) -> Result<JobStatus, ApiError> {
-        self.known_job(id).map(|j| j.status(unix_ms()))
+    pub fn job_status(&self, caller: &Caller, id: u64) -> Result<JobStatus, ApiError> {
+        self.job_for(caller, id).map(|j| self.status_of(&j))
     }
 
-    pub fn list_jobs(&self) -> Vec<JobStatus> {
-        let now = unix_ms();
-        let mut jobs: Vec<JobStatus> = self.jobs.iter().map(|j| j.status(now)).collect();
+    /// The jobs `caller` may see, by id.
+    pub fn list_jobs(&self, caller: &Caller) -> Vec<JobStatus> {
+        let mut jobs: Vec<JobStatus> = self
+            .jobs
+            .iter()
+            .filter(|j| caller.may_see(j.definition.owner))
+            .map(|j| self.status_of(&j))
+            .collect();
         jobs.sort_by_key(|j| j.id);
         jobs
     }
@@ -142,8 +204,13 @@ impl Grid {
     /// a user: 404 for an unknown job, 409 for one the transition does not
     /// fit.
     #[tracing::instrument(skip(self), fields(job = id))]
-    async fn transition(&self, id: u64, transition: Transition) -> Result<JobStatus, ApiError> {
-        let job = self.known_job(id)?;
+    async fn transition(
+        &self,
+        caller: &Caller,
+        id: u64,
+        transition: Transition,
+    ) -> Result<JobStatus, ApiError> {
+        let job = self.job_for(caller, id)?;
         let applied = {
             let mut live = job.live();
             self.apply(&job, &mut live, transition)
@@ -151,23 +218,28 @@ impl Grid {
         let applied = applied
             .map_err(|Refused(state)| ApiError::Conflict(format!("job {id} is already {state}")))?;
         self.commit(&job, applied).await?;
-        Ok(job.status(unix_ms()))
+        Ok(self.status_of(&job))
     }
 
-    pub async fn cancel(&self, id: u64) -> Result<JobStatus, ApiError> {
-        self.transition(id, Transition::Cancel { at: unix_ms() })
+    pub async fn cancel(&self, caller: &Caller, id: u64) -> Result<JobStatus, ApiError> {
+        self.transition(caller, id, Transition::Cancel { at: unix_ms() })
             .await
     }
 
     /// Stops (or restarts) handing out a job's tasks. Batches already out
     /// finish.
-    pub async fn set_job_paused(&self, id: u64, paused: bool) -> Result<JobStatus, ApiError> {
+    pub async fn set_job_paused(
+        &self,
+        caller: &Caller,
+        id: u64,
+        paused: bool,
+    ) -> Result<JobStatus, ApiError> {
         let transition = if paused {
             Transition::Pause
         } else {
             Transition::Resume
         };
-        self.transition(id, transition).await
+        self.transition(caller, id, transition).await
     }
 
     /// A queued job whose first batch was just sent is running. Called by
@@ -242,8 +314,12 @@ impl Grid {
     }
 
     /// The result of a finished job, read back from the store.
-    pub async fn results(&self, id: u64) -> Result<(Arc<Job>, JobResult), ApiError> {
-        let job = self.known_job(id)?;
+    pub async fn results(
+        &self,
+        caller: &Caller,
+        id: u64,
+    ) -> Result<(Arc<Job>, JobResult), ApiError> {
+        let job = self.job_for(caller, id)?;
         let state = job.state();
         if state != JobState::Done {
             return Err(ApiError::Conflict(format!(
@@ -303,8 +379,13 @@ impl Grid {
     }
 
     /// What task `task` of a wasm job wrote to stdout, once decided.
-    pub async fn task_output(&self, id: u64, task: u32) -> Result<Vec<u8>, ApiError> {
-        let job = self.known_job(id)?;
+    pub async fn task_output(
+        &self,
+        caller: &Caller,
+        id: u64,
+        task: u32,
+    ) -> Result<Vec<u8>, ApiError> {
+        let job = self.job_for(caller, id)?;
         if job.spec().kind() != grid_kernels::KernelKind::Wasm {
             return Err(ApiError::BadRequest(format!(
                 "job {id} runs {}; only wasm tasks have outputs of their own",

@@ -14,6 +14,7 @@ mod lifecycle;
 mod observe;
 mod outputs;
 mod results;
+mod users;
 mod wasm;
 mod workers;
 
@@ -126,6 +127,9 @@ pub enum ApiError {
     /// 403: credentials that do not allow this.
     #[error("{0}")]
     Forbidden(String),
+    /// 429: over one of the user's limits (the message names it).
+    #[error("{0}")]
+    LimitReached(String),
     #[error("{0}")]
     Conflict(String),
     /// 413: a body over its limit.
@@ -222,6 +226,10 @@ pub struct Grid {
     capability_secret: [u8; 32],
     /// Outputs stored as blobs and not yet named by a results frame.
     uploads: Mutex<outputs::UploadLedger>,
+    /// Who may use the grid, found by token.
+    users: Mutex<crate::users::Users>,
+    /// Keys the tokens' hashes.
+    token_key: crate::users::TokenKey,
 }
 
 pub use crate::clock::unix_ms;
@@ -254,6 +262,11 @@ impl Grid {
             })
         };
         let (blobs, modules) = (open("blobs")?, open("modules")?);
+        let token_key =
+            crate::users::TokenKey::new(crate::auth::load_or_create_key(&config.data_dir)?);
+        let (users, first_admin) =
+            users::starting_users(store.load_users()?, &token_key, &config.token);
+        store.change_user(first_admin).await?;
         let mut scheduler_config = config.scheduler.clone();
         scheduler_config.spot_check_seed = rand::random();
         let mut scheduler = Scheduler::new(scheduler_config);
@@ -278,6 +291,8 @@ impl Grid {
             per_address: DashMap::new(),
             capability_secret: rand::random(),
             uploads: Mutex::new(outputs::UploadLedger::default()),
+            users: Mutex::new(users),
+            token_key,
             config,
         });
         let restore = grid.clone();
@@ -401,7 +416,7 @@ impl Grid {
         if self.monitor.active() {
             self.monitor.publish(&MonitorEvent::Job {
                 event,
-                job: Box::new(job.status(unix_ms())),
+                job: Box::new(self.status_of(job)),
             });
         }
     }

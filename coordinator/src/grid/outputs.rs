@@ -19,7 +19,6 @@ use grid_protocol::frame::DigestOnly;
 use grid_protocol::worker::OUTPUT_BLOB_BYTES;
 
 use super::*;
-use crate::store::BlobDeletion;
 use grid_protocol::api::BlobInfo;
 
 /// The uploads of one batch.
@@ -132,7 +131,7 @@ impl Grid {
                     "batch {batch} has stored all the output its {tasks} tasks may have"
                 ))
             })?;
-        let (info, created) = self.put_blob(digest, body, limit).await?;
+        let (info, created) = self.put_blob(digest, body, limit, None).await?;
         crate::sync::lock(&self.uploads, "uploaded outputs")
             .stored(batch, digest, info.size, created);
         self.counters
@@ -199,10 +198,9 @@ impl Grid {
         if crate::sync::lock(&self.uploads, "uploaded outputs").waits_for(&digest) {
             return;
         }
-        match self.store.delete_blob(digest).await {
-            Ok(
-                BlobDeletion::Deleted { .. } | BlobDeletion::Referenced(_) | BlobDeletion::Absent,
-            ) => {}
+        match self.store.delete_blob(digest, None).await {
+            // Deleted, or kept for the jobs that use the same bytes.
+            Ok(_) => {}
             // Left for the retention sweep.
             Err(error) => tracing::warn!(%digest, %error, "cannot delete a read output blob"),
         }

@@ -34,7 +34,7 @@ async fn results_for_a_batch_granted_while_the_frame_was_in_flight_are_refused()
         .resolve_frame(&worker, &frame)
         .expect("not quarantined");
     // The interleaving: a job arrives and its first batch goes to this worker.
-    grid.submit(primes_job(10))
+    grid.submit(&grid.first_admin(), primes_job(10))
         .await
         .expect("the job is accepted");
     let granted = next_batch(&mut queue).await;
@@ -58,7 +58,13 @@ async fn results_for_a_batch_granted_while_the_frame_was_in_flight_are_refused()
     );
     // The scheduler lock is usable, and the job's tasks are all still to do.
     assert_eq!(grid.scheduler().progress(granted.job), Some((0, 10)));
-    assert_eq!(grid.job_status(granted.job).unwrap().tasks.done, 0);
+    assert_eq!(
+        grid.job_status(&grid.first_admin(), granted.job)
+            .unwrap()
+            .tasks
+            .done,
+        0
+    );
 }
 
 /// A panic while a lock is held (a bug, in some connection's task) costs that
@@ -78,7 +84,7 @@ async fn a_panic_under_the_scheduler_lock_does_not_stop_the_grid() {
 
     let (_worker, mut queue) = join(&grid, 1);
     let status = grid
-        .submit(primes_job(4))
+        .submit(&grid.first_admin(), primes_job(4))
         .await
         .expect("the job is accepted");
     let batch = next_batch(&mut queue).await;
@@ -117,7 +123,7 @@ async fn results_for_returned_tasks_are_duplicates_and_never_checked() {
     let dir = tempfile::tempdir().unwrap();
     let grid = open_grid(dir.path()).await;
     let (worker, mut queue) = join(&grid, 2);
-    grid.submit(primes_job(10))
+    grid.submit(&grid.first_admin(), primes_job(10))
         .await
         .expect("the job is accepted");
     let batch = next_batch(&mut queue).await;
@@ -146,7 +152,7 @@ async fn a_quarantined_donors_frames_are_refused_unread() {
     let dir = tempfile::tempdir().unwrap();
     let grid = open_grid(dir.path()).await;
     let (worker, mut queue) = join(&grid, 1);
-    grid.submit(primes_job(10))
+    grid.submit(&grid.first_admin(), primes_job(10))
         .await
         .expect("the job is accepted");
     let batch = next_batch(&mut queue).await;
@@ -163,7 +169,13 @@ async fn a_quarantined_donors_frames_are_refused_unread() {
     };
     let outcome = grid.on_results(&worker, right).await.unwrap();
     assert_eq!(outcome.rejected, 1, "{outcome:?}");
-    assert_eq!(grid.job_status(batch.job).unwrap().tasks.done, 0);
+    assert_eq!(
+        grid.job_status(&grid.first_admin(), batch.job)
+            .unwrap()
+            .tasks
+            .done,
+        0
+    );
 }
 
 /// Outputs of `batch`'s tasks as the kernel computes them: in full, or as
@@ -218,7 +230,11 @@ async fn the_second_replica_sends_digests_and_the_answer_is_whole() {
     let grid = open_grid(dir.path()).await;
     let (first, mut first_queue) = join(&grid, 4);
     let (second, mut second_queue) = join(&grid, 4);
-    let job = grid.submit(mandelbrot_job(4, 2, 2)).await.unwrap().id;
+    let job = grid
+        .submit(&grid.first_admin(), mandelbrot_job(4, 2, 2))
+        .await
+        .unwrap()
+        .id;
     let a = next_batch(&mut first_queue).await;
     let b = next_batch(&mut second_queue).await;
     assert_eq!(a.tasks, b.tasks);
@@ -237,7 +253,10 @@ async fn the_second_replica_sends_digests_and_the_answer_is_whole() {
     let outcome = grid.on_results(&second, cheat).await.unwrap();
     assert_eq!(outcome.accepted, 4, "{outcome:?}");
     assert_eq!(
-        grid.job_status(job).unwrap().tasks.done,
+        grid.job_status(&grid.first_admin(), job)
+            .unwrap()
+            .tasks
+            .done,
         0,
         "not decided yet"
     );
@@ -246,7 +265,7 @@ async fn the_second_replica_sends_digests_and_the_answer_is_whole() {
         .await
         .unwrap();
     assert_eq!(outcome.accepted, 4, "{outcome:?}");
-    let status = grid.job_status(job).unwrap();
+    let status = grid.job_status(&grid.first_admin(), job).unwrap();
     assert_eq!(status.state, JobState::Done, "{status:?}");
     let saved = grid.counters.replica_bytes_saved.load(Ordering::Relaxed);
     let full: u64 = a
@@ -273,7 +292,11 @@ async fn digests_that_outvote_the_full_output_get_their_bytes_sent() {
     let dir = tempfile::tempdir().unwrap();
     let grid = open_grid(dir.path()).await;
     let (liar, mut liar_queue) = join(&grid, 1);
-    let job = grid.submit(mandelbrot_job(1, 3, 2)).await.unwrap().id;
+    let job = grid
+        .submit(&grid.first_admin(), mandelbrot_job(1, 3, 2))
+        .await
+        .unwrap()
+        .id;
     let a = next_batch(&mut liar_queue).await;
     assert_eq!(a.digest_only, None);
     let mut lie = honest_frame(&a, false);
@@ -296,7 +319,10 @@ async fn digests_that_outvote_the_full_output_get_their_bytes_sent() {
     // Decided by two digests, without bytes (the liar is quarantined for
     // its dissent): the task is open again, and one replica of it, the
     // first granted, sends in full.
-    assert_ne!(grid.job_status(job).unwrap().state, JobState::Done);
+    assert_ne!(
+        grid.job_status(&grid.first_admin(), job).unwrap().state,
+        JobState::Done
+    );
     let b = next_batch(&mut b_queue).await;
     let c = next_batch(&mut c_queue).await;
     assert_eq!(
@@ -318,7 +344,7 @@ async fn digests_that_outvote_the_full_output_get_their_bytes_sent() {
     grid.on_results(&c_worker, honest_frame(&c, true))
         .await
         .unwrap();
-    let status = grid.job_status(job).unwrap();
+    let status = grid.job_status(&grid.first_admin(), job).unwrap();
     assert_eq!(status.state, JobState::Done, "{status:?}");
     let mut runner = grid_kernels::TaskRunner::new();
     let right = runner.run(&d.spec, d.job_tasks, 0).unwrap().to_bytes();
@@ -339,12 +365,16 @@ async fn each_task_is_sent_in_full_once_while_leases_hold() {
     let grid = open_grid(dir.path()).await;
     let (a, mut a_queue) = join(&grid, 2);
     let (b, mut b_queue) = join(&grid, 2);
-    let job = grid.submit(mandelbrot_job(40, 2, 2)).await.unwrap().id;
+    let job = grid
+        .submit(&grid.first_admin(), mandelbrot_job(40, 2, 2))
+        .await
+        .unwrap()
+        .id;
     let (mut full, mut digests) = (0, 0);
     let mut queues = [(a, &mut a_queue), (b, &mut b_queue)];
     let mut pending: [Vec<Batch>; 2] = [Vec::new(), Vec::new()];
     for _ in 0..400 {
-        if grid.job_status(job).unwrap().state == JobState::Done {
+        if grid.job_status(&grid.first_admin(), job).unwrap().state == JobState::Done {
             break;
         }
         for (i, (worker, queue)) in queues.iter_mut().enumerate() {
@@ -368,7 +398,10 @@ async fn each_task_is_sent_in_full_once_while_leases_hold() {
             grid.on_results(worker, frame).await.unwrap();
         }
     }
-    assert_eq!(grid.job_status(job).unwrap().state, JobState::Done);
+    assert_eq!(
+        grid.job_status(&grid.first_admin(), job).unwrap().state,
+        JobState::Done
+    );
     assert_eq!(full, 40, "each task once in full");
     let solo = grid.scheduler().counters().tasks_solo;
     assert_eq!(digests, 40 - solo, "every second replica a digest");

@@ -21,10 +21,19 @@ pub(super) struct PreparedJob {
 impl Grid {
     pub(super) async fn prepare_wasm(
         &self,
+        caller: &crate::users::Caller,
         request: WasmRequest,
         tasks: Option<u32>,
     ) -> Result<PreparedJob, ApiError> {
         let bad = |e: &dyn std::fmt::Display| ApiError::BadRequest(e.to_string());
+        // What the caller may not use (another user's upload) is treated
+        // exactly as what is not stored, so nothing tells the two apart.
+        let named = std::iter::once(request.module)
+            .chain(request.files.values().copied())
+            .chain(request.inputs.iter().flat_map(WasmInputs::blobs));
+        let hidden: std::collections::HashSet<ContentDigest> =
+            named.filter(|d| !self.blob_readable(caller, d)).collect();
+        let hidden = Arc::new(hidden);
         let defaults = WasmLimits::DEFAULT;
         // The source digest stands in for the prepared one until there is one.
         let mut params = WasmParams {
@@ -42,12 +51,16 @@ impl Grid {
         };
         // The files: each must be stored; workers learn its size up front.
         for (name, blob) in &request.files {
-            let size = self.blobs.len(blob).ok_or_else(|| {
-                bad(&format!(
-                    "no blob {blob} for the file {name:?}: upload it first with \
+            let size = self
+                .blobs
+                .len(blob)
+                .filter(|_| !hidden.contains(blob))
+                .ok_or_else(|| {
+                    bad(&format!(
+                        "no blob {blob} for the file {name:?}: upload it first with \
                      PUT /api/blobs/{blob} (grid submit wasm --file does this for you)"
-                ))
-            })?;
+                    ))
+                })?;
             params.files.push(MountedFile {
                 name: name.clone(),
                 blob: *blob,
@@ -62,10 +75,14 @@ impl Grid {
         let inputs = request.inputs;
         let blobs = self.blobs.clone();
         let wanted = inputs.clone();
+        let unseen = hidden.clone();
         let task_inputs = tokio::task::spawn_blocking(move || match &wanted {
-            Some(inputs) => {
-                TaskInputs::load(inputs, tasks, |d| blobs.len(d), |d| read_blob(&blobs, d))
-            }
+            Some(inputs) => TaskInputs::load(
+                inputs,
+                tasks,
+                |d| blobs.len(d).filter(|_| !unseen.contains(d)),
+                |d| read_blob(&blobs, d),
+            ),
             None => TaskInputs::empty(tasks.unwrap_or(1)),
         })
         .await
@@ -73,6 +90,10 @@ impl Grid {
         .map_err(|e| bad(&e))?;
 
         let source = match self.blobs.read(&params.source).await {
+            Ok(Some(_)) if hidden.contains(&params.source) => None,
+            other => Some(other),
+        };
+        let source = match source.unwrap_or(Ok(None)) {
             Ok(Some(bytes)) => bytes,
             Ok(None) => {
                 return Err(bad(&format!(
@@ -192,7 +213,10 @@ mod tests {
         let mut request = WasmRequest::new(module);
         request.inputs = Some(WasmInputs::Lines(lines));
         request.args = vec!["--fast".into()];
-        let status = grid.submit(JobRequest::new(request)).await.unwrap();
+        let status = grid
+            .submit(&grid.first_admin(), JobRequest::new(request))
+            .await
+            .unwrap();
         assert_eq!(status.tasks.total, 3);
         let KernelSpec::Wasm(params) = &status.spec else {
             panic!("{status:?}")
@@ -244,10 +268,13 @@ mod tests {
         let module = upload(&grid, &wat::parse_str(ECHO).unwrap()).await;
         let lines = upload(&grid, b"right\n").await;
         let status = grid
-            .submit(JobRequest::new(WasmRequest {
-                inputs: Some(WasmInputs::Lines(lines)),
-                ..WasmRequest::new(module)
-            }))
+            .submit(
+                &grid.first_admin(),
+                JobRequest::new(WasmRequest {
+                    inputs: Some(WasmInputs::Lines(lines)),
+                    ..WasmRequest::new(module)
+                }),
+            )
             .await
             .unwrap();
         let KernelSpec::Wasm(params) = status.spec else {
@@ -316,7 +343,8 @@ mod tests {
     async fn refused_modules_and_missing_inputs_change_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let grid = open_grid(dir.path()).await;
-        let submit = |request: WasmRequest| grid.submit(JobRequest::new(request));
+        let admin = grid.first_admin();
+        let submit = |request: WasmRequest| grid.submit(&admin, JobRequest::new(request));
 
         let absent = ContentDigest::of(b"absent");
         let err = submit(WasmRequest::new(absent)).await.unwrap_err();
@@ -352,17 +380,20 @@ mod tests {
         assert!(err.to_string().contains("memory_mib"), "{err}");
 
         let err = grid
-            .submit(JobRequest {
-                tasks: Some(3),
-                ..JobRequest::new(WasmRequest {
-                    inputs: Some(WasmInputs::Lines(upload(&grid, b"1\n2\n").await)),
-                    ..WasmRequest::new(echo)
-                })
-            })
+            .submit(
+                &grid.first_admin(),
+                JobRequest {
+                    tasks: Some(3),
+                    ..JobRequest::new(WasmRequest {
+                        inputs: Some(WasmInputs::Lines(upload(&grid, b"1\n2\n").await)),
+                        ..WasmRequest::new(echo)
+                    })
+                },
+            )
             .await
             .unwrap_err();
         assert!(err.to_string().contains("make 2 tasks"), "{err}");
-        assert!(grid.list_jobs().is_empty());
+        assert!(grid.list_jobs(&grid.first_admin()).is_empty());
         assert!(
             std::fs::read_dir(grid.modules.dir()).unwrap().all(|e| e
                 .unwrap()
@@ -379,10 +410,13 @@ mod tests {
         let grid = open_grid(dir.path()).await;
         let echo = upload(&grid, &wat::parse_str(ECHO).unwrap()).await;
         let status = grid
-            .submit(JobRequest {
-                tasks: Some(5),
-                ..JobRequest::new(WasmRequest::new(echo))
-            })
+            .submit(
+                &grid.first_admin(),
+                JobRequest {
+                    tasks: Some(5),
+                    ..JobRequest::new(WasmRequest::new(echo))
+                },
+            )
             .await
             .unwrap();
         assert_eq!(status.tasks.total, 5);
@@ -404,16 +438,26 @@ mod tests {
         // A file that was never uploaded is refused by name.
         let mut request = WasmRequest::new(module);
         request.files = [("scene.bin".to_string(), ContentDigest::of(b"absent"))].into();
-        let refused = grid.submit(JobRequest::new(request)).await.unwrap_err();
+        let refused = grid
+            .submit(&grid.first_admin(), JobRequest::new(request))
+            .await
+            .unwrap_err();
         assert!(refused.to_string().contains("\"scene.bin\""), "{refused}");
         let mut request = WasmRequest::new(module);
         request.files = [("../etc".to_string(), scene)].into();
-        assert!(grid.submit(JobRequest::new(request)).await.is_err());
+        assert!(
+            grid.submit(&grid.first_admin(), JobRequest::new(request))
+                .await
+                .is_err()
+        );
 
         // Job 1 reads the table, job 2 the scene (and its inputs are files).
         let mut first = WasmRequest::new(module);
         first.files = [("table.csv".to_string(), table)].into();
-        let first = grid.submit(JobRequest::new(first)).await.unwrap();
+        let first = grid
+            .submit(&grid.first_admin(), JobRequest::new(first))
+            .await
+            .unwrap();
         let mut second = WasmRequest::new(module);
         second.files = [("scene.bin".to_string(), scene)].into();
         second.inputs = Some(WasmInputs::Files(vec![
@@ -426,7 +470,10 @@ mod tests {
                 blob: small_input,
             },
         ]));
-        let second = grid.submit(JobRequest::new(second)).await.unwrap();
+        let second = grid
+            .submit(&grid.first_admin(), JobRequest::new(second))
+            .await
+            .unwrap();
         let KernelSpec::Wasm(params) = &second.spec else {
             panic!("{second:?}")
         };
@@ -497,19 +544,25 @@ mod tests {
         let worker = grid.register_worker(hello, None, outbox).unwrap();
 
         let small = grid
-            .submit(JobRequest::new(WasmRequest {
-                stdout_bytes: Some(4096),
-                ..WasmRequest::new(module)
-            }))
+            .submit(
+                &grid.first_admin(),
+                JobRequest::new(WasmRequest {
+                    stdout_bytes: Some(4096),
+                    ..WasmRequest::new(module)
+                }),
+            )
             .await
             .unwrap();
         let batch = next_batch(&mut queue).await;
         assert_eq!(batch.job, small.id);
         assert_eq!(batch.capability, None, "its outputs always fit in a frame");
-        grid.cancel(small.id).await.unwrap();
+        grid.cancel(&grid.first_admin(), small.id).await.unwrap();
 
         let job = grid
-            .submit(JobRequest::new(WasmRequest::new(module)))
+            .submit(
+                &grid.first_admin(),
+                JobRequest::new(WasmRequest::new(module)),
+            )
             .await
             .unwrap();
         let batch = next_batch(&mut queue).await;
@@ -576,7 +629,10 @@ mod tests {
             .unwrap();
         assert_eq!(outcome.accepted, 1);
         assert_eq!(
-            grid.task_output(job.id, 0).await.unwrap().len(),
+            grid.task_output(&grid.first_admin(), job.id, 0)
+                .await
+                .unwrap()
+                .len(),
             OUTPUT_BLOB_BYTES + 1,
             "the output as it was uploaded"
         );
@@ -585,10 +641,16 @@ mod tests {
             grid.counters.output_blob_bytes.load(Ordering::Relaxed),
             bytes.len() as u64
         );
-        assert_eq!(grid.job_status(job.id).unwrap().state, JobState::Done);
+        assert_eq!(
+            grid.job_status(&grid.first_admin(), job.id).unwrap().state,
+            JobState::Done
+        );
 
         let last = grid
-            .submit(JobRequest::new(WasmRequest::new(module)))
+            .submit(
+                &grid.first_admin(),
+                JobRequest::new(WasmRequest::new(module)),
+            )
             .await
             .unwrap();
         let batch = next_batch(&mut queue).await;

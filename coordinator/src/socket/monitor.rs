@@ -81,7 +81,7 @@ where
 {
     let snapshot = MonitorEvent::Snapshot {
         time: crate::clock::unix_ms(),
-        jobs: grid.list_jobs(),
+        jobs: grid.list_jobs(&grid.first_admin()),
         workers: grid.workers(),
         throughput: grid.monitor().history(),
     };

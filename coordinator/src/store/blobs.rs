@@ -28,6 +28,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use super::{Store, StoreError};
 use crate::blobs::blob_path;
 use crate::jobs::JobDefinition;
+use crate::users::{FIRST_ADMIN, UserId};
 
 /// A stored upload as `GET /api/blobs` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,8 +50,10 @@ pub enum BlobDeletion {
     Deleted { size: u64 },
     /// Kept: these stored jobs use it.
     Referenced(Vec<u64>),
-    /// There is no such blob.
+    /// There is no such blob (for a user: none that it owns).
     Absent,
+    /// Kept for its other owners; the user no longer owns it.
+    Disowned { size: u64 },
 }
 
 /// Digests are stored as their text, `sha256:<hex>`, as the API writes them.
@@ -141,8 +144,10 @@ fn insert_row(
     Ok(())
 }
 
-/// An upload of `digest` (`size` bytes) at `at`: its row made or its last
-/// use moved. False if its file is not there (any more).
+/// An upload of `digest` (`size` bytes) at `at` by `owner` (none for an
+/// output a worker stored): its row made or its last use moved, and the
+/// owner recorded. False if its file is not there (any more).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn record_upload(
     tx: &Transaction,
     dir: &Path,
@@ -150,21 +155,58 @@ pub(super) fn record_upload(
     digest: &ContentDigest,
     size: u64,
     at: u64,
+    owner: Option<UserId>,
 ) -> Result<bool, StoreError> {
     if doomed.contains(digest) || !blob_path(dir, digest).is_file() {
         return Ok(false);
     }
     insert_row(tx, digest, size, at)?;
+    if let Some(owner) = owner {
+        tx.prepare_cached("INSERT OR IGNORE INTO blob_owners (digest, user) VALUES (?1, ?2)")?
+            .execute(params![key(digest), owner])?;
+    }
     Ok(true)
 }
 
-/// A user's deletion of `digest`: refused while jobs use it.
+/// Forgets who owned the blobs deleted.
+fn forget_owners(tx: &Transaction, digest: &ContentDigest) -> Result<(), StoreError> {
+    tx.prepare_cached("DELETE FROM blob_owners WHERE digest = ?1")?
+        .execute([key(digest)])?;
+    Ok(())
+}
+
+/// A user's deletion of `digest` (`as_user` None: an admin's, or the
+/// coordinator's own). A user who does not own it finds nothing; one of
+/// several owners only gives up its ownership; the last owner, or an
+/// admin, deletes the blob, which is refused while jobs use it.
 pub(super) fn delete_blob(
     tx: &Transaction,
     dir: &Path,
     doomed: &mut Doomed,
     digest: &ContentDigest,
+    as_user: Option<UserId>,
 ) -> Result<BlobDeletion, StoreError> {
+    if let Some(user) = as_user {
+        let owners: Vec<UserId> = tx
+            .prepare_cached("SELECT user FROM blob_owners WHERE digest = ?1")?
+            .query_map([key(digest)], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        if !owners.contains(&user) {
+            return Ok(BlobDeletion::Absent);
+        }
+        if owners.len() > 1 {
+            tx.execute(
+                "DELETE FROM blob_owners WHERE digest = ?1 AND user = ?2",
+                params![key(digest), user],
+            )?;
+            let size = tx.query_row(
+                "SELECT size FROM blobs WHERE digest = ?1",
+                [key(digest)],
+                |r| r.get(0),
+            )?;
+            return Ok(BlobDeletion::Disowned { size });
+        }
+    }
     let users = tx
         .prepare_cached("SELECT job_id FROM job_blobs WHERE digest = ?1 ORDER BY job_id")?
         .query_map([key(digest)], |r| r.get::<_, u64>(0))?
@@ -189,6 +231,7 @@ pub(super) fn delete_blob(
             .filter(|m| m.is_file())
             .map(|m| m.len())
     });
+    forget_owners(tx, digest)?;
     Ok(match size {
         Some(size) => {
             doomed.insert(*digest);
@@ -230,6 +273,7 @@ pub(super) fn sweep(
     let mut swept = Vec::with_capacity(expired.len());
     for (digest, size) in expired {
         let digest = parse(digest)?;
+        forget_owners(tx, &digest)?;
         doomed.insert(digest);
         swept.push((digest, size));
     }
@@ -280,6 +324,24 @@ pub(super) fn reconcile(conn: &mut Connection, dir: &Path, now: u64) -> Result<(
             [],
         )?;
     }
+    // Blobs uploaded before users belong to the first admin, once.
+    let owned: Option<String> = tx
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'blob_owners'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if owned.is_none() {
+        tx.execute(
+            "INSERT OR IGNORE INTO blob_owners (digest, user) SELECT digest, ?1 FROM blobs",
+            [FIRST_ADMIN],
+        )?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('blob_owners', '1')",
+            [],
+        )?;
+    }
     let known: HashSet<ContentDigest> = tx
         .prepare("SELECT digest FROM blobs")?
         .query_map([], |r| r.get::<_, String>(0))?
@@ -294,17 +356,26 @@ pub(super) fn reconcile(conn: &mut Connection, dir: &Path, now: u64) -> Result<(
                 "INSERT INTO blobs (digest, size, created_at, last_used_at) VALUES (?1, ?2, ?3, ?3)",
                 params![key(digest), size, now],
             )?;
+            // A file of unknown origin: the first admin's to see and delete.
+            tx.execute(
+                "INSERT OR IGNORE INTO blob_owners (digest, user) VALUES (?1, ?2)",
+                params![key(digest), FIRST_ADMIN],
+            )?;
             adopted += 1;
         }
     }
     let on_disk: HashSet<ContentDigest> = files.iter().map(|(d, ..)| *d).collect();
     let mut dropped = 0;
     for digest in known.difference(&on_disk) {
-        dropped += tx.execute(
+        let gone = tx.execute(
             "DELETE FROM blobs WHERE digest = ?1
                AND NOT EXISTS (SELECT 1 FROM job_blobs j WHERE j.digest = blobs.digest)",
             [key(digest)],
         )?;
+        if gone > 0 {
+            tx.execute("DELETE FROM blob_owners WHERE digest = ?1", [key(digest)])?;
+        }
+        dropped += gone;
     }
     tx.commit()?;
     if adopted > 0 || dropped > 0 {
@@ -314,16 +385,20 @@ pub(super) fn reconcile(conn: &mut Connection, dir: &Path, now: u64) -> Result<(
 }
 
 impl Store {
-    /// Every stored upload with its references, by digest.
-    pub fn blobs(&self) -> Result<Vec<BlobRow>, StoreError> {
+    /// The stored uploads `owner` owns (every one for None) with their
+    /// references, by digest.
+    pub fn blobs(&self, owner: Option<UserId>) -> Result<Vec<BlobRow>, StoreError> {
         let conn = self.reader();
         let mut statement = conn.prepare(
             "SELECT b.digest, b.size, b.created_at, b.last_used_at,
                     (SELECT COUNT(*) FROM job_blobs j WHERE j.digest = b.digest)
-             FROM blobs b ORDER BY b.digest",
+             FROM blobs b
+             WHERE ?1 IS NULL
+                OR EXISTS (SELECT 1 FROM blob_owners o WHERE o.digest = b.digest AND o.user = ?1)
+             ORDER BY b.digest",
         )?;
         let rows = statement
-            .query_map([], |r| {
+            .query_map([owner], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, u64>(1)?,
@@ -346,6 +421,31 @@ impl Store {
             .collect()
     }
 
+    /// Whether `user` may read or use blob `digest`: it uploaded it, or one
+    /// of its jobs uses it.
+    pub fn blob_readable(&self, digest: &ContentDigest, user: UserId) -> Result<bool, StoreError> {
+        let conn = self.reader();
+        Ok(conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM blob_owners WHERE digest = ?1 AND user = ?2)
+                 OR EXISTS (SELECT 1 FROM job_blobs b JOIN jobs j ON j.id = b.job_id
+                            WHERE b.digest = ?1 AND j.owner = ?2)",
+            params![key(digest), user],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// The bytes of the uploads `user` owns (each counted whole, shared or
+    /// not).
+    pub fn stored_bytes(&self, user: UserId) -> Result<u64, StoreError> {
+        let conn = self.reader();
+        Ok(conn.query_row(
+            "SELECT COALESCE(SUM(b.size), 0) FROM blobs b
+             JOIN blob_owners o ON o.digest = b.digest WHERE o.user = ?1",
+            [user],
+            |r| r.get(0),
+        )?)
+    }
+
     /// How many uploads are stored, and their bytes.
     pub fn blob_totals(&self) -> Result<(u64, u64), StoreError> {
         let conn = self.reader();
@@ -364,20 +464,31 @@ impl Store {
         digest: ContentDigest,
         size: u64,
         at: u64,
+        owner: Option<UserId>,
     ) -> Result<bool, StoreError> {
         self.send(|reply| super::writer::Write::RecordUpload {
             digest,
             size,
             at,
+            owner,
             reply,
         })
         .await
     }
 
-    /// Deletes an upload no job uses: its row, then its file.
-    pub async fn delete_blob(&self, digest: ContentDigest) -> Result<BlobDeletion, StoreError> {
-        self.send(|reply| super::writer::Write::DeleteBlob { digest, reply })
-            .await
+    /// Deletes an upload no job uses: its row, then its file. `as_user`:
+    /// see [`delete_blob`]'s rules (None for an admin or the coordinator).
+    pub async fn delete_blob(
+        &self,
+        digest: ContentDigest,
+        as_user: Option<UserId>,
+    ) -> Result<BlobDeletion, StoreError> {
+        self.send(|reply| super::writer::Write::DeleteBlob {
+            digest,
+            as_user,
+            reply,
+        })
+        .await
     }
 
     /// Records `touches` (downloads: blob, Unix ms), then deletes the

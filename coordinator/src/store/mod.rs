@@ -17,10 +17,12 @@
 mod blobs;
 mod reads;
 mod schema;
+mod users;
 mod writer;
 
 pub use blobs::{BlobDeletion, BlobRow};
 pub use schema::STORE_FILE;
+pub use users::UserWrite;
 use writer::{Write, writer_loop};
 
 use std::path::{Path, PathBuf};
@@ -262,6 +264,11 @@ impl Store {
     /// Overwrites a decided task's output (after a re-check found it wrong).
     pub async fn replace_result(&self, row: ResultRow) -> Result<(), StoreError> {
         self.send(|reply| Write::ReplaceResult(row, reply)).await
+    }
+
+    /// Stores a change to the users.
+    pub async fn change_user(&self, change: users::UserWrite) -> Result<(), StoreError> {
+        self.send(|reply| Write::User(change, reply)).await
     }
 
     /// Waits until every write queued so far is committed (or has failed):

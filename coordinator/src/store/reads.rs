@@ -34,6 +34,11 @@ impl Store {
         })
     }
 
+    /// Every user, by id.
+    pub fn load_users(&self) -> Result<Vec<crate::users::User>, StoreError> {
+        self.read(super::users::load)
+    }
+
     pub fn load_jobs(&self) -> Result<Vec<StoredJob>, StoreError> {
         self.read(load_jobs_from)
     }
@@ -120,7 +125,7 @@ impl Store {
 pub(super) fn load_jobs_from(conn: &Connection) -> Result<Vec<StoredJob>, StoreError> {
     let mut statement = conn.prepare(
         "SELECT id, spec, tasks, redundancy, quorum, max_replicas, state, paused,
-                    created_at, started_at, finished_at, error, result, version, inputs
+                    created_at, started_at, finished_at, error, result, version, inputs, owner
              FROM jobs ORDER BY id",
     )?;
     // Text columns holding JSON or a state name are parsed here too;
@@ -153,6 +158,7 @@ pub(super) fn load_jobs_from(conn: &Connection) -> Result<Vec<StoredJob>, StoreE
                 },
                 created_at: r.get(8)?,
                 inputs: parsed(14, inputs.map(|i| serde_json::from_str(&i)).transpose())?,
+                owner: r.get(15)?,
             },
             lifecycle: Lifecycle {
                 state: parsed(6, JobState::from_name(&state).ok_or(UnknownState(state)))?,

@@ -74,6 +74,21 @@ CREATE TABLE IF NOT EXISTS job_blobs (
     PRIMARY KEY (digest, job_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS job_blobs_by_job ON job_blobs (job_id);
+CREATE TABLE IF NOT EXISTS blob_owners (
+    digest TEXT NOT NULL,
+    user   INTEGER NOT NULL,
+    PRIMARY KEY (digest, user)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blob_owners_by_user ON blob_owners (user);
+CREATE TABLE IF NOT EXISTS users (
+    id         INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL UNIQUE,
+    admin      INTEGER NOT NULL,
+    weight     INTEGER NOT NULL,
+    limits     TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    token_hash BLOB NOT NULL
+);
 ";
 
 /// Columns added since the first release, and their definitions: a file
@@ -81,6 +96,8 @@ CREATE INDEX IF NOT EXISTS job_blobs_by_job ON job_blobs (job_id);
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("jobs", "version", "INTEGER NOT NULL DEFAULT 0"),
     ("jobs", "inputs", "TEXT"),
+    // Jobs stored before users belong to the first admin.
+    ("jobs", "owner", "INTEGER NOT NULL DEFAULT 1"),
 ];
 
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {

@@ -9,6 +9,7 @@ use grid_scheduler::Replication;
 
 fn new_job() -> JobDefinition {
     JobDefinition {
+        owner: crate::users::FIRST_ADMIN,
         spec: KernelSpec::Primes(PrimesParams { start: 0, end: 100 }),
         tasks: 4,
         replication: Replication::SINGLE,
@@ -240,6 +241,7 @@ fn job_using(source: ContentDigest, files: &[ContentDigest]) -> JobDefinition {
     use grid_kernels::wasm::{MountedFile, WasmLimits, WasmParams};
     let limits = WasmLimits::DEFAULT;
     JobDefinition {
+        owner: crate::users::FIRST_ADMIN,
         spec: KernelSpec::Wasm(WasmParams {
             module: ContentDigest::of(b"prepared"),
             source,
@@ -283,7 +285,7 @@ fn on_disk(dir: &std::path::Path, digest: &ContentDigest) -> bool {
 
 fn row(store: &Store, digest: &ContentDigest) -> Option<BlobRow> {
     store
-        .blobs()
+        .blobs(None)
         .unwrap()
         .into_iter()
         .find(|b| b.digest == *digest)
@@ -300,11 +302,11 @@ async fn blobs_used_by_jobs_stay_until_the_jobs_go() {
     let file = blob_file(dir.path(), b"file");
     let spare = blob_file(dir.path(), b"spare");
     for (digest, size) in [(module, 6), (file, 4), (spare, 5)] {
-        assert!(store.record_upload(digest, size, 500).await.unwrap());
+        assert!(store.record_upload(digest, size, 500, None).await.unwrap());
     }
     let first = store.insert_job(job_using(module, &[file])).await.unwrap();
     let second = store.insert_job(job_using(module, &[])).await.unwrap();
-    let listed = store.blobs().unwrap();
+    let listed = store.blobs(None).unwrap();
     let references: Vec<(ContentDigest, u64)> =
         listed.iter().map(|b| (b.digest, b.references)).collect();
     let mut expected = vec![(module, 2), (file, 1), (spare, 0)];
@@ -316,7 +318,7 @@ async fn blobs_used_by_jobs_stay_until_the_jobs_go() {
     assert_eq!(store.blob_totals().unwrap(), (3, 15));
 
     assert_eq!(
-        store.delete_blob(module).await.unwrap(),
+        store.delete_blob(module, None).await.unwrap(),
         BlobDeletion::Referenced(vec![first, second])
     );
     // Everything is old: only the unreferenced blob goes.
@@ -343,7 +345,7 @@ async fn blobs_used_by_jobs_stay_until_the_jobs_go() {
     );
     assert_eq!(row(&store, &module).unwrap().references, 1);
     assert_eq!(
-        store.delete_blob(file).await.unwrap(),
+        store.delete_blob(file, None).await.unwrap(),
         BlobDeletion::Absent,
         "swept already"
     );
@@ -359,7 +361,7 @@ async fn a_download_counts_as_a_use_and_an_unused_blob_can_be_deleted() {
     let served = blob_file(dir.path(), b"served");
     let idle = blob_file(dir.path(), b"idle");
     for digest in [served, idle] {
-        assert!(store.record_upload(digest, 6, 100).await.unwrap());
+        assert!(store.record_upload(digest, 6, 100, None).await.unwrap());
     }
     let swept = store.sweep_blobs(vec![(served, 900)], 500).await.unwrap();
     assert_eq!(swept, vec![(idle, 6)]);
@@ -368,16 +370,16 @@ async fn a_download_counts_as_a_use_and_an_unused_blob_can_be_deleted() {
     store.sweep_blobs(vec![(served, 300)], 0).await.unwrap();
     assert_eq!(row(&store, &served).unwrap().last_used_at, 900);
     assert_eq!(
-        store.delete_blob(served).await.unwrap(),
+        store.delete_blob(served, None).await.unwrap(),
         BlobDeletion::Deleted { size: 6 }
     );
     assert!(!on_disk(dir.path(), &served));
     assert!(row(&store, &served).is_none());
     assert!(
-        !store.record_upload(served, 6, 1_000).await.unwrap(),
+        !store.record_upload(served, 6, 1_000, None).await.unwrap(),
         "no file, no row"
     );
-    assert!(store.blobs().unwrap().is_empty());
+    assert!(store.blobs(None).unwrap().is_empty());
 }
 
 /// A job whose blob was deleted a moment before is refused with a
@@ -387,10 +389,10 @@ async fn a_job_is_not_stored_when_its_blob_is_gone() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), Durability::Normal).unwrap();
     let module = blob_file(dir.path(), b"module");
-    assert!(store.record_upload(module, 6, 1).await.unwrap());
+    assert!(store.record_upload(module, 6, 1, None).await.unwrap());
     // The deletion and the submission race; the writer orders them.
     let (deleted, inserted) = tokio::join!(
-        store.delete_blob(module),
+        store.delete_blob(module, None),
         store.insert_job(job_using(module, &[]))
     );
     assert_eq!(deleted.unwrap(), BlobDeletion::Deleted { size: 6 });
@@ -462,14 +464,14 @@ async fn opening_brings_the_blob_rows_in_line_with_the_files_and_jobs() {
     };
     let before = crate::clock::unix_ms();
     let store = Store::open(dir.path(), Durability::Normal).unwrap();
-    let rows = store.blobs().unwrap();
+    let rows = store.blobs(None).unwrap();
     assert_eq!(rows.len(), 2, "{rows:?}");
     let adopted = row(&store, &module).unwrap();
     assert_eq!(adopted.references, 1);
     assert_eq!(adopted.size, 6);
     assert!(adopted.last_used_at >= before);
     assert_eq!(
-        store.delete_blob(module).await.unwrap(),
+        store.delete_blob(module, None).await.unwrap(),
         BlobDeletion::Referenced(vec![job])
     );
     drop(store);

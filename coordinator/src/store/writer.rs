@@ -56,10 +56,12 @@ pub(super) enum Write {
         digest: ContentDigest,
         size: u64,
         at: u64,
+        owner: Option<crate::users::UserId>,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
     DeleteBlob {
         digest: ContentDigest,
+        as_user: Option<crate::users::UserId>,
         reply: oneshot::Sender<Result<BlobDeletion, StoreError>>,
     },
     SweepBlobs {
@@ -72,6 +74,10 @@ pub(super) enum Write {
         at: u64,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
+    User(
+        super::users::UserWrite,
+        oneshot::Sender<Result<(), StoreError>>,
+    ),
 }
 
 pub(super) fn writer_loop(
@@ -156,8 +162,8 @@ fn apply_group(
                     };
                     tx.execute(
                         "INSERT INTO jobs (spec, tasks, redundancy, quorum, max_replicas, state,
-                                           created_at, inputs)
-                         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7)",
+                                           created_at, inputs, owner)
+                         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8)",
                         params![
                             serde_json::to_string(&job.spec).expect("specs are plain data"),
                             job.tasks,
@@ -168,6 +174,7 @@ fn apply_group(
                             job.inputs
                                 .as_ref()
                                 .map(|i| serde_json::to_string(i).expect("inputs are plain data")),
+                            job.owner,
                         ],
                     )?;
                     let id = tx.last_insert_rowid() as u64;
@@ -250,18 +257,28 @@ fn apply_group(
                     answers.push(Answer::Done);
                 }
                 Write::RecordUpload {
-                    digest, size, at, ..
+                    digest,
+                    size,
+                    at,
+                    owner,
+                    ..
                 } => answers.push(Answer::Flag(blobs::record_upload(
-                    &tx, blob_dir, doomed, digest, *size, *at,
+                    &tx, blob_dir, doomed, digest, *size, *at, *owner,
                 )?)),
-                Write::DeleteBlob { digest, .. } => answers.push(Answer::BlobDeletion(
-                    blobs::delete_blob(&tx, blob_dir, doomed, digest)?,
-                )),
+                Write::DeleteBlob {
+                    digest, as_user, ..
+                } => answers.push(Answer::BlobDeletion(blobs::delete_blob(
+                    &tx, blob_dir, doomed, digest, *as_user,
+                )?)),
                 Write::SweepBlobs {
                     touches, cutoff, ..
                 } => answers.push(Answer::Swept(blobs::sweep(&tx, doomed, touches, *cutoff)?)),
                 Write::DeleteJob { job, at, .. } => {
                     answers.push(Answer::Flag(blobs::delete_job(&tx, *job, *at)?))
+                }
+                Write::User(change, _) => {
+                    super::users::apply(&tx, change)?;
+                    answers.push(Answer::Done);
                 }
             }
         }
@@ -298,6 +315,7 @@ fn answer_group(group: Vec<Write>, outcome: Result<Vec<Answer>, StoreError>) {
                     (Write::DeleteJob { reply, .. }, Answer::Flag(deleted)) => {
                         drop(reply.send(Ok(deleted)))
                     }
+                    (Write::User(_, reply), Answer::Done) => drop(reply.send(Ok(()))),
                     _ => unreachable!("answers are made in the order of the writes"),
                 }
             }
@@ -325,6 +343,7 @@ fn answer_group(group: Vec<Write>, outcome: Result<Vec<Answer>, StoreError>) {
                     Write::DeleteBlob { reply, .. } => drop(reply.send(Err(failed()))),
                     Write::SweepBlobs { reply, .. } => drop(reply.send(Err(failed()))),
                     Write::DeleteJob { reply, .. } => drop(reply.send(Err(failed()))),
+                    Write::User(_, reply) => drop(reply.send(Err(failed()))),
                 }
             }
         }

@@ -38,4 +38,5 @@ mod silent_coordinator;
 mod smoke;
 mod startup;
 mod tls;
+mod users;
 mod wasm;

@@ -36,7 +36,10 @@ async fn a_snapshot_then_events_then_a_goodbye() {
         tasks: Some(2),
         ..JobRequest::new(KernelSpec::Primes(PrimesParams { start: 0, end: 100 }))
     };
-    let first = grid.submit(request.clone()).await.unwrap();
+    let first = grid
+        .submit(&grid.first_admin(), request.clone())
+        .await
+        .unwrap();
 
     let (mut to_server, stream) = fmpsc::channel::<Result<Message, WsError>>(16);
     let (sink, mut from_server) = fmpsc::channel(1024);
@@ -52,7 +55,7 @@ async fn a_snapshot_then_events_then_a_goodbye() {
         }
         other => panic!("expected the snapshot first, got {other:?}"),
     }
-    let second = grid.submit(request).await.unwrap();
+    let second = grid.submit(&grid.first_admin(), request).await.unwrap();
     match next_event(&mut from_server).await {
         MonitorEvent::Job { event, job } => {
             assert_eq!((event, job.id), (JobEvent::Submitted, second.id));

@@ -261,10 +261,13 @@ async fn acks_follow_the_order_of_the_frames() {
         start: 0,
         end: 1000,
     });
-    grid.submit(JobRequest {
-        tasks: Some(10),
-        ..JobRequest::new(spec.clone())
-    })
+    grid.submit(
+        &grid.first_admin(),
+        JobRequest {
+            tasks: Some(10),
+            ..JobRequest::new(spec.clone())
+        },
+    )
     .await
     .unwrap();
     let batch: Batch = match peer.next_message().await {
@@ -391,10 +394,13 @@ async fn a_worker_whose_donor_is_quarantined_is_told_with_4008() {
         start: 0,
         end: 1000,
     });
-    grid.submit(JobRequest {
-        tasks: Some(10),
-        ..JobRequest::new(spec)
-    })
+    grid.submit(
+        &grid.first_admin(),
+        JobRequest {
+            tasks: Some(10),
+            ..JobRequest::new(spec)
+        },
+    )
     .await
     .unwrap();
     let batch: Batch = match liar.next_message().await {
