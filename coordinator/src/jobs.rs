@@ -59,6 +59,8 @@ impl JobDefinition {
             needs: kernel_bit(self.spec.kind()),
             max_batch_tasks: inputs.and_then(TaskInputs::batch_cap),
             locality,
+            owner: 0,
+            priority: 0,
         }
     }
 

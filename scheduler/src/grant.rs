@@ -1,15 +1,41 @@
 //! Who gets which tasks. A worker with room in its pipeline gets a batch of
-//! the oldest job it may work on, sized from its measured speed to take about
-//! `target_batch_ms` and shrinking near the end of a job; the lease records
-//! the batch and its deadline. When nothing is left to issue, an idle worker
-//! gets speculative copies of tasks others have held too long. A trusted
-//! donor's tasks are spot-checked by a keyed hash the donor cannot predict.
+//! the first job in a grant's order that has tasks for it: the user furthest
+//! behind its fair share first (`users`), then that user's jobs by priority
+//! and age, with locality ranking jobs within a user (`jobs_in_order` has the
+//! whole order). The batch is sized from the worker's measured speed to take
+//! about `target_batch_ms`, shrinking near the end of a job; the lease
+//! records the batch and its deadline, and its owner is charged for it. When
+//! nothing is left to issue, an idle worker gets speculative copies of tasks
+//! others have held too long. A trusted donor's tasks are spot-checked by a
+//! keyed hash the donor cannot predict.
+
+use std::cmp::Reverse;
+use std::iter;
 
 use grid_protocol::TaskRanges;
 
-use crate::job::{Holder, JobState};
+use crate::job::Holder;
 use crate::state::BatchState;
-use crate::{Capabilities, DonorId, Grant, JobId, Scheduler, WorkerId};
+use crate::{Capabilities, DonorId, Grant, JobId, Scheduler, UserId, WorkerId};
+
+/// Where a job stands in a grant's order, least first: by the fields in
+/// this order (the derived `Ord`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Place {
+    /// False once locality's patience ran out for the job: it goes first.
+    patient: bool,
+    /// Its owner's pass: the user furthest behind its share first.
+    pass: u64,
+    owner: UserId,
+    /// Higher first.
+    priority: Reverse<i32>,
+    /// Its locality rank (1 to 3 below; 0 without locality).
+    rank: u8,
+    /// Bytes of its blobs the worker lacks.
+    missing: u64,
+    /// Older first.
+    job: JobId,
+}
 
 impl Scheduler {
     /// The next batch for `worker`, if it has room and there is work it may take.
@@ -24,9 +50,9 @@ impl Scheduler {
             return None;
         }
         let (rate, seed) = (self.config.spot_check_rate, self.config.spot_check_seed);
-        let job_ids = self.jobs_in_order(worker, offers, now);
+        let order = in_order(self.jobs_in_order(worker, offers, now));
         let active_workers = self.unpaused.max(1) as u64;
-        for job in job_ids {
+        for job in order {
             let size = self.batch_size(worker, job, active_workers);
             let spot_check = |task: u32| spot_checked(seed, job, task, rate);
             let tasks = self.jobs.get_mut(&job).expect("listed").take_tasks(
@@ -43,35 +69,76 @@ impl Scheduler {
         self.speculate(worker, donor, now, after)
     }
 
-    /// The jobs `worker` may work on, in the order it should try them.
-    /// Oldest first, unless some job's tasks read blobs (locality): then
-    /// 1. a job that has had no batch out for `locality_patience_ms`, so
-    ///    no job starves while workers serve the files they hold;
-    /// 2. jobs whose blobs the worker holds (or is fetching: those of the
+    /// The jobs `worker` may work on, each with its place in the order it
+    /// should try them (`in_order`); `grant` falls through to the next when
+    /// one has nothing for this worker, so no job waits behind a worse one
+    /// and no worker idles while a job it may take has work. The order:
+    /// users by least pass (fair share by weight, see `users`); a user's
+    /// jobs by priority, higher first, then oldest first. When some job's
+    /// tasks read blobs (locality), a user's jobs of one priority go
+    /// 1. jobs whose blobs the worker holds (or is fetching: those of the
     ///    batches it has out), oldest first;
-    /// 3. jobs no worker is on, fewest bytes to fetch first (new files
+    /// 2. jobs no worker is on, fewest bytes to fetch first (new files
     ///    spread over workers instead of every worker fetching one);
-    /// 4. the rest, fewest bytes to fetch first, but only jobs with more
+    /// 3. the rest, fewest bytes to fetch first, but only jobs with more
     ///    tasks left to hand out than their workers have out: a job about
     ///    to be finished by the workers on it is not worth fetching files
-    ///    for (its last round goes to them, and this worker waits).
-    fn jobs_in_order(&mut self, worker: WorkerId, offers: Capabilities, now: u64) -> Vec<JobId> {
-        let eligible = |j: &JobState| !j.paused && offers.covers(j.plan.needs) && j.issuable() > 0;
-        let mut ids: Vec<JobId> = Vec::new();
+    ///    for (its last round goes to them, and this worker waits);
+    ///
+    /// and ahead of every user, a job that has had no batch out for
+    /// `locality_patience_ms`, so no job starves while workers serve the
+    /// files they hold (it is charged to its owner like any other grant).
+    /// Fairness thus picks the user, locality the job within the user.
+    fn jobs_in_order(&mut self, worker: WorkerId, offers: Capabilities, now: u64) -> Vec<Place> {
+        // One scan: which users have work (whatever this worker runs),
+        // which jobs start their patience, the jobs it may take.
+        self.users_before_scan();
+        let mut placed = Vec::with_capacity(self.jobs.len());
         let mut local = false;
         for (&id, job) in self.jobs.iter_mut() {
-            if job.paused || !offers.covers(job.plan.needs) {
+            if job.paused {
                 continue;
             }
-            if job.batches_out == 0 && job.idle_since.is_none() {
+            let covered = offers.covers(job.plan.needs);
+            if covered && job.batches_out == 0 && job.idle_since.is_none() {
                 job.idle_since = Some(now);
             }
-            local |= !job.plan.locality.is_empty() && eligible(job);
-            ids.push(id);
+            if job.issuable() == 0 {
+                continue;
+            }
+            let owner = job.plan.owner;
+            let pass = self.users.get_mut(&owner).map_or(0, |user| {
+                user.has_work = true;
+                user.pass
+            });
+            if covered {
+                local |= !job.plan.locality.is_empty();
+                placed.push(Place {
+                    patient: true,
+                    pass,
+                    owner,
+                    priority: Reverse(job.plan.priority),
+                    rank: 0,
+                    missing: 0,
+                    job: id,
+                });
+            }
         }
-        if !local || !self.config.locality {
-            return ids;
+        if self.users_after_scan() {
+            // Someone is back from idle, and its pass was lifted.
+            for place in &mut placed {
+                place.pass = self.users.get(&place.owner).map_or(0, |user| user.pass);
+            }
         }
+        if local && self.config.locality {
+            self.rank_by_locality(worker, now, &mut placed);
+        }
+        placed
+    }
+
+    /// Fills in the locality ranks of the jobs placed for `worker`, and
+    /// drops those not worth fetching files for (rule 3).
+    fn rank_by_locality(&self, worker: WorkerId, now: u64, placed: &mut Vec<Place>) {
         // What it holds, and what it is fetching: the blobs of the jobs of
         // the batches it has out (its cache report comes only after).
         let state = &self.workers[&worker];
@@ -82,36 +149,31 @@ impl Scheduler {
             }
         }
         let patience = self.config.locality_patience_ms;
-        let mut keyed: Vec<((u8, u64, JobId), JobId)> = ids
-            .into_iter()
-            .filter_map(|id| {
-                let job = &self.jobs[&id];
-                let missing: u64 = job
-                    .plan
-                    .locality
-                    .iter()
-                    .filter(|(key, _)| !holds.contains(key))
-                    .map(|(_, bytes)| bytes)
-                    .sum();
-                let starving = job
-                    .idle_since
-                    .is_some_and(|since| now.saturating_sub(since) >= patience);
-                let rank = if starving && eligible(job) {
-                    (0, 0, id)
-                } else if missing == 0 {
-                    (1, 0, id)
-                } else if job.batches_out == 0 {
-                    (2, missing, id)
-                } else if job.issuable() > job.in_flight() {
-                    (3, missing, id)
-                } else {
-                    return None;
-                };
-                Some((rank, id))
-            })
-            .collect();
-        keyed.sort_unstable();
-        keyed.into_iter().map(|(_, id)| id).collect()
+        placed.retain_mut(|place| {
+            let job = &self.jobs[&place.job];
+            let missing: u64 = job
+                .plan
+                .locality
+                .iter()
+                .filter(|(key, _)| !holds.contains(key))
+                .map(|(_, bytes)| bytes)
+                .sum();
+            let starving = job
+                .idle_since
+                .is_some_and(|since| now.saturating_sub(since) >= patience);
+            (place.patient, place.rank, place.missing) = if starving {
+                (false, 0, 0)
+            } else if missing == 0 {
+                (true, 1, 0)
+            } else if job.batches_out == 0 {
+                (true, 2, missing)
+            } else if job.issuable() > job.in_flight() {
+                (true, 3, missing)
+            } else {
+                return false;
+            };
+            true
+        });
     }
 
     /// A batch of `job` was closed (finished at `now`, or ended otherwise).
@@ -181,6 +243,7 @@ impl Scheduler {
         let job_state = self.jobs.get_mut(&job).expect("caller checked");
         job_state.batches_out += 1;
         job_state.idle_since = None;
+        let (owner, task_ms) = (job_state.plan.owner, job_state.ms_per_task_per_thread());
         let mut reissued = 0;
         for &task in &tasks {
             if job_state.add_holder(
@@ -203,6 +266,7 @@ impl Scheduler {
         } else {
             self.counters.tasks_reissued += reissued;
         }
+        self.charge(owner, tasks.len(), task_ms);
         let ranges = TaskRanges::from_indices(tasks.iter().copied());
         self.batches.insert(
             batch,
@@ -286,6 +350,18 @@ impl Scheduler {
         tasks.sort_unstable();
         Some(self.lease(worker, job, tasks, true, now))
     }
+}
+
+/// The jobs placed, least first. The least usually takes the batch, so it
+/// is found in O(jobs); the rest are sorted only if it had nothing.
+fn in_order(mut placed: Vec<Place>) -> impl Iterator<Item = JobId> {
+    let least = (0..placed.len()).min_by_key(|&i| placed[i]);
+    let first = least.map(|i| placed.swap_remove(i).job);
+    let rest = iter::once_with(move || {
+        placed.sort_unstable();
+        placed.into_iter().map(|place| place.job)
+    });
+    first.into_iter().chain(rest.flatten())
 }
 
 /// Whether a trusted donor's task still gets the full quorum: a keyed hash,

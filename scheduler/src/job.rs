@@ -11,7 +11,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::replication::Replication;
 use crate::speed::Speed;
-use crate::{BatchId, Capabilities, Digest, DonorId, JobId, WorkerId};
+use crate::{BatchId, Capabilities, Digest, DonorId, JobId, UserId, WorkerId};
 
 /// Hashes task indices and donor ids by one multiplication: the keys are not
 /// chosen by anyone who could aim for collisions (task indices are ours, donor
@@ -57,10 +57,15 @@ pub struct JobPlan {
     /// opaque keys with their sizes in bytes: workers that hold them are
     /// preferred (locality scheduling).
     pub locality: Vec<(u64, u64)>,
+    /// The user who submitted it: workers are shared between users by
+    /// weight ([`crate::Scheduler::set_user_weight`]).
+    pub owner: UserId,
+    /// Among its owner's jobs, higher goes first; equal, older first.
+    pub priority: i32,
 }
 
 impl JobPlan {
-    /// A plan with one replica per task.
+    /// A plan with one replica per task, of user 0 at priority 0.
     pub fn single(id: JobId, tasks: u32) -> JobPlan {
         JobPlan {
             id,
@@ -69,6 +74,8 @@ impl JobPlan {
             needs: Capabilities::NONE,
             max_batch_tasks: None,
             locality: Vec::new(),
+            owner: 0,
+            priority: 0,
         }
     }
 }

@@ -7,6 +7,7 @@ use crate::{BatchId, Digest, DonorId, JobId, JobPlan, Scheduler};
 
 impl Scheduler {
     pub fn add_job(&mut self, plan: JobPlan) {
+        self.users.entry(plan.owner).or_default();
         self.jobs.insert(plan.id, JobState::new(plan));
     }
 

@@ -6,12 +6,18 @@
 //! returns: the coordinator stores and collates the result that decided it.
 //!
 //! The rules it owns:
-//! - Jobs are served oldest first, except that a worker is given jobs whose
-//!   blobs its cache holds first (locality, BOINC's "locality scheduling"),
-//!   within a patience after which any job left without a batch is served.
-//!   A batch holds tasks of one job, sized so it
-//!   takes about [`SchedulerConfig::target_batch_ms`] at the worker's measured
-//!   speed, and shrinking near the end of a job so the tail spreads out.
+//! - Workers are shared between the users with work by weight
+//!   ([`Scheduler::set_user_weight`], 1 unless set), by stride scheduling
+//!   over the thread time granted (Waldspurger and Weihl, 1995); a user idle
+//!   meanwhile banks nothing. A user's jobs go by priority, higher first,
+//!   then oldest first, except that a worker is given those whose blobs its
+//!   cache holds first (locality, BOINC's "locality scheduling"), within a
+//!   patience after which any job left without a batch is served, whatever
+//!   its user. A worker that can take nothing of the first job in that order
+//!   gets the next, so a job never waits for a worse one. A batch holds
+//!   tasks of one job, sized so it takes about
+//!   [`SchedulerConfig::target_batch_ms`] at the worker's measured speed, and
+//!   shrinking near the end of a job so the tail spreads out.
 //! - Every batch is a lease with a deadline; results extend it. A lease that
 //!   expires, a worker that disconnects, returns tasks or fails one puts those
 //!   tasks back to be issued again. A late result for a task still open is
@@ -33,7 +39,9 @@
 //! child module adds the methods for one concern:
 //! - `jobs`: jobs added, restored after a restart, paused, removed.
 //! - `workers`: connections joining, pausing, leaving; the ready set.
-//! - `grant`: batch sizing, leases, speculative copies, spot checks.
+//! - `grant`: the order jobs are offered in, batch sizing, leases,
+//!   speculative copies, spot checks.
+//! - `users`: fair share between users (weights, passes, stride's floor).
 //! - `donors`: trust earned, quarantine and the re-checks it causes.
 //! - `results`: results classified and voted on; batches finished, closed,
 //!   released; tasks returned or failed.
@@ -51,6 +59,7 @@ mod results;
 mod speed;
 mod state;
 mod time;
+mod users;
 mod workers;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -58,13 +67,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use grid_protocol::TaskRanges;
 
 pub use crate::job::JobPlan;
-use crate::job::JobState;
+use crate::job::{IntMap, JobState};
 pub use crate::replication::{Replication, ReplicationError};
 use crate::state::{BatchState, WorkerState};
+use crate::users::UserState;
 
 pub type JobId = u64;
 pub type WorkerId = u64;
 pub type BatchId = u64;
+/// Who submitted a job: workers are shared between users by weight.
+pub type UserId = u64;
 /// Identifies a donor: one browser tab's workers share one, a native worker
 /// has its own. Replicas of a task never go to the same donor twice.
 pub type DonorId = u64;
@@ -257,6 +269,12 @@ pub struct Scheduler {
     ready: BTreeSet<WorkerId>,
     /// Workers not paused.
     unpaused: usize,
+    /// Every user that has had a job or a weight: its weight and pass.
+    /// Looked up for every job on every grant, hence hashed.
+    users: IntMap<UserId, UserState>,
+    /// Stride's global pass: no user with work has a lower pass, and a user
+    /// back from idle starts here (see `users`).
+    pass_floor: u64,
 }
 
 impl Scheduler {
@@ -273,6 +291,8 @@ impl Scheduler {
             donors: HashMap::new(),
             ready: BTreeSet::new(),
             unpaused: 0,
+            users: IntMap::default(),
+            pass_floor: 0,
         }
     }
 
@@ -303,8 +323,10 @@ impl Scheduler {
 
     /// Checks the invariants that tie the scheduler's tables together: every
     /// batch is held by a live worker and belongs to a live job, its count of
-    /// outstanding tasks matches its waiting ones, and the set of ready
-    /// workers and the count of unpaused ones match a scan. Cheap enough for
+    /// outstanding tasks matches its waiting ones, the set of ready workers
+    /// and the count of unpaused ones match a scan, every job's owner has a
+    /// user record, and no user with work has a pass below the floor (so
+    /// none banked credit while idle). Cheap enough for
     /// tests after every step; the coordinator runs it after recovering the
     /// lock from a panicking holder.
     pub fn check_consistency(&self) -> Result<(), String> {
@@ -381,6 +403,26 @@ impl Scheduler {
             return Err(format!(
                 "{} unpaused workers counted, {unpaused} by scan",
                 self.unpaused
+            ));
+        }
+        if let Some(job) = self
+            .jobs
+            .values()
+            .find(|j| !self.users.contains_key(&j.plan.owner))
+        {
+            return Err(format!(
+                "job {} belongs to user {}, who has no record",
+                job.plan.id, job.plan.owner
+            ));
+        }
+        if let Some((id, user)) = self
+            .users
+            .iter()
+            .find(|(_, u)| u.has_work && u.pass < self.pass_floor)
+        {
+            return Err(format!(
+                "user {id} has work and a pass of {}, below the floor {}",
+                user.pass, self.pass_floor
             ));
         }
         Ok(())

@@ -62,3 +62,31 @@ fn a_count_of_unpaused_workers_out_of_step_with_the_workers_is_caught() {
         Err("1 unpaused workers counted, 0 by scan".to_string())
     );
 }
+
+#[test]
+fn a_job_of_a_user_without_a_record_is_caught() {
+    let (mut s, _) = one_batch();
+    s.users.clear();
+    assert_eq!(
+        s.check_consistency(),
+        Err("job 1 belongs to user 0, who has no record".to_string())
+    );
+}
+
+#[test]
+fn a_user_with_work_below_the_floor_is_caught() {
+    let (mut s, _) = one_batch();
+    // User 0 has work (seven tasks left) and was charged for the batch.
+    let pass = s.users[&0].pass;
+    assert!(s.users[&0].has_work && pass > 0);
+    s.pass_floor = pass;
+    assert_eq!(s.check_consistency(), Ok(()), "at the floor is fine");
+    s.pass_floor = pass + 1;
+    assert_eq!(
+        s.check_consistency(),
+        Err(format!(
+            "user 0 has work and a pass of {pass}, below the floor {}",
+            pass + 1
+        ))
+    );
+}

@@ -1,5 +1,7 @@
 //! Tests of the scheduling rules, natively and without I/O: `rules` checks
-//! one rule at a time on a small hand-built grid; `model` drives the state
+//! one rule at a time on a small hand-built grid; `fair_share` checks the
+//! rules between users, and the shares they give on a simulated grid with a
+//! clock of its own; `model` drives the state
 //! machine through thousands of random interleavings of grants, results,
 //! returns, failures, disconnects and lease expiries, and checks that every
 //! task is decided exactly once, with the right answer; `consistency` shows
@@ -8,6 +10,7 @@
 //! plans, and a config without speculation and with short leases.
 
 mod consistency;
+mod fair_share;
 mod model;
 mod rules;
 
@@ -38,6 +41,8 @@ fn plan(id: JobId, tasks: u32, redundancy: u32) -> JobPlan {
         },
         needs: Capabilities::NONE,
         max_batch_tasks: None,
+        owner: 0,
+        priority: 0,
     }
 }
 

@@ -1,6 +1,7 @@
 //! A model-based property test: random interleavings of connects,
 //! disconnects, grants, deliveries, replays, forged results, returns,
-//! failures, pauses and lease expiries, with an optional lying donor, checked
+//! failures, pauses, lease expiries and users' weights changing, over jobs of
+//! two users at mixed priorities, with an optional lying donor, checked
 //! after every step (a donor never holds two copies of a task nor answers one
 //! twice, no replay or forgery is accepted, the tables agree with a scan) and
 //! at the end, once honest workers have drained what is left: every task of a
@@ -32,6 +33,8 @@ enum Op {
     Pause(u8, bool),
     /// The worker's cache gains (true) or loses (false) a job's file.
     Hold(u8, u8, bool),
+    /// A user's weight changes.
+    Weigh(u8, u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -47,6 +50,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u16..3000).prop_map(Op::Tick),
         1 => (0u8..5, any::<bool>()).prop_map(|(w, p)| Op::Pause(w, p)),
         1 => (0u8..5, 0u8..4, any::<bool>()).prop_map(|(w, f, h)| Op::Hold(w, f, h)),
+        1 => (0u8..3, 0u8..4).prop_map(|(u, w)| Op::Weigh(u, w)),
     ]
 }
 
@@ -322,6 +326,9 @@ impl Harness {
                     self.s.update_holdings(conn.id, added, removed);
                 }
             }
+            Op::Weigh(user, weight) => {
+                self.s.set_user_weight(u64::from(user), u32::from(weight));
+            }
         }
     }
 
@@ -365,7 +372,7 @@ proptest! {
 
     #[test]
     fn every_task_is_decided_exactly_once_and_correctly(
-        jobs in proptest::collection::vec((1u32..30, 1u32..4), 1..3),
+        jobs in proptest::collection::vec((1u32..30, 1u32..4, -1i32..2), 1..4),
         liar in proptest::option::of(0u64..4),
         speculate in any::<bool>(),
         trust_quickly in any::<bool>(),
@@ -381,13 +388,15 @@ proptest! {
             ..SchedulerConfig::default()
         });
         // A liar only makes sense where replicas can outvote it.
-        let liar = liar.filter(|_| jobs.iter().all(|&(_, r)| r >= 2));
-        for (i, &(tasks, redundancy)) in jobs.iter().enumerate() {
+        let liar = liar.filter(|_| jobs.iter().all(|&(_, r, _)| r >= 2));
+        for (i, &(tasks, redundancy, priority)) in jobs.iter().enumerate() {
             // Even jobs need a kernel the browser tab does not run.
             let id = i as u64 + 1;
             // Jobs read files 0 to 2 (job 4 reads none), for locality.
             let locality = if id.is_multiple_of(4) { Vec::new() } else { vec![(id % 4 - 1, 1 << 20)] };
-            s.add_job(JobPlan { needs: Capabilities(1 << (id % 2)), locality, ..plan(id, tasks, redundancy) });
+            // Jobs 1 and 3 are user 1's, 2 is user 2's (fair share, priority).
+            let owner = 2 - id % 2;
+            s.add_job(JobPlan { needs: Capabilities(1 << (id % 2)), locality, owner, priority, ..plan(id, tasks, redundancy) });
         }
         let mut h = Harness {
             s, now: 0, conns: BTreeMap::new(), next_id: 0, liar_donor: liar,
@@ -401,7 +410,7 @@ proptest! {
             prop_assert_eq!(h.s.check_consistency(), Ok(()));
         }
         h.drain();
-        for (i, &(tasks, _)) in jobs.iter().enumerate() {
+        for (i, &(tasks, _, _)) in jobs.iter().enumerate() {
             let job = i as u64 + 1;
             if h.failed_jobs.contains(&job) {
                 continue;

@@ -473,6 +473,8 @@ fn a_task_without_quorum_within_the_cap_fails_visibly() {
         },
         needs: Capabilities::NONE,
         max_batch_tasks: None,
+        owner: 0,
+        priority: 0,
     });
     s.add_worker(1, 1, 1, Capabilities::ALL, 0);
     s.add_worker(2, 2, 1, Capabilities::ALL, 0);
