@@ -299,6 +299,9 @@ pub struct CommonSubmit {
     /// How many of the replicas must agree (default: a majority).
     #[arg(long, global = true)]
     pub quorum: Option<u32>,
+    /// Among your jobs, higher runs first (default 0; may be negative).
+    #[arg(long, global = true, allow_negative_numbers = true)]
+    pub priority: Option<i32>,
     /// Wait for the job to finish, with a progress bar.
     #[arg(long, global = true)]
     pub wait: bool,

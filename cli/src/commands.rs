@@ -298,6 +298,7 @@ async fn submit(client: &Client, args: &SubmitArgs) -> anyhow::Result<ExitCode> 
     request.tasks = common.tasks.or(request.tasks);
     request.redundancy = common.redundancy.or(request.redundancy);
     request.quorum = common.quorum.or(request.quorum);
+    request.priority = common.priority.or(request.priority);
     let status = client.submit(&request).await?;
     let id = status.id;
     if !args.common.wait {

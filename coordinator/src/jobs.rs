@@ -39,6 +39,8 @@ pub struct JobDefinition {
     pub inputs: Option<WasmInputs>,
     /// The user who submitted it.
     pub owner: crate::users::UserId,
+    /// Among its owner's jobs, higher goes first.
+    pub priority: i32,
 }
 
 impl JobDefinition {
@@ -59,8 +61,8 @@ impl JobDefinition {
             needs: kernel_bit(self.spec.kind()),
             max_batch_tasks: inputs.and_then(TaskInputs::batch_cap),
             locality,
-            owner: 0,
-            priority: 0,
+            owner: self.owner,
+            priority: self.priority,
         }
     }
 
@@ -333,6 +335,7 @@ impl Job {
         });
         JobStatus {
             owner,
+            priority: self.definition.priority,
             id: self.id,
             spec: self.definition.spec.clone(),
             state: lifecycle.state,
@@ -365,6 +368,7 @@ mod tests {
 
     fn definition() -> JobDefinition {
         JobDefinition {
+            priority: 0,
             owner: crate::users::FIRST_ADMIN,
             spec: KernelSpec::Primes(PrimesParams { start: 0, end: 100 }),
             tasks: 4,

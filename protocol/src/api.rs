@@ -85,6 +85,8 @@ pub struct JobRequest {
     pub quorum: Option<u32>,
     /// The most replicas a disagreement may add up to.
     pub max_replicas: Option<u32>,
+    /// Among its owner's jobs, higher goes first; default 0.
+    pub priority: Option<i32>,
 }
 
 /// What a job runs: a built-in kernel with its params, or a user's module,
@@ -199,6 +201,8 @@ struct JobRequestWire {
     quorum: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     max_replicas: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    priority: Option<i32>,
 }
 
 fn empty_object() -> serde_json::Value {
@@ -214,6 +218,7 @@ impl JobRequest {
             redundancy: None,
             quorum: None,
             max_replicas: None,
+            priority: None,
         }
     }
 
@@ -239,6 +244,7 @@ impl JobRequest {
             redundancy: wire.redundancy,
             quorum: wire.quorum,
             max_replicas: wire.max_replicas,
+            priority: wire.priority,
         })
     }
 
@@ -260,6 +266,7 @@ impl JobRequest {
             redundancy: self.redundancy,
             quorum: self.quorum,
             max_replicas: self.max_replicas,
+            priority: self.priority,
         }
     }
 }
@@ -285,6 +292,9 @@ pub struct JobStatus {
     /// The name of the user who submitted it.
     #[serde(default)]
     pub owner: String,
+    /// Among its owner's jobs, higher goes first.
+    #[serde(default)]
+    pub priority: i32,
     /// `kernel` and `params`, as in the request.
     #[serde(flatten)]
     pub spec: KernelSpec,
@@ -642,6 +652,7 @@ mod tests {
     #[test]
     fn status_objects_keep_the_documented_shape_and_read_back() {
         let status = JobStatus {
+            priority: 0,
             owner: "admin".into(),
             id: 3,
             spec: primes(),
@@ -662,7 +673,7 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!({
-                "id": 3, "owner": "admin", "kernel": "primes", "params": {"start": 0, "end": 100},
+                "id": 3, "owner": "admin", "priority": 0, "kernel": "primes", "params": {"start": 0, "end": 100},
                 "state": "done", "paused": false, "tasks": {"total": 4, "done": 4},
                 "redundancy": 1, "quorum": 1, "created_at": 1, "started_at": 2,
                 "finished_at": 5, "elapsed_ms": 3, "result": {"count": 25},

@@ -57,6 +57,7 @@ impl Grid {
         .map_err(|e| bad(&e))?;
         let definition = JobDefinition {
             owner: caller.user,
+            priority: request.priority.unwrap_or(0),
             spec,
             tasks,
             replication,

@@ -270,6 +270,9 @@ impl Grid {
         let mut scheduler_config = config.scheduler.clone();
         scheduler_config.spot_check_seed = rand::random();
         let mut scheduler = Scheduler::new(scheduler_config);
+        for user in users.all() {
+            scheduler.set_user_weight(user.id, user.weight);
+        }
         // Batch ids of this run start above every earlier run's.
         scheduler.set_batch_floor(epoch << 32);
         let grid = Arc::new(Grid {

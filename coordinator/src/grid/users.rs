@@ -136,6 +136,7 @@ impl Grid {
             })?;
         let info = user.info();
         tracing::info!(user = %user.name, admin = user.admin, by = %caller.name, "user added");
+        self.scheduler().set_user_weight(user.id, user.weight);
         self.users().add(user);
         Ok(UserToken { user: info, token })
     }
@@ -274,6 +275,42 @@ mod tests {
         let stored = std::fs::read(dir.path().join(crate::store::STORE_FILE)).unwrap();
         let needle = rotated.token.as_bytes();
         assert!(!stored.windows(needle.len()).any(|w| w == needle));
+    }
+
+    #[tokio::test]
+    async fn weights_reach_the_scheduler_and_priorities_the_jobs_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let grid = open_grid(dir.path()).await;
+        let admin = grid.first_admin();
+        let heavy = grid
+            .add_user(
+                &admin,
+                UserRequest {
+                    weight: Some(3),
+                    ..request("heavy")
+                },
+            )
+            .await
+            .unwrap();
+        let caller = grid.authenticate(&heavy.token).unwrap();
+        assert_eq!(grid.scheduler().user_weight(caller.user), 3);
+        let job = grid
+            .submit(
+                &caller,
+                grid_protocol::api::JobRequest {
+                    priority: Some(-2),
+                    ..crate::grid::testing::primes_job(1)
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!((job.owner.as_str(), job.priority), ("heavy", -2));
+        drop(grid);
+        let grid = open_grid(dir.path()).await;
+        assert_eq!(grid.scheduler().user_weight(caller.user), 3);
+        let again = grid.job_status(&caller, job.id).unwrap();
+        assert_eq!((again.owner.as_str(), again.priority), ("heavy", -2));
+        assert_eq!(grid.job(job.id).unwrap().plan().priority, -2);
     }
 
     #[tokio::test]

@@ -125,7 +125,8 @@ impl Store {
 pub(super) fn load_jobs_from(conn: &Connection) -> Result<Vec<StoredJob>, StoreError> {
     let mut statement = conn.prepare(
         "SELECT id, spec, tasks, redundancy, quorum, max_replicas, state, paused,
-                    created_at, started_at, finished_at, error, result, version, inputs, owner
+                    created_at, started_at, finished_at, error, result, version, inputs, owner,
+                    priority
              FROM jobs ORDER BY id",
     )?;
     // Text columns holding JSON or a state name are parsed here too;
@@ -159,6 +160,7 @@ pub(super) fn load_jobs_from(conn: &Connection) -> Result<Vec<StoredJob>, StoreE
                 created_at: r.get(8)?,
                 inputs: parsed(14, inputs.map(|i| serde_json::from_str(&i)).transpose())?,
                 owner: r.get(15)?,
+                priority: r.get(16)?,
             },
             lifecycle: Lifecycle {
                 state: parsed(6, JobState::from_name(&state).ok_or(UnknownState(state)))?,

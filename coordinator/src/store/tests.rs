@@ -9,6 +9,7 @@ use grid_scheduler::Replication;
 
 fn new_job() -> JobDefinition {
     JobDefinition {
+        priority: 0,
         owner: crate::users::FIRST_ADMIN,
         spec: KernelSpec::Primes(PrimesParams { start: 0, end: 100 }),
         tasks: 4,
@@ -241,6 +242,7 @@ fn job_using(source: ContentDigest, files: &[ContentDigest]) -> JobDefinition {
     use grid_kernels::wasm::{MountedFile, WasmLimits, WasmParams};
     let limits = WasmLimits::DEFAULT;
     JobDefinition {
+        priority: 0,
         owner: crate::users::FIRST_ADMIN,
         spec: KernelSpec::Wasm(WasmParams {
             module: ContentDigest::of(b"prepared"),

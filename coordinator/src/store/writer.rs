@@ -162,8 +162,8 @@ fn apply_group(
                     };
                     tx.execute(
                         "INSERT INTO jobs (spec, tasks, redundancy, quorum, max_replicas, state,
-                                           created_at, inputs, owner)
-                         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8)",
+                                           created_at, inputs, owner, priority)
+                         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9)",
                         params![
                             serde_json::to_string(&job.spec).expect("specs are plain data"),
                             job.tasks,
@@ -175,6 +175,7 @@ fn apply_group(
                                 .as_ref()
                                 .map(|i| serde_json::to_string(i).expect("inputs are plain data")),
                             job.owner,
+                            job.priority,
                         ],
                     )?;
                     let id = tx.last_insert_rowid() as u64;
