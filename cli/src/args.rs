@@ -104,6 +104,14 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Print the audit trail: who did what (admins only), oldest first.
+    Audit {
+        /// Entries of the last SPAN only (7d, 12h, 30m).
+        #[arg(long)]
+        since: Option<Span>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop handing out a job's tasks (batches already out finish).
     Pause { job: u64 },
     /// Hand out a paused job's tasks again.

@@ -19,8 +19,8 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 use grid_kernels::{ContentDigest, JobResult};
 use grid_protocol::api::{
-    BlobListing, ErrorBody, ExportFormat, Health, JobRequest, JobStatus, UserInfo, UserRequest,
-    UserToken, WorkerInfo,
+    AuditEntry, BlobListing, ErrorBody, ExportFormat, Health, JobRequest, JobStatus, UserInfo,
+    UserRequest, UserToken, WorkerInfo,
 };
 
 /// How much of a file is read at a time, to hash it and to send it.
@@ -240,6 +240,15 @@ impl Client {
         self.json(
             self.http
                 .post(format!("{}/api/users/{name}/token", self.base)),
+        )
+        .await
+    }
+
+    /// `GET /api/audit?since=MS`: the audit trail from `since` on.
+    pub async fn audit(&self, since: u64) -> anyhow::Result<Vec<AuditEntry>> {
+        self.json(
+            self.http
+                .get(format!("{}/api/audit?since={since}", self.base)),
         )
         .await
     }

@@ -30,7 +30,8 @@ use crate::args::{
 };
 use crate::client::Client;
 use crate::print::{
-    print_blobs, print_jobs, print_json, print_status, print_token, print_users, print_workers,
+    print_audit, print_blobs, print_jobs, print_json, print_status, print_token, print_users,
+    print_workers,
 };
 
 /// The file `grid results JOB -o DIR` lists a wasm job's tasks in.
@@ -88,6 +89,19 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Blob { command } => blob(&client(&cli)?, command).await,
         Command::User { command } => user(&client(&cli)?, command).await,
+        Command::Audit { since, json } => {
+            let now = grid_coordinator::clock::unix_ms();
+            let from = since.map_or(0, |span| {
+                now.saturating_sub(u64::try_from(span.0.as_millis()).unwrap_or(u64::MAX))
+            });
+            let entries = client(&cli)?.audit(from).await?;
+            if *json {
+                print_json(&entries);
+            } else {
+                print_audit(&entries, now);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Token {
             command: TokenCommand::Rotate { name, json },
         } => {

@@ -2,7 +2,7 @@
 //! people, pretty JSON with `--json`.
 
 use grid_kernels::ResultSummary;
-use grid_protocol::api::{BlobListing, JobStatus, UserInfo, UserToken, WorkerInfo};
+use grid_protocol::api::{AuditEntry, BlobListing, JobStatus, UserInfo, UserToken, WorkerInfo};
 use indicatif::HumanBytes;
 use serde::Serialize;
 
@@ -170,6 +170,27 @@ fn ago(then: u64, now: u64) -> String {
         60..3600 => format!("{}m ago", seconds / 60),
         3600..86_400 => format!("{}h ago", seconds / 3600),
         _ => format!("{}d ago", seconds / 86_400),
+    }
+}
+
+pub(crate) fn print_audit(entries: &[AuditEntry], now: u64) {
+    if entries.is_empty() {
+        println!("no entries");
+        return;
+    }
+    println!(
+        "{:>9}  {:<16} {:<18} {:<16} DETAIL",
+        "WHEN", "ACTOR", "ACTION", "SUBJECT"
+    );
+    for entry in entries {
+        println!(
+            "{:>9}  {:<16} {:<18} {:<16} {}",
+            ago(entry.at, now),
+            entry.actor,
+            entry.action.name(),
+            entry.subject,
+            entry.detail
+        );
     }
 }
 

@@ -17,7 +17,7 @@ mod blobs;
 mod users;
 
 use blobs::{blob_delete, blob_list, blob_put, blob_read, job_remove, module_get};
-use users::{token_rotate, user_add, user_list, user_remove};
+use users::{audit, token_rotate, user_add, user_list, user_remove};
 
 use crate::auth;
 use crate::export::{self, Format};
@@ -79,6 +79,7 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
         user_list(shared.clone()).boxed(),
         user_remove(shared.clone()).boxed(),
         token_rotate(shared.clone()).boxed(),
+        audit(shared.clone()).boxed(),
         metrics(shared.clone()).boxed(),
         monitor_socket(shared.clone()).boxed(),
         worker_socket(shared.clone()).boxed(),

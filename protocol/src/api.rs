@@ -366,6 +366,70 @@ pub struct UserToken {
     pub token: String,
 }
 
+/// What an audit entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditAction {
+    UserAdded,
+    UserRemoved,
+    TokenRotated,
+    JobSubmitted,
+    JobCancelled,
+    JobPaused,
+    JobResumed,
+    JobRemoved,
+    AnswersRevised,
+    DonorQuarantined,
+}
+
+impl AuditAction {
+    const ALL: [AuditAction; 10] = [
+        AuditAction::UserAdded,
+        AuditAction::UserRemoved,
+        AuditAction::TokenRotated,
+        AuditAction::JobSubmitted,
+        AuditAction::JobCancelled,
+        AuditAction::JobPaused,
+        AuditAction::JobResumed,
+        AuditAction::JobRemoved,
+        AuditAction::AnswersRevised,
+        AuditAction::DonorQuarantined,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AuditAction::UserAdded => "user_added",
+            AuditAction::UserRemoved => "user_removed",
+            AuditAction::TokenRotated => "token_rotated",
+            AuditAction::JobSubmitted => "job_submitted",
+            AuditAction::JobCancelled => "job_cancelled",
+            AuditAction::JobPaused => "job_paused",
+            AuditAction::JobResumed => "job_resumed",
+            AuditAction::JobRemoved => "job_removed",
+            AuditAction::AnswersRevised => "answers_revised",
+            AuditAction::DonorQuarantined => "donor_quarantined",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<AuditAction> {
+        AuditAction::ALL.into_iter().find(|a| a.name() == name)
+    }
+}
+
+/// One line of the audit trail (`GET /api/audit`, `grid audit`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Unix milliseconds.
+    pub at: u64,
+    /// The user who did it, or `coordinator` for what the grid did itself.
+    pub actor: String,
+    pub action: AuditAction,
+    /// What it was done to: `user alice`, `job 7`, `donor 12`.
+    pub subject: String,
+    /// The particulars, in a sentence (a quarantine's evidence).
+    pub detail: String,
+}
+
 /// A worker connection as `GET /api/workers` lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerInfo {

@@ -71,6 +71,36 @@ pub(super) fn user_remove(
         })
 }
 
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    #[serde(default)]
+    since: u64,
+    limit: Option<u32>,
+}
+
+/// `GET /api/audit?since=MS&limit=N`: the audit trail, oldest first
+/// (admins only).
+pub(super) fn audit(
+    shared: Shared,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("api" / "audit")
+        .and(warp::get())
+        .and(authorized(&shared))
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(with_shared(shared))
+        .and_then(|caller: Caller, query: String, shared: Shared| async move {
+            let query: AuditQuery = serde_urlencoded::from_str(&query)
+                .map_err(|e| reject(ApiError::BadRequest(format!("bad query: {e}"))))?;
+            let entries = shared
+                .grid
+                .audit_trail(&caller, query.since, query.limit)
+                .await
+                .map_err(reject)?;
+            Ok::<_, Rejection>(json(&entries, StatusCode::OK))
+        })
+}
+
 pub(super) fn token_rotate(
     shared: Shared,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {

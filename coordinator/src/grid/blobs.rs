@@ -259,7 +259,13 @@ impl Grid {
             // Another removal got there first.
             return Err(ApiError::NotFound(format!("no job {id}")));
         }
-        tracing::info!(job = id, "job removed");
+        tracing::info!(job = id, by = %caller.name, "job removed");
+        self.audit(
+            &caller.name,
+            grid_protocol::api::AuditAction::JobRemoved,
+            format!("job {id}"),
+            String::new(),
+        );
         Ok(())
     }
 

@@ -80,6 +80,17 @@ impl Grid {
         self.scheduler().add_job(job.plan());
         tracing::info!(job = id, owner = %caller.name, kernel = %job.spec().kind(), tasks, redundancy = replication.redundancy, "job submitted");
         self.job_event(&job, JobEvent::Submitted);
+        self.audit(
+            &caller.name,
+            grid_protocol::api::AuditAction::JobSubmitted,
+            format!("job {id}"),
+            format!(
+                "{}, {tasks} tasks, redundancy {}, priority {}",
+                job.spec().kind(),
+                replication.redundancy,
+                job.definition.priority
+            ),
+        );
         self.dispatch();
         Ok(self.status_of(&job))
     }
@@ -218,7 +229,16 @@ impl Grid {
         };
         let applied = applied
             .map_err(|Refused(state)| ApiError::Conflict(format!("job {id} is already {state}")))?;
+        let action = match applied.event {
+            JobEvent::Paused => Some(grid_protocol::api::AuditAction::JobPaused),
+            JobEvent::Resumed => Some(grid_protocol::api::AuditAction::JobResumed),
+            JobEvent::Cancelled => Some(grid_protocol::api::AuditAction::JobCancelled),
+            _ => None,
+        };
         self.commit(&job, applied).await?;
+        if let Some(action) = action {
+            self.audit(&caller.name, action, format!("job {id}"), String::new());
+        }
         Ok(self.status_of(&job))
     }
 

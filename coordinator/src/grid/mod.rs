@@ -7,6 +7,7 @@
 //! synchronous decisions; each job's collator behind its own. No lock is held
 //! across an `.await`.
 
+mod audit;
 mod blobs;
 mod capability;
 mod fuel;
@@ -44,7 +45,9 @@ use crate::jobs::{Job, JobDefinition, JobLive};
 use crate::metrics::{Histogram, LATENCY_BOUNDS};
 use crate::monitor::{Monitor, tile_frame};
 use crate::store::{ReplicaRow, ResultRow, Store, StoreError, StoredJob};
-use grid_protocol::api::{JobEvent, JobRequest, JobState, JobStatus, MonitorEvent, WorkerInfo};
+use grid_protocol::api::{
+    AuditAction, JobEvent, JobRequest, JobState, JobStatus, MonitorEvent, WorkerInfo,
+};
 
 /// Messages queued for one worker's socket.
 #[derive(Debug)]
@@ -469,6 +472,15 @@ impl Grid {
                     }
                     tracing::warn!(donor, workers = ?ids, %reason, reopened = reopened.len(), "donor quarantined");
                     self.store.remember_quarantine(donor, &reason, unix_ms());
+                    self.audit(
+                        audit::COORDINATOR,
+                        AuditAction::DonorQuarantined,
+                        format!("donor {donor}"),
+                        format!(
+                            "{reason}; {} tasks it decided alone or held reopened",
+                            reopened.len()
+                        ),
+                    );
                     self.monitor.publish(&MonitorEvent::WorkerQuarantined {
                         donor,
                         workers: ids,

@@ -536,7 +536,18 @@ impl Grid {
             _ => collator.add(task, &output),
         };
         match replaced {
-            Ok(()) => tracing::warn!(job = job.id, task, "re-check corrected a wrong answer"),
+            Ok(()) => {
+                tracing::warn!(job = job.id, task, "re-check corrected a wrong answer");
+                self.audit(
+                    super::audit::COORDINATOR,
+                    grid_protocol::api::AuditAction::AnswersRevised,
+                    format!("job {}", job.id),
+                    format!(
+                        "task {task}: the answer of donor {donor} differed from a re-check \
+                         by other donors and was replaced"
+                    ),
+                );
+            }
             Err(error) => {
                 tracing::error!(job = job.id, task, %error, "could not replace a re-checked result")
             }

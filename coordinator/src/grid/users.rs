@@ -6,7 +6,7 @@
 //! the store lost, and a removed or rotated token fails from the next
 //! request on.
 
-use grid_protocol::api::{UserInfo, UserRequest, UserToken};
+use grid_protocol::api::{AuditAction, UserInfo, UserRequest, UserToken};
 
 use super::*;
 use crate::store::UserWrite;
@@ -136,6 +136,17 @@ impl Grid {
             })?;
         let info = user.info();
         tracing::info!(user = %user.name, admin = user.admin, by = %caller.name, "user added");
+        self.audit(
+            &caller.name,
+            AuditAction::UserAdded,
+            format!("user {}", user.name),
+            format!(
+                "admin {}, weight {}, limits {}",
+                user.admin,
+                user.weight,
+                serde_json::to_string(&user.limits).expect("limits are plain data")
+            ),
+        );
         self.scheduler().set_user_weight(user.id, user.weight);
         self.users().add(user);
         Ok(UserToken { user: info, token })
@@ -155,6 +166,12 @@ impl Grid {
         self.store.change_user(UserWrite::Remove(id)).await?;
         self.users().remove(id);
         tracing::info!(user = %name, by = %caller.name, "user removed");
+        self.audit(
+            &caller.name,
+            AuditAction::UserRemoved,
+            format!("user {name}"),
+            String::new(),
+        );
         Ok(())
     }
 
@@ -182,6 +199,12 @@ impl Grid {
             .await?;
         self.users().set_token(user.id, hash);
         tracing::info!(user = %name, by = %caller.name, "token rotated");
+        self.audit(
+            &caller.name,
+            AuditAction::TokenRotated,
+            format!("user {name}"),
+            String::new(),
+        );
         Ok(UserToken {
             user: user.info(),
             token,

@@ -337,6 +337,22 @@ mod tests {
         assert!(verdict.is_err(), "the lie is refused");
         assert_eq!(counted(&grid), 1, "by the coordinator's own run");
         assert!(grid.scheduler().standing(worker.donor).quarantined);
+        // The audit trail keeps the evidence.
+        let trail = grid
+            .audit_trail(&grid.first_admin(), 0, None)
+            .await
+            .unwrap();
+        let entry = trail
+            .iter()
+            .find(|e| e.action == grid_protocol::api::AuditAction::DonorQuarantined)
+            .expect("a quarantine entry");
+        assert_eq!(entry.actor, "coordinator");
+        assert_eq!(entry.subject, format!("donor {}", worker.donor));
+        assert!(
+            entry.detail.contains("task 0 of job")
+                && entry.detail.contains("own computation differs"),
+            "{entry:?}"
+        );
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@
 //! This module is the handle: opening, the write calls (each answered once
 //! its group is committed), and the rows they carry.
 
+mod audit;
 mod blobs;
 mod reads;
 mod schema;
@@ -303,6 +304,33 @@ impl Store {
                 );
             }
         }
+    }
+
+    /// Appends an audit entry, committed with the next group; nobody waits
+    /// for it.
+    pub fn audit(&self, entry: grid_protocol::api::AuditEntry) {
+        match self.writes.try_send(Write::Audit(entry)) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(write)) => {
+                let writes = self.writes.clone();
+                tokio::task::spawn_blocking(move || writes.send(write).map_err(drop));
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(Write::Audit(entry))) => {
+                tracing::warn!(?entry, "the store is closed; an audit entry is lost");
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// The audit entries at or after `since` (Unix ms), oldest first, at
+    /// most `limit`.
+    pub fn audit_since(
+        &self,
+        since: u64,
+        limit: u32,
+    ) -> Result<Vec<grid_protocol::api::AuditEntry>, StoreError> {
+        let conn = self.reader();
+        audit::since(&conn, since, limit)
     }
 
     fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {

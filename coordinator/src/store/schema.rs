@@ -80,6 +80,15 @@ CREATE TABLE IF NOT EXISTS blob_owners (
     PRIMARY KEY (digest, user)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS blob_owners_by_user ON blob_owners (user);
+CREATE TABLE IF NOT EXISTS audit (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      INTEGER NOT NULL,
+    actor   TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    detail  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_time ON audit (at);
 CREATE TABLE IF NOT EXISTS users (
     id         INTEGER PRIMARY KEY,
     name       TEXT NOT NULL UNIQUE,

@@ -78,6 +78,8 @@ pub(super) enum Write {
         super::users::UserWrite,
         oneshot::Sender<Result<(), StoreError>>,
     ),
+    /// Nobody waits for an audit entry.
+    Audit(grid_protocol::api::AuditEntry),
 }
 
 pub(super) fn writer_loop(
@@ -281,6 +283,10 @@ fn apply_group(
                     super::users::apply(&tx, change)?;
                     answers.push(Answer::Done);
                 }
+                Write::Audit(entry) => {
+                    super::audit::append(&tx, entry)?;
+                    answers.push(Answer::Done);
+                }
             }
         }
     }
@@ -317,6 +323,7 @@ fn answer_group(group: Vec<Write>, outcome: Result<Vec<Answer>, StoreError>) {
                         drop(reply.send(Ok(deleted)))
                     }
                     (Write::User(_, reply), Answer::Done) => drop(reply.send(Ok(()))),
+                    (Write::Audit(_), Answer::Done) => {}
                     _ => unreachable!("answers are made in the order of the writes"),
                 }
             }
@@ -345,6 +352,9 @@ fn answer_group(group: Vec<Write>, outcome: Result<Vec<Answer>, StoreError>) {
                     Write::SweepBlobs { reply, .. } => drop(reply.send(Err(failed()))),
                     Write::DeleteJob { reply, .. } => drop(reply.send(Err(failed()))),
                     Write::User(_, reply) => drop(reply.send(Err(failed()))),
+                    Write::Audit(entry) => {
+                        tracing::warn!(?entry, "an audit entry was not stored")
+                    }
                 }
             }
         }

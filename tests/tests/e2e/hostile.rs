@@ -177,6 +177,23 @@ async fn a_liar_that_earned_trust_is_caught_by_a_spot_check_and_its_work_redone(
             count: PRIMES_BELOW_2M
         }
     );
+    // The audit trail has the quarantine, with the task and job that caught
+    // it, and the answers it revised in job 2.
+    let trail = client.audit(0).await.unwrap();
+    use grid_protocol::api::AuditAction;
+    let caught = trail
+        .iter()
+        .find(|e| e.action == AuditAction::DonorQuarantined)
+        .expect("the quarantine is in the trail");
+    assert!(
+        caught.detail.contains(&format!("of job {id}")) && caught.actor == "coordinator",
+        "{caught:?}"
+    );
+    let revised = trail
+        .iter()
+        .filter(|e| e.action == AuditAction::AnswersRevised && e.subject == format!("job {id}"))
+        .count();
+    assert!(revised >= 1, "no revision in {trail:?}");
 
     for worker in honest {
         worker.stop().await;

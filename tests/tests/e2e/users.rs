@@ -3,7 +3,8 @@
 //! token once); each submits a job; each sees only its own (another's is
 //! "no job", exit 1), the admin sees both with an OWNER column; alice's
 //! limit refuses a second job naming the limit; a rotated token and a
-//! removed user's token are refused at once, and the rest carries on.
+//! removed user's token are refused at once, and the rest carries on; the
+//! audit trail (admins only) lists each of those changes and who made it.
 
 use grid_tests::{TestGrid, grid_cli_with};
 
@@ -28,7 +29,9 @@ fn token_of(out: &(i32, String, String)) -> String {
     token
 }
 
-const PRIMES: [&str; 7] = ["submit", "primes", "--start", "0", "--end", "1000", "--json"];
+const PRIMES: [&str; 7] = [
+    "submit", "primes", "--start", "0", "--end", "1000", "--json",
+];
 
 fn job_id(out: &(i32, String, String)) -> u64 {
     assert_eq!(out.0, 0, "{out:?}");
@@ -46,7 +49,10 @@ async fn users_see_their_own_jobs_and_tokens_stop_working_when_revoked() {
     let bob = token_of(&grid(url, admin, &["user", "add", "bob"]).await);
     let (code, listed, _) = grid(url, admin, &["user", "ls"]).await;
     assert_eq!(code, 0);
-    assert!(listed.contains("alice") && listed.contains("bob"), "{listed}");
+    assert!(
+        listed.contains("alice") && listed.contains("bob"),
+        "{listed}"
+    );
 
     let a = job_id(&grid(url, &alice, &PRIMES).await);
     let b = job_id(&grid(url, &bob, &PRIMES).await);
@@ -56,8 +62,17 @@ async fn users_see_their_own_jobs_and_tokens_stop_working_when_revoked() {
 
     // Each sees its own; another's is as if it did not exist.
     let (_, mine, _) = grid(url, &alice, &["jobs"]).await;
-    assert!(mine.lines().any(|l| l.trim_start().starts_with(&a.to_string())), "{mine}");
-    assert!(!mine.lines().any(|l| l.trim_start().starts_with(&b.to_string())), "{mine}");
+    assert!(
+        mine.lines()
+            .any(|l| l.trim_start().starts_with(&a.to_string())),
+        "{mine}"
+    );
+    assert!(
+        !mine
+            .lines()
+            .any(|l| l.trim_start().starts_with(&b.to_string())),
+        "{mine}"
+    );
     assert!(!mine.contains("OWNER"), "{mine}");
     let peek = grid(url, &alice, &["status", &b.to_string()]).await;
     assert_eq!(peek.0, 1, "{peek:?}");
@@ -65,7 +80,10 @@ async fn users_see_their_own_jobs_and_tokens_stop_working_when_revoked() {
     let cancel = grid(url, &alice, &["cancel", &b.to_string()]).await;
     assert_eq!(cancel.0, 1, "{cancel:?}");
     let (_, all, _) = grid(url, admin, &["jobs"]).await;
-    assert!(all.contains("OWNER") && all.contains("alice") && all.contains("bob"), "{all}");
+    assert!(
+        all.contains("OWNER") && all.contains("alice") && all.contains("bob"),
+        "{all}"
+    );
 
     // Only admins manage users.
     let refused = grid(url, &alice, &["user", "add", "mallory"]).await;
@@ -86,5 +104,26 @@ async fn users_see_their_own_jobs_and_tokens_stop_working_when_revoked() {
     assert_eq!(code, 0);
     let status: serde_json::Value = serde_json::from_str(&theirs).unwrap();
     assert_eq!(status["owner"], "#3", "a removed owner is shown by number");
+
+    // The audit trail says who did what; only admins read it.
+    let (code, trail, _) = grid(url, admin, &["audit", "--since", "1h"]).await;
+    assert_eq!(code, 0);
+    for line in [
+        "admin            user_added         user alice",
+        "admin            user_added         user bob",
+        &format!("alice            job_submitted      job {a}"),
+        &format!("bob              job_submitted      job {b}"),
+        "alice            token_rotated      user alice",
+        "admin            user_removed       user bob",
+    ] {
+        assert!(trail.contains(line), "{line:?} in\n{trail}");
+    }
+    assert!(
+        !trail.contains(&alice) && !trail.contains(&rotated),
+        "no token in the trail"
+    );
+    let refused = grid(url, &rotated, &["audit"]).await;
+    assert_eq!(refused.0, 1, "{refused:?}");
+    assert!(refused.2.contains("not an admin"), "{refused:?}");
     grid_.stop().await;
 }
