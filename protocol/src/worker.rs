@@ -110,6 +110,11 @@ pub struct WorkerCore {
     batches: VecDeque<HeldBatch>,
     ready: VecDeque<Vec<u8>>,
     tasks_done: u64,
+    /// Tasks handed out so far, and when (by that count) a task of each
+    /// job held last went to a thread: which job's turn it is. Jobs no
+    /// longer held are forgotten as tasks are handed out.
+    handed_out: u64,
+    last_started: Vec<(u64, u64)>,
 }
 
 impl WorkerCore {
@@ -157,15 +162,56 @@ impl WorkerCore {
     /// taking it: a driver that must prepare something first (a user's
     /// module to fetch and compile) looks before it takes.
     pub fn next_spec(&self) -> Option<&KernelSpec> {
-        self.batches
-            .iter()
-            .find(|b| !b.todo.is_empty())
-            .map(|b| b.spec.as_ref())
+        self.next_batch().map(|i| self.batches[i].spec.as_ref())
     }
 
-    /// The next task to compute, oldest batch first.
+    /// Where the next task comes from: the jobs of the batches held take
+    /// turns, the one with the fewest tasks running first, then the one
+    /// served least recently; within a job, its oldest batch first. So a
+    /// batch of a job that arrives while others are running gets the next
+    /// free thread (the coordinator grants a newcomer's first batch beyond
+    /// the pipeline for that), and jobs sharing the worker share its
+    /// threads evenly; a core holding one job's batches goes oldest first.
+    fn next_batch(&self) -> Option<usize> {
+        let mut best: Option<((u32, u64), usize)> = None;
+        for (i, held) in self.batches.iter().enumerate() {
+            if held.todo.is_empty() {
+                continue;
+            }
+            // Strictly less: a job's later batches never beat its first.
+            let running = self
+                .batches
+                .iter()
+                .filter(|b| b.job == held.job)
+                .map(|b| b.running)
+                .sum();
+            let key = (running, self.last_started(held.job));
+            if best.is_none_or(|(least, _)| key < least) {
+                best = Some((key, i));
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+
+    /// When a task of `job` last went to a thread (0: never).
+    fn last_started(&self, job: u64) -> u64 {
+        self.last_started
+            .iter()
+            .find(|&&(j, _)| j == job)
+            .map_or(0, |&(_, at)| at)
+    }
+
+    /// The next task to compute: the jobs held take turns (see
+    /// `next_batch`), each job's oldest batch first.
     pub fn next_task(&mut self) -> Option<TaskRef> {
-        let held = self.batches.iter_mut().find(|b| !b.todo.is_empty())?;
+        let position = self.next_batch()?;
+        self.handed_out += 1;
+        let (job, now) = (self.batches[position].job, self.handed_out);
+        let batches = &self.batches;
+        self.last_started
+            .retain(|&(j, _)| j != job && batches.iter().any(|b| b.job == j));
+        self.last_started.push((job, now));
+        let held = &mut self.batches[position];
         let range = held.todo.front_mut().expect("checked non-empty");
         let index = range.0;
         range.0 += 1;
@@ -432,6 +478,43 @@ mod tests {
         );
         assert_eq!(core.next_task().unwrap().batch, 2);
         assert!(core.next_spec().is_none());
+    }
+
+    #[test]
+    fn a_newcomers_batch_gets_the_next_free_thread_and_jobs_take_turns() {
+        let mut core = WorkerCore::new(1);
+        // Two batches of job 1 fill the pipeline; two threads run its tasks.
+        core.on_batch(batch(1, &[0, 1, 2]));
+        core.on_batch(batch(2, &[3, 4, 5]));
+        let a = core.next_task().unwrap();
+        let b = core.next_task().unwrap();
+        assert_eq!((a.batch, a.index, b.batch, b.index), (1, 0, 1, 1));
+        // Job 2's batch arrives behind them; the next free thread takes it,
+        // not job 1's remaining four tasks.
+        core.on_batch(Batch {
+            job: 2,
+            ..batch(3, &[7, 8])
+        });
+        assert!(core.complete(&a, &TaskOutput::Count(25)));
+        assert_eq!(core.next_spec(), Some(&*a.spec));
+        let c = core.next_task().unwrap();
+        assert_eq!((c.job, c.batch, c.index), (2, 3, 7));
+        // Then job 1 (nothing of it running beside job 2's task), its
+        // oldest batch first; then job 2 again, served less recently.
+        assert!(core.complete(&b, &TaskOutput::Count(21)));
+        let d = core.next_task().unwrap();
+        assert_eq!((d.job, d.batch, d.index), (1, 1, 2));
+        assert!(core.complete(&c, &TaskOutput::Count(1)));
+        assert!(core.complete(&d, &TaskOutput::Count(1)));
+        let order: Vec<(u64, u32)> = std::iter::from_fn(|| {
+            let task = core.next_task()?;
+            assert!(core.complete(&task, &TaskOutput::Count(1)));
+            Some((task.job, task.index))
+        })
+        .collect();
+        // One thread at a time now: the jobs alternate while both have work.
+        assert_eq!(order, [(2, 8), (1, 3), (1, 4), (1, 5)]);
+        assert_eq!(core.held_batches(), 0);
     }
 
     #[test]
