@@ -2,7 +2,11 @@
 //! the first job in a grant's order that has tasks for it: the user furthest
 //! behind its fair share first (`users`), then that user's jobs by priority
 //! and age, with locality ranking jobs within a user (`jobs_in_order` has the
-//! whole order). The batch is sized from the worker's measured speed to take
+//! whole order). A worker whose pipeline is full gets one extra batch for a
+//! newcomer, a user with no batch on it that is at its fair share
+//! (`newcomers_only` says why), so a job that arrives while others fill the
+//! workers starts within about one task's time rather than after the
+//! batches queued ahead of it. The batch is sized from the worker's measured speed to take
 //! about `target_batch_ms`, shrinking near the end of a job; the lease
 //! records the batch and its deadline, and its owner is charged for it. When
 //! nothing is left to issue, an idle worker gets speculative copies of tasks
@@ -39,18 +43,29 @@ struct Place {
 
 impl Scheduler {
     /// The next batch for `worker`, if it has room and there is work it may take.
+    /// A worker whose pipeline is full may still get one extra batch, for
+    /// a newcomer (see `newcomers_only`).
     pub fn grant(&mut self, worker: WorkerId, now: u64) -> Option<Grant> {
         let state = self.workers.get(&worker)?;
-        if state.paused || state.batches.len() >= self.config.pipeline {
+        let held = state.batches.len();
+        if state.paused || held > self.config.pipeline {
             return None;
         }
+        let extra = held == self.config.pipeline;
         let (donor, offers) = (state.donor, state.offers);
         let standing = self.standing(donor);
         if standing.quarantined {
             return None;
         }
         let (rate, seed) = (self.config.spot_check_rate, self.config.spot_check_seed);
-        let order = in_order(self.jobs_in_order(worker, offers, now));
+        let mut placed = self.jobs_in_order(worker, offers, now);
+        if extra {
+            self.newcomers_only(worker, now, &mut placed);
+            if placed.is_empty() {
+                return None;
+            }
+        }
+        let order = in_order(placed);
         let active_workers = self.unpaused.max(1) as u64;
         for job in order {
             let size = self.batch_size(worker, job, active_workers);
@@ -65,8 +80,56 @@ impl Scheduler {
                 return Some(self.lease(worker, job, tasks, false, now));
             }
         }
+        if extra {
+            return None;
+        }
         let after = self.config.speculate_after_ms?;
         self.speculate(worker, donor, now, after)
+    }
+
+    /// For a worker whose pipeline is full, keeps only the jobs of
+    /// newcomers (users that got work less than twice `pipeline` times
+    /// `target_batch_ms` ago) with no batch on this worker that are at their
+    /// fair share, their pass within one quantum of the least pass among
+    /// users with work (stride's own precision: a quantum is what a
+    /// speed-sized batch on this worker costs them, `target_batch_ms` on
+    /// each of its threads). Without it a user whose job arrives while
+    /// others fill the workers waits for a pipeline slot, up to
+    /// `pipeline` batches of `target_batch_ms`; with it, for one task,
+    /// since a worker takes tasks from its batches' jobs in turn
+    /// (`grid_protocol::worker`). A user that has a batch here gets
+    /// nothing extra, so a worker holds at most `pipeline + 1` batches; and
+    /// once every pipeline has turned over, slots open to the newcomer by
+    /// its pass alone, so users sharing a grid steadily keep to their
+    /// pipelines.
+    fn newcomers_only(&self, worker: WorkerId, now: u64, placed: &mut Vec<Place>) {
+        let state = &self.workers[&worker];
+        let here: Vec<UserId> = state
+            .batches
+            .iter()
+            .filter_map(|b| self.batches.get(b))
+            .filter_map(|b| self.jobs.get(&b.job))
+            .map(|job| job.plan.owner)
+            .collect();
+        let Some(least) = self
+            .users
+            .values()
+            .filter(|user| user.has_work)
+            .map(|user| user.pass)
+            .min()
+        else {
+            placed.clear();
+            return;
+        };
+        let thread_us =
+            self.config.target_batch_ms.saturating_mul(1_000) * u64::from(state.threads);
+        placed.retain(|place| {
+            let weight = self.users.get(&place.owner).map_or(1, |u| u.weight);
+            let quantum = thread_us / u64::from(weight.max(1));
+            !here.contains(&place.owner)
+                && place.pass <= least.saturating_add(quantum)
+                && self.is_newcomer(place.owner, now)
+        });
     }
 
     /// The jobs `worker` may work on, each with its place in the order it
@@ -124,7 +187,7 @@ impl Scheduler {
                 });
             }
         }
-        if self.users_after_scan() {
+        if self.users_after_scan(now) {
             // Someone is back from idle, and its pass was lifted.
             for place in &mut placed {
                 place.pass = self.users.get(&place.owner).map_or(0, |user| user.pass);
@@ -238,6 +301,7 @@ impl Scheduler {
             None => self.config.min_lease_ms,
         };
         state.batches.push(batch);
+        let started = state.clocks.granted(job, now);
         self.refresh_ready(worker);
         let trusted = self.standing(donor).trusted;
         let job_state = self.jobs.get_mut(&job).expect("caller checked");
@@ -266,7 +330,7 @@ impl Scheduler {
         } else {
             self.counters.tasks_reissued += reissued;
         }
-        self.charge(owner, tasks.len(), task_ms);
+        let charged = self.charge(owner, tasks.len(), task_ms);
         let ranges = TaskRanges::from_indices(tasks.iter().copied());
         self.batches.insert(
             batch,
@@ -277,9 +341,11 @@ impl Scheduler {
                 outstanding: tasks.len() as u32,
                 tasks,
                 granted_at: now,
+                started,
                 deadline: now + lease_ms,
                 lease_ms,
                 expired: false,
+                unmeasured_charge: task_ms.is_none().then_some(charged),
             },
         );
         Grant {

@@ -18,6 +18,16 @@
 //!   tasks of one job, sized so it takes about
 //!   [`SchedulerConfig::target_batch_ms`] at the worker's measured speed, and
 //!   shrinking near the end of a job so the tail spreads out.
+//! - A worker holds up to [`SchedulerConfig::pipeline`] batches, plus one
+//!   for a newcomer: a user that got work less than twice `pipeline`
+//!   batches' time ago, has no batch on it and is at its fair share (within one
+//!   batch's cost of the least pass). The worker computes the
+//!   jobs it holds in turn (`grid_protocol::worker`), so a job that arrives
+//!   while others fill every pipeline starts within about a task's time,
+//!   and batches stay sized for everyone. A job's speed is measured over
+//!   the share of the worker's time it had, and a first batch charged
+//!   before its job had a speed is charged again at the measured one when
+//!   it finishes.
 //! - Every batch is a lease with a deadline; results extend it. A lease that
 //!   expires, a worker that disconnects, returns tasks or fails one puts those
 //!   tasks back to be issued again. A late result for a task still open is
@@ -48,7 +58,8 @@
 //! - `time`: lease expiry and the next deadline.
 //! - `state`: the per-worker and per-batch records behind the tables.
 //! - `job`: one job's tasks: issue cursor, holders, votes, decided bitset.
-//! - `speed`: measured milliseconds per task.
+//! - `speed`: measured milliseconds per task, over the time a worker gave
+//!   each job it held.
 
 mod donors;
 mod grant;
@@ -106,7 +117,8 @@ pub struct SchedulerConfig {
     /// The shortest lease; leases are three times the expected batch time
     /// when that is longer.
     pub min_lease_ms: u64,
-    /// Batches a worker holds at once, so it never waits between batches.
+    /// Batches a worker holds at once, so it never waits between batches
+    /// (one more for a newcomer, see `grant`).
     pub pipeline: usize,
     /// The most tasks in one batch.
     pub max_batch_tasks: u32,
@@ -267,6 +279,11 @@ pub struct Scheduler {
     /// in their pipeline), kept up to date so that dispatch never scans every
     /// connection: a grid may hold thousands of idle donors.
     ready: BTreeSet<WorkerId>,
+    /// Workers whose pipeline is exactly full (unpaused, not quarantined):
+    /// those that may take one extra batch for a newcomer (see `grant`).
+    /// Dispatch looks at them only when a user with work may lack a batch
+    /// on some of them.
+    full: BTreeSet<WorkerId>,
     /// Workers not paused.
     unpaused: usize,
     /// Every user that has had a job or a weight: its weight and pass.
@@ -275,6 +292,9 @@ pub struct Scheduler {
     /// Stride's global pass: no user with work has a lower pass, and a user
     /// back from idle starts here (see `users`).
     pass_floor: u64,
+    /// The latest time a grant was asked for at: how `idle_workers`, which
+    /// is not told the time, knows whether a newcomer is still one.
+    last_grant: u64,
 }
 
 impl Scheduler {
@@ -290,9 +310,11 @@ impl Scheduler {
             batch_latencies: Vec::new(),
             donors: HashMap::new(),
             ready: BTreeSet::new(),
+            full: BTreeSet::new(),
             unpaused: 0,
             users: IntMap::default(),
             pass_floor: 0,
+            last_grant: 0,
         }
     }
 
@@ -326,7 +348,8 @@ impl Scheduler {
     /// outstanding tasks matches its waiting ones, the set of ready workers
     /// and the count of unpaused ones match a scan, every job's owner has a
     /// user record, and no user with work has a pass below the floor (so
-    /// none banked credit while idle). Cheap enough for
+    /// none banked credit while idle); the set of full workers and the bound
+    /// of `pipeline` + 1 batches a worker are checked too. Cheap enough for
     /// tests after every step; the coordinator runs it after recovering the
     /// lock from a panicking holder.
     pub fn check_consistency(&self) -> Result<(), String> {
@@ -375,7 +398,7 @@ impl Scheduler {
                     "worker {id} lists batch {missing}, which is not live"
                 ));
             }
-            if worker.batches.len() > self.config.pipeline {
+            if worker.batches.len() > self.config.pipeline + 1 {
                 return Err(format!(
                     "worker {id} holds {} batches",
                     worker.batches.len()
@@ -397,6 +420,19 @@ impl Scheduler {
                 "ready workers {:?}, by scan {scanned:?}",
                 self.ready
             ));
+        }
+        let full: BTreeSet<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| {
+                !w.paused
+                    && w.batches.len() == self.config.pipeline
+                    && !self.standing(w.donor).quarantined
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        if full != self.full {
+            return Err(format!("full workers {:?}, by scan {full:?}", self.full));
         }
         let unpaused = self.workers.values().filter(|w| !w.paused).count();
         if unpaused != self.unpaused {

@@ -207,10 +207,11 @@ impl Scheduler {
             self.batch_latencies
                 .push(now.saturating_sub(batch.granted_at));
         }
-        let started = batch.granted_at.max(worker.last_finish);
-        let elapsed = now.saturating_sub(started).max(1);
-        worker.last_finish = now;
-        let per_task = elapsed as f64 / batch.tasks.len() as f64;
+        let elapsed = worker
+            .clocks
+            .finished(batch.job, batch.started, now)
+            .max(1.0);
+        let per_task = elapsed / batch.tasks.len() as f64;
         worker.speed.entry(batch.job).or_default().observe(per_task);
         let threads = worker.threads;
         self.refresh_ready(batch.worker);
@@ -221,6 +222,10 @@ impl Scheduler {
                 if !job.is_decided(task) {
                     job.remove_holder(task, batch_id);
                 }
+            }
+            let (owner, task_ms) = (job.plan.owner, job.ms_per_task_per_thread());
+            if let (Some(charged), Some(task_ms)) = (batch.unmeasured_charge, task_ms) {
+                self.true_up(owner, charged, batch.tasks.len(), task_ms);
             }
         }
     }
@@ -234,6 +239,7 @@ impl Scheduler {
         self.batch_closed(batch.job, None);
         if let Some(worker) = self.workers.get_mut(&batch.worker) {
             worker.batches.retain(|&b| b != batch_id);
+            worker.clocks.dropped(batch.job);
             remember_closed(
                 worker,
                 batch_id,

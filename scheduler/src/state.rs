@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use grid_protocol::TaskRanges;
 
-use crate::speed::Speed;
+use crate::speed::{JobClocks, Speed};
 use crate::{BatchId, Capabilities, DonorId, JobId, WorkerId};
 
 #[derive(Debug)]
@@ -21,9 +21,10 @@ pub(crate) struct WorkerState {
     pub batches: Vec<BatchId>,
     /// Measured speed per job.
     pub speed: HashMap<JobId, Speed>,
-    /// When the worker last finished a batch: with pipelining, a batch's
-    /// service time starts there, not at its grant.
-    pub last_finish: u64,
+    /// Its time, as given to each job it holds batches of: with
+    /// pipelining, a batch's service time starts when its job's previous
+    /// batch here finished, not at its grant.
+    pub clocks: JobClocks,
     /// Its last closed batches (finished, revoked, returned) and their
     /// tasks: a result that races the close is stale, not unleased.
     pub recently_closed: VecDeque<(BatchId, TaskRanges)>,
@@ -40,9 +41,14 @@ pub(crate) struct BatchState {
     pub waiting: Vec<bool>,
     pub outstanding: u32,
     pub granted_at: u64,
+    /// Its job's clock on its worker at the grant (`JobClocks`).
+    pub started: f64,
     pub deadline: u64,
     pub lease_ms: u64,
     pub expired: bool,
+    /// What its owner's pass was charged at the grant, when the job had
+    /// no measured speed yet: trued up when the batch finishes (`users`).
+    pub unmeasured_charge: Option<u64>,
 }
 
 impl BatchState {

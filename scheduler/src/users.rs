@@ -10,7 +10,10 @@
 //! its tasks times the job's measured milliseconds per task on one thread,
 //! or, before the job has a measurement, `target_batch_ms` a task (a job's
 //! first batch holds one task a thread, so it costs about what any later,
-//! speed-sized batch costs). Thread time makes a batch of a million tiny
+//! speed-sized batch costs); when that batch finishes, its owner is charged
+//! again at the speed then measured (a newcomer's first batch of tiny tasks
+//! would otherwise cost it a whole batch's worth of its share, and keep it
+//! from the extra batch below). Thread time makes a batch of a million tiny
 //! tasks and one of four long ones comparable, so a user's share does not
 //! depend on how fast its kernel is.
 //!
@@ -34,6 +37,20 @@
 //! A user whose jobs no worker can take keeps work and a low pass, and so
 //! holds the floor down; users joining meanwhile start as low.
 //!
+//! Stride picks who gets a slot in a pipeline, and slots open only as
+//! batches finish, every `target_batch_ms` or so a worker: a user whose job
+//! arrives while others fill every pipeline would wait that long for its
+//! first task, however little work it brings. So a worker whose pipeline
+//! is full takes one extra batch for a user with no batch on it whose pass
+//! is within one quantum (one speed-sized batch on that worker) of the
+//! least: at its fair share to stride's own precision (`grant.rs`,
+//! `newcomers_only`), and only while it is a newcomer, for twice `pipeline`
+//! times `target_batch_ms` after it got work (the batches ahead of it run at
+//! about half speed beside its own): by then every pipeline has turned
+//! over, and users sharing a grid steadily keep to their pipelines. The worker computes its jobs in turn, so that batch
+//! starts when a thread frees up, and the users' passes still decide how
+//! much each gets.
+//!
 //! All of it is O(users) a grant on top of the job scan the grant already does.
 
 use crate::{Scheduler, UserId};
@@ -50,6 +67,9 @@ pub(crate) struct UserState {
     pub has_work: bool,
     /// `has_work` of the grant before, while a grant looks at the jobs.
     pub had_work: bool,
+    /// When it last got work after having none (ms): for a while after,
+    /// it is a newcomer, which a full worker takes an extra batch for.
+    pub arrived: u64,
 }
 
 impl Default for UserState {
@@ -59,6 +79,7 @@ impl Default for UserState {
             pass: 0,
             has_work: false,
             had_work: false,
+            arrived: 0,
         }
     }
 }
@@ -76,13 +97,31 @@ impl Scheduler {
     }
 
     /// Charges `user` for `tasks` tasks of a job whose tasks take
-    /// `task_ms` on one thread (`None`: not measured yet).
-    pub(crate) fn charge(&mut self, user: UserId, tasks: usize, task_ms: Option<f64>) {
+    /// `task_ms` on one thread (`None`: not measured yet). Returns what its
+    /// pass went up by.
+    pub(crate) fn charge(&mut self, user: UserId, tasks: usize, task_ms: Option<f64>) -> u64 {
         let task_ms = task_ms.unwrap_or(self.config.target_batch_ms as f64);
         let user = self.users.entry(user).or_default();
         let thread_us = tasks as f64 * task_ms * 1_000.0;
         let charge = (thread_us / f64::from(user.weight)).ceil() as u64;
         user.pass = user.pass.saturating_add(charge);
+        charge
+    }
+
+    /// A batch charged `charged` before its job had a measured speed has
+    /// finished, and its `tasks` tasks take `task_ms` on one thread after
+    /// all: its owner's pass is corrected to what they cost, but not below
+    /// the floor. A newcomer's first batch of tiny tasks would otherwise
+    /// cost it `target_batch_ms` a task, a whole batch's worth of its share.
+    pub(crate) fn true_up(&mut self, user: UserId, charged: u64, tasks: usize, task_ms: f64) {
+        let floor = self.pass_floor;
+        let Some(user) = self.users.get_mut(&user) else {
+            return;
+        };
+        let thread_us = tasks as f64 * task_ms * 1_000.0;
+        let cost = (thread_us / f64::from(user.weight)).ceil() as u64;
+        user.pass =
+            (user.pass.saturating_sub(charged).saturating_add(cost)).max(floor.min(user.pass));
     }
 
     /// Before a grant looks at the jobs, which sets `has_work` again for the
@@ -97,7 +136,8 @@ impl Scheduler {
     /// After the scan: the floor rises to the least pass among users that
     /// kept work, and users back from idle start no lower. Whether a pass
     /// was lifted.
-    pub(crate) fn users_after_scan(&mut self) -> bool {
+    pub(crate) fn users_after_scan(&mut self, now: u64) -> bool {
+        self.last_grant = self.last_grant.max(now);
         let kept = self
             .users
             .values()
@@ -109,11 +149,30 @@ impl Scheduler {
         }
         let mut lifted = false;
         for user in self.users.values_mut() {
-            if user.has_work && !user.had_work && user.pass < self.pass_floor {
-                user.pass = self.pass_floor;
-                lifted = true;
+            if user.has_work && !user.had_work {
+                user.arrived = now;
+                if user.pass < self.pass_floor {
+                    user.pass = self.pass_floor;
+                    lifted = true;
+                }
             }
         }
         lifted
+    }
+
+    /// How long a user that got work is a newcomer: until every pipeline
+    /// has turned over, and slots open to it by its pass alone; twice
+    /// `pipeline` batches' time, as the batches ahead of it run at about
+    /// half speed beside its own.
+    pub(crate) fn newcomer_ms(&self) -> u64 {
+        2 * self.config.target_batch_ms * self.config.pipeline as u64
+    }
+
+    /// Whether `user` is a newcomer at `now`; one whose work no grant has
+    /// seen yet (`has_work` false) is one.
+    pub(crate) fn is_newcomer(&self, user: UserId, now: u64) -> bool {
+        self.users
+            .get(&user)
+            .is_none_or(|u| !u.has_work || now.saturating_sub(u.arrived) < self.newcomer_ms())
     }
 }

@@ -6,8 +6,9 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
+use crate::speed::JobClocks;
 use crate::state::WorkerState;
-use crate::{BatchId, Capabilities, DonorId, JobId, Scheduler, WorkerId};
+use crate::{BatchId, Capabilities, DonorId, JobId, Scheduler, UserId, WorkerId};
 
 impl Scheduler {
     /// A worker joins, offering `offers`: it is only given tasks of jobs
@@ -29,7 +30,7 @@ impl Scheduler {
                 paused: false,
                 batches: Vec::new(),
                 speed: HashMap::new(),
-                last_finish: now,
+                clocks: JobClocks::new(now),
                 recently_closed: VecDeque::new(),
                 holds: HashSet::new(),
             },
@@ -49,6 +50,16 @@ impl Scheduler {
             self.ready.insert(worker);
         } else {
             self.ready.remove(&worker);
+        }
+        let full = self.workers.get(&worker).is_some_and(|w| {
+            !w.paused
+                && w.batches.len() == self.config.pipeline
+                && !self.donors.get(&w.donor).is_some_and(|d| d.quarantined)
+        });
+        if full {
+            self.full.insert(worker);
+        } else {
+            self.full.remove(&worker);
         }
     }
 
@@ -83,6 +94,7 @@ impl Scheduler {
             return;
         };
         self.ready.remove(&worker);
+        self.full.remove(&worker);
         if !state.paused {
             self.unpaused -= 1;
         }
@@ -91,9 +103,44 @@ impl Scheduler {
         }
     }
 
-    /// Workers that could take another batch now.
+    /// Workers that could take another batch now: those with room in
+    /// their pipeline, and, when a newcomer with work holds fewer batches
+    /// than there are full workers (so it may lack one on some of them),
+    /// the full workers too, which [`Scheduler::grant`] gives one extra
+    /// batch for it if it is at its fair share. The check is O(jobs), not
+    /// O(workers), and passes only for twice `pipeline` batches' time
+    /// after a user gets work: otherwise dispatch never looks at full workers.
     pub fn idle_workers(&self) -> Vec<WorkerId> {
-        self.ready.iter().copied().collect()
+        let mut idle: Vec<WorkerId> = self.ready.iter().copied().collect();
+        if self.may_lack_a_batch() {
+            idle.extend(self.full.iter().copied());
+        }
+        idle
+    }
+
+    /// Whether some newcomer with a task to hand out holds fewer batches
+    /// than there are full workers.
+    fn may_lack_a_batch(&self) -> bool {
+        if self.full.is_empty() {
+            return false;
+        }
+        // (owner, has work, batches out), few users a grid.
+        let mut users: Vec<(UserId, bool, usize)> = Vec::new();
+        for job in self.jobs.values() {
+            let owner = job.plan.owner;
+            let work = !job.paused && job.issuable() > 0;
+            let out = job.batches_out as usize;
+            match users.iter_mut().find(|(u, ..)| *u == owner) {
+                Some(user) => {
+                    user.1 |= work;
+                    user.2 += out;
+                }
+                None => users.push((owner, work, out)),
+            }
+        }
+        users.iter().any(|&(user, work, out)| {
+            work && out < self.full.len() && self.is_newcomer(user, self.last_grant)
+        })
     }
 
     /// The job a live batch belongs to.
