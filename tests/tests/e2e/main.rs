@@ -26,6 +26,7 @@ mod dashboard;
 mod disk_full;
 mod donors;
 mod examples;
+mod fair_share;
 mod faults;
 mod files;
 mod hostile;
