@@ -77,6 +77,10 @@ pub enum Command {
         /// JSON: a directory of each task's stdout, and index.json).
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Export a job being rechecked anyway (some answers may still
+        /// change); without it, such a job exits 4 and writes nothing.
+        #[arg(long)]
+        allow_partial: bool,
     },
     /// Cancel a job.
     Cancel {

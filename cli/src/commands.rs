@@ -4,7 +4,8 @@
 //!
 //! Exit codes: 0 success; 1 an error (unreachable coordinator, refused token,
 //! invalid request), with a one-line reason on stderr; 2 a malformed command
-//! line; 3 the job failed or was cancelled (`--wait`, `watch`).
+//! line; 3 the job failed or was cancelled (`--wait`, `watch`); 4 `results`
+//! of a job being rechecked, without `--allow-partial`.
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -39,6 +40,8 @@ const INDEX_FILE: &str = "index.json";
 
 /// The exit code for a job that failed or was cancelled.
 const JOB_FAILED: u8 = 3;
+/// The exit code of `results` for a job being rechecked.
+const EXIT_RECHECKING: u8 = 4;
 
 pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
@@ -72,7 +75,17 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             job,
             format,
             output,
-        } => results(&client(&cli)?, *job, *format, output.as_deref()).await,
+            allow_partial,
+        } => {
+            results(
+                &client(&cli)?,
+                *job,
+                *format,
+                output.as_deref(),
+                *allow_partial,
+            )
+            .await
+        }
         Command::Cancel { job, json } => {
             let status = client(&cli)?.cancel(*job).await?;
             if *json {
@@ -662,9 +675,22 @@ async fn results(
     job: u64,
     format: ExportFormat,
     output: Option<&Path>,
+    allow_partial: bool,
 ) -> anyhow::Result<ExitCode> {
+    let status = client.status(job).await?;
+    if status.state == JobState::Rechecking {
+        eprintln!(
+            "job {job} is being rechecked: answers that came from a donor caught lying since are \
+             computed again ({} revised so far), and the result may still change",
+            status.revised
+        );
+        if !allow_partial {
+            eprintln!("wait for it (grid watch {job}), or pass --allow-partial to export it now");
+            return Ok(ExitCode::from(EXIT_RECHECKING));
+        }
+    }
     if let (ExportFormat::Json, Some(dir)) = (format, output)
-        && client.status(job).await?.spec.kind() == KernelKind::Wasm
+        && status.spec.kind() == KernelKind::Wasm
     {
         return wasm_outputs(client, job, dir).await;
     }

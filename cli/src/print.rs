@@ -72,6 +72,12 @@ pub(crate) fn print_status(status: &JobStatus) {
     println!("  tasks    {}/{}", status.tasks.done, status.tasks.total);
     println!("  elapsed  {}", seconds(status.elapsed_ms));
     println!("  result   {}", result_text(status));
+    if status.revised > 0 {
+        println!(
+            "  revised  {} answers, replaced after a donor was caught lying",
+            status.revised
+        );
+    }
 }
 
 /// The jobs as a table; with an OWNER column when they belong to more

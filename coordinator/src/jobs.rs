@@ -157,17 +157,34 @@ pub struct Lifecycle {
     /// older one, so two transitions racing to the disk cannot leave the
     /// earlier one on it.
     pub version: u64,
+    /// Answers a re-check replaced (decided on the word of a donor caught
+    /// lying later).
+    pub revised: u32,
 }
 
 /// A change asked of a job's lifecycle. Times are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Transition {
-    Start { at: u64 },
+    Start {
+        at: u64,
+    },
     Pause,
     Resume,
-    Finish { result: ResultSummary, at: u64 },
-    Fail { reason: String, at: u64 },
-    Cancel { at: u64 },
+    Finish {
+        result: ResultSummary,
+        at: u64,
+    },
+    Fail {
+        reason: String,
+        at: u64,
+    },
+    Cancel {
+        at: u64,
+    },
+    /// A done job goes back to check answers of a donor caught lying.
+    Recheck,
+    /// A re-check replaced an answer.
+    Revise,
 }
 
 /// A transition the job's state does not allow.
@@ -186,6 +203,7 @@ impl Lifecycle {
             error: None,
             result: None,
             version: 0,
+            revised: 0,
         }
     }
 
@@ -198,10 +216,22 @@ impl Lifecycle {
         transition: Transition,
         definition: &JobDefinition,
     ) -> Result<JobEvent, Refused> {
-        if self.state.is_finished() {
+        let reopens = matches!(transition, Transition::Recheck) && self.state == JobState::Done;
+        if self.state.is_finished() && !reopens {
             return Err(Refused(self.state));
         }
         let event = match transition {
+            Transition::Recheck => {
+                if !reopens {
+                    return Err(Refused(self.state));
+                }
+                self.state = JobState::Rechecking;
+                JobEvent::Rechecking
+            }
+            Transition::Revise => {
+                self.revised += 1;
+                JobEvent::Progress
+            }
             Transition::Start { at } => {
                 if self.state != JobState::Queued {
                     return Err(Refused(self.state));
@@ -230,6 +260,10 @@ impl Lifecycle {
                 self.error = Some(reason);
                 self.finished_at = Some(at);
                 JobEvent::Failed
+            }
+            // A job being rechecked was done: its answers are kept.
+            Transition::Cancel { .. } if self.state == JobState::Rechecking => {
+                return Err(Refused(self.state));
             }
             Transition::Cancel { at } => {
                 self.state = JobState::Cancelled;
@@ -336,6 +370,7 @@ impl Job {
         JobStatus {
             owner,
             priority: self.definition.priority,
+            revised: lifecycle.revised,
             id: self.id,
             spec: self.definition.spec.clone(),
             state: lifecycle.state,

@@ -20,8 +20,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::WorkerKind;
 
-/// A job's lifecycle: `queued -> running -> done | failed | cancelled`.
-/// A paused job keeps its state and sets [`JobStatus::paused`].
+/// A job's lifecycle: `queued -> running -> done | failed | cancelled`,
+/// and `done -> rechecking -> done` when answers it was done with came from
+/// a donor caught lying since. A paused job keeps its state and sets
+/// [`JobStatus::paused`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
@@ -30,15 +32,19 @@ pub enum JobState {
     Done,
     Failed,
     Cancelled,
+    /// Done once, now computing again the tasks whose answers came from a
+    /// donor caught lying since; done again when they are settled.
+    Rechecking,
 }
 
 impl JobState {
-    pub const ALL: [JobState; 5] = [
+    pub const ALL: [JobState; 6] = [
         JobState::Queued,
         JobState::Running,
         JobState::Done,
         JobState::Failed,
         JobState::Cancelled,
+        JobState::Rechecking,
     ];
 
     pub fn name(self) -> &'static str {
@@ -48,6 +54,7 @@ impl JobState {
             JobState::Done => "done",
             JobState::Failed => "failed",
             JobState::Cancelled => "cancelled",
+            JobState::Rechecking => "rechecking",
         }
     }
 
@@ -295,6 +302,10 @@ pub struct JobStatus {
     /// Among its owner's jobs, higher goes first.
     #[serde(default)]
     pub priority: i32,
+    /// Answers replaced after the job had them: decided on the word of a
+    /// donor caught lying later, and found wrong by a re-check.
+    #[serde(default)]
+    pub revised: u32,
     /// `kernel` and `params`, as in the request.
     #[serde(flatten)]
     pub spec: KernelSpec,
@@ -380,10 +391,11 @@ pub enum AuditAction {
     JobRemoved,
     AnswersRevised,
     DonorQuarantined,
+    JobRechecking,
 }
 
 impl AuditAction {
-    const ALL: [AuditAction; 10] = [
+    const ALL: [AuditAction; 11] = [
         AuditAction::UserAdded,
         AuditAction::UserRemoved,
         AuditAction::TokenRotated,
@@ -394,6 +406,7 @@ impl AuditAction {
         AuditAction::JobRemoved,
         AuditAction::AnswersRevised,
         AuditAction::DonorQuarantined,
+        AuditAction::JobRechecking,
     ];
 
     pub fn name(self) -> &'static str {
@@ -408,6 +421,7 @@ impl AuditAction {
             AuditAction::JobRemoved => "job_removed",
             AuditAction::AnswersRevised => "answers_revised",
             AuditAction::DonorQuarantined => "donor_quarantined",
+            AuditAction::JobRechecking => "job_rechecking",
         }
     }
 
@@ -583,6 +597,9 @@ pub enum JobEvent {
     Done,
     Failed,
     Cancelled,
+    /// A done job went back to check answers again (see
+    /// [`JobState::Rechecking`]).
+    Rechecking,
 }
 
 /// A text frame of the monitor channel, tagged by `type` like the worker
@@ -716,6 +733,7 @@ mod tests {
     #[test]
     fn status_objects_keep_the_documented_shape_and_read_back() {
         let status = JobStatus {
+            revised: 0,
             priority: 0,
             owner: "admin".into(),
             id: 3,
@@ -737,7 +755,7 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!({
-                "id": 3, "owner": "admin", "priority": 0, "kernel": "primes", "params": {"start": 0, "end": 100},
+                "id": 3, "owner": "admin", "priority": 0, "revised": 0, "kernel": "primes", "params": {"start": 0, "end": 100},
                 "state": "done", "paused": false, "tasks": {"total": 4, "done": 4},
                 "redundancy": 1, "quorum": 1, "created_at": 1, "started_at": 2,
                 "finished_at": 5, "elapsed_ms": 3, "result": {"count": 25},

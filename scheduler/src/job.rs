@@ -465,11 +465,19 @@ impl JobState {
         }
         let reopened = self.sole.remove(&donor).unwrap_or_default();
         for &task in &reopened {
-            // A second opinion from a different donor; the first answer
-            // stays stored until the new one replaces or confirms it.
-            if self.reopen(task) {
-                self.rechecking.insert(task);
-            }
+            self.recheck(task);
+        }
+        reopened
+    }
+
+    /// Reopens a decided task for a second opinion from another donor: the
+    /// first answer stays stored until the new one replaces or confirms it
+    /// (its result comes back as `Recorded::Accepted { recheck: true }`).
+    /// Whether it had been decided.
+    pub fn recheck(&mut self, task: u32) -> bool {
+        let reopened = task < self.plan.tasks && self.reopen(task);
+        if reopened {
+            self.rechecking.insert(task);
         }
         reopened
     }

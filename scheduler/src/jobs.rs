@@ -28,6 +28,18 @@ impl Scheduler {
         tasks.iter().filter(|&&task| state.reopen(task)).count()
     }
 
+    /// Reopens decided tasks of `job` for a second opinion: their answers
+    /// came from a donor caught lying since (in a job that had finished, or
+    /// one restored after a restart, whose solo decisions the scheduler no
+    /// longer remembers). Each answer that comes back is a recheck: it
+    /// replaces or confirms the stored one. Returns how many were decided.
+    pub fn recheck(&mut self, job: JobId, tasks: &[u32]) -> usize {
+        let Some(state) = self.jobs.get_mut(&job) else {
+            return 0;
+        };
+        tasks.iter().filter(|&&task| state.recheck(task)).count()
+    }
+
     /// Restores a durable replica vote after a restart.
     pub fn restore_vote(&mut self, job: JobId, task: u32, donor: DonorId, digest: Digest) {
         if let Some(state) = self.jobs.get_mut(&job) {

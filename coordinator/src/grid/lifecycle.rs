@@ -14,7 +14,7 @@ use grid_protocol::api::KernelRequest;
 use grid_scheduler::Replication;
 
 /// A transition applied in memory, to be committed.
-struct Applied {
+pub(super) struct Applied {
     event: JobEvent,
     lifecycle: Lifecycle,
 }
@@ -172,7 +172,7 @@ impl Grid {
     /// decides, a finished job drops its collator, and a pause or resume
     /// reaches the scheduler in the same lock scope, so the two never
     /// disagree. Nothing is stored or announced yet: see [`Grid::commit`].
-    fn apply(
+    pub(super) fn apply(
         &self,
         job: &Job,
         live: &mut JobLive,
@@ -195,7 +195,7 @@ impl Grid {
     /// Stores an applied transition, tells monitors, and hands the
     /// scheduler what follows from it: a finished job's batches are revoked,
     /// a resumed job's tasks go out.
-    async fn commit(&self, job: &Job, applied: Applied) -> Result<(), StoreError> {
+    pub(super) async fn commit(&self, job: &Job, applied: Applied) -> Result<(), StoreError> {
         let Applied { event, lifecycle } = applied;
         let finished = lifecycle.state.is_finished();
         let stored = self.store.update_job(job.id, lifecycle).await;
@@ -342,7 +342,8 @@ impl Grid {
     ) -> Result<(Arc<Job>, JobResult), ApiError> {
         let job = self.job_for(caller, id)?;
         let state = job.state();
-        if state != JobState::Done {
+        // A job being rechecked has every answer; some may still change.
+        if !matches!(state, JobState::Done | JobState::Rechecking) {
             return Err(ApiError::Conflict(format!(
                 "job {id} is {state}; results are available once it is done"
             )));
@@ -441,7 +442,7 @@ impl Grid {
             scheduler.take_effects()
         };
         // Removing a job only revokes batches; it never fails another job.
-        let failed = self.apply_effects(effects);
+        let (failed, _) = self.apply_effects(effects);
         debug_assert!(failed.is_empty(), "{failed:?}");
         self.dispatch();
     }

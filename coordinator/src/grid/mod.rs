@@ -14,6 +14,7 @@ mod fuel;
 mod lifecycle;
 mod observe;
 mod outputs;
+mod recheck;
 mod results;
 mod users;
 mod wasm;
@@ -310,67 +311,60 @@ impl Grid {
     }
 
     fn restore(&self) -> anyhow::Result<Vec<Arc<Job>>> {
-        let mut complete = Vec::new();
-        let mut resumed_complete = Vec::new();
-        let mut resumed = 0;
+        let mut live = Vec::new();
         for StoredJob {
             id,
             definition,
             lifecycle,
         } in self.store.load_jobs()?
         {
-            let finished = lifecycle.state.is_finished();
-            let mut collator = None;
-            let mut tasks_done = if lifecycle.state == JobState::Done {
+            if !lifecycle.state.is_finished() {
+                let read = recheck::read_back(&self.store, &self.blobs, id, &definition)?;
+                live.push(self.revive(id, definition, lifecycle, read));
+                continue;
+            }
+            let tasks_done = if lifecycle.state == JobState::Done {
                 definition.tasks
             } else {
                 0
             };
-            let mut inputs = None;
-            if !finished {
-                inputs = self
-                    .reload_inputs(&definition)
-                    .map_err(|e| anyhow::anyhow!("cannot resume job {id}: {e}"))?;
-                let kind = definition.spec.kind();
-                let mut c = Collator::new(definition.spec.clone(), definition.tasks);
-                let mut scheduler = self.scheduler();
-                scheduler.add_job(definition.plan(id, inputs.as_ref()));
-                self.store.for_each_result(id, |task, bytes| {
-                    TaskOutput::decode(kind, bytes)
-                        .and_then(|o| c.add(task, &o))
-                        .map_err(|e| StoreError::Corrupt(format!("job {id} task {task}: {e}")))?;
-                    scheduler.restore_decided(id, task);
-                    Ok(())
-                })?;
-                for (task, donor, digest) in self.store.replicas(id)? {
-                    scheduler.restore_vote(id, task, donor, digest);
-                }
-                scheduler.set_job_paused(id, lifecycle.paused);
-                tasks_done = c.collated();
-                if c.is_complete() {
-                    resumed_complete.push(id);
-                }
-                collator = Some(c);
-                resumed += 1;
-            }
             let job = Arc::new(Job::new(
                 id,
                 definition,
-                inputs,
+                None,
                 JobLive {
                     lifecycle,
                     tasks_done,
-                    collator,
+                    collator: None,
                 },
             ));
-            if resumed_complete.last() == Some(&id) {
-                complete.push(job.clone());
-            }
             self.jobs.insert(id, job);
         }
+        let resumed = live.len();
         // After the votes: quarantining a donor again discards its stored
-        // votes on the tasks still open.
+        // votes on the tasks still open. The scheduler has forgotten what
+        // the donors decided alone before the restart: answers stored from
+        // a quarantined donor in a live job are checked again.
         let quarantined = self.store.quarantined()?;
+        let donors: Vec<u64> = quarantined.iter().map(|(donor, _)| *donor).collect();
+        let mut complete = Vec::new();
+        for (job, all_in) in live {
+            let suspect = if donors.is_empty() {
+                Vec::new()
+            } else {
+                self.store.tasks_answered_by(job.id, &donors)?
+            };
+            let reopened = self.scheduler().recheck(job.id, &suspect);
+            if reopened > 0 {
+                tracing::warn!(
+                    job = job.id,
+                    reopened,
+                    "answers from quarantined donors are checked again"
+                );
+            } else if all_in {
+                complete.push(job);
+            }
+        }
         {
             let mut scheduler = self.scheduler();
             for (donor, reason) in &quarantined {
@@ -448,10 +442,11 @@ impl Grid {
         self.scheduler().counters().clone()
     }
 
-    /// Carries out revokes; returns the jobs that must fail, which need an
-    /// `.await` to record.
-    fn apply_effects(&self, effects: Vec<Effect>) -> Vec<(u64, String)> {
+    /// Carries out revokes; returns the jobs that must fail and the donors
+    /// just quarantined, which need an `.await` to act on.
+    fn apply_effects(&self, effects: Vec<Effect>) -> (Vec<(u64, String)>, Vec<u64>) {
         let mut failed = Vec::new();
+        let mut caught = Vec::new();
         for effect in effects {
             match effect {
                 Effect::Revoke { worker, batch } => {
@@ -490,15 +485,20 @@ impl Grid {
                     for (job, _) in reopened {
                         self.monitor.mark_progress(job);
                     }
+                    caught.push(donor);
                 }
             }
         }
-        failed
+        (failed, caught)
     }
 
     async fn apply_effects_async(&self, effects: Vec<Effect>) {
-        for (job, reason) in self.apply_effects(effects) {
+        let (failed, caught) = self.apply_effects(effects);
+        for (job, reason) in failed {
             self.fail_job(job, reason).await;
+        }
+        for donor in caught {
+            self.recheck_answers_of(donor).await;
         }
     }
 

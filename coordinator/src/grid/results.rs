@@ -524,34 +524,42 @@ impl Grid {
                 output: bytes,
             })
             .await?;
-        let mut live = job.live();
-        let Some(collator) = live.collator.as_mut() else {
-            return Ok(());
-        };
-        let replaced = match old
-            .as_deref()
-            .map(|b| TaskOutput::decode(job.spec().kind(), b))
-        {
-            Some(Ok(old)) => collator.replace(task, &old, &output),
-            _ => collator.add(task, &output),
-        };
-        match replaced {
-            Ok(()) => {
-                tracing::warn!(job = job.id, task, "re-check corrected a wrong answer");
-                self.audit(
-                    super::audit::COORDINATOR,
-                    grid_protocol::api::AuditAction::AnswersRevised,
-                    format!("job {}", job.id),
-                    format!(
-                        "task {task}: the answer of donor {donor} differed from a re-check \
-                         by other donors and was replaced"
-                    ),
-                );
+        // Under the job's lock, never across an await.
+        let revised = {
+            let mut live = job.live();
+            let Some(collator) = live.collator.as_mut() else {
+                return Ok(());
+            };
+            let replaced = match old
+                .as_deref()
+                .map(|b| TaskOutput::decode(job.spec().kind(), b))
+            {
+                Some(Ok(old)) => collator.replace(task, &old, &output),
+                _ => collator.add(task, &output),
+            };
+            live.tasks_done = collator.collated();
+            match replaced {
+                Ok(()) => {
+                    tracing::warn!(job = job.id, task, "re-check corrected a wrong answer");
+                    self.audit(
+                        super::audit::COORDINATOR,
+                        grid_protocol::api::AuditAction::AnswersRevised,
+                        format!("job {}", job.id),
+                        format!(
+                            "task {task}: a re-check by donor {donor} differed from the stored \
+                             answer, decided on the word of a donor caught lying since, and \
+                             replaced it"
+                        ),
+                    );
+                    self.apply(job, &mut live, crate::jobs::Transition::Revise)
+                        .ok()
+                }
+                Err(error) => {
+                    tracing::error!(job = job.id, task, %error, "could not replace a re-checked result");
+                    None
+                }
             }
-            Err(error) => {
-                tracing::error!(job = job.id, task, %error, "could not replace a re-checked result")
-            }
-        }
+        };
         if let (TaskOutput::Iterations(counts), KernelSpec::Mandelbrot(p)) = (&output, job.spec()) {
             self.monitor.publish_tile(
                 job.id,
@@ -560,8 +568,11 @@ impl Grid {
                 counts,
             );
         }
-        live.tasks_done = collator.collated();
         self.monitor.mark_progress(job.id);
+        if let Some(revised) = revised {
+            // The count of revisions is part of the job's history.
+            self.commit(job, revised).await?;
+        }
         Ok(())
     }
 

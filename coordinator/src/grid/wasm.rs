@@ -129,14 +129,6 @@ impl Grid {
             tasks: task_inputs,
         })
     }
-
-    /// A stored wasm job's inputs, read again from the blob store.
-    pub(super) fn reload_inputs(
-        &self,
-        definition: &JobDefinition,
-    ) -> Result<Option<TaskInputs>, crate::inputs::InputError> {
-        load_inputs(&self.blobs, definition)
-    }
 }
 
 /// A job's inputs as its definition names them, read from `blobs`.

@@ -34,6 +34,25 @@ impl Store {
         })
     }
 
+    /// The tasks of `job` whose stored answer came from one of `donors`.
+    pub fn tasks_answered_by(&self, job: u64, donors: &[u64]) -> Result<Vec<u32>, StoreError> {
+        self.read(|conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT task FROM results WHERE job_id = ?1 AND donor = ?2 ORDER BY task",
+            )?;
+            let mut tasks = Vec::new();
+            for donor in donors {
+                let rows = statement.query_map(rusqlite::params![job, donor], |r| r.get(0))?;
+                for task in rows {
+                    tasks.push(task?);
+                }
+            }
+            tasks.sort_unstable();
+            tasks.dedup();
+            Ok(tasks)
+        })
+    }
+
     /// Every user, by id.
     pub fn load_users(&self) -> Result<Vec<crate::users::User>, StoreError> {
         self.read(super::users::load)
@@ -126,7 +145,7 @@ pub(super) fn load_jobs_from(conn: &Connection) -> Result<Vec<StoredJob>, StoreE
     let mut statement = conn.prepare(
         "SELECT id, spec, tasks, redundancy, quorum, max_replicas, state, paused,
                     created_at, started_at, finished_at, error, result, version, inputs, owner,
-                    priority
+                    priority, revised
              FROM jobs ORDER BY id",
     )?;
     // Text columns holding JSON or a state name are parsed here too;
@@ -170,6 +189,7 @@ pub(super) fn load_jobs_from(conn: &Connection) -> Result<Vec<StoredJob>, StoreE
                 error: r.get(11)?,
                 result: parsed(12, result.map(|r| serde_json::from_str(&r)).transpose())?,
                 version: r.get(13)?,
+                revised: r.get(17)?,
             },
         })
     })?;

@@ -108,6 +108,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     // Jobs stored before users belong to the first admin.
     ("jobs", "owner", "INTEGER NOT NULL DEFAULT 1"),
     ("jobs", "priority", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "revised", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {

@@ -214,7 +214,7 @@ fn apply_group(
                     // queue in another order than they happened.
                     tx.execute(
                         "UPDATE jobs SET state = ?2, paused = ?3, started_at = ?4, finished_at = ?5,
-                                         error = ?6, result = ?7, version = ?8
+                                         error = ?6, result = ?7, version = ?8, revised = ?9
                          WHERE id = ?1 AND version < ?8",
                         params![
                             job,
@@ -227,7 +227,8 @@ fn apply_group(
                                 .result
                                 .as_ref()
                                 .map(|r| serde_json::to_string(r).expect("results are plain data")),
-                            lifecycle.version
+                            lifecycle.version,
+                            lifecycle.revised
                         ],
                     )?;
                     if lifecycle.state == JobState::Done {

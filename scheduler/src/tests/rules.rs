@@ -829,3 +829,34 @@ fn a_worker_keeps_to_the_job_whose_file_it_is_fetching() {
     assert_eq!(s.grant(2, 0).unwrap().job, second.job);
     s.check_consistency().unwrap();
 }
+
+#[test]
+fn rechecked_tasks_go_out_again_and_come_back_as_rechecks() {
+    let mut s = Scheduler::new(config());
+    s.add_job(plan(1, 4, 1));
+    for task in 0..4 {
+        s.restore_decided(1, task);
+    }
+    assert_eq!(s.progress(1), Some((4, 4)));
+    assert_eq!(
+        s.recheck(1, &[1, 3, 9, 1_000_000]),
+        2,
+        "tasks 9 and up are not its own"
+    );
+    assert_eq!(s.recheck(2, &[0]), 0, "no such job");
+    assert_eq!(s.progress(1), Some((2, 4)));
+    s.add_worker(1, 1, 4, Capabilities::ALL, 0);
+    let grant = s.grant(1, 0).unwrap();
+    assert_eq!(grant.tasks.iter().collect::<Vec<_>>(), [1, 3]);
+    let recorded = deliver_all(&mut s, 1, &grant, 10);
+    assert!(
+        recorded.iter().all(|r| *r
+            == Recorded::Accepted {
+                decided: true,
+                recheck: true
+            }),
+        "{recorded:?}"
+    );
+    assert_eq!(s.progress(1), Some((4, 4)));
+    s.check_consistency().unwrap();
+}

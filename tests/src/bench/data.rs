@@ -232,7 +232,7 @@ async fn wait_done(client: &Client, job: u64) -> anyhow::Result<JobStatus> {
         match status.state {
             JobState::Done => return Ok(status),
             JobState::Failed | JobState::Cancelled => bail!("job {job} ended badly: {status:?}"),
-            JobState::Queued | JobState::Running => {}
+            JobState::Queued | JobState::Running | JobState::Rechecking => {}
         }
         if tokio::time::Instant::now() > deadline {
             bail!("job {job} not done within {JOB_TIMEOUT:?}: {status:?}");

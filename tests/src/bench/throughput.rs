@@ -82,7 +82,7 @@ pub async fn run_job(
             JobState::Failed | JobState::Cancelled => {
                 bail!("job {id} ended badly: {status:?}")
             }
-            JobState::Queued | JobState::Running => {}
+            JobState::Queued | JobState::Running | JobState::Rechecking => {}
         }
         if tokio::time::Instant::now() > deadline {
             bail!("job {id} not done within {timeout:?}: {status:?}");

@@ -393,3 +393,106 @@ async fn every_flooder_reads_its_close_code() {
     }
     grid.stop().await;
 }
+
+/// A donor lies on a job that finishes on its word alone (redundancy 1, no
+/// one else connected), and is caught in a later job (an impossible answer
+/// there). The finished job goes back to `rechecking`, exports only with
+/// `--allow-partial` meanwhile (exit 4 without), and is done again with the
+/// exact answer once an honest worker recomputes what the liar answered,
+/// every one of those answers counted as revised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_job_is_corrected_when_its_liar_is_caught_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = TestGrid::start(dir.path()).await;
+    let client = grid.client();
+    let mut sneaky = HandWorker::join(&grid.url, 1).await;
+    let first = submit(&client, &primes_job(1, 8)).await;
+    let caught_on = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
+    let later = caught_on.clone();
+    let lying = tokio::spawn(async move {
+        loop {
+            let batch = match sneaky.next_batch_or_close().await {
+                Ok(batch) => batch,
+                Err(closed) => return closed,
+            };
+            let mut builder = ResultsFrameBuilder::new(batch.batch);
+            for task in batch.tasks.iter() {
+                let output = if batch.job == later.load(std::sync::atomic::Ordering::Relaxed) {
+                    TaskOutput::Count(u64::MAX)
+                } else {
+                    lie(&mut sneaky, &batch, task)
+                };
+                builder.push(task, &output);
+            }
+            sneaky.socket.send_binary(builder.finish()).await;
+        }
+    });
+    let done = wait_for_job(&client, first, TIMEOUT).await;
+    assert_eq!(done.state, JobState::Done);
+    let JobResult::Primes { count } = client.result(first).await.unwrap() else {
+        panic!("not a primes result")
+    };
+    assert_eq!(
+        count,
+        PRIMES_BELOW_2M + 8,
+        "eight plausible lies, unchecked"
+    );
+
+    // A later job catches it.
+    let second_request = primes_job(1, 4);
+    caught_on.store(
+        // The next job's id: the ids count up.
+        first + 1,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let second = submit(&client, &second_request).await;
+    assert_eq!(second, first + 1);
+    quarantined(lying).await;
+    let rechecking = grid_tests::wait_until(&client, first, TIMEOUT, "job 1 rechecking", |s| {
+        s.state == JobState::Rechecking
+    })
+    .await;
+    assert_eq!(rechecking.revised, 0);
+    let url = grid.url.clone();
+    let id = first.to_string();
+    let (code, out, err) =
+        tokio::task::spawn_blocking(move || grid_tests::grid_cli(&url, &["results", &id]))
+            .await
+            .unwrap();
+    assert_eq!(code, 4, "{out} {err}");
+    assert!(
+        out.is_empty() && err.contains("being rechecked"),
+        "{out} {err}"
+    );
+    let (url, id) = (grid.url.clone(), first.to_string());
+    let (code, out, _) = tokio::task::spawn_blocking(move || {
+        grid_tests::grid_cli(&url, &["results", &id, "--allow-partial"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0);
+    assert!(out.contains(&(PRIMES_BELOW_2M + 8).to_string()), "{out}");
+
+    // An honest worker recomputes the liar's answers: exact again.
+    let honest = grid.worker(1, "honest");
+    let corrected = wait_for_job(&client, first, TIMEOUT).await;
+    assert_eq!(corrected.state, JobState::Done, "{corrected:?}");
+    assert_primes(&corrected, PRIMES_BELOW_2M);
+    assert_eq!(corrected.revised, 8, "every lie replaced and counted");
+    assert_eq!(
+        client.result(first).await.unwrap(),
+        JobResult::Primes {
+            count: PRIMES_BELOW_2M
+        }
+    );
+    let trail = client.audit(0).await.unwrap();
+    use grid_protocol::api::AuditAction;
+    assert!(
+        trail
+            .iter()
+            .any(|e| e.action == AuditAction::JobRechecking && e.subject == format!("job {first}")),
+        "{trail:?}"
+    );
+    honest.stop().await;
+    grid.stop().await;
+}
