@@ -7,6 +7,7 @@
 #
 # Arguments are passed to the bench binary, e.g.
 #   scripts/bench.sh --only throughput,latency --runs 3
+#   scripts/bench.sh --only fair_share           # benchmark 9: a newcomer's job beside a huge one
 #   scripts/bench.sh --perf target/bench/perf     # also profile the coordinator
 #
 # Needs python3 with venv (for the Dask comparison: a throwaway virtualenv

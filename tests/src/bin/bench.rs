@@ -9,7 +9,8 @@
 //! Names, in the order they run: `throughput` (1), `dask` (2), `efficiency`
 //! (3), `connections` (4), `latency` (5), `wasm` (6), `kernels` (7, users'
 //! kernels: what preparation costs, tiny wasm tasks), `data` (8, jobs'
-//! files: blob bytes per task, blob serving, locality). Other options:
+//! files: blob bytes per task, blob serving, locality), `fair_share` (9, a
+//! user's small job beside another's huge one). Other options:
 //! `--grid PATH` (the `grid` binary; default `target/release/grid`),
 //! `--connections N` (default 10,000), `--dask-tasks N` (submit only N of the
 //! 100,000 tasks to Dask and extrapolate), `--efficiency-work S` (seconds of
@@ -30,6 +31,8 @@ mod data;
 mod efficiency;
 #[path = "../bench/env.rs"]
 mod env;
+#[path = "../bench/fair_share.rs"]
+mod fair_share;
 #[path = "../bench/kernels.rs"]
 mod kernels;
 #[path = "../bench/latency.rs"]
@@ -54,7 +57,7 @@ use anyhow::{Context, bail};
 
 use report::Row;
 
-const NAMES: [&str; 8] = [
+const NAMES: [&str; 9] = [
     "throughput",
     "dask",
     "efficiency",
@@ -63,6 +66,7 @@ const NAMES: [&str; 8] = [
     "wasm",
     "kernels",
     "data",
+    "fair_share",
 ];
 
 /// Settings and raw results shared by the benchmarks.
@@ -210,6 +214,7 @@ async fn bench() -> anyhow::Result<()> {
             "wasm" => wasm::wasm(&mut ctx).await,
             "kernels" => kernels::kernels(&mut ctx).await,
             "data" => data::data(&mut ctx).await,
+            "fair_share" => fair_share::fair_share(&mut ctx).await,
             _ => unreachable!("names are checked"),
         };
         match outcome {
