@@ -24,10 +24,11 @@
 //! which instantiates what it is given and keeps nothing between tasks.
 //!
 //! WASI is [`grid_wasi::Wasi`], the very code the native worker runs: each
-//! import of `wasi_snapshot_preview1` is a closure made once for the life of
-//! the thread that hands the call to the current run's `Wasi`, with the
-//! instance's memory as a [`Memory`] (a fresh `Uint8Array` view on every
-//! access, since `memory.grow` detaches the old buffer). A [`Stop`]
+//! import of `wasi_snapshot_preview1` is a closure (behind a `Proxy`, see
+//! [`imports`]) made once for the life of the thread that hands the call to
+//! the current run's `Wasi`, with the instance's memory as a [`Memory`] (a
+//! fresh `Uint8Array` view on every access, since `memory.grow` detaches the
+//! old buffer). A [`Stop`]
 //! (`proc_exit`, stdout over its limit) unwinds the kernel by throwing a
 //! sentinel from the import; the run catches whatever `_start` throws and
 //! [`grid_wasi::outcome`] turns it, the stop and the prepared globals into the
@@ -480,38 +481,29 @@ pub(crate) fn describe(error: &JsValue) -> String {
     }
 }
 
-/// `wasi_functions(names, call)`: an object with a function for each of
-/// `names`, which calls `call(index of its name, [its arguments])`. Made
-/// with the `Function` constructor, once a thread: a wasm-bindgen closure
-/// takes at most 8 arguments, and an `inline_js` snippet would be one more
-/// file beside the module for every copy of it (Node's parity check copies
-/// two). The coordinator sends no Content-Security-Policy; one without
-/// `'unsafe-eval'` would need the snippet instead.
-fn wasi_functions(names: &Array, call: &JsValue) -> Object {
-    let make = Function::new_with_args(
-        "names, call",
-        "const functions = {}; \
-         names.forEach((name, i) => { functions[name] = (...args) => call(i, args); }); \
-         return functions;",
-    );
-    make.call2(&JsValue::UNDEFINED, names, call)
-        .expect("the import functions are made")
-        .unchecked_into()
-}
-
 /// `{wasi_snapshot_preview1: {args_get: ..., ...}}`, a function per
-/// function of the contract over one closure, kept for the life of the
-/// thread.
+/// function of the contract, made once for the life of the thread. Each is
+/// a `Proxy` whose `apply` trap, a closure that knows its function, gets
+/// the call's arguments as one array, however many there are (a
+/// wasm-bindgen closure takes at most 8, and `path_open` takes 9). No
+/// `Function` constructor, which the coordinator's Content-Security-Policy
+/// forbids (no `'unsafe-eval'`), and no `inline_js` snippet, which would be
+/// one more file beside the module for every copy of it.
 fn imports() -> Object {
-    let names: Array = Func::ALL.iter().map(|f| JsValue::from(f.name())).collect();
-    let call = Closure::<dyn Fn(u32, Array) -> Result<JsValue, JsValue>>::new(
-        |index: u32, args: Array| {
-            let func = Func::from_index(index as usize).expect("an index of Func::ALL");
-            host_call(func, &args)
-        },
-    );
-    let wasi = wasi_functions(&names, call.as_ref());
-    call.forget();
+    let wasi = Object::new();
+    for func in Func::ALL {
+        let trap = Closure::<dyn Fn(JsValue, JsValue, Array) -> Result<JsValue, JsValue>>::new(
+            move |_target: JsValue, _this: JsValue, args: Array| host_call(func, &args),
+        );
+        let handler = Object::new();
+        Reflect::set(&handler, &"apply".into(), trap.as_ref())
+            .expect("setting a property of a plain object");
+        // The target only has to be callable; the trap does the call.
+        let import = js_sys::Proxy::new(trap.as_ref(), &handler);
+        trap.forget();
+        Reflect::set(&wasi, &func.name().into(), &import)
+            .expect("setting a property of a plain object");
+    }
     let imports = Object::new();
     Reflect::set(&imports, &WASI_MODULE.into(), &wasi)
         .expect("setting a property of a plain object");
