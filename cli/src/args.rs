@@ -268,6 +268,17 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Who may show the donor page in a frame: the sources of its
+    /// Content-Security-Policy frame-ancestors, e.g. 'none', or "'self'
+    /// https://example.org" for a site that embeds it. The dashboard may
+    /// never be framed.
+    #[arg(
+        long,
+        value_name = "SOURCES",
+        default_value_t = defaults().donor_frame_ancestors,
+        value_parser = grid_coordinator::api::headers::frame_ancestors
+    )]
+    pub donor_frame_ancestors: String,
 }
 
 #[derive(Debug, Args)]

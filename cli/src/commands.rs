@@ -215,6 +215,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<ExitCode> {
     config.distinct_addresses = !args.same_address_replicas;
     config.client_address_header = args.client_address_header.clone();
     config.blob_retention = args.blob_retention.0;
+    config.donor_frame_ancestors = args.donor_frame_ancestors.clone();
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         config.tls = Some(grid_coordinator::tls::acceptor(cert, key)?);
     }

@@ -1,6 +1,8 @@
 //! The HTTP edge: warp filters for the job API under `/api/`, the worker
-//! socket at `/ws/worker`, and the static files of `www/` at `/`. Handlers are
-//! thin; every error leaves as `{"error": "..."}` with a fitting status.
+//! socket at `/ws/worker`, the monitor socket at `/ws/monitor`, and the
+//! static files of `www/` at `/`. Handlers are thin; every error leaves as
+//! `{"error": "..."}` with a fitting status, and every answer with the
+//! security headers of [`headers`].
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,6 +16,7 @@ use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
 mod blobs;
+pub mod headers;
 mod users;
 
 use blobs::{blob_delete, blob_list, blob_put, blob_read, job_remove, module_get};
@@ -89,23 +92,43 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
         .into_iter()
         .reduce(|all, route| all.or(route).unify().boxed())
         .expect("there are routes");
-    any.recover(handle_rejection).unify().boxed()
+    any.recover(handle_rejection)
+        .unify()
+        .map(headers::everywhere)
+        .boxed()
 }
 
-/// The donor page and other files of `www/`; the dashboard also at /dashboard.
+/// The donor page and other files of `www/` (`GET` and `HEAD`); the
+/// dashboard also at /dashboard. Each carries its page's policy
+/// ([`headers::PageHeaders`]).
 fn static_files(
     shared: &Shared,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + use<> {
-    let www_dir = shared.grid.config().www_dir.clone();
-    let no_cache = |file: warp::fs::File| {
-        warp::reply::with_header(file, header::CACHE_CONTROL, "no-cache").into_response()
+    let config = shared.grid.config();
+    let www_dir = config.www_dir.clone();
+    let pages = headers::PageHeaders::new(&config.donor_frame_ancestors).unwrap_or_else(|error| {
+        // `grid serve` checks the flag; a library caller's mistake fails
+        // closed: the donor page may not be framed at all.
+        tracing::error!(%error, "the donor page's frame-ancestors is refused; using 'none'");
+        headers::PageHeaders::new("'none'").expect("'none' is a valid source")
+    });
+    let serve = move |file: warp::fs::File| {
+        let page = headers::Page::of(file.path());
+        let mut response = file.into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-cache"),
+        );
+        pages.apply(page, headers);
+        response
     };
+    let get_or_head = || warp::get().or(warp::head()).unify();
     let dashboard = warp::path!("dashboard")
-        .and(warp::get())
-        .and(warp::fs::file(www_dir.join("dashboard.html")))
-        .map(no_cache);
-    let files = warp::get().and(warp::fs::dir(www_dir)).map(no_cache);
-    dashboard.or(files).unify()
+        .and(get_or_head())
+        .and(warp::fs::file(www_dir.join("dashboard.html")));
+    let files = get_or_head().and(warp::fs::dir(www_dir));
+    dashboard.or(files).unify().map(serve)
 }
 
 fn with_shared(shared: Shared) -> impl Filter<Extract = (Shared,), Error = Infallible> + Clone {

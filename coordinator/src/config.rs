@@ -77,6 +77,11 @@ pub struct ServerConfig {
     pub client_address_header: Option<String>,
     /// Serve HTTPS and WSS with this certificate (see [`crate::tls::acceptor`]).
     pub tls: Option<crate::tls::ServerTls>,
+    /// Who may show the donor page in a frame: the sources of its
+    /// Content-Security-Policy `frame-ancestors` (checked by
+    /// [`crate::api::headers::frame_ancestors`]). The dashboard may never be
+    /// framed.
+    pub donor_frame_ancestors: String,
 }
 
 /// The data directory when none is named.
@@ -114,6 +119,7 @@ impl Default for ServerConfig {
             distinct_addresses: true,
             client_address_header: None,
             tls: None,
+            donor_frame_ancestors: "'self'".to_string(),
         }
     }
 }
