@@ -17,6 +17,7 @@ use warp::{Filter, Rejection};
 
 mod blobs;
 pub mod headers;
+mod unmatched;
 mod users;
 
 use blobs::{blob_delete, blob_list, blob_put, blob_read, job_remove, module_get};
@@ -92,7 +93,12 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
         .into_iter()
         .reduce(|all, route| all.or(route).unify().boxed())
         .expect("there are routes");
-    any.recover(handle_rejection)
+    // Last, after every route: what a request none of them took is told
+    // (404, or 405 for a path served with other methods; see `unmatched`).
+    let www_dir = shared.grid.config().www_dir.clone();
+    any.or(unmatched::unmatched(www_dir))
+        .unify()
+        .recover(handle_rejection)
         .unify()
         .map(headers::everywhere)
         .boxed()
@@ -514,8 +520,6 @@ async fn handle_rejection(rejection: Rejection) -> Result<Response, Infallible> 
             "missing or invalid token: send 'Authorization: Bearer <token>' (see DATA/token)"
                 .to_string(),
         )
-    } else if rejection.is_not_found() {
-        (StatusCode::NOT_FOUND, "not found".to_string())
     } else if let Some(e) = rejection.find::<warp::reject::PayloadTooLarge>() {
         (
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -526,15 +530,39 @@ async fn handle_rejection(rejection: Rejection) -> Result<Response, Infallible> 
             StatusCode::LENGTH_REQUIRED,
             "a Content-Length header is required".to_string(),
         )
-    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        (
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed".to_string(),
-        )
     } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
         (StatusCode::BAD_REQUEST, e.to_string())
     } else if let Some(e) = rejection.find::<warp::reject::MissingHeader>() {
         (StatusCode::BAD_REQUEST, e.to_string())
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
+        (StatusCode::BAD_REQUEST, e.to_string())
+    } else if let Some(unmatched) = rejection.find::<unmatched::NoRoute>() {
+        // No route took the request (each one rejected it as "not found" or,
+        // by the order of its filters, "method not allowed"): 405 only where
+        // the path is served with other methods.
+        let unmatched::NoRoute {
+            method,
+            path,
+            allow,
+        } = unmatched;
+        match allow {
+            Some(allow) => {
+                let mut response = json(
+                    &ErrorBody {
+                        error: format!("method not allowed: {path} takes {allow}, not {method}"),
+                    },
+                    StatusCode::METHOD_NOT_ALLOWED,
+                );
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+                return Ok(response);
+            }
+            None => (
+                StatusCode::NOT_FOUND,
+                format!("not found: nothing is served at {method} {path}"),
+            ),
+        }
     } else {
         tracing::debug!(?rejection, "unhandled rejection");
         (
