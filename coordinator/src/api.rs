@@ -17,6 +17,7 @@ use warp::{Filter, Rejection};
 
 mod blobs;
 pub mod headers;
+mod monitor_auth;
 mod unmatched;
 mod users;
 
@@ -271,57 +272,84 @@ fn metrics(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejecti
 
 #[derive(Debug, Deserialize)]
 struct MonitorQuery {
+    /// Deprecated: the token in the URL (see [`monitor_auth`]).
     token: Option<String>,
 }
 
-/// `/ws/monitor?token=...`: browsers cannot set headers on a WebSocket, so
-/// the token may come in the query (or, for other clients, the usual header).
+/// `/ws/monitor`: the token in `Sec-WebSocket-Protocol` (browsers cannot set
+/// headers on a WebSocket), or `Authorization`, or for one more release
+/// `?token=` (see [`monitor_auth`]), checked before the upgrade.
 fn monitor_socket(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     let token = shared.grid.config().token.clone();
-    warp::path!("ws" / "monitor")
-        .and(warp::query::<MonitorQuery>())
-        .and(warp::header::optional::<String>("authorization"))
-        .and_then(move |query: MonitorQuery, header: Option<String>| {
-            let ok = query
-                .token
-                .as_deref()
-                .is_some_and(|t| auth::token_matches(t, &token))
-                || auth::authorized(header.as_deref(), &token);
-            async move {
-                if ok {
-                    Ok(())
-                } else {
-                    Err(warp::reject::custom(Unauthorized))
+    let admission = warp::query::<MonitorQuery>()
+        .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<PeerAddr>().map(|peer: Option<PeerAddr>| peer.map(|p| p.0)))
+        .and(with_shared(shared.clone()))
+        .and_then(
+            move |query: MonitorQuery,
+                  headers: warp::http::HeaderMap,
+                  remote: Option<SocketAddr>,
+                  shared: Shared| {
+                let admitted = monitor_auth::admit(&headers, query.token.as_deref(), |t| {
+                    auth::token_matches(t, &token)
+                });
+                if let Ok(monitor_auth::Admitted {
+                    via: monitor_auth::Via::Query,
+                    ..
+                }) = admitted
+                {
+                    let client = client_address(&shared, remote, &headers)
+                        .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+                    tracing::warn!(
+                        %client,
+                        "a monitor client sent the token in its URL (/ws/monitor?token=), \
+                         where proxies and browser history keep it: deprecated, and refused \
+                         from the next release; offer it in Sec-WebSocket-Protocol instead \
+                         (PROTOCOL.md, Monitor channel)"
+                    );
                 }
-            }
-        })
-        .untuple_one()
+                async move { admitted.map_err(warp::reject::custom) }
+            },
+        );
+    warp::path!("ws" / "monitor")
+        .and(admission)
         .and(upgrade::handshake())
         .and(with_shared(shared))
-        .map(|handshake: upgrade::Handshake, shared: Shared| {
-            match shared.monitors.clone().try_acquire_owned() {
-                // Dashboards only listen: small frames are enough.
-                Ok(permit) => handshake.accept(
-                    shared.grid.config().max_monitor_frame_bytes,
-                    move |socket| {
-                        let (sink, stream) = socket.split();
-                        crate::socket::monitor::serve_monitor(
-                            shared.grid,
-                            sink,
-                            stream,
-                            shared.shutdown,
-                            permit,
-                        )
-                    },
-                ),
-                Err(_) => json(
-                    &ErrorBody {
-                        error: "too many monitor connections".into(),
-                    },
-                    StatusCode::SERVICE_UNAVAILABLE,
-                ),
-            }
-        })
+        .map(
+            |admitted: monitor_auth::Admitted, handshake: upgrade::Handshake, shared: Shared| {
+                match shared.monitors.clone().try_acquire_owned() {
+                    // Dashboards only listen: small frames are enough.
+                    Ok(permit) => {
+                        let mut response = handshake.accept(
+                            shared.grid.config().max_monitor_frame_bytes,
+                            move |socket| {
+                                let (sink, stream) = socket.split();
+                                crate::socket::monitor::serve_monitor(
+                                    shared.grid,
+                                    sink,
+                                    stream,
+                                    shared.shutdown,
+                                    permit,
+                                )
+                            },
+                        );
+                        if let Some(protocol) = admitted.protocol {
+                            response.headers_mut().insert(
+                                header::SEC_WEBSOCKET_PROTOCOL,
+                                header::HeaderValue::from_static(protocol),
+                            );
+                        }
+                        response
+                    }
+                    Err(_) => json(
+                        &ErrorBody {
+                            error: "too many monitor connections".into(),
+                        },
+                        StatusCode::SERVICE_UNAVAILABLE,
+                    ),
+                }
+            },
+        )
 }
 
 /// `GET /api/jobs/{id}/outputs/{task}`: what a decided task of a wasm job
@@ -514,6 +542,8 @@ async fn handle_rejection(rejection: Rejection) -> Result<Response, Infallible> 
         (status, error.to_string())
     } else if let Some(reason) = upgrade::refusal(&rejection) {
         (StatusCode::BAD_REQUEST, reason.to_string())
+    } else if let Some(refused) = rejection.find::<monitor_auth::Refused>() {
+        (refused.status, refused.message.clone())
     } else if rejection.find::<Unauthorized>().is_some() {
         (
             StatusCode::UNAUTHORIZED,

@@ -1,6 +1,7 @@
 // The monitor channel (PROTOCOL.md, "Monitor channel"): one WebSocket at a
-// time to /ws/monitor, decoded at this edge into snapshots, events and tiles,
-// and opened again with backoff whenever it drops.
+// time to /ws/monitor, the token in its subprotocols (never in the URL),
+// decoded at this edge into snapshots, events and tiles, and opened again
+// with backoff whenever it drops.
 //
 // A browser does not show the HTTP status of a refused upgrade, so when a
 // socket closes without ever opening, the token is checked over HTTP: a
@@ -9,6 +10,8 @@
 
 import { checkToken } from "./api.js";
 
+const MONITOR_PROTOCOL = "browsergrid.monitor";
+const TOKEN_PROTOCOL_PREFIX = "browsergrid.token.";
 const TILE_FRAME = 0x02;
 const TILE_HEADER = 21;
 const FIRST_DELAY_MS = 500;
@@ -42,12 +45,26 @@ export function decodeTile(buffer) {
   return { job, firstRow, rows, width, counts };
 }
 
-function monitorUrl(token) {
+function monitorUrl() {
   const url = new URL("ws/monitor", location.href);
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
-  url.search = `?token=${encodeURIComponent(token)}`;
+  url.search = "";
   url.hash = "";
   return url.href;
+}
+
+/**
+ * The subprotocols that carry the token: a browser cannot set headers on a
+ * WebSocket, and a URL is kept by proxies' logs and browser history, so the
+ * token goes in `Sec-WebSocket-Protocol`, base64url-encoded (a subprotocol
+ * is an HTTP token, and a token may hold any character). The coordinator
+ * answers with MONITOR_PROTOCOL.
+ */
+function monitorProtocols(token) {
+  let binary = "";
+  for (const byte of new TextEncoder().encode(token)) binary += String.fromCharCode(byte);
+  const base64url = btoa(binary).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+  return [MONITOR_PROTOCOL, `${TOKEN_PROTOCOL_PREFIX}${base64url}`];
 }
 
 /**
@@ -71,7 +88,7 @@ export function openMonitor(token, handlers) {
     retry = null;
     handlers.onState(failures === 0 ? "connecting" : "reconnecting", { attempt: failures + 1 });
     let opened = false;
-    socket = new WebSocket(monitorUrl(token));
+    socket = new WebSocket(monitorUrl(), monitorProtocols(token));
     socket.binaryType = "arraybuffer";
     socket.onopen = () => {
       opened = true;

@@ -24,7 +24,7 @@ pub async fn serve_monitor<S, R>(
     mut sink: S,
     mut stream: R,
     mut shutdown: watch::Receiver<bool>,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
 ) where
     S: Sink<Message, Error = WsError> + Unpin,
     R: Stream<Item = Result<Message, WsError>> + Unpin,
@@ -69,6 +69,9 @@ pub async fn serve_monitor<S, R>(
                 }
             }
         }
+        // The connection's room is free before the client hears the end:
+        // one that reconnects at once finds it.
+        drop(permit);
         let _ = sink.close().await;
     }
     .instrument(tracing::debug_span!("monitor"))
