@@ -39,6 +39,30 @@ use tokio::task::JoinHandle;
 /// The token every test coordinator uses.
 pub const TOKEN: &str = "test-token";
 
+/// [`TOKEN`] as the monitor channel's token subprotocol, in base64url as
+/// PROTOCOL.md spells it for this very token.
+pub const TOKEN_PROTOCOL: &str = "browsergrid.token.dGVzdC10b2tlbg";
+
+/// An upgrade request for the monitor channel of the coordinator at `addr`
+/// that offers `protocols` (`Sec-WebSocket-Protocol`, none if empty), as
+/// `tokio_tungstenite::connect_async` takes it.
+pub fn monitor_request(
+    addr: SocketAddr,
+    protocols: &str,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{addr}/ws/monitor")
+        .into_client_request()
+        .expect("a WebSocket URL");
+    if !protocols.is_empty() {
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            protocols.parse().expect("a header value"),
+        );
+    }
+    request
+}
+
 /// Turns on the machine: a browser test takes it whole (write), every
 /// [`TestGrid`] and [`GridProcess`] of other tests a share of it (read), held
 /// until the coordinator stops. Fair: a browser test waiting for its turn

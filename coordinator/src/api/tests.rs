@@ -819,3 +819,274 @@ async fn the_sweep_takes_unused_blobs_after_the_retention() {
 fn chunks(bytes: &[u8]) -> impl futures_util::Stream<Item = Result<bytes::Bytes, String>> {
     futures_util::stream::iter([Ok(bytes::Bytes::copy_from_slice(bytes))])
 }
+
+// The security headers, 404 and 405, and the monitor's token: written out
+// here rather than taken from `headers` and `unmatched`, so that changing a
+// policy or a path means changing these tests too.
+
+const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; \
+    img-src 'self' data: blob:; style-src 'self'; base-uri 'none'; form-action 'none'; \
+    frame-ancestors 'none'";
+const DONOR_CSP: &str = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; \
+    worker-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; \
+    base-uri 'none'; form-action 'none'; frame-ancestors 'self'";
+const OTHER_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
+
+fn header_of<'a>(response: &'a warp::http::Response<bytes::Bytes>, name: &str) -> Option<&'a str> {
+    response.headers().get(name).map(|v| v.to_str().unwrap())
+}
+
+#[tokio::test]
+async fn every_answer_carries_its_security_headers() {
+    let api = api().await;
+    let get = |path: &str| warp::test::request().path(path);
+    let head = |path: &str| warp::test::request().method("HEAD").path(path);
+    let cases: Vec<(warp::test::RequestBuilder, StatusCode, &str, &str)> = vec![
+        (get("/dashboard"), StatusCode::OK, DASHBOARD_CSP, "DENY"),
+        (head("/dashboard"), StatusCode::OK, DASHBOARD_CSP, "DENY"),
+        (
+            get("/dashboard.html"),
+            StatusCode::OK,
+            DASHBOARD_CSP,
+            "DENY",
+        ),
+        (get("/"), StatusCode::OK, DONOR_CSP, "SAMEORIGIN"),
+        (head("/"), StatusCode::OK, DONOR_CSP, "SAMEORIGIN"),
+        (get("/index.html"), StatusCode::OK, DONOR_CSP, "SAMEORIGIN"),
+        // Web Workers run under the policy their script comes with.
+        (get("/worker.js"), StatusCode::OK, DONOR_CSP, "SAMEORIGIN"),
+        (get("/kernel.js"), StatusCode::OK, DONOR_CSP, "SAMEORIGIN"),
+        (get("/donor.js"), StatusCode::OK, DONOR_CSP, "SAMEORIGIN"),
+        (
+            get("/dashboard/monitor.js"),
+            StatusCode::OK,
+            DONOR_CSP,
+            "SAMEORIGIN",
+        ),
+        (get("/style.css"), StatusCode::OK, DONOR_CSP, "SAMEORIGIN"),
+        (get("/api/health"), StatusCode::OK, OTHER_CSP, "DENY"),
+        (
+            get("/api/jobs"),
+            StatusCode::UNAUTHORIZED,
+            OTHER_CSP,
+            "DENY",
+        ),
+        (
+            authorized("GET", "/api/jobs"),
+            StatusCode::OK,
+            OTHER_CSP,
+            "DENY",
+        ),
+        (get("/metrics"), StatusCode::OK, OTHER_CSP, "DENY"),
+        (get("/nope"), StatusCode::NOT_FOUND, OTHER_CSP, "DENY"),
+        (
+            authorized("DELETE", "/api/jobs"),
+            StatusCode::METHOD_NOT_ALLOWED,
+            OTHER_CSP,
+            "DENY",
+        ),
+        (
+            get("/ws/monitor"),
+            StatusCode::UNAUTHORIZED,
+            OTHER_CSP,
+            "DENY",
+        ),
+    ];
+    for (request, status, policy, frame_options) in cases {
+        let response = reply(&api, request).await;
+        let what = format!("{status} {policy}");
+        assert_eq!(response.status(), status, "{what}");
+        assert_eq!(
+            header_of(&response, "content-security-policy"),
+            Some(policy),
+            "{what}"
+        );
+        assert_eq!(
+            header_of(&response, "x-frame-options"),
+            Some(frame_options),
+            "{what}"
+        );
+        assert_eq!(
+            header_of(&response, "x-content-type-options"),
+            Some("nosniff"),
+            "{what}"
+        );
+        assert_eq!(
+            header_of(&response, "referrer-policy"),
+            Some("no-referrer"),
+            "{what}"
+        );
+    }
+    // With nosniff, a script or a style sheet of another type is refused.
+    let script = reply(&api, get("/donor.js")).await;
+    let script_type = header_of(&script, "content-type").unwrap();
+    assert!(
+        script_type.starts_with("text/javascript")
+            || script_type.starts_with("application/javascript"),
+        "{script_type}"
+    );
+    let style = reply(&api, get("/dashboard.css")).await;
+    assert!(
+        header_of(&style, "content-type")
+            .unwrap()
+            .starts_with("text/css")
+    );
+    let dashboard = reply(&api, get("/dashboard")).await;
+    assert_eq!(header_of(&dashboard, "cache-control"), Some("no-cache"));
+    assert!(
+        header_of(&dashboard, "content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+}
+
+#[tokio::test]
+async fn unknown_paths_are_404_and_paths_served_with_other_methods_405() {
+    let api = api().await;
+    let methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"];
+    for path in [
+        "/nope",
+        "/api",
+        "/api/nope",
+        "/api/jobs/1/nope",
+        "/ws/nope",
+        "/metrics/nope",
+        "/dashboard/nope",
+        "/pkg/nope.js",
+    ] {
+        for method in methods {
+            let response = reply(&api, authorized(method, path)).await;
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "{method} {path}");
+            assert_eq!(header_of(&response, "allow"), None, "{method} {path}");
+            let error = error_of(&response);
+            assert_eq!(
+                error,
+                format!("not found: nothing is served at {method} {path}")
+            );
+        }
+    }
+    for (method, path, allow) in [
+        ("DELETE", "/api/jobs", "GET, POST"),
+        ("PUT", "/api/jobs/7", "GET, DELETE"),
+        ("GET", "/api/jobs/7/cancel", "POST"),
+        ("POST", "/api/health", "GET"),
+        ("POST", "/api/blobs", "GET"),
+        ("POST", "/metrics", "GET"),
+        ("POST", "/ws/monitor", "GET"),
+        ("POST", "/", "GET, HEAD"),
+        ("DELETE", "/dashboard", "GET, HEAD"),
+        ("PUT", "/donor.js", "GET, HEAD"),
+    ] {
+        let response = reply(&api, authorized(method, path)).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        assert_eq!(
+            header_of(&response, "allow"),
+            Some(allow),
+            "{method} {path}"
+        );
+        assert_eq!(
+            error_of(&response),
+            format!("method not allowed: {path} takes {allow}, not {method}")
+        );
+    }
+}
+
+/// The table of paths behind the 405s against the routes themselves: each
+/// method it names is served (whatever the answer, it is not the 404 or 405
+/// of no route), and each other one is a 405 that names them.
+#[tokio::test]
+async fn every_path_that_answers_405_is_served_with_the_methods_it_names() {
+    let api = api().await;
+    let zeros = format!("sha256:{}", "0".repeat(64));
+    for (pattern, allow) in unmatched::API_PATHS {
+        let mut previous = "";
+        let path: Vec<&str> = pattern
+            .split('/')
+            .map(|segment| {
+                let filled = match (segment, previous) {
+                    ("{}", "jobs") => "1",
+                    ("{}", "outputs") => "0",
+                    ("{}", _) => zeros.as_str(),
+                    _ => segment,
+                };
+                previous = segment;
+                filled
+            })
+            .collect();
+        let path = path.join("/");
+        for method in ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"] {
+            let response = reply(&api, authorized(method, &path)).await;
+            let status = response.status();
+            if allow.split(", ").any(|m| m == method) {
+                let no_route = status == StatusCode::METHOD_NOT_ALLOWED
+                    || (status == StatusCode::NOT_FOUND
+                        && error_of(&response).starts_with("not found: nothing is served"));
+                assert!(!no_route, "{method} {path} is not served: {status}");
+            } else {
+                assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+                assert_eq!(
+                    header_of(&response, "allow"),
+                    Some(*allow),
+                    "{method} {path}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_monitor_checks_its_token_before_the_upgrade() {
+    let api = api().await;
+    // "secret" in base64url, written out.
+    let offer = |token: &str| format!("browsergrid.monitor, browsergrid.token.{token}");
+    let monitor = |protocols: &str, query: &str| {
+        warp::test::request()
+            .path(&format!("/ws/monitor{query}"))
+            .header("sec-websocket-protocol", protocols)
+    };
+    // The token passes; the request is then refused only for not being an
+    // upgrade at all.
+    let not_an_upgrade = "this path takes WebSocket connections only";
+    for (request, status, says) in [
+        (
+            monitor(&offer("c2VjcmV0"), ""),
+            StatusCode::BAD_REQUEST,
+            not_an_upgrade,
+        ),
+        (
+            monitor("chat", "?token=secret"),
+            StatusCode::BAD_REQUEST,
+            not_an_upgrade,
+        ),
+        (
+            monitor(&offer("d3Jvbmc"), ""),
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid token",
+        ),
+        (
+            monitor(&offer("d3Jvbmc"), "?token=secret"),
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid token",
+        ),
+        (
+            monitor("chat", "?token=wrong"),
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid token",
+        ),
+        (
+            monitor("browsergrid.token.c2VjcmV0", ""),
+            StatusCode::BAD_REQUEST,
+            "offer the subprotocol browsergrid.monitor",
+        ),
+    ] {
+        let response = reply(&api, request).await;
+        assert_eq!(response.status(), status, "{says}");
+        let error = error_of(&response);
+        assert!(error.starts_with(says), "{error}");
+        assert!(!error.contains("secret"), "{error}");
+    }
+}

@@ -41,3 +41,4 @@ mod startup;
 mod tls;
 mod users;
 mod wasm;
+mod web;

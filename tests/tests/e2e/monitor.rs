@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use grid_kernels::spec::MandelbrotParams;
 use grid_kernels::{KernelSpec, ResultSummary};
 use grid_protocol::api::{JobEvent, JobRequest, MonitorEvent};
-use grid_tests::{TOKEN, TestGrid, assert_primes, primes, wait_for_job};
+use grid_tests::{TOKEN_PROTOCOL, TestGrid, assert_primes, monitor_request, primes, wait_for_job};
 use tokio_tungstenite::tungstenite::Message;
 
 fn mandelbrot(width: u32, height: u32, tasks: u32) -> JobRequest {
@@ -73,8 +73,8 @@ async fn a_monitor_sees_a_snapshot_then_the_job_and_its_tiles() {
     let worker = grid.worker(2, "painter");
     wait_for_job(&client, earlier.id, Duration::from_secs(30)).await;
 
-    let url = format!("ws://{}/ws/monitor?token={TOKEN}", grid.addr);
-    let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let request = monitor_request(grid.addr, &format!("browsergrid.monitor, {TOKEN_PROTOCOL}"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     let first = socket.next().await.unwrap().unwrap();
     let MonitorEvent::Snapshot { jobs, workers, .. } = decode(first.to_text().unwrap()) else {
         panic!("the first frame is not a snapshot: {first:?}")
