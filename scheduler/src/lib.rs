@@ -281,8 +281,7 @@ pub struct Scheduler {
     ready: BTreeSet<WorkerId>,
     /// Workers whose pipeline is exactly full (unpaused, not quarantined):
     /// those that may take one extra batch for a newcomer (see `grant`).
-    /// Dispatch looks at them only when a user with work may lack a batch
-    /// on some of them.
+    /// Dispatch is offered those on which a newcomer lacks a batch.
     full: BTreeSet<WorkerId>,
     /// Workers not paused.
     unpaused: usize,

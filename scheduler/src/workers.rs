@@ -104,43 +104,46 @@ impl Scheduler {
     }
 
     /// Workers that could take another batch now: those with room in
-    /// their pipeline, and, when a newcomer with work holds fewer batches
-    /// than there are full workers (so it may lack one on some of them),
-    /// the full workers too, which [`Scheduler::grant`] gives one extra
-    /// batch for it if it is at its fair share. The check is O(jobs), not
-    /// O(workers), and passes only for twice `pipeline` batches' time
-    /// after a user gets work: otherwise dispatch never looks at full workers.
+    /// their pipeline, and the full workers on which a newcomer with work
+    /// has no batch, which [`Scheduler::grant`] gives one extra batch for
+    /// it if it is at its fair share. Without a newcomer (twice `pipeline`
+    /// batches' time after a user gets work) that is O(ready workers), as
+    /// before; with one, O(jobs + full workers).
     pub fn idle_workers(&self) -> Vec<WorkerId> {
         let mut idle: Vec<WorkerId> = self.ready.iter().copied().collect();
-        if self.may_lack_a_batch() {
-            idle.extend(self.full.iter().copied());
+        let newcomers = self.newcomers_with_work();
+        if !newcomers.is_empty() {
+            idle.extend(self.full.iter().copied().filter(|&worker| {
+                let here: Vec<UserId> = self.workers[&worker]
+                    .batches
+                    .iter()
+                    .filter_map(|b| self.batches.get(b))
+                    .filter_map(|b| self.jobs.get(&b.job))
+                    .map(|job| job.plan.owner)
+                    .collect();
+                newcomers.iter().any(|user| !here.contains(user))
+            }));
         }
         idle
     }
 
-    /// Whether some newcomer with a task to hand out holds fewer batches
-    /// than there are full workers.
-    fn may_lack_a_batch(&self) -> bool {
+    /// The newcomers with a task to hand out.
+    fn newcomers_with_work(&self) -> Vec<UserId> {
+        let mut newcomers = Vec::new();
         if self.full.is_empty() {
-            return false;
+            return newcomers;
         }
-        // (owner, has work, batches out), few users a grid.
-        let mut users: Vec<(UserId, bool, usize)> = Vec::new();
         for job in self.jobs.values() {
             let owner = job.plan.owner;
-            let work = !job.paused && job.issuable() > 0;
-            let out = job.batches_out as usize;
-            match users.iter_mut().find(|(u, ..)| *u == owner) {
-                Some(user) => {
-                    user.1 |= work;
-                    user.2 += out;
-                }
-                None => users.push((owner, work, out)),
+            if !job.paused
+                && job.issuable() > 0
+                && !newcomers.contains(&owner)
+                && self.is_newcomer(owner, self.last_grant)
+            {
+                newcomers.push(owner);
             }
         }
-        users.iter().any(|&(user, work, out)| {
-            work && out < self.full.len() && self.is_newcomer(user, self.last_grant)
-        })
+        newcomers
     }
 
     /// The job a live batch belongs to.

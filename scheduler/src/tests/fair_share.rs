@@ -206,6 +206,28 @@ fn a_full_worker_takes_one_extra_batch_for_a_newcomer_and_no_more() {
 }
 
 #[test]
+fn a_full_worker_is_offered_again_once_the_newcomers_batch_there_finishes() {
+    let mut s = Scheduler::new(config());
+    s.add_job(owned(1, 1_000_000, 1, 0));
+    for worker in [1, 2] {
+        s.add_worker(worker, worker, 1, Capabilities::ALL, 0);
+        s.grant(worker, 0).unwrap();
+        s.grant(worker, 0).unwrap();
+    }
+    // A small job: its batches shrink to spread it, so it stays at its share.
+    s.add_job(owned(2, 100, 2, 0));
+    let first = s.grant(1, 10).unwrap();
+    assert_eq!(first.job, 2);
+    deliver_all(&mut s, 1, &first, 20);
+    assert_eq!(s.grant(2, 20).map(|g| g.job), Some(2));
+    // Worker 1 finished its batch of user 2 while worker 2 computes one:
+    // worker 1 is offered again, though user 2 has a batch out elsewhere.
+    assert_eq!(s.idle_workers(), [1]);
+    assert_eq!(s.grant(1, 20).map(|g| g.job), Some(2));
+    s.check_consistency().unwrap();
+}
+
+#[test]
 fn a_newcomer_is_one_only_until_the_pipelines_have_turned_over() {
     // User 1 fills worker 1; user 2, far behind its share (weight 1,000),
     // gets work at 0 and a batch on worker 2, which is then full too.
