@@ -280,7 +280,7 @@ struct MonitorQuery {
 /// headers on a WebSocket), or `Authorization`, or for one more release
 /// `?token=` (see [`monitor_auth`]), checked before the upgrade.
 fn monitor_socket(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    let token = shared.grid.config().token.clone();
+    let grid = shared.grid.clone();
     let admission = warp::query::<MonitorQuery>()
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<PeerAddr>().map(|peer: Option<PeerAddr>| peer.map(|p| p.0)))
@@ -290,9 +290,8 @@ fn monitor_socket(shared: Shared) -> impl Filter<Extract = (Response,), Error = 
                   headers: warp::http::HeaderMap,
                   remote: Option<SocketAddr>,
                   shared: Shared| {
-                let admitted = monitor_auth::admit(&headers, query.token.as_deref(), |t| {
-                    auth::token_matches(t, &token)
-                });
+                let admitted =
+                    monitor_auth::admit(&headers, query.token.as_deref(), |t| grid.authenticate(t));
                 if let Ok(monitor_auth::Admitted {
                     via: monitor_auth::Via::Query,
                     ..
@@ -316,16 +315,20 @@ fn monitor_socket(shared: Shared) -> impl Filter<Extract = (Response,), Error = 
         .and(upgrade::handshake())
         .and(with_shared(shared))
         .map(
-            |admitted: monitor_auth::Admitted, handshake: upgrade::Handshake, shared: Shared| {
+            |admitted: monitor_auth::Admitted<Caller>,
+             handshake: upgrade::Handshake,
+             shared: Shared| {
                 match shared.monitors.clone().try_acquire_owned() {
                     // Dashboards only listen: small frames are enough.
                     Ok(permit) => {
+                        let caller = admitted.who;
                         let mut response = handshake.accept(
                             shared.grid.config().max_monitor_frame_bytes,
                             move |socket| {
                                 let (sink, stream) = socket.split();
                                 crate::socket::monitor::serve_monitor(
                                     shared.grid,
+                                    caller,
                                     sink,
                                     stream,
                                     shared.shutdown,

@@ -25,8 +25,23 @@ const HISTORY: usize = 600;
 /// One encoded event, shared by every client.
 #[derive(Debug, Clone)]
 pub enum MonitorFrame {
-    Text(Arc<str>),
-    Binary(Arc<[u8]>),
+    /// `owner`: the user whose job the frame is about, which only that
+    /// user's and admins' channels pass on; None for what every user sees
+    /// (workers, throughput).
+    Text { text: Arc<str>, owner: Option<u64> },
+    Binary {
+        bytes: Arc<[u8]>,
+        owner: Option<u64>,
+    },
+}
+
+impl MonitorFrame {
+    /// The user whose job the frame is about, if it is about a job.
+    pub fn owner(&self) -> Option<u64> {
+        match self {
+            MonitorFrame::Text { owner, .. } | MonitorFrame::Binary { owner, .. } => *owner,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -70,24 +85,32 @@ impl Monitor {
         self.sender.subscribe()
     }
 
+    /// An event every user's channel passes on.
     pub fn publish(&self, event: &MonitorEvent) {
+        self.publish_for(None, event);
+    }
+
+    /// An event about a job of `owner` (None: for everyone).
+    pub fn publish_for(&self, owner: Option<u64>, event: &MonitorEvent) {
         if self.active() {
-            let _ = self
-                .sender
-                .send(MonitorFrame::Text(Arc::from(event.encode())));
+            let _ = self.sender.send(MonitorFrame::Text {
+                text: Arc::from(event.encode()),
+                owner,
+            });
         }
     }
 
     /// A finished band of a Mandelbrot image:
     /// `[0x02][job u64][first_row u32][rows u32][width u32][counts u32...]`,
     /// little-endian.
-    pub fn publish_tile(&self, job: u64, first_row: u32, width: u32, counts: &[u32]) {
+    pub fn publish_tile(&self, job: u64, owner: u64, first_row: u32, width: u32, counts: &[u32]) {
         if !self.active() {
             return;
         }
-        let _ = self.sender.send(MonitorFrame::Binary(Arc::from(tile_frame(
-            job, first_row, width, counts,
-        ))));
+        let _ = self.sender.send(MonitorFrame::Binary {
+            bytes: Arc::from(tile_frame(job, first_row, width, counts)),
+            owner: Some(owner),
+        });
     }
 
     /// Notes that a job's progress changed; [`Monitor::take_dirty`] collects

@@ -91,6 +91,9 @@ pub struct Caller {
     pub user: UserId,
     pub name: Arc<str>,
     pub admin: bool,
+    /// The hash of the token it came with: a channel that outlives the
+    /// request (the monitor) checks it is still the user's.
+    pub token_hash: [u8; 32],
 }
 
 impl Caller {
@@ -167,7 +170,16 @@ impl Users {
             user: user.id,
             name: user.name.as_str().into(),
             admin: user.admin,
+            token_hash: user.token_hash,
         })
+    }
+
+    /// Whether `caller`'s token is still its user's (not removed, not
+    /// rotated since).
+    pub fn is_current(&self, caller: &Caller) -> bool {
+        self.by_id
+            .get(&caller.user)
+            .is_some_and(|u| bool::from(u.token_hash.ct_eq(&caller.token_hash)))
     }
 
     pub fn get(&self, id: UserId) -> Option<&User> {
@@ -327,6 +339,7 @@ mod tests {
             user: 2,
             name: "alice".into(),
             admin: false,
+            token_hash: [0; 32],
         };
         assert!(alice.may_see(2));
         assert!(!alice.may_see(3));

@@ -35,7 +35,9 @@ pub(super) enum Via {
 
 /// A monitor upgrade that may go ahead.
 #[derive(Debug)]
-pub(super) struct Admitted {
+pub(super) struct Admitted<T> {
+    /// Who the token belongs to.
+    pub who: T,
     pub via: Via,
     /// The subprotocol to name in the answer, if the client offered it.
     pub protocol: Option<&'static str>,
@@ -53,11 +55,11 @@ impl warp::reject::Reject for Refused {}
 
 /// Decides a monitor upgrade from its headers and its query's `token`,
 /// with `matches` saying whether a presented token is the token.
-pub(super) fn admit(
+pub(super) fn admit<T>(
     headers: &HeaderMap,
     query_token: Option<&str>,
-    matches: impl Fn(&str) -> bool,
-) -> Result<Admitted, Refused> {
+    identify: impl Fn(&str) -> Option<T>,
+) -> Result<Admitted<T>, Refused> {
     let mut offers_monitor = false;
     let mut tokens = Vec::new();
     for value in headers.get_all(header::SEC_WEBSOCKET_PROTOCOL) {
@@ -113,10 +115,9 @@ pub(super) fn admit(
             )));
         }
     };
-    if matches(&presented) {
-        Ok(Admitted { via, protocol })
-    } else {
-        Err(unauthorized())
+    match identify(&presented) {
+        Some(who) => Ok(Admitted { who, via, protocol }),
+        None => Err(unauthorized()),
     }
 }
 
@@ -153,8 +154,10 @@ mod tests {
         map
     }
 
-    fn check(headers: &HeaderMap, query: Option<&str>) -> Result<Admitted, Refused> {
-        admit(headers, query, |t| crate::auth::token_matches(t, TOKEN))
+    fn check(headers: &HeaderMap, query: Option<&str>) -> Result<Admitted<()>, Refused> {
+        admit(headers, query, |t| {
+            crate::auth::token_matches(t, TOKEN).then_some(())
+        })
     }
 
     /// `s3cret` in base64url, written out (an oracle apart from the decoder).

@@ -234,6 +234,8 @@ pub struct Grid {
     users: Mutex<crate::users::Users>,
     /// Keys the tokens' hashes.
     token_key: crate::users::TokenKey,
+    /// Bumped when a token stops working (see [`Grid::revocations`]).
+    revocations: tokio::sync::watch::Sender<u64>,
 }
 
 pub use crate::clock::unix_ms;
@@ -300,6 +302,7 @@ impl Grid {
             uploads: Mutex::new(outputs::UploadLedger::default()),
             users: Mutex::new(users),
             token_key,
+            revocations: tokio::sync::watch::channel(0).0,
             config,
         });
         let restore = grid.clone();
@@ -414,10 +417,13 @@ impl Grid {
     /// Tells monitors about a job.
     fn job_event(&self, job: &Job, event: JobEvent) {
         if self.monitor.active() {
-            self.monitor.publish(&MonitorEvent::Job {
-                event,
-                job: Box::new(self.status_of(job)),
-            });
+            self.monitor.publish_for(
+                Some(job.definition.owner),
+                &MonitorEvent::Job {
+                    event,
+                    job: Box::new(self.status_of(job)),
+                },
+            );
         }
     }
 

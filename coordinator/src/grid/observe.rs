@@ -58,9 +58,13 @@ impl Grid {
 
     /// Tile frames for the parts of running Mandelbrot images finished so
     /// far, for a monitor that just connected.
-    pub fn image_tiles_so_far(&self) -> Vec<Vec<u8>> {
+    pub fn image_tiles_so_far(&self, caller: &crate::users::Caller) -> Vec<Vec<u8>> {
         let mut tiles = Vec::new();
-        for job in self.jobs.iter() {
+        for job in self
+            .jobs
+            .iter()
+            .filter(|j| caller.may_see(j.definition.owner))
+        {
             let KernelSpec::Mandelbrot(p) = job.spec() else {
                 continue;
             };

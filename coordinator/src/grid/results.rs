@@ -485,6 +485,7 @@ impl Grid {
             {
                 self.monitor.publish_tile(
                     job.id,
+                    job.definition.owner,
                     row_of(job.spec(), job.tasks(), *task),
                     p.width,
                     counts,
@@ -563,6 +564,7 @@ impl Grid {
         if let (TaskOutput::Iterations(counts), KernelSpec::Mandelbrot(p)) = (&output, job.spec()) {
             self.monitor.publish_tile(
                 job.id,
+                job.definition.owner,
                 row_of(job.spec(), job.tasks(), task),
                 p.width,
                 counts,

@@ -87,7 +87,20 @@ impl Grid {
             user: user.id,
             name: user.name.as_str().into(),
             admin: true,
+            token_hash: user.token_hash,
         }
+    }
+
+    /// Whether `caller`'s token still works (its user was not removed and
+    /// its token not rotated since it was checked).
+    pub fn is_current(&self, caller: &Caller) -> bool {
+        self.users().is_current(caller)
+    }
+
+    /// Changes whenever a token stops working: what long-lived channels
+    /// watch to close when theirs does.
+    pub fn revocations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revocations.subscribe()
     }
 
     /// A user's name, or `#id` for one removed since.
@@ -165,6 +178,7 @@ impl Grid {
         let id = self.users().check_remove(name)?;
         self.store.change_user(UserWrite::Remove(id)).await?;
         self.users().remove(id);
+        self.revocations.send_modify(|n| *n += 1);
         tracing::info!(user = %name, by = %caller.name, "user removed");
         self.audit(
             &caller.name,
@@ -198,6 +212,7 @@ impl Grid {
             .change_user(UserWrite::Token(user.id, hash))
             .await?;
         self.users().set_token(user.id, hash);
+        self.revocations.send_modify(|n| *n += 1);
         tracing::info!(user = %name, by = %caller.name, "token rotated");
         self.audit(
             &caller.name,

@@ -17,10 +17,17 @@ use tracing::Instrument;
 use super::{WsError, close_message, linger};
 use crate::grid::Grid;
 use crate::monitor::MonitorFrame;
+use crate::users::Caller;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 
-/// Serves one monitor client until it leaves or the coordinator stops.
+/// Serves one monitor client, `caller`, until it leaves, the coordinator
+/// stops, or its token stops working (its user removed or the token
+/// rotated: closed with 1008). It is sent what `caller` may see: its own
+/// jobs (every job for an admin), and the workers, which all users share.
 pub async fn serve_monitor<S, R>(
     grid: Arc<Grid>,
+    caller: Caller,
     mut sink: S,
     mut stream: R,
     mut shutdown: watch::Receiver<bool>,
@@ -32,11 +39,24 @@ pub async fn serve_monitor<S, R>(
     async move {
         // Subscribe before the snapshot so nothing between the two is missed.
         let mut events = grid.monitor().subscribe();
-        if send_snapshot(&grid, &mut sink).await.is_err() {
+        let mut revocations = grid.revocations();
+        if send_snapshot(&grid, &caller, &mut sink).await.is_err() {
             return;
         }
         loop {
             tokio::select! {
+                _ = revocations.changed() => {
+                    if !grid.is_current(&caller) {
+                        let revoked = Message::Close(Some(CloseFrame {
+                            code: WsCloseCode::Policy,
+                            reason: "this token no longer works (its user was removed or the token rotated)".into(),
+                        }));
+                        if sink.send(revoked).await.is_ok() {
+                            linger(&mut stream, grid.config().close_linger).await;
+                        }
+                        break;
+                    }
+                }
                 _ = shutdown.changed() => {
                     let goodbye = close_message(
                         CloseCode::GoingAway,
@@ -55,11 +75,12 @@ pub async fn serve_monitor<S, R>(
                 },
                 event = events.recv() => {
                     let sent = match event {
-                        Ok(MonitorFrame::Text(text)) => sink.send(Message::text(text.as_ref())).await,
-                        Ok(MonitorFrame::Binary(bytes)) => sink.send(Message::binary(bytes.to_vec())).await,
+                        Ok(frame) if frame.owner().is_some_and(|owner| !caller.may_see(owner)) => Ok(()),
+                        Ok(MonitorFrame::Text { text, .. }) => sink.send(Message::text(text.as_ref())).await,
+                        Ok(MonitorFrame::Binary { bytes, .. }) => sink.send(Message::binary(bytes.to_vec())).await,
                         Err(broadcast::error::RecvError::Lagged(missed)) => {
                             tracing::debug!(missed, "monitor client fell behind; resending a snapshot");
-                            send_snapshot(&grid, &mut sink).await
+                            send_snapshot(&grid, &caller, &mut sink).await
                         }
                         Err(broadcast::error::RecvError::Closed) => break,
                     };
@@ -78,18 +99,18 @@ pub async fn serve_monitor<S, R>(
     .await
 }
 
-async fn send_snapshot<S>(grid: &Grid, sink: &mut S) -> Result<(), WsError>
+async fn send_snapshot<S>(grid: &Grid, caller: &Caller, sink: &mut S) -> Result<(), WsError>
 where
     S: Sink<Message, Error = WsError> + Unpin,
 {
     let snapshot = MonitorEvent::Snapshot {
         time: crate::clock::unix_ms(),
-        jobs: grid.list_jobs(&grid.first_admin()),
+        jobs: grid.list_jobs(caller),
         workers: grid.workers(),
         throughput: grid.monitor().history(),
     };
     sink.send(Message::text(snapshot.encode())).await?;
-    for tile in grid.image_tiles_so_far() {
+    for tile in grid.image_tiles_so_far(caller) {
         sink.send(Message::binary(tile)).await?;
     }
     Ok(())

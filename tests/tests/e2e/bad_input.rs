@@ -92,7 +92,7 @@ fn job_requests() -> Vec<Case> {
         ),
         post_job(
             "unknown top-level field",
-            with(primes_body(0, 1000), json!({"priority": 9})),
+            with(primes_body(0, 1000), json!({"urgency": 9})),
             400,
         ),
         post_job(
