@@ -128,8 +128,11 @@ pub(crate) enum Vote {
         /// Donors whose results matched the answer, when more than one
         /// result decided it (a real validation).
         validated: Vec<DonorId>,
-        /// Donors whose results differ from the answer.
-        dissenters: Vec<DonorId>,
+        /// Donors whose results differ from the answer, with the digests
+        /// of their results.
+        dissenters: Vec<(DonorId, Digest)>,
+        /// The digest of the answer.
+        answer: Digest,
         /// The task was decided before and re-checked.
         recheck: bool,
     },
@@ -401,7 +404,7 @@ impl JobState {
                 .votes
                 .iter()
                 .filter(|v| v.1 != digest)
-                .map(|v| v.0)
+                .copied()
                 .collect();
             let validated = if agree.len() > 1 {
                 agree.clone()
@@ -419,6 +422,7 @@ impl JobState {
                 others,
                 validated,
                 dissenters,
+                answer: digest,
                 recheck,
             };
         }

@@ -124,6 +124,7 @@ impl Scheduler {
                 others,
                 validated,
                 dissenters,
+                answer,
                 recheck,
             } => {
                 for other in others {
@@ -135,11 +136,15 @@ impl Scheduler {
                 for donor in validated {
                     self.validate(donor);
                 }
-                for dissenter in dissenters {
+                for (dissenter, theirs) in dissenters {
+                    // The evidence: both digests, in full.
                     self.quarantine(
                         dissenter,
                         format!(
-                            "its result for task {task} of job {job_id} disagreed with the quorum"
+                            "its result for task {task} of job {job_id} disagreed with the quorum: \
+                             sha256:{} against the quorum's sha256:{}",
+                            hex(&theirs),
+                            hex(&answer)
                         ),
                     );
                 }
@@ -359,4 +364,9 @@ fn remember_closed(worker: &mut WorkerState, batch: BatchId, tasks: &[u32], keep
     if worker.recently_closed.len() > keep {
         worker.recently_closed.pop_front();
     }
+}
+
+/// A digest in lowercase hex.
+fn hex(digest: &crate::Digest) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -305,10 +305,20 @@ fn disagreement_adds_a_replica_and_the_majority_wins() {
         }
     );
     let effects = s.take_effects();
-    // The donor that disagreed with the quorum is quarantined.
+    // The donor that disagreed with the quorum is quarantined, with both
+    // digests as the evidence.
     assert!(
         matches!(&effects[0], Effect::Quarantined { donor: 2, .. }),
         "{effects:?}"
+    );
+    let Effect::Quarantined { reason, .. } = &effects[0] else {
+        unreachable!()
+    };
+    let hex = |d: [u8; 32]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    assert!(
+        reason.contains(&format!("sha256:{}", hex(wrong_digest(1, 0))))
+            && reason.contains(&format!("sha256:{}", hex(digest_of(1, 0)))),
+        "{reason}"
     );
     assert!(s.standing(2).quarantined);
     assert_eq!(s.standing(1).validated, 1);
