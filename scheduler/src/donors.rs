@@ -18,8 +18,23 @@ impl Scheduler {
             return;
         }
         standing.validated += 1;
-        if trust_after.is_some_and(|n| standing.validated >= n) {
+        if !standing.trusted && trust_after.is_some_and(|n| standing.validated >= n) {
             standing.trusted = true;
+            self.effects.push(Effect::Trusted { donor });
+        }
+    }
+
+    /// Restores a donor's trust after a restart (see [`Effect::Trusted`]):
+    /// trusted, as if it had the validations trust asks for. Nothing for a
+    /// quarantined donor, nor when trust is off.
+    pub fn restore_trust(&mut self, donor: DonorId) {
+        let Some(trust_after) = self.config.trust_after else {
+            return;
+        };
+        let standing = self.donors.entry(donor).or_default();
+        if !standing.quarantined {
+            standing.trusted = true;
+            standing.validated = standing.validated.max(trust_after);
         }
     }
 

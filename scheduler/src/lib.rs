@@ -192,6 +192,9 @@ pub enum Effect {
         task: u32,
         reason: String,
     },
+    /// The donor just earned trust (its replicated tasks are decided by its
+    /// result alone, spot checks aside): remembered, so a restart keeps it.
+    Trusted { donor: DonorId },
     /// The donor's results disagreed with a quorum: it gets no more work.
     /// Tasks it decided on its own word were reopened for a second opinion.
     Quarantined {

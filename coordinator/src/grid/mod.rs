@@ -368,8 +368,12 @@ impl Grid {
                 complete.push(job);
             }
         }
+        let trusted = self.store.trusted()?;
         {
             let mut scheduler = self.scheduler();
+            for &donor in &trusted {
+                scheduler.restore_trust(donor);
+            }
             for (donor, reason) in &quarantined {
                 scheduler.quarantine(*donor, reason.clone());
             }
@@ -381,6 +385,7 @@ impl Grid {
             jobs = self.jobs.len(),
             resumed,
             quarantined = quarantined.len(),
+            trusted = trusted.len(),
             epoch = self.epoch,
             "store opened"
         );
@@ -461,6 +466,10 @@ impl Grid {
                     }
                 }
                 Effect::TaskFailed { job, reason, .. } => failed.push((job, reason)),
+                Effect::Trusted { donor } => {
+                    tracing::info!(donor, "donor trusted");
+                    self.store.remember_trust(donor, unix_ms());
+                }
                 Effect::Quarantined {
                     donor,
                     reason,

@@ -407,3 +407,23 @@ async fn each_task_is_sent_in_full_once_while_leases_hold() {
     assert_eq!(digests, 40 - solo, "every second replica a digest");
     assert!(digests >= 20, "{digests}");
 }
+
+/// Trust a donor earned survives a restart, as quarantine does; a donor
+/// quarantined after it earned trust is not trusted again.
+#[tokio::test]
+async fn earned_trust_survives_a_restart_unless_the_donor_was_quarantined_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = open_grid(dir.path()).await;
+    let _ = grid.apply_effects(vec![
+        Effect::Trusted { donor: 42 },
+        Effect::Trusted { donor: 43 },
+    ]);
+    grid.quarantine(43, "lied later".into()).await;
+    grid.store.flush().await.unwrap();
+    drop(grid);
+    let grid = open_grid(dir.path()).await;
+    assert!(grid.scheduler().standing(42).trusted);
+    assert!(!grid.scheduler().standing(43).trusted);
+    assert!(grid.scheduler().standing(43).quarantined);
+    assert!(!grid.scheduler().standing(44).trusted, "never earned");
+}

@@ -306,6 +306,24 @@ impl Store {
         }
     }
 
+    /// Remembers a donor that earned trust, so that a restart keeps it;
+    /// committed with the next group, nobody waits for it.
+    pub fn remember_trust(&self, donor: u64, at: u64) {
+        match self.writes.try_send(Write::Trust { donor, at }) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(write)) => {
+                let writes = self.writes.clone();
+                tokio::task::spawn_blocking(move || writes.send(write).map_err(drop));
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                tracing::warn!(
+                    donor,
+                    "the store is closed; this trust lasts until a restart"
+                );
+            }
+        }
+    }
+
     /// Appends an audit entry, committed with the next group; nobody waits
     /// for it.
     pub fn audit(&self, entry: grid_protocol::api::AuditEntry) {

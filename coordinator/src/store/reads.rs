@@ -53,6 +53,18 @@ impl Store {
         })
     }
 
+    /// Every donor that earned trust and was not quarantined since.
+    pub fn trusted(&self) -> Result<Vec<u64>, StoreError> {
+        self.read(|conn| {
+            let mut statement = conn.prepare(
+                "SELECT donor FROM trust
+                 WHERE donor NOT IN (SELECT donor FROM quarantine) ORDER BY donor",
+            )?;
+            let rows = statement.query_map([], |r| r.get::<_, u64>(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
     /// Every user, by id.
     pub fn load_users(&self) -> Result<Vec<crate::users::User>, StoreError> {
         self.read(super::users::load)

@@ -74,6 +74,10 @@ CREATE TABLE IF NOT EXISTS job_blobs (
     PRIMARY KEY (digest, job_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS job_blobs_by_job ON job_blobs (job_id);
+CREATE TABLE IF NOT EXISTS trust (
+    donor INTEGER PRIMARY KEY,
+    at    INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS blob_owners (
     digest TEXT NOT NULL,
     user   INTEGER NOT NULL,

@@ -80,6 +80,11 @@ pub(super) enum Write {
     ),
     /// Nobody waits for an audit entry.
     Audit(grid_protocol::api::AuditEntry),
+    /// A donor that earned trust; nobody waits for it.
+    Trust {
+        donor: u64,
+        at: u64,
+    },
 }
 
 pub(super) fn writer_loop(
@@ -288,6 +293,13 @@ fn apply_group(
                     super::audit::append(&tx, entry)?;
                     answers.push(Answer::Done);
                 }
+                Write::Trust { donor, at } => {
+                    tx.execute(
+                        "INSERT INTO trust (donor, at) VALUES (?1, ?2) ON CONFLICT (donor) DO NOTHING",
+                        params![donor, at],
+                    )?;
+                    answers.push(Answer::Done);
+                }
             }
         }
     }
@@ -324,7 +336,7 @@ fn answer_group(group: Vec<Write>, outcome: Result<Vec<Answer>, StoreError>) {
                         drop(reply.send(Ok(deleted)))
                     }
                     (Write::User(_, reply), Answer::Done) => drop(reply.send(Ok(()))),
-                    (Write::Audit(_), Answer::Done) => {}
+                    (Write::Audit(_) | Write::Trust { .. }, Answer::Done) => {}
                     _ => unreachable!("answers are made in the order of the writes"),
                 }
             }
@@ -355,6 +367,12 @@ fn answer_group(group: Vec<Write>, outcome: Result<Vec<Answer>, StoreError>) {
                     Write::User(_, reply) => drop(reply.send(Err(failed()))),
                     Write::Audit(entry) => {
                         tracing::warn!(?entry, "an audit entry was not stored")
+                    }
+                    Write::Trust { donor, .. } => {
+                        tracing::warn!(
+                            donor,
+                            "a donor's trust was not stored; it lasts until a restart"
+                        )
                     }
                 }
             }

@@ -143,6 +143,9 @@ impl Harness {
                     self.failed_jobs.insert(job);
                     self.s.remove_job(job);
                 }
+                Effect::Trusted { donor } => {
+                    assert!(self.s.standing(donor).trusted, "announced trust is held");
+                }
             }
         }
     }

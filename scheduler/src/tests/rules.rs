@@ -841,6 +841,51 @@ fn a_worker_keeps_to_the_job_whose_file_it_is_fetching() {
 }
 
 #[test]
+fn earned_trust_is_announced_once_and_restored_trust_holds_unless_quarantined() {
+    let mut s = Scheduler::new(SchedulerConfig {
+        trust_after: Some(2),
+        ..config()
+    });
+    s.add_job(plan(1, 4, 2));
+    s.add_worker(1, 1, 1, Capabilities::ALL, 0);
+    s.add_worker(2, 2, 1, Capabilities::ALL, 0);
+    let mut trusted = Vec::new();
+    for now in 0..4 {
+        for worker in [1, 2] {
+            if let Some(grant) = s.grant(worker, now) {
+                deliver_all(&mut s, worker, &grant, now);
+            }
+        }
+        trusted.extend(s.take_effects().into_iter().filter_map(|e| match e {
+            Effect::Trusted { donor } => Some(donor),
+            _ => None,
+        }));
+    }
+    trusted.sort_unstable();
+    assert_eq!(trusted, [1, 2], "each donor announced once");
+    // A fresh scheduler (a restart) restores it.
+    let mut again = Scheduler::new(SchedulerConfig {
+        trust_after: Some(2),
+        ..config()
+    });
+    again.restore_trust(1);
+    assert!(again.standing(1).trusted);
+    assert_eq!(again.standing(1).validated, 2);
+    again.quarantine(3, "lied".into());
+    again.restore_trust(3);
+    assert!(
+        !again.standing(3).trusted,
+        "a quarantined donor is never trusted"
+    );
+    let mut off = Scheduler::new(SchedulerConfig {
+        trust_after: None,
+        ..config()
+    });
+    off.restore_trust(1);
+    assert!(!off.standing(1).trusted, "trust is off");
+}
+
+#[test]
 fn rechecked_tasks_go_out_again_and_come_back_as_rechecks() {
     let mut s = Scheduler::new(config());
     s.add_job(plan(1, 4, 1));
