@@ -167,6 +167,8 @@ class JobCard {
       params: $(".params"),
       state: $(".badge.state"),
       paused: $(".badge.paused"),
+      revised: $(".badge.revised"),
+      owner: $(".owner"),
       progress: $(".progress"),
       bar: $(".progress .bar"),
       percent: $(".percent"),
@@ -218,6 +220,11 @@ class JobCard {
     set(this.el.state, status.state);
     this.el.state.dataset.state = status.state;
     this.el.paused.hidden = !(status.paused && isLive(status));
+    // Answers a re-check replaced after a donor was caught lying.
+    const revised = status.revised ?? 0;
+    set(this.el.revised, `${format.counted(revised, "answer")} revised`);
+    this.el.revised.hidden = revised === 0;
+    set(this.el.owner, status.owner ? `by ${status.owner}` : "");
 
     const { done, total } = status.tasks;
     const percent = format.percent(done, total);

@@ -228,6 +228,22 @@ async fn the_dashboard_follows_jobs_to_their_results() {
     )
     .await
     .unwrap();
+    // Each card names its owner (the token's user, the first admin), and no
+    // answer was revised.
+    assert_eq!(
+        page.text(&format!("{} .owner", card(counted)))
+            .await
+            .unwrap(),
+        "by admin"
+    );
+    let revised_hidden: bool = page
+        .eval(&format!(
+            "document.querySelector('{} .badge.revised').hidden",
+            card(counted)
+        ))
+        .await
+        .unwrap();
+    assert!(revised_hidden);
     assert_eq!(
         digits(
             &page
