@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use grid_protocol::api::JobState;
-use grid_tests::{TestGrid, assert_primes, primes, total_tasks_done, wait_for_job};
+use grid_tests::{
+    TestGrid, assert_primes, primes, total_tasks_done, wait_for_job, wait_for_workers,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_count_the_primes_below_ten_million() {
@@ -12,6 +14,9 @@ async fn two_workers_count_the_primes_below_ten_million() {
     let a = grid.worker(1, "a");
     let b = grid.worker(1, "b");
     let client = grid.client();
+    // Both connected first: a job this short could otherwise finish on the
+    // first before the second has said hello.
+    wait_for_workers(&client, "both workers", |w| w.len() == 2).await;
     let request = grid_tests::job(primes(0, 10_000_000), 200);
     let submitted = client.submit(&request).await.unwrap();
     let status = wait_for_job(&client, submitted.id, Duration::from_secs(60)).await;
