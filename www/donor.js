@@ -42,6 +42,13 @@ const page = {
   threads: clampInt(params.get("threads") ?? navigator.hardwareConcurrency ?? 2, 1, MAX_THREADS),
   cap: clampInt(params.get("cap") ?? 100, 10, 100),
   name: params.get("name") ?? localStorage.getItem("browsergrid.name") ?? "",
+  // `?for=alice` (or `?for=alice,bob`, or the parameter repeated): work only
+  // for these users' jobs.
+  forUsers: params
+    .getAll("for")
+    .flatMap((names) => names.split(","))
+    .map((name) => name.trim())
+    .filter((name) => name !== ""),
   session: randomId(),
   taskLimitMs: params.has("task_limit_ms")
     ? clampInt(params.get("task_limit_ms"), 1, 2 ** 31 - 1)
@@ -132,6 +139,7 @@ function onWorkerMessage(slot, message) {
           paused: isPaused(),
           task_limit_ms: page.taskLimitMs,
           holds: holdings(),
+          for: page.forUsers,
         });
       });
       break;
@@ -404,6 +412,8 @@ function render() {
   const busy = statuses.find((s) => s.job != null);
   $("job").textContent = busy ? `#${busy.job}` : "–";
   $("kernel").textContent = busy ? busy.kernel : "–";
+  // Whose job this browser computes, as the coordinator names its owner.
+  $("owner").textContent = busy?.owner ?? "–";
   // A user's program: what it is called, what its submitter says it does,
   // and the digest of the exact module this browser runs.
   const program = busy?.program;
@@ -431,6 +441,8 @@ function setUp() {
   $("threads").max = String(MAX_THREADS);
   $("cap").value = String(page.cap);
   $("donor-name").value = page.name;
+  $("only-for").hidden = page.forUsers.length === 0;
+  $("only-for-names").textContent = page.forUsers.join(", ");
 
   $("start").addEventListener("click", () => (page.started ? stop() : start()));
   $("pause").addEventListener("click", () => {

@@ -297,6 +297,10 @@ pub struct WorkerArgs {
     /// first), e.g. 512M or 10G.
     #[arg(long, value_name = "SIZE", default_value = "10G", value_parser = parse_size)]
     pub cache_size: u64,
+    /// Work only for this user's jobs (repeat, or separate names with
+    /// commas, for several); by default anyone's.
+    #[arg(long = "for", value_name = "USER", value_delimiter = ',')]
+    pub for_users: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -257,6 +257,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<ExitCode> {
                 threads: 1,
                 name: Some(format!("local-{}", i + 1)),
                 ca_cert: local_ca.clone(),
+                for_users: Vec::new(),
             };
             let stopping = stopping.clone();
             tokio::spawn(async move {
@@ -294,6 +295,7 @@ async fn run_worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<ExitCode> {
         threads,
         name: args.name.clone(),
         ca_cert: cli.ca_cert.clone(),
+        for_users: args.for_users.clone(),
     };
     worker::socket_url(&options.url)?;
     let (stop, stopping) = watch::channel(false);

@@ -39,7 +39,7 @@ pub use tasks::TaskRanges;
 
 /// The protocol version this crate speaks. A hello with another version is
 /// refused with [`CloseCode::UnsupportedVersion`].
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The path workers connect to.
 pub const WORKER_PATH: &str = "/ws/worker";

@@ -22,6 +22,9 @@ pub const MAX_THREADS: u32 = 1024;
 /// holding more reports the ones it used last.
 pub const MAX_HOLDINGS: usize = 512;
 
+/// The most users a `hello` may limit its worker to (`for`).
+pub const MAX_FOR_USERS: usize = 16;
+
 /// What kind of program a worker is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -64,6 +67,12 @@ pub struct Hello {
     /// coordinator can send it tasks whose files it already has.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub holds: Vec<ContentDigest>,
+    /// Work only for these users (by name): a donor page opened with
+    /// `?for=NAME` computes nothing else. Empty: anyone's jobs. At most
+    /// [`MAX_FOR_USERS`]; a name no user has closes the connection
+    /// ([`CloseCode::BadHello`]).
+    #[serde(rename = "for", default, skip_serializing_if = "Vec::is_empty")]
+    pub for_users: Vec<String>,
 }
 
 impl Hello {
@@ -104,6 +113,27 @@ impl Hello {
                     format!("{field} must be at most {MAX_NAME_CHARS} printable characters"),
                 ));
             }
+        }
+        if self.for_users.len() > MAX_FOR_USERS {
+            return Err((
+                CloseCode::BadHello,
+                format!(
+                    "for names {} users, more than the {MAX_FOR_USERS} allowed",
+                    self.for_users.len()
+                ),
+            ));
+        }
+        if let Some(name) = self.for_users.iter().find(|name| {
+            name.is_empty()
+                || name.chars().count() > MAX_NAME_CHARS
+                || name.chars().any(char::is_control)
+        }) {
+            return Err((
+                CloseCode::BadHello,
+                format!(
+                    "for: {name:?} is not a user name (1 to {MAX_NAME_CHARS} printable characters)"
+                ),
+            ));
         }
         if self.holds.len() > MAX_HOLDINGS {
             return Err((
@@ -181,6 +211,9 @@ pub struct Batch {
     /// in full. Absent: every output in full.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest_only: Option<TaskRanges>,
+    /// The name of the user whose job this is, for the donor to see.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// One task's input: its bytes inline (base64, standard alphabet, padded,
@@ -365,6 +398,7 @@ mod tests {
 
     fn hello() -> Hello {
         Hello {
+            for_users: Vec::new(),
             holds: Vec::new(),
             protocol: PROTOCOL_VERSION,
             kind: WorkerKind::Native,
@@ -387,6 +421,7 @@ mod tests {
             r#"{"type":"heartbeat"}"#
         );
         let batch = CoordinatorMessage::Batch(Batch {
+            owner: None,
             digest_only: None,
             capability: None,
             batch: 9,
@@ -412,6 +447,7 @@ mod tests {
     #[test]
     fn inputs_travel_as_base64_one_per_task() {
         let batch = Batch {
+            owner: None,
             digest_only: None,
             capability: None,
             batch: 9,
@@ -448,6 +484,7 @@ mod tests {
     fn large_inputs_travel_as_blobs_under_the_batch_capability() {
         let blob = ContentDigest::of(b"a large input");
         let batch = Batch {
+            owner: None,
             digest_only: None,
             capability: Some("17.abcdef".into()),
             batch: 17,
@@ -502,6 +539,56 @@ mod tests {
         hello.holds.truncate(MAX_HOLDINGS);
         assert!(hello.validate().is_ok());
         assert!(WorkerMessage::Hello(hello).encode().len() < MAX_TEXT_FRAME_BYTES);
+    }
+
+    #[test]
+    fn a_hello_limits_its_worker_to_users_under_for() {
+        let mut hello = hello();
+        assert!(!WorkerMessage::Hello(hello.clone()).encode().contains("for"));
+        hello.for_users = vec!["alice".into(), "bob".into()];
+        let text = WorkerMessage::Hello(hello.clone()).encode();
+        assert!(text.contains(r#""for":["alice","bob"]"#), "{text}");
+        assert_eq!(
+            WorkerMessage::decode(&text).unwrap(),
+            WorkerMessage::Hello(hello.clone())
+        );
+        assert!(hello.validate().is_ok());
+        for bad in [
+            vec![String::new()],
+            vec!["a\nb".to_string()],
+            vec!["x".repeat(MAX_NAME_CHARS + 1)],
+            vec!["u".to_string(); MAX_FOR_USERS + 1],
+        ] {
+            hello.for_users = bad.clone();
+            let (code, reason) = hello.validate().unwrap_err();
+            assert_eq!(code, CloseCode::BadHello, "{bad:?}");
+            assert!(reason.starts_with("for"), "{reason}");
+        }
+    }
+
+    #[test]
+    fn a_batch_names_its_owner_only_when_told() {
+        let mut batch = Batch {
+            batch: 1,
+            job: 2,
+            spec: KernelSpec::Primes(PrimesParams { start: 0, end: 10 }),
+            job_tasks: 1,
+            tasks: TaskRanges::from_ranges(vec![(0, 1)]).unwrap(),
+            lease_ms: 1000,
+            inputs: Vec::new(),
+            capability: None,
+            digest_only: None,
+            owner: None,
+        };
+        let text = CoordinatorMessage::Batch(batch.clone()).encode();
+        assert!(!text.contains("owner"), "{text}");
+        batch.owner = Some("alice".into());
+        let text = CoordinatorMessage::Batch(batch.clone()).encode();
+        assert!(text.contains(r#""owner":"alice""#), "{text}");
+        assert_eq!(
+            CoordinatorMessage::decode(&text).unwrap(),
+            CoordinatorMessage::Batch(batch)
+        );
     }
 
     #[test]

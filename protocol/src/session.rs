@@ -597,6 +597,11 @@ impl WorkerSession {
         self.core.current_job()
     }
 
+    /// Whose job [`WorkerSession::current_job`] is, when the coordinator said.
+    pub fn current_owner(&self) -> Option<&str> {
+        self.core.current_owner()
+    }
+
     /// The last connection problem, cleared by a welcome.
     pub fn last_error(&self) -> Option<&str> {
         self.error.as_deref()
@@ -639,6 +644,7 @@ mod tests {
 
     fn batch(id: u64, indices: &[u32]) -> String {
         CoordinatorMessage::Batch(Batch {
+            owner: None,
             digest_only: None,
             capability: None,
             batch: id,
@@ -670,6 +676,7 @@ mod tests {
 
     fn browser(session: &str, name: Option<&str>) -> WorkerSession {
         WorkerSession::new(Hello {
+            for_users: Vec::new(),
             holds: Vec::new(),
             protocol: PROTOCOL_VERSION,
             kind: WorkerKind::Browser,
@@ -687,7 +694,7 @@ mod tests {
         assert_eq!(
             hello,
             [
-                r#"{"type":"hello","protocol":4,"kind":"browser","threads":1,"name":"kiosk","session":"tab-1"}"#
+                r#"{"type":"hello","protocol":5,"kind":"browser","threads":1,"name":"kiosk","session":"tab-1"}"#
             ]
         );
         worker.on_text(&welcome(), 1).unwrap();
@@ -1062,7 +1069,7 @@ mod tests {
         worker.on_open(now + 250);
         assert_eq!(
             decoded(&worker.take_outgoing(now + 250)),
-            [r#"{"type":"hello","protocol":4,"kind":"browser","threads":1,"session":"s"}"#]
+            [r#"{"type":"hello","protocol":5,"kind":"browser","threads":1,"session":"s"}"#]
         );
     }
 

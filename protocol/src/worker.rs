@@ -87,6 +87,8 @@ struct HeldBatch {
     /// Their inputs, in the same order (empty if the batch has none).
     inputs: VecDeque<TaskInput>,
     capability: Option<Arc<str>>,
+    /// Whose job it is (a user's name), for display.
+    owner: Option<Arc<str>>,
     /// Tasks whose outputs go as digests (another replica sends them).
     digest_only: TaskRanges,
     /// Tasks handed to a thread and not yet completed.
@@ -146,6 +148,7 @@ impl WorkerCore {
             todo,
             inputs: batch.inputs.into_iter().collect(),
             capability: batch.capability.map(Arc::from),
+            owner: batch.owner.map(Arc::from),
             digest_only: batch.digest_only.unwrap_or_default(),
             running: 0,
             pending: None,
@@ -416,6 +419,12 @@ impl WorkerCore {
         self.batches.front().map(|b| (b.job, b.spec.as_ref()))
     }
 
+    /// The name of the user whose job [`WorkerCore::current_job`] is, when
+    /// the coordinator said.
+    pub fn current_owner(&self) -> Option<&str> {
+        self.batches.front().and_then(|b| b.owner.as_deref())
+    }
+
     pub fn tasks_done(&self) -> u64 {
         self.tasks_done
     }
@@ -431,6 +440,7 @@ mod tests {
 
     fn batch(id: u64, indices: &[u32]) -> Batch {
         Batch {
+            owner: None,
             digest_only: None,
             capability: None,
             batch: id,
@@ -455,6 +465,25 @@ mod tests {
             done.push(task.index);
         }
         done
+    }
+
+    #[test]
+    fn the_current_owner_is_that_of_the_oldest_batch_held() {
+        let mut core = WorkerCore::new(1);
+        assert_eq!(core.current_owner(), None);
+        core.on_batch(Batch {
+            owner: Some("alice".into()),
+            ..batch(1, &[0])
+        });
+        core.on_batch(Batch {
+            owner: Some("bob".into()),
+            ..batch(2, &[1])
+        });
+        assert_eq!(core.current_owner(), Some("alice"));
+        core.on_revoke(1);
+        assert_eq!(core.current_owner(), Some("bob"));
+        core.on_revoke(2);
+        assert_eq!(core.current_owner(), None);
     }
 
     #[test]

@@ -52,13 +52,13 @@ impl Scheduler {
             return None;
         }
         let extra = held == self.config.pipeline;
-        let (donor, offers) = (state.donor, state.offers);
+        let (donor, offers, only_for) = (state.donor, state.offers, state.only_for.clone());
         let standing = self.standing(donor);
         if standing.quarantined {
             return None;
         }
         let (rate, seed) = (self.config.spot_check_rate, self.config.spot_check_seed);
-        let mut placed = self.jobs_in_order(worker, offers, now);
+        let mut placed = self.jobs_in_order(worker, offers, only_for.as_deref(), now);
         if extra {
             self.newcomers_only(worker, now, &mut placed);
             if placed.is_empty() {
@@ -152,7 +152,14 @@ impl Scheduler {
     /// `locality_patience_ms`, so no job starves while workers serve the
     /// files they hold (it is charged to its owner like any other grant).
     /// Fairness thus picks the user, locality the job within the user.
-    fn jobs_in_order(&mut self, worker: WorkerId, offers: Capabilities, now: u64) -> Vec<Place> {
+    /// A worker limited to some users (`only_for`) takes only their jobs.
+    fn jobs_in_order(
+        &mut self,
+        worker: WorkerId,
+        offers: Capabilities,
+        only_for: Option<&[UserId]>,
+        now: u64,
+    ) -> Vec<Place> {
         // One scan: which users have work (whatever this worker runs),
         // which jobs start their patience, the jobs it may take.
         self.users_before_scan();
@@ -162,7 +169,8 @@ impl Scheduler {
             if job.paused {
                 continue;
             }
-            let covered = offers.covers(job.plan.needs);
+            let covered = offers.covers(job.plan.needs)
+                && only_for.is_none_or(|users| users.contains(&job.plan.owner));
             if covered && job.batches_out == 0 && job.idle_since.is_none() {
                 job.idle_since = Some(now);
             }
@@ -369,6 +377,7 @@ impl Scheduler {
     ) -> Option<Grant> {
         let threads = u64::from(self.workers[&worker].threads);
         let offers = self.workers[&worker].offers;
+        let only_for = self.workers[&worker].only_for.clone();
         let mut picked: Option<(JobId, Vec<u32>)> = None;
         for batch in self.batches.values() {
             if batch.worker == worker || now.saturating_sub(batch.granted_at) < after {
@@ -380,7 +389,12 @@ impl Scheduler {
             let Some(job) = self.jobs.get(&batch.job) else {
                 continue;
             };
-            if job.paused || !offers.covers(job.plan.needs) {
+            if job.paused
+                || !offers.covers(job.plan.needs)
+                || only_for
+                    .as_deref()
+                    .is_some_and(|users| !users.contains(&job.plan.owner))
+            {
                 continue;
             }
             let size = self.workers[&worker]

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use grid_protocol::TaskRanges;
 
 use crate::speed::{JobClocks, Speed};
-use crate::{BatchId, Capabilities, DonorId, JobId, WorkerId};
+use crate::{BatchId, Capabilities, DonorId, JobId, UserId, WorkerId};
 
 #[derive(Debug)]
 pub(crate) struct WorkerState {
@@ -30,6 +30,9 @@ pub(crate) struct WorkerState {
     pub recently_closed: VecDeque<(BatchId, TaskRanges)>,
     /// The locality keys of what its cache holds (`JobPlan::locality`).
     pub holds: HashSet<u64>,
+    /// The users whose jobs alone it takes (`Scheduler::limit_worker_to`);
+    /// `None`: anyone's.
+    pub only_for: Option<std::sync::Arc<[UserId]>>,
 }
 
 #[derive(Debug)]

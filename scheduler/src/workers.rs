@@ -33,6 +33,7 @@ impl Scheduler {
                 clocks: JobClocks::new(now),
                 recently_closed: VecDeque::new(),
                 holds: HashSet::new(),
+                only_for: None,
             },
         );
         self.unpaused += 1;
@@ -71,6 +72,14 @@ impl Scheduler {
                 state.holds.remove(key);
             }
             state.holds.extend(added.iter().copied());
+        }
+    }
+
+    /// From now on `worker` takes tasks only of jobs `users` own (all
+    /// jobs again if `users` is empty). Batches it holds are kept.
+    pub fn limit_worker_to(&mut self, worker: WorkerId, users: &[UserId]) {
+        if let Some(state) = self.workers.get_mut(&worker) {
+            state.only_for = (!users.is_empty()).then(|| users.into());
         }
     }
 

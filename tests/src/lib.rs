@@ -230,6 +230,7 @@ impl TestWorker {
             url: url.to_string(),
             threads,
             name: Some(name.to_string()),
+            for_users: Vec::new(),
         };
         let task = tokio::spawn(worker::run(options, stopping));
         TestWorker { stop, task }

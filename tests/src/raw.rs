@@ -293,6 +293,7 @@ pub struct Ack {
 pub fn hello(threads: u32, name: &str) -> Hello {
     Hello {
         holds: Vec::new(),
+        for_users: Vec::new(),
         protocol: PROTOCOL_VERSION,
         kind: WorkerKind::Native,
         threads,

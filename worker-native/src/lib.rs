@@ -46,6 +46,8 @@ pub struct WorkerOptions {
     pub ca_cert: Option<std::path::PathBuf>,
     /// Where jobs' files are cached, and how much.
     pub cache: CacheOptions,
+    /// Work only for these users' jobs (by name); empty: anyone's.
+    pub for_users: Vec<String>,
 }
 
 /// The worker's WebSocket URL for a coordinator base URL.
@@ -88,6 +90,7 @@ pub async fn run(
         name: options.name.clone(),
         session: None,
         kernels: Some(KernelKind::ALL.to_vec()),
+        for_users: options.for_users.clone(),
     };
     let wasm = Arc::new(wasm::WasmKernels::new(
         grid_protocol::http_base(&url),

@@ -24,28 +24,7 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Command {
     /// Connect and work. Sent once, after the worker said [`Event::Ready`].
-    Start {
-        /// The coordinator's worker socket, `ws(s)://host/ws/worker`.
-        url: String,
-        /// The tab's donor session id, shared by all its workers.
-        session: String,
-        #[serde(default)]
-        name: Option<String>,
-        /// The CPU cap in percent.
-        cap: u32,
-        /// Start paused (the donor paused before this worker was added).
-        #[serde(default)]
-        paused: bool,
-        /// How long a user's task may run before it is stopped as a host
-        /// fault, instead of the limit worked out from its fuel
-        /// ([`grid_kernels::wasm::WasmLimits::time_limit_ms`]): the page's
-        /// `?task_limit_ms=` parameter, for tests.
-        #[serde(default)]
-        task_limit_ms: Option<u64>,
-        /// What the tab's cache holds, used last first.
-        #[serde(default)]
-        holds: Vec<ContentDigest>,
-    },
+    Start(Start),
     /// What the tab's cache holds changed: used last first.
     Holdings {
         blobs: Vec<ContentDigest>,
@@ -60,6 +39,36 @@ pub enum Command {
     /// Send finished results, hand back the rest and close the connection
     /// (the tab is closing, or the donor chose fewer threads).
     Stop {},
+}
+
+/// [`Command::Start`]: where to connect, as whom, and how hard to work.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Start {
+    /// The coordinator's worker socket, `ws(s)://host/ws/worker`.
+    pub url: String,
+    /// The tab's donor session id, shared by all its workers.
+    pub session: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The CPU cap in percent.
+    pub cap: u32,
+    /// Start paused (the donor paused before this worker was added).
+    #[serde(default)]
+    pub paused: bool,
+    /// How long a user's task may run before it is stopped as a host
+    /// fault, instead of the limit worked out from its fuel
+    /// ([`grid_kernels::wasm::WasmLimits::time_limit_ms`]): the page's
+    /// `?task_limit_ms=` parameter, for tests.
+    #[serde(default)]
+    pub task_limit_ms: Option<u64>,
+    /// What the tab's cache holds, used last first.
+    #[serde(default)]
+    pub holds: Vec<ContentDigest>,
+    /// Work only for these users' jobs: the page's `?for=` names. Empty:
+    /// anyone's.
+    #[serde(default, rename = "for")]
+    pub for_users: Vec<String>,
 }
 
 impl Command {
@@ -123,6 +132,8 @@ pub struct Status {
     pub kernel: Option<&'static str>,
     /// For a wasm job: which program it is, for the donor to see.
     pub program: Option<Program>,
+    /// Whose job it is (a user's name), when the coordinator says.
+    pub owner: Option<String>,
     /// Milliseconds spent running kernels.
     pub compute_ms: f64,
     /// Tasks received and not started.
@@ -155,6 +166,7 @@ impl Status {
                 }),
                 _ => None,
             }),
+            owner: session.current_owner().map(String::from),
             compute_ms,
             queued: session.queued_tasks(),
             error: session.last_error().map(String::from),
@@ -214,6 +226,7 @@ mod tests {
     fn session() -> WorkerSession {
         WorkerSession::new(Hello {
             holds: Vec::new(),
+            for_users: Vec::new(),
             protocol: PROTOCOL_VERSION,
             kind: WorkerKind::Browser,
             threads: 1,
@@ -298,6 +311,7 @@ mod tests {
                 job: Some(3),
                 kernel: Some("primes"),
                 program: None,
+                owner: None,
                 compute_ms: 12.0,
                 queued: 2,
                 error: None,
@@ -309,6 +323,30 @@ mod tests {
         assert_eq!(status.state, State::Reconnecting);
         assert_eq!(status.error.as_deref(), Some("the connection dropped"));
         assert_eq!((status.worker, status.queued, status.job), (None, 0, None));
+    }
+
+    #[test]
+    fn the_donor_sees_whose_job_it_computes() {
+        let mut worker = session();
+        worker.on_open(0);
+        worker.on_text(&welcome(), 1).unwrap();
+        let spec = KernelSpec::Primes(PrimesParams { start: 0, end: 100 });
+        worker.on_text(&batch(4, &spec, 2), 2).unwrap();
+        assert_eq!(Status::of(&worker, false, 0.0, 0.0).owner, None);
+        let mut owned: serde_json::Value = serde_json::from_str(&batch(5, &spec, 2)).unwrap();
+        owned["batch"] = 2.into();
+        owned["owner"] = "alice".into();
+        worker.on_text(&owned.to_string(), 3).unwrap();
+        // The oldest batch held is job 4's, which named nobody.
+        assert_eq!(Status::of(&worker, false, 0.0, 0.0).owner, None);
+        worker
+            .on_text(&CoordinatorMessage::Revoke { batch: 1 }.encode(), 4)
+            .unwrap();
+        let status = Status::of(&worker, false, 0.0, 0.0);
+        assert_eq!(
+            (status.job, status.owner.as_deref()),
+            (Some(5), Some("alice"))
+        );
     }
 
     #[test]
@@ -354,7 +392,7 @@ mod tests {
             Command::decode(
                 r#"{"type":"start","url":"ws://h/ws/worker","session":"ab12","name":null,"cap":80}"#
             ),
-            Ok(Command::Start {
+            Ok(Command::Start(Start {
                 url: "ws://h/ws/worker".into(),
                 session: "ab12".into(),
                 name: None,
@@ -362,13 +400,14 @@ mod tests {
                 paused: false,
                 task_limit_ms: None,
                 holds: Vec::new(),
-            })
+                ..Start::default()
+            }))
         );
         assert_eq!(
             Command::decode(
                 r#"{"type":"start","url":"ws://h/ws/worker","session":"ab12","cap":80,"task_limit_ms":1500}"#
             ),
-            Ok(Command::Start {
+            Ok(Command::Start(Start {
                 url: "ws://h/ws/worker".into(),
                 session: "ab12".into(),
                 name: None,
@@ -376,7 +415,20 @@ mod tests {
                 paused: false,
                 task_limit_ms: Some(1500),
                 holds: Vec::new(),
-            })
+                ..Start::default()
+            }))
+        );
+        assert_eq!(
+            Command::decode(
+                r#"{"type":"start","url":"ws://h/ws/worker","session":"ab12","cap":80,"for":["alice","bob"]}"#
+            ),
+            Ok(Command::Start(Start {
+                url: "ws://h/ws/worker".into(),
+                session: "ab12".into(),
+                cap: 80,
+                for_users: vec!["alice".into(), "bob".into()],
+                ..Start::default()
+            }))
         );
         assert_eq!(
             Command::decode(r#"{"type":"cap","percent":30}"#),
@@ -402,6 +454,7 @@ mod tests {
                 module: "sha256:ab".into(),
                 description: Some("an oscillator sweep".into()),
             }),
+            owner: Some("alice".into()),
             compute_ms: 12.0,
             queued: 4,
             error: None,
@@ -413,6 +466,7 @@ mod tests {
                 "tasks_done": 7, "rate": 1.5, "job": 2, "kernel": "wasm",
                 "program": {"name": "sweep.wasm", "module": "sha256:ab",
                             "description": "an oscillator sweep"},
+                "owner": "alice",
                 "compute_ms": 12.0, "queued": 4, "error": null, "blob_failures": 1})
         );
         let digest = grid_kernels::ContentDigest::of(b"scene");
@@ -436,7 +490,7 @@ mod tests {
             Command::decode(&format!(
                 r#"{{"type":"start","url":"ws://h/ws/worker","session":"s","cap":100,"holds":["{a}","{b}"]}}"#
             )),
-            Ok(Command::Start {
+            Ok(Command::Start(Start {
                 url: "ws://h/ws/worker".into(),
                 session: "s".into(),
                 name: None,
@@ -444,7 +498,8 @@ mod tests {
                 paused: false,
                 task_limit_ms: None,
                 holds: vec![a, b],
-            })
+                ..Start::default()
+            }))
         );
         assert_eq!(
             Command::decode(&format!(r#"{{"type":"holdings","blobs":["{b}"]}}"#)),

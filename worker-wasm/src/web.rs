@@ -71,7 +71,7 @@ use web_sys::{
 use crate::job_files::{JobFiles, Need};
 use crate::kernel_thread::{self, KernelThread, Reply};
 use crate::pacing::{DutyCycle, RateMeter, SLICE_MS};
-use crate::page::{Command, Event as PageEvent, State, Status};
+use crate::page::{Command, Event as PageEvent, Start, State, Status};
 use crate::user_kernel::{self, Availability};
 
 /// Unsent bytes on the socket above which computing waits for the network.
@@ -268,15 +268,7 @@ fn decode_blob_answer(message: &JsValue) -> Result<(ContentDigest, Result<Blob, 
 
 fn handle_command(command: Command) {
     match command {
-        Command::Start {
-            url,
-            session,
-            name,
-            cap,
-            paused,
-            task_limit_ms,
-            holds,
-        } => start(url, session, name, cap, paused, task_limit_ms, holds),
+        Command::Start(options) => start(options),
         Command::Holdings { blobs } => {
             with_app(|app| {
                 app.session.set_holdings(blobs);
@@ -326,15 +318,17 @@ fn handle_command(command: Command) {
     report();
 }
 
-fn start(
-    url: String,
-    session: String,
-    name: Option<String>,
-    cap: u32,
-    paused: bool,
-    task_limit_ms: Option<u64>,
-    holds: Vec<ContentDigest>,
-) {
+fn start(options: Start) {
+    let Start {
+        url,
+        session,
+        name,
+        cap,
+        paused,
+        task_limit_ms,
+        holds,
+        for_users,
+    } = options;
     if APP.with(|app| app.borrow().is_some()) {
         web_sys::console::warn_1(&"start: this worker is already started".into());
         return;
@@ -376,6 +370,7 @@ fn start(
 
     let mut session = WorkerSession::new(Hello {
         holds: Vec::new(),
+        for_users,
         protocol: PROTOCOL_VERSION,
         kind: WorkerKind::Browser,
         threads: 1,

@@ -562,6 +562,10 @@ impl Grid {
                     lease_ms: grant.lease_ms,
                     inputs: job.batch_inputs(&grant.tasks),
                     digest_only,
+                    owner: self
+                        .users()
+                        .get(job.definition.owner)
+                        .map(|user| user.name.clone()),
                 }))
             });
             if !sent {

@@ -24,6 +24,7 @@ pub(crate) async fn open_grid_with(
 /// A native worker's hello.
 pub(crate) fn native_hello(threads: u32, session: Option<&str>) -> Hello {
     Hello {
+        for_users: Vec::new(),
         holds: Vec::new(),
         protocol: PROTOCOL_VERSION,
         kind: WorkerKind::Native,

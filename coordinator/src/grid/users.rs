@@ -352,6 +352,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_worker_for_some_users_gets_only_their_jobs_and_each_batch_names_its_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let grid = open_grid(dir.path()).await;
+        let admin = grid.first_admin();
+        let alice = grid.add_user(&admin, request("alice")).await.unwrap();
+        let alice = grid.authenticate(&alice.token).unwrap();
+        // The admin's job is older: an unlimited worker would take it first.
+        let admins = grid
+            .submit(&admin, crate::grid::testing::primes_job(2))
+            .await
+            .unwrap();
+        let alices = grid
+            .submit(&alice, crate::grid::testing::primes_job(2))
+            .await
+            .unwrap();
+        let hello = |names: &[&str]| Hello {
+            for_users: names.iter().map(|n| n.to_string()).collect(),
+            ..crate::grid::testing::native_hello(1, None)
+        };
+        let (outbox, mut queue) = mpsc::channel(64);
+        grid.register_worker(hello(&["alice"]), None, outbox)
+            .expect("alice is a user");
+        grid.dispatch();
+        let batch = crate::grid::testing::next_batch(&mut queue).await;
+        assert_eq!(batch.job, alices.id);
+        assert_eq!(batch.owner.as_deref(), Some("alice"));
+        let (outbox, mut queue) = mpsc::channel(64);
+        grid.register_worker(hello(&[]), None, outbox).unwrap();
+        grid.dispatch();
+        let batch = crate::grid::testing::next_batch(&mut queue).await;
+        assert_eq!(batch.job, admins.id);
+        assert_eq!(batch.owner.as_deref(), Some("admin"));
+        // A name nobody has: refused, saying which, and nothing joined.
+        let before = grid.worker_count();
+        let (outbox, _queue) = mpsc::channel(64);
+        let (code, reason) = grid
+            .register_worker(hello(&["alice", "nobody"]), None, outbox)
+            .unwrap_err();
+        assert_eq!(code, grid_protocol::CloseCode::BadHello);
+        assert!(reason.contains("\"nobody\""), "{reason}");
+        assert_eq!(grid.worker_count(), before);
+    }
+
+    #[tokio::test]
     async fn rotating_the_first_admins_token_rewrites_the_token_file() {
         let dir = tempfile::tempdir().unwrap();
         let grid = open_grid(dir.path()).await;

@@ -36,6 +36,8 @@ impl Grid {
         addr: Option<SocketAddr>,
         outbox: mpsc::Sender<Outbound>,
     ) -> Result<Arc<WorkerConn>, (CloseCode, String)> {
+        // Before any lock the scheduler's: the users its hello names.
+        let only_for = self.users_named(&hello.for_users)?;
         let id = self.next_worker.fetch_add(1, Ordering::Relaxed);
         let donor = self.donor_of(&hello, addr, id);
         // One lock scope: a donor quarantined a moment ago is not admitted.
@@ -62,6 +64,7 @@ impl Grid {
         });
         let offers = crate::jobs::offers(&worker.hello);
         scheduler.add_worker(id, donor, worker.hello.threads, offers, self.now_ms());
+        scheduler.limit_worker_to(id, &only_for);
         if !worker.hello.holds.is_empty() {
             let holds: Vec<u64> = worker.hello.holds.iter().map(locality_key).collect();
             scheduler.update_holdings(id, &holds, &[]);
@@ -79,6 +82,23 @@ impl Grid {
                 .publish(&MonitorEvent::WorkerJoined { worker: info });
         }
         Ok(worker)
+    }
+
+    /// The ids of the users a hello's `for` names; a name no user has
+    /// refuses the hello, saying which.
+    fn users_named(&self, names: &[String]) -> Result<Vec<crate::users::UserId>, (CloseCode, String)> {
+        let users = self.users();
+        names
+            .iter()
+            .map(|name| {
+                users.by_name(name).map(|user| user.id).ok_or_else(|| {
+                    (
+                        CloseCode::BadHello,
+                        format!("for: no user named {name:?} on this grid"),
+                    )
+                })
+            })
+            .collect()
     }
 
     /// Counts a new connection from `ip`; `None` if that address already has

@@ -61,6 +61,33 @@ fn priority_orders_only_its_owners_jobs_not_other_users() {
 }
 
 #[test]
+fn a_worker_limited_to_some_users_takes_only_their_jobs() {
+    let mut s = Scheduler::new(SchedulerConfig {
+        speculate_after_ms: Some(0),
+        ..config()
+    });
+    s.add_job(owned(1, 1_000, 1, 0));
+    s.add_job(owned(2, 4, 2, 0));
+    s.add_worker(1, 1, 1, Capabilities::ALL, 0);
+    s.limit_worker_to(1, &[2]);
+    // Only user 2's job, though user 1's is older and has far more work;
+    // and once user 2's tasks are all out, no copy of user 1's.
+    let mut granted = Vec::new();
+    while let Some(grant) = s.grant(1, 0) {
+        granted.push(grant.job);
+    }
+    assert!(!granted.is_empty());
+    assert!(granted.iter().all(|&job| job == 2), "{granted:?}");
+    s.add_worker(2, 2, 1, Capabilities::ALL, 0);
+    s.limit_worker_to(2, &[3]);
+    assert_eq!(s.grant(2, 10), None, "nobody's job is user 3's");
+    // Lifting the limit: anyone's.
+    s.limit_worker_to(2, &[]);
+    assert_eq!(s.grant(2, 10).map(|g| g.job), Some(1));
+    s.check_consistency().unwrap();
+}
+
+#[test]
 fn a_worker_that_cannot_take_one_users_job_gets_the_next_users() {
     let mut s = Scheduler::new(config());
     s.set_user_weight(1, 100);

@@ -34,6 +34,7 @@ fn worker_url(base: &str) -> String {
 fn hello(threads: u32, name: &str) -> Hello {
     Hello {
         holds: Vec::new(),
+        for_users: Vec::new(),
         protocol: PROTOCOL_VERSION,
         kind: WorkerKind::Native,
         threads,

@@ -48,6 +48,7 @@ async fn browser_tab(base: &str, session: &str) -> tokio::task::JoinHandle<()> {
         socket
             .send_message(&WorkerMessage::Hello(Hello {
                 holds: Vec::new(),
+                for_users: Vec::new(),
                 protocol: PROTOCOL_VERSION,
                 kind: WorkerKind::Browser,
                 threads: 1,

@@ -56,6 +56,7 @@ async fn a_native_worker_leaves_a_silent_coordinator_and_dials_again() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let options = WorkerOptions {
         cache: Default::default(),
+        for_users: Vec::new(),
         url: format!("http://{}", listener.local_addr().unwrap()),
         threads: 1,
         name: Some("patient".into()),
@@ -151,6 +152,7 @@ async fn a_native_worker_refused_with_a_bad_hello_gives_up() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let options = WorkerOptions {
         cache: Default::default(),
+        for_users: Vec::new(),
         url: format!("ws://{}", listener.local_addr().unwrap()),
         threads: 1,
         name: Some("unwelcome".into()),

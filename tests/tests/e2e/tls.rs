@@ -56,6 +56,7 @@ async fn a_grid_served_over_tls_computes_and_refuses_untrusting_clients() {
     let (stop_worker, stopping) = watch::channel(false);
     let options = WorkerOptions {
         cache: Default::default(),
+        for_users: Vec::new(),
         url: url.clone(),
         threads: 1,
         name: Some("tls".into()),
