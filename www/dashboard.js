@@ -1,11 +1,14 @@
 // The dashboard: the grid's jobs, workers and throughput, live.
 //
-// Everything on the page comes from the monitor channel (dashboard/monitor.js);
-// there is no polling. A snapshot replaces what the page knew, events change
-// it, tiles paint Mandelbrot pictures. HTTP is only for what a person asks
-// for: pausing, resuming and cancelling a job, downloading a result, the
-// picture of a job that finished before the page saw it, and an open wasm
-// job's fuel per task and first outputs.
+// What the page shows live comes from the monitor channel
+// (dashboard/monitor.js): a snapshot sized for any grid (a window of the
+// jobs with counts of the rest, the workers summed up) replaces what the
+// page knew, events change it, tiles paint Mandelbrot pictures. HTTP is for
+// what a person asks for (pausing, resuming and cancelling a job,
+// downloading a result, the picture of a job that finished before the page
+// saw it, an open wasm job's fuel per task and first outputs, older jobs, a
+// job found by its number, the full worker list) and, for a small fleet
+// only, the worker list kept fresh every few seconds.
 //
 // The modules, one concern each:
 //   dashboard/token.js      the token: #token=..., localStorage, the form
@@ -15,7 +18,7 @@
 //   dashboard/wasm.js       a wasm job's failures, fuel per task and gallery
 //   dashboard/histogram.js  the fuel histogram
 //   dashboard/images.js     which outputs are pictures (PNG, PPM), as PNGs
-//   dashboard/workers.js    the worker list, grouped by donor
+//   dashboard/workers.js    the workers' summary, and their list on demand
 //   dashboard/chart.js      the throughput chart
 //   dashboard/mandelbrot.js the PNG export's colours on a canvas
 //   dashboard/format.js     numbers and durations for people
@@ -30,8 +33,16 @@ import { WorkerList } from "./dashboard/workers.js";
 
 const $ = (id) => document.getElementById(id);
 
-const jobs = new JobList($("jobs"), $("jobs-note"), $("job-template"));
-const workers = new WorkerList($("workers"), $("workers-note"), $("quarantine"));
+const jobs = new JobList($("jobs"), $("jobs-note"), $("job-template"), $("older-jobs"));
+const workers = new WorkerList({
+  body: $("workers"),
+  note: $("workers-note"),
+  quarantine: $("quarantine"),
+  kinds: $("worker-kinds"),
+  top: $("top-donors"),
+  show: $("list-workers"),
+  search: $("worker-search"),
+});
 const chart = new ThroughputChart($("throughput"));
 
 /** The open channel, while there is a token to use. */
@@ -60,13 +71,14 @@ function refused() {
 function start(token) {
   monitor?.close();
   jobs.api = new Api(token, refused);
+  workers.api = jobs.api;
   document.body.dataset.view = "grid";
   $("token-view").hidden = true;
   $("grid-view").hidden = false;
   $("change-token").hidden = false;
   monitor = openMonitor(token, {
     onSnapshot(snapshot) {
-      jobs.replace(snapshot.jobs);
+      jobs.replace(snapshot);
       workers.replace(snapshot.workers);
       chart.replace(snapshot.throughput);
       overview();
@@ -81,6 +93,9 @@ function handle(event) {
   switch (event.type) {
     case "job":
       jobs.event(event.event, event.job);
+      break;
+    case "job_nonces":
+      jobs.nonces(event);
       break;
     case "worker_joined":
       workers.joined(event.worker);
@@ -107,6 +122,7 @@ function handle(event) {
 function overview() {
   const totals = workers.totals();
   const counts = jobs.counts();
+  $("done-count").textContent = format.count(counts.done);
   $("tasks-per-s").textContent = format.rate(chart.latest?.tasks_per_s ?? 0);
   $("worker-count").textContent = format.count(totals.connections);
   $("donor-count").textContent = format.count(totals.donors);
@@ -137,6 +153,20 @@ $("token-form").addEventListener("submit", (event) => {
   if (!token) return;
   storeToken(token);
   start(token);
+});
+
+// Search by job: its card, fetched if the page does not hold it.
+$("find-job").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const id = Number($("job-search").value.trim().replace(/^#/, ""));
+  $("find-error").hidden = true;
+  if (!Number.isSafeInteger(id) || id < 0 || !jobs.api) return;
+  try {
+    await jobs.find(id);
+  } catch (error) {
+    $("find-error").textContent = error.status === 404 ? `No job #${id}.` : `Could not find job #${id}: ${error.message}`;
+    $("find-error").hidden = false;
+  }
 });
 
 $("change-token").addEventListener("click", () => {

@@ -7,12 +7,22 @@
 //! notices (the ring tells it how many), and is sent a fresh snapshot in their
 //! place. Job progress is coalesced to a few updates a second; throughput and
 //! worker figures are sampled once a second.
+//!
+//! Frames stay small however big the grid: workers go out summed up
+//! ([`fleet`]), and a hashsearch job's nonces go out as what changed since
+//! the hub's previous frame about the job ([`nonces`]), never the whole list
+//! again. The hub keeps, per live hashsearch job, the list it last sent,
+//! while anyone listens.
+
+pub mod fleet;
+pub mod nonces;
+pub mod window;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::Mutex;
 
-use grid_protocol::api::{MonitorEvent, ThroughputSample};
+use grid_protocol::api::{MonitorEvent, ThroughputSample, WorkerSummary};
 use tokio::sync::broadcast;
 
 /// The first byte of a binary tile frame.
@@ -50,6 +60,12 @@ pub struct Monitor {
     dirty: Mutex<BTreeSet<u64>>,
     history: Mutex<VecDeque<ThroughputSample>>,
     previous: Mutex<Previous>,
+    /// Per live hashsearch job, the nonces its last `job_nonces` frame
+    /// left clients with.
+    nonces_sent: Mutex<HashMap<u64, Vec<u64>>>,
+    /// The last workers summary published, and when (the grid's
+    /// milliseconds), for snapshots.
+    summary: Mutex<Option<(u64, WorkerSummary)>>,
 }
 
 #[derive(Debug, Default)]
@@ -73,6 +89,8 @@ impl Monitor {
             dirty: Mutex::new(BTreeSet::new()),
             history: Mutex::new(VecDeque::with_capacity(HISTORY)),
             previous: Mutex::new(Previous::default()),
+            nonces_sent: Mutex::new(HashMap::new()),
+            summary: Mutex::new(None),
         }
     }
 
@@ -82,6 +100,12 @@ impl Monitor {
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<MonitorFrame> {
+        // Nobody listened: no frame about any job went out meanwhile, so
+        // the lists last sent say nothing of what a newcomer knows.
+        let mut sent = crate::sync::lock(&self.nonces_sent, "monitor");
+        if !self.active() {
+            sent.clear();
+        }
         self.sender.subscribe()
     }
 
@@ -90,14 +114,65 @@ impl Monitor {
         self.publish_for(None, event);
     }
 
-    /// An event about a job of `owner` (None: for everyone).
+    /// An event about a job of `owner` (None: for everyone). A hashsearch
+    /// job's status goes out with its nonce lists empty, followed by a
+    /// `job_nonces` frame with what changed since the last one.
     pub fn publish_for(&self, owner: Option<u64>, event: &MonitorEvent) {
-        if self.active() {
-            let _ = self.sender.send(MonitorFrame::Text {
-                text: Arc::from(event.encode()),
-                owner,
-            });
+        if !self.active() {
+            return;
         }
+        if let MonitorEvent::Job { event, job } = event
+            && matches!(job.spec, grid_kernels::KernelSpec::Hashsearch(_))
+        {
+            let mut status = job.clone();
+            let now = nonces::take_nonces(&mut status).unwrap_or_default();
+            let stripped = MonitorEvent::Job {
+                event: *event,
+                job: status,
+            };
+            // One lock scope: two publishers of one job's frames send them
+            // in the order their changes were computed.
+            let mut sent = crate::sync::lock(&self.nonces_sent, "monitor");
+            let change = match sent.get(&job.id) {
+                Some(before) => nonces::change(job.id, before, &now),
+                None => Some(nonces::first(job.id, &now)),
+            };
+            self.send_text(owner, &stripped);
+            if let Some(change) = change {
+                self.send_text(owner, &MonitorEvent::JobNonces(change));
+            }
+            if job.state.is_finished() {
+                sent.remove(&job.id);
+            } else {
+                sent.insert(job.id, now);
+            }
+            return;
+        }
+        self.send_text(owner, event);
+    }
+
+    fn send_text(&self, owner: Option<u64>, event: &MonitorEvent) {
+        let _ = self.sender.send(MonitorFrame::Text {
+            text: Arc::from(event.encode()),
+            owner,
+        });
+    }
+
+    /// Publishes the once-a-second workers summary and keeps it for
+    /// snapshots; `now_ms` is the grid's clock.
+    pub fn publish_workers(&self, now_ms: u64, summary: WorkerSummary) {
+        self.publish(&MonitorEvent::Workers {
+            workers: summary.clone(),
+        });
+        *crate::sync::lock(&self.summary, "monitor") = Some((now_ms, summary));
+    }
+
+    /// The last summary published, if it is at most `max_age_ms` old.
+    pub fn recent_workers(&self, now_ms: u64, max_age_ms: u64) -> Option<WorkerSummary> {
+        crate::sync::lock(&self.summary, "monitor")
+            .as_ref()
+            .filter(|(at, _)| now_ms.saturating_sub(*at) <= max_age_ms)
+            .map(|(_, summary)| summary.clone())
     }
 
     /// A finished band of a Mandelbrot image:
@@ -215,6 +290,9 @@ pub fn tile_frame(job: u64, first_row: u32, width: u32, counts: &[u32]) -> Vec<u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use grid_kernels::spec::HashsearchParams;
+    use grid_kernels::{KernelSpec, ResultSummary};
+    use grid_protocol::api::{JobEvent, JobNonces, JobState, JobStatus, TaskCounts};
 
     #[test]
     fn tile_frames_have_the_documented_layout() {
@@ -225,6 +303,112 @@ mod tests {
         assert_eq!(u32::from_le_bytes(frame[13..17].try_into().unwrap()), 2);
         assert_eq!(u32::from_le_bytes(frame[17..21].try_into().unwrap()), 2);
         assert_eq!(frame.len(), 21 + 16);
+    }
+
+    fn hashsearch_status(id: u64, state: JobState, nonces: Vec<u64>) -> JobStatus {
+        let summary = Some(ResultSummary::Hashsearch { nonces });
+        JobStatus {
+            id,
+            owner: "admin".into(),
+            priority: 0,
+            revised: 0,
+            spec: KernelSpec::Hashsearch(HashsearchParams {
+                prefix: "p".into(),
+                difficulty: 4,
+                start: 0,
+                end: 1 << 40,
+            }),
+            state,
+            paused: false,
+            tasks: TaskCounts {
+                total: 100,
+                done: 50,
+            },
+            redundancy: 1,
+            quorum: 1,
+            created_at: 1,
+            started_at: Some(2),
+            finished_at: None,
+            elapsed_ms: Some(3),
+            result: if state.is_finished() {
+                summary.clone()
+            } else {
+                None
+            },
+            partial: if state.is_finished() { None } else { summary },
+            error: None,
+        }
+    }
+
+    fn next_text(frames: &mut broadcast::Receiver<MonitorFrame>) -> String {
+        match frames.try_recv().expect("a frame") {
+            MonitorFrame::Text { text, .. } => text.to_string(),
+            other => panic!("not text: {other:?}"),
+        }
+    }
+
+    /// 100,000 nonces found, then 5 more: the second progress event's
+    /// frames carry the 5, not the 100,005.
+    #[test]
+    fn progress_of_a_hashsearch_job_carries_only_the_new_nonces() {
+        let monitor = Monitor::new();
+        let mut frames = monitor.subscribe();
+        let before: Vec<u64> = (0..100_000).map(|n| n * 17).collect();
+        let mut after = before.clone();
+        after.extend([1u64 << 30, (1 << 30) + 1, (1 << 30) + 2, (1 << 30) + 3]);
+        after.insert(1, 5);
+        let progress = |nonces: Vec<u64>, state| MonitorEvent::Job {
+            event: JobEvent::Progress,
+            job: Box::new(hashsearch_status(9, state, nonces)),
+        };
+
+        monitor.publish_for(Some(1), &progress(before, JobState::Running));
+        let status = next_text(&mut frames);
+        assert!(status.len() < 1024, "{} bytes: {status}", status.len());
+        let MonitorEvent::JobNonces(first) = MonitorEvent::decode(&next_text(&mut frames)).unwrap()
+        else {
+            panic!("the nonces follow the status")
+        };
+        assert_eq!((first.job, first.count), (9, 100_000));
+        assert_eq!(first.first.unwrap().len(), JobNonces::FIRST);
+
+        monitor.publish_for(Some(1), &progress(after.clone(), JobState::Running));
+        let status = next_text(&mut frames);
+        assert!(status.len() < 1024, "{} bytes", status.len());
+        let Ok(MonitorEvent::Job { job, .. }) = MonitorEvent::decode(&status) else {
+            panic!("not a job event: {status}")
+        };
+        assert_eq!(
+            job.partial,
+            Some(ResultSummary::Hashsearch { nonces: vec![] })
+        );
+        let text = next_text(&mut frames);
+        assert!(text.len() < 200, "{} bytes: {text}", text.len());
+        let MonitorEvent::JobNonces(change) = MonitorEvent::decode(&text).unwrap() else {
+            panic!("not a nonces event: {text}")
+        };
+        assert_eq!(change.count, 100_005);
+        assert_eq!(
+            change.added,
+            [5, 1 << 30, (1 << 30) + 1, (1 << 30) + 2, (1 << 30) + 3]
+        );
+        assert!(change.removed.is_empty() && change.first.is_none());
+
+        // Nothing new: no nonces frame. Done: the change, and the job's
+        // list is let go.
+        monitor.publish_for(Some(1), &progress(after.clone(), JobState::Running));
+        next_text(&mut frames);
+        assert!(frames.try_recv().is_err(), "no frame for no change");
+        let mut done = after.clone();
+        done.remove(1);
+        monitor.publish_for(Some(1), &progress(done, JobState::Done));
+        next_text(&mut frames);
+        let MonitorEvent::JobNonces(last) = MonitorEvent::decode(&next_text(&mut frames)).unwrap()
+        else {
+            panic!("the last change")
+        };
+        assert_eq!((last.count, last.removed.as_slice()), (100_004, &[5][..]));
+        assert!(crate::sync::lock(&monitor.nonces_sent, "test").is_empty());
     }
 
     #[test]

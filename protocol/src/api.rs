@@ -570,18 +570,135 @@ pub struct ThroughputSample {
     pub threads: u64,
 }
 
-/// A worker's figures in the once-a-second `workers` event.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct WorkerStats {
-    pub id: u64,
+/// The connected workers in brief, in the monitor's snapshot and its
+/// once-a-second `workers` event: totals, by kind, and the donors giving the
+/// most. The size does not grow with the fleet; the full list is
+/// `GET /api/workers`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerSummary {
+    /// Worker connections.
+    pub connections: u64,
+    /// Distinct donors among them.
+    pub donors: u64,
+    pub threads: u64,
+    /// Connections whose donor paused them.
+    pub paused: u64,
+    /// Connections of quarantined donors (closed at once, so few and brief).
+    pub quarantined: u64,
+    /// Donors whose replicated tasks are decided by their result alone.
+    pub trusted_donors: u64,
+    pub tasks_in_flight: u64,
+    /// Tasks done by the connections now connected.
     pub tasks_done: u64,
-    /// As in [`WorkerInfo::fuel_used`].
-    #[serde(default)]
+    /// As in [`WorkerInfo::fuel_used`], summed.
     pub fuel_used: u64,
-    pub tasks_in_flight: u32,
+    /// Tasks per second of the connected workers over the last second (0 in
+    /// a snapshot taken before the first sample).
+    pub rate: f64,
+    /// One entry per kind with connections, native first.
+    pub by_kind: Vec<KindFigures>,
+    /// The donors doing the most (by rate, then tasks done), at most
+    /// [`WorkerSummary::TOP_DONORS`].
+    pub top_donors: Vec<DonorFigures>,
+}
+
+impl WorkerSummary {
+    /// How many donors `top_donors` names at most.
+    pub const TOP_DONORS: usize = 20;
+}
+
+/// The workers of one kind, in a [`WorkerSummary`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KindFigures {
+    pub kind: WorkerKind,
+    pub connections: u64,
+    pub threads: u64,
+    pub tasks_done: u64,
+    pub rate: f64,
+}
+
+/// One donor's connections together, in a [`WorkerSummary`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DonorFigures {
+    /// Opaque, as in [`WorkerInfo::donor`].
+    pub donor: u64,
+    /// The name its first connection gave, if any (at most 64 characters).
+    pub name: Option<String>,
+    pub kind: WorkerKind,
+    pub connections: u64,
+    pub threads: u64,
+    pub tasks_done: u64,
+    pub fuel_used: u64,
+    pub tasks_in_flight: u64,
     /// Tasks per second over the last second.
     pub rate: f64,
-    pub paused: bool,
+    pub trusted: bool,
+    pub quarantined: bool,
+}
+
+/// The jobs a snapshot does not list, which `GET /api/jobs` pages through.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobsLeftOut {
+    /// Queued, running or rechecking jobs beyond the snapshot's cap.
+    pub live: u64,
+    /// Finished jobs older than those listed.
+    pub finished: u64,
+}
+
+/// Jobs by state, among those the channel's user may see.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobCounts {
+    pub queued: u64,
+    pub running: u64,
+    pub rechecking: u64,
+    pub done: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+}
+
+impl JobCounts {
+    pub fn add(&mut self, state: JobState) {
+        *match state {
+            JobState::Queued => &mut self.queued,
+            JobState::Running => &mut self.running,
+            JobState::Rechecking => &mut self.rechecking,
+            JobState::Done => &mut self.done,
+            JobState::Failed => &mut self.failed,
+            JobState::Cancelled => &mut self.cancelled,
+        } += 1;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.queued + self.running + self.rechecking + self.done + self.failed + self.cancelled
+    }
+}
+
+/// A hashsearch job's nonces on the monitor channel, which never carries
+/// them inside a job's `result` or `partial` (those lists are sent empty).
+/// In a snapshot: `count` and the smallest `first`. In a `job_nonces`
+/// event: `count` after the change, and what changed since the previous
+/// `job_nonces` of the job: `added`, `removed` (a re-check replaced an
+/// answer), or `first` when the channel had sent none yet, which replaces
+/// what a client knew.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobNonces {
+    pub job: u64,
+    /// How many nonces the job has found in all.
+    pub count: u64,
+    /// The smallest nonces, at most [`JobNonces::FIRST`], ascending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first: Option<Vec<u64>>,
+    /// Ascending.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub added: Vec<u64>,
+    /// Ascending.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<u64>,
+}
+
+impl JobNonces {
+    /// How many nonces `first` holds at most.
+    pub const FIRST: usize = 50;
 }
 
 /// What happened to a job, in a `job` event.
@@ -605,22 +722,42 @@ pub enum JobEvent {
 /// A text frame of the monitor channel, tagged by `type` like the worker
 /// messages. The first frame a client receives is a [`MonitorEvent::Snapshot`];
 /// every later snapshot (after the client fell behind) replaces what it knew.
+/// Frames stay small at any size of grid: the snapshot lists a window of the
+/// jobs and sums up the workers, and events carry what changed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum MonitorEvent {
     Snapshot {
         /// Unix milliseconds.
         time: u64,
+        /// Live jobs (queued, running, rechecking), newest first, then the
+        /// newest finished ones, newest first; at most
+        /// [`MonitorEvent::SNAPSHOT_LIVE_JOBS`] and
+        /// [`MonitorEvent::SNAPSHOT_FINISHED_JOBS`], fewer if their text
+        /// would pass [`MonitorEvent::SNAPSHOT_JOBS_BYTES`]. Hashsearch
+        /// nonce lists are empty: see `nonces`.
         jobs: Vec<JobStatus>,
-        workers: Vec<WorkerInfo>,
+        /// The jobs left out of `jobs`.
+        #[serde(default)]
+        jobs_left_out: JobsLeftOut,
+        /// Every job the channel's user may see, by state.
+        #[serde(default)]
+        job_counts: JobCounts,
+        /// The nonces of the hashsearch jobs in `jobs` (`count`, `first`).
+        #[serde(default)]
+        nonces: Vec<JobNonces>,
+        workers: WorkerSummary,
         /// The last ten minutes, oldest first.
         throughput: Vec<ThroughputSample>,
     },
-    /// The job's status after the change.
+    /// The job's status after the change (a hashsearch job's nonce lists
+    /// empty: a `job_nonces` event follows when they changed).
     Job {
         event: JobEvent,
         job: Box<JobStatus>,
     },
+    /// A hashsearch job's nonces changed.
+    JobNonces(JobNonces),
     WorkerJoined {
         worker: WorkerInfo,
     },
@@ -636,8 +773,9 @@ pub enum MonitorEvent {
         /// How many tasks it had decided alone that are computed again.
         reopened_tasks: u64,
     },
+    /// Once a second while anyone watches.
     Workers {
-        workers: Vec<WorkerStats>,
+        workers: WorkerSummary,
     },
     Throughput {
         sample: ThroughputSample,
@@ -645,6 +783,13 @@ pub enum MonitorEvent {
 }
 
 impl MonitorEvent {
+    /// Live jobs a snapshot lists at most.
+    pub const SNAPSHOT_LIVE_JOBS: usize = 100;
+    /// Finished jobs a snapshot lists at most.
+    pub const SNAPSHOT_FINISHED_JOBS: usize = 30;
+    /// The text of a snapshot's jobs and nonces stays under this.
+    pub const SNAPSHOT_JOBS_BYTES: usize = 160 * 1024;
+
     /// The event's text frame.
     pub fn encode(&self) -> String {
         serde_json::to_string(self).expect("monitor events are plain data")
@@ -781,6 +926,26 @@ mod tests {
             MonitorEvent::Throughput { sample }.encode(),
             r#"{"type":"throughput","sample":{"t":1,"tasks_per_s":2.5,"workers":3,"threads":6}}"#
         );
+    }
+
+    #[test]
+    fn nonce_changes_are_tagged_and_leave_out_what_is_empty() {
+        let change = MonitorEvent::JobNonces(JobNonces {
+            job: 7,
+            count: 3,
+            first: None,
+            added: vec![5],
+            removed: vec![],
+        });
+        assert_eq!(
+            change.encode(),
+            r#"{"type":"job_nonces","job":7,"count":3,"added":[5]}"#
+        );
+        assert_eq!(MonitorEvent::decode(&change.encode()).unwrap(), change);
+        let window: JobNonces =
+            serde_json::from_str(r#"{"job":7,"count":0,"first":[]}"#).unwrap();
+        assert_eq!(window.first, Some(vec![]));
+        assert!(window.added.is_empty() && window.removed.is_empty());
     }
 
     #[test]

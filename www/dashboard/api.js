@@ -1,5 +1,6 @@
-// The job API with the bearer token: job actions, result downloads, a wasm
-// job's fuel per task and task outputs, and a token check. Every request goes through `request`, which turns a refusal
+// The job API with the bearer token: job actions, a job's status, pages of
+// older jobs, the worker list, result downloads, a wasm job's fuel per task
+// and task outputs, and a token check. Every request goes through `request`, which turns a refusal
 // (401) into a call to `onRefused` and any other error into an ApiError with
 // the coordinator's own sentence.
 
@@ -50,6 +51,46 @@ export class Api {
   /** POST /api/jobs/{id}/{action} with action cancel, pause or resume. */
   async jobAction(id, action) {
     return (await this.request("POST", `api/jobs/${id}/${action}`)).json();
+  }
+
+  /** One job's status object (GET /api/jobs/{id}). */
+  async job(id) {
+    return (await this.request("GET", `api/jobs/${id}`)).json();
+  }
+
+  /**
+   * Up to `limit` finished jobs older than job `before`, newest first, and
+   * the `before` of the next page (null at the end): GET /api/jobs with
+   * limit, before and state. (A coordinator that does not page answers
+   * every job; those are picked here.)
+   */
+  async olderJobs(before, limit) {
+    const response = await this.request(
+      "GET",
+      `api/jobs?limit=${limit}&before=${before}&state=done,failed,cancelled`,
+    );
+    const header = response.headers.get("x-next-before");
+    const finished = new Set(["done", "failed", "cancelled"]);
+    const jobs = (await response.json())
+      .filter((job) => job.id < before && finished.has(job.state))
+      .sort((a, b) => b.id - a.id);
+    const page = jobs.slice(0, limit);
+    const next = header != null ? Number(header) : jobs.length > limit ? page.at(-1).id : null;
+    return { jobs: page, next };
+  }
+
+  /** Every worker connection, `page` at a time (GET /api/workers?limit&after). */
+  async workers(page) {
+    const all = [];
+    let after = null;
+    for (;;) {
+      const query = after == null ? `limit=${page}` : `limit=${page}&after=${after}`;
+      const response = await this.request("GET", `api/workers?${query}`);
+      all.push(...(await response.json()));
+      const next = response.headers.get("x-next-after");
+      if (next == null || next === String(after)) return all;
+      after = next;
+    }
   }
 
   /** A done job's result; for mandelbrot {width, height, max_iter, iterations}. */

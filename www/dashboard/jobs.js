@@ -1,5 +1,9 @@
 // The job list: one card per job, newest first, built from the job template
-// and updated in place from status objects. A card shows the job's state and
+// and updated in place from status objects. The snapshot lists a window of
+// the jobs (the live ones, the newest finished) and counts the rest; older
+// ones are loaded on demand ("Load older jobs"), and any job is found by its
+// number. A hashsearch job's nonces come apart from its status, as a count,
+// the smallest few, and changes (`job_nonces`). A card shows the job's state and
 // progress, its rate and ETA (worked out here from the progress events), the
 // pause, resume and cancel buttons while it is live, the downloads once it is
 // done, and its result: a running total, a nonce list or a picture; for a
@@ -12,17 +16,21 @@ import { MandelbrotImage } from "./mandelbrot.js";
 import { WasmDetails } from "./wasm.js";
 
 // Beyond this many jobs, the oldest are not shown (`grid status` lists them).
-const MAX_CARDS = 100;
+const MAX_CARDS = 1000;
+// Older jobs loaded a click.
+const OLDER_PAGE = 30;
 // Finished jobs shown unfolded when the page opens.
 const OPEN_NEWEST = 3;
 // The rate is the progress over about the last few seconds.
 const RATE_WINDOW_MS = 5000;
-// Nonces listed on a card; the downloads hold them all.
-const MAX_NONCES = 200;
+// Nonces listed on a card (the coordinator's snapshot sends 50); the
+// downloads hold them all.
+const MAX_NONCES = 50;
 // How long "Cancel" waits for its confirming second click.
 const CONFIRM_MS = 4000;
 
 const isLive = (status) => status.state === "queued" || status.state === "running";
+const isFinished = (state) => state === "done" || state === "failed" || state === "cancelled";
 
 /** A job id can come back after a coordinator starts over on a fresh store. */
 const identity = (status) => `${status.id}:${status.created_at}`;
@@ -68,18 +76,32 @@ export class JobList {
    * @param {HTMLElement} container where the cards go
    * @param {HTMLElement} note where "no jobs" and "N older" are said
    * @param {HTMLTemplateElement} template the card
+   * @param {HTMLButtonElement} older the "Load older jobs" button
    */
-  constructor(container, note, template) {
+  constructor(container, note, template, older) {
     this.container = container;
     this.note = note;
     this.template = template;
+    this.older = older;
     this.api = null;
     /** @type {Map<number, JobCard>} */
     this.cards = new Map();
+    /** Jobs by state (the snapshot's `job_counts`, moved on by events). */
+    this.stateCounts = {};
+    /** The jobs the snapshot left out: {live, finished}. */
+    this.leftOut = { live: 0, finished: 0 };
+    /** The `before` of the next page of older jobs, or null. */
+    this.nextBefore = null;
+    this.older.addEventListener("click", () => this.loadOlder());
   }
 
   /** Replaces every job with a snapshot's. Cards of the same job keep their picture. */
-  replace(statuses) {
+  replace(snapshot) {
+    const statuses = snapshot.jobs;
+    this.stateCounts = { ...(snapshot.job_counts ?? {}) };
+    this.leftOut = snapshot.jobs_left_out ?? { live: 0, finished: 0 };
+    const finished = statuses.filter((s) => isFinished(s.state));
+    this.nextBefore = this.leftOut.finished > 0 && finished.length > 0 ? finished.at(-1).id : null;
     // Live jobs and the few newest start unfolded; older ones are one line.
     const newest = new Set(statuses.map((s) => s.id).sort((a, b) => b - a).slice(0, OPEN_NEWEST));
     const seen = new Set();
@@ -95,18 +117,71 @@ export class JobList {
     for (const id of [...this.cards.keys()]) {
       if (!seen.has(id)) this.cards.delete(id);
     }
+    for (const nonces of snapshot.nonces ?? []) this.nonces(nonces);
     this.layout();
   }
 
   /** A job event: `submitted`, `running`, `progress`, `paused`, `resumed`, `done`, ... */
   event(kind, status) {
     const card = this.cards.get(status.id);
-    if (card && card.key === identity(status)) {
+    const known = card && card.key === identity(status);
+    const before = known ? card.status.state : kind === "submitted" ? null : undefined;
+    // A job the page did not know was counted by the snapshot already.
+    if (before !== undefined && before !== status.state) {
+      if (before) this.stateCounts[before] = Math.max(0, (this.stateCounts[before] ?? 0) - 1);
+      this.stateCounts[status.state] = (this.stateCounts[status.state] ?? 0) + 1;
+    }
+    if (known) {
       card.update(status, kind);
       return;
     }
     this.cards.set(status.id, new JobCard(this, status, true));
     this.layout();
+  }
+
+  /** A `job_nonces` event, or an entry of the snapshot's `nonces`. */
+  nonces(change) {
+    this.cards.get(change.job)?.nonces(change);
+  }
+
+  /** The next page of finished jobs, older than any shown. */
+  async loadOlder() {
+    if (this.nextBefore == null || !this.api) return;
+    this.older.disabled = true;
+    try {
+      const page = await this.api.olderJobs(this.nextBefore, OLDER_PAGE);
+      for (const status of page.jobs) {
+        if (!this.cards.has(status.id)) this.cards.set(status.id, new JobCard(this, status, false));
+      }
+      this.leftOut.finished = Math.max(0, this.leftOut.finished - page.jobs.length);
+      this.nextBefore = page.next;
+    } catch (error) {
+      if (error.status !== 401) this.say(`Could not load older jobs: ${error.message}`);
+    } finally {
+      this.older.disabled = false;
+    }
+    this.layout();
+  }
+
+  /** Finds job `id` (over HTTP if the page does not hold it) and shows its card, open. */
+  async find(id) {
+    let card = this.cards.get(id);
+    if (!card) {
+      const status = await this.api.job(id);
+      card = new JobCard(this, status, true);
+      this.cards.set(id, card);
+      this.layout();
+    }
+    card.root.open = true;
+    card.root.scrollIntoView({ block: "nearest" });
+    card.root.classList.add("found");
+    setTimeout(() => card.root.classList.remove("found"), 2000);
+    return card;
+  }
+
+  say(text) {
+    this.note.textContent = text;
+    this.note.hidden = text === "";
   }
 
   tile(tile) {
@@ -121,13 +196,8 @@ export class JobList {
   }
 
   counts() {
-    let running = 0;
-    let queued = 0;
-    for (const card of this.cards.values()) {
-      if (card.status.state === "running") running += 1;
-      if (card.status.state === "queued") queued += 1;
-    }
-    return { running, queued, total: this.cards.size };
+    const c = this.stateCounts;
+    return { running: c.running ?? 0, queued: c.queued ?? 0, done: c.done ?? 0, total: this.cards.size };
   }
 
   layout() {
@@ -138,13 +208,13 @@ export class JobList {
       this.container.replaceChildren(...shown);
     }
     const hidden = ordered.length - shown.length;
-    this.note.textContent =
-      ordered.length === 0
-        ? "No jobs yet. Submit one with `grid submit`, or POST /api/jobs."
-        : hidden > 0
-          ? `${format.count(hidden)} older jobs are not shown; \`grid status\` lists them.`
-          : "";
-    this.note.hidden = this.note.textContent === "";
+    const notes = [];
+    if (ordered.length === 0) notes.push("No jobs yet. Submit one with `grid submit`, or POST /api/jobs.");
+    if (this.leftOut.live > 0) notes.push(`${format.count(this.leftOut.live)} more live jobs are not listed; find one by its number.`);
+    if (hidden > 0) notes.push(`${format.count(hidden)} older jobs are not shown; \`grid status\` lists them.`);
+    if (this.leftOut.finished > 0) notes.push(`${format.count(this.leftOut.finished)} older finished jobs.`);
+    this.say(notes.join(" "));
+    this.older.hidden = this.nextBefore == null;
   }
 }
 
@@ -192,6 +262,16 @@ class JobCard {
     };
     /** Progress seen lately, for the rate: {at: performance.now(), done}. */
     this.history = [];
+    /**
+     * A hashsearch job's nonces: how many, and the smallest ones known
+     * (ascending; `complete` when they are all of them).
+     */
+    this.found = { count: 0, known: [], complete: true };
+    const nonces = (status.result ?? status.partial)?.nonces;
+    // A status fetched over HTTP carries them all; the channel's, none.
+    if (status.kernel === "hashsearch" && nonces?.length > 0) {
+      this.found = { count: nonces.length, known: nonces.slice(0, MAX_NONCES), complete: nonces.length <= MAX_NONCES };
+    }
     this.image = null;
     this.fetching = false;
     this.wasm = status.kernel === "wasm" ? new WasmDetails($(".wasm"), () => this.list.api) : null;
@@ -299,9 +379,9 @@ class JobCard {
         }
         break;
       case "hashsearch":
-        if (value) {
-          answer = `${format.counted(value.nonces.length, "nonce")} found${sofar}`;
-          this.showNonces(value.nonces);
+        if (value || this.found.count > 0) {
+          answer = `${format.counted(this.found.count, "nonce")} found${sofar}`;
+          this.showNonces();
         }
         break;
       case "mandelbrot":
@@ -333,21 +413,42 @@ class JobCard {
     this.el.result.hidden = [...this.el.result.children].every((child) => child.hidden);
   }
 
-  showNonces(nonces) {
+  /** A `job_nonces` change (or a snapshot's window): `first` replaces, `added` and `removed` change. */
+  nonces(change) {
+    const found = this.found;
+    if (change.first) {
+      found.known = [...change.first];
+    } else {
+      const removed = new Set(change.removed ?? []);
+      const largest = found.known.at(-1) ?? -1;
+      let known = found.known.filter((n) => !removed.has(n));
+      // While the list is only the smallest few, a larger nonce stays out of it.
+      const added = (change.added ?? []).filter((n) => found.complete || n < largest);
+      if (added.length > 0) known = known.concat(added).sort((a, b) => a - b);
+      found.known = known.slice(0, MAX_NONCES);
+    }
+    found.count = change.count;
+    found.complete = found.known.length === change.count;
+    this.showResult();
+  }
+
+  showNonces() {
+    const { count, known } = this.found;
     const list = this.el.nonces;
-    list.hidden = nonces.length === 0;
-    // Nonces only ever join the list; redraw only when it grew.
-    if (list.dataset.count === String(nonces.length)) return;
-    list.dataset.count = nonces.length;
-    const items = nonces.slice(0, MAX_NONCES).map((nonce) => {
+    list.hidden = count === 0;
+    const key = `${count}:${known.join(",")}`;
+    if (list.dataset.key === key) return;
+    list.dataset.key = key;
+    list.dataset.count = count;
+    const items = known.map((nonce) => {
       const li = document.createElement("li");
       li.textContent = nonce;
       return li;
     });
-    if (nonces.length > MAX_NONCES) {
+    if (count > known.length) {
       const li = document.createElement("li");
       li.className = "more";
-      li.textContent = `and ${format.count(nonces.length - MAX_NONCES)} more (download the CSV)`;
+      li.textContent = `and ${format.count(count - known.length)} more (download the CSV)`;
       items.push(li);
     }
     list.replaceChildren(...items);

@@ -1,41 +1,115 @@
-// The worker list: every connection the coordinator has. A browser tab has
-// one connection per Web Worker, all with the tab's `session`, so a session's
+// The workers: a summary first (totals, by kind, the donors doing the most),
+// which the monitor channel keeps current whatever the fleet's size; then
+// the list of every connection, fetched over HTTP (`GET /api/workers`, page
+// by page) at once for a small fleet and on demand for a big one, and
+// searchable by donor, name, address or id. A browser tab has one
+// connection per Web Worker, all with the tab's `session`, so a session's
 // connections appear under one group row with their sums. (Not grouped by
 // `donor`: the coordinator may count a whole remote address as one donor,
 // and the list is about tabs and machines, not about replica placement.)
 
 import * as format from "./format.js";
 
-// Beyond this many groups the list stops growing; the overview still counts all.
+// Beyond this many groups the list stops growing; the summary counts all.
 const MAX_GROUPS = 200;
+// Up to this many connections the list is shown without asking, and kept
+// fresh every few seconds.
+const AUTO_LIST = 200;
+const REFRESH_MS = 2000;
+// Connections fetched a request.
+const PAGE = 1000;
 
 export class WorkerList {
   /**
-   * @param {HTMLTableSectionElement} body the table's tbody
-   * @param {HTMLElement} note where "N more" and "no workers" are said
-   * @param {HTMLElement} quarantine the box listing quarantined donors
+   * @param {object} el the elements: body (the table's tbody), note, quarantine,
+   *   kinds, top (the top donors' tbody), show (the button), search (the input)
    */
-  constructor(body, note, quarantine) {
-    this.body = body;
-    this.note = note;
-    this.quarantine = quarantine;
+  constructor(el) {
+    Object.assign(this, el);
+    this.api = null;
     /** @type {Map<number, object>} worker id -> list entry plus `rate` */
     this.workers = new Map();
+    /** The last summary (WorkerSummary in PROTOCOL.md). */
+    this.summary = null;
+    /** Whether the full list is on the page; asked for, or a small fleet. */
+    this.listed = false;
+    this.asked = false;
+    this.fetchedAt = 0;
+    this.fetching = false;
+    this.show.addEventListener("click", () => {
+      this.asked = !this.asked || !this.listed;
+      if (this.asked) this.fetch();
+      else this.hide();
+    });
+    this.search.addEventListener("input", () => {
+      if (this.search.value.trim() && !this.listed) {
+        this.asked = true;
+        this.fetch();
+      }
+      this.render();
+    });
   }
 
-  replace(entries) {
-    this.workers = new Map(entries.map((w) => [w.id, { rate: 0, ...w }]));
+  /** A snapshot's or a `workers` event's summary. */
+  replace(summary) {
+    this.figures(summary);
+  }
+
+  figures(summary) {
+    this.summary = summary;
+    this.renderSummary();
+    const small = summary.connections <= AUTO_LIST;
+    const wanted = this.asked || small;
+    if (!wanted) {
+      if (this.listed) this.hide();
+    } else if (!this.listed || (small && performance.now() - this.fetchedAt >= REFRESH_MS)) {
+      this.fetch();
+    }
+    this.renderButton();
+  }
+
+  /** Every connection, page by page; rates from the change since the last fetch. */
+  async fetch() {
+    if (this.fetching || !this.api) return;
+    this.fetching = true;
+    try {
+      const list = await this.api.workers(PAGE);
+      const now = performance.now();
+      const seconds = (now - this.fetchedAt) / 1000;
+      const next = new Map();
+      for (const w of list) {
+        const before = this.workers.get(w.id);
+        const rate = before && seconds > 0 ? Math.max(0, (w.tasks_done - before.tasks_done) / seconds) : (before?.rate ?? 0);
+        next.set(w.id, { ...w, rate, quarantined: w.quarantined || before?.quarantined || false });
+      }
+      this.workers = next;
+      this.fetchedAt = now;
+      this.listed = true;
+    } catch (error) {
+      this.note.textContent = `Could not list the workers: ${error.message}`;
+      this.note.hidden = false;
+      return;
+    } finally {
+      this.fetching = false;
+    }
+    this.render();
+  }
+
+  hide() {
+    this.listed = false;
+    this.workers = new Map();
     this.render();
   }
 
   joined(entry) {
+    if (!this.listed) return;
     this.workers.set(entry.id, { rate: 0, ...entry });
     this.render();
   }
 
   left(id) {
-    this.workers.delete(id);
-    this.render();
+    if (!this.listed) return;
+    if (this.workers.delete(id)) this.render();
   }
 
   /**
@@ -66,28 +140,74 @@ export class WorkerList {
     this.render();
   }
 
-  /** The once-a-second figures: tasks_done, fuel_used, tasks_in_flight, rate, paused. */
-  figures(list) {
-    for (const figures of list) {
-      const worker = this.workers.get(figures.id);
-      if (worker) Object.assign(worker, figures);
-    }
-    this.render();
-  }
-
   totals() {
-    let threads = 0;
-    const donors = new Set();
-    for (const w of this.workers.values()) {
-      threads += w.threads;
-      donors.add(w.donor);
-    }
-    return { connections: this.workers.size, donors: donors.size, threads };
+    const s = this.summary;
+    return s
+      ? { connections: s.connections, donors: s.donors, threads: s.threads, rate: s.rate }
+      : { connections: 0, donors: 0, threads: 0, rate: 0 };
   }
 
-  groups() {
+  renderSummary() {
+    const s = this.summary;
+    const kinds = s.by_kind.map(
+      (k) => `${format.count(k.connections)} ${k.kind} (${format.count(k.threads)} threads, ${format.rate(k.rate)} tasks/s)`,
+    );
+    const extra = [];
+    if (s.paused > 0) extra.push(`${format.count(s.paused)} paused`);
+    if (s.trusted_donors > 0) extra.push(`${format.counted(s.trusted_donors, "trusted donor")}`);
+    extra.push(`${format.count(s.tasks_in_flight)} tasks in flight`);
+    this.kinds.textContent = s.connections === 0 ? "" : `${kinds.join(" · ")}. ${extra.join(", ")}.`;
+    const rows = s.top_donors.map((d) => {
+      const tr = document.createElement("tr");
+      tr.dataset.donor = d.donor;
+      const badges = [badge(d.kind, d.kind)];
+      if (d.quarantined) badges.push(badge("quarantined", "quarantined"));
+      else if (d.trusted) badges.push(badge("trusted", "trusted"));
+      const td = document.createElement("td");
+      td.className = "name";
+      const title = document.createElement("span");
+      title.className = "title";
+      title.textContent = d.name ?? `donor ${d.donor}`;
+      const small = document.createElement("small");
+      small.textContent = `${format.counted(d.connections, "connection")}`;
+      td.append(title, ...badges, small);
+      tr.append(
+        td,
+        cell(format.count(d.threads), "num"),
+        cell(format.count(d.tasks_done), "num"),
+        cell(format.rate(d.rate), "num"),
+      );
+      return tr;
+    });
+    this.top.replaceChildren(...rows);
+    this.top.closest("table").hidden = rows.length === 0;
+  }
+
+  renderButton() {
+    const n = this.summary?.connections ?? 0;
+    this.show.hidden = n <= AUTO_LIST;
+    this.show.textContent = this.listed ? "Hide the list" : `List all ${format.count(n)} connections`;
+  }
+
+  /** The connections the search names: by donor, name, session, address or #id. */
+  matching() {
+    const query = this.search.value.trim().toLowerCase();
+    const all = [...this.workers.values()];
+    if (!query) return all;
+    const id = query.startsWith("#") ? query.slice(1) : query;
+    return all.filter(
+      (w) =>
+        String(w.donor) === id ||
+        String(w.id) === id ||
+        (w.name ?? "").toLowerCase().includes(query) ||
+        (w.session ?? "").toLowerCase().startsWith(query) ||
+        (w.addr ?? "").includes(query),
+    );
+  }
+
+  groups(workers) {
     const bySession = new Map();
-    for (const w of this.workers.values()) {
+    for (const w of workers) {
       const key = w.session == null ? `connection ${w.id}` : `session ${w.session}`;
       const group = bySession.get(key);
       if (group) group.push(w);
@@ -99,7 +219,8 @@ export class WorkerList {
   }
 
   render() {
-    const groups = this.groups();
+    this.renderButton();
+    const groups = this.listed ? this.groups(this.matching()) : [];
     const rows = [];
     for (const members of groups.slice(0, MAX_GROUPS)) {
       if (members.length === 1) {
@@ -111,13 +232,17 @@ export class WorkerList {
       for (const member of members) rows.push(row(member, "member", paused));
     }
     this.body.replaceChildren(...rows);
+    this.body.closest("table").hidden = !this.listed;
     const hidden = groups.length - MAX_GROUPS;
+    const connections = this.summary?.connections ?? 0;
     this.note.textContent =
-      groups.length === 0
+      connections === 0 && this.workers.size === 0
         ? "No workers are connected. Open the donor page in a browser, or run `grid worker`."
-        : hidden > 0
-          ? `${format.count(hidden)} more workers or tabs are not listed.`
-          : "";
+        : this.listed && this.search.value.trim() && groups.length === 0
+          ? "No connection matches."
+          : hidden > 0
+            ? `${format.count(hidden)} more workers or tabs are not listed; search to narrow the list.`
+            : "";
     this.note.hidden = this.note.textContent === "";
   }
 }

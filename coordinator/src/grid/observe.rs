@@ -1,8 +1,11 @@
-//! What the grid shows about itself: monitor events, the tiles of images
-//! in progress, and the Prometheus metrics.
+//! What the grid shows about itself: monitor events and snapshots (sized
+//! for a big grid: see [`crate::monitor`]), the tiles of images in
+//! progress, and the Prometheus metrics.
 
 use super::*;
-use grid_protocol::api::WorkerStats;
+use crate::monitor::fleet::{self, WorkerRow};
+use crate::monitor::{nonces, window};
+use grid_protocol::api::{JobCounts, JobsLeftOut, WorkerSummary};
 
 impl Grid {
     /// Publishes coalesced job progress; with `sample`, also throughput and
@@ -39,30 +42,148 @@ impl Grid {
             if !watched {
                 return;
             }
-            let workers = self.workers();
-            let stats = workers
-                .iter()
-                .map(|w| WorkerStats {
-                    id: w.id,
-                    tasks_done: w.tasks_done,
-                    fuel_used: w.fuel_used,
-                    tasks_in_flight: w.tasks_in_flight,
-                    rate: rates.get(&w.id).copied().unwrap_or(0.0),
-                    paused: w.paused,
-                })
-                .collect();
-            self.monitor
-                .publish(&MonitorEvent::Workers { workers: stats });
+            let summary = self.worker_summary(&rates);
+            self.monitor.publish_workers(self.now_ms(), summary);
         }
     }
 
-    /// Tile frames for the parts of running Mandelbrot images finished so
-    /// far, for a monitor that just connected.
-    pub fn image_tiles_so_far(&self, caller: &crate::users::Caller) -> Vec<Vec<u8>> {
-        let mut tiles = Vec::new();
+    /// The connected workers in brief; `rates` is each connection's tasks
+    /// per second. The connections are read first and the scheduler locked
+    /// after, once, for what only it knows (in flight, trust): never the
+    /// other way round, which registering a worker does.
+    fn worker_summary(&self, rates: &HashMap<u64, f64>) -> WorkerSummary {
+        let connections: Vec<Arc<WorkerConn>> = self.workers.iter().map(|w| w.clone()).collect();
+        let scheduler = self.scheduler();
+        let rows: Vec<WorkerRow<'_>> = connections
+            .iter()
+            .map(|w| {
+                let standing = scheduler.standing(w.donor);
+                WorkerRow {
+                    id: w.id,
+                    donor: w.donor,
+                    kind: w.hello.kind,
+                    threads: w.hello.threads,
+                    name: w.hello.name.as_deref(),
+                    paused: w.paused.load(Ordering::Relaxed),
+                    tasks_done: w.tasks_done.load(Ordering::Relaxed),
+                    fuel_used: w.fuel_used.load(Ordering::Relaxed),
+                    tasks_in_flight: scheduler.tasks_held_by(w.id),
+                    trusted: standing.trusted,
+                    quarantined: standing.quarantined,
+                }
+            })
+            .collect();
+        drop(scheduler);
+        fleet::summarize(&rows, rates)
+    }
+
+    /// A monitor's first frame (and the one after it fell behind) for
+    /// `caller`, and the ids of the jobs it lists. Its size does not grow
+    /// with history or the fleet: a window of the jobs (every live one up
+    /// to a cap, then the newest finished, within a byte budget; the rest
+    /// counted), the workers summed up, hashsearch nonces as their count
+    /// and smallest few.
+    pub fn monitor_snapshot(&self, caller: &crate::users::Caller) -> (MonitorEvent, Vec<u64>) {
+        let mut counts = JobCounts::default();
+        let mut live = Vec::new();
         for job in self
             .jobs
             .iter()
+            .filter(|j| caller.may_see(j.definition.owner))
+        {
+            let state = job.state();
+            if !state.is_finished() {
+                counts.add(state);
+                live.push(job.id);
+            }
+        }
+        let (newest_finished, finished) = self.newest_finished(caller);
+        for (state, count) in finished {
+            for _ in 0..count {
+                counts.add(state);
+            }
+        }
+        let finished_ids: Vec<u64> = newest_finished.iter().map(|s| s.id).collect();
+        let window = window::Window::choose(&live, &finished_ids);
+        let mut newest_finished: HashMap<u64, JobStatus> =
+            newest_finished.into_iter().map(|s| (s.id, s)).collect();
+        let mut fill = window::Fill::new(MonitorEvent::SNAPSHOT_JOBS_BYTES);
+        for &id in window.ids() {
+            let mut status = match newest_finished.remove(&id) {
+                Some(status) => status,
+                None => match self.job(id) {
+                    Some(job) => self.status_of(&job),
+                    None => continue,
+                },
+            };
+            let nonces = nonces::take_nonces(&mut status).map(|n| nonces::first(id, &n));
+            fill.offer(status, nonces);
+        }
+        let (jobs, nonces) = fill.finish();
+        let ids: Vec<u64> = jobs.iter().map(|j| j.id).collect();
+        let listed_live = jobs.iter().filter(|j| !j.state.is_finished()).count() as u64;
+        let finished_count = counts.done + counts.failed + counts.cancelled;
+        let jobs_left_out = JobsLeftOut {
+            live: live.len() as u64 - listed_live,
+            finished: finished_count.saturating_sub(jobs.len() as u64 - listed_live),
+        };
+        let workers = match self.monitor.recent_workers(self.now_ms(), 2_000) {
+            Some(summary) => summary,
+            None => self.worker_summary(&HashMap::new()),
+        };
+        let snapshot = MonitorEvent::Snapshot {
+            time: unix_ms(),
+            jobs,
+            jobs_left_out,
+            job_counts: counts,
+            nonces,
+            workers,
+            throughput: self.monitor.history(),
+        };
+        (snapshot, ids)
+    }
+
+    /// The newest finished jobs `caller` may see (at most a snapshot's
+    /// worth, newest first) and how many finished jobs it may see in each
+    /// finished state.
+    ///
+    /// For now over [`Grid::list_jobs`], which builds every job's status:
+    /// the paged listing of the store replaces it once it lands.
+    fn newest_finished(
+        &self,
+        caller: &crate::users::Caller,
+    ) -> (Vec<JobStatus>, Vec<(JobState, u64)>) {
+        let mut finished: Vec<JobStatus> = self
+            .list_jobs(caller)
+            .into_iter()
+            .filter(|s| s.state.is_finished())
+            .collect();
+        let mut counts = JobCounts::default();
+        for status in &finished {
+            counts.add(status.state);
+        }
+        finished.sort_unstable_by_key(|s| std::cmp::Reverse(s.id));
+        finished.truncate(MonitorEvent::SNAPSHOT_FINISHED_JOBS);
+        let by_state = vec![
+            (JobState::Done, counts.done),
+            (JobState::Failed, counts.failed),
+            (JobState::Cancelled, counts.cancelled),
+        ];
+        (finished, by_state)
+    }
+
+    /// Tile frames for the parts of running Mandelbrot images finished so
+    /// far, for a monitor that just connected: of the jobs `listed` (its
+    /// snapshot's) that `caller` may see.
+    pub fn image_tiles_so_far(
+        &self,
+        caller: &crate::users::Caller,
+        listed: &[u64],
+    ) -> Vec<Vec<u8>> {
+        let mut tiles = Vec::new();
+        for job in listed
+            .iter()
+            .filter_map(|id| self.job(*id))
             .filter(|j| caller.may_see(j.definition.owner))
         {
             let KernelSpec::Mandelbrot(p) = job.spec() else {
@@ -303,5 +424,152 @@ impl Grid {
             "Time to apply and commit one group of writes.",
         );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grid::testing::{join, open_grid};
+    use crate::jobs::Lifecycle;
+    use grid_kernels::ResultSummary;
+    use grid_kernels::spec::{HashsearchParams, PrimesParams};
+    use grid_protocol::api::JobNonces;
+    use grid_scheduler::Replication;
+
+    fn hashsearch() -> KernelSpec {
+        KernelSpec::Hashsearch(HashsearchParams {
+            prefix: "a prefix".into(),
+            difficulty: 8,
+            start: 0,
+            end: 1 << 40,
+        })
+    }
+
+    /// A job as a restart puts it in memory, with no store behind it.
+    fn insert_job(grid: &Grid, id: u64, spec: KernelSpec, lifecycle: Lifecycle) {
+        let definition = JobDefinition {
+            priority: 0,
+            owner: crate::users::FIRST_ADMIN,
+            spec,
+            tasks: 100,
+            replication: Replication::SINGLE,
+            created_at: id,
+            inputs: None,
+        };
+        let live = JobLive {
+            tasks_done: if lifecycle.state == JobState::Done {
+                100
+            } else {
+                0
+            },
+            lifecycle,
+            collator: None,
+        };
+        grid.jobs
+            .insert(id, Arc::new(Job::new(id, definition, None, live)));
+    }
+
+    /// 20,000 workers, 100,000 finished jobs (the newest hashsearch jobs
+    /// with 10,000 nonces each, failed ones with long reasons), 150 live
+    /// ones, ten minutes of throughput: the snapshot stays under 256 KiB,
+    /// counts what it leaves out and sums the workers up.
+    #[tokio::test]
+    async fn a_snapshot_of_a_big_grid_stays_small() {
+        let dir = tempfile::tempdir().unwrap();
+        let grid = open_grid(dir.path()).await;
+        let nonces: Vec<u64> = (0..10_000).map(|n| n * 1_000_003).collect();
+        for id in 1..=100_000u64 {
+            let mut lifecycle = Lifecycle::queued();
+            if id % 7 == 0 {
+                lifecycle.state = JobState::Failed;
+                lifecycle.error = Some("a reason that goes on ".repeat(20));
+            } else if id > 99_900 {
+                lifecycle.state = JobState::Done;
+                lifecycle.result = Some(ResultSummary::Hashsearch {
+                    nonces: nonces.clone(),
+                });
+            } else {
+                lifecycle.state = JobState::Done;
+                lifecycle.result = Some(ResultSummary::Primes { count: id });
+            }
+            lifecycle.finished_at = Some(id);
+            let spec = if id > 99_900 {
+                hashsearch()
+            } else {
+                KernelSpec::Primes(PrimesParams { start: 0, end: id })
+            };
+            insert_job(&grid, id, spec, lifecycle);
+        }
+        for id in 100_001..=100_150u64 {
+            let mut lifecycle = Lifecycle::queued();
+            lifecycle.state = JobState::Running;
+            insert_job(&grid, id, hashsearch(), lifecycle);
+        }
+        let mut workers = Vec::new();
+        for i in 0..20_000u64 {
+            let (worker, queue) = join(&grid, 4);
+            worker.tasks_done.store(i, Ordering::Relaxed);
+            workers.push((worker, queue));
+        }
+        for t in 0..600 {
+            grid.monitor
+                .sample(1_000 * (t + 1), 1_000_000 * t, &[], 80_000);
+        }
+
+        let (snapshot, listed) = grid.monitor_snapshot(&grid.first_admin());
+        let text = snapshot.encode();
+        println!("the snapshot: {} bytes", text.len());
+        assert!(
+            text.len() < 256 * 1024,
+            "the snapshot is {} bytes",
+            text.len()
+        );
+        let MonitorEvent::Snapshot {
+            jobs,
+            jobs_left_out,
+            job_counts,
+            nonces: windows,
+            workers: summary,
+            throughput,
+            ..
+        } = MonitorEvent::decode(&text).unwrap()
+        else {
+            panic!("not a snapshot")
+        };
+        assert_eq!(throughput.len(), 600);
+        assert_eq!(job_counts.total(), 100_150);
+        assert_eq!(job_counts.running, 150);
+        assert_eq!(job_counts.failed, 100_000 / 7);
+        let live = jobs.iter().filter(|j| !j.state.is_finished()).count() as u64;
+        assert_eq!(live, MonitorEvent::SNAPSHOT_LIVE_JOBS as u64);
+        assert_eq!(jobs[0].id, 100_150, "the newest live job first");
+        assert_eq!(jobs_left_out.live, 150 - live);
+        assert_eq!(
+            jobs_left_out.finished,
+            100_000 - (jobs.len() as u64 - live),
+            "every finished job not listed is counted"
+        );
+        assert!(jobs.len() as u64 > live, "some finished jobs are listed");
+        assert_eq!(jobs[live as usize].id, 100_000, "then the newest finished");
+        assert_eq!(listed, jobs.iter().map(|j| j.id).collect::<Vec<_>>());
+        for job in &jobs {
+            if let Some(ResultSummary::Hashsearch { nonces }) = &job.result {
+                assert!(nonces.is_empty(), "job {}'s nonces are left out", job.id);
+            }
+        }
+        let done = windows
+            .iter()
+            .find(|w| w.job == 100_000)
+            .expect("the listed hashsearch jobs' nonces");
+        assert_eq!(done.count, 10_000);
+        assert_eq!(done.first.as_deref(), Some(&nonces[..JobNonces::FIRST]));
+
+        assert_eq!(summary.connections, 20_000);
+        assert_eq!(summary.threads, 80_000);
+        assert_eq!(summary.donors, 20_000);
+        assert_eq!(summary.tasks_done, (0..20_000u64).sum::<u64>());
+        assert_eq!(summary.top_donors.len(), WorkerSummary::TOP_DONORS);
+        assert_eq!(summary.top_donors[0].tasks_done, 19_999);
     }
 }

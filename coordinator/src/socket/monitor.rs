@@ -1,6 +1,7 @@
 //! One monitor (dashboard) connection, over any `Sink`/`Stream` of
-//! WebSocket messages: a snapshot of the grid, the tiles of images in
-//! progress, then every event the [`crate::monitor`] hub fans out. A client
+//! WebSocket messages: a snapshot of the grid ([`Grid::monitor_snapshot`]:
+//! a window of the jobs, the workers summed up), the tiles of the listed
+//! images in progress, then every event the [`crate::monitor`] hub fans out. A client
 //! that falls behind the hub's ring is sent a fresh snapshot in place of
 //! what it missed. The channel is one-way: what the client sends is read
 //! (so its close is seen) and ignored.
@@ -9,7 +10,6 @@ use std::sync::Arc;
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use grid_protocol::CloseCode;
-use grid_protocol::api::MonitorEvent;
 use tokio::sync::{OwnedSemaphorePermit, broadcast, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tracing::Instrument;
@@ -103,14 +103,9 @@ async fn send_snapshot<S>(grid: &Grid, caller: &Caller, sink: &mut S) -> Result<
 where
     S: Sink<Message, Error = WsError> + Unpin,
 {
-    let snapshot = MonitorEvent::Snapshot {
-        time: crate::clock::unix_ms(),
-        jobs: grid.list_jobs(caller),
-        workers: grid.workers(),
-        throughput: grid.monitor().history(),
-    };
+    let (snapshot, listed) = grid.monitor_snapshot(caller);
     sink.send(Message::text(snapshot.encode())).await?;
-    for tile in grid.image_tiles_so_far(caller) {
+    for tile in grid.image_tiles_so_far(caller, &listed) {
         sink.send(Message::binary(tile)).await?;
     }
     Ok(())

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use grid_kernels::spec::MandelbrotParams;
+use grid_kernels::spec::{HashsearchParams, MandelbrotParams};
 use grid_kernels::{KernelSpec, ResultSummary};
 use grid_protocol::api::{JobEvent, JobRequest, MonitorEvent};
 use grid_tests::{TOKEN_PROTOCOL, TestGrid, assert_primes, monitor_request, primes, wait_for_job};
@@ -80,7 +80,7 @@ async fn a_monitor_sees_a_snapshot_then_the_job_and_its_tiles() {
         panic!("the first frame is not a snapshot: {first:?}")
     };
     assert_primes(&jobs[0], 168);
-    assert_eq!(workers.len(), 1);
+    assert_eq!(workers.connections, 1);
 
     let (width, height) = (64, 48);
     let job = client
@@ -152,7 +152,8 @@ async fn a_monitor_sees_a_snapshot_then_the_job_and_its_tiles() {
                     saw.0 = true;
                 }
                 MonitorEvent::Workers { workers } => {
-                    assert_eq!(workers[0].tasks_done, 13);
+                    assert_eq!(workers.tasks_done, 13);
+                    assert_eq!(workers.top_donors[0].tasks_done, 13);
                     saw.1 = true;
                 }
                 _ => {}
@@ -160,6 +161,98 @@ async fn a_monitor_sees_a_snapshot_then_the_job_and_its_tiles() {
         }
     }
     worker.stop().await;
+    grid.stop().await;
+}
+
+/// A hashsearch job watched from its submission: its status events carry
+/// no nonces, and its `job_nonces` events, applied in order (`first`
+/// replaces, `added` and `removed` change), end with exactly the nonces the
+/// job's status gives over HTTP. No event repeats one already sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hashsearch_jobs_nonces_arrive_as_changes_that_add_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = TestGrid::start(dir.path()).await;
+    let client = grid.client();
+    let request = monitor_request(grid.addr, &format!("browsergrid.monitor, {TOKEN_PROTOCOL}"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let first = socket.next().await.unwrap().unwrap();
+    assert!(matches!(
+        decode(first.to_text().unwrap()),
+        MonitorEvent::Snapshot { .. }
+    ));
+
+    let _worker = grid.worker(2, "searcher");
+    let spec = KernelSpec::Hashsearch(HashsearchParams {
+        prefix: "browsergrid".into(),
+        difficulty: 8,
+        start: 0,
+        end: 1_000_000,
+    });
+    let job = client.submit(&grid_tests::job(spec, 100)).await.unwrap().id;
+    let mut known = BTreeSet::new();
+    let mut sent = 0;
+    let mut changes = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    // The `job_nonces` frame of a change follows its status: after `done`,
+    // the last one comes at once if there is one.
+    let mut done = false;
+    loop {
+        let wait = if done {
+            tokio::time::Instant::now() + Duration::from_secs(2)
+        } else {
+            deadline
+        };
+        let message = match tokio::time::timeout_at(wait, socket.next()).await {
+            Ok(message) => message.unwrap().unwrap(),
+            Err(_) if done => break,
+            Err(_) => panic!("events keep coming until the job is done"),
+        };
+        let Message::Text(text) = message else {
+            continue;
+        };
+        match decode(&text) {
+            MonitorEvent::Job { event, job: status } if status.id == job => {
+                for summary in [&status.result, &status.partial].into_iter().flatten() {
+                    assert_eq!(summary, &ResultSummary::Hashsearch { nonces: vec![] });
+                }
+                done = event == JobEvent::Done;
+            }
+            MonitorEvent::JobNonces(change) if change.job == job => {
+                if let Some(first) = &change.first {
+                    known = first.iter().copied().collect();
+                    sent += first.len();
+                }
+                for nonce in &change.added {
+                    assert!(known.insert(*nonce), "{nonce} was sent before");
+                }
+                for nonce in &change.removed {
+                    assert!(known.remove(nonce), "{nonce} was never sent");
+                }
+                sent += change.added.len();
+                changes += 1;
+                assert_eq!(change.count, known.len() as u64);
+                if done {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let status = client.status(job).await.unwrap();
+    let Some(ResultSummary::Hashsearch { nonces }) = status.result else {
+        panic!("{status:?}")
+    };
+    assert!(
+        nonces.len() > 1000,
+        "enough nonces to matter: {}",
+        nonces.len()
+    );
+    assert_eq!(known.into_iter().collect::<Vec<_>>(), nonces);
+    assert_eq!(
+        sent,
+        nonces.len(),
+        "each nonce sent once over {changes} events"
+    );
     grid.stop().await;
 }
 
