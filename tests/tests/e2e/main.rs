@@ -24,6 +24,7 @@ mod browser_wasm;
 mod cli;
 mod dashboard;
 mod disk_full;
+mod donor_for;
 mod donors;
 mod examples;
 mod fair_share;
