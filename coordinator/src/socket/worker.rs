@@ -10,16 +10,29 @@
 //! with 4008 once its donor is quarantined, after the ack that said so),
 //! waiting for the worker's close frame before letting go (see
 //! [`super::linger`]).
+//!
+//! The welcome is the first frame the worker receives: the writer holds
+//! back whatever is queued until it has sent it, since once the worker is
+//! registered another connection's dispatch may queue a batch for it.
+//!
+//! Heartbeats cost each side a wake, a frame and a system call or two, so
+//! the coordinator sends one only to a connection it sent nothing else to
+//! since the last heartbeat tick (a busy worker receives acks and batches,
+//! which keep it as sure of the coordinator as a heartbeat would), and any
+//! frame it receives counts as a sign of life. The timers a connection
+//! waits on are made once and moved, not made again on every frame: the
+//! idle deadline is checked lazily when its timer fires.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use grid_protocol::{
     CloseCode, CoordinatorMessage, Hello, MAX_RESULTS_FRAME_BYTES, ResultsFrame, WorkerMessage,
 };
-use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::tungstenite::Message;
 use tracing::Instrument;
@@ -114,13 +127,23 @@ async fn serve<S, R>(
     R: Stream<Item = Result<Message, WsError>> + Unpin,
 {
     let (outbox, queue) = mpsc::channel::<Outbound>(grid.config().worker_outbox);
-    let writer = tokio::spawn(write_loop(sink, queue).in_current_span());
+    let (welcome, first) = oneshot::channel();
+    let quiet = Arc::new(Quiet::default());
+    let writer = tokio::spawn(write_loop(sink, first, queue, quiet.clone()).in_current_span());
 
     let mut worker = None;
-    let end = match admit(&grid, &mut stream, addr, &guard, &outbox).await {
+    let end = match admit(&grid, &mut stream, addr, &guard, &outbox, welcome).await {
         Err(end) => end,
         Ok(admitted) => {
-            let end = connected(&grid, &admitted, &mut stream, &mut shutdown).await;
+            let end = connected(
+                &grid,
+                &admitted,
+                &mut stream,
+                &mut shutdown,
+                &outbox,
+                &quiet,
+            )
+            .await;
             worker = Some(admitted);
             end
         }
@@ -142,14 +165,59 @@ async fn serve<S, R>(
     drop(guard);
 }
 
-/// Sends what the connection queues; a close frame is the last thing sent.
-async fn write_loop<S>(mut sink: S, mut queue: mpsc::Receiver<Outbound>)
-where
+/// The one heartbeat frame, encoded once.
+fn heartbeat_text() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| CoordinatorMessage::Heartbeat {}.encode())
+}
+
+/// Whether the connection needs a heartbeat: shared by the writer, which
+/// notes every frame but a heartbeat, and the heartbeat tick, which asks.
+#[derive(Debug, Default)]
+struct Quiet {
+    wrote: AtomicBool,
+}
+
+impl Quiet {
+    /// The writer sent `text`.
+    fn note(&self, text: &str) {
+        if text != heartbeat_text() {
+            self.wrote.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// At a heartbeat tick: true if nothing but heartbeats went out since
+    /// the last tick, so one is due.
+    fn heartbeat_due(&self) -> bool {
+        !self.wrote.swap(false, Ordering::Relaxed)
+    }
+}
+
+/// Sends what the connection queues: `first` (the welcome) before anything
+/// else, unless the connection ends before it has one; a close frame is
+/// the last thing sent. Every frame is noted in `quiet`.
+async fn write_loop<S>(
+    mut sink: S,
+    first: oneshot::Receiver<Outbound>,
+    mut queue: mpsc::Receiver<Outbound>,
+    quiet: Arc<Quiet>,
+) where
     S: Sink<Message, Error = WsError> + Unpin,
 {
-    while let Some(out) = queue.recv().await {
+    let mut next = first.await.ok();
+    loop {
+        let out = match next.take() {
+            Some(out) => out,
+            None => match queue.recv().await {
+                Some(out) => out,
+                None => break,
+            },
+        };
         let message = match out {
-            Outbound::Text(text) => Message::text(text),
+            Outbound::Text(text) => {
+                quiet.note(&text);
+                Message::text(text)
+            }
             Outbound::Close(code, reason) => {
                 let _ = sink.send(close_message(code, reason)).await;
                 break;
@@ -170,6 +238,7 @@ async fn admit<R>(
     addr: Option<SocketAddr>,
     guard: &ConnectionGuard,
     outbox: &mpsc::Sender<Outbound>,
+    welcome: oneshot::Sender<Outbound>,
 ) -> Result<Arc<WorkerConn>, End>
 where
     R: Stream<Item = Result<Message, WsError>> + Unpin,
@@ -206,12 +275,15 @@ where
         .register_worker(hello, addr, outbox.clone())
         .map_err(|(code, reason)| End::Close(code, reason))?;
     tracing::Span::current().record("id", worker.id);
-    worker.send(&CoordinatorMessage::Welcome {
+    // Past the queue: a batch another connection's dispatch queued for this
+    // worker since it was registered goes out after the welcome.
+    let hello = CoordinatorMessage::Welcome {
         worker: worker.id,
         heartbeat_ms: config.heartbeat.as_millis() as u64,
         idle_timeout_ms: config.idle_timeout.as_millis() as u64,
         max_frame_bytes: MAX_RESULTS_FRAME_BYTES as u64,
-    });
+    };
+    let _ = welcome.send(Outbound::Text(hello.encode()));
     grid.dispatch();
     Ok(worker)
 }
@@ -238,6 +310,8 @@ async fn connected<R>(
     worker: &Arc<WorkerConn>,
     stream: &mut R,
     shutdown: &mut watch::Receiver<bool>,
+    outbox: &mpsc::Sender<Outbound>,
+    quiet: &Quiet,
 ) -> End
 where
     R: Stream<Item = Result<Message, WsError>> + Unpin,
@@ -247,30 +321,45 @@ where
     // browsers at once) would otherwise get their heartbeats in one burst.
     let phase = config.heartbeat.mul_f64(0.5 + rand::random::<f64>());
     let mut heartbeat = tokio::time::interval_at(Instant::now() + phase, config.heartbeat);
-    let mut idle_deadline = Instant::now() + config.idle_timeout;
+    // The idle timer is moved only when it fires: a frame just notes when
+    // it came, so a busy connection does not re-arm a timer per frame.
+    let mut last_received = Instant::now();
+    let idle = sleep_until(last_received + config.idle_timeout);
     let mut rate = RateLimit::new(config.max_messages_per_second, config.message_burst);
-    // Made once: polled in every round, it stays registered with the
-    // connection's Notify rather than registering anew per message.
+    // Made once: polled in every round, these stay registered with their
+    // Notify rather than registering anew per message.
     let quarantined = worker.quarantined();
-    tokio::pin!(quarantined);
+    let stopping = shutdown.changed();
+    tokio::pin!(quarantined, stopping, idle);
     loop {
         let step = tokio::select! {
-            _ = shutdown.changed() => Step::End(End::Close(
+            _ = &mut stopping => Step::End(End::Close(
                 CloseCode::GoingAway,
                 "the coordinator is shutting down".into(),
             )),
             _ = heartbeat.tick() => {
-                worker.send(&CoordinatorMessage::Heartbeat {});
+                // Only to a connection sent nothing else since the last tick.
+                if quiet.heartbeat_due() {
+                    let _ = outbox.try_send(Outbound::Text(heartbeat_text().to_string()));
+                }
                 Step::Continue
             }
             _ = &mut quarantined => Step::End(End::Close(
                 CloseCode::Quarantined,
                 "this donor's results failed validation; it gets no more work".into(),
             )),
-            _ = sleep_until(idle_deadline) => Step::End(End::Close(
-                CloseCode::IdleTimeout,
-                format!("nothing received for {} ms", config.idle_timeout.as_millis()),
-            )),
+            _ = &mut idle => {
+                let deadline = last_received + config.idle_timeout;
+                if deadline > Instant::now() {
+                    idle.as_mut().reset(deadline);
+                    Step::Continue
+                } else {
+                    Step::End(End::Close(
+                        CloseCode::IdleTimeout,
+                        format!("nothing received for {} ms", config.idle_timeout.as_millis()),
+                    ))
+                }
+            }
             next = stream.next() => match next {
                 None => Step::End(End::Gone),
                 Some(Err(WsError::Capacity(limit))) => Step::End(End::Close(
@@ -286,7 +375,7 @@ where
                     format!("more than {} messages a second", config.max_messages_per_second),
                 )),
                 Some(Ok(message)) => {
-                    idle_deadline = Instant::now() + config.idle_timeout;
+                    last_received = Instant::now();
                     // Boxed: the results pipeline's future is large, and an idle
                     // connection should not carry its room while it waits.
                     Box::pin(handle(grid, worker, message)).await
@@ -306,6 +395,10 @@ async fn handle(grid: &Grid, worker: &Arc<WorkerConn>, message: Message) -> Step
         Message::Binary(bytes) => return results(grid, worker, &bytes).await,
         Message::Text(text) => text,
     };
+    // The most common frame of an idle connection, recognised without JSON.
+    if text.as_str() == heartbeat_text() {
+        return Step::Continue;
+    }
     match WorkerMessage::decode(&text) {
         Err(error) => Step::End(End::Close(error.close_code(), error.to_string())),
         Ok(WorkerMessage::Hello(_)) => Step::End(End::Close(

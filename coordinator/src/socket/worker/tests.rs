@@ -438,3 +438,65 @@ async fn a_worker_whose_donor_is_quarantined_is_told_with_4008() {
     same_tab.close_and_wait().await;
     assert_eq!(grid.worker_count(), 0);
 }
+
+/// The heartbeat tick asks for a heartbeat only when nothing but
+/// heartbeats went out since it last asked.
+#[test]
+fn a_heartbeat_is_due_only_after_a_quiet_period() {
+    let quiet = Quiet::default();
+    assert!(quiet.heartbeat_due(), "nothing sent yet");
+    quiet.note(heartbeat_text());
+    assert!(quiet.heartbeat_due(), "a heartbeat is not something else");
+    let ack = CoordinatorMessage::Ack {
+        batch: 1,
+        accepted: 2,
+        duplicate: 0,
+        rejected: 0,
+    };
+    quiet.note(&ack.encode());
+    assert!(
+        !quiet.heartbeat_due(),
+        "an ack went out since the last tick"
+    );
+    assert!(quiet.heartbeat_due(), "and nothing since");
+}
+
+/// The welcome is the first frame even when something (a batch from
+/// another connection's dispatch) was queued before it.
+#[tokio::test]
+async fn the_writer_sends_the_welcome_before_anything_queued() {
+    let (sink, mut sent) = fmpsc::channel(16);
+    let sink = sink.sink_map_err(|_| WsError::ConnectionClosed);
+    let (outbox, queue) = mpsc::channel(16);
+    let (welcome, first) = oneshot::channel();
+    let quiet = Arc::new(Quiet::default());
+    let writer = tokio::spawn(write_loop(sink, first, queue, quiet.clone()));
+    outbox.send(Outbound::Text("a batch".into())).await.unwrap();
+    tokio::task::yield_now().await;
+    welcome.send(Outbound::Text("the welcome".into())).unwrap();
+    drop(outbox);
+    writer.await.unwrap();
+    let mut frames = Vec::new();
+    while let Some(message) = sent.next().await {
+        frames.push(message);
+    }
+    assert_eq!(
+        frames,
+        [Message::text("the welcome"), Message::text("a batch")]
+    );
+    assert!(!quiet.heartbeat_due(), "the writer noted what it sent");
+
+    // A connection that ends before its welcome still sends what it queued
+    // (its close frame).
+    let (sink, mut sent) = fmpsc::channel(16);
+    let sink = sink.sink_map_err(|_| WsError::ConnectionClosed);
+    let (outbox, queue) = mpsc::channel(16);
+    let (welcome, first) = oneshot::channel::<Outbound>();
+    drop(welcome);
+    outbox
+        .send(Outbound::Close(CloseCode::HelloTimeout, "late".into()))
+        .await
+        .unwrap();
+    write_loop(sink, first, queue, Arc::new(Quiet::default())).await;
+    assert!(matches!(sent.next().await, Some(Message::Close(Some(_)))));
+}
