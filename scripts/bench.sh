@@ -8,6 +8,7 @@
 # Arguments are passed to the bench binary, e.g.
 #   scripts/bench.sh --only throughput,latency --runs 3
 #   scripts/bench.sh --only fair_share           # benchmark 9: a newcomer's job beside a huge one
+#   scripts/bench.sh --only fleet,churn          # 10 and 11: 1,000-20,000 active connections (loadgen), churn
 #   scripts/bench.sh --perf target/bench/perf     # also profile the coordinator
 #
 # Needs python3 with venv (for the Dask comparison: a throwaway virtualenv
@@ -17,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --locked -p grid-cli --bin grid
-cargo build --release --locked -p grid-tests --bin bench --bin bench_wasm
+cargo build --release --locked -p grid-tests --bin bench --bin bench_wasm --bin loadgen
 # Benchmark 6's hashsearch rows without SHA-NI: sha2's portable backend,
 # forced by a cfg, in a target directory of its own (the kernels crate
 # alone, about 45 s the first time).

@@ -10,7 +10,9 @@
 //! (3), `connections` (4), `latency` (5), `wasm` (6), `kernels` (7, users'
 //! kernels: what preparation costs, tiny wasm tasks), `data` (8, jobs'
 //! files: blob bytes per task, blob serving, locality), `fair_share` (9, a
-//! user's small job beside another's huge one). Other options:
+//! user's small job beside another's huge one), `fleet` (10, 1,000, 5,000
+//! and 19,900 active connections from `loadgen`), `churn` (11, 1,000
+//! connections arriving and leaving a second beside a job). Other options:
 //! `--grid PATH` (the `grid` binary; default `target/release/grid`),
 //! `--connections N` (default 10,000), `--dask-tasks N` (submit only N of the
 //! 100,000 tasks to Dask and extrapolate), `--efficiency-work S` (seconds of
@@ -33,6 +35,8 @@ mod efficiency;
 mod env;
 #[path = "../bench/fair_share.rs"]
 mod fair_share;
+#[path = "../bench/fleet.rs"]
+mod fleet;
 #[path = "../bench/kernels.rs"]
 mod kernels;
 #[path = "../bench/latency.rs"]
@@ -57,7 +61,7 @@ use anyhow::{Context, bail};
 
 use report::Row;
 
-const NAMES: [&str; 9] = [
+const NAMES: [&str; 11] = [
     "throughput",
     "dask",
     "efficiency",
@@ -67,6 +71,8 @@ const NAMES: [&str; 9] = [
     "kernels",
     "data",
     "fair_share",
+    "fleet",
+    "churn",
 ];
 
 /// Settings and raw results shared by the benchmarks.
@@ -215,6 +221,8 @@ async fn bench() -> anyhow::Result<()> {
             "kernels" => kernels::kernels(&mut ctx).await,
             "data" => data::data(&mut ctx).await,
             "fair_share" => fair_share::fair_share(&mut ctx).await,
+            "fleet" => fleet::fleet(&mut ctx).await,
+            "churn" => fleet::churn(&mut ctx).await,
             _ => unreachable!("names are checked"),
         };
         match outcome {
