@@ -800,9 +800,193 @@ impl MonitorEvent {
     }
 }
 
+/// `GET /api/jobs?limit=N&before=ID&state=S[,S...]`: a page of jobs,
+/// newest (highest id) first. The answer stays a JSON array; when more jobs
+/// match, the header [`NEXT_BEFORE`] names the `before` of the next page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobQuery {
+    /// At most this many jobs (1 to [`JobQuery::MAX_LIMIT`]).
+    pub limit: u32,
+    /// Only jobs with a smaller id.
+    pub before: Option<u64>,
+    /// Only jobs in one of these states; empty for every state.
+    pub states: Vec<JobState>,
+}
+
+/// The response header that names the next page of `GET /api/jobs`.
+pub const NEXT_BEFORE: &str = "x-next-before";
+/// The response header that names the next page of `GET /api/workers`.
+pub const NEXT_AFTER: &str = "x-next-after";
+
+impl Default for JobQuery {
+    fn default() -> JobQuery {
+        JobQuery {
+            limit: JobQuery::DEFAULT_LIMIT,
+            before: None,
+            states: Vec::new(),
+        }
+    }
+}
+
+/// `limit=N` of a page query, checked.
+fn page_limit(value: &str, max: u32) -> Result<u32, String> {
+    match value.parse::<u32>() {
+        Ok(limit) if (1..=max).contains(&limit) => Ok(limit),
+        _ => Err(format!(
+            "limit must be a number from 1 to {max}, not '{value}'"
+        )),
+    }
+}
+
+/// An id in a page query (`before=`, `after=`), checked.
+fn page_id(name: &str, value: &str) -> Result<u64, String> {
+    value
+        .parse::<u64>()
+        .map_err(|_| format!("{name} must be an id (a whole number), not '{value}'"))
+}
+
+impl JobQuery {
+    pub const DEFAULT_LIMIT: u32 = 100;
+    pub const MAX_LIMIT: u32 = 1000;
+
+    /// Reads a query string (without the `?`); an unknown parameter or a
+    /// bad value is an error that says which and why.
+    pub fn parse(query: &str) -> Result<JobQuery, String> {
+        let mut parsed = JobQuery::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("limit", value)) => parsed.limit = page_limit(value, Self::MAX_LIMIT)?,
+                Some(("before", value)) => parsed.before = Some(page_id("before", value)?),
+                Some(("state", value)) => {
+                    for name in value.split(',') {
+                        let state = JobState::from_name(name).ok_or_else(|| {
+                            let names: Vec<&str> = JobState::ALL.iter().map(|s| s.name()).collect();
+                            format!("unknown job state '{name}' (states: {})", names.join(", "))
+                        })?;
+                        if !parsed.states.contains(&state) {
+                            parsed.states.push(state);
+                        }
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown query parameter '{pair}' (accepted: limit, before, state)"
+                    ));
+                }
+            }
+        }
+        Ok(parsed)
+    }
+
+    /// The query string (without the `?`) that [`JobQuery::parse`] reads back.
+    pub fn to_query(&self) -> String {
+        let mut parts = vec![format!("limit={}", self.limit)];
+        if let Some(before) = self.before {
+            parts.push(format!("before={before}"));
+        }
+        if !self.states.is_empty() {
+            let names: Vec<&str> = self.states.iter().map(|s| s.name()).collect();
+            parts.push(format!("state={}", names.join(",")));
+        }
+        parts.join("&")
+    }
+
+    /// Whether a job with this id and state belongs to the query (any page).
+    pub fn admits(&self, id: u64, state: JobState) -> bool {
+        self.before.is_none_or(|before| id < before)
+            && (self.states.is_empty() || self.states.contains(&state))
+    }
+}
+
+/// `GET /api/workers?limit=N&after=ID`: a page of worker connections, by
+/// id ascending; the header [`NEXT_AFTER`] names the next page's `after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerQuery {
+    pub limit: u32,
+    /// Only connections with a larger id.
+    pub after: Option<u64>,
+}
+
+impl Default for WorkerQuery {
+    fn default() -> WorkerQuery {
+        WorkerQuery {
+            limit: WorkerQuery::DEFAULT_LIMIT,
+            after: None,
+        }
+    }
+}
+
+impl WorkerQuery {
+    pub const DEFAULT_LIMIT: u32 = 1000;
+    pub const MAX_LIMIT: u32 = 10_000;
+
+    /// Reads a query string (without the `?`), as [`JobQuery::parse`].
+    pub fn parse(query: &str) -> Result<WorkerQuery, String> {
+        let mut parsed = WorkerQuery::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("limit", value)) => parsed.limit = page_limit(value, Self::MAX_LIMIT)?,
+                Some(("after", value)) => parsed.after = Some(page_id("after", value)?),
+                _ => {
+                    return Err(format!(
+                        "unknown query parameter '{pair}' (accepted: limit, after)"
+                    ));
+                }
+            }
+        }
+        Ok(parsed)
+    }
+
+    pub fn to_query(&self) -> String {
+        match self.after {
+            Some(after) => format!("limit={}&after={after}", self.limit),
+            None => format!("limit={}", self.limit),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn page_queries_read_back_what_they_write_and_refuse_bad_values() {
+        let query = JobQuery {
+            limit: 5,
+            before: Some(1234),
+            states: vec![JobState::Done, JobState::Failed],
+        };
+        assert_eq!(query.to_query(), "limit=5&before=1234&state=done,failed");
+        assert_eq!(JobQuery::parse(&query.to_query()), Ok(query));
+        assert_eq!(JobQuery::parse(""), Ok(JobQuery::default()));
+        for bad in [
+            "limit=0",
+            "limit=1001",
+            "limit=x",
+            "before=-1",
+            "state=finished",
+            "state=done,",
+            "colour=red",
+        ] {
+            assert!(JobQuery::parse(bad).is_err(), "{bad}");
+        }
+        assert!(
+            JobQuery::parse("state=paused")
+                .unwrap_err()
+                .contains("queued, running, done")
+        );
+        let workers = WorkerQuery {
+            limit: 2,
+            after: Some(9),
+        };
+        assert_eq!(WorkerQuery::parse(&workers.to_query()), Ok(workers));
+        assert!(WorkerQuery::parse("limit=10001").is_err());
+        assert!(WorkerQuery::parse("before=3").is_err());
+        let done_only = JobQuery::parse("state=done&before=10").unwrap();
+        assert!(done_only.admits(9, JobState::Done));
+        assert!(!done_only.admits(10, JobState::Done));
+        assert!(!done_only.admits(9, JobState::Running));
+    }
     use grid_kernels::spec::PrimesParams;
 
     fn primes() -> KernelSpec {
