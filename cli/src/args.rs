@@ -61,10 +61,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List jobs.
+    /// List jobs, newest first, a page at a time (a line on stderr says how
+    /// to get the next page).
     Jobs {
         #[arg(long)]
         json: bool,
+        /// At most this many jobs (1 to 1000).
+        #[arg(long, default_value_t = grid_protocol::api::JobQuery::DEFAULT_LIMIT,
+              value_parser = clap::value_parser!(u32).range(1..=i64::from(grid_protocol::api::JobQuery::MAX_LIMIT)))]
+        limit: u32,
+        /// Only jobs with an id below this one (the next page).
+        #[arg(long, value_name = "ID")]
+        before: Option<u64>,
+        /// Only jobs in these states, e.g. running or done,failed.
+        #[arg(long, value_name = "STATE[,STATE...]", value_delimiter = ',', value_parser = job_state)]
+        state: Vec<grid_protocol::api::JobState>,
     },
     /// Follow a job with a progress bar until it finishes.
     Watch { job: u64 },
@@ -91,7 +102,16 @@ pub enum Command {
     /// Delete a finished (done, failed or cancelled) job and its results;
     /// the blobs it used are kept for the retention period, then swept
     /// unless another job uses them.
-    Rm { job: u64 },
+    Rm {
+        job: u64,
+        /// Export the job's results to this file first (as `grid results
+        /// -o FILE`); the job is removed only if that succeeded.
+        #[arg(long, value_name = "FILE")]
+        export: Option<PathBuf>,
+        /// The export's format.
+        #[arg(long, default_value_t = ExportFormat::Json, requires = "export")]
+        format: ExportFormat,
+    },
     /// Upload, list and delete blobs (modules, input and mounted files).
     Blob {
         #[command(subcommand)]
@@ -120,10 +140,17 @@ pub enum Command {
     Pause { job: u64 },
     /// Hand out a paused job's tasks again.
     Resume { job: u64 },
-    /// List connected workers.
+    /// List connected workers by id, a page at a time.
     Workers {
         #[arg(long)]
         json: bool,
+        /// At most this many workers (1 to 10000).
+        #[arg(long, default_value_t = grid_protocol::api::WorkerQuery::DEFAULT_LIMIT,
+              value_parser = clap::value_parser!(u32).range(1..=i64::from(grid_protocol::api::WorkerQuery::MAX_LIMIT)))]
+        limit: u32,
+        /// Only workers with an id above this one (the next page).
+        #[arg(long, value_name = "ID")]
+        after: Option<u64>,
     },
     /// Run one task of a wasm program here, exactly as a worker would (the
     /// same preparation, limits and WASI): stdin in, stdout out. Exits with
@@ -204,6 +231,17 @@ impl Command {
     }
 }
 
+/// A job state by name, for `grid jobs --state`.
+fn job_state(name: &str) -> Result<grid_protocol::api::JobState, String> {
+    grid_protocol::api::JobState::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = grid_protocol::api::JobState::ALL
+            .iter()
+            .map(|s| s.name())
+            .collect();
+        format!("unknown job state '{name}' (states: {})", names.join(", "))
+    })
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum SyncMode {
     /// fsync every commit (survives power loss).
@@ -262,6 +300,11 @@ pub struct ServeArgs {
     /// h or d (90s, 30m, 12h, 7d).
     #[arg(long, default_value_t = Span(defaults().blob_retention))]
     pub blob_retention: Span,
+    /// Delete finished jobs (done, failed, cancelled) and their results this
+    /// long after they finished (30d, 12h, 45m); by default they are kept
+    /// until `grid rm`.
+    #[arg(long, value_name = "SPAN")]
+    pub keep_finished: Option<Span>,
     /// Serve https:// and wss:// with this PEM certificate chain (with --tls-key).
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

@@ -19,8 +19,8 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 use grid_kernels::{ContentDigest, JobResult};
 use grid_protocol::api::{
-    AuditEntry, BlobListing, ErrorBody, ExportFormat, Health, JobRequest, JobStatus, UserInfo,
-    UserRequest, UserToken, WorkerInfo,
+    AuditEntry, BlobListing, ErrorBody, ExportFormat, Health, JobQuery, JobRequest, JobStatus,
+    NEXT_AFTER, NEXT_BEFORE, UserInfo, UserRequest, UserToken, WorkerInfo, WorkerQuery,
 };
 
 /// How much of a file is read at a time, to hash it and to send it.
@@ -296,14 +296,83 @@ impl Client {
             .await
     }
 
-    pub async fn jobs(&self) -> anyhow::Result<Vec<JobStatus>> {
-        self.json(self.http.get(format!("{}/api/jobs", self.base)))
+    /// A JSON array and the id a header names for its next page, if any.
+    async fn page<T: DeserializeOwned>(
+        &self,
+        url: String,
+        next: &str,
+    ) -> anyhow::Result<(Vec<T>, Option<u64>)> {
+        let response = self.send(self.http.get(url)).await?;
+        let next = response
+            .headers()
+            .get(next)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let items = response
+            .json()
             .await
+            .context("the coordinator sent an unreadable answer")?;
+        Ok((items, next))
     }
 
+    /// `GET /api/jobs?...`: a page of jobs, newest first, and the `before`
+    /// of the next page if more remain.
+    pub async fn jobs_page(
+        &self,
+        query: &JobQuery,
+    ) -> anyhow::Result<(Vec<JobStatus>, Option<u64>)> {
+        self.page(
+            format!("{}/api/jobs?{}", self.base, query.to_query()),
+            NEXT_BEFORE,
+        )
+        .await
+    }
+
+    /// Every job the token may see, newest first, page by page.
+    pub async fn jobs(&self) -> anyhow::Result<Vec<JobStatus>> {
+        let mut query = JobQuery {
+            limit: JobQuery::MAX_LIMIT,
+            ..JobQuery::default()
+        };
+        let mut all = Vec::new();
+        loop {
+            let (jobs, next) = self.jobs_page(&query).await?;
+            all.extend(jobs);
+            match next {
+                Some(before) => query.before = Some(before),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// `GET /api/workers?...`: a page of worker connections by id, and the
+    /// `after` of the next page if more remain.
+    pub async fn workers_page(
+        &self,
+        query: &WorkerQuery,
+    ) -> anyhow::Result<(Vec<WorkerInfo>, Option<u64>)> {
+        self.page(
+            format!("{}/api/workers?{}", self.base, query.to_query()),
+            NEXT_AFTER,
+        )
+        .await
+    }
+
+    /// Every connected worker, by id, page by page.
     pub async fn workers(&self) -> anyhow::Result<Vec<WorkerInfo>> {
-        self.json(self.http.get(format!("{}/api/workers", self.base)))
-            .await
+        let mut query = WorkerQuery {
+            limit: WorkerQuery::MAX_LIMIT,
+            after: None,
+        };
+        let mut all = Vec::new();
+        loop {
+            let (workers, next) = self.workers_page(&query).await?;
+            all.extend(workers);
+            match next {
+                Some(after) => query.after = Some(after),
+                None => return Ok(all),
+            }
+        }
     }
 
     pub async fn cancel(&self, job: u64) -> anyhow::Result<JobStatus> {

@@ -57,12 +57,25 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Jobs { json } => {
-            let jobs = client(&cli)?.jobs().await?;
+        Command::Jobs {
+            json,
+            limit,
+            before,
+            state,
+        } => {
+            let query = grid_protocol::api::JobQuery {
+                limit: *limit,
+                before: *before,
+                states: state.clone(),
+            };
+            let (jobs, next) = client(&cli)?.jobs_page(&query).await?;
             if *json {
                 print_json(&jobs);
             } else {
                 print_jobs(&jobs);
+            }
+            if let Some(before) = next {
+                eprintln!("more: {}", next_jobs_command(&query, before));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -95,8 +108,21 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Rm { job } => {
-            client(&cli)?.remove_job(*job).await?;
+        Command::Rm {
+            job,
+            export,
+            format,
+        } => {
+            let client = client(&cli)?;
+            if let Some(path) = export {
+                // The same export as `grid results -o FILE`; nothing is
+                // removed unless it succeeded.
+                let exported = results(&client, *job, *format, Some(path), false).await?;
+                if exported != ExitCode::SUCCESS {
+                    return Ok(exported);
+                }
+            }
+            client.remove_job(*job).await?;
             println!("job {job} removed");
             Ok(ExitCode::SUCCESS)
         }
@@ -137,12 +163,19 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => run_local(args),
-        Command::Workers { json } => {
-            let workers = client(&cli)?.workers().await?;
+        Command::Workers { json, limit, after } => {
+            let query = grid_protocol::api::WorkerQuery {
+                limit: *limit,
+                after: *after,
+            };
+            let (workers, next) = client(&cli)?.workers_page(&query).await?;
             if *json {
                 print_json(&workers);
             } else {
                 print_workers(&workers);
+            }
+            if let Some(after) = next {
+                eprintln!("more: grid workers --limit {limit} --after {after}");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -215,6 +248,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<ExitCode> {
     config.distinct_addresses = !args.same_address_replicas;
     config.client_address_header = args.client_address_header.clone();
     config.blob_retention = args.blob_retention.0;
+    config.keep_finished = args.keep_finished.map(|span| span.0);
     config.donor_frame_ancestors = args.donor_frame_ancestors.clone();
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         config.tls = Some(grid_coordinator::tls::acceptor(cert, key)?);
@@ -758,6 +792,20 @@ async fn wasm_outputs(client: &Client, job: u64, dir: &Path) -> anyhow::Result<E
         dir.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `grid jobs` command line that lists the page after one that ended
+/// above `before`, with the same filters.
+fn next_jobs_command(query: &grid_protocol::api::JobQuery, before: u64) -> String {
+    let mut command = format!("grid jobs --before {before}");
+    if query.limit != grid_protocol::api::JobQuery::DEFAULT_LIMIT {
+        command.push_str(&format!(" --limit {}", query.limit));
+    }
+    if !query.states.is_empty() {
+        let names: Vec<&str> = query.states.iter().map(|s| s.name()).collect();
+        command.push_str(&format!(" --state {}", names.join(",")));
+    }
+    command
 }
 
 /// Resolves on ctrl-c or SIGTERM.

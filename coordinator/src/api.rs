@@ -33,7 +33,9 @@ use crate::upgrade;
 use crate::users::Caller;
 use futures_util::StreamExt;
 use grid_kernels::ContentDigest;
-use grid_protocol::api::{ErrorBody, Health, JobRequest};
+use grid_protocol::api::{
+    ErrorBody, Health, JobQuery, JobRequest, NEXT_AFTER, NEXT_BEFORE, WorkerQuery,
+};
 
 /// What every route needs besides the grid.
 #[derive(Debug, Clone)]
@@ -187,12 +189,42 @@ fn submit(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejectio
         )
 }
 
+/// The raw query string of a request, empty if it has none.
+fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
+    warp::query::raw().or(warp::any().map(String::new)).unify()
+}
+
+/// A JSON array with, when more remain, the header naming the next page.
+fn page(value: &impl serde::Serialize, next: Option<(&'static str, u64)>) -> Response {
+    let mut response = json(value, StatusCode::OK);
+    if let Some((name, id)) = next {
+        response
+            .headers_mut()
+            .insert(name, header::HeaderValue::from(id));
+    }
+    response
+}
+
+/// `GET /api/jobs?limit=N&before=ID&state=S`: a page of the caller's jobs
+/// (an admin's: everyone's), newest first (see [`JobQuery`]).
 fn list_jobs(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("api" / "jobs")
         .and(warp::get())
         .and(authorized(&shared))
+        .and(raw_query())
         .and(with_shared(shared))
-        .map(|caller: Caller, shared: Shared| json(&shared.grid.list_jobs(&caller), StatusCode::OK))
+        .and_then(|caller: Caller, query: String, shared: Shared| async move {
+            let query = JobQuery::parse(&query).map_err(|e| reject(ApiError::BadRequest(e)))?;
+            // Finished jobs are read from the store: off the runtime.
+            let grid = shared.grid.clone();
+            let jobs = tokio::task::spawn_blocking(move || grid.list_jobs_page(&caller, &query))
+                .await
+                .map_err(|e| reject(ApiError::Internal(e.to_string())))?;
+            Ok::<_, Rejection>(page(
+                &jobs.jobs,
+                jobs.next_before.map(|id| (NEXT_BEFORE, id)),
+            ))
+        })
 }
 
 fn job_id() -> impl Filter<Extract = (u64,), Error = Rejection> + Clone {
@@ -403,7 +435,7 @@ struct ResultsQuery {
 fn results(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::get()
         .and(job_route(&shared, Some("results")))
-        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(raw_query())
         .and_then(
             |id: u64, caller: Caller, shared: Shared, query: String| async move {
                 let query: ResultsQuery =
@@ -455,12 +487,36 @@ fn serde_urlencoded_lite(query: &str) -> Result<ResultsQuery, String> {
     Ok(ResultsQuery { format })
 }
 
+/// `GET /api/workers?limit=N&after=ID`: a page of the worker connections
+/// by id (see [`WorkerQuery`]).
 fn workers(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("api" / "workers")
         .and(warp::get())
         .and(authorized(&shared))
+        .and(raw_query())
         .and(with_shared(shared))
-        .map(|_: Caller, shared: Shared| json(&shared.grid.workers(), StatusCode::OK))
+        .and_then(|_: Caller, query: String, shared: Shared| async move {
+            let query = WorkerQuery::parse(&query).map_err(|e| reject(ApiError::BadRequest(e)))?;
+            let (workers, next) = workers_page(shared.grid.workers(), &query);
+            Ok::<_, Rejection>(page(&workers, next.map(|id| (NEXT_AFTER, id))))
+        })
+}
+
+/// The part of `workers` (by id) that `query` asks for, and the `after` of
+/// the next page if more remain.
+fn workers_page(
+    workers: Vec<grid_protocol::api::WorkerInfo>,
+    query: &WorkerQuery,
+) -> (Vec<grid_protocol::api::WorkerInfo>, Option<u64>) {
+    let limit = query.limit as usize;
+    let mut page: Vec<_> = workers
+        .into_iter()
+        .filter(|w| query.after.is_none_or(|after| w.id > after))
+        .take(limit.saturating_add(1))
+        .collect();
+    let next = (limit > 0 && page.len() > limit).then(|| page[limit - 1].id);
+    page.truncate(limit);
+    (page, next)
 }
 
 fn worker_socket(shared: Shared) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {

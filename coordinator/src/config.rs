@@ -52,6 +52,10 @@ pub struct ServerConfig {
     /// How long an uploaded blob that no stored job uses is kept after its
     /// last use (see `grid::blobs`); a blob some job uses is always kept.
     pub blob_retention: Duration,
+    /// How long a finished job (done, failed, cancelled) is kept after it
+    /// finished, results and all (see `grid::history`); `None` keeps
+    /// every job until `grid rm`.
+    pub keep_finished: Option<Duration>,
     /// How often leases are checked and idle workers offered work.
     pub tick: Duration,
     /// How long shutdown waits for connections to close and for the HTTP
@@ -109,6 +113,7 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             max_blob_bytes: 1 << 30,
             blob_retention: Duration::from_secs(7 * 24 * 3600),
+            keep_finished: None,
             tick: Duration::from_millis(200),
             drain_timeout: Duration::from_secs(5),
             max_redundancy: 16,

@@ -88,6 +88,7 @@ pub async fn run(
     };
 
     let retention = grid.spawn_blob_retention(stopping.clone());
+    let history = grid.spawn_job_retention(stopping.clone());
 
     let (stop_accepting, accept_stopped) = oneshot::channel::<()>();
     let tls = grid.config().tls.clone().map(|t| t.0);
@@ -108,6 +109,9 @@ pub async fn run(
     }
     let _ = ticker.await;
     let _ = retention.await;
+    if let Some(history) = history {
+        let _ = history.await;
+    }
     if tokio::time::timeout(drain, server).await.is_err() {
         tracing::warn!("the HTTP server did not stop in time");
     }

@@ -201,6 +201,97 @@ async fn finished_job(api: &Api) -> u64 {
     status.id
 }
 
+/// `GET /api/jobs` pages newest first, names the next page in a header,
+/// filters by state, and refuses bad parameters with a sentence.
+#[tokio::test]
+async fn the_job_list_pages_and_filters() {
+    let api = api().await;
+    let (worker, mut queue) = join(&api.grid, 1);
+    let mut done = Vec::new();
+    for _ in 0..2 {
+        let submitted = reply(&api, authorized("POST", "/api/jobs").body(PRIMES)).await;
+        let status: JobStatus = serde_json::from_slice(submitted.body()).unwrap();
+        let batch = next_batch(&mut queue).await;
+        let mut frame = ResultsFrameBuilder::new(batch.batch);
+        frame.push(0, &TaskRunner::new().run(&batch.spec, 1, 0).unwrap());
+        let frame = ResultsFrame::decode_shared(&bytes::Bytes::from(frame.finish())).unwrap();
+        api.grid.on_results(&worker, frame).await.unwrap();
+        done.push(status.id);
+    }
+    // No worker: the next job stays queued.
+    api.grid.unregister_worker(worker.id);
+    let queued: JobStatus = serde_json::from_slice(
+        reply(&api, authorized("POST", "/api/jobs").body(PRIMES))
+            .await
+            .body(),
+    )
+    .unwrap();
+    let list = |path: &str| {
+        let api = &api;
+        let path = path.to_string();
+        async move {
+            let response = reply(api, authorized("GET", &path)).await;
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            let jobs: Vec<JobStatus> = serde_json::from_slice(response.body()).unwrap();
+            let next = header_of(&response, grid_protocol::api::NEXT_BEFORE)
+                .map(|v| v.parse::<u64>().unwrap());
+            (jobs.iter().map(|j| j.id).collect::<Vec<u64>>(), next)
+        }
+    };
+    assert_eq!(
+        list("/api/jobs").await,
+        (vec![queued.id, done[1], done[0]], None)
+    );
+    let first = list("/api/jobs?limit=2").await;
+    assert_eq!(first, (vec![queued.id, done[1]], Some(done[1])));
+    let second = list(&format!("/api/jobs?limit=2&before={}", done[1])).await;
+    assert_eq!(second, (vec![done[0]], None));
+    assert_eq!(
+        list("/api/jobs?state=done").await,
+        (vec![done[1], done[0]], None)
+    );
+    assert_eq!(
+        list("/api/jobs?state=queued,running").await,
+        (vec![queued.id], None)
+    );
+    for (query, message) in [
+        ("limit=0", "limit must be a number from 1 to 1000, not '0'"),
+        ("limit=5000", "limit must be a number from 1 to 1000"),
+        ("before=x", "before must be an id"),
+        ("state=finished", "unknown job state 'finished'"),
+        ("sort=id", "unknown query parameter 'sort=id'"),
+    ] {
+        let response = reply(&api, authorized("GET", &format!("/api/jobs?{query}"))).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query}");
+        assert!(
+            error_of(&response).starts_with(message),
+            "{query}: {}",
+            error_of(&response)
+        );
+    }
+    // Workers page by id.
+    let (_one, _q1) = join(&api.grid, 1);
+    let (two, _q2) = join(&api.grid, 1);
+    let response = reply(&api, authorized("GET", "/api/workers?limit=1")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let workers: Vec<grid_protocol::api::WorkerInfo> =
+        serde_json::from_slice(response.body()).unwrap();
+    assert_eq!(workers.len(), 1);
+    let after = header_of(&response, grid_protocol::api::NEXT_AFTER).unwrap();
+    assert_eq!(after, workers[0].id.to_string());
+    let response = reply(
+        &api,
+        authorized("GET", &format!("/api/workers?after={after}")),
+    )
+    .await;
+    let rest: Vec<grid_protocol::api::WorkerInfo> =
+        serde_json::from_slice(response.body()).unwrap();
+    assert_eq!(rest.iter().map(|w| w.id).collect::<Vec<_>>(), [two.id]);
+    assert_eq!(header_of(&response, grid_protocol::api::NEXT_AFTER), None);
+    let bad = reply(&api, authorized("GET", "/api/workers?limit=-1")).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+}
+
 #[tokio::test]
 async fn exports_name_their_type_and_file() {
     let api = api().await;

@@ -307,7 +307,8 @@ mod tests {
         assert_eq!(api.jobs(&bob).await, [(theirs.id, "bob".to_string())]);
         assert_eq!(
             api.jobs(ADMIN).await,
-            [(a, "alice".to_string()), (theirs.id, "bob".to_string())]
+            [(theirs.id, "bob".to_string()), (a, "alice".to_string())],
+            "newest first"
         );
         assert!(api.grid.authenticate("mallory").is_none());
         let users: Vec<grid_protocol::api::UserInfo> =

@@ -140,15 +140,20 @@ impl Grid {
         self.users().get(user).map(|u| u.limits).unwrap_or_default()
     }
 
+    /// A job held in memory: one not finished (see [`Grid::job_for`] for
+    /// any job).
     pub fn job(&self, id: u64) -> Option<Arc<Job>> {
         self.jobs.get(&id).map(|j| j.clone())
     }
 
-    /// A job `caller` may see: another user's job is 404, exactly as one
-    /// that does not exist.
+    /// A job `caller` may see, from memory or, finished, from the store:
+    /// another user's job is 404, exactly as one that does not exist.
     pub(super) fn job_for(&self, caller: &Caller, id: u64) -> Result<Arc<Job>, ApiError> {
-        self.job(id)
-            .filter(|job| caller.may_see(job.definition.owner))
+        let job = match self.job(id) {
+            Some(job) => Some(job),
+            None => self.stored_job(id)?,
+        };
+        job.filter(|job| caller.may_see(job.definition.owner))
             .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))
     }
 
@@ -156,15 +161,15 @@ impl Grid {
         self.job_for(caller, id).map(|j| self.status_of(&j))
     }
 
-    /// The jobs `caller` may see, by id.
+    /// Every job `caller` may see, by id, finished ones read from the
+    /// store. It grows with history: prefer [`Grid::list_jobs_page`].
     pub fn list_jobs(&self, caller: &Caller) -> Vec<JobStatus> {
-        let mut jobs: Vec<JobStatus> = self
-            .jobs
-            .iter()
-            .filter(|j| caller.may_see(j.definition.owner))
-            .map(|j| self.status_of(&j))
-            .collect();
-        jobs.sort_by_key(|j| j.id);
+        let query = grid_protocol::api::JobQuery {
+            limit: u32::MAX,
+            ..Default::default()
+        };
+        let mut jobs = self.list_jobs_page(caller, &query).jobs;
+        jobs.reverse();
         jobs
     }
 
@@ -205,6 +210,10 @@ impl Grid {
         tracing::info!(job = job.id, ?event, "job changed");
         self.job_event(job, event);
         if finished {
+            if stored.is_ok() {
+                // From here on the store speaks for it.
+                self.jobs.remove(&job.id);
+            }
             self.remove_from_scheduler(job.id);
         } else if event == JobEvent::Resumed {
             self.dispatch();

@@ -11,6 +11,7 @@ mod audit;
 mod blobs;
 mod capability;
 mod fuel;
+mod history;
 mod lifecycle;
 mod observe;
 mod outputs;
@@ -21,6 +22,7 @@ mod wasm;
 mod workers;
 
 pub use fuel::FuelSummary;
+pub use history::JobPage;
 pub(crate) use outputs::outputs_may_upload;
 pub use workers::{AddressSlot, locality_key};
 
@@ -205,7 +207,12 @@ pub struct GridCounters {
 pub struct Grid {
     config: ServerConfig,
     scheduler: Mutex<Scheduler>,
+    /// The jobs not finished (and a finished one until its last change is
+    /// stored); finished jobs are read from the store (see `history`).
     jobs: DashMap<u64, Arc<Job>>,
+    /// Re-checks of a liar's answers run one at a time, so two never make
+    /// the same done job live twice.
+    rechecks: tokio::sync::Mutex<()>,
     workers: DashMap<u64, Arc<WorkerConn>>,
     store: Store,
     /// What users upload: modules and inputs (token required to read).
@@ -256,9 +263,9 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
 }
 
 impl Grid {
-    /// Opens the store under the data directory and restores every job in it:
-    /// finished jobs as records, unfinished ones back into the scheduler with
-    /// their durable results collated, ready to carry on.
+    /// Opens the store under the data directory and restores the unfinished
+    /// jobs in it back into the scheduler, with their durable results
+    /// collated, ready to carry on. Finished jobs stay in the store.
     pub async fn open(config: ServerConfig) -> anyhow::Result<Arc<Grid>> {
         let store = Store::open(&config.data_dir, config.durability)?;
         let epoch = store.epoch()?;
@@ -284,6 +291,7 @@ impl Grid {
         let grid = Arc::new(Grid {
             scheduler: Mutex::new(scheduler),
             jobs: DashMap::new(),
+            rechecks: tokio::sync::Mutex::new(()),
             workers: DashMap::new(),
             store,
             verifier: Arc::new(crate::verify::Verifier::new(modules.clone(), blobs.clone())),
@@ -315,33 +323,17 @@ impl Grid {
 
     fn restore(&self) -> anyhow::Result<Vec<Arc<Job>>> {
         let mut live = Vec::new();
+        // Finished jobs stay on disk: they are read when asked for (see
+        // `history`), so neither start-up nor memory grows with history.
         for StoredJob {
             id,
             definition,
             lifecycle,
-        } in self.store.load_jobs()?
+            ..
+        } in self.store.load_unfinished_jobs()?
         {
-            if !lifecycle.state.is_finished() {
-                let read = recheck::read_back(&self.store, &self.blobs, id, &definition)?;
-                live.push(self.revive(id, definition, lifecycle, read));
-                continue;
-            }
-            let tasks_done = if lifecycle.state == JobState::Done {
-                definition.tasks
-            } else {
-                0
-            };
-            let job = Arc::new(Job::new(
-                id,
-                definition,
-                None,
-                JobLive {
-                    lifecycle,
-                    tasks_done,
-                    collator: None,
-                },
-            ));
-            self.jobs.insert(id, job);
+            let read = recheck::read_back(&self.store, &self.blobs, id, &definition)?;
+            live.push(self.revive(id, definition, lifecycle, read));
         }
         let resumed = live.len();
         // After the votes: quarantining a donor again discards its stored

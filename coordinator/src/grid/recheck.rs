@@ -8,6 +8,10 @@
 //! is settled; each answer found wrong is replaced in the store and the
 //! result and counted in the job's `revised`.
 //!
+//! Done jobs are not held in memory: they are found in the store (a done
+//! job with an answer from the donor), read back and made live again.
+//! Re-checks run one at a time, so no done job is made live twice.
+//!
 //! Which tasks: those whose stored answer came from the donor. For a job at
 //! redundancy 1 these are exactly what it decided on its own word; at
 //! higher redundancy they may include tasks a quorum agreed on (the store
@@ -102,7 +106,8 @@ impl Grid {
     /// After `donor` was quarantined: every done, running or rechecking job
     /// with answers stored from it has those tasks computed again.
     pub(super) async fn recheck_answers_of(&self, donor: u64) {
-        let jobs: Vec<Arc<Job>> = self
+        let _one_at_a_time = self.rechecks.lock().await;
+        let mut jobs: Vec<Arc<Job>> = self
             .jobs
             .iter()
             .filter(|j| {
@@ -113,6 +118,13 @@ impl Grid {
             })
             .map(|j| j.clone())
             .collect();
+        // Done jobs are in the store, not in memory.
+        match self.stored_done_jobs_answered_by(donor).await {
+            Ok(done) => jobs.extend(done.into_iter().filter(|j| !self.jobs.contains_key(&j.id))),
+            Err(error) => {
+                tracing::error!(donor, %error, "cannot find the done jobs a liar answered in");
+            }
+        }
         for job in jobs {
             let (store, id) = (self.store.clone(), job.id);
             let tasks =
@@ -149,6 +161,23 @@ impl Grid {
             }
         }
         self.dispatch();
+    }
+
+    /// The done jobs of the store with an answer from `donor`.
+    async fn stored_done_jobs_answered_by(&self, donor: u64) -> anyhow::Result<Vec<Arc<Job>>> {
+        let store = self.store.clone();
+        let jobs = tokio::task::spawn_blocking(move || {
+            let mut jobs = Vec::new();
+            for id in store.done_jobs_answered_by(donor)? {
+                jobs.extend(store.stored_job(id)?);
+            }
+            Ok::<_, StoreError>(jobs)
+        })
+        .await??;
+        Ok(jobs
+            .into_iter()
+            .map(super::history::job_from_store)
+            .collect())
     }
 
     /// A done job with `tasks` answered by `donor`, caught lying since, goes

@@ -22,6 +22,7 @@ mod users;
 mod writer;
 
 pub use blobs::{BlobDeletion, BlobRow};
+pub use reads::FinishedPage;
 pub use schema::STORE_FILE;
 pub use users::UserWrite;
 use writer::{Write, writer_loop};
@@ -114,12 +115,14 @@ fn open_error(data_dir: &Path, path: &Path, error: rusqlite::Error) -> StoreErro
     }
 }
 
-/// A job as stored: its definition and its lifecycle, nothing else.
+/// A job as stored: its definition and its lifecycle, and how many of its
+/// tasks are decided (all of a done job's; the stored results of another).
 #[derive(Debug, Clone)]
 pub struct StoredJob {
     pub id: u64,
     pub definition: JobDefinition,
     pub lifecycle: Lifecycle,
+    pub tasks_done: u32,
 }
 
 /// A decided task's output.
@@ -147,6 +150,8 @@ pub struct ReplicaRow {
 pub struct Store {
     writes: std::sync::mpsc::SyncSender<Write>,
     reader: Arc<Mutex<Connection>>,
+    /// For short reads only (see `reads`).
+    lookups: Arc<Mutex<Connection>>,
     path: PathBuf,
     commits: Arc<Histogram>,
 }
@@ -169,6 +174,12 @@ impl Store {
             StoreError::Sqlite(e) => open_error(data_dir, &path, e),
             other => other,
         })?;
+        let lookups = Connection::open(&path)
+            .and_then(|conn| {
+                conn.busy_timeout(std::time::Duration::from_secs(5))?;
+                Ok(conn)
+            })
+            .map_err(|e| open_error(data_dir, &path, e))?;
         let (writes, queue) = std::sync::mpsc::sync_channel(65_536);
         let commits = Arc::new(Histogram::new(LATENCY_BOUNDS));
         let timing = commits.clone();
@@ -179,6 +190,7 @@ impl Store {
         Ok(Store {
             writes,
             reader: Arc::new(Mutex::new(reader)),
+            lookups: Arc::new(Mutex::new(lookups)),
             path,
             commits,
         })
@@ -265,6 +277,26 @@ impl Store {
     /// Overwrites a decided task's output (after a re-check found it wrong).
     pub async fn replace_result(&self, row: ResultRow) -> Result<(), StoreError> {
         self.send(|reply| Write::ReplaceResult(row, reply)).await
+    }
+
+    /// Deletes up to `max` finished jobs that finished before `cutoff`
+    /// (Unix ms), oldest first, as `grid rm` does (their blobs count as used
+    /// at `at`). How many went; fewer than `max` means none is left.
+    pub async fn delete_finished(&self, cutoff: u64, at: u64, max: u32) -> Result<u32, StoreError> {
+        self.send(|reply| Write::DeleteFinished {
+            cutoff,
+            at,
+            max,
+            reply,
+        })
+        .await
+    }
+
+    /// Gives up to `pages` free pages back to the file system
+    /// (`PRAGMA incremental_vacuum`); answers how many free pages are left.
+    /// Once none is, the write-ahead log is checkpointed so the file shrinks.
+    pub async fn vacuum_step(&self, pages: u32) -> Result<u64, StoreError> {
+        self.send(|reply| Write::VacuumStep { pages, reply }).await
     }
 
     /// Stores a change to the users.

@@ -1,10 +1,12 @@
 //! The store's tables, and how a file written by an older coordinator is
-//! brought up to date when it is opened.
+//! brought up to date when it is opened. The file vacuums incrementally
+//! (`auto_vacuum = INCREMENTAL`), so the pages of deleted jobs can be given
+//! back in small steps.
 //!
 //! | table | holds |
 //! |---|---|
 //! | `meta` | `opened`: how many times the store was opened (the run epoch); `job_blobs`: set once the table below was filled for older jobs |
-//! | `jobs` | one row a job: its definition and its lifecycle |
+//! | `jobs` | one row a job: its definition and its lifecycle (indexed by state and by owner, for pages of the job list) |
 //! | `results` | a decided task's output, one row a task |
 //! | `replicas` | replica votes of tasks waiting for their quorum |
 //! | `quarantine` | donors caught sending wrong results |
@@ -133,6 +135,25 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Makes the file give freed pages back in small steps
+/// (`PRAGMA incremental_vacuum`, run by the retention off the hot path).
+/// SQLite takes the mode only before the first table is created: a new file
+/// gets it at once, an older one is rebuilt once (`VACUUM`) to take it.
+fn incremental_vacuum(conn: &Connection) -> rusqlite::Result<()> {
+    const INCREMENTAL: i64 = 2;
+    let mode: i64 = conn.pragma_query_value(None, "auto_vacuum", |r| r.get(0))?;
+    if mode == INCREMENTAL {
+        return Ok(());
+    }
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    let tables: i64 = conn.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| r.get(0))?;
+    if tables > 0 {
+        tracing::info!("rebuilding the store once (VACUUM) so that deletions can shrink it");
+        conn.execute_batch("VACUUM")?;
+    }
+    Ok(())
+}
+
 /// The writer's and the reader's connections to the store at `path`, with
 /// the schema in place and the store proven writable.
 pub(super) fn open_connections(
@@ -140,6 +161,7 @@ pub(super) fn open_connections(
     durability: Durability,
 ) -> Result<(Connection, Connection), rusqlite::Error> {
     let writer = Connection::open(path)?;
+    incremental_vacuum(&writer)?;
     writer.pragma_update(None, "journal_mode", "WAL")?;
     writer.pragma_update(
         None,
@@ -153,6 +175,12 @@ pub(super) fn open_connections(
     writer.busy_timeout(std::time::Duration::from_secs(5))?;
     writer.execute_batch(SCHEMA)?;
     migrate(&writer)?;
+    // After `migrate`: `owner` may be a column it added. Pages of the job
+    // list (by state, by owner) and the retention read these.
+    writer.execute_batch(
+        "CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, id);
+         CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, id);",
+    )?;
     // Prove the store is writable now rather than at the first result.
     writer.execute(
         "INSERT INTO meta (key, value) VALUES ('opened', '0')

@@ -218,6 +218,13 @@ fn a_store_from_before_versions_is_brought_up_to_date() {
     assert_eq!(jobs[0].lifecycle.state, JobState::Running);
     assert_eq!(jobs[0].lifecycle.version, 0);
     assert_eq!(jobs[0].definition.created_at, 7);
+    drop(store);
+    // The old file was rebuilt once to vacuum incrementally.
+    let conn = rusqlite::Connection::open(dir.path().join(STORE_FILE)).unwrap();
+    let mode: i64 = conn
+        .pragma_query_value(None, "auto_vacuum", |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, 2, "auto_vacuum = INCREMENTAL");
 }
 
 /// A flush answers once what was queued before it is on disk, including
@@ -486,4 +493,159 @@ async fn opening_brings_the_blob_rows_in_line_with_the_files_and_jobs() {
     let store = Store::open(dir.path(), Durability::Normal).unwrap();
     assert!(row(&store, &vanished).is_none());
     assert_eq!(row(&store, &module).unwrap().references, 1);
+}
+
+/// A finished lifecycle at `at` (Unix ms).
+fn finished(state: JobState, at: u64) -> Lifecycle {
+    Lifecycle {
+        state,
+        finished_at: Some(at),
+        started_at: Some(at),
+        version: 1,
+        ..Lifecycle::queued()
+    }
+}
+
+/// Jobs of 4 tasks, each task's output `bytes` long, finished at `at`.
+async fn finished_jobs(store: &Store, count: usize, bytes: usize, at: u64) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for _ in 0..count {
+        let job = store.insert_job(new_job()).await.unwrap();
+        let rows = (0..4)
+            .map(|task| ResultRow {
+                job,
+                task,
+                donor: 5,
+                output: Bytes::from(vec![task as u8; bytes]),
+            })
+            .collect();
+        store.record(rows, vec![]).await.unwrap();
+        store
+            .update_job(job, finished(JobState::Done, at))
+            .await
+            .unwrap();
+        ids.push(job);
+    }
+    ids
+}
+
+/// The retention deletes the finished jobs before its cutoff and nothing
+/// else, and its vacuum steps give the space back: the file shrinks.
+#[tokio::test]
+async fn deleting_finished_jobs_before_a_cutoff_shrinks_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Durability::Normal).unwrap();
+    let old = finished_jobs(&store, 120, 16 * 1024, 1_000).await;
+    let recent = finished_jobs(&store, 2, 16 * 1024, 5_000).await;
+    let live = store.insert_job(new_job()).await.unwrap();
+    let cancelled = store.insert_job(new_job()).await.unwrap();
+    store
+        .update_job(cancelled, finished(JobState::Cancelled, 10))
+        .await
+        .unwrap();
+    store.vacuum_step(1).await.unwrap(); // checkpoints: the log is in the file
+    let before = std::fs::metadata(store.path()).unwrap().len();
+    assert!(before > 120 * 4 * 16 * 1024, "{before} bytes");
+
+    let mut deleted = 0;
+    loop {
+        let group = store.delete_finished(2_000, 9_000, 50).await.unwrap();
+        deleted += group;
+        if group < 50 {
+            break;
+        }
+    }
+    assert_eq!(deleted, 121, "the old done jobs and the cancelled one");
+    let mut steps = 0;
+    while store.vacuum_step(64).await.unwrap() > 0 {
+        steps += 1;
+        assert!(steps < 10_000, "the free pages run out");
+    }
+    assert!(steps > 1, "in small steps: {steps}");
+    let after = std::fs::metadata(store.path()).unwrap().len();
+    assert!(
+        after < before / 4,
+        "the file shrank from {before} to {after} bytes"
+    );
+    for id in old.iter().chain([&cancelled]) {
+        assert!(store.stored_job(*id).unwrap().is_none(), "job {id}");
+        assert_eq!(store.result_count(*id).unwrap(), 0);
+    }
+    for id in recent.iter().chain([&live]) {
+        assert!(store.stored_job(*id).unwrap().is_some(), "job {id}");
+    }
+    assert_eq!(store.result_count(recent[0]).unwrap(), 4);
+}
+
+/// Pages of finished jobs: newest first, by owner, by state, below an id,
+/// skipping what the caller holds; unfinished jobs are loaded, never paged.
+#[tokio::test]
+async fn finished_jobs_are_paged_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Durability::Normal).unwrap();
+    let done = finished_jobs(&store, 3, 8, 100).await;
+    let bobs = store
+        .insert_job(JobDefinition {
+            owner: 7,
+            ..new_job()
+        })
+        .await
+        .unwrap();
+    store
+        .update_job(bobs, finished(JobState::Failed, 100))
+        .await
+        .unwrap();
+    let live = store.insert_job(new_job()).await.unwrap();
+    let page = |page: FinishedPage, skip: &[u64]| -> Vec<u64> {
+        store
+            .finished_jobs(&page, |id| skip.contains(&id))
+            .unwrap()
+            .iter()
+            .map(|j| j.id)
+            .collect()
+    };
+    let all = FinishedPage {
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(page(all.clone(), &[]), [bobs, done[2], done[1], done[0]]);
+    assert_eq!(page(all.clone(), &[done[1]]), [bobs, done[2], done[0]]);
+    let two = FinishedPage {
+        limit: 2,
+        before: Some(bobs),
+        ..all.clone()
+    };
+    assert_eq!(page(two, &[]), [done[2], done[1]]);
+    let bob = FinishedPage {
+        owner: Some(7),
+        ..all.clone()
+    };
+    assert_eq!(page(bob, &[]), [bobs]);
+    let failed = FinishedPage {
+        states: vec![JobState::Failed, JobState::Running],
+        ..all.clone()
+    };
+    assert_eq!(page(failed, &[]), [bobs]);
+    let running = FinishedPage {
+        states: vec![JobState::Running],
+        ..all
+    };
+    assert_eq!(page(running, &[]), Vec::<u64>::new());
+    let loaded: Vec<u64> = store
+        .load_unfinished_jobs()
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(loaded, [live]);
+    let stored = store.stored_job(done[0]).unwrap().unwrap();
+    assert_eq!(
+        (stored.lifecycle.state, stored.tasks_done),
+        (JobState::Done, 4)
+    );
+    assert_eq!(store.done_jobs_answered_by(5).unwrap(), done);
+    assert!(store.done_jobs_answered_by(6).unwrap().is_empty());
+    let mut counts = store.finished_counts().unwrap();
+    counts.sort_by_key(|(s, _)| s.name());
+    assert_eq!(counts, [(JobState::Done, 3), (JobState::Failed, 1)]);
 }

@@ -74,6 +74,19 @@ pub(super) enum Write {
         at: u64,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
+    /// The retention: finished jobs older than `cutoff`, at most `max`.
+    DeleteFinished {
+        cutoff: u64,
+        at: u64,
+        max: u32,
+        reply: oneshot::Sender<Result<u32, StoreError>>,
+    },
+    /// One small step of `PRAGMA incremental_vacuum`; answered with the
+    /// free pages left.
+    VacuumStep {
+        pages: u32,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
     User(
         super::users::UserWrite,
         oneshot::Sender<Result<(), StoreError>>,
@@ -105,14 +118,39 @@ pub(super) fn writer_loop(
         let mut doomed = Doomed::new();
         let outcome = apply_group(&mut conn, &group, &blob_dir, &mut doomed);
         commits.observe_micros(started.elapsed().as_micros() as u64);
-        if outcome.is_ok() {
+        if let Ok(answers) = &outcome {
             for digest in &doomed {
                 remove_blob_file(&blob_dir, digest);
+            }
+            if answers.iter().any(|a| matches!(a, Answer::Vacuumed(0))) {
+                checkpoint(&conn);
             }
         }
         answer_group(group, outcome);
     }
     tracing::debug!("store writer stopped");
+}
+
+/// Copies the log into the file so that the pages a vacuum freed leave the
+/// disk now rather than at the next automatic checkpoint. Passive: it never
+/// waits for a reader.
+fn checkpoint(conn: &Connection) {
+    if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        tracing::warn!(%error, "cannot checkpoint the store after a vacuum");
+    }
+}
+
+/// Runs a pragma that may answer rows, reading them all.
+fn pragma(tx: &Connection, sql: &str) -> Result<Option<i64>, StoreError> {
+    let mut statement = tx.prepare(sql)?;
+    let mut rows = statement.query([])?;
+    let mut first = None;
+    while let Some(row) = rows.next()? {
+        if first.is_none() {
+            first = row.get(0).ok();
+        }
+    }
+    Ok(first)
 }
 
 /// A deleted blob's file, after the commit that deleted its row.
@@ -131,6 +169,9 @@ enum Answer {
     Flag(bool),
     BlobDeletion(BlobDeletion),
     Swept(Vec<(ContentDigest, u64)>),
+    Count(u32),
+    /// Free pages left after a vacuum step.
+    Vacuumed(u64),
     /// This write alone is refused; the rest of the group stands.
     Refused(StoreError),
 }
@@ -285,6 +326,28 @@ fn apply_group(
                 Write::DeleteJob { job, at, .. } => {
                     answers.push(Answer::Flag(blobs::delete_job(&tx, *job, *at)?))
                 }
+                Write::DeleteFinished {
+                    cutoff, at, max, ..
+                } => {
+                    let doomed_jobs: Vec<u64> = tx
+                        .prepare_cached(
+                            "SELECT id FROM jobs
+                             WHERE state IN ('done', 'failed', 'cancelled') AND finished_at < ?1
+                             ORDER BY finished_at, id LIMIT ?2",
+                        )?
+                        .query_map(params![cutoff, max], |r| r.get(0))?
+                        .collect::<Result<_, _>>()?;
+                    let mut deleted = 0;
+                    for job in doomed_jobs {
+                        deleted += u32::from(blobs::delete_job(&tx, job, *at)?);
+                    }
+                    answers.push(Answer::Count(deleted));
+                }
+                Write::VacuumStep { pages, .. } => {
+                    pragma(&tx, &format!("PRAGMA incremental_vacuum({pages})"))?;
+                    let free = pragma(&tx, "PRAGMA freelist_count")?.unwrap_or(0);
+                    answers.push(Answer::Vacuumed(u64::try_from(free).unwrap_or(0)));
+                }
                 Write::User(change, _) => {
                     super::users::apply(&tx, change)?;
                     answers.push(Answer::Done);
@@ -335,6 +398,12 @@ fn answer_group(group: Vec<Write>, outcome: Result<Vec<Answer>, StoreError>) {
                     (Write::DeleteJob { reply, .. }, Answer::Flag(deleted)) => {
                         drop(reply.send(Ok(deleted)))
                     }
+                    (Write::DeleteFinished { reply, .. }, Answer::Count(count)) => {
+                        drop(reply.send(Ok(count)))
+                    }
+                    (Write::VacuumStep { reply, .. }, Answer::Vacuumed(free)) => {
+                        drop(reply.send(Ok(free)))
+                    }
                     (Write::User(_, reply), Answer::Done) => drop(reply.send(Ok(()))),
                     (Write::Audit(_) | Write::Trust { .. }, Answer::Done) => {}
                     _ => unreachable!("answers are made in the order of the writes"),
@@ -364,6 +433,8 @@ fn answer_group(group: Vec<Write>, outcome: Result<Vec<Answer>, StoreError>) {
                     Write::DeleteBlob { reply, .. } => drop(reply.send(Err(failed()))),
                     Write::SweepBlobs { reply, .. } => drop(reply.send(Err(failed()))),
                     Write::DeleteJob { reply, .. } => drop(reply.send(Err(failed()))),
+                    Write::DeleteFinished { reply, .. } => drop(reply.send(Err(failed()))),
+                    Write::VacuumStep { reply, .. } => drop(reply.send(Err(failed()))),
                     Write::User(_, reply) => drop(reply.send(Err(failed()))),
                     Write::Audit(entry) => {
                         tracing::warn!(?entry, "an audit entry was not stored")
