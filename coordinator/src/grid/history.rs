@@ -393,6 +393,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_recheck_cut_short_by_a_crash_is_done_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let grid = open_grid(dir.path()).await;
+        let admin = grid.first_admin();
+        let (liar, mut liar_queue) = join(&grid, 1);
+        let job = run_job(&grid, &admin, &liar, &mut liar_queue, 2).await;
+        grid.unregister_worker(liar.id);
+        // The quarantine is stored, then the coordinator dies before it
+        // looked at the done jobs.
+        grid.store.remember_quarantine(liar.donor, "caught", 1);
+        grid.store.flush().await.unwrap();
+        assert_eq!(grid.store.pending_rechecks().unwrap(), [liar.donor]);
+        drop((liar, liar_queue));
+        drop(grid);
+
+        let grid = open_grid(dir.path()).await;
+        let (honest, mut queue) = join(&grid, 1);
+        assert_ne!(honest.donor, 0);
+        // The start looks at the liar's answers (in a task of its own).
+        let status = loop {
+            let status = grid.job_status(&admin, job).unwrap();
+            if status.state != JobState::Done {
+                break status;
+            }
+            tokio::task::yield_now().await;
+        };
+        assert_eq!(status.state, JobState::Rechecking);
+        grid.dispatch();
+        while grid.job(job).is_some() {
+            let batch = next_batch(&mut queue).await;
+            grid.on_results(&honest, answers(&batch)).await.unwrap();
+        }
+        assert_eq!(grid.job_status(&admin, job).unwrap().state, JobState::Done);
+        // The recheck's task forgets it once it has looked at every job,
+        // which may be a moment after the job is done.
+        let mut looks = 0;
+        while !grid.store.pending_rechecks().unwrap().is_empty() {
+            looks += 1;
+            assert!(looks < 10_000, "the recheck is never marked done");
+            grid.store.flush().await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        drop((honest, queue));
+        drop(grid);
+        let grid = open_grid(dir.path()).await;
+        tokio::task::yield_now().await;
+        assert_eq!(grid.job_status(&admin, job).unwrap().state, JobState::Done);
+    }
+
+    #[tokio::test]
     async fn the_retention_deletes_jobs_finished_before_the_cutoff_only() {
         let dir = tempfile::tempdir().unwrap();
         let grid = open_grid(dir.path()).await;

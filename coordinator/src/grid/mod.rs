@@ -318,6 +318,13 @@ impl Grid {
         for job in complete {
             grid.finish_job(&job).await;
         }
+        // A quarantine whose recheck a crash cut short: its done jobs may
+        // still hold the liar's answers.
+        for donor in grid.store.pending_rechecks()? {
+            tracing::warn!(donor, "a quarantined donor's answers are looked at again");
+            let grid = grid.clone();
+            tokio::spawn(async move { grid.recheck_answers_of(donor).await });
+        }
         Ok(grid)
     }
 

@@ -104,9 +104,12 @@ impl Grid {
     }
 
     /// After `donor` was quarantined: every done, running or rechecking job
-    /// with answers stored from it has those tasks computed again.
+    /// with answers stored from it has those tasks computed again. Once
+    /// every job was looked at, the store forgets the recheck is pending
+    /// (a crash before that has the next start do it again).
     pub(super) async fn recheck_answers_of(&self, donor: u64) {
         let _one_at_a_time = self.rechecks.lock().await;
+        let mut looked_at_all = true;
         let mut jobs: Vec<Arc<Job>> = self
             .jobs
             .iter()
@@ -122,6 +125,7 @@ impl Grid {
         match self.stored_done_jobs_answered_by(donor).await {
             Ok(done) => jobs.extend(done.into_iter().filter(|j| !self.jobs.contains_key(&j.id))),
             Err(error) => {
+                looked_at_all = false;
                 tracing::error!(donor, %error, "cannot find the done jobs a liar answered in");
             }
         }
@@ -133,10 +137,12 @@ impl Grid {
                 {
                     Ok(Ok(tasks)) => tasks,
                     Ok(Err(error)) => {
+                        looked_at_all = false;
                         tracing::error!(job = id, donor, %error, "cannot find a liar's answers");
                         continue;
                     }
                     Err(error) => {
+                        looked_at_all = false;
                         tracing::error!(job = id, donor, %error, "cannot find a liar's answers");
                         continue;
                     }
@@ -157,8 +163,12 @@ impl Grid {
                 Ok(())
             };
             if let Err(error) = outcome {
+                looked_at_all = false;
                 tracing::error!(job = id, donor, %error, "could not recheck a liar's answers");
             }
+        }
+        if looked_at_all {
+            self.store.remember_rechecked(donor);
         }
         self.dispatch();
     }

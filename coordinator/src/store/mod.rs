@@ -311,10 +311,26 @@ impl Store {
         self.send(Write::Flush).await
     }
 
-    /// Remembers a quarantined donor, so that a restart does not forgive it.
-    /// Queued behind the writes before it and committed with the next group;
-    /// nobody waits for it (a donor's results are refused from the moment the
-    /// scheduler quarantines it).
+    /// Queues a write nobody waits for, behind the writes before it, to be
+    /// committed with the next group: without blocking the caller, even
+    /// when the queue is full. If the store is closed, `lost` says what
+    /// that costs.
+    fn queue_unanswered(&self, write: Write, lost: impl FnOnce(Write)) {
+        match self.writes.try_send(write) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(write)) => {
+                let writes = self.writes.clone();
+                tokio::task::spawn_blocking(move || writes.send(write).map_err(drop));
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(write)) => lost(write),
+        }
+    }
+
+    /// Remembers a quarantined donor, so that a restart does not forgive it,
+    /// and that its answers in finished jobs are still to be looked at
+    /// (until [`Store::remember_rechecked`]). Nobody waits for it (a
+    /// donor's results are refused from the moment the scheduler
+    /// quarantines it).
     pub fn remember_quarantine(&self, donor: u64, reason: &str, at: u64) {
         let (reply, _) = oneshot::channel();
         let write = Write::Quarantine {
@@ -323,53 +339,41 @@ impl Store {
             at,
             reply,
         };
-        match self.writes.try_send(write) {
-            Ok(()) => {}
-            Err(std::sync::mpsc::TrySendError::Full(write)) => {
-                let writes = self.writes.clone();
-                tokio::task::spawn_blocking(move || writes.send(write).map_err(drop));
-            }
-            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
-                tracing::warn!(
-                    donor,
-                    "the store is closed; this quarantine lasts until a restart"
-                );
-            }
-        }
+        self.queue_unanswered(write, |_| {
+            tracing::warn!(
+                donor,
+                "the store is closed; this quarantine lasts until a restart"
+            )
+        });
+    }
+
+    /// Remembers that every finished job `donor` answered in was looked at
+    /// after its quarantine: a restart need not do it again.
+    pub fn remember_rechecked(&self, donor: u64) {
+        self.queue_unanswered(Write::Rechecked { donor }, |_| {
+            tracing::warn!(donor, "the store is closed; the next start rechecks again")
+        });
     }
 
     /// Remembers a donor that earned trust, so that a restart keeps it;
     /// committed with the next group, nobody waits for it.
     pub fn remember_trust(&self, donor: u64, at: u64) {
-        match self.writes.try_send(Write::Trust { donor, at }) {
-            Ok(()) => {}
-            Err(std::sync::mpsc::TrySendError::Full(write)) => {
-                let writes = self.writes.clone();
-                tokio::task::spawn_blocking(move || writes.send(write).map_err(drop));
-            }
-            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
-                tracing::warn!(
-                    donor,
-                    "the store is closed; this trust lasts until a restart"
-                );
-            }
-        }
+        self.queue_unanswered(Write::Trust { donor, at }, |_| {
+            tracing::warn!(
+                donor,
+                "the store is closed; this trust lasts until a restart"
+            )
+        });
     }
 
     /// Appends an audit entry, committed with the next group; nobody waits
     /// for it.
     pub fn audit(&self, entry: grid_protocol::api::AuditEntry) {
-        match self.writes.try_send(Write::Audit(entry)) {
-            Ok(()) => {}
-            Err(std::sync::mpsc::TrySendError::Full(write)) => {
-                let writes = self.writes.clone();
-                tokio::task::spawn_blocking(move || writes.send(write).map_err(drop));
-            }
-            Err(std::sync::mpsc::TrySendError::Disconnected(Write::Audit(entry))) => {
+        self.queue_unanswered(Write::Audit(entry), |write| {
+            if let Write::Audit(entry) = write {
                 tracing::warn!(?entry, "the store is closed; an audit entry is lost");
             }
-            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {}
-        }
+        });
     }
 
     /// The audit entries at or after `since` (Unix ms), oldest first, at

@@ -34,6 +34,17 @@ impl Store {
         f(&conn)
     }
 
+    /// Quarantined donors whose answers in finished jobs are still to be
+    /// looked at: a crash cut their recheck short.
+    pub fn pending_rechecks(&self) -> Result<Vec<u64>, StoreError> {
+        self.read(|conn| {
+            let mut statement =
+                conn.prepare_cached("SELECT donor FROM recheck_pending ORDER BY donor")?;
+            let rows = statement.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
     /// Every donor quarantined so far, with why, oldest first.
     pub fn quarantined(&self) -> Result<Vec<(u64, String)>, StoreError> {
         self.read(|conn| {

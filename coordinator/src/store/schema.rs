@@ -10,6 +10,7 @@
 //! | `results` | a decided task's output, one row a task |
 //! | `replicas` | replica votes of tasks waiting for their quorum |
 //! | `quarantine` | donors caught sending wrong results |
+//! | `recheck_pending` | quarantined donors whose answers in finished jobs are not all looked at yet (written with the quarantine, deleted when the recheck is done; a start repeats what a crash cut short) |
 //! | `blobs` | one row an upload in `DATA/blobs/`: size, created, last used |
 //! | `job_blobs` | one row for each upload a stored job uses: its references |
 
@@ -63,6 +64,9 @@ CREATE TABLE IF NOT EXISTS quarantine (
     donor  INTEGER PRIMARY KEY,
     reason TEXT NOT NULL,
     at     INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS recheck_pending (
+    donor INTEGER PRIMARY KEY
 );
 CREATE TABLE IF NOT EXISTS blobs (
     digest       TEXT PRIMARY KEY,

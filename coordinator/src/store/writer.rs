@@ -98,6 +98,11 @@ pub(super) enum Write {
         donor: u64,
         at: u64,
     },
+    /// Every job a quarantined donor answered in has been looked at (its
+    /// done jobs reopened where they had its answers); nobody waits for it.
+    Rechecked {
+        donor: u64,
+    },
 }
 
 pub(super) fn writer_loop(
@@ -288,11 +293,20 @@ fn apply_group(
                 Write::Quarantine {
                     donor, reason, at, ..
                 } => {
-                    tx.execute(
+                    let new = tx.execute(
                         "INSERT INTO quarantine (donor, reason, at) VALUES (?1, ?2, ?3)
                          ON CONFLICT (donor) DO NOTHING",
                         params![donor, reason, at],
                     )?;
+                    // In the same commit: a crash before the recheck of its
+                    // answers is done leaves it to the next start.
+                    if new > 0 {
+                        tx.execute(
+                            "INSERT INTO recheck_pending (donor) VALUES (?1)
+                             ON CONFLICT (donor) DO NOTHING",
+                            [donor],
+                        )?;
+                    }
                     answers.push(Answer::Done);
                 }
                 Write::ReplaceResult(row, _) => {
@@ -356,6 +370,10 @@ fn apply_group(
                     super::audit::append(&tx, entry)?;
                     answers.push(Answer::Done);
                 }
+                Write::Rechecked { donor } => {
+                    tx.execute("DELETE FROM recheck_pending WHERE donor = ?1", [donor])?;
+                    answers.push(Answer::Done);
+                }
                 Write::Trust { donor, at } => {
                     tx.execute(
                         "INSERT INTO trust (donor, at) VALUES (?1, ?2) ON CONFLICT (donor) DO NOTHING",
@@ -405,7 +423,10 @@ fn answer_group(group: Vec<Write>, outcome: Result<Vec<Answer>, StoreError>) {
                         drop(reply.send(Ok(free)))
                     }
                     (Write::User(_, reply), Answer::Done) => drop(reply.send(Ok(()))),
-                    (Write::Audit(_) | Write::Trust { .. }, Answer::Done) => {}
+                    (
+                        Write::Audit(_) | Write::Trust { .. } | Write::Rechecked { .. },
+                        Answer::Done,
+                    ) => {}
                     _ => unreachable!("answers are made in the order of the writes"),
                 }
             }
@@ -443,6 +464,12 @@ fn answer_group(group: Vec<Write>, outcome: Result<Vec<Answer>, StoreError>) {
                         tracing::warn!(
                             donor,
                             "a donor's trust was not stored; it lasts until a restart"
+                        )
+                    }
+                    Write::Rechecked { donor } => {
+                        tracing::warn!(
+                            donor,
+                            "a finished recheck was not stored; the next start repeats it"
                         )
                     }
                 }
