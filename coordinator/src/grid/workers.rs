@@ -86,7 +86,10 @@ impl Grid {
 
     /// The ids of the users a hello's `for` names; a name no user has
     /// refuses the hello, saying which.
-    fn users_named(&self, names: &[String]) -> Result<Vec<crate::users::UserId>, (CloseCode, String)> {
+    fn users_named(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<crate::users::UserId>, (CloseCode, String)> {
         let users = self.users();
         names
             .iter()
