@@ -75,9 +75,8 @@ impl Grid {
             .connections_total
             .fetch_add(1, Ordering::Relaxed);
         tracing::info!(worker = id, kind = worker.hello.kind.name(), threads = worker.hello.threads, name = ?worker.hello.name, "worker joined");
-        if self.monitor.active()
-            && let Some(info) = self.workers().into_iter().find(|w| w.id == id)
-        {
+        if self.monitor.active() {
+            let info = self.worker_info(&worker, &self.scheduler());
             self.monitor
                 .publish(&MonitorEvent::WorkerJoined { worker: info });
         }
@@ -144,27 +143,33 @@ impl Grid {
         let mut list: Vec<WorkerInfo> = self
             .workers
             .iter()
-            .map(|w| WorkerInfo {
-                id: w.id,
-                kind: w.hello.kind,
-                threads: w.hello.threads,
-                name: w.hello.name.clone(),
-                session: w.hello.session.clone(),
-                donor: w.donor,
-                addr: w.addr.map(|a| a.to_string()),
-                connected_at: w.connected_at,
-                paused: w.paused.load(Ordering::Relaxed),
-                tasks_done: w.tasks_done.load(Ordering::Relaxed),
-                fuel_used: w.fuel_used.load(Ordering::Relaxed),
-                tasks_in_flight: scheduler.tasks_held_by(w.id),
-                validated: scheduler.standing(w.donor).validated,
-                trusted: scheduler.standing(w.donor).trusted,
-                quarantined: scheduler.standing(w.donor).quarantined,
-                results_rejected: w.results_rejected.load(Ordering::Relaxed),
-            })
+            .map(|w| self.worker_info(&w, &scheduler))
             .collect();
         list.sort_by_key(|w| w.id);
         list
+    }
+
+    /// One connection as `GET /api/workers` and the monitor show it.
+    fn worker_info(&self, w: &WorkerConn, scheduler: &Scheduler) -> WorkerInfo {
+        let standing = scheduler.standing(w.donor);
+        WorkerInfo {
+            id: w.id,
+            kind: w.hello.kind,
+            threads: w.hello.threads,
+            name: w.hello.name.clone(),
+            session: w.hello.session.clone(),
+            donor: w.donor,
+            addr: w.addr.map(|a| a.to_string()),
+            connected_at: w.connected_at,
+            paused: w.paused.load(Ordering::Relaxed),
+            tasks_done: w.tasks_done.load(Ordering::Relaxed),
+            fuel_used: w.fuel_used.load(Ordering::Relaxed),
+            tasks_in_flight: scheduler.tasks_held_by(w.id),
+            validated: standing.validated,
+            trusted: standing.trusted,
+            quarantined: standing.quarantined,
+            results_rejected: w.results_rejected.load(Ordering::Relaxed),
+        }
     }
 
     pub fn worker_count(&self) -> usize {
