@@ -183,6 +183,9 @@ const JOB_COLUMNS: &str = "id, spec, tasks, redundancy, quorum, max_replicas, st
 
 /// The finished states as SQL names, for `state IN (...)`.
 const FINISHED: &str = "'done', 'failed', 'cancelled'";
+/// The others (an `IN` that the index `jobs_by_state` answers, where a
+/// `NOT IN` would read every job).
+const UNFINISHED: &str = "'queued', 'running', 'rechecking'";
 
 /// Every stored job, in id order, read over `conn` (the reader's, or the
 /// writer's at start).
@@ -270,7 +273,7 @@ impl Store {
         self.lookup(|conn| {
             select_jobs(
                 conn,
-                &format!("WHERE state NOT IN ({FINISHED}) ORDER BY id"),
+                &format!("WHERE state IN ({UNFINISHED}) ORDER BY id"),
                 [],
             )
         })
@@ -300,12 +303,19 @@ impl Store {
         if states.is_empty() || page.limit == 0 {
             return Ok(Vec::new());
         }
-        let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs
-             WHERE state IN ({}) AND id < ?1 AND (?2 IS NULL OR owner = ?2)
-             ORDER BY id DESC",
-            states.join(", ")
-        );
+        // Each shape walks an index in id order and stops at the page's
+        // end: a user's jobs by `jobs_by_owner`, one state by
+        // `jobs_by_state`, several by the ids themselves (`+state` keeps
+        // SQLite from gathering and sorting every job of those states).
+        let one_state = states.len() == 1 && !page.states.is_empty();
+        let states = states.join(", ");
+        let filter = match (page.owner, one_state) {
+            (Some(_), _) => format!("owner = ?2 AND +state IN ({states})"),
+            (None, true) => format!("state IN ({states}) AND ?2 IS NULL"),
+            (None, false) => format!("+state IN ({states}) AND ?2 IS NULL"),
+        };
+        let sql =
+            format!("SELECT {JOB_COLUMNS} FROM jobs WHERE {filter} AND id < ?1 ORDER BY id DESC");
         let before = page.before.unwrap_or(u64::MAX).min(i64::MAX as u64);
         self.lookup(|conn| {
             let mut statement = conn.prepare_cached(&sql)?;
