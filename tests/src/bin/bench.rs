@@ -12,7 +12,9 @@
 //! files: blob bytes per task, blob serving, locality), `fair_share` (9, a
 //! user's small job beside another's huge one), `fleet` (10, 1,000, 5,000
 //! and 19,900 active connections from `loadgen`), `churn` (11, 1,000
-//! connections arriving and leaving a second beside a job). Other options:
+//! connections arriving and leaving a second beside a job), `history` (12,
+//! 1,000 and 100,000 finished jobs in the store: start-up, memory at rest,
+//! size on disk, retention). Other options:
 //! `--grid PATH` (the `grid` binary; default `target/release/grid`),
 //! `--connections N` (default 10,000), `--dask-tasks N` (submit only N of the
 //! 100,000 tasks to Dask and extrapolate), `--efficiency-work S` (seconds of
@@ -37,6 +39,8 @@ mod env;
 mod fair_share;
 #[path = "../bench/fleet.rs"]
 mod fleet;
+#[path = "../bench/history.rs"]
+mod history;
 #[path = "../bench/kernels.rs"]
 mod kernels;
 #[path = "../bench/latency.rs"]
@@ -61,7 +65,7 @@ use anyhow::{Context, bail};
 
 use report::Row;
 
-const NAMES: [&str; 11] = [
+const NAMES: [&str; 12] = [
     "throughput",
     "dask",
     "efficiency",
@@ -73,6 +77,7 @@ const NAMES: [&str; 11] = [
     "fair_share",
     "fleet",
     "churn",
+    "history",
 ];
 
 /// Settings and raw results shared by the benchmarks.
@@ -223,6 +228,7 @@ async fn bench() -> anyhow::Result<()> {
             "fair_share" => fair_share::fair_share(&mut ctx).await,
             "fleet" => fleet::fleet(&mut ctx).await,
             "churn" => fleet::churn(&mut ctx).await,
+            "history" => history::history(&mut ctx).await,
             _ => unreachable!("names are checked"),
         };
         match outcome {
