@@ -40,7 +40,8 @@
 //! coordinator's refill; pipelined workers usually hold the next batch
 //! already, so this is how fast a freed slot is filled, not a stall), the
 //! fraction of connected, unpaused time a connection had no task to
-//! compute, connections welcomed, drops and pauses.
+//! compute, connections welcomed, drops and pauses, heartbeats received
+//! and sent.
 //!
 //! **Control**, one command a line on standard input: `reset` (zero the
 //! figures: a measurement window starts), `report` (print them as one JSON
@@ -220,13 +221,15 @@ struct Stats {
     ack_mismatches: AtomicU64,
     waiting_us: AtomicU64,
     active_us: AtomicU64,
+    heartbeats_received: AtomicU64,
+    heartbeats_sent: AtomicU64,
     /// Finished batch (its results frame sent) to the next batch, µs.
     refill_us: Mutex<Vec<u32>>,
     /// Why connections closed, the first few distinct reasons.
     reasons: Mutex<Vec<String>>,
 }
 
-static COUNTERS: [&str; 18] = [
+static COUNTERS: [&str; 20] = [
     "welcomed",
     "dial_failures",
     "closed_by_coordinator",
@@ -245,10 +248,12 @@ static COUNTERS: [&str; 18] = [
     "ack_mismatches",
     "waiting_us",
     "active_us",
+    "heartbeats_received",
+    "heartbeats_sent",
 ];
 
 impl Stats {
-    fn counters(&self) -> [&AtomicU64; 18] {
+    fn counters(&self) -> [&AtomicU64; 20] {
         [
             &self.welcomed,
             &self.dial_failures,
@@ -268,6 +273,8 @@ impl Stats {
             &self.ack_mismatches,
             &self.waiting_us,
             &self.active_us,
+            &self.heartbeats_received,
+            &self.heartbeats_sent,
         ]
     }
 
@@ -400,6 +407,12 @@ thread_local! {
     static RUNNER: RefCell<TaskRunner> = RefCell::new(TaskRunner::new());
 }
 
+/// A worker's heartbeat, as the session encodes it.
+fn heartbeat_text() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| grid_protocol::WorkerMessage::Heartbeat {}.encode())
+}
+
 fn hello(name: &str) -> anyhow::Result<Hello> {
     // Through JSON, so that fields the protocol adds with a default need no
     // change here.
@@ -514,7 +527,12 @@ async fn flush(
     }
     for frame in out {
         let message = match frame {
-            Outgoing::Text(text) => Message::text(text),
+            Outgoing::Text(text) => {
+                if text == heartbeat_text() {
+                    Stats::add(&shared.stats.heartbeats_sent, 1);
+                }
+                Message::text(text)
+            }
             Outgoing::Binary(bytes) => {
                 if let Ok(frame) = ResultsFrame::decode(&bytes) {
                     let job = book
@@ -715,6 +733,9 @@ async fn serve(
                     }
                     Ok(CoordinatorMessage::Revoke { batch }) => {
                         book.held.remove(&batch);
+                    }
+                    Ok(CoordinatorMessage::Heartbeat {}) => {
+                        Stats::add(&stats.heartbeats_received, 1);
                     }
                     _ => {}
                 }
