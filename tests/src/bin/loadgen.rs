@@ -170,12 +170,12 @@ impl Sieve {
         if let Some(&p) = self.prime.get(n as usize) {
             return p;
         }
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             return false;
         }
         let mut d = 3;
         while d * d <= n {
-            if n % d == 0 {
+            if n.is_multiple_of(d) {
                 return false;
             }
             d += 2;
