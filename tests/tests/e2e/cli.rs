@@ -84,12 +84,22 @@ async fn submit_status_jobs_and_results_print_what_scripts_parse() {
     assert_eq!(status.tasks.total, 4);
     assert_primes(&status, 9592);
 
-    // jobs --json lists both.
+    // jobs --json lists both, newest first; a page of one says where the
+    // next begins.
     let out = grid_cli_async(url, &["jobs", "--json"]).await;
     assert_eq!(out.0, 0, "{out:?}");
     let jobs: Vec<JobStatus> = parse("jobs --json", &out.1);
     let ids: Vec<u64> = jobs.iter().map(|j| j.id).collect();
-    assert_eq!(ids, [waited, id]);
+    assert_eq!(ids, [id, waited]);
+    let out = grid_cli_async(url, &["jobs", "--json", "--limit", "1"]).await;
+    assert_eq!(out.0, 0, "{out:?}");
+    let jobs: Vec<JobStatus> = parse("jobs --json --limit 1", &out.1);
+    assert_eq!(jobs.iter().map(|j| j.id).collect::<Vec<_>>(), [id]);
+    assert!(
+        out.2
+            .contains(&format!("more: grid jobs --before {id} --limit 1")),
+        "{out:?}"
+    );
 
     // results: JSON by default, CSV on request.
     let out = grid_cli_async(url, &["results", &id.to_string()]).await;
