@@ -6,7 +6,7 @@
 //! | table | holds |
 //! |---|---|
 //! | `meta` | `opened`: how many times the store was opened (the run epoch); `job_blobs`: set once the table below was filled for older jobs |
-//! | `jobs` | one row a job: its definition and its lifecycle (indexed by state and by owner, for pages of the job list) |
+//! | `jobs` | one row a job: its definition and its lifecycle (indexed by state and by owner for pages of the job list, by `finished_at` for the retention) |
 //! | `results` | a decided task's output, one row a task |
 //! | `replicas` | replica votes of tasks waiting for their quorum |
 //! | `quarantine` | donors caught sending wrong results |
@@ -180,10 +180,11 @@ pub(super) fn open_connections(
     writer.execute_batch(SCHEMA)?;
     migrate(&writer)?;
     // After `migrate`: `owner` may be a column it added. Pages of the job
-    // list (by state, by owner) and the retention read these.
+    // list (by state, by owner) and the retention (by finish) read these.
     writer.execute_batch(
         "CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, id);
-         CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, id);",
+         CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, id);
+         CREATE INDEX IF NOT EXISTS jobs_by_finished ON jobs (finished_at);",
     )?;
     // Prove the store is writable now rather than at the first result.
     writer.execute(

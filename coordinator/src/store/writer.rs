@@ -345,9 +345,13 @@ fn apply_group(
                 } => {
                     let doomed_jobs: Vec<u64> = tx
                         .prepare_cached(
+                            // Walks `jobs_by_finished` from the oldest and
+                            // stops at the limit: a group costs its own rows
+                            // only (a rechecking job keeps its `finished_at`;
+                            // `+state` leaves it out without the state index).
                             "SELECT id FROM jobs
-                             WHERE state IN ('done', 'failed', 'cancelled') AND finished_at < ?1
-                             ORDER BY finished_at, id LIMIT ?2",
+                             WHERE finished_at < ?1 AND +state IN ('done', 'failed', 'cancelled')
+                             ORDER BY finished_at LIMIT ?2",
                         )?
                         .query_map(params![cutoff, max], |r| r.get(0))?
                         .collect::<Result<_, _>>()?;
