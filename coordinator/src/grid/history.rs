@@ -103,17 +103,21 @@ impl Grid {
         }
     }
 
-    /// How many jobs are in each state: those in memory, and the finished
-    /// ones of the store.
-    pub fn job_counts(&self) -> HashMap<JobState, u64> {
+    /// How many of the jobs `caller` may see are in each state: those in
+    /// memory, and the finished ones of the store (for `GET /metrics`, pass
+    /// an admin: [`Grid::first_admin`]).
+    pub fn job_counts(&self, caller: &Caller) -> HashMap<JobState, u64> {
         let mut counts: HashMap<JobState, u64> = HashMap::new();
         for job in self.jobs.iter() {
             let state = job.state();
-            if !state.is_finished() {
+            if !state.is_finished() && caller.may_see(job.definition.owner) {
                 *counts.entry(state).or_default() += 1;
             }
         }
-        match self.store.finished_counts() {
+        match self
+            .store
+            .finished_counts((!caller.admin).then_some(caller.user))
+        {
             Ok(finished) => counts.extend(finished),
             Err(error) => tracing::error!(%error, "cannot count finished jobs"),
         }
@@ -316,10 +320,15 @@ mod tests {
             Err(ApiError::NotFound(_))
         ));
         assert_eq!(
-            grid.job_counts().get(&JobState::Done).copied(),
+            grid.job_counts(&admin).get(&JobState::Done).copied(),
             Some(1),
             "counted from the store"
         );
+        assert_eq!(grid.job_counts(&alice).get(&JobState::Done), None);
+        let queued = grid.submit(&alice, primes_job(1)).await.unwrap().id;
+        let counts = grid.job_counts(&alice);
+        assert_eq!(counts.get(&JobState::Queued).copied(), Some(1), "{queued}");
+        assert_eq!(counts.values().sum::<u64>(), 1);
     }
 
     #[tokio::test]

@@ -349,13 +349,25 @@ impl Store {
         })
     }
 
-    /// How many stored jobs are in each finished state.
-    pub fn finished_counts(&self) -> Result<Vec<(JobState, u64)>, StoreError> {
+    /// How many stored jobs (of `owner`, or everyone's) are in each
+    /// finished state. Counted in an index, not by reading the jobs.
+    pub fn finished_counts(
+        &self,
+        owner: Option<crate::users::UserId>,
+    ) -> Result<Vec<(JobState, u64)>, StoreError> {
+        let sql = match owner {
+            Some(_) => format!(
+                "SELECT state, COUNT(*) FROM jobs WHERE owner = ?1 AND state IN ({FINISHED})
+                 GROUP BY state"
+            ),
+            None => format!(
+                "SELECT state, COUNT(*) FROM jobs WHERE ?1 IS NULL AND state IN ({FINISHED})
+                 GROUP BY state"
+            ),
+        };
         self.lookup(|conn| {
-            let mut statement = conn.prepare_cached(&format!(
-                "SELECT state, COUNT(*) FROM jobs WHERE state IN ({FINISHED}) GROUP BY state"
-            ))?;
-            let rows = statement.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?;
+            let mut statement = conn.prepare_cached(&sql)?;
+            let rows = statement.query_map([owner], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?;
             let mut counts = Vec::new();
             for row in rows {
                 let (name, count) = row?;

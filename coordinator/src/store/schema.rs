@@ -184,7 +184,8 @@ pub(super) fn open_connections(
     writer.execute_batch(
         "CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, id);
          CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, id);
-         CREATE INDEX IF NOT EXISTS jobs_by_finished ON jobs (finished_at);",
+         CREATE INDEX IF NOT EXISTS jobs_by_finished ON jobs (finished_at);
+         CREATE INDEX IF NOT EXISTS jobs_by_owner_state ON jobs (owner, state);",
     )?;
     // Prove the store is writable now rather than at the first result.
     writer.execute(

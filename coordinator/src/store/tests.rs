@@ -645,7 +645,11 @@ async fn finished_jobs_are_paged_newest_first() {
     );
     assert_eq!(store.done_jobs_answered_by(5).unwrap(), done);
     assert!(store.done_jobs_answered_by(6).unwrap().is_empty());
-    let mut counts = store.finished_counts().unwrap();
+    let mut counts = store.finished_counts(None).unwrap();
     counts.sort_by_key(|(s, _)| s.name());
     assert_eq!(counts, [(JobState::Done, 3), (JobState::Failed, 1)]);
+    assert_eq!(
+        store.finished_counts(Some(7)).unwrap(),
+        [(JobState::Failed, 1)]
+    );
 }
