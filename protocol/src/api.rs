@@ -658,6 +658,10 @@ pub struct JobCounts {
 
 impl JobCounts {
     pub fn add(&mut self, state: JobState) {
+        self.add_many(state, 1);
+    }
+
+    pub fn add_many(&mut self, state: JobState, count: u64) {
         *match state {
             JobState::Queued => &mut self.queued,
             JobState::Running => &mut self.running,
@@ -665,7 +669,7 @@ impl JobCounts {
             JobState::Done => &mut self.done,
             JobState::Failed => &mut self.failed,
             JobState::Cancelled => &mut self.cancelled,
-        } += 1;
+        } += count;
     }
 
     pub fn total(&self) -> u64 {

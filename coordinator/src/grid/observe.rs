@@ -5,7 +5,7 @@
 use super::*;
 use crate::monitor::fleet::{self, WorkerRow};
 use crate::monitor::{nonces, window};
-use grid_protocol::api::{JobCounts, JobsLeftOut, WorkerSummary};
+use grid_protocol::api::{JobCounts, JobQuery, JobsLeftOut, WorkerSummary};
 
 impl Grid {
     /// Publishes coalesced job progress; with `sample`, also throughput and
@@ -85,24 +85,22 @@ impl Grid {
     /// and smallest few.
     pub fn monitor_snapshot(&self, caller: &crate::users::Caller) -> (MonitorEvent, Vec<u64>) {
         let mut counts = JobCounts::default();
-        let mut live = Vec::new();
-        for job in self
+        for (state, count) in self.job_counts(caller) {
+            counts.add_many(state, count);
+        }
+        let live: Vec<u64> = self
             .jobs
             .iter()
-            .filter(|j| caller.may_see(j.definition.owner))
-        {
-            let state = job.state();
-            if !state.is_finished() {
-                counts.add(state);
-                live.push(job.id);
-            }
-        }
-        let (newest_finished, finished) = self.newest_finished(caller);
-        for (state, count) in finished {
-            for _ in 0..count {
-                counts.add(state);
-            }
-        }
+            .filter(|j| caller.may_see(j.definition.owner) && !j.state().is_finished())
+            .map(|j| j.id)
+            .collect();
+        // The newest finished jobs, from memory and the store.
+        let query = JobQuery {
+            limit: MonitorEvent::SNAPSHOT_FINISHED_JOBS as u32,
+            before: None,
+            states: vec![JobState::Done, JobState::Failed, JobState::Cancelled],
+        };
+        let newest_finished = self.list_jobs_page(caller, &query).jobs;
         let finished_ids: Vec<u64> = newest_finished.iter().map(|s| s.id).collect();
         let window = window::Window::choose(&live, &finished_ids);
         let mut newest_finished: HashMap<u64, JobStatus> =
@@ -124,7 +122,7 @@ impl Grid {
         let listed_live = jobs.iter().filter(|j| !j.state.is_finished()).count() as u64;
         let finished_count = counts.done + counts.failed + counts.cancelled;
         let jobs_left_out = JobsLeftOut {
-            live: live.len() as u64 - listed_live,
+            live: (live.len() as u64).saturating_sub(listed_live),
             finished: finished_count.saturating_sub(jobs.len() as u64 - listed_live),
         };
         let workers = match self.monitor.recent_workers(self.now_ms(), 2_000) {
@@ -141,35 +139,6 @@ impl Grid {
             throughput: self.monitor.history(),
         };
         (snapshot, ids)
-    }
-
-    /// The newest finished jobs `caller` may see (at most a snapshot's
-    /// worth, newest first) and how many finished jobs it may see in each
-    /// finished state.
-    ///
-    /// For now over [`Grid::list_jobs`], which builds every job's status:
-    /// the paged listing of the store replaces it once it lands.
-    fn newest_finished(
-        &self,
-        caller: &crate::users::Caller,
-    ) -> (Vec<JobStatus>, Vec<(JobState, u64)>) {
-        let mut finished: Vec<JobStatus> = self
-            .list_jobs(caller)
-            .into_iter()
-            .filter(|s| s.state.is_finished())
-            .collect();
-        let mut counts = JobCounts::default();
-        for status in &finished {
-            counts.add(status.state);
-        }
-        finished.sort_unstable_by_key(|s| std::cmp::Reverse(s.id));
-        finished.truncate(MonitorEvent::SNAPSHOT_FINISHED_JOBS);
-        let by_state = vec![
-            (JobState::Done, counts.done),
-            (JobState::Failed, counts.failed),
-            (JobState::Cancelled, counts.cancelled),
-        ];
-        (finished, by_state)
     }
 
     /// Tile frames for the parts of running Mandelbrot images finished so
@@ -230,10 +199,12 @@ impl Grid {
         use crate::metrics::family;
         self.record_batch_latencies();
         let mut out = String::new();
-        let mut states: HashMap<&'static str, f64> = HashMap::new();
-        for job in self.jobs.iter() {
-            *states.entry(job.state().name()).or_default() += 1.0;
-        }
+        // Every user's jobs, the finished ones counted in the store.
+        let states: HashMap<&'static str, f64> = self
+            .job_counts(&self.first_admin())
+            .into_iter()
+            .map(|(state, count)| (state.name(), count as f64))
+            .collect();
         let state_samples: Vec<(String, f64)> = JobState::ALL
             .iter()
             .map(|s| {
@@ -446,9 +417,8 @@ mod tests {
         })
     }
 
-    /// A job as a restart puts it in memory, with no store behind it.
-    fn insert_job(grid: &Grid, id: u64, spec: KernelSpec, lifecycle: Lifecycle) {
-        let definition = JobDefinition {
+    fn definition(id: u64, spec: KernelSpec) -> JobDefinition {
+        JobDefinition {
             priority: 0,
             owner: crate::users::FIRST_ADMIN,
             spec,
@@ -456,18 +426,62 @@ mod tests {
             replication: Replication::SINGLE,
             created_at: id,
             inputs: None,
-        };
+        }
+    }
+
+    /// A live job in memory, as a restart revives it (no collator).
+    fn insert_live_job(grid: &Grid, id: u64, spec: KernelSpec) {
+        let mut lifecycle = Lifecycle::queued();
+        lifecycle.state = JobState::Running;
         let live = JobLive {
-            tasks_done: if lifecycle.state == JobState::Done {
-                100
-            } else {
-                0
-            },
+            tasks_done: 0,
             lifecycle,
             collator: None,
         };
         grid.jobs
-            .insert(id, Arc::new(Job::new(id, definition, None, live)));
+            .insert(id, Arc::new(Job::new(id, definition(id, spec), None, live)));
+    }
+
+    /// `count` finished jobs written to the store under `dir` before the
+    /// grid opens it: the newest 100 hashsearch jobs with 10,000 nonces
+    /// each, every seventh failed with a long reason, the rest done.
+    async fn store_finished_jobs(dir: &std::path::Path, count: u64, nonces: &[u64]) {
+        let store = crate::store::Store::open(dir, crate::store::Durability::Normal).unwrap();
+        let mut writes = Vec::new();
+        for id in 1..=count {
+            let mut lifecycle = Lifecycle::queued();
+            lifecycle.version = 2;
+            lifecycle.finished_at = Some(id);
+            let spec = if id > count - 100 {
+                lifecycle.state = JobState::Done;
+                lifecycle.result = Some(ResultSummary::Hashsearch {
+                    nonces: nonces.to_vec(),
+                });
+                hashsearch()
+            } else if id % 7 == 0 {
+                lifecycle.state = JobState::Failed;
+                lifecycle.error = Some("a reason that goes on ".repeat(20));
+                KernelSpec::Primes(PrimesParams { start: 0, end: id })
+            } else {
+                lifecycle.state = JobState::Done;
+                lifecycle.result = Some(ResultSummary::Primes { count: id });
+                KernelSpec::Primes(PrimesParams { start: 0, end: id })
+            };
+            let store = store.clone();
+            writes.push(tokio::spawn(async move {
+                let stored = store.insert_job(definition(id, spec)).await.unwrap();
+                store.update_job(stored, lifecycle).await.unwrap();
+            }));
+            if writes.len() == 1024 {
+                for write in writes.drain(..) {
+                    write.await.unwrap();
+                }
+            }
+        }
+        for write in writes {
+            write.await.unwrap();
+        }
+        store.flush().await.unwrap();
     }
 
     /// 20,000 workers, 100,000 finished jobs (the newest hashsearch jobs
@@ -477,34 +491,11 @@ mod tests {
     #[tokio::test]
     async fn a_snapshot_of_a_big_grid_stays_small() {
         let dir = tempfile::tempdir().unwrap();
-        let grid = open_grid(dir.path()).await;
         let nonces: Vec<u64> = (0..10_000).map(|n| n * 1_000_003).collect();
-        for id in 1..=100_000u64 {
-            let mut lifecycle = Lifecycle::queued();
-            if id % 7 == 0 {
-                lifecycle.state = JobState::Failed;
-                lifecycle.error = Some("a reason that goes on ".repeat(20));
-            } else if id > 99_900 {
-                lifecycle.state = JobState::Done;
-                lifecycle.result = Some(ResultSummary::Hashsearch {
-                    nonces: nonces.clone(),
-                });
-            } else {
-                lifecycle.state = JobState::Done;
-                lifecycle.result = Some(ResultSummary::Primes { count: id });
-            }
-            lifecycle.finished_at = Some(id);
-            let spec = if id > 99_900 {
-                hashsearch()
-            } else {
-                KernelSpec::Primes(PrimesParams { start: 0, end: id })
-            };
-            insert_job(&grid, id, spec, lifecycle);
-        }
+        store_finished_jobs(dir.path(), 100_000, &nonces).await;
+        let grid = open_grid(dir.path()).await;
         for id in 100_001..=100_150u64 {
-            let mut lifecycle = Lifecycle::queued();
-            lifecycle.state = JobState::Running;
-            insert_job(&grid, id, hashsearch(), lifecycle);
+            insert_live_job(&grid, id, hashsearch());
         }
         let mut workers = Vec::new();
         for i in 0..20_000u64 {
@@ -540,7 +531,11 @@ mod tests {
         assert_eq!(throughput.len(), 600);
         assert_eq!(job_counts.total(), 100_150);
         assert_eq!(job_counts.running, 150);
-        assert_eq!(job_counts.failed, 100_000 / 7);
+        assert_eq!(
+            job_counts.failed,
+            99_900 / 7,
+            "every seventh but the hashsearch jobs"
+        );
         let live = jobs.iter().filter(|j| !j.state.is_finished()).count() as u64;
         assert_eq!(live, MonitorEvent::SNAPSHOT_LIVE_JOBS as u64);
         assert_eq!(jobs[0].id, 100_150, "the newest live job first");
