@@ -104,12 +104,22 @@ export class WorkerList {
   joined(entry) {
     if (!this.listed) return;
     this.workers.set(entry.id, { rate: 0, ...entry });
-    this.render();
+    this.renderSoon();
   }
 
   left(id) {
     if (!this.listed) return;
-    if (this.workers.delete(id)) this.render();
+    if (this.workers.delete(id)) this.renderSoon();
+  }
+
+  /** Draws the list within a quarter of a second, once however many changes come. */
+  renderSoon() {
+    if (this.renderQueued) return;
+    this.renderQueued = true;
+    setTimeout(() => {
+      this.renderQueued = false;
+      this.render();
+    }, 250);
   }
 
   /**
@@ -137,7 +147,7 @@ export class WorkerList {
     item.append(who, why);
     this.quarantine.querySelector("ul").prepend(item);
     this.quarantine.hidden = false;
-    this.render();
+    this.renderSoon();
   }
 
   totals() {
