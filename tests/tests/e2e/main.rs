@@ -23,6 +23,7 @@ mod browser_files;
 mod browser_wasm;
 mod cli;
 mod dashboard;
+mod dashboard_drill;
 mod disk_full;
 mod donor_for;
 mod donors;
