@@ -458,7 +458,7 @@ mod tests {
                     nonces: nonces.to_vec(),
                 });
                 hashsearch()
-            } else if id % 7 == 0 {
+            } else if id.is_multiple_of(7) {
                 lifecycle.state = JobState::Failed;
                 lifecycle.error = Some("a reason that goes on ".repeat(20));
                 KernelSpec::Primes(PrimesParams { start: 0, end: id })

@@ -123,7 +123,7 @@ mod tests {
             name: Some(
                 "a name that is rather long, longer than sixty-four characters, so it is cut",
             ),
-            paused: id % 2 == 0,
+            paused: id.is_multiple_of(2),
             tasks_done,
             fuel_used: 10,
             tasks_in_flight: 1,

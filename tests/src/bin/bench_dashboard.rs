@@ -175,7 +175,7 @@ async fn join(url: &str, i: usize) -> anyhow::Result<Socket> {
         holds: Vec::new(),
         for_users: Vec::new(),
         protocol: PROTOCOL_VERSION,
-        kind: if i % 4 == 0 {
+        kind: if i.is_multiple_of(4) {
             WorkerKind::Native
         } else {
             WorkerKind::Browser
@@ -183,7 +183,7 @@ async fn join(url: &str, i: usize) -> anyhow::Result<Socket> {
         threads: 4,
         name: Some(format!("churn-{i}")),
         // Browser tabs of four connections each.
-        session: (i % 4 != 0).then(|| format!("tab-{}", i / 4)),
+        session: (!i.is_multiple_of(4)).then(|| format!("tab-{}", i / 4)),
         kernels: None,
     };
     socket
