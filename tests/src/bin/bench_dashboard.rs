@@ -150,7 +150,9 @@ impl Swarm {
                         }
                     }
                     connected.fetch_sub(1, Ordering::Relaxed);
-                    let _ = socket.close(None).await;
+                    // A close waits for the coordinator's; a leaving
+                    // browser would not wait long either.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), socket.close(None)).await;
                 }
             });
         }
