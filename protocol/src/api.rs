@@ -1130,8 +1130,7 @@ mod tests {
             r#"{"type":"job_nonces","job":7,"count":3,"added":[5]}"#
         );
         assert_eq!(MonitorEvent::decode(&change.encode()).unwrap(), change);
-        let window: JobNonces =
-            serde_json::from_str(r#"{"job":7,"count":0,"first":[]}"#).unwrap();
+        let window: JobNonces = serde_json::from_str(r#"{"job":7,"count":0,"first":[]}"#).unwrap();
         assert_eq!(window.first, Some(vec![]));
         assert!(window.added.is_empty() && window.removed.is_empty());
     }
