@@ -16,10 +16,8 @@
 //! 3. A connection that receives nothing for the welcome's `idle_timeout_ms`
 //!    (at least [`MIN_IDLE_TIMEOUT_MS`]) is dead: [`WorkerSession::tick`]
 //!    says so, and the driver closes it.
-//! 4. Finished batches' results go out at the end of each compute turn;
-//!    an unfinished batch's, once they have waited [`FLUSH_MS`] (as ticks
-//!    see it), so that a slow worker's results travel with the last of
-//!    their batch, in one frame, rather than one frame a task. A `heartbeat` goes out when
+//! 4. Results of unfinished batches go out every [`FLUSH_MS`]; finished
+//!    batches at the end of each compute turn. A `heartbeat` goes out when
 //!    nothing was sent for the welcome's `heartbeat_ms`, and answers the
 //!    coordinator's.
 //! 5. Pause and stop send finished results, then `pause`, then `return` the
@@ -51,12 +49,9 @@ use crate::worker::{TaskRef, WorkerCore};
 
 /// How often drivers call [`WorkerSession::tick`].
 pub const TICK_MS: u64 = 200;
-/// How long results of an unfinished batch may wait for the rest of their
-/// batch (at most one [`TICK_MS`] more), so that leases see progress and
-/// results are never held back for long. A worker computing a task a
-/// second thus sends about one frame a batch, not one a task: each frame
-/// costs the coordinator a wake-up and an ack.
-pub const FLUSH_MS: u64 = 1_000;
+/// How often results of unfinished batches are flushed, so that leases see
+/// progress and results are never held back for long.
+pub const FLUSH_MS: u64 = 200;
 /// How long to wait for the welcome after the socket opens.
 pub const WELCOME_TIMEOUT_MS: u64 = 10_000;
 /// How long a driver waits for a socket to open (TCP, TLS and the upgrade).
@@ -189,8 +184,7 @@ pub struct WorkerSession {
     outgoing: VecDeque<Outgoing>,
     last_sent: u64,
     last_received: u64,
-    /// When a tick first saw results of an unfinished batch waiting.
-    partial_since: Option<u64>,
+    last_flush: u64,
     backoff: Backoff,
     tasks_done: u64,
     results_rejected: u64,
@@ -215,7 +209,7 @@ impl WorkerSession {
             outgoing: VecDeque::new(),
             last_sent: 0,
             last_received: 0,
-            partial_since: None,
+            last_flush: 0,
             backoff: Backoff::new(),
             tasks_done: 0,
             results_rejected: 0,
@@ -307,7 +301,7 @@ impl WorkerSession {
                     heartbeat_ms: heartbeat_ms.max(MIN_HEARTBEAT_MS),
                     idle_timeout_ms: idle_timeout_ms.max(MIN_IDLE_TIMEOUT_MS),
                 };
-                self.partial_since = None;
+                self.last_flush = now;
                 self.error = None;
             }
             (_, Phase::Offline | Phase::Greeting { .. }) => {
@@ -412,14 +406,9 @@ impl WorkerSession {
                         "nothing from the coordinator for {idle_timeout_ms} ms"
                     )));
                 }
-                if self.core.has_partial_results() {
-                    let since = *self.partial_since.get_or_insert(now);
-                    if now.saturating_sub(since) >= FLUSH_MS {
-                        self.partial_since = None;
-                        self.queue_frames(true);
-                    }
-                } else {
-                    self.partial_since = None;
+                if now.saturating_sub(self.last_flush) >= FLUSH_MS {
+                    self.last_flush = now;
+                    self.queue_frames(true);
                 }
                 if self.outgoing.is_empty() && now.saturating_sub(self.last_sent) >= heartbeat_ms {
                     self.send(&WorkerMessage::Heartbeat {});
@@ -769,40 +758,16 @@ mod tests {
     }
 
     #[test]
-    fn unfinished_batches_wait_for_their_last_result_but_not_longer_than_the_flush() {
-        let mut worker = browser("tab-1", None);
-        worker.on_open(0);
-        worker.take_outgoing(0);
-        // Heartbeats far apart, so that none is due in this test.
-        worker.on_text(&welcome_with(60_000, 120_000), 1).unwrap();
+    fn unfinished_batches_flush_on_the_tick_and_quiet_connections_heartbeat() {
+        let mut worker = connected();
         worker.on_text(&batch(1, &[0, 1, 2]), 2).unwrap();
         run_turn(&mut worker, 1);
         assert!(worker.take_outgoing(3).is_empty());
-        // A tick sees the waiting result; it goes out FLUSH_MS later.
-        worker.tick(200).unwrap();
-        assert!(worker.take_outgoing(200).is_empty());
-        worker.tick(200 + FLUSH_MS - 1).unwrap();
-        assert!(worker.take_outgoing(200 + FLUSH_MS - 1).is_empty());
-        worker.tick(200 + FLUSH_MS).unwrap();
+        worker.tick(FLUSH_MS + 10).unwrap();
         assert_eq!(
-            decoded(&worker.take_outgoing(200 + FLUSH_MS)),
+            decoded(&worker.take_outgoing(FLUSH_MS + 10)),
             ["results 1 [0]"]
         );
-        // The next result waits, and the batch's last takes it along: one
-        // frame for both.
-        run_turn(&mut worker, 1);
-        worker.tick(1_400).unwrap();
-        assert!(worker.take_outgoing(1_400).is_empty());
-        run_turn(&mut worker, 1);
-        assert_eq!(decoded(&worker.take_outgoing(1_500)), ["results 1 [1, 2]"]);
-        // Nothing waits, so a later tick sends nothing.
-        worker.tick(1_600 + FLUSH_MS).unwrap();
-        assert!(worker.take_outgoing(1_600 + FLUSH_MS).is_empty());
-    }
-
-    #[test]
-    fn quiet_connections_heartbeat_and_answer_the_coordinators() {
-        let mut worker = connected();
         worker.on_text(r#"{"type":"heartbeat"}"#, 300).unwrap();
         assert_eq!(
             decoded(&worker.take_outgoing(300)),
@@ -1263,15 +1228,14 @@ mod tests {
         assert!(!worker.finish_task(&stale, &output));
         worker.fail_task(&failing, "panic: late");
         worker.end_turn();
-        worker.tick(400).unwrap();
-        assert!(worker.take_outgoing(400).is_empty());
+        worker.tick(302 + FLUSH_MS).unwrap();
+        assert!(worker.take_outgoing(302 + FLUSH_MS).is_empty());
         assert_eq!(worker.tasks_done(), 0);
         // The fresh task still counts, once.
         assert!(worker.finish_task(&fresh, &output));
-        worker.tick(500).unwrap();
-        worker.tick(500 + FLUSH_MS).unwrap();
+        worker.tick(302 + 2 * FLUSH_MS).unwrap();
         assert_eq!(
-            decoded(&worker.take_outgoing(500 + FLUSH_MS)),
+            decoded(&worker.take_outgoing(302 + 2 * FLUSH_MS)),
             ["results 1 [0]"]
         );
         assert_eq!(worker.tasks_done(), 1);

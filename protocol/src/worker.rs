@@ -400,13 +400,6 @@ impl WorkerCore {
         !self.ready.is_empty()
     }
 
-    /// Whether results of an unfinished batch wait for a flush.
-    pub fn has_partial_results(&self) -> bool {
-        self.batches
-            .iter()
-            .any(|b| b.pending.as_ref().is_some_and(|p| !p.is_empty()))
-    }
-
     /// Tasks received and not started.
     pub fn queued_tasks(&self) -> u64 {
         self.batches
