@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --locked -p grid-cli --bin grid
-cargo build --release --locked -p grid-tests --bin bench --bin bench_wasm --bin loadgen
+cargo build --release --locked -p grid-tests --bin bench --bin bench_wasm --bin loadgen --bin bench_dashboard
 # Benchmark 6's hashsearch rows without SHA-NI: sha2's portable backend,
 # forced by a cfg, in a target directory of its own (the kernels crate
 # alone, about 45 s the first time).
@@ -35,4 +35,14 @@ done
 # raises its own limit as far as it may, and the coordinator inherits it.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-exec target/release/bench --grid target/release/grid "$@"
+target/release/bench --grid target/release/grid "$@"
+
+# A full run (no arguments) ends with the dashboard at fleet size: headless
+# Chromium watching 9,000 churning connections (9,000, not 20,000: this
+# process holds both ends of each, under a 20,000 open-files limit);
+# "Dashboard at fleet size" in BENCHMARKS.md.
+if [ "$#" -eq 0 ]; then
+    echo "== dashboard at fleet size"
+    target/release/bench_dashboard --workers 9000 --churn 450 --window 30 ||
+        echo "the dashboard benchmark did not finish (it needs Chromium: scripts/install-chromium.sh)"
+fi
