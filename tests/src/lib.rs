@@ -18,6 +18,7 @@ pub mod browser_cache;
 pub mod dashboard;
 pub mod disk;
 pub mod raw;
+pub mod sieve;
 pub mod slices;
 
 use std::fs::File;

@@ -168,24 +168,6 @@ fn check(report: &Value, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The number of primes in `[0, end)`, by a plain sieve.
-fn primes_below(end: u64) -> u64 {
-    let n = end as usize;
-    let mut prime = vec![true; n.max(2)];
-    prime[0] = false;
-    prime[1] = false;
-    let mut i = 2;
-    while i * i < n {
-        if prime[i] {
-            for m in (i * i..n).step_by(i) {
-                prime[m] = false;
-            }
-        }
-        i += 1;
-    }
-    prime.iter().filter(|&&p| p).count() as u64
-}
-
 /// What one fleet size measured.
 #[derive(Debug, Clone, Copy, Default)]
 struct Fleet {
@@ -393,7 +375,8 @@ pub async fn churn(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
     let coordinator = Coordinator::start(&ctx.grid, &[]).await?;
     let client = coordinator.client();
     let end = CHURN_TASKS * NUMBERS_PER_TASK;
-    let expected = tokio::task::spawn_blocking(move || primes_below(end)).await?;
+    let expected =
+        tokio::task::spawn_blocking(move || grid_tests::sieve::primes_below(end)).await?;
     let job = client
         .submit(&grid_tests::job(
             grid_tests::primes(0, end),

@@ -150,20 +150,9 @@ struct Sieve {
 
 impl Sieve {
     fn new(limit: u64) -> Sieve {
-        let n = limit as usize;
-        let mut prime = vec![true; n.max(2)];
-        prime[0] = false;
-        prime[1] = false;
-        let mut i = 2;
-        while i * i < n {
-            if prime[i] {
-                for m in (i * i..n).step_by(i) {
-                    prime[m] = false;
-                }
-            }
-            i += 1;
+        Sieve {
+            prime: grid_tests::sieve::sieve(limit),
         }
-        Sieve { prime }
     }
 
     fn is_prime(&self, n: u64) -> bool {
