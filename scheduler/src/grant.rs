@@ -104,13 +104,7 @@ impl Scheduler {
     /// pipelines.
     fn newcomers_only(&self, worker: WorkerId, now: u64, placed: &mut Vec<Place>) {
         let state = &self.workers[&worker];
-        let here: Vec<UserId> = state
-            .batches
-            .iter()
-            .filter_map(|b| self.batches.get(b))
-            .filter_map(|b| self.jobs.get(&b.job))
-            .map(|job| job.plan.owner)
-            .collect();
+        let here = self.users_on(worker);
         let Some(least) = self
             .users
             .values()

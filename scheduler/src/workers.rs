@@ -123,17 +123,24 @@ impl Scheduler {
         let newcomers = self.newcomers_with_work();
         if !newcomers.is_empty() {
             idle.extend(self.full.iter().copied().filter(|&worker| {
-                let here: Vec<UserId> = self.workers[&worker]
-                    .batches
-                    .iter()
-                    .filter_map(|b| self.batches.get(b))
-                    .filter_map(|b| self.jobs.get(&b.job))
-                    .map(|job| job.plan.owner)
-                    .collect();
+                let here = self.users_on(worker);
                 newcomers.iter().any(|user| !here.contains(user))
             }));
         }
         idle
+    }
+
+    /// The owners of the jobs `worker` holds batches of.
+    pub(crate) fn users_on(&self, worker: WorkerId) -> Vec<UserId> {
+        self.workers.get(&worker).map_or_else(Vec::new, |state| {
+            state
+                .batches
+                .iter()
+                .filter_map(|b| self.batches.get(b))
+                .filter_map(|b| self.jobs.get(&b.job))
+                .map(|job| job.plan.owner)
+                .collect()
+        })
     }
 
     /// The newcomers with a task to hand out.
