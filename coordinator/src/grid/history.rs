@@ -209,7 +209,6 @@ pub(super) fn job_from_store(stored: crate::store::StoredJob) -> Arc<Job> {
 mod tests {
     use super::*;
     use crate::grid::testing::{join, next_batch, open_grid, primes_job};
-    use grid_protocol::api::UserRequest;
 
     /// The honest frame of a batch.
     fn answers(batch: &Batch) -> ResultsFrame {
@@ -255,19 +254,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let grid = open_grid(dir.path()).await;
         let admin = grid.first_admin();
-        let alice = grid
-            .add_user(
-                &admin,
-                UserRequest {
-                    name: "alice".into(),
-                    admin: false,
-                    weight: None,
-                    limits: Default::default(),
-                },
-            )
-            .await
-            .unwrap();
-        let alice = grid.authenticate(&alice.token).unwrap();
+        let alice = crate::grid::testing::add_user(&grid, "alice").await;
         let (worker, mut queue) = join(&grid, 1);
         let done = run_job(&grid, &admin, &worker, &mut queue, 3).await;
         assert!(grid.job(done).is_none(), "a done job is not held in memory");

@@ -21,6 +21,22 @@ pub(crate) async fn open_grid_with(
     Grid::open(config).await.expect("the grid opens")
 }
 
+/// A new user `name` with default limits, added by the first admin, as a
+/// caller holding its token.
+pub(crate) async fn add_user(grid: &Grid, name: &str) -> crate::users::Caller {
+    let request = grid_protocol::api::UserRequest {
+        name: name.into(),
+        admin: false,
+        weight: None,
+        limits: Default::default(),
+    };
+    let made = grid
+        .add_user(&grid.first_admin(), request)
+        .await
+        .expect("the user is added");
+    grid.authenticate(&made.token).expect("its token works")
+}
+
 /// A native worker's hello.
 pub(crate) fn native_hello(threads: u32, session: Option<&str>) -> Hello {
     Hello {

@@ -356,8 +356,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let grid = open_grid(dir.path()).await;
         let admin = grid.first_admin();
-        let alice = grid.add_user(&admin, request("alice")).await.unwrap();
-        let alice = grid.authenticate(&alice.token).unwrap();
+        let alice = crate::grid::testing::add_user(&grid, "alice").await;
         // The admin's job is older: an unlimited worker would take it first.
         let admins = grid
             .submit(&admin, crate::grid::testing::primes_job(2))

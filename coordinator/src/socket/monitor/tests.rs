@@ -94,19 +94,7 @@ async fn a_users_channel_shows_its_own_jobs_and_closes_when_its_token_goes() {
     let dir = tempfile::tempdir().unwrap();
     let grid = open_grid(dir.path()).await;
     let admin = grid.first_admin();
-    let made = grid
-        .add_user(
-            &admin,
-            grid_protocol::api::UserRequest {
-                name: "alice".into(),
-                admin: false,
-                weight: None,
-                limits: Default::default(),
-            },
-        )
-        .await
-        .unwrap();
-    let alice = grid.authenticate(&made.token).unwrap();
+    let alice = crate::grid::testing::add_user(&grid, "alice").await;
     let request = JobRequest {
         tasks: Some(2),
         ..JobRequest::new(KernelSpec::Primes(PrimesParams { start: 0, end: 100 }))
